@@ -1,0 +1,41 @@
+# The README's two commands are `make demo` and `make test`; each sets itself up.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+MODEL := .cache/models/llorch-tiny.gguf
+
+.PHONY: setup demo test bench lint fmt clean
+
+setup: $(STAMP) $(MODEL)
+
+# pip keeps its wheel cache (~/.cache/pip): llama-cpp-python compiles once per machine, not per run.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+$(MODEL): shared/testmodel.py $(STAMP)
+	$(PY) -m shared.testmodel $(MODEL)
+
+demo: setup
+	$(PY) -m llorch_ctl.demo --model $(MODEL)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@for b in bench/*.py; do echo "# $$b" >&2; $(PY) $$b --model $(MODEL) || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache

@@ -1,0 +1,162 @@
+"""The one error shape of llorch's HTTP APIs: RFC 9457 problem+json with `code` and `retriable`.
+
+Each daemon raises subclasses of `ApiError`; `install_problem_handlers` renders every error,
+Starlette's own 404/405 and unexpected exceptions included, in this shape. Errors are classified
+by class, never by message text.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, TypedDict
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("llorch.http")
+
+
+class FieldError(TypedDict):
+    field: str
+    message: str
+
+
+class ApiError(Exception):
+    """Base of every error an API returns on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL"
+    title: ClassVar[str] = "Internal error"
+    retriable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after_ms: int | None = None,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_ms = retry_after_ms
+        self.errors = errors or []
+        self.headers = headers or {}
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://llorch.dev/problems/{self.code.lower().replace('_', '-')}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            "retriable": self.retriable,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.retry_after_ms is not None:
+            body["retry_after_ms"] = self.retry_after_ms
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+    def response(self, instance: str | None = None) -> Response:
+        headers = dict(self.headers)
+        if self.retry_after_ms is not None:
+            headers["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
+        return JSONResponse(
+            self.to_problem(instance), status_code=self.status, headers=headers,
+            media_type=PROBLEM_JSON,
+        )
+
+
+class InvalidParams(ApiError):
+    status, code, title = 400, "INVALID_PARAMS", "Invalid parameters"
+
+
+class Unauthorized(ApiError):
+    status, code, title = 401, "UNAUTHORIZED", "Missing or invalid credentials"
+
+    def __init__(self, detail: str = "a valid bearer token is required") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="llorch"'})
+
+
+class Forbidden(ApiError):
+    status, code, title = 403, "FORBIDDEN", "Not allowed"
+
+
+class NotFound(ApiError):
+    status, code, title = 404, "NOT_FOUND", "Not found"
+
+
+class Conflict(ApiError):
+    status, code, title = 409, "CONFLICT", "Conflict"
+
+
+class AdmissionReject(ApiError):
+    status, code, title, retriable = 429, "ADMISSION_REJECT", "Rejected by admission policy", True
+
+
+class QueueFull(ApiError):
+    status, code, title, retriable = 429, "QUEUE_FULL", "Queue full", True
+
+
+class ModelUnavailable(ApiError):
+    status, code, title, retriable = 503, "MODEL_UNAVAILABLE", "Model unavailable", True
+
+
+class Busy(ApiError):
+    status, code, title, retriable = 503, "BUSY", "All slots busy", True
+
+
+class Draining(ApiError):
+    status, code, title, retriable = 503, "DRAINING", "Shutting down", True
+
+
+class DeadlineUnmet(ApiError):
+    status, code, title = 504, "DEADLINE_UNMET", "Deadline unmet"
+
+
+class WorkerReset(ApiError):
+    status, code, title, retriable = 502, "WORKER_RESET", "Worker failed", True
+
+
+class Internal(ApiError):
+    pass
+
+
+_STATUS_ERRORS: dict[int, type[ApiError]] = {
+    400: InvalidParams, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+}
+
+
+class MethodNotAllowed(ApiError):
+    status, code, title = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
+
+
+def install_problem_handlers(app: Starlette) -> None:
+    """Render ApiError, Starlette's HTTPException and anything unexpected as problem+json."""
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response(request.url.path)
+
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        cls = MethodNotAllowed if exc.status_code == 405 else _STATUS_ERRORS.get(exc.status_code)
+        if cls is None:
+            cls = Internal
+        err = cls(exc.detail or cls.title)
+        err.status = exc.status_code  # type: ignore[misc]
+        return err.response(request.url.path)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return Internal("internal error; see the server log").response(request.url.path)
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(HTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected)
