@@ -48,7 +48,12 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     pieces += [chr(c) for c in range(ord("A"), ord("Z") + 1)]
     pieces += [str(d) for d in range(10)]
     pieces += list(".,!?:;'\"-()\n")
-    pieces += ["▁" + w for w in _WORDS] + _WORDS + _MULTIBYTE + ["▁" + m for m in _MULTIBYTE]
+    # SPM merges pairwise, so every prefix of a word must be a piece for the word to form.
+    for w in _WORDS:
+        for k in range(2, len(w) + 1):
+            pieces += [w[:k], "▁" + w[:k]]
+        pieces.append("▁" + w[0])
+    pieces += _MULTIBYTE + ["▁" + m for m in _MULTIBYTE]
     seen = set(tokens)
     for p in pieces:
         if p not in seen:

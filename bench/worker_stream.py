@@ -1,0 +1,97 @@
+"""Worker streaming rate over HTTP vs llama-cpp-python's raw `Llama.generate()` loop.
+
+Both run on the same model in the same run, interleaved, so machine noise hits both alike.
+Prints one JSON object. Usage: python bench/worker_stream.py [--model PATH] [--reps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared.testmodel import write_model  # noqa: E402
+from tests.support import spawn_worker  # noqa: E402
+
+LENGTHS = (64, 512, 2048)
+PROMPT = "the quick brown fox"
+SAMPLING = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05}
+
+
+def stream_once(client: httpx.Client, url: str, n: int, seed: int) -> float:
+    """Tokens per second of one streamed generation, measured by the client end to end."""
+    body = {"prompt": PROMPT, "max_tokens": n, "seed": seed, "ignore_eos": True, **SAMPLING}
+    t0 = time.perf_counter()
+    tokens_out = 0
+    with client.stream("POST", url + "/execute", json=body) as r:
+        for sse in EventSource(r).iter_sse():
+            if sse.event == "end":
+                tokens_out = json.loads(sse.data)["tokens_out"]
+    elapsed = time.perf_counter() - t0
+    assert tokens_out == n, f"expected {n} tokens, got {tokens_out}"
+    return n / elapsed
+
+
+def raw_once(llm: Any, tokens: list[int], n: int, seed: int) -> float:
+    llm.set_seed(seed)
+    t0 = time.perf_counter()
+    count = 0
+    for _ in llm.generate(tokens, reset=True, temp=SAMPLING["temperature"],
+                          top_p=SAMPLING["top_p"], top_k=SAMPLING["top_k"],
+                          min_p=SAMPLING["min_p"]):
+        count += 1
+        if count >= n:
+            break
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    from llama_cpp import Llama
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model if args.model and args.model.exists() else write_model(
+            Path(tmp) / "llorch-tiny.gguf")
+        llm = Llama(model_path=str(model), n_ctx=4096, verbose=False)
+        prompt_tokens = llm.tokenize(PROMPT.encode(), add_bos=True)
+        results: dict[str, Any] = {"bench": "worker_stream", "model": model.name, "lengths": {}}
+        # One client for the run, as an SDK keeps its connection; the worker's first request
+        # and llama.cpp's first decode pay one-time costs, so both paths are warmed up first.
+        with spawn_worker(model, Path(tmp)) as worker, httpx.Client(timeout=120) as client:
+            for seed in range(3):
+                stream_once(client, worker.url, 64, seed)
+                raw_once(llm, prompt_tokens, 64, seed)
+            for n in LENGTHS:
+                stream, raw = [], []
+                for rep in range(args.reps):
+                    raw.append(raw_once(llm, prompt_tokens, n, rep))
+                    stream.append(stream_once(client, worker.url, n, rep))
+                s, r = statistics.median(stream), statistics.median(raw)
+                results["lengths"][str(n)] = {
+                    "stream_tok_s": round(s), "raw_generate_tok_s": round(r),
+                    "ratio_stream_over_raw": round(s / r, 3),
+                }
+        first, last = results["lengths"][str(LENGTHS[0])], results["lengths"][str(LENGTHS[-1])]
+        results["stream_2048_over_64"] = round(last["stream_tok_s"] / first["stream_tok_s"], 3)
+        results["raw_2048_over_64"] = round(
+            last["raw_generate_tok_s"] / first["raw_generate_tok_s"], 3)
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The synchronous client for orchestratord's `/v2` API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from llorch_sdk.errors import ConnectionFailed, LlorchError, error_from_response
+from llorch_sdk.models import Cursor, Event, Submitted, parse_event, task_body
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class Stream:
+    """The events of one submitted task; iterate it, or call `text()` to collect the tokens.
+
+    Closing it (or leaving its `with` block) stops reading; it does not cancel the task.
+    """
+
+    def __init__(self, submitted: Submitted, events: Iterator[Event]) -> None:
+        self.submitted = submitted
+        self.task_id = submitted.task_id
+        self._events = events
+
+    def __iter__(self) -> Iterator[Event]:
+        return self._events
+
+    def text(self) -> str:
+        """Read to the end and return the generated text; an `error` event raises."""
+        parts: list[str] = []
+        for event in self._events:
+            if event.event == "token":
+                parts.append(str(event.data.get("t", "")))
+            event.raise_for_error()
+        return "".join(parts)
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Client:
+    """Talks to orchestratord: submit tasks, read their events, cancel, inspect.
+
+    `base_url` is the daemon's root (`http://host:8080`); `api_key` is sent as a bearer token;
+    `timeout` bounds every call except the wait for the next event of a stream.
+    `http_client` replaces the internal `httpx.Client` (its base_url and auth are then yours).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        max_reconnects: int = 5,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.max_reconnects = max_reconnects
+        self._timeout = timeout
+        self._http = http_client or httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=_headers(api_key),
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise ConnectionFailed(f"{method} {path}: {e!r}", retriable=True) from e
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    def submit(
+        self,
+        model: str,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        **params: Any,
+    ) -> Submitted:
+        """Queue a task (`POST /v2/tasks`); `params` are the API's fields (`max_tokens`, ...).
+
+        Raises `LlorchError` (e.g. `QueueFull` with `retry_after_ms`) when it is refused.
+        """
+        body = task_body(model, prompt, messages, params)
+        response = self._request("POST", "/v2/tasks", json=body)
+        return Submitted.from_json(response.json())
+
+    def events(self, task_id: str, last_event_id: int | None = None) -> Iterator[Event]:
+        """Yield the task's events until `end` or `error`, reconnecting with `Last-Event-ID`.
+
+        A dropped connection is resumed where it broke, so no event is lost or repeated.
+        """
+        cursor = Cursor(last_event_id, self.max_reconnects)
+        path = f"/v2/tasks/{task_id}/events"
+        timeout = httpx.Timeout(self._timeout, read=None)
+        while not cursor.done:
+            cause: Exception | None = None
+            headers = {**cursor.headers(), "Accept": "text/event-stream"}
+            try:
+                with self._http.stream("GET", path, headers=headers, timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise error_from_response(response)
+                    for sse in EventSource(response).iter_sse():
+                        event = parse_event(sse)
+                        if event is not None and cursor.accept(event):
+                            yield event
+                            if cursor.done:
+                                return
+            except httpx.TransportError as e:
+                cause = e
+            time.sleep(cursor.broken(cause))
+
+    def stream(
+        self,
+        model: str,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        **params: Any,
+    ) -> Stream:
+        """Submit a task and return its events as a `Stream` (`stream.task_id` to cancel it)."""
+        submitted = self.submit(model, prompt, messages, **params)
+        return Stream(submitted, self.events(submitted.task_id))
+
+    def cancel(self, task_id: str) -> None:
+        """Cancel a task (`POST /v2/tasks/{id}/cancel`); cancelling twice is not an error."""
+        self._request("POST", f"/v2/tasks/{task_id}/cancel")
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        """The task record (`GET /v2/tasks/{id}`)."""
+        return _object(self._request("GET", f"/v2/tasks/{task_id}"))
+
+    def capabilities(self) -> dict[str, Any]:
+        """What the daemon offers (`GET /v2/meta/capabilities`): models, limits, API version."""
+        return _object(self._request("GET", "/v2/meta/capabilities"))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The registered workers (`GET /v2/workers`)."""
+        return _workers(_object(self._request("GET", "/v2/workers")))
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as e:
+        raise LlorchError(f"reply is not JSON: {response.text[:200]!r}", code="BAD_REPLY") from e
+    if not isinstance(body, dict):
+        raise LlorchError(f"reply is not a JSON object: {body!r}"[:300], code="BAD_REPLY")
+    return body
+
+
+def _workers(body: dict[str, Any]) -> list[dict[str, Any]]:
+    workers = body.get("workers")
+    if not isinstance(workers, list):
+        raise LlorchError("reply has no workers list", code="BAD_REPLY")
+    return [w for w in workers if isinstance(w, dict)]

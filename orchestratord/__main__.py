@@ -1,0 +1,54 @@
+"""`python -m orchestratord` / `orchestratord`: run the daemon under uvicorn.
+
+Failures at start (bad flags, an invalid policy, an unusable database) are one line on stderr
+and exit status 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from orchestratord.settings import from_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    try:
+        settings = from_args(args)
+        from orchestratord.app import create_app
+        from orchestratord.db import Store
+        from orchestratord.policy import PolicyEngine
+
+        # Fail before listening: a bad policy file or database is the operator's to fix.
+        PolicyEngine.from_file(settings.policy, budget_ms=settings.policy_budget_ms)
+        Store(settings.database_url).open().close()
+    except Exception as e:
+        if debug:
+            raise
+        detail = getattr(e, "detail", None) or str(e) or type(e).__name__
+        print(f"orchestratord: {detail}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(
+        create_app(settings, handle_sighup=True),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

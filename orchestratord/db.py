@@ -1,0 +1,301 @@
+"""Registry and task records through SQLAlchemy Core: SQLite (WAL) by default, any URL otherwise.
+
+`Store` is synchronous and owns the schema and its upgrades; `BatchWriter` is the async adapter
+the daemon uses: it coalesces record changes and writes them in one transaction per flush, off
+the event loop, so the relay never waits on the database and no token is ever written.
+
+Schema versions: 1 (first release), 2 (adds workers.n_ctx/registered_ms and
+tasks.tenant/session_id/max_tokens/ttft_ms/attempts). `Store.open` upgrades older files in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from orchestratord.registry import Worker
+from orchestratord.tasks import TaskRecord
+
+log = logging.getLogger("llorch.orchestratord.db")
+SCHEMA_VERSION = 2
+
+metadata = sa.MetaData()
+schema_version = sa.Table(
+    "schema_version", metadata, sa.Column("version", sa.Integer, nullable=False)
+)
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("url", sa.String(512), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("pool", sa.String(128), nullable=False),
+    sa.Column("slots_total", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("last_heartbeat_ms", sa.BigInteger, nullable=False),
+    sa.Column("n_ctx", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("registered_ms", sa.BigInteger, nullable=False, server_default="0"),
+)
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("priority", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("prompt_hash", sa.String(64), nullable=False),
+    sa.Column("worker_id", sa.String(128)),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("started_ms", sa.BigInteger),
+    sa.Column("finished_ms", sa.BigInteger),
+    sa.Column("tokens_out", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("stop_reason", sa.String(32)),
+    sa.Column("error_code", sa.String(32)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("tenant", sa.String(128)),
+    sa.Column("session_id", sa.String(256)),
+    sa.Column("max_tokens", sa.Integer, nullable=False, server_default="128"),
+    sa.Column("ttft_ms", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+)
+
+# Columns each upgrade adds: version -> [(table, column DDL)].
+_UPGRADES: dict[int, list[tuple[str, str]]] = {
+    2: [
+        ("workers", "n_ctx INTEGER NOT NULL DEFAULT 0"),
+        ("workers", "registered_ms BIGINT NOT NULL DEFAULT 0"),
+        ("tasks", "tenant VARCHAR(128)"),
+        ("tasks", "session_id VARCHAR(256)"),
+        ("tasks", "max_tokens INTEGER NOT NULL DEFAULT 128"),
+        ("tasks", "ttft_ms FLOAT"),
+        ("tasks", "attempts INTEGER NOT NULL DEFAULT 0"),
+    ],
+}
+_TASK_COLUMNS = [c.name for c in tasks.columns]
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer orchestratord."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("Store.open() was not called")
+        return self._engine
+
+    def open(self) -> Store:
+        """Create the file's directory, connect, and create or upgrade the schema."""
+        url = sa.make_url(self.url)
+        if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+        if url.drivername.startswith("sqlite"):
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        self._engine = engine
+        self.migrate()
+        return self
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def version(self) -> int | None:
+        if not sa.inspect(self.engine).has_table("schema_version"):
+            return None
+        with self.engine.connect() as c:
+            return c.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+
+    def migrate(self) -> None:
+        current = self.version()
+        if current is not None and current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"database schema version {current} is newer than this orchestratord "
+                f"({SCHEMA_VERSION}); upgrade orchestratord"
+            )
+        with self.engine.begin() as c:
+            if current is None:
+                metadata.create_all(c)
+                c.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                return
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for table, ddl in _UPGRADES[version]:
+                    c.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))
+                c.execute(schema_version.delete())
+                c.execute(schema_version.insert().values(version=version))
+                log.info("database schema upgraded to version %d", version)
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def load_workers(self) -> list[Worker]:
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(workers).where(workers.c.state != "deregistered")).all()
+        return [
+            Worker(
+                id=r.id,
+                url=r.url,
+                model=r.model,
+                backend=r.backend,
+                pool=r.pool,
+                slots_total=r.slots_total,
+                n_ctx=r.n_ctx,
+                reported="ready",
+                last_heartbeat_ms=r.last_heartbeat_ms,
+                registered_ms=r.registered_ms,
+                dead=r.state == "dead",
+            )
+            for r in rows
+        ]
+
+    def save_workers(self, rows: Iterable[dict[str, Any]]) -> None:
+        with self.engine.begin() as c:
+            for row in rows:
+                _upsert(c, workers, row)
+
+    def delete_worker(self, worker_id: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(workers.delete().where(workers.c.id == worker_id))
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def save_tasks(self, records: Iterable[TaskRecord]) -> None:
+        with self.engine.begin() as c:
+            for r in records:
+                _upsert(c, tasks, {k: getattr(r, k) for k in _TASK_COLUMNS})
+
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
+        if row is None:
+            return None
+        return TaskRecord(**row._asdict())
+
+    def fail_unfinished(self, now_ms: int) -> int:
+        """At startup: tasks left queued or running by the previous run fail with WORKER_RESET."""
+        with self.engine.begin() as c:
+            result = c.execute(
+                tasks.update()
+                .where(tasks.c.status.in_(("queued", "running")))
+                .values(
+                    status="failed",
+                    error_code="WORKER_RESET",
+                    finished_ms=now_ms,
+                    error_message="orchestratord restarted while the task was unfinished",
+                )
+            )
+            return int(result.rowcount)
+
+
+def worker_row(w: Worker, state: str) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "url": w.url,
+        "model": w.model,
+        "backend": w.backend,
+        "pool": w.pool,
+        "slots_total": w.slots_total,
+        "state": state,
+        "last_heartbeat_ms": w.last_heartbeat_ms,
+        "n_ctx": w.n_ctx,
+        "registered_ms": w.registered_ms,
+    }
+
+
+def _upsert(c: sa.Connection, table: sa.Table, row: dict[str, Any]) -> None:
+    key = table.c.id == row["id"]
+    if c.execute(table.update().where(key).values(row)).rowcount == 0:
+        c.execute(table.insert().values(row))
+
+
+class BatchWriter:
+    """Coalesce task and worker changes and write them in one transaction per interval."""
+
+    def __init__(self, store: Store, interval_s: float = 0.05) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self._tasks: dict[str, TaskRecord] = {}
+        self._workers: dict[str, dict[str, Any] | None] = {}  # None: delete
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    def task(self, record: TaskRecord) -> None:
+        self._tasks[record.id] = record
+        self._wake.set()
+
+    def worker(self, w: Worker, state: str) -> None:
+        self._workers[w.id] = worker_row(w, state)
+        self._wake.set()
+
+    def delete_worker(self, worker_id: str) -> None:
+        self._workers[worker_id] = None
+        self._wake.set()
+
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="db-writer")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.interval_s)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("database write failed; will retry")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    async def flush(self) -> None:
+        # Snapshot values now: records keep changing on the loop while the thread writes.
+        pending_tasks, pending_workers = self._tasks, self._workers
+        self._tasks, self._workers = {}, {}
+        if not pending_tasks and not pending_workers:
+            return
+        task_rows = [TaskRecord(**r.to_json()) for r in pending_tasks.values()]
+        try:
+            await asyncio.to_thread(self._write, task_rows, pending_workers)
+        except Exception:
+            # Keep what failed unless a newer change replaced it meanwhile.
+            self._tasks = {**pending_tasks, **self._tasks}
+            self._workers = {**pending_workers, **self._workers}
+            raise
+
+    def _write(
+        self, task_rows: list[TaskRecord], worker_rows: dict[str, dict[str, Any] | None]
+    ) -> None:
+        upserts = [r for r in worker_rows.values() if r is not None]
+        if upserts:
+            self.store.save_workers(upserts)
+        for worker_id, row in worker_rows.items():
+            if row is None:
+                self.store.delete_worker(worker_id)
+        if task_rows:
+            self.store.save_tasks(task_rows)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        await self.flush()

@@ -1,0 +1,100 @@
+"""Prometheus metrics of orchestratord, in a CollectorRegistry owned by the app (not the global).
+
+Gauges that describe current state (queue depth, workers by state) are set at scrape time from
+the live objects, so nothing on the hot path updates them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger("llorch.orchestratord.policy")
+
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_TPOT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_POLICY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.queue_depth = Gauge(
+            "orchd_queue_depth", "Tasks waiting in the queue, by lane", ["lane"], registry=r
+        )
+        self.tasks = Counter(
+            "orchd_tasks",
+            "Finished tasks by outcome code (OK for success)",
+            ["code"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "orchd_ttft_seconds", "Submit to first token", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.queue_time = Histogram(
+            "orchd_queue_seconds",
+            "Submit to dispatch on a worker",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "orchd_time_per_output_token_seconds",
+            "Decode time per output token after the first",
+            buckets=_TPOT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("orchd_tokens_out", "Tokens relayed to clients", registry=r)
+        self.workers = Gauge("orchd_workers", "Registered workers by state", ["state"], registry=r)
+        self.policy_eval = Histogram(
+            "orchd_policy_eval_seconds",
+            "Policy function evaluation time",
+            ["fn"],
+            buckets=_POLICY_BUCKETS,
+            registry=r,
+        )
+        self.policy_fallbacks = Counter(
+            "orchd_policy_fallbacks",
+            "Policy calls answered by the built-in policy instead",
+            ["fn", "reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "orchd_dispatch_retries",
+            "Tasks re-dispatched after a worker failed before a token",
+            registry=r,
+        )
+        for lane in ("interactive", "batch"):
+            self.queue_depth.labels(lane)
+        for fn in ("admit", "schedule"):
+            self.policy_eval.labels(fn)
+
+    def render(self, queue_depth: Mapping[str, int], worker_counts: Mapping[str, int]) -> bytes:
+        for lane, n in queue_depth.items():
+            self.queue_depth.labels(lane).set(n)
+        for state in ("ready", "loading", "draining", "failed", "stale", "unverified", "dead"):
+            self.workers.labels(state).set(worker_counts.get(state, 0))
+        return generate_latest(self.registry)
+
+
+class MetricsPolicyObserver:
+    """The PolicyObserver the policy engine reports to: latency histogram, fallback counter.
+
+    A fallback is logged once per (function, reason) so a broken policy cannot flood the log.
+    """
+
+    def __init__(self, metrics: Metrics, warn: Callable[[str], None] | None = None) -> None:
+        self.metrics = metrics
+        self._warned: set[tuple[str, str]] = set()
+        self._warn = warn or log.warning
+
+    def observe(self, fn: str, seconds: float) -> None:
+        self.metrics.policy_eval.labels(fn).observe(seconds)
+
+    def fallback(self, fn: str, reason: str) -> None:
+        self.metrics.policy_fallbacks.labels(fn, reason).inc()
+        if (fn, reason) not in self._warned:
+            self._warned.add((fn, reason))
+            self._warn(f"policy {fn}() failed ({reason}); using the built-in policy")

@@ -1,0 +1,240 @@
+"""OpenAI-compatible routes (`/v1/chat/completions`, `/v1/completions`, `/v1/models`).
+
+A thin adapter over the same `TaskService` as `/v2`: an OpenAI body becomes a `/v2` task body
+(`openai_task_body`, pure), goes through `parse_task_request` and the same queue, and the task's
+events are shaped back into OpenAI objects (`Shaper`, pure).
+
+Parameter mapping: `max_completion_tokens` (or `max_tokens`), `temperature`, `top_p`, `seed`,
+`stop` (a string or a list) pass through; `n` must be 1; `user` becomes the task's `session_id`
+(so one end user's requests stick to one worker) unless `session_id` is given. llama.cpp's
+`top_k`, `min_p`, `repeat_penalty` and llorch's `priority`, `session_id`, `deadline_ms` are
+accepted as extensions. Features llorch does not offer (tools, logprobs, n > 1, penalties, ...)
+are refused with 400 rather than silently ignored; unknown fields are ignored, as OpenAI does.
+
+Errors: the body is problem+json as on every llorch API (`code`, `retriable`, `retry_after_ms`)
+with an extra `error` member in OpenAI's shape (`message`, `type`, `param`, `code`), which is
+what OpenAI clients read. An error after a stream started is a `data: {"error": {...}}` chunk,
+which the `openai` package raises as `APIError`. A client that disconnects cancels its task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from orchestratord.app import tenant_of
+from orchestratord.openai_shapes import (
+    Kind,
+    Shaper,
+    event_error,
+    finish_reason,
+    invalid,
+    openai_error,
+    openai_task_body,
+    sse_data,
+    usage,
+)
+from orchestratord.service import TaskEvent, TaskService, parse_task_request
+from shared.problem import PROBLEM_JSON, ApiError, Internal
+from shared.sse import encode_comment
+
+KEEPALIVE = encode_comment("keep-alive")
+
+
+def error_response(err: ApiError, instance: str) -> Response:
+    """problem+json with OpenAI's `error` member alongside (see the module docstring)."""
+    body = err.to_problem(instance)
+    body["error"] = openai_error(err)
+    headers = dict(err.headers)
+    if err.retry_after_ms is not None:
+        headers["Retry-After"] = str(max(1, -(-err.retry_after_ms // 1000)))
+    return JSONResponse(body, status_code=err.status, headers=headers, media_type=PROBLEM_JSON)
+
+
+async def _submit(request: Request, kind: Kind) -> Response:
+    service: TaskService = request.state.service
+    try:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise invalid([("body", "must be valid JSON")]) from None
+        task, stream, include_usage = openai_task_body(kind, body)
+        record = await service.submit(parse_task_request(task, tenant=tenant_of(request)))
+    except ApiError as err:
+        return error_response(err, request.url.path)
+    shaper = Shaper(kind, record.id, task["model"], int(time.time()))
+    if stream:
+        return _EventStream(service, record.id, shaper, include_usage)
+    return await _until_done_or_gone(request, service, record.id, shaper)
+
+
+async def chat_completions(request: Request) -> Response:
+    """POST /v1/chat/completions: OpenAI's chat completion, streamed or not."""
+    return await _submit(request, "chat")
+
+
+async def completions(request: Request) -> Response:
+    """POST /v1/completions: OpenAI's legacy text completion, streamed or not."""
+    return await _submit(request, "completion")
+
+
+async def list_models(request: Request) -> Response:
+    """GET /v1/models: the models at least one live worker serves."""
+    service: TaskService = request.state.service
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "llorch"}
+        for name in service.models()
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def _cancel(service: TaskService, task_id: str) -> None:
+    """Cancel a task whose client went away; shielded, since the caller is being cancelled."""
+    # ApiError: the service no longer knows the task, so there is nothing left to stop.
+    with anyio.CancelScope(shield=True), contextlib.suppress(ApiError):
+        await service.cancel(task_id)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _until_done_or_gone(
+    request: Request, service: TaskService, task_id: str, shaper: Shaper
+) -> Response:
+    """Collect the task into one response, cancelling it if the client disconnects first."""
+    result: Response | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def collect() -> None:
+            nonlocal result
+            result = await _collect(service, task_id, shaper, request.url.path)
+            tg.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await _wait_disconnect(request.receive)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(collect)
+        tg.start_soon(watch)
+    if result is None:
+        await _cancel(service, task_id)
+        return Response(status_code=499)  # nobody is left to read it
+    return result
+
+
+async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str) -> Response:
+    parts: list[str] = []
+    prompt_tokens = 0
+    try:
+        async for ev in service.events(task_id):
+            if ev.event == "token":
+                parts.append(str(ev.data.get("t", "")))
+            elif ev.event in ("started", "end"):
+                prompt_tokens = _int(ev.data.get("prompt_tokens"), prompt_tokens)
+            if ev.event == "end":
+                tokens = _int(ev.data.get("tokens_out"), len(parts))
+                body = shaper.final(
+                    "".join(parts),
+                    finish_reason(ev.data.get("stop_reason")),
+                    usage(prompt_tokens, tokens),
+                )
+                return JSONResponse(body, headers={"X-Llorch-Task-Id": task_id})
+            if ev.event == "error":
+                return error_response(event_error(ev.data), path)
+    except ApiError as err:
+        return error_response(err, path)
+    return error_response(Internal("the task's event stream ended without an end event"), path)
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+class _EventStream(Response):
+    """The OpenAI SSE stream of one task; a client disconnect cancels the task.
+
+    Starlette's StreamingResponse notices a disconnect only when it next writes (ASGI 2.4) and
+    a queued task writes nothing, so this listens for `http.disconnect` itself.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, service: TaskService, task_id: str, shaper: Shaper, include_usage: bool
+    ) -> None:
+        self.service, self.task_id, self.shaper = service, task_id, shaper
+        self.include_usage = include_usage
+        self.prompt_tokens = 0
+        self.status_code = 200
+        self.background = None
+        self.init_headers(
+            {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Llorch-Task-Id": task_id}
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        complete = False
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await _wait_disconnect(receive)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            try:
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                async for chunk in self.chunks():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                complete = True
+            except OSError:
+                pass  # ASGI 2.4 servers raise on writing to a closed connection
+            tg.cancel_scope.cancel()
+        if not complete:
+            await _cancel(self.service, self.task_id)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """One bytes object per batch of task events; a keep-alive comment while idle."""
+        if self.shaper.kind == "chat":
+            yield sse_data(self.shaper.chunk("", role=True))
+        try:
+            async with contextlib.aclosing(self.service.frames(self.task_id)) as batches:
+                async for batch in batches:
+                    yield b"".join([self.shape(ev) for ev in batch]) if batch else KEEPALIVE
+        except ApiError as err:
+            yield sse_data({"error": openai_error(err)})
+        yield sse_data("[DONE]")
+
+    def shape(self, ev: TaskEvent) -> bytes:
+        sh = self.shaper
+        if ev.event == "token":
+            return sse_data(sh.chunk(str(ev.data.get("t", ""))))
+        if ev.event == "started":
+            self.prompt_tokens = _int(ev.data.get("prompt_tokens"), 0)
+        elif ev.event == "end":
+            out = sse_data(sh.chunk(None, finish_reason(ev.data.get("stop_reason"))))
+            if self.include_usage:
+                tokens = _int(ev.data.get("tokens_out"), 0)
+                out += sse_data(sh.usage_chunk(usage(self.prompt_tokens, tokens)))
+            return out
+        elif ev.event == "error":
+            return sse_data({"error": openai_error(event_error(ev.data))})
+        return b""
+
+
+routes: list[Route] = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]

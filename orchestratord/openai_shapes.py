@@ -1,0 +1,270 @@
+"""OpenAI <-> llorch mapping for the /v1 routes, pure: request bodies in, OpenAI objects out.
+
+`openai_task_body` turns an OpenAI request into a `/v2` task body (see `openai_api` for the
+parameter mapping); `Shaper` builds `chat.completion(.chunk)` and `text_completion` objects
+from a task's events; `openai_error` gives OpenAI's `error` member for an `ApiError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from shared.problem import ApiError, Internal, InvalidParams
+
+Kind = Literal["chat", "completion"]
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+# OpenAI fields llorch refuses when set to anything but their "off" value.
+_UNSUPPORTED: dict[str, str] = {
+    "tools": "tool calling is not supported",
+    "functions": "function calling is not supported",
+    "tool_choice": "tool calling is not supported",
+    "logit_bias": "logit_bias is not supported",
+    "logprobs": "logprobs are not supported",
+    "top_logprobs": "logprobs are not supported",
+    "echo": "echo is not supported",
+    "suffix": "suffix (insertion) is not supported",
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+}
+_PASS_THROUGH = (
+    "temperature",
+    "top_p",
+    "seed",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "priority",
+    "session_id",
+    "deadline_ms",
+)
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_FINISH = {"MAX_TOKENS": "length", "EOS": "stop", "STOP_SEQUENCE": "stop", "CANCELLED": "stop"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+
+
+# --- request mapping (pure) -----------------------------------------------------------------
+
+
+def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]:
+    """Map an OpenAI request body to a `/v2` task body; returns (body, stream, include_usage).
+
+    Raises InvalidParams (listing every bad field) for what llorch cannot honour.
+    """
+    if not isinstance(body, Mapping):
+        raise invalid([("body", "must be a JSON object")])
+    errors: list[tuple[str, str]] = []
+    task: dict[str, Any] = {"model": body.get("model")}
+    if not isinstance(task["model"], str) or not task["model"]:
+        errors.append(("model", "is required and must be a non-empty string"))
+    if kind == "chat":
+        task["messages"] = _messages(body.get("messages"), errors)
+        limit = body.get("max_completion_tokens")
+        if limit is None:
+            limit = body.get("max_tokens")
+    else:
+        task["prompt"] = _prompt(body.get("prompt"), errors)
+        limit = body.get("max_tokens")
+    if limit is not None:
+        task["max_tokens"] = limit
+    for name in _PASS_THROUGH:
+        if body.get(name) is not None:
+            task[name] = body[name]
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        task["stop"] = [stop]
+    elif stop is not None:
+        task["stop"] = stop
+    user = body.get("user")
+    if user is not None and "session_id" not in task:
+        if isinstance(user, str) and user:
+            task["session_id"] = user[:256]
+        else:
+            errors.append(("user", "must be a non-empty string"))
+    n = body.get("n")
+    if n is not None and (n != 1 or isinstance(n, bool)):
+        errors.append(("n", "only n=1 is supported"))
+    best_of = body.get("best_of")
+    if best_of is not None and (best_of != 1 or isinstance(best_of, bool)):
+        errors.append(("best_of", "only best_of=1 is supported"))
+    for name in ("frequency_penalty", "presence_penalty"):
+        if body.get(name) not in (None, 0, 0.0):
+            errors.append((name, "is not supported (use repeat_penalty); leave it unset or 0"))
+    for name, why in _UNSUPPORTED.items():
+        if body.get(name) not in (None, False, 0, "", [], {}, "none"):
+            errors.append((name, why))
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
+        errors.append(("response_format", 'only {"type": "text"} is supported'))
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        errors.append(("stream", "must be a boolean"))
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not isinstance(options, Mapping) or not isinstance(
+            options.get("include_usage", False), bool
+        ):
+            errors.append(("stream_options", "must be an object with a boolean include_usage"))
+        else:
+            include_usage = bool(options.get("include_usage", False))
+    if errors:
+        raise invalid(errors)
+    return task, bool(stream), include_usage
+
+
+def _messages(raw: Any, errors: list[tuple[str, str]]) -> list[dict[str, str]]:
+    if not isinstance(raw, list) or not raw:
+        errors.append(("messages", "must be a non-empty list of messages"))
+        return []
+    out: list[dict[str, str]] = []
+    for n, m in enumerate(raw):
+        where = f"messages[{n}]"
+        if not isinstance(m, Mapping):
+            errors.append((where, "must be an object"))
+            continue
+        role = _ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            errors.append((f"{where}.role", "must be system, developer, user or assistant"))
+            continue
+        if m.get("tool_calls") or m.get("function_call"):
+            errors.append((where, "tool calls are not supported"))
+            continue
+        content = _content(m.get("content"))
+        if content is None:
+            errors.append((f"{where}.content", "must be a string or a list of text parts"))
+            continue
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _content(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not (
+                isinstance(part, Mapping)
+                and part.get("type") == "text"
+                and isinstance(part.get("text"), str)
+            ):
+                return None
+            parts.append(part["text"])
+        return "".join(parts)
+    return None
+
+
+def _prompt(raw: Any, errors: list[tuple[str, str]]) -> str:
+    if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
+        raw = raw[0]
+    if not isinstance(raw, str):
+        errors.append(("prompt", "must be a string (or a list of exactly one string)"))
+        return ""
+    return raw
+
+
+def invalid(errors: list[tuple[str, str]]) -> InvalidParams:
+    return InvalidParams(
+        "; ".join(f"{f}: {m}" for f, m in errors),
+        errors=[{"field": f, "message": m} for f, m in errors],
+    )
+
+
+# --- response shaping (pure) ----------------------------------------------------------------
+
+
+class Shaper:
+    """Builds OpenAI objects for one task: stream chunks, the final object, errors."""
+
+    def __init__(self, kind: Kind, task_id: str, model: str, created: int) -> None:
+        self.kind = kind
+        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + task_id
+        self.model = model
+        self.created = created
+        self.object = "chat.completion" if kind == "chat" else "text_completion"
+        self.chunk_object = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+    def _base(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+    def chunk(
+        self, text: str | None, finish: str | None = None, *, role: bool = False
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0}
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"role": "assistant"} if role else {}
+            if text is not None:
+                delta["content"] = text
+            choice["delta"] = delta
+        else:
+            choice["text"] = text or ""
+        choice["logprobs"] = None
+        choice["finish_reason"] = finish
+        return {**self._base(self.chunk_object), "choices": [choice]}
+
+    def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
+        return {**self._base(self.chunk_object), "choices": [], "usage": usage}
+
+    def final(self, text: str, finish: str, usage: dict[str, int]) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0}
+        if self.kind == "chat":
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        choice["logprobs"] = None
+        choice["finish_reason"] = finish
+        return {**self._base(self.object), "choices": [choice], "usage": usage}
+
+
+def finish_reason(stop_reason: Any) -> str:
+    """OpenAI's finish_reason for a worker stop_reason: `length` for MAX_TOKENS, else `stop`."""
+    return _FINISH.get(str(stop_reason), "stop")
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def openai_error(err: ApiError) -> dict[str, Any]:
+    """The OpenAI `error` member for an ApiError."""
+    param = err.errors[0]["field"] if err.errors else None
+    kind = _ERROR_TYPES.get(err.status, "server_error" if err.status >= 500 else "api_error")
+    return {"message": err.detail, "type": kind, "param": param, "code": err.code}
+
+
+def event_error(data: Mapping[str, Any]) -> ApiError:
+    """The ApiError for a task's `error` event: the class whose `code` matches, else 500."""
+    code = str(data.get("code", "INTERNAL"))
+    message = str(data.get("message") or "the task failed")
+    for cls in _error_classes(ApiError):
+        if cls.code == code:
+            return cls(message)
+    err = Internal(message)
+    err.code = code  # type: ignore[misc]  # keep the task's own code (CANCELLED, DECODE_TIMEOUT)
+    return err
+
+
+def _error_classes(base: type[ApiError]) -> list[type[ApiError]]:
+    out = []
+    for cls in base.__subclasses__():
+        out += [cls, *_error_classes(cls)]
+    return out
+
+
+def sse_data(obj: Mapping[str, Any] | str) -> bytes:
+    return b"data: " + (obj if isinstance(obj, str) else _dumps(obj)).encode() + b"\n\n"

@@ -1,0 +1,372 @@
+"""orchestratord's admission and scheduling policies, written in Starlark (specs/policy.md).
+
+    engine = PolicyEngine.from_file(path)            # None: the built-in policies/default.star
+    engine.admit(task, cluster) -> AdmitDecision      # never raises
+    engine.schedule(task, workers, cluster) -> worker id | None   # never raises
+    holder = PolicyHolder(engine); holder.reload()    # SIGHUP / POST /v2/admin/policy
+
+Loading validates (parse, lint, signatures, a dry run); a file that fails raises PolicyError
+and the running policy stays. At run time every call has a time budget; an error, an overrun
+or a bad return value falls back to the built-in policy for that call, is reported to the
+observer, and is logged once per distinct problem. The engine is pure: no I/O after loading,
+the clock is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import operator
+import time
+from collections.abc import Callable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+
+import starlark as sl
+
+from orchestratord.policy_checks import (
+    CallFailed,
+    admit_decision,
+    dry_run_inputs,
+    worker_choice,
+)
+from orchestratord.policy_compile import SIGNATURES, CompiledPolicy, compile_policy, describe
+from orchestratord.policy_types import (
+    ACCEPT,
+    CLUSTER_KEYS,
+    TASK_KEYS,
+    WORKER_KEYS,
+    AdmitDecision,
+    ClusterView,
+    FallbackReason,
+    PolicyError,
+    PolicyFunction,
+    PolicyObserver,
+    TaskView,
+    WorkerView,
+)
+
+__all__ = [
+    "AdmitDecision",
+    "ClusterView",
+    "PolicyEngine",
+    "PolicyError",
+    "PolicyHolder",
+    "PolicyObserver",
+    "TaskView",
+    "WorkerView",
+    "builtin_source",
+]
+
+log = logging.getLogger("llorch.policy")
+Clock = Callable[[], float]
+_MAX_LOGGED = 64  # distinct fallback messages logged per engine; a policy can't flood the log
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_worker_row = operator.itemgetter(*WORKER_KEYS)
+
+
+def builtin_source() -> str:
+    """The text of the built-in policy (orchestratord/policies/default.star)."""
+    return (resources.files("orchestratord") / "policies" / "default.star").read_text("utf-8")
+
+
+class _NoObserver:
+    def observe(self, fn: str, seconds: float) -> None:
+        pass
+
+    def fallback(self, fn: str, reason: str) -> None:
+        pass
+
+
+class PolicyEngine:
+    """A loaded, validated policy plus the built-in one it falls back to. Immutable."""
+
+    def __init__(
+        self,
+        policy: CompiledPolicy,
+        builtin: CompiledPolicy,
+        *,
+        path: Path | None,
+        sha256: str,
+        budget_ms: float,
+        observer: PolicyObserver | None,
+        clock: Clock,
+    ) -> None:
+        self._policy = policy
+        self._builtin = builtin
+        self.path = path
+        self.sha256 = sha256
+        self.budget_ms = budget_ms
+        self.observer: PolicyObserver = observer or _NoObserver()
+        self.clock = clock
+        self._logged: set[tuple[str, str, str]] = set()
+
+    @property
+    def name(self) -> str:
+        return self._policy.name
+
+    @property
+    def defines(self) -> frozenset[PolicyFunction]:
+        """The functions the policy file itself defines; the rest come from the built-in."""
+        return self._policy.defines
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Lint warnings found while loading (errors are fatal and raise PolicyError)."""
+        return self._policy.warnings
+
+    @classmethod
+    def from_file(
+        cls,
+        path: Path | None,
+        *,
+        budget_ms: float = 50.0,
+        observer: PolicyObserver | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> PolicyEngine:
+        """Load and validate a policy file; None loads the built-in default policy."""
+        if path is None:
+            source, name = builtin_source(), "default.star"
+        else:
+            try:
+                source = path.read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise PolicyError(str(path), [f"cannot read the file: {e}"]) from None
+            name = str(path)
+        engine = cls.from_source(
+            source, name=name, budget_ms=budget_ms, observer=observer, clock=clock
+        )
+        engine.path = path
+        return engine
+
+    @classmethod
+    def from_source(
+        cls,
+        src: str,
+        *,
+        name: str = "<inline>",
+        budget_ms: float = 50.0,
+        observer: PolicyObserver | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> PolicyEngine:
+        """Compile and validate Starlark source: parse, lint, signatures, dry run.
+
+        Raises PolicyError listing what is wrong; lint warnings are kept in `.warnings`.
+        """
+        if not budget_ms > 0:
+            raise PolicyError(name, [f"budget_ms must be > 0, got {budget_ms}"])
+        # Loading may take longer than one call (compiling, a cold first run); it checks
+        # that the policy works, while the latency histogram shows how fast it is.
+        load_budget_s = max(1.0, budget_ms / 100)
+        policy = compile_policy(src, name, clock=clock, budget_s=load_budget_s)
+        builtin = compile_policy(builtin_source(), "default.star", clock=clock, budget_s=10.0)
+        engine = cls(
+            policy,
+            builtin,
+            path=None,
+            sha256=hashlib.sha256(src.encode()).hexdigest(),
+            budget_ms=budget_ms,
+            observer=observer,
+            clock=clock,
+        )
+        engine._dry_run(load_budget_s)
+        for warning in policy.warnings:
+            log.warning("policy lint: %s", warning)
+        return engine
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
+        """Decide whether to queue `task`. Never raises."""
+        start = self.clock()
+        try:
+            return self._admit(task, cluster)
+        except Exception:  # a bug of ours must not fail the request either
+            log.exception("policy engine failed in admit(); accepting the task")
+            return ACCEPT
+        finally:
+            self.observer.observe("admit", self.clock() - start)
+
+    def schedule(
+        self, task: TaskView, workers: Sequence[WorkerView], cluster: ClusterView
+    ) -> str | None:
+        """The id of the worker to run `task` on, or None to keep it queued. Never raises."""
+        start = self.clock()
+        try:
+            return self._schedule(task, workers, cluster)
+        except Exception:  # a bug of ours must not stop scheduling either
+            log.exception("policy engine failed in schedule(); keeping the task queued")
+            return None
+        finally:
+            self.observer.observe("schedule", self.clock() - start)
+
+    def _admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
+        try:
+            payload = _encode([_pick(task, TASK_KEYS), _pick(cluster, CLUSTER_KEYS)])
+        except (KeyError, TypeError, ValueError) as e:
+            self._fall_back("admit", "bad_input", f"cannot pass the task to the policy: {e!r}")
+            return ACCEPT
+        if "admit" in self._policy.defines:
+            try:
+                return admit_decision(self._call(self._policy, "admit", payload, self.budget_ms))
+            except CallFailed as failed:
+                self._fall_back("admit", failed.reason, failed.message)
+        try:
+            return admit_decision(self._call(self._builtin, "admit", payload, None))
+        except CallFailed as failed:
+            self._log_once("admit", "builtin", f"built-in admit failed: {failed.message}")
+            return ACCEPT
+
+    def _schedule(
+        self, task: TaskView, workers: Sequence[WorkerView], cluster: ClusterView
+    ) -> str | None:
+        try:
+            rows = [_worker_row(w) for w in workers]
+            payload = _encode([_pick(task, TASK_KEYS), rows, _pick(cluster, CLUSTER_KEYS)])
+        except (KeyError, TypeError, ValueError) as e:
+            self._fall_back("schedule", "bad_input", f"cannot pass the inputs to the policy: {e!r}")
+            return None
+        if "schedule" in self._policy.defines:
+            try:
+                value = self._call(self._policy, "schedule", payload, self.budget_ms)
+                return worker_choice(value, task, workers)
+            except CallFailed as failed:
+                self._fall_back("schedule", failed.reason, failed.message)
+        try:
+            value = self._call(self._builtin, "schedule", payload, None)
+            return worker_choice(value, task, workers)
+        except CallFailed as failed:
+            self._log_once("schedule", "builtin", f"built-in schedule failed: {failed.message}")
+            return None
+
+    def _call(
+        self, policy: CompiledPolicy, fn: PolicyFunction, payload: str, budget_ms: float | None
+    ) -> object:
+        """Run one adapter function; raise CallFailed on an error or an overrun."""
+        if budget_ms is None:
+            try:
+                return policy.adapter.call(fn, payload)
+            except sl.StarlarkError as e:
+                raise CallFailed("error", describe(e)) from None
+        clock = self.clock
+        deadline = clock() + budget_ms / 1000
+        overran = False
+
+        def cancelled() -> bool:
+            nonlocal overran
+            overran = clock() > deadline
+            return overran
+
+        try:
+            options = sl.EvalOptions(check_cancelled=cancelled)
+            return policy.adapter.call_with(options, fn, payload).value
+        except sl.StarlarkError as e:
+            if overran:
+                raise CallFailed("timeout", f"ran past its {budget_ms:g} ms budget") from None
+            raise CallFailed("error", describe(e)) from None
+
+    def _fall_back(self, fn: PolicyFunction, reason: FallbackReason, message: str) -> None:
+        self.observer.fallback(fn, reason)
+        self._log_once(fn, reason, f"{self.name}: {fn}() {message}; used the built-in {fn}")
+
+    def _log_once(self, fn: str, reason: str, message: str) -> None:
+        key = (fn, reason, message)
+        if key in self._logged or len(self._logged) > _MAX_LOGGED:
+            return
+        self._logged.add(key)
+        if len(self._logged) > _MAX_LOGGED:
+            log.warning("policy %s: too many distinct fallbacks; no more are logged", self.name)
+        else:
+            log.warning("policy fallback (%s): %s", reason, message)
+
+    # -- validation ----------------------------------------------------------------------
+
+    def _dry_run(self, budget_s: float) -> None:
+        """Call each function the policy defines on synthetic inputs; PolicyError if one fails."""
+        problems = []
+        cases = dry_run_inputs()
+        for fn in sorted(self._policy.defines):
+            for case, (task, workers, cluster) in cases.items():
+                try:
+                    if fn == "admit":
+                        payload = _encode([task, cluster])
+                        admit_decision(self._call(self._policy, fn, payload, budget_s * 1000))
+                    else:
+                        payload = _encode([task, [_worker_row(w) for w in workers], cluster])
+                        value = self._call(self._policy, fn, payload, budget_s * 1000)
+                        worker_choice(value, task, workers)
+                except CallFailed as failed:
+                    call = f"{fn}({', '.join(SIGNATURES[fn])})"
+                    problems.append(f"dry run of {call} with {case} failed: {failed.message}")
+                    break  # one failure per function says enough
+        if problems:
+            raise PolicyError(self.name, problems)
+
+
+def _pick(view: Mapping[str, object], keys: tuple[str, ...]) -> dict[str, object]:
+    """Exactly the documented fields: whatever else the daemon keeps stays out of the policy."""
+    return {k: view[k] for k in keys}
+
+
+class PolicyHolder:
+    """The running policy, swapped whole: a reload validates first and swaps only on success.
+
+    Callers go through the holder (`holder.admit`, `holder.schedule`) or take
+    `holder.engine` once per decision; an engine is immutable, so a call that started on the
+    old policy finishes on it.
+    """
+
+    def __init__(self, engine: PolicyEngine) -> None:
+        self._engine = engine
+        self._path = engine.path  # the file reload() re-reads: --policy, or None (built-in)
+
+    @property
+    def engine(self) -> PolicyEngine:
+        return self._engine
+
+    def replace(self, engine: PolicyEngine) -> PolicyEngine:
+        """Install an already validated engine; returns the one it replaced."""
+        old, self._engine = self._engine, engine
+        return old
+
+    def reload(self, path: Path | None = None) -> PolicyEngine:
+        """Re-read the policy file and swap it in (SIGHUP).
+
+        The file is `path` when given (it then becomes the one later reloads read), else the
+        file the holder was started with, else the built-in policy; a policy installed with
+        reload_source() is replaced. Raises PolicyError and keeps the running policy when the
+        new one is not valid.
+        """
+        current = self._engine
+        engine = PolicyEngine.from_file(
+            path if path is not None else self._path,
+            budget_ms=current.budget_ms,
+            observer=current.observer,
+            clock=current.clock,
+        )
+        self.replace(engine)
+        if path is not None:
+            self._path = path
+        return engine
+
+    def reload_source(self, src: str, *, name: str = "<admin>") -> PolicyEngine:
+        """Validate policy text (e.g. from POST /v2/admin/policy) and swap it in."""
+        current = self._engine
+        engine = PolicyEngine.from_source(
+            src,
+            name=name,
+            budget_ms=current.budget_ms,
+            observer=current.observer,
+            clock=current.clock,
+        )
+        self.replace(engine)
+        return engine
+
+    def admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
+        return self._engine.admit(task, cluster)
+
+    def schedule(
+        self, task: TaskView, workers: Sequence[WorkerView], cluster: ClusterView
+    ) -> str | None:
+        return self._engine.schedule(task, workers, cluster)

@@ -1,0 +1,158 @@
+"""Turn Starlark policy source into something callable, or say clearly why it cannot be.
+
+A policy is evaluated in a bare sandbox: the standard Starlark globals only (no `print`, no
+`json`, no Python callable of ours), `load()` disabled, its module frozen after evaluation so
+no state survives between calls. The engine does not call the policy's functions directly:
+a small adapter module, generated here, `load()`s them from the frozen policy and hands them
+dicts decoded from one compact JSON string per call, which costs a third of what converting
+Python dicts through the binding does (bench/policy_cost.py). Workers travel as rows (one
+list per worker, fields in WORKER_KEYS order) and become dicts inside Starlark, so the policy
+sees exactly the documented fields and nothing else the daemon may keep about a worker.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import starlark as sl
+
+from orchestratord.policy_types import WORKER_KEYS, PolicyError, PolicyFunction
+
+SIGNATURES: dict[PolicyFunction, tuple[str, ...]] = {
+    "admit": ("task", "cluster"),
+    "schedule": ("task", "workers", "cluster"),
+}
+_POLICY_MODULE = "policy"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """A validated-to-compile policy: which functions it defines and how to call them."""
+
+    name: str
+    defines: frozenset[PolicyFunction]
+    warnings: tuple[str, ...]
+    adapter: sl.FrozenModule
+
+
+def describe(exc: BaseException) -> str:
+    """One line from a Starlark error: `file:line:col: message`, without the traceback."""
+    lines = [line.rstrip() for line in str(exc).splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("error: "):
+            message = lines[i].removeprefix("error: ")
+            if i + 1 < len(lines) and lines[i + 1].lstrip().startswith("--> "):
+                return f"{lines[i + 1].lstrip().removeprefix('--> ')}: {message}"
+            return message
+    return lines[0] if lines else type(exc).__name__
+
+
+def _dialect() -> sl.Dialect:
+    dialect = sl.Dialect.standard()
+    dialect.enable_load = False
+    return dialect
+
+
+def _lint(name: str, module: sl.AstModule) -> tuple[list[str], list[str]]:
+    errors: list[str] = []
+    warnings: list[str] = []
+    for lint in module.lint():
+        if lint.severity == sl.EvalSeverity.Disabled:
+            continue
+        begin = lint.resolved_location.span.begin
+        text = f"{name}:{begin.line + 1}:{begin.column + 1}: {lint.short_name}: {lint.problem}"
+        (errors if lint.severity == sl.EvalSeverity.Error else warnings).append(text)
+    return errors, warnings
+
+
+def _arity_problems(name: str, source: str) -> list[str]:
+    """Check the signatures of top-level `def admit/schedule` statically.
+
+    Starlark's syntax is a subset of Python's, so Python's parser reads the `def` lines; a
+    file it cannot read is left to the dry run, which fails on a wrong arity just the same.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    problems = []
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef) or node.name not in SIGNATURES:
+            continue
+        want = len(SIGNATURES[node.name])
+        args = node.args
+        total = len(args.posonlyargs) + len(args.args)
+        required = total - len(args.defaults)
+        required_kw = sum(1 for d in args.kw_defaults if d is None)
+        if required_kw == 0 and required <= want and (total >= want or args.vararg):
+            continue
+        given = ", ".join(a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs])
+        expected = ", ".join(SIGNATURES[node.name])
+        problems.append(
+            f"{name}:{node.lineno}: {node.name} must take {want} positional parameters "
+            f"({expected}), but is defined as {node.name}({given})"
+        )
+    return problems
+
+
+def _adapter_source(defines: frozenset[PolicyFunction]) -> str:
+    lines = [f'load("{_POLICY_MODULE}", _{fn}="{fn}")' for fn in sorted(defines)]
+    lines.append(f"_WORKER_KEYS = {tuple(WORKER_KEYS)!r}")
+    if "admit" in defines:
+        lines += ["def admit(j):", "    a = json.decode(j)", "    return _admit(a[0], a[1])"]
+    if "schedule" in defines:
+        lines += [
+            "def schedule(j):",
+            "    a = json.decode(j)",
+            "    workers = [dict(zip(_WORKER_KEYS, row)) for row in a[1]]",
+            "    return _schedule(a[0], workers, a[2])",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def compile_policy(
+    source: str, name: str, *, clock: Callable[[], float], budget_s: float
+) -> CompiledPolicy:
+    """Parse, lint, evaluate and wrap `source`; PolicyError lists everything wrong with it.
+
+    Top-level statements run under `budget_s` of `clock` like every later call.
+    """
+    try:
+        module_ast = sl.parse(name, source, _dialect())
+    except sl.StarlarkError as e:
+        raise PolicyError(name, [f"does not parse: {describe(e)}"]) from None
+    errors, warnings = _lint(name, module_ast)
+    errors += _arity_problems(name, source)
+    if errors:
+        raise PolicyError(name, errors)
+
+    module = sl.Module()
+    deadline = clock() + budget_s
+    options = sl.EvalOptions(check_cancelled=lambda: clock() > deadline)
+    try:
+        sl.eval_with(options, module, module_ast, sl.Globals.standard())
+    except sl.StarlarkError as e:
+        raise PolicyError(name, [f"top-level code failed: {describe(e)}"]) from None
+
+    defines: set[PolicyFunction] = set()
+    problems = []
+    for fn in SIGNATURES:
+        try:
+            kind = sl.eval(module, sl.parse("<probe>", f"type({fn})"), sl.Globals.standard())
+        except sl.StarlarkError:
+            continue  # the one way `type(NAME)` fails: NAME is not defined
+        if kind == "function":
+            defines.add(fn)
+        else:
+            problems.append(f"`{fn}` must be a function, but is of type {kind}")
+    if problems:
+        raise PolicyError(name, problems)
+
+    frozen = module.freeze()
+    adapter = sl.Module()
+    loader = sl.FileLoader(lambda _module_id: frozen)
+    adapter_ast = sl.parse("<llorch-adapter>", _adapter_source(frozenset(defines)))
+    sl.eval(adapter, adapter_ast, sl.Globals.extended_by([sl.LibraryExtension.Json]), loader)
+    return CompiledPolicy(name, frozenset(defines), tuple(warnings), adapter.freeze())

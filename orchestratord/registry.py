@@ -1,0 +1,176 @@
+"""The worker registry and slot accounting; pure (no I/O, the clock passed in).
+
+A worker's busy slots are what we dispatched to it (`inflight`) plus the slots it reports busy
+beyond those at its last heartbeat (`foreign`: work that reached it some other way). So a freed
+slot is reusable at once, and work we do not know about still counts.
+
+Liveness follows heartbeats: silent past `stale_ms` -> no new work; past `dead_ms` -> dead.
+Workers loaded from the database after a restart are `unverified` until they heartbeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, TypedDict
+
+WorkerState = Literal["ready", "loading", "draining", "failed", "stale", "unverified", "dead"]
+REPORTED_STATES = frozenset({"loading", "ready", "draining", "failed"})
+
+
+class WorkerView(TypedDict):
+    """A worker as policies and `GET /v2/workers` see it."""
+
+    id: str
+    pool: str
+    model: str
+    backend: str
+    state: str
+    url: str
+    slots_total: int
+    slots_busy: int
+    tokens_per_s: float
+    last_heartbeat_ms: int
+
+
+@dataclass(eq=False)
+class Worker:
+    id: str
+    url: str
+    model: str
+    backend: str = "cpu"
+    pool: str = "default"
+    slots_total: int = 1
+    n_ctx: int = 0
+    reported: str = "ready"
+    last_heartbeat_ms: int = 0
+    registered_ms: int = 0
+    verified: bool = True
+    dead: bool = False
+    inflight: set[str] = field(default_factory=set)
+    foreign: int = 0
+    tokens_per_s: float = 0.0
+
+    @property
+    def slots_busy(self) -> int:
+        return min(self.slots_total, len(self.inflight) + self.foreign)
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots_total - self.slots_busy)
+
+    def state(self, now_ms: int, stale_ms: int) -> WorkerState:
+        if self.dead:
+            return "dead"
+        if not self.verified:
+            return "unverified"
+        if now_ms - self.last_heartbeat_ms > stale_ms:
+            return "stale"
+        return self.reported  # type: ignore[return-value]
+
+    def view(self, now_ms: int, stale_ms: int) -> WorkerView:
+        return {
+            "id": self.id,
+            "pool": self.pool,
+            "model": self.model,
+            "backend": self.backend,
+            "state": self.state(now_ms, stale_ms),
+            "url": self.url,
+            "slots_total": self.slots_total,
+            "slots_busy": self.slots_busy,
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "last_heartbeat_ms": self.last_heartbeat_ms,
+        }
+
+
+class Registry:
+    def __init__(self, stale_ms: int, dead_ms: int) -> None:
+        self.stale_ms = stale_ms
+        self.dead_ms = dead_ms
+        self.workers: dict[str, Worker] = {}
+
+    def register(self, w: Worker, now_ms: int) -> Worker:
+        """Add or replace a worker. Jobs in flight on a re-registering worker stay counted."""
+        old = self.workers.get(w.id)
+        if old is not None:
+            w.inflight = old.inflight
+            w.tokens_per_s = old.tokens_per_s
+        w.registered_ms = w.registered_ms or now_ms
+        w.last_heartbeat_ms = now_ms
+        w.verified, w.dead = True, False
+        self.workers[w.id] = w
+        return w
+
+    def restore(self, workers: Iterable[Worker]) -> None:
+        """Load workers kept from a previous run: unverified until they heartbeat."""
+        for w in workers:
+            w.verified, w.inflight, w.foreign = False, set(), 0
+            self.workers[w.id] = w
+
+    def heartbeat(
+        self, worker_id: str, state: str, slots_total: int, slots_busy: int, now_ms: int
+    ) -> Worker | None:
+        """Record a heartbeat; None when the worker is unknown (it must register again)."""
+        w = self.workers.get(worker_id)
+        if w is None:
+            return None
+        w.reported = state if state in REPORTED_STATES else "failed"
+        w.slots_total = max(0, slots_total)
+        w.foreign = max(0, slots_busy - len(w.inflight))
+        w.last_heartbeat_ms = now_ms
+        w.verified, w.dead = True, False
+        return w
+
+    def remove(self, worker_id: str) -> Worker | None:
+        return self.workers.pop(worker_id, None)
+
+    def get(self, worker_id: str) -> Worker | None:
+        return self.workers.get(worker_id)
+
+    def sweep(self, now_ms: int) -> list[Worker]:
+        """Mark workers silent past dead_ms as dead; returns the newly dead."""
+        newly: list[Worker] = []
+        for w in self.workers.values():
+            if not w.dead and now_ms - w.last_heartbeat_ms > self.dead_ms:
+                w.dead = True
+                newly.append(w)
+        return newly
+
+    def usable(self, w: Worker, now_ms: int) -> bool:
+        """Whether a worker may receive new work at all (busy or not)."""
+        return w.state(now_ms, self.stale_ms) == "ready"
+
+    def candidates(self, model: str, now_ms: int) -> list[Worker]:
+        """Usable workers serving `model`, busy ones included (a policy may wait for one)."""
+        return [w for w in self.workers.values() if w.model == model and self.usable(w, now_ms)]
+
+    def has_free(self, model: str, now_ms: int) -> bool:
+        return any(w.free_slots > 0 for w in self.candidates(model, now_ms))
+
+    def reserve(self, worker_id: str, task_id: str) -> None:
+        self.workers[worker_id].inflight.add(task_id)
+
+    def release(self, worker_id: str, task_id: str) -> None:
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.inflight.discard(task_id)
+
+    def observe_speed(self, worker_id: str, tokens_per_s: float) -> None:
+        w = self.workers.get(worker_id)
+        if w is not None and tokens_per_s > 0:
+            w.tokens_per_s = (
+                tokens_per_s if w.tokens_per_s == 0 else (0.8 * w.tokens_per_s + 0.2 * tokens_per_s)
+            )
+
+    def models(self, now_ms: int) -> list[str]:
+        return sorted({w.model for w in self.workers.values() if self.usable(w, now_ms)})
+
+    def counts(self, now_ms: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for w in self.workers.values():
+            s = w.state(now_ms, self.stale_ms)
+            out[s] = out.get(s, 0) + 1
+        return out
+
+    def views(self, now_ms: int) -> list[WorkerView]:
+        return [w.view(now_ms, self.stale_ms) for w in self.workers.values()]

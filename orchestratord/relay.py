@@ -1,0 +1,93 @@
+"""The worker side of the relay: POST /execute, then the worker's SSE frames as (event, raw data).
+
+Frames are split by hand on bytes: a token's JSON data is never decoded here, so the task log
+can pass it through to clients as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+
+class WorkerRefused(Exception):
+    """The worker answered /execute with an error status instead of a stream."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"worker answered {status}: {body[:200]!r}")
+        self.status = status
+        self.body = body
+
+
+class StreamBroken(Exception):
+    """The worker's stream ended without an end or error event."""
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes]]:
+    """Split an SSE byte stream into (event name, data bytes); comments are dropped."""
+    buf = b""
+    held = b""  # a trailing CR whose LF may come in the next chunk
+    async for chunk in chunks:
+        if held or b"\r" in chunk:
+            chunk = held + chunk
+            held = b""
+            if chunk.endswith(b"\r"):
+                chunk, held = chunk[:-1], b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n")
+        buf = buf + chunk if buf else chunk
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            frame = buf[start:end]
+            start = end + 2
+            event = b"message"
+            data: list[bytes] = []
+            for line in frame.split(b"\n"):
+                if line.startswith(b"data:"):
+                    data.append(line[6:] if line[5:6] == b" " else line[5:])
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip()
+            if data:
+                yield event.decode(), b"\n".join(data)
+        buf = buf[start:]
+
+
+async def execute(
+    client: httpx.AsyncClient, url: str, token: str | None, body: dict[str, Any]
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Run one job on a worker and yield its events until the stream closes.
+
+    Raises WorkerRefused for a non-200 answer and httpx errors for transport failures; closing
+    the generator closes the connection, which the worker treats as a cancel.
+    """
+    async with client.stream(
+        "POST", url.rstrip("/") + "/execute", json=body, headers=auth_headers(token)
+    ) as resp:
+        if resp.status_code != 200:
+            raise WorkerRefused(resp.status_code, await resp.aread())
+        async for item in iter_sse(resp.aiter_raw()):
+            yield item
+
+
+async def cancel_job(
+    client: httpx.AsyncClient, url: str, token: str | None, job_id: str, wait_s: float = 2.0
+) -> bool:
+    """Best-effort POST /cancel; True when the worker acknowledged it."""
+    try:
+        r = await client.post(
+            url.rstrip("/") + "/cancel",
+            json={"job_id": job_id},
+            headers=auth_headers(token),
+            timeout=wait_s,
+        )
+    except httpx.HTTPError:
+        return False
+    return r.status_code < 300

@@ -1,0 +1,182 @@
+"""One dispatched task: relay the worker's stream into the task log, retry or fail on errors.
+
+A worker that fails before the first token is marked failed (until its next heartbeat says
+otherwise) and the task goes back to the head of its lane, for another worker, up to
+`--retry-attempts` times. After a token reached the log, a failure ends the task with
+`error{WORKER_RESET}`. Every wait has a timeout (connect, and silence between events), so a
+dead worker can delay a task but never hang it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Literal
+
+import httpx
+
+from orchestratord.registry import Worker
+from orchestratord.relay import StreamBroken, WorkerRefused, execute
+
+if TYPE_CHECKING:
+    from orchestratord.service import ActiveTask, TaskService
+
+log = logging.getLogger("llorch.orchestratord.runner")
+Outcome = Literal["done", "retry"]
+RETRY_CODES = frozenset({"WORKER_RESET", "BUSY", "DRAINING"})
+
+
+async def run_task(service: TaskService, active: ActiveTask) -> None:
+    """Run one attempt on the worker the scheduler reserved; requeue or finish afterwards."""
+    rec = active.record
+    worker_id = rec.worker_id
+    assert worker_id is not None
+    tenant = active.req.tenant or ""
+    try:
+        worker = service.registry.get(worker_id)
+        outcome: Outcome = "retry" if worker is None else await _attempt(service, active, worker)
+    except asyncio.CancelledError:
+        if active.cancelling:
+            service.finish_cancelled(active)
+        else:
+            service.fail(
+                active, "WORKER_RESET", "orchestratord stopped relaying the task", retriable=True
+            )
+        raise
+    finally:
+        service.registry.release(worker_id, rec.id)
+        service.running_by_tenant[tenant] -= 1
+        if service.running_by_tenant[tenant] <= 0:
+            del service.running_by_tenant[tenant]
+        active.runner = None
+        active.job_id = active.worker_url = None
+        service.wake()
+    if outcome == "done" or active.log.closed:
+        return
+    if active.cancelling:
+        service.finish_cancelled(active)
+    elif rec.attempts > service.settings.retry_attempts:
+        service.fail(
+            active,
+            "WORKER_RESET",
+            f"the task failed on {rec.attempts} worker(s) before its first token",
+            retriable=True,
+        )
+    else:
+        service.metrics.retries.inc()
+        rec.status, rec.worker_id = "queued", None
+        service.queue.push_front(active.entry)
+        service.wake()
+
+
+async def _attempt(service: TaskService, active: ActiveTask, worker: Worker) -> Outcome:
+    rec = active.record
+    rec.attempts += 1
+    rec.status = "running"
+    now = service.clock()
+    if rec.started_ms is None:
+        rec.started_ms = now
+        service.metrics.queue_time.observe(max(0.0, time.perf_counter() - active.submitted))
+    active.job_id = f"{rec.id}.{rec.attempts}"
+    active.worker_url = worker.url
+    if service.writer:
+        service.writer.task(rec)
+    tlog = active.log
+    body = active.req.worker_body(active.job_id)
+    try:
+        async for name, raw in execute(
+            service.client, worker.url, service.settings.cluster_token, body
+        ):
+            if name == "token":
+                if active.first_token is None:
+                    active.first_token = time.perf_counter()
+                    service.metrics.ttft.observe(active.first_token - active.submitted)
+                active.tokens += 1
+                tlog.append("token", raw=raw)
+            elif name == "started":
+                prompt_tokens = json.loads(raw).get("prompt_tokens")
+                if isinstance(prompt_tokens, int):
+                    active.prompt_tokens = prompt_tokens
+                started = {"worker_id": worker.id, "queue_ms": now - rec.created_ms}
+                if active.prompt_tokens is not None:
+                    started["prompt_tokens"] = active.prompt_tokens
+                tlog.append("started", started)
+            elif name == "end":
+                _end(service, active, worker, json.loads(raw))
+                return "done"
+            elif name == "error":
+                data = json.loads(raw)
+                code = str(data.get("code") or "INTERNAL")
+                if active.tokens == 0 and code in RETRY_CODES and not active.cancelling:
+                    return "retry"
+                service.fail(
+                    active,
+                    code,
+                    str(data.get("message") or code),
+                    retriable=code in RETRY_CODES or code == "DECODE_TIMEOUT",
+                )
+                return "done"
+        raise StreamBroken("the worker closed its stream without an end or error event")
+    except WorkerRefused as e:
+        return _refused(service, active, worker, e)
+    except (httpx.HTTPError, StreamBroken) as e:
+        # A connection that breaks says more than a heartbeat: no new work until it reports.
+        worker.reported = "failed"
+        log.warning("worker %s failed on task %s: %s", worker.id, rec.id, _describe(e))
+        if active.cancelling:
+            service.finish_cancelled(active)
+            return "done"
+        if active.tokens == 0:
+            return "retry"
+        service.fail(
+            active,
+            "WORKER_RESET",
+            f"worker {worker.id} failed after {active.tokens} tokens: {_describe(e)}",
+            retriable=True,
+        )
+        return "done"
+
+
+def _end(service: TaskService, active: ActiveTask, worker: Worker, data: dict[str, object]) -> None:
+    service.finish_end(active, dict(data))
+    tokens = active.tokens
+    service.metrics.tokens.inc(tokens)
+    decode_ms = data.get("decode_time_ms")
+    if tokens > 1 and active.first_token is not None:
+        service.metrics.tpot.observe((time.perf_counter() - active.first_token) / (tokens - 1))
+    if isinstance(decode_ms, int | float) and decode_ms > 0 and tokens > 1:
+        service.registry.observe_speed(worker.id, tokens * 1000.0 / decode_ms)
+
+
+def _refused(service: TaskService, active: ActiveTask, worker: Worker, e: WorkerRefused) -> Outcome:
+    if e.status in (400, 422):
+        detail = _problem_detail(e.body) or "the worker refused the task's parameters"
+        service.fail(active, "INVALID_PARAMS", detail, retriable=False)
+        return "done"
+    if e.status == 503:
+        # Full or draining: nothing more goes there until its next heartbeat.
+        worker.foreign = worker.slots_total
+    else:
+        worker.reported = "failed"
+        log.warning(
+            "worker %s refused task %s with %d%s",
+            worker.id,
+            active.record.id,
+            e.status,
+            " (check --cluster-token)" if e.status in (401, 403) else "",
+        )
+    return "retry"
+
+
+def _problem_detail(body: bytes) -> str | None:
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        return None
+    return str(detail) if detail else None
+
+
+def _describe(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

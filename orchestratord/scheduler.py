@@ -1,0 +1,85 @@
+"""One scheduling pass, pure: which queued tasks go to which workers now.
+
+The policy picks among the usable workers of the task's model; the pass checks the pick (model,
+liveness, a free slot) before it reserves the slot, so a policy can delay work but never
+over-commit a worker. A model with no free slot anywhere is skipped without asking the policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from orchestratord.policy_types import AdmitDecision, ClusterView, TaskView
+from orchestratord.queue import QueueEntry, TaskQueue
+from orchestratord.registry import Registry, WorkerView
+from orchestratord.tasks import TaskRequest
+
+
+class Policy(Protocol):
+    """What orchestratord needs from the policy engine (orchestratord.policy.PolicyHolder)."""
+
+    def admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision: ...
+
+    def schedule(
+        self, task: TaskView, workers: Sequence[Any], cluster: ClusterView
+    ) -> str | None: ...
+
+
+def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
+    return {
+        "id": task_id,
+        "model": req.model,
+        "priority": req.priority,
+        "session_id": req.session_id,
+        "max_tokens": req.max_tokens,
+        "prompt_tokens": req.prompt_tokens_estimate,
+        "wait_ms": wait_ms,
+        "prefix_hash": req.prefix_hash,
+        "tenant": req.tenant,
+    }
+
+
+def cluster_view(
+    queue: TaskQueue, registry: Registry, running_by_tenant: Mapping[str, int], now_ms: int
+) -> ClusterView:
+    depth = queue.depth()
+    return {
+        "queue_depth": {"interactive": depth["interactive"], "batch": depth["batch"]},
+        "now_ms": now_ms,
+        "workers": registry.counts(now_ms),
+        "running_by_tenant": dict(running_by_tenant),
+    }
+
+
+@dataclass(frozen=True)
+class Assignment:
+    entry: QueueEntry
+    worker_id: str
+
+
+def plan(
+    queue: TaskQueue,
+    registry: Registry,
+    now_ms: int,
+    schedule: Callable[[QueueEntry, list[WorkerView]], str | None],
+) -> list[Assignment]:
+    """Assign queued tasks to workers; removes them from the queue and reserves their slots."""
+    out: list[Assignment] = []
+    blocked: set[str] = set()
+    for entry in queue:
+        if entry.model in blocked:
+            continue
+        candidates = registry.candidates(entry.model, now_ms)
+        if not any(w.free_slots > 0 for w in candidates):
+            blocked.add(entry.model)
+            continue
+        pick = schedule(entry, [w.view(now_ms, registry.stale_ms) for w in candidates])
+        worker = registry.get(pick) if isinstance(pick, str) else None
+        if worker is None or worker not in candidates or worker.free_slots == 0:
+            continue
+        queue.remove(entry.task_id)
+        registry.reserve(worker.id, entry.task_id)
+        out.append(Assignment(entry, worker.id))
+    return out

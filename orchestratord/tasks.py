@@ -1,0 +1,350 @@
+"""Task values: the validated request, the record, and the per-task event log.
+
+`parse_task_request` is the one place a client body becomes a `TaskRequest` (validation at the
+HTTP edge). `TaskLog` keeps a task's events in memory so an SSE reader that reconnects with
+`Last-Event-ID` gets everything it missed; event ids are the index in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from shared.problem import FieldError, InvalidParams
+from shared.sse import encode_event
+
+Priority = Literal["interactive", "batch"]
+TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_EVENTS = frozenset({"end", "error"})
+
+_TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_TOKENS_LIMIT = 32768
+MAX_STOP = 4
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A validated client task. Sampling fields left as None take the worker's defaults."""
+
+    model: str
+    prompt: str | None = None
+    messages: tuple[Mapping[str, str], ...] | None = None
+    max_tokens: int = 128
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    priority: Priority = "interactive"
+    session_id: str | None = None
+    deadline_ms: int | None = None
+    task_id: str | None = None
+    tenant: str | None = None
+    ignore_eos: bool = False  # generate exactly max_tokens (benchmarks, tests)
+
+    @cached_property
+    def prompt_hash(self) -> str:
+        """sha256 of the prompt or messages: what the database keeps instead of the text."""
+        text = self.prompt if self.prompt is not None else _dumps(list(self.messages or ()))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @cached_property
+    def prefix_hash(self) -> str:
+        """Hash of the first 256 characters: lets a policy group tasks that share a prefix."""
+        if self.prompt is not None:
+            text = self.prompt[:256]
+        else:
+            text = _dumps(list(self.messages or ())[:1])[:256]
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def prompt_tokens_estimate(self) -> int:
+        if self.prompt is not None:
+            chars = len(self.prompt)
+        else:
+            chars = sum(len(m.get("content", "")) for m in self.messages or ())
+        return max(1, chars // 4)
+
+    def worker_body(self, job_id: str) -> dict[str, Any]:
+        """The worker's POST /execute body; unset sampling fields are left to the worker."""
+        body: dict[str, Any] = {"job_id": job_id, "max_tokens": self.max_tokens}
+        if self.prompt is not None:
+            body["prompt"] = self.prompt
+        else:
+            body["messages"] = [dict(m) for m in self.messages or ()]
+        for name in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        if self.stop:
+            body["stop"] = list(self.stop)
+        if self.ignore_eos:
+            body["ignore_eos"] = True
+        return body
+
+
+@dataclass
+class TaskRecord:
+    """What `GET /v2/tasks/{id}` returns and the database keeps (never the prompt)."""
+
+    id: str
+    model: str
+    priority: Priority
+    status: TaskStatus
+    prompt_hash: str
+    created_ms: int
+    max_tokens: int = 128
+    tenant: str | None = None
+    session_id: str | None = None
+    worker_id: str | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    tokens_out: int = 0
+    ttft_ms: float | None = None
+    stop_reason: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+class TaskEvent:
+    """One event of a task's stream. `raw` is the JSON data as received, passed through as is.
+
+    Token events relayed from a worker are never decoded: `data` decodes lazily for the few
+    consumers (the OpenAI adapter) that need a dict, and `frame` is built once per event.
+    """
+
+    __slots__ = ("_data", "_frame", "event", "id", "raw")
+
+    def __init__(
+        self, id: int, event: str, data: Mapping[str, Any] | None = None, raw: bytes | None = None
+    ) -> None:
+        self.id = id
+        self.event = event
+        self._data: dict[str, Any] | None = dict(data) if data is not None else None
+        self.raw = raw if raw is not None else _dumps(self._data or {}).encode()
+        self._frame: bytes | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self.raw)
+        return self._data
+
+    @property
+    def frame(self) -> bytes:
+        """The SSE frame: `id`, `event`, one `data` line."""
+        if self._frame is None:
+            self._frame = b"".join(
+                (b"id: %d\nevent: " % self.id, self.event.encode(), b"\ndata: ", self.raw, b"\n\n")
+            )
+        return self._frame
+
+    def __repr__(self) -> str:
+        return f"TaskEvent({self.id}, {self.event!r}, {self.raw!r})"
+
+
+@dataclass
+class TaskLog:
+    """A task's events in order, plus a wake-up for readers waiting on the next one."""
+
+    events: list[TaskEvent] = field(default_factory=list)
+    closed: bool = False
+    readers: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def append(
+        self, event: str, data: Mapping[str, Any] | None = None, raw: bytes | None = None
+    ) -> TaskEvent:
+        if self.closed:
+            raise RuntimeError("task log is closed")
+        ev = TaskEvent(len(self.events), event, data, raw)
+        self.events.append(ev)
+        if event in TERMINAL_EVENTS:
+            self.closed = True
+        self._wake()
+        return ev
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait(self, index: int, wait_s: float | None = None) -> bool:
+        """Wait until an event with id >= `index` exists or the log closed; False on timeout."""
+        if index < len(self.events) or self.closed:
+            return True
+        try:
+            await asyncio.wait_for(self._changed.wait(), wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+def encode_error(code: str, message: str, retriable: bool, event_id: int) -> bytes:
+    return encode_event(
+        "error", {"code": code, "message": message, "retriable": retriable}, event_id
+    )
+
+
+# --- validation -----------------------------------------------------------------------------
+
+_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "repeat_penalty",
+        "seed",
+        "stop",
+        "priority",
+        "session_id",
+        "deadline_ms",
+        "task_id",
+        "tenant",
+        "ignore_eos",
+    }
+)
+
+
+class _Checker:
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.body = body
+        self.errors: list[FieldError] = []
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.append({"field": name, "message": message})
+
+    def number(self, name: str, lo: float, hi: float, *, integer: bool = False) -> Any:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type:
+            self.fail(name, "must be an integer" if integer else "must be a number")
+            return None
+        if not lo <= value <= hi:
+            self.fail(name, f"must be between {lo:g} and {hi:g}")
+            return None
+        return int(value) if integer else float(value)
+
+    def string(self, name: str, max_len: int) -> str | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or len(value) > max_len:
+            self.fail(name, f"must be a non-empty string of at most {max_len} characters")
+            return None
+        return value
+
+
+def parse_task_request(body: Mapping[str, Any], *, tenant: str | None) -> TaskRequest:
+    """Validate a client body into a TaskRequest, or raise InvalidParams listing every bad field.
+
+    `tenant` comes from the caller's credentials; when None the body's own `tenant` is used.
+    """
+    if not isinstance(body, Mapping):
+        raise InvalidParams(
+            "the body must be a JSON object",
+            errors=[{"field": "body", "message": "must be a JSON object"}],
+        )
+    c = _Checker(body)
+    for name in sorted(set(body) - _FIELDS):
+        c.fail(name, "unknown field")
+    model = c.string("model", 256)
+    if "model" not in body:
+        c.fail("model", "is required")
+    prompt, messages = body.get("prompt"), body.get("messages")
+    parsed_messages: tuple[Mapping[str, str], ...] | None = None
+    if (prompt is None) == (messages is None):
+        c.fail("prompt", "exactly one of prompt or messages is required")
+    elif prompt is not None and not isinstance(prompt, str):
+        c.fail("prompt", "must be a string")
+    elif messages is not None:
+        parsed_messages = _messages(c, messages)
+    max_tokens = c.number("max_tokens", 1, MAX_TOKENS_LIMIT, integer=True)
+    stop = body.get("stop")
+    if stop is not None and (
+        not isinstance(stop, list)
+        or len(stop) > MAX_STOP
+        or not all(isinstance(s, str) and s for s in stop)
+    ):
+        c.fail("stop", f"must be a list of at most {MAX_STOP} non-empty strings")
+        stop = None
+    priority = body.get("priority", "interactive")
+    if priority not in ("interactive", "batch"):
+        c.fail("priority", "must be 'interactive' or 'batch'")
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        c.fail("ignore_eos", "must be a boolean")
+    task_id = body.get("task_id")
+    if task_id is not None and not (isinstance(task_id, str) and _TASK_ID.match(task_id)):
+        c.fail("task_id", "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
+    req = dict(
+        temperature=c.number("temperature", 0.0, 2.0),
+        top_p=c.number("top_p", 0.0, 1.0),
+        top_k=c.number("top_k", 0, 100_000, integer=True),
+        min_p=c.number("min_p", 0.0, 1.0),
+        repeat_penalty=c.number("repeat_penalty", 0.01, 10.0),
+        seed=c.number("seed", 0, 2**32 - 1, integer=True),
+        session_id=c.string("session_id", 256),
+        deadline_ms=c.number("deadline_ms", 1, 86_400_000, integer=True),
+        body_tenant=c.string("tenant", 128),
+    )
+    if c.errors:
+        raise InvalidParams(
+            "; ".join(f"{e['field']}: {e['message']}" for e in c.errors), errors=c.errors
+        )
+    assert model is not None
+    body_tenant = req.pop("body_tenant")
+    return TaskRequest(
+        model=model,
+        prompt=prompt,
+        messages=parsed_messages,
+        max_tokens=max_tokens if max_tokens is not None else 128,
+        stop=tuple(stop or ()),
+        priority=priority,
+        task_id=task_id,
+        ignore_eos=ignore_eos is True,
+        tenant=tenant if tenant is not None else body_tenant,
+        **req,
+    )
+
+
+def _messages(c: _Checker, messages: Any) -> tuple[Mapping[str, str], ...] | None:
+    if not isinstance(messages, list) or not messages:
+        c.fail("messages", "must be a non-empty list of {role, content} objects")
+        return None
+    out: list[Mapping[str, str]] = []
+    for n, m in enumerate(messages):
+        if (
+            not isinstance(m, Mapping)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+            or set(m) - {"role", "content", "name"}
+        ):
+            c.fail(f"messages[{n}]", "must be an object with string role and content")
+            continue
+        out.append({k: str(v) for k, v in m.items()})
+    return tuple(out)

@@ -1,0 +1,171 @@
+"""Which inference backends this host can run: cpu always, cuda and metal when they work.
+
+`detect` is pure: the facts about the host come in as a `HostFacts` value, gathered by
+`probe_host` (the only part that touches the system), so every combination is unit-testable.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, TypedDict
+
+from pool_ctl import jsonfile
+
+BackendName = Literal["cpu", "cuda", "metal"]
+BACKENDS: tuple[BackendName, ...] = ("cpu", "cuda", "metal")
+
+
+class Backend(TypedDict):
+    name: BackendName
+    available: bool
+    reason: str  # why it is available, or why not
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    system: str  # platform.system()
+    machine: str  # platform.machine()
+    nvidia_driver: str | None  # driver version, None without a driver
+    nvidia_gpus: tuple[str, ...]
+    gpu_offload: bool | None  # llama_supports_gpu_offload(); None if llama_cpp cannot load
+    llama_backends: tuple[str, ...]  # ggml backends compiled in, from llama_print_system_info
+    llama_error: str | None = None
+
+
+def detect(facts: HostFacts) -> list[Backend]:
+    return [_cpu(facts), _cuda(facts), _metal(facts)]
+
+
+def _cpu(facts: HostFacts) -> Backend:
+    if facts.llama_error is not None:
+        return Backend(
+            name="cpu",
+            available=False,
+            reason=f"llama-cpp-python fails to load: {facts.llama_error}",
+        )
+    return Backend(name="cpu", available=True, reason=f"{facts.system} {facts.machine}")
+
+
+def _cuda(facts: HostFacts) -> Backend:
+    def no(reason: str) -> Backend:
+        return Backend(name="cuda", available=False, reason=reason)
+
+    if facts.system != "Linux" and facts.system != "Windows":
+        return no(f"CUDA is not supported on {facts.system}")
+    if facts.nvidia_driver is None:
+        return no("no NVIDIA driver found (/proc/driver/nvidia/version missing)")
+    if not facts.nvidia_gpus:
+        return no(f"NVIDIA driver {facts.nvidia_driver} present but no GPU found")
+    if facts.llama_error is not None:
+        return no(f"llama-cpp-python fails to load: {facts.llama_error}")
+    if not facts.gpu_offload or "CUDA" not in facts.llama_backends:
+        return no(
+            "llama-cpp-python was built without CUDA; reinstall it with CMAKE_ARGS='-DGGML_CUDA=on'"
+        )
+    gpus = ", ".join(facts.nvidia_gpus)
+    return Backend(name="cuda", available=True, reason=f"driver {facts.nvidia_driver}; {gpus}")
+
+
+def _metal(facts: HostFacts) -> Backend:
+    def no(reason: str) -> Backend:
+        return Backend(name="metal", available=False, reason=reason)
+
+    if facts.system != "Darwin":
+        return no(f"Metal needs macOS, this host runs {facts.system}")
+    if facts.machine != "arm64":
+        return no(f"Metal needs Apple silicon (arm64), this Mac is {facts.machine}")
+    if facts.llama_error is not None:
+        return no(f"llama-cpp-python fails to load: {facts.llama_error}")
+    if not facts.gpu_offload:
+        return no(
+            "llama-cpp-python was built without Metal; reinstall it with "
+            "CMAKE_ARGS='-DGGML_METAL=on'"
+        )
+    return Backend(name="metal", available=True, reason="Apple silicon with Metal offload")
+
+
+def _nvidia() -> tuple[str | None, tuple[str, ...]]:
+    version_file = Path("/proc/driver/nvidia/version")
+    driver: str | None = None
+    if version_file.exists():
+        text = version_file.read_text(errors="replace")
+        words = text.split()
+        # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  ..."
+        driver = next((w for w in words if w[:1].isdigit() and "." in w), "unknown")
+    smi = shutil.which("nvidia-smi")
+    gpus: tuple[str, ...] = ()
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            out = None
+        if out is not None and out.returncode == 0:
+            gpus = tuple(line.strip() for line in out.stdout.splitlines() if line.strip())
+            if driver is None and gpus:
+                driver = "unknown"
+    if not gpus and driver is not None:
+        # No nvidia-smi: the device nodes still say whether a GPU is there.
+        gpus = tuple(
+            p.name for p in sorted(Path("/dev").glob("nvidia[0-9]*")) if p.name[6:].isdigit()
+        )
+    return driver, gpus
+
+
+def probe_host() -> HostFacts:
+    """Gather the facts `detect` needs from this host (imports llama_cpp: about a second)."""
+    driver, gpus = _nvidia()
+    offload: bool | None = None
+    compiled: tuple[str, ...] = ()
+    error: str | None = None
+    try:
+        import llama_cpp
+
+        offload = bool(llama_cpp.llama_supports_gpu_offload())
+        info = llama_cpp.llama_print_system_info()
+        text = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
+        # "CPU : SSE3 = 1 | ... | CUDA : ARCHS = 890 | ..." names each compiled backend.
+        compiled = tuple(
+            part.split(":", 1)[0].strip()
+            for part in text.split("|")
+            if ":" in part and part.split(":", 1)[0].strip()
+        )
+    except Exception as e:  # an ImportError or OSError from a broken shared library
+        error = f"{type(e).__name__}: {e}"
+    return HostFacts(
+        system=platform.system(),
+        machine=platform.machine(),
+        nvidia_driver=driver,
+        nvidia_gpus=gpus,
+        gpu_offload=offload,
+        llama_backends=compiled,
+        llama_error=error,
+    )
+
+
+def detect_and_save(path: Path, facts: HostFacts | None = None) -> dict[str, object]:
+    """Detect, write backends.json, and return what was written."""
+    facts = facts or probe_host()
+    report: dict[str, object] = {
+        "backends": detect(facts),
+        "host": asdict(facts),
+        "detected_at": time.time(),
+        "hostname": os.uname().nodename,
+    }
+    jsonfile.write_atomic(path, report)
+    return report
+
+
+def find(report_backends: list[Backend], name: str) -> Backend | None:
+    return next((b for b in report_backends if b["name"] == name), None)

@@ -1,0 +1,422 @@
+"""`llorch-pool`: manage models, backends and workers on this pool host.
+
+Every failure ends as one line on stderr ("llorch-pool: error: what failed; what to do") and an
+exit code of its own (specs/pool.md); --debug adds the traceback. --json prints machine-readable
+output on stdout for scripts (the operator CLI runs this over SSH); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.exceptions import Abort
+
+from pool_ctl import backends as backends_mod
+from pool_ctl import models as models_mod
+from pool_ctl import spawn as spawn_mod
+from pool_ctl import workers as workers_mod
+from pool_ctl.catalog import Catalog, ModelEntry
+from pool_ctl.errors import IntegrityError, InvalidInput, PoolError
+from pool_ctl.records import WorkerRecord, public
+from pool_ctl.settings import Settings
+
+PROG = "llorch-pool"
+
+app = typer.Typer(
+    name=PROG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Manage models, backends and llorch-workerd processes on this pool host.",
+)
+models_app = typer.Typer(
+    no_args_is_help=True, help="Download, import, list, verify, remove models."
+)
+worker_app = typer.Typer(no_args_is_help=True, help="Spawn, list, stop and clean up workers.")
+app.add_typer(models_app, name="models")
+app.add_typer(worker_app, name="worker")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, for scripts.")]
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(envvar="LLORCH_HOME", help="State directory [default: ~/.local/share/llorch]"),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="LLORCH_DEBUG", help="Show tracebacks on failure.")
+    ] = False,
+) -> None:
+    ctx.obj = Settings.build(home, debug=debug)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _human_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.1f}{suffix}"
+    return str(n)
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _model_line(e: ModelEntry) -> str:
+    return (
+        f"{e['id']}: {e['architecture'] or '?'} {_human_count(e['parameter_count'])} params, "
+        f"{e['quantization'] or '?'}, ctx {e['context_length'] or '?'}, "
+        f"{_human_size(e['size_bytes'])}, template {e['chat_template']}, sha256 {e['sha256'][:12]}…"
+        f"\n  {e['path']}"
+    )
+
+
+# ---- models -------------------------------------------------------------------------------
+
+
+@models_app.command("download")
+def models_download(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="REPO:FILE.gguf or REPO:QUANT (REPO@REVISION too)")],
+    model_id: Annotated[
+        str | None, typer.Option("--id", help="Catalog id [default: the file's stem]")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an entry with the same id.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a GGUF from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN) into the catalog."""
+    entry = models_mod.download(_settings(ctx), ref, model_id=model_id, force=force)
+    _print_json(entry) if as_json else typer.echo(f"downloaded {_model_line(entry)}")
+
+
+@models_app.command("import")
+def models_import(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A local .gguf file")],
+    model_id: Annotated[
+        str | None, typer.Option("--id", help="Catalog id [default: the file's stem]")
+    ] = None,
+    copy: Annotated[
+        bool, typer.Option(help="Copy the file under models/ instead of using it in place.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Replace an entry with the same id.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a local GGUF file to the catalog."""
+    entry = models_mod.import_file(_settings(ctx), path, model_id=model_id, copy=copy, force=force)
+    _print_json(entry) if as_json else typer.echo(f"imported {_model_line(entry)}")
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the models in the catalog."""
+    entries = sorted(Catalog(_settings(ctx).layout.catalog).load().values(), key=lambda e: e["id"])
+    if as_json:
+        _print_json({"models": entries})
+        return
+    if not entries:
+        typer.echo("no models; add one with 'llorch-pool models download REF'")
+        return
+    rows = [["ID", "ARCH", "PARAMS", "QUANT", "CTX", "SIZE", "TEMPLATE", "SOURCE"]]
+    for e in entries:
+        source = f"{e['repo']}:{e['filename']}" if e["repo"] else e["path"]
+        rows.append(
+            [
+                e["id"],
+                e["architecture"] or "?",
+                _human_count(e["parameter_count"]),
+                e["quantization"] or "?",
+                str(e["context_length"] or "?"),
+                _human_size(e["size_bytes"]),
+                e["chat_template"],
+                source,
+            ]
+        )
+    _table(rows)
+
+
+@models_app.command("rm")
+def models_rm(
+    ctx: typer.Context,
+    model_id: Annotated[str, typer.Argument(help="Catalog id")],
+    force: Annotated[bool, typer.Option(help="Remove even while workers use it.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a model from the catalog (and its file, when it lives under models/)."""
+    gone = models_mod.remove(_settings(ctx), model_id, force=force)
+    if as_json:
+        _print_json(
+            {"removed": model_id, "path": gone.entry["path"], "deleted_file": gone.deleted_file}
+        )
+    else:
+        what = "deleted" if gone.deleted_file else "kept (outside models/)"
+        typer.echo(f"removed {model_id}; file {gone.entry['path']} {what}")
+
+
+@models_app.command("verify")
+def models_verify(
+    ctx: typer.Context,
+    model_id: Annotated[str | None, typer.Argument(help="Catalog id [default: all]")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check model files against the catalog: present, size, sha256, readable GGUF."""
+    checks = models_mod.verify(_settings(ctx), model_id)
+    if as_json:
+        _print_json({"results": [c.__dict__ for c in checks]})
+    else:
+        for c in checks:
+            typer.echo(f"ok      {c.id}" if c.ok else f"FAILED  {c.id}: {c.problem}")
+    failed = [c.id for c in checks if not c.ok]
+    if failed:
+        raise IntegrityError(
+            f"{len(failed)} model(s) failed verification: {', '.join(failed)}",
+            "download or import them again",
+        )
+
+
+# ---- backends -----------------------------------------------------------------------------
+
+
+@app.command("backends")
+def backends_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Detect the backends this host can run (cpu, cuda, metal); write backends.json."""
+    report = backends_mod.detect_and_save(_settings(ctx).layout.backends)
+    if as_json:
+        _print_json(report)
+        return
+    found: list[backends_mod.Backend] = report["backends"]  # type: ignore[assignment]
+    rows = [["BACKEND", "AVAILABLE", "WHY"]]
+    rows += [[b["name"], "yes" if b["available"] else "no", b["reason"]] for b in found]
+    _table(rows)
+
+
+# ---- workers ------------------------------------------------------------------------------
+
+
+def _parse_port(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"--port {value!r} is not a number", "give a port or 'auto'") from None
+
+
+def _shown(record: WorkerRecord, state: str, health: dict[str, Any] | None) -> dict[str, Any]:
+    out = public(record)
+    out["state"] = state
+    out["health"] = health
+    return out
+
+
+@worker_app.command("spawn")
+def worker_spawn(
+    ctx: typer.Context,
+    backend: Annotated[str, typer.Argument(help="cpu, cuda or metal")],
+    model: Annotated[str, typer.Option("--model", help="Catalog id of the model to serve")],
+    port: Annotated[str, typer.Option(help="Port, or 'auto': the first free from 8001")] = "auto",
+    host: Annotated[str, typer.Option(help="Address the worker listens on")] = "127.0.0.1",
+    slots: Annotated[int, typer.Option(help="Generations that run at once")] = 1,
+    orchestrator: Annotated[
+        str | None, typer.Option(help="orchestratord URL to register with")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="LLORCH_TOKEN", help="Cluster token (with --orchestrator)")
+    ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option("--worker-id", help="Worker id [default: HOSTNAME-PORT]")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait until ready")] = 120.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a detached llorch-workerd for a catalog model and wait until it is ready."""
+
+    def waiting(r: WorkerRecord) -> None:
+        typer.echo(
+            f"waiting for worker {r['worker_id']} (pid {r['pid']}) at {r['url']} ...", err=True
+        )
+
+    record = spawn_mod.spawn(
+        _settings(ctx),
+        backend,
+        model,
+        port=_parse_port(port),
+        host=host,
+        slots=slots,
+        orchestrator=orchestrator,
+        token=token,
+        worker_id=worker_id,
+        timeout=timeout,
+        on_wait=waiting,
+    )
+    if as_json:
+        _print_json(_shown(record, "ready", None))
+    else:
+        typer.echo(
+            f"worker {record['worker_id']} ready at {record['url']} (pid {record['pid']}, "
+            f"model {record['model']}, backend {record['backend']}, log {record['log_path']})"
+        )
+
+
+@worker_app.command("list")
+def worker_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List this host's workers with their live state from /health."""
+    live = workers_mod.list_workers(_settings(ctx))
+    if as_json:
+        _print_json({"workers": [_shown(w.record, w.state, w.health) for w in live]})
+        return
+    if not live:
+        typer.echo("no workers")
+        return
+    rows = [["ID", "STATE", "PID", "URL", "MODEL", "BACKEND", "SLOTS"]]
+    for w in live:
+        busy = w.health.get("slots_busy", "?") if w.health else "-"
+        rows.append(
+            [
+                w.record["worker_id"],
+                w.state,
+                str(w.record["pid"]),
+                w.record["url"],
+                w.record["model"],
+                w.record["backend"],
+                f"{busy}/{w.record['slots']}",
+            ]
+        )
+    _table(rows)
+
+
+@worker_app.command("stop")
+def worker_stop(
+    ctx: typer.Context,
+    worker_id: Annotated[str | None, typer.Argument(help="Worker id")] = None,
+    all_workers: Annotated[bool, typer.Option("--all", help="Stop every worker.")] = False,
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL")] = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop workers (SIGTERM, grace, SIGKILL) and deregister them from orchestratord."""
+    done = workers_mod.stop(_settings(ctx), worker_id, all_workers=all_workers, grace=grace)
+    if as_json:
+        _print_json({"stopped": done})
+        return
+    for d in done:
+        typer.echo(
+            f"stopped {d['worker_id']}: process {d['process']}; orchestrator: {d['orchestrator']}"
+        )
+    if not done:
+        typer.echo("no workers")
+
+
+@worker_app.command("logs")
+def worker_logs(
+    ctx: typer.Context,
+    worker_id: Annotated[str, typer.Argument(help="Worker id")],
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Print new lines.")] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines of history to print")] = 50,
+) -> None:
+    """Print a worker's log (its stdout and stderr)."""
+    settings = _settings(ctx)
+    path = workers_mod.log_path(settings, worker_id)
+    sys.stdout.write(workers_mod.tail(path, lines))
+    sys.stdout.flush()
+    if follow:
+        for chunk in workers_mod.follow(settings, worker_id, path):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+
+@worker_app.command("cleanup")
+def worker_cleanup(
+    ctx: typer.Context,
+    grace: Annotated[
+        float, typer.Option(help="Seconds a worker may stay unhealthy before it is stopped")
+    ] = workers_mod.CLEANUP_GRACE_S,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove records of exited workers and of reused pids; stop workers unhealthy past --grace."""
+    report = workers_mod.cleanup(_settings(ctx), grace=grace)
+    if as_json:
+        _print_json({"cleanup": report})
+        return
+    words = {
+        "keep": "healthy, kept",
+        "remove-gone": "process gone, record removed",
+        "remove-reused": "pid now belongs to another program, record removed (not signalled)",
+        "mark-unhealthy": "unhealthy, kept until the grace period ends",
+        "stop-unhealthy": "unhealthy past the grace period, stopped",
+    }
+    for item in report:
+        extra = f" ({item['unhealthy_for_s']}s)" if "unhealthy_for_s" in item else ""
+        typer.echo(f"{item['worker_id']} [{item['state']}]: {words[item['action']]}{extra}")
+    if not report:
+        typer.echo("no workers")
+
+
+# ---- entry point ----------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and turn every failure into one line on stderr and its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("LLORCH_DEBUG", "").lower() in ("1", "true")
+    try:
+        rv = app(args=args, prog_name=PROG, standalone_mode=False)
+    except PoolError as e:
+        if debug:
+            traceback.print_exc()
+        _fail(e.line(), e.exit_code)
+    except NoArgsIsHelpError as e:
+        sys.stderr.write(e.format_message() + "\n")
+        sys.exit(2)
+    except UsageError as e:
+        if debug:
+            traceback.print_exc()
+        path = e.ctx.command_path if e.ctx else PROG
+        _fail(f"{e.format_message()}; run '{path} --help'", 2)
+    except ClickException as e:
+        _fail(e.format_message(), e.exit_code)
+    except (Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(141)
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        _fail(f"unexpected {type(e).__name__}: {e}; rerun with --debug and report it", 1)
+    sys.exit(rv if isinstance(rv, int) else 0)

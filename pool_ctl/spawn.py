@@ -1,0 +1,268 @@
+"""`worker spawn`: start a detached llorch-workerd, record it, wait until it is ready.
+
+The worker runs in its own session (no controlling terminal, survives the SSH connection that
+ran us), stdin from /dev/null, stdout and stderr appended to logs/<id>.log. The token travels in
+the environment (LLORCH_WORKER_TOKEN), not on the command line that `ps` shows everyone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import filelock
+
+from pool_ctl import backends, procs
+from pool_ctl.catalog import Catalog
+from pool_ctl.errors import BackendUnavailable, Conflict, InvalidInput, WorkerFailed
+from pool_ctl.health import fetch
+from pool_ctl.records import Records, WorkerRecord, check_worker_id
+from pool_ctl.settings import Settings
+
+AUTO_PORT_RANGE = range(8001, 8200)
+STOP_GRACE_S = 10.0
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (as uvicorn does, with SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def log_tail(path: Path, since: int = 0, lines: int = 15) -> str:
+    """The last lines written to the log after byte offset `since`, joined into one line."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(since, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return " | ".join(line for line in text.splitlines()[-lines:] if line.strip()) or "(nothing in its log yet)"
+
+
+def _live_ports(records: Records) -> set[int]:
+    return {
+        r["port"]
+        for r in records.all()
+        if procs.identify(r["pid"], r["start_time"], r["cmdline"]) == "ours"
+    }
+
+
+def _choose_port(host: str, requested: int | None, taken: set[int]) -> int:
+    if requested is not None:
+        if not 1 <= requested <= 65535:
+            raise InvalidInput(f"--port {requested} is out of range", "give 1-65535 or 'auto'")
+        if requested in taken or not port_free(host, requested):
+            raise Conflict(
+                f"port {requested} on {host} is in use",
+                "pick another with --port N, or --port auto",
+            )
+        return requested
+    for port in AUTO_PORT_RANGE:
+        if port not in taken and port_free(host, port):
+            return port
+    raise Conflict(
+        f"no free port in {AUTO_PORT_RANGE.start}-{AUTO_PORT_RANGE.stop - 1} on {host}",
+        "stop some workers or give --port N",
+    )
+
+
+def _child_env(token: str | None) -> dict[str, str]:
+    # Our own LLORCH_WORKER_* variables would silently configure the worker; only flags do.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLORCH_WORKER_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    if token:
+        env["LLORCH_WORKER_TOKEN"] = token
+    return env
+
+
+def _start(argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    old_cwd = os.getcwd()
+    try:
+        os.chdir(cwd)  # posix_spawn has no cwd argument; the worker must not pin ours
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fd, 1),
+                (os.POSIX_SPAWN_DUP2, fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.chdir(old_cwd)
+        os.close(fd)
+
+
+def _exit_status(pid: int) -> int | None:
+    """Reap our child if it exited while we wait; its exit code, else None."""
+    with contextlib.suppress(ChildProcessError):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+    return None
+
+
+def spawn(
+    settings: Settings,
+    backend: str,
+    model_id: str,
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    slots: int = 1,
+    orchestrator: str | None = None,
+    token: str | None = None,
+    worker_id: str | None = None,
+    timeout: float = 120.0,
+    extra_args: tuple[str, ...] = (),
+    on_wait: Callable[[WorkerRecord], None] | None = None,
+) -> WorkerRecord:
+    """Start a worker for catalog model `model_id` on `backend`; return its record once ready."""
+    if slots < 1:
+        raise InvalidInput(f"--slots {slots} must be at least 1", "give --slots 1 or more")
+    if backend not in backends.BACKENDS:
+        raise InvalidInput(
+            f"unknown backend {backend!r}", f"use one of {', '.join(backends.BACKENDS)}"
+        )
+    if orchestrator and not token:
+        raise InvalidInput(
+            "--orchestrator needs --token (the cluster token)", "pass --token T as well"
+        )
+    layout = settings.layout
+    report = backends.detect_and_save(layout.backends)
+    found = backends.find(report["backends"], backend)  # type: ignore[arg-type]
+    if found is None or not found["available"]:
+        reason = found["reason"] if found else "unknown"
+        raise BackendUnavailable(
+            f"backend {backend} is not available here: {reason}",
+            "run 'llorch-pool backends' to see what this host offers",
+        )
+    entry = Catalog(layout.catalog).get(model_id)
+    if not Path(entry["path"]).is_file():
+        raise InvalidInput(
+            f"model {model_id!r} file {entry['path']} is missing",
+            f"run 'llorch-pool models verify {model_id}' and download it again",
+        )
+    records = Records(layout)
+    layout.locks.mkdir(parents=True, exist_ok=True)
+    # Choosing a port and writing the record is one step for concurrent spawns.
+    with filelock.FileLock(str(layout.locks / "spawn.lock"), timeout=60):
+        chosen = _choose_port(host, port, _live_ports(records))
+        wid = check_worker_id(worker_id or f"{os.uname().nodename.split('.')[0]}-{chosen}")
+        if records.exists(wid):
+            old = records.load(wid)
+            if procs.identify(old["pid"], old["start_time"], old["cmdline"]) == "ours":
+                raise Conflict(
+                    f"worker {wid} is already running (pid {old['pid']})",
+                    "stop it first or give another --worker-id",
+                )
+        argv = [
+            sys.executable,
+            "-m",
+            "worker",
+            "--model",
+            entry["path"],
+            "--model-name",
+            model_id,
+            "--backend",
+            backend,
+            "--host",
+            host,
+            "--port",
+            str(chosen),
+            "--slots",
+            str(slots),
+            "--worker-id",
+            wid,
+        ]
+        if orchestrator:
+            argv += ["--orchestrator-url", orchestrator]
+        argv += list(extra_args)
+        log_path = layout.worker_log(wid)
+        # A reused worker id appends to its old log; errors quote only this run's lines.
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        layout.home.mkdir(parents=True, exist_ok=True)
+        pid = _start(argv, log_path, _child_env(token), layout.home)
+        started = procs.start_time(pid)
+        if started is None:
+            code = _exit_status(pid)
+            raise WorkerFailed(
+                f"worker {wid} exited at once (exit code {code}): {log_tail(log_path, log_start)}",
+                f"see {log_path}",
+            )
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        record = WorkerRecord(
+            worker_id=wid,
+            pid=pid,
+            start_time=started,
+            cmdline=argv,
+            host=host,
+            port=chosen,
+            url=f"http://{url_host}:{chosen}",
+            model=model_id,
+            model_path=entry["path"],
+            backend=backend,
+            slots=slots,
+            log_path=str(log_path),
+            orchestrator=orchestrator,
+            token=token,
+            started_at=time.time(),
+            unhealthy_since=None,
+        )
+        records.save(record)
+    if on_wait is not None:
+        on_wait(record)
+    _wait_ready(record, records, timeout, log_start)
+    return record
+
+
+def _wait_ready(record: WorkerRecord, records: Records, timeout: float, log_start: int) -> None:
+    deadline = time.monotonic() + timeout
+    pid, start, argv = record["pid"], record["start_time"], record["cmdline"]
+    wid, log_path = record["worker_id"], Path(record["log_path"])
+    while True:
+        code = _exit_status(pid)
+        if code is not None or procs.identify(pid, start, argv) != "ours":
+            records.remove(wid)
+            raise WorkerFailed(
+                f"worker {wid} exited before it was ready (exit code {code}): "
+                f"{log_tail(log_path, log_start)}",
+                f"see {log_path}",
+            )
+        health = fetch(record["url"], timeout=2.0)
+        status = health["status"] if health else None
+        if status == "ready":
+            return
+        if status == "failed" or time.monotonic() >= deadline:
+            failed = status == "failed"
+            last = status or "no answer"
+            why = (
+                "reported status 'failed'"
+                if failed
+                else (f"was not ready after {timeout:g}s (last status: {last})")
+            )
+            procs.terminate(pid, start, argv, STOP_GRACE_S)
+            _exit_status(pid)
+            records.remove(wid)
+            raise WorkerFailed(
+                f"worker {wid} {why}; it was stopped: {log_tail(log_path, log_start)}",
+                f"see {log_path}" if failed else f"see {log_path}; a slow load needs --timeout",
+            )
+        time.sleep(0.1)

@@ -1,0 +1,114 @@
+"""Pure parts of `llorch pool`: splitting options, the remote command line, the status table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from llorch_ctl.errors import (
+    ApiFailed,
+    AuthFailed,
+    ConfigError,
+    ConnectionLost,
+    ConnectionRefused,
+    ConnectTimeout,
+    CtlError,
+    HostKeyChanged,
+    HostKeyUnknown,
+    HttpUnreachable,
+    Interrupted,
+    NameUnresolved,
+    RemoteCommandMissing,
+    SshError,
+    UnknownPool,
+)
+from llorch_ctl.remote import PoolStatus, render_status, split_remote_args
+from llorch_ctl.transport import remote_command_line
+
+
+def test_split_keeps_first_host_and_passes_the_rest_in_order() -> None:
+    ours, rest = split_remote_args(
+        ["cpu", "--host", "box", "--model", "m", "--host", "0.0.0.0", "--json"]
+    )
+    assert ours == ["--host", "box"]
+    assert rest == ["cpu", "--model", "m", "--host", "0.0.0.0", "--json"]
+
+
+def test_split_handles_equals_flags_and_double_dash() -> None:
+    ours, rest = split_remote_args(
+        [
+            "--host=box",
+            "--accept-new-host-key",
+            "--connect-timeout",
+            "3",
+            "x",
+            "--",
+            "--help",
+            "--host",
+            "y",
+        ]
+    )
+    assert ours == ["--host=box", "--accept-new-host-key", "--connect-timeout", "3"]
+    assert rest == ["x", "--help", "--host", "y"]
+
+
+def test_remote_line_survives_a_real_posix_shell() -> None:
+    nasty = [
+        "a b",
+        "it's",
+        '"q"',
+        "$(echo PWNED)",
+        "; echo PWNED",
+        "`echo PWNED`",
+        "",
+        "*",
+        "~",
+        "$HOME",
+        "new\nline",
+        "tab\there",
+        "ünïcødé",
+    ]
+    prog = "import sys, json; print(json.dumps(sys.argv[1:]))"
+    line = remote_command_line(f"{sys.executable} -c '{prog}'", nasty, {"X_Y": "v w$(id)"})
+    assert line.startswith("env 'X_Y=v w$(id)' ")
+    out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == nasty
+
+
+def test_status_table_one_line_per_pool() -> None:
+    rows = [
+        PoolStatus(
+            "east",
+            "root@10.0.0.1:22",
+            workers=[{"worker_id": "w1", "model": "tiny", "port": 8001, "state": "ready"}],
+        ),
+        PoolStatus("west", "root@10.0.0.2:22", error="connection refused by 10.0.0.2:22"),
+    ]
+    lines = render_status(rows).splitlines()
+    assert lines[0].split() == ["POOL", "ADDRESS", "STATE", "WORKERS", "DETAIL"]
+    assert lines[1].split() == ["east", "root@10.0.0.1:22", "ok", "1", "w1:tiny@8001(ready)"]
+    assert lines[2].split()[:4] == ["west", "root@10.0.0.2:22", "error", "-"]
+    assert lines[2].endswith("connection refused by 10.0.0.2:22")
+
+
+def test_every_failure_has_its_own_exit_code() -> None:
+    classes: list[type[CtlError]] = [
+        ConfigError,
+        UnknownPool,
+        NameUnresolved,
+        ConnectionRefused,
+        ConnectTimeout,
+        AuthFailed,
+        HostKeyUnknown,
+        HostKeyChanged,
+        SshError,
+        ConnectionLost,
+        RemoteCommandMissing,
+        Interrupted,
+        HttpUnreachable,
+        ApiFailed,
+    ]
+    codes = [c.exit_code for c in classes]
+    assert len(set(codes)) == len(codes)
+    assert all(c not in (0, 1, 2) for c in codes)

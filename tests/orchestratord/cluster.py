@@ -1,0 +1,189 @@
+"""Real orchestratord and llorch-workerd processes on loopback for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import Proc, free_port, spawn, spawn_worker
+
+CT = "e2e-cluster-token"
+AUTH = {"authorization": f"Bearer {CT}"}
+MODEL = "llorch-tiny"
+
+
+@dataclass
+class Event:
+    id: int
+    event: str
+    data: dict[str, Any]
+
+
+def read_events(lines: Iterator[str], stop_after: int | None = None) -> list[Event]:
+    """Parse SSE lines into events (comments skipped); stop after `stop_after` tokens."""
+    out: list[Event] = []
+    cur: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if "data" in cur:
+                out.append(
+                    Event(
+                        int(cur.get("id", "-1")),
+                        cur.get("event", "message"),
+                        json.loads(cur["data"]),
+                    )
+                )
+                if out[-1].event in ("end", "error"):
+                    return out
+                tokens = sum(e.event == "token" for e in out)
+                if stop_after is not None and out[-1].event == "token" and tokens >= stop_after:
+                    return out
+            cur = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(":")
+            cur[key] = value[1:] if value.startswith(" ") else value
+    return out
+
+
+def stream_task(url: str, body: dict[str, Any], timeout: float = 60) -> list[Event]:
+    """Submit with Accept: text/event-stream and read the task to its end."""
+    with httpx.stream(
+        "POST",
+        url + "/v2/tasks",
+        json=body,
+        timeout=timeout,
+        headers={"accept": "text/event-stream"},
+    ) as r:
+        assert r.status_code == 200, r.read()
+        return read_events(r.iter_lines())
+
+
+def workers(url: str) -> dict[str, dict[str, Any]]:
+    r = httpx.get(url + "/v2/workers", headers=AUTH, timeout=5)
+    r.raise_for_status()
+    return {w["id"]: w for w in r.json()["workers"]}
+
+
+def wait_for(predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def orchestratord(
+    tmp: Path, *extra: str, port: int | None = None, state_dir: Path | None = None
+) -> Iterator[Proc]:
+    port = port or free_port()
+    args = [
+        "orchestratord",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir or tmp / "state"),
+        "--cluster-token",
+        CT,
+        "--heartbeat-stale-ms",
+        "1500",
+        "--heartbeat-dead-ms",
+        "4000",
+        "--log-level",
+        "info",
+        *extra,
+    ]
+    with spawn(args, port, tmp / f"orchd-{port}.log", "/health") as p:
+        yield p
+
+
+def _worker_registers_itself() -> bool:
+    return "run_registration" in Path(__file__).parents[2].joinpath("worker/app.py").read_text()
+
+
+@contextlib.contextmanager
+def _registration_thread(worker: Proc, orch_url: str, worker_id: str, slots: int) -> Iterator[None]:
+    """Stand-in until the worker's lifespan starts `run_registration` itself: the same code,
+    run in a thread of the test process, reading the worker's /health for its slot counts."""
+    from worker.registration import Registration, run_registration
+
+    reg = Registration(
+        orchestrator_url=orch_url,
+        worker_id=worker_id,
+        url=worker.url,
+        probe_url=worker.url,
+        model=MODEL,
+        backend="cpu",
+        pool="test",
+        slots_total=slots,
+        n_ctx=16384,
+        token=CT,
+        interval_s=0.25,
+    )
+    loop = asyncio.new_event_loop()
+
+    def snapshot() -> dict[str, Any]:
+        try:
+            return dict(httpx.get(worker.url + "/health", timeout=2).json())
+        except httpx.HTTPError:
+            return {"status": "failed"}
+
+    task = loop.create_task(run_registration(reg, snapshot))
+    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(10)
+        loop.close()
+
+
+@contextlib.contextmanager
+def worker(
+    model: Path,
+    tmp: Path,
+    orch_url: str,
+    worker_id: str,
+    *,
+    slots: int = 1,
+    extra: Sequence[str] = (),
+) -> Iterator[Proc]:
+    """A real worker registered with `orch_url` (waits until orchestratord lists it ready)."""
+    args = [
+        "--orchestrator-url",
+        orch_url,
+        "--worker-id",
+        worker_id,
+        "--heartbeat-interval",
+        "0.25",
+        "--n-ctx",
+        "16384",
+        "--pool",
+        "test",
+        *extra,
+    ]
+    with spawn_worker(model, tmp, slots=slots, token=CT, extra=args) as p:
+        shim = (
+            contextlib.nullcontext()
+            if _worker_registers_itself()
+            else _registration_thread(p, orch_url, worker_id, slots)
+        )
+        with shim:
+            wait_for(
+                lambda: workers(orch_url).get(worker_id, {}).get("state") == "ready",
+                what=f"worker {worker_id} to register",
+            )
+            yield p
+

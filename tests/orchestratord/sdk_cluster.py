@@ -1,0 +1,50 @@
+"""The cluster the SDK, OpenAI and schemathesis tests run against: a real orchestratord with
+client API keys and one real llorch-workerd, built on the shared e2e helpers in cluster.py."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.testmodel import write_model
+from tests.orchestratord.cluster import CT, MODEL, orchestratord, worker
+from tests.support import Proc
+
+CLUSTER_TOKEN = CT
+API_KEY = "key-a"
+TENANT = "tenant-a"
+WORKER_ID = "w-sdk-1"
+__all__ = ["API_KEY", "CLUSTER_TOKEN", "LONG_PROMPT", "MODEL", "TENANT", "WORKER_ID"]
+
+# With the long model and greedy decoding this prompt runs for thousands of tokens, which
+# leaves a cancel test plenty of time to cancel mid-stream.
+LONG_PROMPT = "Tell me everything"
+
+
+def long_model(tmp: Path) -> Path:
+    """The tiny model with its EOS row scaled to almost nothing: long generations, rarely EOS."""
+    return write_model(tmp / "long" / f"{MODEL}.gguf", eos_bias=1e-6)
+
+
+@dataclass
+class Cluster:
+    orchestrator: Proc
+    worker: Proc
+
+    @property
+    def url(self) -> str:
+        return self.orchestrator.url
+
+
+@contextlib.contextmanager
+def run_cluster(
+    model: Path, tmp: Path, *, slots: int = 2, extra: Sequence[str] = ()
+) -> Iterator[Cluster]:
+    """orchestratord (API key `TENANT:API_KEY`, cluster token) and one ready worker."""
+    with (
+        orchestratord(tmp, "--api-key", f"{TENANT}:{API_KEY}", *extra) as orch,
+        worker(model, tmp, orch.url, WORKER_ID, slots=slots) as w,
+    ):
+        yield Cluster(orch, w)

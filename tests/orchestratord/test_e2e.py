@@ -1,0 +1,274 @@
+"""End to end: a real orchestratord and real llorch-workerd processes (tiny GGUF) on loopback."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestratord.policy import builtin_source
+from tests.orchestratord.cluster import (
+    AUTH,
+    MODEL,
+    Event,
+    orchestratord,
+    read_events,
+    stream_task,
+    wait_for,
+    worker,
+    workers,
+)
+from tests.support import Proc
+
+pytestmark = pytest.mark.e2e
+LONG = {"model": MODEL, "prompt": "hello", "max_tokens": 16000, "ignore_eos": True, "seed": 1}
+
+
+@dataclass
+class Cluster:
+    orch: Proc
+    workers: dict[str, Proc]
+    policy_file: Path
+
+    @property
+    def url(self) -> str:
+        return self.orch.url
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """orchestratord (--policy FILE, a copy of the built-in) with two 2-slot workers."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    policy = tmp / "policy.star"
+    policy.write_text(builtin_source())
+    with (
+        orchestratord(tmp, "--policy", str(policy)) as orch,
+        worker(tiny_model, tmp, orch.url, "w1", slots=2) as w1,
+        worker(tiny_model, tmp, orch.url, "w2", slots=2) as w2,
+    ):
+        yield Cluster(orch, {"w1": w1, "w2": w2}, policy)
+
+
+def kinds(events: list[Event]) -> list[str]:
+    return [e.event for e in events]
+
+
+def started_on(events: list[Event]) -> str:
+    return str(next(e.data["worker_id"] for e in events if e.event == "started"))
+
+
+def test_a_task_streams(cluster: Cluster) -> None:
+    evs = stream_task(cluster.url, {"model": MODEL, "prompt": "hello", "max_tokens": 12,
+                                    "ignore_eos": True, "seed": 3})
+    assert kinds(evs) == ["queued", "started"] + ["token"] * 12 + ["end"]
+    assert [e.id for e in evs] == list(range(len(evs)))
+    assert [e.data["i"] for e in evs if e.event == "token"] == list(range(12))
+    assert started_on(evs) in ("w1", "w2")
+    end = evs[-1].data
+    assert end["tokens_out"] == 12 and end["stop_reason"] == "MAX_TOKENS"
+    assert end["ttft_ms"] > 0
+    text = "".join(e.data["t"] for e in evs if e.event == "token")
+    assert text
+    metrics = httpx.get(cluster.url + "/metrics").text
+    assert re.search(r"^orchd_tokens_out_total \d+", metrics, re.M)
+    assert "orchd_ttft_seconds_count" in metrics
+
+
+def test_twenty_concurrent_tasks_all_finish_on_both_workers(cluster: Cluster) -> None:
+    body = {"model": MODEL, "prompt": "count", "max_tokens": 24, "ignore_eos": True}
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: stream_task(cluster.url, body), range(20)))
+    assert all(r[-1].event == "end" and r[-1].data["tokens_out"] == 24 for r in results)
+    assert {started_on(r) for r in results} == {"w1", "w2"}
+    # Every slot is free again, in orchestratord's view and in the workers' own.
+    wait_for(lambda: all(w["slots_busy"] == 0 for w in workers(cluster.url).values()),
+             what="slots to be released")
+    for w in cluster.workers.values():
+        wait_for(lambda w=w: httpx.get(w.url + "/health").json()["slots_busy"] == 0)
+
+
+def test_cancel_mid_stream_frees_the_worker_slot(cluster: Cluster) -> None:
+    with httpx.stream("POST", cluster.url + "/v2/tasks", json=LONG, timeout=30,
+                      headers={"accept": "text/event-stream"}) as r:
+        task_id = r.headers["x-llorch-task-id"]
+        lines = r.iter_lines()
+        head = read_events(lines, stop_after=3)
+        wid = started_on(head)
+        assert httpx.get(cluster.workers[wid].url + "/health").json()["slots_busy"] >= 1
+        assert httpx.post(f"{cluster.url}/v2/tasks/{task_id}/cancel").status_code == 204
+        rest = read_events(lines)
+    assert rest[-1].event == "end" and rest[-1].data["stop_reason"] == "CANCELLED"
+    assert httpx.get(f"{cluster.url}/v2/tasks/{task_id}").json()["status"] == "cancelled"
+    wait_for(lambda: httpx.get(cluster.workers[wid].url + "/health").json()["slots_busy"] == 0,
+             what="the worker to free the slot")
+    assert httpx.post(f"{cluster.url}/v2/tasks/{task_id}/cancel").status_code == 204
+
+
+def test_resume_with_last_event_id_loses_nothing(cluster: Cluster) -> None:
+    body = {"model": MODEL, "prompt": "resume", "max_tokens": 400, "ignore_eos": True}
+    r = httpx.post(cluster.url + "/v2/tasks", json=body)
+    assert r.status_code == 202
+    events_url = cluster.url + r.json()["events_url"]
+    with httpx.stream("GET", events_url, timeout=30) as s:
+        first = read_events(s.iter_lines(), stop_after=5)
+    assert first[-1].event == "token"
+    with httpx.stream("GET", events_url, timeout=30,
+                      headers={"last-event-id": str(first[-1].id)}) as s:
+        rest = read_events(s.iter_lines())
+    evs = first + rest
+    assert [e.id for e in evs] == list(range(len(evs)))
+    assert [e.data["i"] for e in evs if e.event == "token"] == list(range(400))
+    assert evs[-1].event == "end" and evs[-1].data["tokens_out"] == 400
+
+
+def _placements(url: str, n: int, **extra: object) -> set[str]:
+    body = {"model": MODEL, "prompt": "where", "max_tokens": 4, **extra}
+    return {started_on(stream_task(url, body)) for _ in range(n)}
+
+
+def _pin(worker_id: str) -> str:
+    return (
+        "def schedule(task, workers, cluster):\n"
+        "    for w in workers:\n"
+        f"        if w['id'] == '{worker_id}' and w['slots_busy'] < w['slots_total']:\n"
+        "            return w['id']\n"
+        "    return None\n"
+    )
+
+
+def test_custom_policy_changes_placement_file_sighup_and_admin(cluster: Cluster) -> None:
+    caps = cluster.url + "/v2/meta/capabilities"
+    before = httpx.get(caps).json()["policy"]["sha256"]
+    try:
+        cluster.policy_file.write_text(_pin("w1"))
+        cluster.orch.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: httpx.get(caps).json()["policy"]["sha256"] != before,
+                 what="SIGHUP to reload the policy")
+        assert _placements(cluster.url, 4) == {"w1"}
+        r = httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH,
+                       json={"source": _pin("w2"), "name": "pin-w2"})
+        assert r.status_code == 200, r.text
+        assert _placements(cluster.url, 4) == {"w2"}
+    finally:
+        cluster.policy_file.write_text(builtin_source())
+        r = httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH, json={})
+        assert r.status_code == 200 and r.json()["sha256"] == before
+
+
+def test_broken_policy_falls_back_and_the_metric_counts_it(cluster: Cluster) -> None:
+    broken = (
+        "def schedule(task, workers, cluster):\n"
+        "    if task['id'].startswith('boom'):\n"
+        "        fail('broken on purpose')\n"
+        "    return None\n"
+    )
+    try:
+        r = httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH, json={"source": broken})
+        assert r.status_code == 200, r.text
+        evs = stream_task(cluster.url, {"model": MODEL, "prompt": "x", "max_tokens": 4,
+                                        "task_id": "boom-1"})
+        assert evs[-1].event == "end" and evs[-1].data["tokens_out"] >= 1
+        metrics = httpx.get(cluster.url + "/metrics").text
+        m = re.search(r'^orchd_policy_fallbacks_total\{fn="schedule",reason="error"\} (\S+)',
+                      metrics, re.M)
+        assert m and float(m.group(1)) >= 1
+    finally:
+        httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH, json={})
+
+
+def test_worker_sigkill_mid_task_and_before_first_token(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    with (
+        orchestratord(tmp_path, "--retry-attempts", "2") as orch,
+        worker(tiny_model, tmp_path, orch.url, "k1") as k1,
+        worker(tiny_model, tmp_path, orch.url, "k2") as k2,
+    ):
+        procs = {"k1": k1, "k2": k2}
+        with httpx.stream("POST", orch.url + "/v2/tasks", json=LONG, timeout=30,
+                          headers={"accept": "text/event-stream"}) as r:
+            task_id = r.headers["x-llorch-task-id"]
+            lines = r.iter_lines()
+            head = read_events(lines, stop_after=3)
+            victim = started_on(head)
+            procs[victim].kill(signal.SIGKILL)
+            rest = read_events(lines)
+        assert rest[-1].event == "error"
+        assert rest[-1].data["code"] == "WORKER_RESET" and rest[-1].data["retriable"] is True
+        rec = httpx.get(f"{orch.url}/v2/tasks/{task_id}").json()
+        assert (rec["status"], rec["error_code"]) == ("failed", "WORKER_RESET")
+        survivor = "k2" if victim == "k1" else "k1"
+        # The dead worker gets no more work: the next task runs on the survivor.
+        evs = stream_task(orch.url, {"model": MODEL, "prompt": "again", "max_tokens": 4})
+        assert started_on(evs) == survivor and evs[-1].event == "end"
+
+        # Before the first token: a registered worker that is gone (nothing listens there)
+        # is tried first by policy, fails to connect, and the task is retried on the survivor.
+        ghost = {"worker_id": "ghost", "url": "http://127.0.0.1:9", "model": MODEL,
+                 "slots_total": 4}
+        assert httpx.post(orch.url + "/v2/workers/register", json=ghost,
+                          headers=AUTH).status_code == 201
+        prefer_ghost = (
+            "def schedule(task, workers, cluster):\n"
+            "    free = [w for w in workers if w['slots_busy'] < w['slots_total']]\n"
+            "    for w in free:\n"
+            "        if w['id'] == 'ghost':\n"
+            "            return 'ghost'\n"
+            "    return free[0]['id'] if free else None\n"
+        )
+        r = httpx.post(orch.url + "/v2/admin/policy", headers=AUTH, json={"source": prefer_ghost})
+        assert r.status_code == 200, r.text
+        evs = stream_task(orch.url, {"model": MODEL, "prompt": "retry", "max_tokens": 4,
+                                     "task_id": "retry-1"})
+        assert evs[-1].event == "end", evs
+        assert started_on(evs) == survivor
+        rec = httpx.get(f"{orch.url}/v2/tasks/retry-1").json()
+        assert rec["attempts"] == 2 and rec["status"] == "succeeded"
+        # The killed worker stops heartbeating and is marked dead.
+        wait_for(lambda: workers(orch.url)[victim]["state"] == "dead", timeout=20,
+                 what="the killed worker to be marked dead")
+
+
+def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    with orchestratord(tmp_path, state_dir=state) as orch:
+        port = orch.port
+        with worker(tiny_model, tmp_path, orch.url, "r1") as w:
+            with httpx.stream("POST", orch.url + "/v2/tasks", json=LONG, timeout=30,
+                              headers={"accept": "text/event-stream"}) as r:
+                task_id = r.headers["x-llorch-task-id"]
+                read_events(r.iter_lines(), stop_after=3)
+                wait_for(lambda: httpx.get(f"{orch.url}/v2/tasks/{task_id}").json()["status"]
+                         == "running")
+                import time
+
+                time.sleep(0.3)  # the batch writer's flush interval is 50 ms
+                orch.kill(signal.SIGKILL)
+            with orchestratord(tmp_path, port=port, state_dir=state) as orch2:
+                listed = workers(orch2.url)
+                assert "r1" in listed and listed["r1"]["state"] in ("unverified", "ready")
+                rec = httpx.get(f"{orch2.url}/v2/tasks/{task_id}").json()
+                assert (rec["status"], rec["error_code"]) == ("failed", "WORKER_RESET")
+                wait_for(lambda: workers(orch2.url)["r1"]["state"] == "ready",
+                         what="the kept worker to be re-verified by heartbeat")
+                evs = stream_task(orch2.url, {"model": MODEL, "prompt": "hi", "max_tokens": 4})
+                assert started_on(evs) == "r1" and evs[-1].event == "end"
+                assert w.proc.poll() is None
+
+
+def test_queue_full_is_429_with_real_processes(tiny_model: Path, tmp_path: Path) -> None:
+    with orchestratord(tmp_path, "--queue-capacity", "2") as orch:
+        body = {"model": "not-served", "prompt": "x", "max_tokens": 1}
+        for _ in range(2):
+            assert httpx.post(orch.url + "/v2/tasks", json=body).status_code == 202
+        r = httpx.post(orch.url + "/v2/tasks", json=body)
+        assert r.status_code == 429 and r.json()["code"] == "QUEUE_FULL"
+        assert int(r.headers["retry-after"]) >= 1

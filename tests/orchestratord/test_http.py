@@ -1,0 +1,185 @@
+"""The /v2 API in process: error shape, auth, queue limits, deadlines, cancel, worker routes."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.testclient import TestClient
+
+from tests.orchestratord.conftest import AppFactory
+
+TASK = {"model": "m", "prompt": "hello", "max_tokens": 4}
+CT = {"authorization": "Bearer ct"}
+
+
+def events(client: TestClient, task_id: str, **headers: str) -> list[tuple[int, str, str]]:
+    with client.stream("GET", f"/v2/tasks/{task_id}/events", headers=headers) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        text = r.read().decode()
+    return [
+        (int(i), e, d) for i, e, d in re.findall(r"id: (\d+)\nevent: (\w+)\ndata: (.*)\n\n", text)
+    ]
+
+
+def test_problem_shape_and_field_errors(orchd: AppFactory) -> None:
+    with orchd() as c:
+        r = c.post("/v2/tasks", json={"prompt": "x", "max_tokens": -1})
+        assert r.status_code == 400
+        assert r.headers["content-type"] == "application/problem+json"
+        body = r.json()
+        assert body["code"] == "INVALID_PARAMS" and body["retriable"] is False
+        assert {e["field"] for e in body["errors"]} == {"model", "max_tokens"}
+        r = c.post("/v2/tasks", content=b"{not json")
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "body"
+        r = c.get("/v2/tasks/nope")
+        assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+        assert c.post("/v2/tasks/nope/cancel").status_code == 404
+        assert c.get("/v2/tasks/nope/events").status_code == 404
+        r = c.get("/v2/tasks/x/events", headers={"last-event-id": "abc"})
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "Last-Event-ID"
+        assert c.delete("/v2/tasks").status_code == 405
+
+
+def test_task_without_worker_waits_until_its_deadline(orchd: AppFactory) -> None:
+    with orchd() as c:
+        r = c.post("/v2/tasks", json={**TASK, "deadline_ms": 200})
+        assert r.status_code == 202
+        body = r.json()
+        assert body["status"] == "queued" and body["queue_position"] == 0
+        assert r.headers["location"] == f"/v2/tasks/{body['task_id']}"
+        evs = events(c, body["task_id"])
+        assert [e for _, e, _ in evs] == ["queued", "error"]
+        assert '"DEADLINE_UNMET"' in evs[1][2]
+        rec = c.get(f"/v2/tasks/{body['task_id']}").json()
+        assert rec["status"] == "failed" and rec["error_code"] == "DEADLINE_UNMET"
+        assert "hello" not in str(rec)
+        assert 'orchd_tasks_total{code="DEADLINE_UNMET"} 1.0' in c.get("/metrics").text
+
+
+def test_queue_full_is_429_with_retry_after(orchd: AppFactory) -> None:
+    with orchd(queue_capacity=2) as c:
+        for _ in range(2):
+            assert c.post("/v2/tasks", json=TASK).status_code == 202
+        r = c.post("/v2/tasks", json=TASK)
+        assert r.status_code == 429
+        assert r.json()["code"] == "QUEUE_FULL" and r.json()["retriable"] is True
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["retry_after_ms"] >= 1
+        metrics = c.get("/metrics").text
+        assert 'orchd_queue_depth{lane="interactive"} 2.0' in metrics
+        assert 'orchd_tasks_total{code="QUEUE_FULL"} 1.0' in metrics
+
+
+def test_drop_lru_evicts_batch_work_with_an_error_event(orchd: AppFactory) -> None:
+    with orchd(queue_capacity=1, queue_full_policy="drop-lru") as c:
+        old = c.post("/v2/tasks", json={**TASK, "priority": "batch"}).json()["task_id"]
+        assert c.post("/v2/tasks", json=TASK).status_code == 202
+        evs = events(c, old)
+        assert evs[-1][1] == "error" and '"QUEUE_FULL"' in evs[-1][2]
+
+
+def test_cancel_queued_task_is_idempotent_and_ends_the_stream(orchd: AppFactory) -> None:
+    with orchd() as c:
+        tid = c.post("/v2/tasks", json=TASK).json()["task_id"]
+        assert c.post(f"/v2/tasks/{tid}/cancel").status_code == 204
+        assert c.post(f"/v2/tasks/{tid}/cancel").status_code == 204
+        evs = events(c, tid)
+        assert [e for _, e, _ in evs] == ["queued", "end"]
+        assert '"stop_reason":"CANCELLED"' in evs[1][2]
+        assert c.get(f"/v2/tasks/{tid}").json()["status"] == "cancelled"
+        # Resume after the first event: only what came after it.
+        assert [i for i, _, _ in events(c, tid, **{"last-event-id": "0"})] == [1]
+
+
+def test_client_task_id_is_idempotent(orchd: AppFactory) -> None:
+    with orchd() as c:
+        a = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"})
+        b = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"})
+        assert a.status_code == b.status_code == 202
+        assert a.json()["task_id"] == b.json()["task_id"] == "job-1"
+        assert c.get("/health").json()["queue_depth"]["interactive"] == 1
+        r = c.post("/v2/tasks", json={**TASK, "prompt": "other", "task_id": "job-1"})
+        assert r.status_code == 409 and r.json()["code"] == "CONFLICT"
+
+
+def test_api_keys_and_cluster_token(orchd: AppFactory) -> None:
+    with orchd(api_keys=("acme:k1", "k2"), cluster_token="ct") as c:
+        r = c.post("/v2/tasks", json=TASK)
+        assert r.status_code == 401 and r.json()["code"] == "UNAUTHORIZED"
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert (
+            c.post("/v2/tasks", json=TASK, headers={"authorization": "Bearer bad"}).status_code
+            == 401
+        )
+        r = c.post("/v2/tasks", json=TASK, headers={"authorization": "Bearer k1"})
+        assert r.status_code == 202
+        rec = c.get(f"/v2/tasks/{r.json()['task_id']}", headers={"authorization": "Bearer k1"})
+        assert rec.json()["tenant"] == "acme"
+        assert c.get("/health").status_code == 200
+        assert c.get("/metrics").status_code == 200
+        # Worker routes: the cluster token only; a client key there is forbidden.
+        assert c.get("/v2/workers").status_code == 401
+        r = c.get("/v2/workers", headers={"authorization": "Bearer k2"})
+        assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN"
+        assert c.get("/v2/workers", headers=CT).status_code == 200
+        assert c.post("/v2/tasks", json=TASK, headers=CT).status_code == 401
+
+
+def test_worker_register_heartbeat_deregister(orchd: AppFactory) -> None:
+    with orchd(cluster_token="ct") as c:
+        reg = {
+            "worker_id": "w1",
+            "url": "http://127.0.0.1:9/",
+            "model": "m",
+            "backend": "cpu",
+            "pool": "p1",
+            "slots_total": 2,
+            "n_ctx": 512,
+        }
+        r = c.post("/v2/workers/register", json=reg, headers=CT)
+        assert r.status_code == 201 and r.json()["url"] == "http://127.0.0.1:9"
+        r = c.post(
+            "/v2/workers/w1/heartbeat",
+            headers=CT,
+            json={"state": "ready", "slots_total": 2, "slots_busy": 1},
+        )
+        assert r.status_code == 200
+        [w] = c.get("/v2/workers", headers=CT).json()["workers"]
+        assert (w["state"], w["slots_busy"], w["pool"]) == ("ready", 1, "p1")
+        assert c.get("/v2/meta/capabilities").json()["models"] == ["m"]
+        assert 'orchd_workers{state="ready"} 1.0' in c.get("/metrics").text
+        r = c.post(
+            "/v2/workers/ghost/heartbeat",
+            headers=CT,
+            json={"state": "ready", "slots_total": 1, "slots_busy": 0},
+        )
+        assert r.status_code == 404
+        r = c.post(
+            "/v2/workers/register", headers=CT, json={**reg, "slots_total": 0, "url": "ftp://x"}
+        )
+        assert r.status_code == 400
+        assert {e["field"] for e in r.json()["errors"]} == {"slots_total", "url"}
+        r = c.post(
+            "/v2/workers/w1/heartbeat", headers=CT, json={"state": "sleepy", "slots_total": 2}
+        )
+        assert r.status_code == 400
+        assert c.delete("/v2/workers/w1", headers=CT).status_code == 204
+        assert c.delete("/v2/workers/w1", headers=CT).status_code == 404
+        assert c.get("/v2/workers", headers=CT).json()["workers"] == []
+
+
+def test_admin_policy_reload_is_validated(orchd: AppFactory) -> None:
+    with orchd(cluster_token="ct") as c:
+        before = c.get("/v2/meta/capabilities").json()["policy"]
+        r = c.post("/v2/admin/policy", headers=CT, json={"source": "def schedule(:"})
+        assert r.status_code == 400 and r.json()["code"] == "INVALID_PARAMS"
+        assert c.get("/v2/meta/capabilities").json()["policy"] == before
+        src = "def admit(task, cluster):\n    return {'accept': False, 'reason': 'closed', 'retry_after_ms': 3000}\n"
+        r = c.post("/v2/admin/policy", headers=CT, json={"source": src, "name": "closed"})
+        assert r.status_code == 200 and r.json()["defines"] == ["admit"]
+        assert c.get("/v2/meta/capabilities").json()["policy"]["sha256"] != before["sha256"]
+        r = c.post("/v2/tasks", json=TASK)
+        assert r.status_code == 429 and r.json()["code"] == "ADMISSION_REJECT"
+        assert r.json()["detail"] == "closed" and r.headers["retry-after"] == "3"
+        assert c.post("/v2/admin/policy", json={}).status_code == 401

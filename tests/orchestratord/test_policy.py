@@ -1,0 +1,513 @@
+"""The Starlark policy engine: built-in choices, affinity, fallbacks, validation, sandbox."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestratord.policy import (
+    AdmitDecision,
+    ClusterView,
+    PolicyEngine,
+    PolicyError,
+    PolicyHolder,
+    TaskView,
+    WorkerView,
+    builtin_source,
+)
+
+
+def make_task(**over: Any) -> TaskView:
+    task: dict[str, Any] = {
+        "id": "task-1",
+        "model": "m",
+        "priority": "interactive",
+        "session_id": None,
+        "max_tokens": 16,
+        "prompt_tokens": 12,
+        "wait_ms": 0,
+        "prefix_hash": "ab12",
+        "tenant": None,
+    }
+    task.update(over)
+    return task  # type: ignore[return-value]
+
+
+def make_worker(wid: str, **over: Any) -> WorkerView:
+    worker: dict[str, Any] = {
+        "id": wid,
+        "pool": "pool-a",
+        "model": "m",
+        "backend": "cpu",
+        "state": "ready",
+        "slots_total": 4,
+        "slots_busy": 0,
+        "tokens_per_s": 20.0,
+        "last_heartbeat_ms": 1_000,
+    }
+    worker.update(over)
+    return worker  # type: ignore[return-value]
+
+
+def make_cluster(**over: Any) -> ClusterView:
+    cluster: dict[str, Any] = {
+        "queue_depth": {"interactive": 0, "batch": 0},
+        "now_ms": 2_000,
+        "workers": {"ready": 2},
+        "running_by_tenant": {},
+    }
+    cluster.update(over)
+    return cluster  # type: ignore[return-value]
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.observed: list[tuple[str, float]] = []
+        self.fallbacks: list[tuple[str, str]] = []
+
+    def observe(self, fn: str, seconds: float) -> None:
+        self.observed.append((fn, seconds))
+
+    def fallback(self, fn: str, reason: str) -> None:
+        self.fallbacks.append((fn, reason))
+
+
+@pytest.fixture(scope="module")
+def default() -> PolicyEngine:
+    return PolicyEngine.from_file(None)
+
+
+# -- the built-in policy -----------------------------------------------------------------------
+
+
+def test_default_admits_every_task(default: PolicyEngine) -> None:
+    busy = make_cluster(queue_depth={"interactive": 500, "batch": 900}, workers={"busy": 3})
+    for priority in ("interactive", "batch"):
+        assert default.admit(make_task(priority=priority), busy) == AdmitDecision(accept=True)
+
+
+def test_default_picks_least_busy_worker_serving_the_model(default: PolicyEngine) -> None:
+    workers = [
+        make_worker("other-model", model="x", slots_busy=0),
+        make_worker("draining", state="draining", slots_busy=0),
+        make_worker("stale", state="stale", slots_busy=0),
+        make_worker("dead", state="dead", slots_busy=0),
+        make_worker("full", state="busy", slots_busy=4),
+        make_worker("half", slots_busy=2),
+        make_worker("quarter", slots_busy=1),
+        make_worker("two-of-eight", slots_total=8, slots_busy=2, tokens_per_s=5.0),
+    ]
+    # quarter and two-of-eight are both 25% busy; quarter is faster.
+    assert default.schedule(make_task(), workers, make_cluster()) == "quarter"
+    assert default.schedule(make_task(), workers[:6], make_cluster()) == "half"
+
+
+def test_default_prefers_faster_worker_on_equal_load(default: PolicyEngine) -> None:
+    workers = [make_worker("slow", tokens_per_s=5.0), make_worker("fast", tokens_per_s=50.0)]
+    assert default.schedule(make_task(), workers, make_cluster()) == "fast"
+    assert default.schedule(make_task(), workers[::-1], make_cluster()) == "fast"
+
+
+def test_default_keeps_task_queued_without_an_eligible_worker(default: PolicyEngine) -> None:
+    cluster = make_cluster()
+    assert default.schedule(make_task(), [], cluster) is None
+    full = [make_worker("a", slots_busy=4, state="busy"), make_worker("b", model="other")]
+    assert default.schedule(make_task(), full, cluster) is None
+
+
+def test_session_affinity_is_stable_and_spreads_sessions(default: PolicyEngine) -> None:
+    workers = [make_worker(f"w{i}") for i in range(4)]
+    cluster = make_cluster()
+    chosen = {}
+    for n in range(200):
+        task = make_task(session_id=f"session-{n}")
+        first = default.schedule(task, workers, cluster)
+        shuffled = random.Random(n).sample(workers, len(workers))
+        assert default.schedule(task, shuffled, cluster) == first
+        chosen[task["session_id"]] = first
+    spread = Counter(chosen.values())
+    assert set(spread) == {"w0", "w1", "w2", "w3"}
+    assert min(spread.values()) >= 20  # 50 expected per worker
+
+    # Removing a worker only moves the sessions that were on it.
+    survivors = [w for w in workers if w["id"] != "w0"]
+    for session, worker in chosen.items():
+        again = default.schedule(make_task(session_id=session), survivors, cluster)
+        assert again == worker if worker != "w0" else again in {"w1", "w2", "w3"}
+
+    # A fresh engine (a restart, a reload) makes the same choices.
+    fresh = PolicyEngine.from_file(None)
+    for session, worker in list(chosen.items())[:20]:
+        assert fresh.schedule(make_task(session_id=session), workers, cluster) == worker
+
+
+def test_session_moves_while_its_worker_is_full_and_returns(default: PolicyEngine) -> None:
+    workers = [make_worker(f"w{i}") for i in range(3)]
+    task = make_task(session_id="chat-42")
+    home = default.schedule(task, workers, make_cluster())
+    full = [
+        make_worker(w["id"], slots_busy=4, state="busy") if w["id"] == home else w for w in workers
+    ]
+    away = default.schedule(task, full, make_cluster())
+    assert away is not None and away != home
+    assert default.schedule(task, workers, make_cluster()) == home
+
+
+def test_builtin_source_is_shipped_with_the_package() -> None:
+    text = builtin_source()
+    assert "def admit(task, cluster)" in text and "def schedule(task, workers, cluster)" in text
+    shipped = Path(__file__).parents[2] / "orchestratord" / "policies" / "default.star"
+    assert PolicyEngine.from_file(shipped).defines == {"admit", "schedule"}
+
+
+# -- fallbacks ---------------------------------------------------------------------------------
+
+FAILING = """
+def admit(task, cluster):
+    if task["id"].startswith("boom"):
+        fail("admit exploded")
+    if task["id"].startswith("slow"):
+        return {"accept": len([x for x in range(1000000000)]) > 0}
+    if task["id"].startswith("bad"):
+        return "yes"
+    return {"accept": False, "reason": "custom", "retry_after_ms": 250}
+
+def schedule(task, workers, cluster):
+    if task["id"].startswith("boom"):
+        fail("schedule exploded on " + task["id"])
+    if task["id"].startswith("slow"):
+        return "w%d" % len([x for x in range(1000000000)])
+    if task["id"].startswith("bad-type"):
+        return 42
+    if task["id"].startswith("bad-id"):
+        return "no-such-worker"
+    if task["id"].startswith("full"):
+        return "full"
+    if task["id"].startswith("function"):
+        return lambda: "idle"
+    return None
+"""
+
+
+@pytest.fixture
+def observer() -> RecordingObserver:
+    return RecordingObserver()
+
+
+@pytest.fixture
+def failing(observer: RecordingObserver) -> PolicyEngine:
+    return PolicyEngine.from_source(FAILING, name="failing.star", budget_ms=20, observer=observer)
+
+
+WORKERS = [make_worker("full", state="busy", slots_busy=4), make_worker("idle")]
+
+
+def test_policy_decisions_are_used_when_they_are_valid(
+    failing: PolicyEngine, observer: RecordingObserver
+) -> None:
+    decision = failing.admit(make_task(id="ok"), make_cluster())
+    assert decision == AdmitDecision(accept=False, reason="custom", retry_after_ms=250)
+    assert failing.schedule(make_task(id="ok"), WORKERS, make_cluster()) is None
+    assert observer.fallbacks == []
+    assert [fn for fn, _ in observer.observed] == ["admit", "schedule"]
+    assert all(seconds > 0 for _, seconds in observer.observed)
+
+
+@pytest.mark.parametrize(
+    ("task_id", "reason"),
+    [
+        ("boom-1", "error"),
+        ("slow-1", "timeout"),
+        ("bad-type", "bad_return"),
+        ("bad-id", "bad_return"),
+        ("full", "bad_return"),
+        ("function", "error"),
+    ],
+)
+def test_schedule_falls_back_to_builtin(
+    failing: PolicyEngine, observer: RecordingObserver, task_id: str, reason: str
+) -> None:
+    assert failing.schedule(make_task(id=task_id), WORKERS, make_cluster()) == "idle"
+    assert observer.fallbacks == [("schedule", reason)]
+
+
+@pytest.mark.parametrize(
+    ("task_id", "reason"), [("boom-1", "error"), ("slow-1", "timeout"), ("bad-1", "bad_return")]
+)
+def test_admit_falls_back_to_builtin(
+    failing: PolicyEngine, observer: RecordingObserver, task_id: str, reason: str
+) -> None:
+    assert failing.admit(make_task(id=task_id), make_cluster()) == AdmitDecision(accept=True)
+    assert observer.fallbacks == [("admit", reason)]
+
+
+class SteppingClock:
+    """Each read advances by `step` seconds (0 until a test sets it)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.step = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_budget_and_latency_are_measured_by_the_injected_clock(
+    observer: RecordingObserver,
+) -> None:
+    clock = SteppingClock()
+    src = (
+        "def schedule(task, workers, cluster):\n"
+        "    steps = [i for i in range(5000)]\n"  # the budget is checked every ~1000 steps
+        "    mine = [w['id'] for w in workers if w['id'] in ('idle', 'last')]\n"
+        "    return mine[-1]\n"
+        "def admit(task, cluster):\n"
+        "    return {'accept': False}\n"
+    )
+    with pytest.raises(PolicyError, match="dry run of schedule"):  # mine[-1] of []
+        PolicyEngine.from_source(src, clock=clock)
+    src = src.replace("mine[-1]", "mine[-1] if mine else None")
+    engine = PolicyEngine.from_source(src, budget_ms=10, observer=observer, clock=clock)
+    workers = [make_worker("idle"), make_worker("last")]
+    assert engine.schedule(make_task(), workers, make_cluster()) == "last"
+    assert observer.observed == [("schedule", 0.0)]
+
+    clock.step = 3600.0  # an hour per read: every check of the budget finds it spent
+    assert engine.schedule(make_task(), workers, make_cluster()) == "idle"
+    assert engine.admit(make_task(), make_cluster()) == AdmitDecision(accept=False)
+    assert observer.fallbacks == [("schedule", "timeout")]
+    assert observer.observed[1][0] == "schedule" and observer.observed[1][1] >= 3 * 3600
+
+
+def test_bad_admit_values_are_rejected() -> None:
+    for value in [
+        '{"accept": 1}',
+        '{"accept": False, "retry_after_ms": -5}',
+        '{"accept": False, "retry_after_ms": 1.5}',
+        '{"accept": False, "reason": 3}',
+    ]:
+        src = f"def admit(task, cluster):\n    return {value}\n"
+        with pytest.raises(PolicyError, match="dry run of admit"):
+            PolicyEngine.from_source(src)
+
+
+def test_fallback_is_logged_once_per_distinct_problem(
+    failing: PolicyEngine, observer: RecordingObserver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="llorch.policy")
+    for _ in range(5):
+        failing.schedule(make_task(id="bad-type"), WORKERS, make_cluster())
+    assert len(observer.fallbacks) == 5
+    assert len(caplog.records) == 1
+    assert "failing.star: schedule() must return a worker id or None, got 42" in caplog.text
+    failing.schedule(make_task(id="slow-1"), WORKERS, make_cluster())
+    failing.schedule(make_task(id="slow-2"), WORKERS, make_cluster())
+    assert len(caplog.records) == 2
+    assert "ran past its 20 ms budget" in caplog.records[1].getMessage()
+
+
+def test_many_distinct_failures_do_not_flood_the_log(
+    failing: PolicyEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="llorch.policy")
+    for n in range(200):  # the task id is in each error message: 200 distinct messages
+        assert failing.schedule(make_task(id=f"boom-{n}"), WORKERS, make_cluster()) == "idle"
+    assert 1 < len(caplog.records) <= 70
+    assert "no more are logged" in caplog.records[-1].getMessage()
+
+
+def test_missing_function_uses_the_builtin_without_counting_a_fallback(
+    observer: RecordingObserver,
+) -> None:
+    only_admit = (
+        "def admit(task, cluster):\n    return {'accept': task['priority'] == 'interactive'}\n"
+    )
+    engine = PolicyEngine.from_source(only_admit, observer=observer)
+    assert engine.defines == {"admit"}
+    assert engine.admit(make_task(priority="batch"), make_cluster()).accept is False
+    workers = [make_worker("a", slots_busy=3), make_worker("b", slots_busy=1)]
+    assert engine.schedule(make_task(), workers, make_cluster()) == "b"
+    only_schedule = "def schedule(task, workers, cluster):\n    return None\n"
+    engine = PolicyEngine.from_source(only_schedule, observer=observer)
+    assert engine.admit(make_task(), make_cluster()) == AdmitDecision(accept=True)
+    assert engine.schedule(make_task(), workers, make_cluster()) is None
+    assert observer.fallbacks == []
+
+
+def test_malformed_inputs_fall_back_instead_of_raising(
+    default: PolicyEngine, observer: RecordingObserver
+) -> None:
+    engine = PolicyEngine.from_file(None, observer=observer)
+    broken_task: Any = {"id": "t", "model": "m"}
+    assert engine.admit(broken_task, make_cluster()) == AdmitDecision(accept=True)
+    assert engine.schedule(broken_task, [make_worker("a")], make_cluster()) is None
+    assert observer.fallbacks == [("admit", "bad_input"), ("schedule", "bad_input")]
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ("def schedule(task, workers, cluster)\n    return None\n", "does not parse: x.star:1:"),
+        ("def admit(task):\n    return {'accept': True}\n", "admit must take 2 positional"),
+        ("def schedule(task, workers):\n    return None\n", "schedule must take 3 positional"),
+        ("admit = {'accept': True}\n", "`admit` must be a function, but is of type dict"),
+        ("def admit(task, cluster):\n    return undefined\n", "Variable `undefined` not found"),
+        ("X = len([i for i in range(1000000000)])\n", "top-level code failed"),
+        (
+            "def schedule(task, workers, cluster):\n    return workers[0]['id']\n",
+            "dry run of schedule(task, workers, cluster) with no workers failed: x.star:2:",
+        ),
+        ("def schedule(task, workers, cluster):\n    return 'w1'\n", "not an eligible worker"),
+        ("def admit(task, cluster):\n    return True\n", 'must return {"accept": True|False'),
+        (
+            "def admit(task, cluster):\n    return {'accept': True, 'retry': 1}\n",
+            "returned unknown keys ['retry']",
+        ),
+        ("def admit(task, cluster):\n    return admit(task, cluster)\n", "call stack overflow"),
+    ],
+)
+def test_invalid_policies_are_rejected_with_a_clear_message(src: str, message: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        PolicyEngine.from_source(src, name="x.star")
+    assert message in str(info.value)
+    assert info.value.status == 400 and info.value.code == "INVALID_PARAMS"
+    assert info.value.errors and info.value.errors[0]["field"] == "policy"
+
+
+def test_lint_warnings_are_reported_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="llorch.policy")
+    src = "LIMIT = 1\nLIMIT = 2\ndef admit(task, cluster):\n    return {'accept': True}\n"
+    engine = PolicyEngine.from_source(src, name="dup.star")
+    assert engine.warnings == (engine.warnings[0],)
+    assert engine.warnings[0].startswith("dup.star:2:1: duplicate-top-level-assign")
+    assert "duplicate-top-level-assign" in caplog.text
+
+
+def test_unreadable_file_is_a_policy_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot read the file"):
+        PolicyEngine.from_file(tmp_path / "missing.star")
+    (tmp_path / "latin1.star").write_bytes(b"# caf\xe9\n")
+    with pytest.raises(PolicyError, match="cannot read the file"):
+        PolicyEngine.from_file(tmp_path / "latin1.star")
+
+
+def test_budget_must_be_positive() -> None:
+    with pytest.raises(PolicyError, match="budget_ms must be > 0"):
+        PolicyEngine.from_file(None, budget_ms=0)
+
+
+# -- sandbox -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ('load("os", "system")\n', "`load` is not allowed"),
+        (
+            'def admit(task, cluster):\n    print("x")\n    return {"accept": True}\n',
+            "Variable `print` not found",
+        ),
+        ('def admit(task, cluster):\n    return json.decode("{}")\n', "Variable `json` not found"),
+        (
+            'def admit(task, cluster):\n    return open("/etc/passwd")\n',
+            "Variable `open` not found",
+        ),
+        ("def admit(task, cluster):\n    return __import__('os')\n", "not found"),
+        ("while True:\n    pass\n", "does not parse"),
+    ],
+)
+def test_policies_cannot_reach_the_host(src: str, message: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        PolicyEngine.from_source(src)
+    assert message in str(info.value)
+
+
+def test_policies_keep_no_state_between_calls() -> None:
+    counter = (
+        "SEEN = []\ndef admit(task, cluster):\n    SEEN.append(1)\n    return {'accept': True}\n"
+    )
+    with pytest.raises(PolicyError, match="Immutable"):
+        PolicyEngine.from_source(counter)
+
+
+def test_policies_cannot_change_the_callers_values(default: PolicyEngine) -> None:
+    src = (
+        "def schedule(task, workers, cluster):\n"
+        "    task['model'] = 'changed'\n"
+        "    if workers:\n"
+        "        workers[0]['state'] = 'dead'\n"
+        "    cluster['now_ms'] = 0\n"
+        "    return None\n"
+    )
+    engine = PolicyEngine.from_source(src)
+    task, workers, cluster = make_task(), [make_worker("a")], make_cluster()
+    assert engine.schedule(task, workers, cluster) is None
+    assert (task, workers, cluster) == (make_task(), [make_worker("a")], make_cluster())
+
+
+def test_policies_see_only_documented_fields() -> None:
+    src = (
+        "def admit(task, cluster):\n"
+        "    return {'accept': True, 'reason': ','.join(sorted(task.keys()))}\n"
+        "def schedule(task, workers, cluster):\n"
+        "    if len(workers) > 0 and 'url' in workers[0]:\n"
+        "        fail('leaked')\n"
+        "    return None\n"
+    )
+    engine = PolicyEngine.from_source(src, observer=(obs := RecordingObserver()))
+    task: Any = {**make_task(), "prompt": "secret"}
+    reason = engine.admit(task, make_cluster()).reason
+    assert reason == ",".join(sorted(make_task()))
+    worker: Any = {**make_worker("a"), "url": "http://10.0.0.1:8001"}
+    assert engine.schedule(make_task(), [worker], make_cluster()) is None
+    assert obs.fallbacks == []
+
+
+# -- reload ------------------------------------------------------------------------------------
+
+
+def test_holder_swaps_only_valid_policies(tmp_path: Path, observer: RecordingObserver) -> None:
+    path = tmp_path / "p.star"
+    path.write_text("def admit(task, cluster):\n    return {'accept': False, 'reason': 'v1'}\n")
+    holder = PolicyHolder(PolicyEngine.from_file(path, budget_ms=30, observer=observer))
+    assert holder.admit(make_task(), make_cluster()).reason == "v1"
+
+    path.write_text("def admit(task, cluster):\n    return {'accept': False, 'reason': 'v2'}\n")
+    new = holder.reload()
+    assert holder.engine is new and new.budget_ms == 30 and new.observer is observer
+    assert holder.admit(make_task(), make_cluster()).reason == "v2"
+
+    path.write_text("def admit(task, cluster):\n    return {'accept': maybe}\n")
+    with pytest.raises(PolicyError, match="maybe"):
+        holder.reload()
+    assert holder.engine is new and holder.admit(make_task(), make_cluster()).reason == "v2"
+
+    with pytest.raises(PolicyError, match="does not parse"):
+        holder.reload_source("def (")
+    holder.reload_source("def schedule(task, workers, cluster):\n    return None\n")
+    assert holder.engine.defines == {"schedule"} and holder.engine.path is None
+    assert holder.admit(make_task(), make_cluster()).accept is True
+    assert holder.schedule(make_task(), [make_worker("a")], make_cluster()) is None
+
+    path.write_text("def admit(task, cluster):\n    return {'accept': False, 'reason': 'v2'}\n")
+    holder.reload()  # SIGHUP: back to the file the daemon was started with
+    assert holder.engine.path == path and holder.admit(make_task(), make_cluster()).reason == "v2"
+
+    other = tmp_path / "other.star"
+    other.write_text("def admit(task, cluster):\n    return {'accept': False, 'reason': 'v3'}\n")
+    holder.reload(other)
+    path.unlink()
+    holder.reload()
+    assert holder.admit(make_task(), make_cluster()).reason == "v3"
+
+    old = holder.replace(PolicyEngine.from_file(None))
+    assert old.path == other and holder.engine.name == "default.star"

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from orchestratord.registry import Registry, Worker
+
+
+def worker(wid: str = "w1", model: str = "m", slots: int = 2) -> Worker:
+    return Worker(id=wid, url=f"http://{wid}", model=model, slots_total=slots)
+
+
+def test_heartbeat_staleness_and_death() -> None:
+    r = Registry(stale_ms=100, dead_ms=1000)
+    r.register(worker(), now_ms=0)
+    assert r.candidates("m", 50)
+    assert r.get("w1") is not None
+    assert r.counts(150) == {"stale": 1}
+    assert r.candidates("m", 150) == []
+    assert r.sweep(500) == []
+    dead = r.sweep(1001)
+    assert [w.id for w in dead] == ["w1"]
+    assert r.sweep(1002) == []  # reported once
+    assert r.counts(1001) == {"dead": 1}
+    # A heartbeat brings it back.
+    assert r.heartbeat("w1", "ready", 2, 0, now_ms=1100) is not None
+    assert r.counts(1100) == {"ready": 1}
+
+
+def test_unknown_worker_heartbeat_is_refused() -> None:
+    r = Registry(100, 1000)
+    assert r.heartbeat("ghost", "ready", 1, 0, 0) is None
+
+
+def test_slots_follow_reported_busy_beyond_our_own_jobs() -> None:
+    r = Registry(100, 1000)
+    r.register(worker(slots=3), 0)
+    r.reserve("w1", "t1")
+    w = r.get("w1")
+    assert w is not None
+    assert (w.slots_busy, w.free_slots) == (1, 2)
+    # The worker says 3 busy: 2 are someone else's work.
+    r.heartbeat("w1", "ready", 3, 3, 10)
+    assert (w.slots_busy, w.free_slots) == (3, 0)
+    assert not r.has_free("m", 10)
+    # Our job ends: its slot is free at once, the foreign two stay until the next heartbeat.
+    r.release("w1", "t1")
+    assert w.slots_busy == 2
+    r.heartbeat("w1", "ready", 3, 0, 20)
+    assert w.slots_busy == 0
+
+
+def test_reported_state_other_than_ready_gets_no_work() -> None:
+    r = Registry(100, 1000)
+    r.register(worker(), 0)
+    r.heartbeat("w1", "draining", 2, 0, 10)
+    assert r.candidates("m", 10) == []
+    assert r.models(10) == []
+    r.heartbeat("w1", "bogus", 2, 0, 20)
+    assert r.counts(20) == {"failed": 1}
+
+
+def test_restored_workers_wait_for_a_heartbeat() -> None:
+    r = Registry(100, 1000)
+    w = worker()
+    w.last_heartbeat_ms = 5
+    r.restore([w])
+    assert r.counts(6) == {"unverified": 1}
+    assert r.candidates("m", 6) == []
+    r.heartbeat("w1", "ready", 2, 0, 7)
+    assert [c.id for c in r.candidates("m", 7)] == ["w1"]
+
+
+def test_reregistration_keeps_jobs_in_flight() -> None:
+    r = Registry(100, 1000)
+    r.register(worker(), 0)
+    r.reserve("w1", "t1")
+    r.register(worker(), 5)
+    w = r.get("w1")
+    assert w is not None and w.inflight == {"t1"}
+    view = r.views(5)[0]
+    assert view["slots_busy"] == 1 and view["state"] == "ready"

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from orchestratord.relay import iter_sse
+
+
+def parse(chunks: list[bytes]) -> list[tuple[str, bytes]]:
+    async def gen() -> AsyncIterator[bytes]:
+        for c in chunks:
+            yield c
+
+    async def collect() -> list[tuple[str, bytes]]:
+        return [item async for item in iter_sse(gen())]
+
+    return asyncio.run(collect())
+
+
+def test_frames_split_across_chunks_and_batched_in_one() -> None:
+    stream = (
+        b'id: 0\nevent: started\ndata: {"a":1}\n\n'
+        b'id: 1\nevent: token\ndata: {"t":"x","i":0}\n\n'
+        b": ping\n\n"
+        b'id: 2\nevent: end\ndata: {"tokens_out":1}\n\n'
+    )
+    expected = [
+        ("started", b'{"a":1}'),
+        ("token", b'{"t":"x","i":0}'),
+        ("end", b'{"tokens_out":1}'),
+    ]
+    assert parse([stream]) == expected
+    assert parse([stream[i : i + 1] for i in range(len(stream))]) == expected
+
+
+def test_crlf_framing_even_when_split_between_cr_and_lf() -> None:
+    stream = b'event: token\r\ndata: {"t":"y"}\r\n\r\n: ping\r\n\r\n'
+    for cut in range(1, len(stream)):
+        assert parse([stream[:cut], stream[cut:]]) == [("token", b'{"t":"y"}')]

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from orchestratord.queue import QueueEntry, TaskQueue
+from orchestratord.registry import Registry, Worker, WorkerView
+from orchestratord.scheduler import plan
+
+
+def setup(slots: dict[str, int], model: str = "m") -> tuple[TaskQueue, Registry]:
+    q = TaskQueue(100)
+    r = Registry(1000, 10_000)
+    for wid, n in slots.items():
+        r.register(Worker(id=wid, url=f"http://{wid}", model=model, slots_total=n), 0)
+    return q, r
+
+
+def least_busy(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
+    free = [w for w in workers if w["slots_busy"] < w["slots_total"]]
+    return min(free, key=lambda w: w["slots_busy"])["id"] if free else None
+
+
+def test_plan_fills_free_slots_and_leaves_the_rest_queued() -> None:
+    q, r = setup({"a": 1, "b": 2})
+    for n in range(5):
+        q.push(QueueEntry(f"t{n}", "m", "interactive", n, None))
+    out = plan(q, r, 1, least_busy)
+    assert len(out) == 3
+    assert sorted(a.worker_id for a in out) == ["a", "b", "b"]
+    assert [e.task_id for e in q] == ["t3", "t4"]
+    assert plan(q, r, 2, least_busy) == []
+
+
+def test_plan_never_overcommits_whatever_the_policy_says() -> None:
+    q, r = setup({"a": 1})
+    q.push(QueueEntry("t1", "m", "interactive", 0, None))
+    q.push(QueueEntry("t2", "m", "interactive", 0, None))
+    calls: list[str] = []
+
+    def always_a(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
+        calls.append(entry.task_id)
+        return "a"
+
+    out = plan(q, r, 1, always_a)
+    assert [a.entry.task_id for a in out] == ["t1"]
+    # t2 was not offered: no free slot for model m remained.
+    assert calls == ["t1"]
+    assert [e.task_id for e in q] == ["t2"]
+
+
+def test_plan_ignores_unknown_or_wrong_model_picks_and_other_models_proceed() -> None:
+    q, r = setup({"a": 1})
+    r.register(Worker(id="x", url="http://x", model="other", slots_total=1), 0)
+    q.push(QueueEntry("t1", "m", "interactive", 0, None))
+    q.push(QueueEntry("t2", "nomodel", "interactive", 0, None))
+    q.push(QueueEntry("t3", "other", "batch", 0, None))
+    picks = {"t1": "x", "t3": "x"}
+    out = plan(q, r, 1, lambda e, ws: picks.get(e.task_id))
+    assert [(a.entry.task_id, a.worker_id) for a in out] == [("t3", "x")]
+    assert [e.task_id for e in q] == ["t1", "t2"]

@@ -1,0 +1,259 @@
+"""The SDK against a real orchestratord and a real worker (tiny model) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llorch_sdk import (
+    AsyncClient,
+    Client,
+    DeadlineUnmet,
+    Event,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    QueueFull,
+    Unauthorized,
+)
+from tests.orchestratord.sdk_cluster import (
+    API_KEY,
+    CLUSTER_TOKEN,
+    LONG_PROMPT,
+    MODEL,
+    TENANT,
+    WORKER_ID,
+    Cluster,
+    run_cluster,
+)
+
+pytestmark = pytest.mark.e2e
+QUEUE_CAPACITY = 4
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with run_cluster(
+        tiny_model,
+        tmp_path_factory.mktemp("sdk"),
+        extra=["--queue-capacity", str(QUEUE_CAPACITY)],
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> Iterator[Client]:
+    with Client(cluster.url, api_key=API_KEY) as c:
+        yield c
+
+
+def test_stream_yields_every_event_in_order(client: Client) -> None:
+    stream = client.stream(MODEL, prompt="Hello", max_tokens=5, temperature=0.0)
+    events = list(stream)
+    assert [e.id for e in events] == list(range(len(events)))
+    assert [e.event for e in events] == ["queued", "started"] + ["token"] * 5 + ["end"]
+    assert [e.data["i"] for e in events if e.event == "token"] == [0, 1, 2, 3, 4]
+    assert events[-1].data["tokens_out"] == 5
+    assert events[-1].data["stop_reason"] == "MAX_TOKENS"
+    record = client.get(stream.task_id)
+    assert (record["status"], record["tokens_out"], record["tenant"]) == ("succeeded", 5, TENANT)
+    text = "".join(e.data["t"] for e in events if e.event == "token")
+    # Greedy decoding is deterministic: the same request gives the same text.
+    assert client.stream(MODEL, prompt="Hello", max_tokens=5, temperature=0.0).text() == text
+
+
+def test_submit_then_events_with_messages(client: Client) -> None:
+    submitted = client.submit(
+        MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3, seed=7
+    )
+    assert submitted.status == "queued" and submitted.task_id
+    assert submitted.events_url == f"/v2/tasks/{submitted.task_id}/events"
+    events = list(client.events(submitted.task_id))
+    assert events[-1].event == "end" and events[-1].data["tokens_out"] == 3
+
+
+def test_resubmitting_a_task_id_returns_the_same_task(client: Client) -> None:
+    first = client.submit(MODEL, prompt="same", max_tokens=2, task_id="sdk-idem-1")
+    again = client.submit(MODEL, prompt="same", max_tokens=2, task_id="sdk-idem-1")
+    assert first.task_id == again.task_id == "sdk-idem-1"
+    assert list(client.events("sdk-idem-1"))[-1].event == "end"
+
+
+def test_cancel_mid_stream_ends_the_task_cancelled(client: Client, cluster: Cluster) -> None:
+    stream = client.stream(MODEL, prompt=LONG_PROMPT, max_tokens=8000, temperature=0.0)
+    tokens = 0
+    end: Event | None = None
+    for event in stream:
+        if event.event == "token":
+            tokens += 1
+            if tokens == 1:
+                client.cancel(stream.task_id)
+        if event.event == "end":
+            end = event
+    assert end is not None and end.data["stop_reason"] == "CANCELLED"
+    assert end.data["tokens_out"] < 8000
+    assert client.get(stream.task_id)["status"] == "cancelled"
+    client.cancel(stream.task_id)  # idempotent
+    health = httpx.get(cluster.worker.url + "/health").json()
+    assert health["slots_busy"] == 0
+
+
+def test_resume_with_last_event_id_loses_nothing(client: Client) -> None:
+    submitted = client.submit(MODEL, prompt="resume", max_tokens=12)
+    head: list[Event] = []
+    for event in client.events(submitted.task_id):
+        head.append(event)
+        if len(head) == 4:
+            break  # the reader goes away mid-stream
+    tail = list(client.events(submitted.task_id, last_event_id=head[-1].id))
+    full = list(client.events(submitted.task_id))
+    assert head + tail == full
+    assert full[-1].event == "end"
+    tokens = [e.data["i"] for e in full if e.event == "token"]
+    assert tokens == list(range(len(tokens))) and len(tokens) > 3
+
+
+class DroppingTransport(httpx.BaseTransport):
+    """Real HTTP, but the first `drops` event streams break after two events (mid-frame)."""
+
+    def __init__(self, drops: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.drops = drops
+        self.event_requests: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if not request.url.path.endswith("/events"):
+            return response
+        self.event_requests.append(request)
+        if self.drops == 0:
+            return response
+        self.drops -= 1
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Broken(response),
+            request=request,
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Broken(httpx.SyncByteStream):
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = b""
+        for chunk in self.response.iter_raw():
+            seen += chunk
+            frames = seen.split(b"\n\n")
+            if len(frames) > 2:
+                # Two whole events and a few bytes of the third, then the connection dies.
+                yield b"\n\n".join(frames[:2]) + b"\n\n" + frames[2][:5]
+                self.response.close()
+                raise httpx.RemoteProtocolError("peer closed connection mid-stream")
+        yield seen
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def test_dropped_connections_are_resumed_with_last_event_id(cluster: Cluster) -> None:
+    transport = DroppingTransport(drops=3)
+    http = httpx.Client(
+        base_url=cluster.url,
+        transport=transport,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    with Client(cluster.url, http_client=http) as client:
+        submitted = client.submit(MODEL, prompt="drops", max_tokens=10)
+        events = list(client.events(submitted.task_id))
+    assert [e.id for e in events] == list(range(len(events)))
+    assert events[-1].event == "end"
+    tokens = [e.data["i"] for e in events if e.event == "token"]
+    assert tokens == list(range(len(tokens))) and tokens
+    assert len(transport.event_requests) == 4
+    resumed_from = [r.headers.get("last-event-id") for r in transport.event_requests]
+    assert resumed_from == [None, "1", "3", "5"]
+
+
+def test_errors_become_typed_exceptions(cluster: Cluster, client: Client) -> None:
+    with pytest.raises(InvalidParams) as bad:
+        client.submit(MODEL, prompt="x", temperature=5.0)
+    assert (bad.value.status, bad.value.code, bad.value.retriable) == (400, "INVALID_PARAMS", False)
+    assert [e["field"] for e in bad.value.errors] == ["temperature"]
+    with pytest.raises(InvalidParams):
+        client.submit(MODEL)  # neither prompt nor messages
+    with pytest.raises(NotFound) as missing:
+        client.get("no-such-task")
+    assert missing.value.status == 404
+    with pytest.raises(NotFound):
+        list(client.events("no-such-task"))
+    with pytest.raises(NotFound):
+        client.cancel("no-such-task")
+    with Client(cluster.url, api_key="wrong") as stranger, pytest.raises(Unauthorized) as denied:
+        stranger.capabilities()
+    assert denied.value.status == 401
+    with pytest.raises(Forbidden):
+        client.workers()  # a client key is not the cluster token
+
+
+def test_a_task_that_cannot_start_in_time_fails_with_deadline_unmet(client: Client) -> None:
+    stream = client.stream("no-such-model", prompt="x", max_tokens=2, deadline_ms=200)
+    with pytest.raises(DeadlineUnmet) as exc:
+        stream.text()
+    assert exc.value.code == "DEADLINE_UNMET"
+
+
+def test_full_queue_raises_queue_full_with_a_retry_hint(client: Client) -> None:
+    waiting = [
+        client.submit("no-such-model", prompt="x", max_tokens=1) for _ in range(QUEUE_CAPACITY)
+    ]
+    try:
+        with pytest.raises(QueueFull) as exc:
+            client.submit("no-such-model", prompt="x", max_tokens=1)
+        assert (exc.value.status, exc.value.retriable) == (429, True)
+        assert exc.value.retry_after_ms is not None and exc.value.retry_after_ms > 0
+    finally:
+        for s in waiting:
+            client.cancel(s.task_id)
+    assert client.get(waiting[0].task_id)["status"] == "cancelled"
+
+
+def test_capabilities_and_workers(cluster: Cluster, client: Client) -> None:
+    caps = client.capabilities()
+    assert MODEL in caps["models"]
+    with Client(cluster.url, api_key=CLUSTER_TOKEN) as operator:
+        workers = operator.workers()
+    assert [w["id"] for w in workers] == [WORKER_ID]
+    assert workers[0]["model"] == MODEL
+
+
+def test_async_client_streams_and_cancels(cluster: Cluster) -> None:
+    async def main() -> tuple[str, list[Event]]:
+        async with AsyncClient(cluster.url, api_key=API_KEY) as client:
+            text = await (
+                await client.stream(MODEL, prompt="Hello", max_tokens=5, temperature=0.0)
+            ).text()
+            stream = await client.stream(
+                MODEL, prompt=LONG_PROMPT, max_tokens=8000, temperature=0.0
+            )
+            events: list[Event] = []
+            async for event in stream:
+                events.append(event)
+                if event.event == "token" and event.data["i"] == 0:
+                    await client.cancel(stream.task_id)
+            record = await client.get(stream.task_id)
+            assert record["status"] == "cancelled", (record, events[-3:])
+            return text, events
+
+    text, events = asyncio.run(main())
+    with Client(cluster.url, api_key=API_KEY) as sync:
+        assert text == sync.stream(MODEL, prompt="Hello", max_tokens=5, temperature=0.0).text()
+    assert events[-1].event == "end" and events[-1].data["stop_reason"] == "CANCELLED"

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestratord.settings import Settings, SettingsError, from_args
+
+
+def test_flags_and_env(tmp_path: Path) -> None:
+    s = from_args(
+        [
+            "--port",
+            "9000",
+            "--api-key",
+            "k1",
+            "--api-key",
+            "acme:k2",
+            "--queue-full-policy",
+            "drop-lru",
+        ],
+        env={
+            "ORCHD_QUEUE_CAPACITY": "7",
+            "ORCHD_STATE_DIR": str(tmp_path),
+            "ORCHD_CLUSTER_TOKEN": "ct",
+        },
+    )
+    assert (s.port, s.queue_capacity, s.queue_full_policy, s.cluster_token) == (
+        9000,
+        7,
+        "drop-lru",
+        "ct",
+    )
+    assert s.key_tenants == {"k1": None, "k2": "acme"}
+    assert s.database_url == f"sqlite:///{tmp_path / 'orchestratord.sqlite3'}"
+    # Flags beat env.
+    assert (
+        from_args(["--queue-capacity", "3"], env={"ORCHD_QUEUE_CAPACITY": "7"}).queue_capacity == 3
+    )
+    assert from_args([], env={"ORCHD_API_KEY": "a, b"}).api_keys == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"port": 0},
+        {"queue_capacity": 0},
+        {"retry_attempts": -1},
+        {"heartbeat_stale_ms": 10, "heartbeat_dead_ms": 5},
+        {"api_keys": ("acme:",)},
+        {"queue_full_policy": "maybe"},
+    ],
+)
+def test_bad_values_are_one_clear_error(kwargs: dict[str, object]) -> None:
+    with pytest.raises(SettingsError):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_env_value_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="ORCHD_PORT"):
+        from_args([], env={"ORCHD_PORT": "eighty"})

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from orchestratord.tasks import TaskEvent, TaskLog, parse_task_request
+from shared.problem import InvalidParams
+
+
+def fields(body: Any) -> set[str]:
+    with pytest.raises(InvalidParams) as e:
+        parse_task_request(body, tenant=None)
+    return {err["field"] for err in e.value.errors}
+
+
+def test_minimal_prompt_request_gets_defaults() -> None:
+    req = parse_task_request({"model": "m", "prompt": "hi"}, tenant=None)
+    assert (req.model, req.prompt, req.max_tokens, req.priority) == ("m", "hi", 128, "interactive")
+    assert req.worker_body("j1") == {"job_id": "j1", "max_tokens": 128, "prompt": "hi"}
+    assert len(req.prompt_hash) == 64 and "hi" not in req.prompt_hash
+
+
+def test_full_request_passes_sampling_to_the_worker_body() -> None:
+    req = parse_task_request(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 5,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "top_k": 10,
+            "min_p": 0.1,
+            "repeat_penalty": 1.1,
+            "seed": 7,
+            "stop": ["\n"],
+            "priority": "batch",
+            "session_id": "s",
+            "deadline_ms": 10,
+            "task_id": "abc-1",
+            "tenant": "body",
+        },
+        tenant="key",
+    )
+    assert req.tenant == "key"  # credentials win over the body
+    assert req.worker_body("j") == {
+        "job_id": "j",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "top_k": 10,
+        "min_p": 0.1,
+        "repeat_penalty": 1.1,
+        "seed": 7,
+        "stop": ["\n"],
+    }
+
+
+def test_every_bad_field_is_listed() -> None:
+    assert fields({"prompt": "x"}) == {"model"}
+    assert fields({"model": "m"}) == {"prompt"}
+    assert fields({"model": "m", "prompt": "x", "messages": []}) == {"prompt"}
+    assert fields(
+        {
+            "model": "m",
+            "prompt": "x",
+            "max_tokens": 0,
+            "temperature": "hot",
+            "top_k": True,
+            "stop": ["a"] * 5,
+            "priority": "urgent",
+            "task_id": "a b",
+            "extra": 1,
+        }
+    ) == {"max_tokens", "temperature", "top_k", "stop", "priority", "task_id", "extra"}
+    assert fields({"model": "m", "messages": [{"role": "user"}]}) == {"messages[0]"}
+    assert fields([1, 2]) == {"body"}
+
+
+def test_event_frames_pass_raw_data_through() -> None:
+    raw = b'{"t":"h\\u00e9","i":0}'
+    ev = TaskEvent(3, "token", raw=raw)
+    assert ev.frame == b"id: 3\nevent: token\ndata: " + raw + b"\n\n"
+    assert ev.data == {"t": "hé", "i": 0}
+    made = TaskEvent(0, "queued", {"queue_position": 2})
+    assert json.loads(made.raw) == {"queue_position": 2}
+
+
+def test_task_log_wakes_readers_and_closes_on_terminal_event() -> None:
+    async def scenario() -> list[str]:
+        log = TaskLog()
+        seen: list[str] = []
+
+        async def reader() -> None:
+            i = 0
+            while True:
+                await log.wait(i)
+                while i < len(log.events):
+                    seen.append(log.events[i].event)
+                    i += 1
+                if log.closed:
+                    return
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0)
+        log.append("queued", {})
+        await asyncio.sleep(0)
+        log.append("end", {})
+        await asyncio.wait_for(task, 5)
+        assert not await log.wait(99, 0.0) or log.closed
+        with pytest.raises(RuntimeError):
+            log.append("token", {})
+        return seen
+
+    assert asyncio.run(scenario()) == ["queued", "end"]

@@ -1,0 +1,215 @@
+"""`worker spawn|list|logs|stop|cleanup` with real llorch-workerd processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pool_ctl import procs
+from pool_ctl.models import import_file
+from pool_ctl.records import Records, WorkerRecord
+from pool_ctl.settings import Settings
+from tests.pool_ctl.helpers import pool_env, run_pool
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def env(home: Path, tiny_model: Path) -> Iterator[dict[str, str]]:
+    """A home whose catalog holds the tiny model as "tiny"; every worker is stopped after."""
+    import_file(Settings.build(home), tiny_model, model_id="tiny")
+    e = pool_env(home)
+    yield e
+    run_pool(["worker", "stop", "--all", "--grace", "2"], e)
+
+
+def spawn(env: dict[str, str], *extra: str) -> dict[str, Any]:
+    r = run_pool(["worker", "spawn", "cpu", "--model", "tiny", "--json", *extra], env)
+    assert r.code == 0, r.err
+    record: dict[str, Any] = r.json()
+    return record
+
+
+def wait_not_ours(record: dict[str, Any], timeout: float = 10.0) -> procs.Identity:
+    deadline = time.monotonic() + timeout
+    while True:
+        who = procs.identify(record["pid"], record["start_time"], record["cmdline"])
+        if who != "ours" or time.monotonic() > deadline:
+            return who
+        time.sleep(0.05)
+
+
+def test_spawn_list_logs_stop(env: dict[str, str], home: Path) -> None:
+    record = spawn(env, "--slots", "2")
+    assert record["state"] == "ready" and record["model"] == "tiny" and record["slots"] == 2
+    assert "token" not in record
+    health = httpx.get(record["url"] + "/health", timeout=5).json()
+    assert health["status"] == "ready" and health["slots_total"] == 2
+    assert health["worker_id"] == record["worker_id"]
+    # Detached: its own session, so the SSH session that spawned it can end.
+    assert os.getsid(record["pid"]) == record["pid"]
+    assert procs.identify(record["pid"], record["start_time"], record["cmdline"]) == "ours"
+    on_disk = json.loads((home / "workers" / f"{record['worker_id']}.json").read_text())
+    assert on_disk["pid"] == record["pid"]
+    assert (home / "workers" / f"{record['worker_id']}.json").stat().st_mode & 0o077 == 0
+
+    listed = run_pool(["worker", "list", "--json"], env).json()["workers"]
+    assert [(w["worker_id"], w["state"]) for w in listed] == [(record["worker_id"], "ready")]
+    assert listed[0]["health"]["slots_total"] == 2
+    human = run_pool(["worker", "list"], env).out
+    assert record["worker_id"] in human and "ready" in human
+
+    logs = run_pool(["worker", "logs", record["worker_id"]], env)
+    assert logs.code == 0 and "ready" in logs.out
+
+    stopped = run_pool(["worker", "stop", record["worker_id"], "--json"], env)
+    assert stopped.code == 0, stopped.err
+    assert stopped.json()["stopped"] == [
+        {
+            "worker_id": record["worker_id"],
+            "process": "terminated",
+            "orchestrator": "no orchestrator",
+        }
+    ]
+    assert wait_not_ours(record) == "gone"
+    assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}
+    assert Path(record["log_path"]).exists()  # the log outlives the worker
+    r = run_pool(["worker", "stop", record["worker_id"]], env)
+    assert r.code == 3 and "no worker" in r.err
+
+
+def test_cleanup_removes_the_record_of_a_killed_worker(env: dict[str, str], home: Path) -> None:
+    record = spawn(env)
+    os.kill(record["pid"], signal.SIGKILL)
+    assert wait_not_ours(record) == "gone"
+    listed = run_pool(["worker", "list", "--json"], env).json()["workers"]
+    assert [w["state"] for w in listed] == ["exited"]
+    r = run_pool(["worker", "cleanup", "--json"], env)
+    assert r.code == 0, r.err
+    assert [(c["worker_id"], c["action"]) for c in r.json()["cleanup"]] == [
+        (record["worker_id"], "remove-gone")
+    ]
+    assert not (home / "workers" / f"{record['worker_id']}.json").exists()
+
+
+def test_cleanup_stops_a_stuck_worker_after_the_grace_period(env: dict[str, str]) -> None:
+    keep = spawn(env)
+    stuck = spawn(env)
+    os.kill(stuck["pid"], signal.SIGSTOP)  # alive, but /health never answers
+    first = run_pool(["worker", "cleanup", "--json"], env).json()["cleanup"]
+    actions = {c["worker_id"]: (c["state"], c["action"]) for c in first}
+    assert actions == {
+        keep["worker_id"]: ("ready", "keep"),
+        stuck["worker_id"]: ("unreachable", "mark-unhealthy"),
+    }
+    assert procs.identify(stuck["pid"], stuck["start_time"], stuck["cmdline"]) == "ours"
+    assert procs.state(stuck["pid"]) == "T"
+    second = run_pool(["worker", "cleanup", "--grace", "0", "--json"], env).json()["cleanup"]
+    after = {c["worker_id"]: c["action"] for c in second}
+    assert after == {keep["worker_id"]: "keep", stuck["worker_id"]: "stop-unhealthy"}
+    assert wait_not_ours(stuck) == "gone"
+    assert run_pool(["worker", "list", "--json"], env).json()["workers"][0]["state"] == "ready"
+    human = run_pool(["worker", "cleanup"], env)
+    assert human.out.strip() == f"{keep['worker_id']} [ready]: healthy, kept"
+
+
+def test_a_reused_pid_is_never_signalled(env: dict[str, str], home: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        started = procs.start_time(sleeper.pid)
+        assert started is not None
+        worker_argv = [sys.executable, "-m", "worker", "--model", "x.gguf", "--port", "8999"]
+        records = Records(Settings.build(home).layout)
+        base = WorkerRecord(
+            worker_id="old-start",
+            pid=sleeper.pid,
+            start_time=started + 7,
+            cmdline=["sleep", "60"],
+            host="127.0.0.1",
+            port=8999,
+            url="http://127.0.0.1:8999",
+            model="tiny",
+            model_path="x.gguf",
+            backend="cpu",
+            slots=1,
+            log_path="/dev/null",
+            orchestrator=None,
+            token=None,
+            started_at=time.time(),
+            unhealthy_since=None,
+        )
+        records.save(base)
+        records.save(
+            {**base, "worker_id": "old-cmdline", "start_time": started, "cmdline": worker_argv}
+        )
+        records.save({**base, "worker_id": "stop-me", "start_time": started + 1})
+        stopped = run_pool(["worker", "stop", "stop-me", "--json", "--grace", "1"], env)
+        assert stopped.json()["stopped"][0]["process"] == "reused"
+        r = run_pool(["worker", "cleanup", "--json"], env)
+        assert r.code == 0, r.err
+        assert sorted((c["worker_id"], c["action"]) for c in r.json()["cleanup"]) == [
+            ("old-cmdline", "remove-reused"),
+            ("old-start", "remove-reused"),
+        ]
+        assert records.all() == []
+        assert sleeper.poll() is None  # the unrelated process lives on
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_spawn_refuses_what_cannot_work(env: dict[str, str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_pool(["worker", "spawn", "cpu", "--model", "tiny", "--port", str(port)], env)
+    assert r.code == 7 and f"port {port} on 127.0.0.1 is in use" in r.err
+    r = run_pool(["worker", "spawn", "cpu", "--model", "nope"], env)
+    assert r.code == 3 and "not in the catalog" in r.err
+    if sys.platform == "linux":
+        r = run_pool(["worker", "spawn", "metal", "--model", "tiny"], env)
+        assert r.code == 6 and "backend metal is not available here: Metal needs macOS" in r.err
+    r = run_pool(["worker", "spawn", "cpu", "--model", "tiny", "--orchestrator", "http://x"], env)
+    assert r.code == 10 and "--token" in r.err
+    for result in (r,):
+        assert result.err.count("\n") == 1
+    assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}
+
+
+def test_spawn_timeout_stops_the_worker_and_says_why(env: dict[str, str]) -> None:
+    r = run_pool(["worker", "spawn", "cpu", "--model", "tiny", "--timeout", "0.05"], env)
+    assert r.code == 8
+    assert "was not ready after" in r.err and "it was stopped" in r.err
+    m = re.search(r"\(pid (\d+)\)", r.err)
+    assert m is not None
+    assert procs.state(int(m[1])) in (None, "Z")
+    assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}
+
+
+def test_spawn_reports_a_worker_that_dies_with_its_log(
+    env: dict[str, str], home: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    shutil.copyfile(tiny_model, broken)
+    import_file(Settings.build(home), broken, model_id="broken")
+    with broken.open("r+b") as f:  # still says GGUF, but the tensors are gone
+        f.truncate(4096)
+    r = run_pool(["worker", "spawn", "cpu", "--model", "broken"], env)
+    assert r.code == 8, r.err
+    line = r.err.strip().splitlines()[-1]
+    assert line.startswith("llorch-pool: error: worker ") and "see " in line
+    assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}

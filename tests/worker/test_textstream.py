@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from worker.textstream import TextStream
+
+
+def feed_all(ts: TextStream, pieces: list[bytes]) -> list[str]:
+    return [ts.feed(p) for p in pieces]
+
+
+def test_multibyte_characters_split_across_tokens_arrive_whole() -> None:
+    data = "é€🙂".encode()
+    out = feed_all(TextStream(), [bytes([b]) for b in data])
+    assert [t for t in out if t] == ["é", "€", "🙂"]
+
+
+def test_invalid_bytes_become_replacement_characters() -> None:
+    ts = TextStream()
+    assert ts.feed(b"\xff") == "\ufffd"
+    assert ts.feed(b"\xe2\x82") == ""
+    assert ts.finish() == "\ufffd"
+
+
+def test_stop_string_cuts_output_and_never_leaks_a_prefix() -> None:
+    ts = TextStream(["<END>"])
+    out = feed_all(ts, [b"ab", b"<E", b"N", b"D>", b"tail"])
+    assert out == ["ab", "", "", "", ""]
+    assert ts.stopped
+
+
+def test_held_prefix_is_released_when_it_stops_matching() -> None:
+    ts = TextStream(["<END>"])
+    assert feed_all(ts, [b"a<E", b"x"]) == ["a", "<Ex"]
+    assert not ts.stopped
+
+
+def test_held_prefix_is_released_at_the_end() -> None:
+    ts = TextStream(["xyz"])
+    assert feed_all(ts, [b"ab", b"xy"]) == ["ab", ""]
+    assert ts.finish() == "xy"
+
+
+def test_earliest_of_several_stop_strings_wins() -> None:
+    ts = TextStream(["lo w", "hel"])
+    assert ts.feed(b"say hello world") == "say "
+    assert ts.stopped
+
+
+def test_stop_string_spanning_a_split_character() -> None:
+    stop = "€x"
+    ts = TextStream([stop])
+    data = "a€x".encode()
+    out = feed_all(ts, [bytes([b]) for b in data])
+    assert "".join(out) == "a" and ts.stopped
+
+
+@pytest.mark.parametrize("stops", [[], ["zz"]])
+def test_concatenation_equals_one_shot_decode(stops: list[str]) -> None:
+    data = "héllo wörld — 日本語 🙂".encode()
+    ts = TextStream(stops)
+    out = "".join(ts.feed(data[i : i + 3]) for i in range(0, len(data), 3)) + ts.finish()
+    assert out == data.decode()

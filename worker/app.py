@@ -1,0 +1,139 @@
+"""llorch-workerd's HTTP routes and lifespan. The model loads in the background so `/health`
+answers `loading` while it does; everything else lives in `WorkerState`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from shared.auth import BearerAuth
+from shared.problem import InvalidParams, install_problem_handlers
+from worker.engine import InferenceEngine
+from worker.params import parse_execute
+from worker.runner import WorkerState, stream_job
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("llorch.worker")
+EngineLoader = Callable[[WorkerSettings], InferenceEngine]
+# Called with an exit code when the process should stop (after /shutdown, or a failed load).
+ExitHook = Callable[[int], None]
+
+
+def _state(request: Request) -> WorkerState:
+    state: WorkerState = request.state.worker
+    return state
+
+
+async def read_json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except ValueError as e:
+        raise InvalidParams(f"the body is not valid JSON: {e}") from e
+
+
+async def execute(request: Request) -> Response:
+    received_at = time.perf_counter()
+    state = _state(request)
+    req = parse_execute(await read_json(request))
+    job, ticket, tokens, stops = state.admit(req)
+    body = stream_job(state, req, job, ticket, tokens, stops, received_at)
+    return EventSourceResponse(body, ping=15, headers={"Cache-Control": "no-store"})
+
+
+async def cancel(request: Request) -> Response:
+    state = _state(request)
+    body = await read_json(request)
+    job_id = body.get("job_id") if isinstance(body, dict) else None
+    if not isinstance(job_id, str) or not job_id:
+        raise InvalidParams("job_id is required", errors=[{"field": "job_id",
+                                                           "message": "must be a string"}])
+    job = state.jobs.get(job_id)
+    if job is None:
+        return JSONResponse({"job_id": job_id, "state": "unknown", "tokens_emitted": 0}, 202)
+    job.cancel()  # on the event loop: no token event is written after this line
+    return JSONResponse(
+        {"job_id": job_id, "state": "cancelled", "tokens_emitted": job.emitted}, 202
+    )
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse(_state(request).health())
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(_state(request).metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+async def shutdown(request: Request) -> Response:
+    state = _state(request)
+    if state.status != "draining":
+        state.status = "draining"
+        request.app.state.drain_task = asyncio.create_task(_drain_then_exit(request.app, state))
+    return JSONResponse({"status": "draining", "running": len(state.jobs)}, 202)
+
+
+async def _drain_then_exit(app: Starlette, state: WorkerState) -> None:
+    await state.idle.wait()
+    app.state.exit_hook(0)
+
+
+def create_app(
+    settings: WorkerSettings, *, load_engine: EngineLoader, exit_hook: ExitHook | None = None,
+) -> Starlette:
+    """The worker's ASGI app. `load_engine` runs in a thread after the server starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        state = WorkerState.create(settings)
+        loader = asyncio.create_task(_load(state, load_engine, app))
+        try:
+            yield {"worker": state}
+        finally:
+            loader.cancel()
+            state.jobs.cancel_all()
+            state.executor.shutdown(wait=True, cancel_futures=True)
+            if state.engine is not None:
+                state.engine.close()
+
+    routes = [
+        Route("/execute", execute, methods=["POST"]),
+        Route("/cancel", cancel, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/shutdown", shutdown, methods=["POST"]),
+    ]
+    middleware = []
+    if settings.token:
+        middleware.append(Middleware(BearerAuth, tokens=[settings.token], open_paths={"/health"}))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.exit_hook = exit_hook or (lambda code: None)
+    install_problem_handlers(app)
+    return app
+
+
+async def _load(state: WorkerState, load_engine: EngineLoader, app: Starlette) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        state.engine = await loop.run_in_executor(None, load_engine, state.settings)
+    except Exception as e:
+        state.status = "failed"
+        log.error("could not load %s: %s", state.settings.model, e)
+        app.state.exit_hook(1)
+        return
+    state.status = "ready"
+    log.info("ready: %s on %s, %d slot(s)", state.settings.model_name, state.settings.url,
+             state.settings.slots)

@@ -1,0 +1,113 @@
+"""Running jobs and the hand-off of tokens from the token-loop thread to the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.problem import Conflict
+
+JobState = Literal["queued", "running", "finished"]
+
+
+@dataclass(eq=False)
+class Job:
+    """One /execute request. `cancelled` is read and written on the event loop only; the thread
+    sees `stop` (a threading.Event) instead."""
+
+    id: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    emitted: int = 0  # token events handed to the transport so far
+    state: JobState = "queued"
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.stop.set()
+
+
+class JobTable:
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def add(self, job_id: str) -> Job:
+        if job_id in self._jobs:
+            raise Conflict(f"job {job_id!r} is already running on this worker")
+        job = self._jobs[job_id] = Job(job_id)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def remove(self, job: Job) -> None:
+        if self._jobs.get(job.id) is job:
+            del self._jobs[job.id]
+
+    def cancel_all(self) -> None:
+        for job in self._jobs.values():
+            job.cancel()
+
+
+class TokenChannel:
+    """Thread -> event loop queue of text pieces that wakes the loop only when it is waiting.
+
+    The producer appends without locking (deque appends are atomic); the consumer takes
+    everything available at once. A wake-up costs a syscall and a loop iteration that competes
+    with the token loop for the GIL, so while tokens come faster than one per `coalesce_s` the
+    producer wakes the loop at most once per `coalesce_s` and tokens travel in batches. A slow
+    model (a token every few ms or more) is woken on every token: latency is unchanged.
+    """
+
+    __slots__ = ("_closed", "_coalesce_s", "_items", "_last_wake", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, coalesce_s: float = 0.001) -> None:
+        self._loop = loop
+        self._items: deque[str] = deque()
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._coalesce_s = coalesce_s
+        self._last_wake = 0.0
+
+    def token(self, text: str) -> None:
+        self._items.append(text)
+        if self._waiter is not None:
+            now = time.perf_counter()
+            if now - self._last_wake >= self._coalesce_s:
+                self._last_wake = now
+                self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_resolve, waiter)
+
+    async def drain(self) -> list[str]:
+        """All pieces available now, waiting for at least one; [] once closed and empty."""
+        while True:
+            if self._items:
+                items = self._items
+                return [items.popleft() for _ in range(len(items))]
+            if self._closed:
+                return []
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            if self._items or self._closed:  # raced with the producer: do not sleep
+                self._waiter = None
+                continue
+            await waiter
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

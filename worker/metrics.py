@@ -1,0 +1,34 @@
+"""Prometheus metrics of one worker, on a registry owned by the app (not the global one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class WorkerMetrics:
+    def __init__(self, busy: Callable[[], int], queued: Callable[[], int], total: int) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = Counter(
+            "llorch_worker_jobs", "Jobs finished, by stop reason or error code", ["outcome"],
+            registry=r,
+        )
+        self.tokens = Counter("llorch_worker_tokens_out", "Tokens generated", registry=r)
+        self.prompt_tokens = Counter("llorch_worker_prompt_tokens", "Prompt tokens", registry=r)
+        self.ttft = Histogram(
+            "llorch_worker_ttft_seconds", "Request received to first token", registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.queue_wait = Histogram(
+            "llorch_worker_queue_wait_seconds", "Time waiting for a free slot", registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        Gauge("llorch_worker_slots_total", "Slots", registry=r).set(total)
+        Gauge("llorch_worker_slots_busy", "Slots running a job", registry=r).set_function(busy)
+        Gauge("llorch_worker_queued", "Requests waiting for a slot", registry=r).set_function(
+            queued
+        )

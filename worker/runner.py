@@ -1,0 +1,190 @@
+"""A worker's live state and the life of one job: wait for a slot, run the token loop in a
+thread, stream its text as SSE bytes, finish with exactly one `end` or `error` event."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared.problem import Draining, InvalidParams, ModelUnavailable
+from shared.sse import encode_event
+from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
+from worker.jobs import Job, JobTable, TokenChannel
+from worker.metrics import WorkerMetrics
+from worker.params import ExecuteRequest
+from worker.settings import WorkerSettings
+from worker.slots import SlotPool, Ticket
+
+Status = Literal["loading", "ready", "draining", "failed"]
+log = logging.getLogger("llorch.worker")
+
+
+@dataclass(eq=False)
+class WorkerState:
+    settings: WorkerSettings
+    pool: SlotPool
+    executor: ThreadPoolExecutor
+    metrics: WorkerMetrics
+    jobs: JobTable = field(default_factory=JobTable)
+    engine: InferenceEngine | None = None
+    status: Status = "loading"
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def create(cls, settings: WorkerSettings) -> WorkerState:
+        pool = SlotPool(settings.slots, settings.max_queue)
+        metrics = WorkerMetrics(lambda: pool.busy, lambda: pool.queued, settings.slots)
+        executor = ThreadPoolExecutor(settings.slots, thread_name_prefix="llorch-slot")
+        state = cls(settings, pool, executor, metrics)
+        state.idle.set()
+        return state
+
+    def health(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "status": self.status, "model": s.model_name, "backend": s.backend,
+            "slots_total": self.pool.total, "slots_busy": self.pool.busy,
+            "queued": self.pool.queued, "n_ctx": s.n_ctx, "worker_id": s.worker_id,
+        }
+
+    def admit(self, req: ExecuteRequest) -> tuple[Job, Ticket, list[int], tuple[str, ...]]:
+        """Everything that can refuse a request, done before the stream starts."""
+        if self.status == "draining":
+            raise Draining("the worker is shutting down", retry_after_ms=1000)
+        if self.engine is None or self.status != "ready":
+            raise ModelUnavailable(f"the model is {self.status}", retry_after_ms=1000)
+        text, template_stops = self._prompt_text(req)
+        tokens = self.engine.tokenize(text)
+        if len(tokens) + req.gen.max_tokens > self.engine.n_ctx:
+            raise InvalidParams(
+                f"prompt ({len(tokens)} tokens) + max_tokens ({req.gen.max_tokens}) exceeds the "
+                f"context of {self.engine.n_ctx} tokens",
+                errors=[{"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}],
+            )
+        ticket = self.pool.reserve()
+        try:
+            job = self.jobs.add(req.job_id)
+        except BaseException:
+            ticket.release()
+            raise
+        self.idle.clear()
+        return job, ticket, tokens, template_stops
+
+    def _prompt_text(self, req: ExecuteRequest) -> tuple[str, tuple[str, ...]]:
+        if req.gen.prompt is not None:
+            return req.gen.prompt, ()
+        from shared.prompt_constructor import PromptError, build_prompt
+
+        assert self.engine is not None and req.gen.messages is not None
+        try:
+            prompt = build_prompt(
+                req.gen.messages, req.template, metadata=self.engine.metadata,
+                bos_token=self.engine.bos_text, eos_token=self.engine.eos_text,
+            )
+        except PromptError as e:
+            raise InvalidParams(str(e), errors=[{"field": e.field, "message": e.reason}]) from e
+        return prompt.text, tuple(prompt.stop)
+
+    def finish(self, job: Job) -> None:
+        job.state = "finished"
+        self.jobs.remove(job)
+        if not len(self.jobs):
+            self.idle.set()
+
+
+async def stream_job(
+    state: WorkerState, req: ExecuteRequest, job: Job, ticket: Ticket, tokens: list[int],
+    template_stops: tuple[str, ...], received_at: float,
+) -> AsyncIterator[bytes]:
+    """The SSE body of one job. Cancellation (client gone) stops the token loop at its next
+    token; the slot is released when the loop's thread returns, not when this generator ends."""
+    loop = asyncio.get_running_loop()
+    engine = state.engine
+    assert engine is not None
+    seq = 0
+    future: asyncio.Future[Outcome] | None = None
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        nonlocal seq
+        seq += 1
+        return encode_event(name, data, seq - 1)
+
+    def on_done(_: object) -> None:
+        ticket.release()
+        state.finish(job)
+
+    try:
+        slot = await ticket.slot()
+        state.metrics.queue_wait.observe(time.perf_counter() - received_at)
+        if job.cancelled:
+            yield event("end", _end(0, None, None, received_at, "CANCELLED", len(tokens)))
+            return
+        job.state = "running"
+        yield event("started", {"job_id": job.id, "model": state.settings.model_name,
+                                "prompt_tokens": len(tokens)})
+        gen = req.gen
+        work = GenerationJob(
+            tokens, gen.max_tokens,
+            Sampling(gen.temperature, gen.top_p, gen.top_k, gen.min_p, gen.repeat_penalty,
+                     gen.seed),
+            gen.stop + template_stops, req.ignore_eos,
+        )
+        channel = TokenChannel(loop)
+        future = loop.run_in_executor(state.executor, _run, engine, slot, work, job, channel)
+        future.add_done_callback(on_done)
+        i = 0
+        while not job.cancelled:
+            pieces = await channel.drain()
+            if job.cancelled or not pieces:
+                break
+            chunk = [event("token", {"t": t, "i": i + k}) for k, t in enumerate(pieces)]
+            i += len(pieces)
+            job.emitted = i
+            yield b"".join(chunk)
+        try:
+            outcome = await future
+        except Exception as e:  # the engine failed: report it, the slot is already free
+            log.exception("job %s failed", job.id)
+            state.metrics.jobs.labels("INTERNAL").inc()
+            yield event("error", {"code": "INTERNAL", "message": f"inference failed: {e}"})
+            return
+        reason = "CANCELLED" if job.cancelled else outcome.stop_reason
+        state.metrics.jobs.labels(reason).inc()
+        state.metrics.tokens.inc(outcome.tokens_out)
+        state.metrics.prompt_tokens.inc(len(tokens))
+        if outcome.first_token_at is not None:
+            state.metrics.ttft.observe(outcome.first_token_at - received_at)
+        yield event("end", _end(outcome.tokens_out, outcome.first_token_at,
+                                outcome.last_token_at, received_at, reason, len(tokens)))
+    finally:
+        job.stop.set()  # the client may be gone: the token loop stops at its next token
+        if future is None:  # never reached the token loop
+            ticket.release()
+            state.finish(job)
+
+
+def _run(
+    engine: InferenceEngine, slot: int, work: GenerationJob, job: Job, channel: TokenChannel
+) -> Outcome:
+    try:
+        return engine.generate(slot, work, job.stop, channel)
+    finally:
+        channel.close()
+
+
+def _end(
+    tokens_out: int, first: float | None, last: float | None, received_at: float, reason: str,
+    prompt_tokens: int,
+) -> dict[str, Any]:
+    return {
+        "tokens_out": tokens_out,
+        "prompt_tokens": prompt_tokens,
+        "ttft_ms": round((first - received_at) * 1000, 3) if first is not None else None,
+        "decode_time_ms": round((last - first) * 1000, 3) if first and last else 0.0,
+        "stop_reason": reason,
+    }

@@ -1,0 +1,54 @@
+"""llorch-workerd's settings: built once from flags/env, validated without side effects."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.engine import Backend
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    model: Path
+    model_name: str = ""
+    backend: Backend = "cpu"
+    host: str = "127.0.0.1"
+    port: int = 8001
+    slots: int = 1
+    max_queue: int = 8
+    n_ctx: int = 4096
+    threads: int | None = None
+    token: str | None = None
+    orchestrator_url: str | None = None
+    worker_id: str = field(default_factory=lambda: f"w-{uuid.uuid4().hex[:12]}")
+    pool: str = field(default_factory=socket.gethostname)
+    advertise_url: str | None = None
+    heartbeat_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.model_name:
+            object.__setattr__(self, "model_name", self.model.stem)
+        if not 1 <= self.slots <= 256:
+            raise SettingsError(f"--slots must be between 1 and 256, got {self.slots}")
+        if self.max_queue < 0:
+            raise SettingsError(f"--max-queue must be >= 0, got {self.max_queue}")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"--port must be between 0 and 65535, got {self.port}")
+        if self.n_ctx < 64:
+            raise SettingsError(f"--n-ctx must be at least 64, got {self.n_ctx}")
+        if self.orchestrator_url and not self.token:
+            raise SettingsError("--orchestrator-url needs --token (the cluster token)")
+        if self.heartbeat_interval <= 0:
+            raise SettingsError("--heartbeat-interval must be positive")
+
+    @property
+    def url(self) -> str:
+        """Where orchestratord reaches this worker."""
+        return self.advertise_url or f"http://{self.host}:{self.port}"

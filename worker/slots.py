@@ -1,0 +1,86 @@
+"""Slot accounting: N slots, a bounded FIFO of waiters, nothing else (no I/O, no clock).
+
+`reserve()` answers at once (so an over-full worker can say 503 before it starts a stream);
+the returned ticket is awaited for the slot. What runs concurrently is exactly `busy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from shared.problem import Busy
+
+
+class Ticket:
+    """A place in line for a slot. Await `slot()`; call `release()` exactly once when done."""
+
+    __slots__ = ("_future", "_pool", "_slot", "_released")
+
+    def __init__(self, pool: SlotPool, slot: int | None, future: asyncio.Future[int] | None):
+        self._pool = pool
+        self._slot = slot
+        self._future = future
+        self._released = False
+
+    async def slot(self) -> int:
+        if self._slot is None:
+            assert self._future is not None
+            self._slot = await asyncio.shield(self._future)
+        return self._slot
+
+    def release(self) -> None:
+        """Give the slot back, or leave the line if it was never granted. Idempotent."""
+        if self._released:
+            return
+        self._released = True
+        if self._slot is None and self._future is not None and not self._future.done():
+            self._pool._leave(self._future)
+            return
+        if self._slot is None and self._future is not None and self._future.done():
+            self._slot = self._future.result()
+        if self._slot is not None:
+            self._pool._give_back(self._slot)
+
+
+class SlotPool:
+    def __init__(self, slots: int, max_queue: int) -> None:
+        self.total = slots
+        self.max_queue = max_queue
+        self._free: deque[int] = deque(range(slots))
+        self._waiters: deque[asyncio.Future[int]] = deque()
+
+    @property
+    def busy(self) -> int:
+        return self.total - len(self._free)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def reserve(self) -> Ticket:
+        if self._free and not self._waiters:
+            return Ticket(self, self._free.popleft(), None)
+        if len(self._waiters) >= self.max_queue:
+            raise Busy(
+                f"all {self.total} slots busy and {self.queued} requests waiting",
+                retry_after_ms=1000,
+            )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        return Ticket(self, None, future)
+
+    def _give_back(self, slot: int) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self._free.append(slot)
+
+    def _leave(self, future: asyncio.Future[int]) -> None:
+        try:
+            self._waiters.remove(future)
+        except ValueError:
+            pass
+        future.cancel()
