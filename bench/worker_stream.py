@@ -21,8 +21,8 @@ from httpx_sse import EventSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.testmodel import write_model  # noqa: E402
-from tests.support import spawn_worker  # noqa: E402
+from shared.testmodel import write_model
+from tests.support import spawn_worker
 
 LENGTHS = (64, 512, 2048)
 PROMPT = "the quick brown fox"
@@ -46,11 +46,14 @@ def stream_once(client: httpx.Client, url: str, n: int, seed: int) -> float:
 def raw_once(llm: Any, tokens: list[int], n: int, seed: int) -> float:
     llm.set_seed(seed)
     t0 = time.perf_counter()
-    count = 0
-    for _ in llm.generate(tokens, reset=True, temp=SAMPLING["temperature"],
-                          top_p=SAMPLING["top_p"], top_k=SAMPLING["top_k"],
-                          min_p=SAMPLING["min_p"]):
-        count += 1
+    sampling = dict(
+        temp=SAMPLING["temperature"],
+        top_p=SAMPLING["top_p"],
+        top_k=SAMPLING["top_k"],
+        min_p=SAMPLING["min_p"],
+    )
+    # generate() never ends by itself; take exactly n tokens from it.
+    for count, _ in enumerate(llm.generate(tokens, reset=True, **sampling), start=1):
         if count >= n:
             break
     return n / (time.perf_counter() - t0)
@@ -65,8 +68,11 @@ def main() -> None:
     from llama_cpp import Llama
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model if args.model and args.model.exists() else write_model(
-            Path(tmp) / "llorch-tiny.gguf")
+        model = (
+            args.model
+            if args.model and args.model.exists()
+            else write_model(Path(tmp) / "llorch-tiny.gguf")
+        )
         llm = Llama(model_path=str(model), n_ctx=4096, verbose=False)
         prompt_tokens = llm.tokenize(PROMPT.encode(), add_bos=True)
         results: dict[str, Any] = {"bench": "worker_stream", "model": model.name, "lengths": {}}
@@ -83,13 +89,15 @@ def main() -> None:
                     stream.append(stream_once(client, worker.url, n, rep))
                 s, r = statistics.median(stream), statistics.median(raw)
                 results["lengths"][str(n)] = {
-                    "stream_tok_s": round(s), "raw_generate_tok_s": round(r),
+                    "stream_tok_s": round(s),
+                    "raw_generate_tok_s": round(r),
                     "ratio_stream_over_raw": round(s / r, 3),
                 }
         first, last = results["lengths"][str(LENGTHS[0])], results["lengths"][str(LENGTHS[-1])]
         results["stream_2048_over_64"] = round(last["stream_tok_s"] / first["stream_tok_s"], 3)
         results["raw_2048_over_64"] = round(
-            last["raw_generate_tok_s"] / first["raw_generate_tok_s"], 3)
+            last["raw_generate_tok_s"] / first["raw_generate_tok_s"], 3
+        )
         print(json.dumps(results, indent=2))
 
 

@@ -206,10 +206,14 @@ KeyOpt = Annotated[
 ]
 
 
-def _orch(ctx: typer.Context, url: str | None, key: str | None) -> orch.OrchSettings:
+def _orch(
+    ctx: typer.Context, url: str | None, key: str | None, *, cluster: bool = False
+) -> orch.OrchSettings:
+    """`key` is the client API key, or with `cluster` the cluster token (worker registry)."""
     if url is None or key is None:
         inv = _settings(ctx).inventory()
-        return orch.orch_settings(url, key, inv.orch_url, inv.api_key)
+        inv_key = inv.cluster_token if cluster else inv.api_key
+        return orch.orch_settings(url, key, inv.orch_url, inv_key)
     return orch.orch_settings(url, key, None, None)
 
 
@@ -290,11 +294,18 @@ def tasks_cancel(
 def workers(
     ctx: typer.Context,
     orch_url: UrlOpt = None,
-    api_key: KeyOpt = None,
+    cluster_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LLORCH_CLUSTER_TOKEN",
+            help="The cluster token (the registry is the workers' API, not the clients').",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> int:
     """Show orchestratord's worker registry."""
-    ws = orch.workers(_orch(ctx, orch_url, api_key))
+    ws = orch.workers(_orch(ctx, orch_url, cluster_token, cluster=True))
     sys.stdout.write(json.dumps(ws, indent=2) + "\n" if as_json else orch.render_workers(ws))
     return 0
 

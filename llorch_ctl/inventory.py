@@ -8,7 +8,8 @@ The file is TOML (`~/.config/llorch/config.toml`, or `--config` / `LLORCH_CONFIG
 
     [orchestrator]                          # optional; flags and LLORCH_ORCH_URL/_API_KEY win
     url = "http://orch.lan:8080"
-    api_key = "..."
+    api_key = "..."                         # client key: infer --model, tasks
+    cluster_token = "..."                   # the workers' token: `llorch workers`
 
     [pools.gpu-box-1]
     host = "gpu-box-1.lan"                  # default: the pool name, looked up in ~/.ssh/config
@@ -64,6 +65,7 @@ class Inventory:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     orch_url: str | None = None
     api_key: str | None = None
+    cluster_token: str | None = None
 
     def pool(self, name: str) -> PoolEntry:
         try:
@@ -158,7 +160,7 @@ def parse_inventory(data: Mapping[str, Any], path: Path | None = None) -> Invent
     orch = data.get("orchestrator", {})
     if not isinstance(orch, dict):
         raise ConfigError(f"{where}: [orchestrator] must be a table")
-    _check_keys(orch, {"url", "api_key"}, f"{where} [orchestrator]")
+    _check_keys(orch, {"url", "api_key", "cluster_token"}, f"{where} [orchestrator]")
     kh = _opt_str(data, "known_hosts", where)
     sc = _opt_str(data, "ssh_config", where)
     return Inventory(
@@ -169,6 +171,7 @@ def parse_inventory(data: Mapping[str, Any], path: Path | None = None) -> Invent
         connect_timeout=float(timeout),
         orch_url=_opt_str(orch, "url", f"{where} [orchestrator]"),
         api_key=_opt_str(orch, "api_key", f"{where} [orchestrator]"),
+        cluster_token=_opt_str(orch, "cluster_token", f"{where} [orchestrator]"),
     )
 
 

@@ -39,6 +39,7 @@ _PASS_THROUGH = (
     "priority",
     "session_id",
     "deadline_ms",
+    "ignore_eos",
 )
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _FINISH = {"MAX_TOKENS": "length", "EOS": "stop", "STOP_SEQUENCE": "stop", "CANCELLED": "stop"}

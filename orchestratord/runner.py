@@ -141,7 +141,7 @@ async def _attempt(service: TaskService, active: ActiveTask, worker: Worker) -> 
 
 def _end(service: TaskService, active: ActiveTask, worker: Worker, data: dict[str, object]) -> None:
     service.finish_end(active, dict(data))
-    tokens = active.tokens
+    tokens = active.record.tokens_out
     service.metrics.tokens.inc(tokens)
     decode_ms = data.get("decode_time_ms")
     if tokens > 1 and active.first_token is not None:

@@ -357,7 +357,9 @@ class TaskService:
         if active.log.closed:
             return
         rec = active.record
-        rec.status, rec.finished_ms, rec.tokens_out = status, self.clock(), active.tokens
+        tokens_out = data.get("tokens_out")
+        rec.status, rec.finished_ms = status, self.clock()
+        rec.tokens_out = tokens_out if isinstance(tokens_out, int) else active.tokens
         rec.ttft_ms = self.ttft_ms(active)
         if event == "error":
             rec.error_code, rec.error_message = code, error_message

@@ -401,14 +401,13 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         _fail(e.line(), e.exit_code)
-    except NoArgsIsHelpError as e:
-        sys.stderr.write(e.format_message() + "\n")
-        sys.exit(2)
+    except NoArgsIsHelpError:
+        sys.exit(2)  # typer has printed the help
     except UsageError as e:
         if debug:
             traceback.print_exc()
         path = e.ctx.command_path if e.ctx else PROG
-        _fail(f"{e.format_message()}; run '{path} --help'", 2)
+        _fail(f"{e.format_message().rstrip('.')}; run '{path} --help'", 2)
     except ClickException as e:
         _fail(e.format_message(), e.exit_code)
     except (Abort, KeyboardInterrupt):

@@ -1,1 +1,1 @@
-"""Code shared by llorch's programs: chat templates, the HTTP error shape, SSE framing, test models."""
+"""Code shared by llorch's programs: chat templates, errors, SSE framing, test models."""

@@ -61,7 +61,12 @@ class FieldReader:
             raise InvalidParams(summary, errors=self.errors)
 
     def string(
-        self, name: str, default: str | None = None, *, max_len: int = 256, min_len: int = 1,
+        self,
+        name: str,
+        default: str | None = None,
+        *,
+        max_len: int = 256,
+        min_len: int = 1,
     ) -> str | None:
         value = self.body.get(name, default)
         if value is None:
@@ -88,7 +93,11 @@ class FieldReader:
 
     def number(self, name: str, default: float, lo: float, hi: float) -> float:
         value = self.body.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             self.fail(name, "must be a number")
             return default
         if not lo <= value <= hi:
@@ -178,6 +187,16 @@ class FieldReader:
 
 
 GENERATION_FIELDS = frozenset(
-    {"prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p",
-     "repeat_penalty", "seed", "stop"}
+    {
+        "prompt",
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "repeat_penalty",
+        "seed",
+        "stop",
+    }
 )

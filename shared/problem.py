@@ -68,7 +68,9 @@ class ApiError(Exception):
         if self.retry_after_ms is not None:
             headers["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
         return JSONResponse(
-            self.to_problem(instance), status_code=self.status, headers=headers,
+            self.to_problem(instance),
+            status_code=self.status,
+            headers=headers,
             media_type=PROBLEM_JSON,
         )
 
@@ -129,7 +131,11 @@ class Internal(ApiError):
 
 
 _STATUS_ERRORS: dict[int, type[ApiError]] = {
-    400: InvalidParams, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    400: InvalidParams,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
 }
 
 

@@ -24,11 +24,58 @@ CHATML_TEMPLATE = (
 
 # Whole-word and multi-byte pieces: the text the model emits mixes ASCII words, accented and CJK
 # characters (as single tokens) and raw byte tokens (which split characters across tokens).
-_WORDS = (
-    "the quick brown fox jumps over lazy dog hello world llorch worker token stream cancel "
-    "slot queue model prompt orchestra pool host cuda metal cpu test alpha beta gamma delta "
-    "one two three four five six seven eight nine ten and or not is a of to in it on"
-).split()
+_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "hello",
+    "world",
+    "llorch",
+    "worker",
+    "token",
+    "stream",
+    "cancel",
+    "slot",
+    "queue",
+    "model",
+    "prompt",
+    "orchestra",
+    "pool",
+    "host",
+    "cuda",
+    "metal",
+    "cpu",
+    "test",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "and",
+    "or",
+    "not",
+    "is",
+    "a",
+    "of",
+    "to",
+    "in",
+    "it",
+    "on",
+]
 _MULTIBYTE = ["é", "ü", "ß", "€", "日本", "語", "中文", "🙂", "→", "λ", "Ω", "ñ"]
 
 TOKEN_NORMAL = 1
@@ -62,7 +109,7 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
             types.append(TOKEN_NORMAL)
     # SPM merges prefer higher scores; longer pieces score higher so words stay whole.
     scores = [0.0] * len(tokens)
-    for i, (tok, typ) in enumerate(zip(tokens, types)):
+    for i, (tok, typ) in enumerate(zip(tokens, types, strict=False)):
         if typ == TOKEN_NORMAL:
             scores[i] = float(len(tok)) - i * 1e-4
     return tokens, scores, types

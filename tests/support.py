@@ -35,7 +35,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_http_ready(
-    url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0,
+    url: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = 30.0,
     ready: str | None = None,
 ) -> None:
     """Poll `url` until it answers 200 (and `status == ready` when given)."""
@@ -78,14 +80,23 @@ class Proc:
 
 @contextlib.contextmanager
 def spawn(
-    args: Sequence[str], port: int, log: Path, health: str, *, ready: str | None = None,
-    env: dict[str, str] | None = None, timeout: float = 30.0,
+    args: Sequence[str],
+    port: int,
+    log: Path,
+    health: str,
+    *,
+    ready: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
 ) -> Iterator[Proc]:
     """Start `python -m <args>`, wait for `health` to answer, and stop it afterwards."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT, env=full_env,
+            [sys.executable, "-m", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
             start_new_session=True,
         )
     p = Proc(proc, port, log)
@@ -107,8 +118,13 @@ def spawn(
 
 @contextlib.contextmanager
 def spawn_worker(
-    model: Path, tmp: Path, *, slots: int = 1, token: str | None = None,
-    extra: Sequence[str] = (), port: int | None = None,
+    model: Path,
+    tmp: Path,
+    *,
+    slots: int = 1,
+    token: str | None = None,
+    extra: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[Proc]:
     """A real llorch-workerd process on a free loopback port serving `model`."""
     port = port or free_port()

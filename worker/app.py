@@ -58,8 +58,9 @@ async def cancel(request: Request) -> Response:
     body = await read_json(request)
     job_id = body.get("job_id") if isinstance(body, dict) else None
     if not isinstance(job_id, str) or not job_id:
-        raise InvalidParams("job_id is required", errors=[{"field": "job_id",
-                                                           "message": "must be a string"}])
+        raise InvalidParams(
+            "job_id is required", errors=[{"field": "job_id", "message": "must be a string"}]
+        )
     job = state.jobs.get(job_id)
     if job is None:
         return JSONResponse({"job_id": job_id, "state": "unknown", "tokens_emitted": 0}, 202)
@@ -74,8 +75,9 @@ async def health(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(_state(request).metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
 
 
 async def shutdown(request: Request) -> Response:
@@ -92,7 +94,10 @@ async def _drain_then_exit(app: Starlette, state: WorkerState) -> None:
 
 
 def create_app(
-    settings: WorkerSettings, *, load_engine: EngineLoader, exit_hook: ExitHook | None = None,
+    settings: WorkerSettings,
+    *,
+    load_engine: EngineLoader,
+    exit_hook: ExitHook | None = None,
 ) -> Starlette:
     """The worker's ASGI app. `load_engine` runs in a thread after the server starts."""
 
@@ -135,5 +140,9 @@ async def _load(state: WorkerState, load_engine: EngineLoader, app: Starlette) -
         app.state.exit_hook(1)
         return
     state.status = "ready"
-    log.info("ready: %s on %s, %d slot(s)", state.settings.model_name, state.settings.url,
-             state.settings.slots)
+    log.info(
+        "ready: %s on %s, %d slot(s)",
+        state.settings.model_name,
+        state.settings.url,
+        state.settings.slots,
+    )

@@ -11,7 +11,7 @@ import typer
 import uvicorn
 
 from worker.app import create_app
-from worker.engine import Backend, LlamaEngine, gpu_offload_supported
+from worker.engine import LlamaEngine, gpu_offload_supported
 from worker.settings import SettingsError, WorkerSettings
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -25,28 +25,44 @@ def _opt(help: str, env: str) -> typer.models.OptionInfo:
 @cli.command()
 def serve(
     model: Annotated[Path, _opt("GGUF model file to serve", "MODEL")],
-    model_name: Annotated[str, _opt("Name tasks use for this model [default: file stem]",
-                                    "MODEL_NAME")] = "",
+    model_name: Annotated[
+        str, _opt("Name tasks use for this model [default: file stem]", "MODEL_NAME")
+    ] = "",
     backend: Annotated[str, _opt("cpu, cuda or metal", "BACKEND")] = "cpu",
     host: Annotated[str, _opt("Address to listen on", "HOST")] = "127.0.0.1",
     port: Annotated[int, _opt("Port to listen on", "PORT")] = 8001,
     slots: Annotated[int, _opt("Generations that run at once", "SLOTS")] = 1,
-    max_queue: Annotated[int, _opt("Requests that may wait for a slot; more get 503",
-                                   "MAX_QUEUE")] = 8,
+    max_queue: Annotated[
+        int, _opt("Requests that may wait for a slot; more get 503", "MAX_QUEUE")
+    ] = 8,
     n_ctx: Annotated[int, _opt("Context length per slot, in tokens", "N_CTX")] = 4096,
-    threads: Annotated[int, _opt("CPU threads per slot [default: half the cores / slots]",
-                                 "THREADS")] = 0,
-    token: Annotated[str, _opt("Bearer token required on every endpoint but /health; also "
-                               "presented to orchestratord", "TOKEN")] = "",
-    orchestrator_url: Annotated[str, _opt("Register with this orchestratord",
-                                          "ORCHESTRATOR_URL")] = "",
+    threads: Annotated[
+        int, _opt("CPU threads per slot [default: half the cores / slots]", "THREADS")
+    ] = 0,
+    token: Annotated[
+        str,
+        _opt(
+            "Bearer token required on every endpoint but /health; also presented to orchestratord",
+            "TOKEN",
+        ),
+    ] = "",
+    orchestrator_url: Annotated[
+        str, _opt("Register with this orchestratord", "ORCHESTRATOR_URL")
+    ] = "",
     worker_id: Annotated[str, _opt("Worker id [default: generated]", "WORKER_ID")] = "",
-    pool: Annotated[str, _opt("Pool name reported to orchestratord [default: hostname]",
-                              "POOL")] = "",
-    advertise_url: Annotated[str, _opt("URL orchestratord uses to reach this worker "
-                                       "[default: http://HOST:PORT]", "ADVERTISE_URL")] = "",
-    heartbeat_interval: Annotated[float, _opt("Seconds between heartbeats",
-                                              "HEARTBEAT_INTERVAL")] = 2.0,
+    pool: Annotated[
+        str, _opt("Pool name reported to orchestratord [default: hostname]", "POOL")
+    ] = "",
+    advertise_url: Annotated[
+        str,
+        _opt(
+            "URL orchestratord uses to reach this worker [default: http://HOST:PORT]",
+            "ADVERTISE_URL",
+        ),
+    ] = "",
+    heartbeat_interval: Annotated[
+        float, _opt("Seconds between heartbeats", "HEARTBEAT_INTERVAL")
+    ] = 2.0,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log llama.cpp's messages")] = False,
 ) -> None:
     """Serve one GGUF model: POST /execute streams tokens as server-sent events."""
@@ -55,8 +71,10 @@ def serve(
     if backend not in ("cpu", "cuda", "metal"):
         _fail(f"--backend must be cpu, cuda or metal, not {backend!r}")
     if backend != "cpu" and not gpu_offload_supported():
-        _fail(f"--backend {backend}: this llama-cpp-python build has no GPU offload; reinstall it "
-              f"with CMAKE_ARGS=-DGGML_{backend.upper()}=on or use --backend cpu")
+        _fail(
+            f"--backend {backend}: this llama-cpp-python build has no GPU offload; reinstall it "
+            f"with CMAKE_ARGS=-DGGML_{backend.upper()}=on or use --backend cpu"
+        )
     if not model.is_file():
         _fail(f"model file not found: {model}")
     extra = {"worker_id": worker_id} if worker_id else {}
@@ -64,11 +82,20 @@ def serve(
         extra["pool"] = pool
     try:
         settings = WorkerSettings(
-            model=model, model_name=model_name, backend=backend,  # type: ignore[arg-type]
-            host=host, port=port, slots=slots, max_queue=max_queue, n_ctx=n_ctx,
-            threads=threads or None, token=token or None,
-            orchestrator_url=orchestrator_url or None, advertise_url=advertise_url or None,
-            heartbeat_interval=heartbeat_interval, **extra,
+            model=model,
+            model_name=model_name,
+            backend=backend,  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            slots=slots,
+            max_queue=max_queue,
+            n_ctx=n_ctx,
+            threads=threads or None,
+            token=token or None,
+            orchestrator_url=orchestrator_url or None,
+            advertise_url=advertise_url or None,
+            heartbeat_interval=heartbeat_interval,
+            **extra,
         )
     except SettingsError as e:
         _fail(str(e))
@@ -80,8 +107,9 @@ def run(settings: WorkerSettings) -> int:
     exit_code = 0
 
     def load(s: WorkerSettings) -> LlamaEngine:
-        return LlamaEngine.load(s.model, backend=s.backend, n_ctx=s.n_ctx, slots=s.slots,
-                                threads=s.threads)
+        return LlamaEngine.load(
+            s.model, backend=s.backend, n_ctx=s.n_ctx, slots=s.slots, threads=s.threads
+        )
 
     def exit_hook(code: int) -> None:
         nonlocal exit_code
@@ -89,8 +117,14 @@ def run(settings: WorkerSettings) -> int:
         server.should_exit = True
 
     app = create_app(settings, load_engine=load, exit_hook=exit_hook)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     server.run()
     return exit_code

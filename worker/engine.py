@@ -122,8 +122,14 @@ class LlamaEngine:
 
     @classmethod
     def load(
-        cls, path: Path, *, backend: Backend = "cpu", n_ctx: int = 4096, slots: int = 1,
-        threads: int | None = None, n_batch: int = 512,
+        cls,
+        path: Path,
+        *,
+        backend: Backend = "cpu",
+        n_ctx: int = 4096,
+        slots: int = 1,
+        threads: int | None = None,
+        n_batch: int = 512,
     ) -> LlamaEngine:
         quiet = logging.getLogger("llama-cpp-python")
         if quiet.level == logging.NOTSET:  # llama.cpp's chatter only when asked for
@@ -145,7 +151,8 @@ class LlamaEngine:
                 cparams.n_seq_max = 1
                 # Flash attention measured slower on CPU for small heads; GPUs decide themselves.
                 cparams.flash_attn_type = (
-                    lc.LLAMA_FLASH_ATTN_TYPE_DISABLED if backend == "cpu"
+                    lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                    if backend == "cpu"
                     else lc.LLAMA_FLASH_ATTN_TYPE_AUTO
                 )
                 cparams.n_threads = n_threads
@@ -208,7 +215,11 @@ class LlamaEngine:
                 raise EngineError("llama_decode failed on the prompt")
 
     def _token_loop(
-        self, ctx: Any, sampler: Any, job: GenerationJob, cancel: threading.Event,
+        self,
+        ctx: Any,
+        sampler: Any,
+        job: GenerationJob,
+        cancel: threading.Event,
         sink: TokenSink,
     ) -> Outcome:
         vocab = self._vocab
@@ -216,8 +227,17 @@ class LlamaEngine:
         buf = ctypes.create_string_buffer(_PIECE_BUF)
         text = TextStream(job.stops)
         # Local names: this loop runs once per token; attribute lookups add up.
-        sample, is_eog, to_piece = lc.llama_sampler_sample, lc.llama_vocab_is_eog, lc.llama_token_to_piece
-        decode, batch_one, now, emit = lc.llama_decode, lc.llama_batch_get_one, time.perf_counter, sink.token
+        sample, is_eog, to_piece = (
+            lc.llama_sampler_sample,
+            lc.llama_vocab_is_eog,
+            lc.llama_token_to_piece,
+        )
+        decode, batch_one, now, emit = (
+            lc.llama_decode,
+            lc.llama_batch_get_one,
+            time.perf_counter,
+            sink.token,
+        )
         produced = 0
         generated: list[int] = []
         first: float | None = None
@@ -265,7 +285,9 @@ def _make_sampler(s: Sampling, n_vocab: int, ban: Sequence[int] = ()) -> Any:
     chain = lc.llama_sampler_chain_init(params)
     add = lc.llama_sampler_chain_add
     if ban:
-        biases = (lc.llama_logit_bias * len(ban))(*[(t, float("-inf")) for t in ban])
+        biases = (lc.llama_logit_bias * len(ban))(
+            *[lc.llama_logit_bias(t, float("-inf")) for t in ban]
+        )
         add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(ban), biases))
     if s.repeat_penalty != 1.0:
         add(chain, lc.llama_sampler_init_penalties(64, s.repeat_penalty, 0.0, 0.0))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shared.problem import Conflict
+from worker.slots import Ticket
 
 JobState = Literal["queued", "running", "finished"]
 
@@ -24,10 +25,13 @@ class Job:
     cancelled: bool = False
     emitted: int = 0  # token events handed to the transport so far
     state: JobState = "queued"
+    ticket: Ticket | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
         self.stop.set()
+        if self.state == "queued" and self.ticket is not None:
+            self.ticket.release()  # leave the line now rather than when a slot frees
 
 
 class JobTable:

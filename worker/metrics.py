@@ -14,17 +14,23 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs = Counter(
-            "llorch_worker_jobs", "Jobs finished, by stop reason or error code", ["outcome"],
+            "llorch_worker_jobs",
+            "Jobs finished, by stop reason or error code",
+            ["outcome"],
             registry=r,
         )
         self.tokens = Counter("llorch_worker_tokens_out", "Tokens generated", registry=r)
         self.prompt_tokens = Counter("llorch_worker_prompt_tokens", "Prompt tokens", registry=r)
         self.ttft = Histogram(
-            "llorch_worker_ttft_seconds", "Request received to first token", registry=r,
+            "llorch_worker_ttft_seconds",
+            "Request received to first token",
+            registry=r,
             buckets=_LATENCY_BUCKETS,
         )
         self.queue_wait = Histogram(
-            "llorch_worker_queue_wait_seconds", "Time waiting for a free slot", registry=r,
+            "llorch_worker_queue_wait_seconds",
+            "Time waiting for a free slot",
+            registry=r,
             buckets=_LATENCY_BUCKETS,
         )
         Gauge("llorch_worker_slots_total", "Slots", registry=r).set(total)

@@ -47,9 +47,14 @@ class WorkerState:
     def health(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "status": self.status, "model": s.model_name, "backend": s.backend,
-            "slots_total": self.pool.total, "slots_busy": self.pool.busy,
-            "queued": self.pool.queued, "n_ctx": s.n_ctx, "worker_id": s.worker_id,
+            "status": self.status,
+            "model": s.model_name,
+            "backend": s.backend,
+            "slots_total": self.pool.total,
+            "slots_busy": self.pool.busy,
+            "queued": self.pool.queued,
+            "n_ctx": s.n_ctx,
+            "worker_id": s.worker_id,
         }
 
     def admit(self, req: ExecuteRequest) -> tuple[Job, Ticket, list[int], tuple[str, ...]]:
@@ -72,6 +77,7 @@ class WorkerState:
         except BaseException:
             ticket.release()
             raise
+        job.ticket = ticket
         self.idle.clear()
         return job, ticket, tokens, template_stops
 
@@ -83,8 +89,11 @@ class WorkerState:
         assert self.engine is not None and req.gen.messages is not None
         try:
             prompt = build_prompt(
-                req.gen.messages, req.template, metadata=self.engine.metadata,
-                bos_token=self.engine.bos_text, eos_token=self.engine.eos_text,
+                req.gen.messages,
+                req.template,
+                metadata=self.engine.metadata,
+                bos_token=self.engine.bos_text,
+                eos_token=self.engine.eos_text,
             )
         except PromptError as e:
             raise InvalidParams(str(e), errors=[{"field": e.field, "message": e.reason}]) from e
@@ -98,8 +107,13 @@ class WorkerState:
 
 
 async def stream_job(
-    state: WorkerState, req: ExecuteRequest, job: Job, ticket: Ticket, tokens: list[int],
-    template_stops: tuple[str, ...], received_at: float,
+    state: WorkerState,
+    req: ExecuteRequest,
+    job: Job,
+    ticket: Ticket,
+    tokens: list[int],
+    template_stops: tuple[str, ...],
+    received_at: float,
 ) -> AsyncIterator[bytes]:
     """The SSE body of one job. Cancellation (client gone) stops the token loop at its next
     token; the slot is released when the loop's thread returns, not when this generator ends."""
@@ -121,18 +135,23 @@ async def stream_job(
     try:
         slot = await ticket.slot()
         state.metrics.queue_wait.observe(time.perf_counter() - received_at)
-        if job.cancelled:
+        if slot is None or job.cancelled:
             yield event("end", _end(0, None, None, received_at, "CANCELLED", len(tokens)))
             return
         job.state = "running"
-        yield event("started", {"job_id": job.id, "model": state.settings.model_name,
-                                "prompt_tokens": len(tokens)})
+        yield event(
+            "started",
+            {"job_id": job.id, "model": state.settings.model_name, "prompt_tokens": len(tokens)},
+        )
         gen = req.gen
         work = GenerationJob(
-            tokens, gen.max_tokens,
-            Sampling(gen.temperature, gen.top_p, gen.top_k, gen.min_p, gen.repeat_penalty,
-                     gen.seed),
-            gen.stop + template_stops, req.ignore_eos,
+            tokens,
+            gen.max_tokens,
+            Sampling(
+                gen.temperature, gen.top_p, gen.top_k, gen.min_p, gen.repeat_penalty, gen.seed
+            ),
+            gen.stop + template_stops,
+            req.ignore_eos,
         )
         channel = TokenChannel(loop)
         future = loop.run_in_executor(state.executor, _run, engine, slot, work, job, channel)
@@ -159,8 +178,17 @@ async def stream_job(
         state.metrics.prompt_tokens.inc(len(tokens))
         if outcome.first_token_at is not None:
             state.metrics.ttft.observe(outcome.first_token_at - received_at)
-        yield event("end", _end(outcome.tokens_out, outcome.first_token_at,
-                                outcome.last_token_at, received_at, reason, len(tokens)))
+        yield event(
+            "end",
+            _end(
+                outcome.tokens_out,
+                outcome.first_token_at,
+                outcome.last_token_at,
+                received_at,
+                reason,
+                len(tokens),
+            ),
+        )
     finally:
         job.stop.set()  # the client may be gone: the token loop stops at its next token
         if future is None:  # never reached the token loop
@@ -178,7 +206,11 @@ def _run(
 
 
 def _end(
-    tokens_out: int, first: float | None, last: float | None, received_at: float, reason: str,
+    tokens_out: int,
+    first: float | None,
+    last: float | None,
+    received_at: float,
+    reason: str,
     prompt_tokens: int,
 ) -> dict[str, Any]:
     return {

@@ -7,6 +7,7 @@ the returned ticket is awaited for the slot. What runs concurrently is exactly `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 from shared.problem import Busy
@@ -15,7 +16,7 @@ from shared.problem import Busy
 class Ticket:
     """A place in line for a slot. Await `slot()`; call `release()` exactly once when done."""
 
-    __slots__ = ("_future", "_pool", "_slot", "_released")
+    __slots__ = ("_future", "_pool", "_released", "_slot")
 
     def __init__(self, pool: SlotPool, slot: int | None, future: asyncio.Future[int] | None):
         self._pool = pool
@@ -23,10 +24,16 @@ class Ticket:
         self._future = future
         self._released = False
 
-    async def slot(self) -> int:
+    async def slot(self) -> int | None:
+        """The granted slot, or None when the ticket was released while waiting."""
         if self._slot is None:
             assert self._future is not None
-            self._slot = await asyncio.shield(self._future)
+            try:
+                self._slot = await asyncio.shield(self._future)
+            except asyncio.CancelledError:
+                if self._released and self._future.cancelled():
+                    return None
+                raise
         return self._slot
 
     def release(self) -> None:
@@ -79,8 +86,6 @@ class SlotPool:
         self._free.append(slot)
 
     def _leave(self, future: asyncio.Future[int]) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._waiters.remove(future)
-        except ValueError:
-            pass
         future.cancel()

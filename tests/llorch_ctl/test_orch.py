@@ -92,18 +92,20 @@ def test_infer_through_orchestratord_and_task_status(fleet: tuple[Proc, Proc]) -
 
 def test_workers_shows_the_registry(fleet: tuple[Proc, Proc]) -> None:
     orchd, _ = fleet
-    r = llorch("workers", "--orch-url", orchd.url, "--api-key", API_KEY)
+    r = llorch("workers", "--orch-url", orchd.url, "--cluster-token", CLUSTER)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split()[:3] == ["WORKER_ID", "POOL", "MODEL"]
     assert lines[1].split()[:3] == ["w-ctl", "ctl-test", "llorch-tiny"]
-    j = llorch("workers", "--json", "--orch-url", orchd.url, "--api-key", API_KEY)
+    j = llorch(
+        "workers", "--json", env={"LLORCH_ORCH_URL": orchd.url, "LLORCH_CLUSTER_TOKEN": CLUSTER}
+    )
     assert [w["worker_id"] for w in json.loads(j.stdout)] == ["w-ctl"]
 
 
 def test_orchestrator_errors_are_one_line(fleet: tuple[Proc, Proc]) -> None:
     orchd, _ = fleet
-    bad_key = llorch("workers", "--orch-url", orchd.url, "--api-key", "wrong")
+    bad_key = llorch("tasks", "status", "x", "--orch-url", orchd.url, "--api-key", "wrong")
     assert bad_key.returncode == 211
     assert "UNAUTHORIZED" in bad_key.stderr
     assert len(bad_key.stderr.strip().splitlines()) == 1

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.llorch_ctl.conftest import Ctl, Sshd, pool_for, write_inventory
+from tests.llorch_ctl.conftest import Ctl, pool_for, write_inventory
+from tests.llorch_ctl.sshd import Sshd
 
 pytestmark = [pytest.mark.ssh, pytest.mark.e2e]
 

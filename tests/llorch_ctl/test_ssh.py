@@ -16,7 +16,8 @@ import pytest
 
 from llorch_ctl.inventory import load_inventory, resolve_target
 from llorch_ctl.transport import ParamikoTransport
-from tests.llorch_ctl.conftest import LLORCH, Ctl, Sshd, keygen, pool_for, write_inventory
+from tests.llorch_ctl.conftest import LLORCH, Ctl, pool_for, write_inventory
+from tests.llorch_ctl.sshd import Sshd, keygen
 from tests.support import free_port
 
 pytestmark = [pytest.mark.ssh, pytest.mark.e2e]

@@ -20,17 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from llorch_sdk import Client
 
-from tests.llorch_ctl.conftest import (
-    Ctl,
-    Sshd,
-    pool_for,
-    start_sshd,
-    stop_sshd,
-    write_inventory,
-)
+from llorch_sdk import Client
+from tests.llorch_ctl.conftest import Ctl, pool_for, start_test_sshd, write_inventory
 from tests.llorch_ctl.netns import NetHost, add_route, net_host
+from tests.llorch_ctl.sshd import Sshd, stop_sshd
 from tests.support import free_port, require, wait_http_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ssh, pytest.mark.netns]
@@ -107,7 +101,7 @@ def fleet(tmp_path: Path, client_key: Path) -> Iterator[Fleet]:
         add_route(hosts["h2"], orch_addr)
         sshds: dict[str, Sshd] = {}
         for name, h in hosts.items():
-            s = start_sshd(tmp_path / f"sshd-{name}", h.addr, client_key, prefix=h.exec_prefix)
+            s = start_test_sshd(tmp_path / f"sshd-{name}", h.addr, client_key, prefix=h.exec_prefix)
             stack.callback(stop_sshd, s)
             sshds[name] = s
         orch_url = stack.enter_context(orchestratord(orch_addr, tmp_path))
@@ -174,12 +168,13 @@ def test_two_pool_hosts_end_to_end(fleet: Fleet, tiny_model: Path) -> None:
         records[name] = json.loads(spawn.stdout)
         assert records[name]["url"] == f"http://{h.addr}:{records[name]['port']}"
 
-    with Client(fleet.orch_url, api_key=API_KEY) as client:
+    with Client(fleet.orch_url, api_key=CLUSTER) as registry:
         deadline = time.monotonic() + 30
-        while {w["worker_id"] for w in client.workers()} != {"w-h1", "w-h2"}:
-            assert time.monotonic() < deadline, f"workers did not register: {client.workers()}"
+        while {w["worker_id"] for w in registry.workers()} != {"w-h1", "w-h2"}:
+            assert time.monotonic() < deadline, f"workers did not register: {registry.workers()}"
             time.sleep(0.2)
-        listed = ctl.run("workers", "--orch-url", fleet.orch_url, "--api-key", API_KEY)
+    with Client(fleet.orch_url, api_key=API_KEY) as client:
+        listed = ctl.run("workers", "--orch-url", fleet.orch_url, "--cluster-token", CLUSTER)
         assert listed.returncode == 0, listed.stderr
         assert {line.split()[0] for line in listed.stdout.splitlines()[1:]} == {"w-h1", "w-h2"}
 

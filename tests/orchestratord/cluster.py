@@ -140,7 +140,12 @@ def _registration_thread(worker: Proc, orch_url: str, worker_id: str, slots: int
             return {"status": "failed"}
 
     task = loop.create_task(run_registration(reg, snapshot))
-    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
+
+    def run() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         yield

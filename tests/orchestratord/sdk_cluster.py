@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from shared.testmodel import write_model
 from tests.orchestratord.cluster import CT, MODEL, orchestratord, worker
 from tests.support import Proc
 
@@ -16,16 +16,11 @@ CLUSTER_TOKEN = CT
 API_KEY = "key-a"
 TENANT = "tenant-a"
 WORKER_ID = "w-sdk-1"
-__all__ = ["API_KEY", "CLUSTER_TOKEN", "LONG_PROMPT", "MODEL", "TENANT", "WORKER_ID"]
+__all__ = ["API_KEY", "CLUSTER_TOKEN", "LONG", "MODEL", "TENANT", "WORKER_ID"]
 
-# With the long model and greedy decoding this prompt runs for thousands of tokens, which
-# leaves a cancel test plenty of time to cancel mid-stream.
-LONG_PROMPT = "Tell me everything"
-
-
-def long_model(tmp: Path) -> Path:
-    """The tiny model with its EOS row scaled to almost nothing: long generations, rarely EOS."""
-    return write_model(tmp / "long" / f"{MODEL}.gguf", eos_bias=1e-6)
+# A generation that runs long enough to be cancelled mid-stream (`ignore_eos` is a /v2
+# extension for tests and benchmarks: exactly max_tokens tokens).
+LONG: dict[str, Any] = {"prompt": "Tell me everything", "max_tokens": 16000, "ignore_eos": True}
 
 
 @dataclass

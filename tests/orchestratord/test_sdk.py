@@ -23,7 +23,7 @@ from llorch_sdk import (
 from tests.orchestratord.sdk_cluster import (
     API_KEY,
     CLUSTER_TOKEN,
-    LONG_PROMPT,
+    LONG,
     MODEL,
     TENANT,
     WORKER_ID,
@@ -84,7 +84,7 @@ def test_resubmitting_a_task_id_returns_the_same_task(client: Client) -> None:
 
 
 def test_cancel_mid_stream_ends_the_task_cancelled(client: Client, cluster: Cluster) -> None:
-    stream = client.stream(MODEL, prompt=LONG_PROMPT, max_tokens=8000, temperature=0.0)
+    stream = client.stream(MODEL, **LONG)
     tokens = 0
     end: Event | None = None
     for event in stream:
@@ -95,7 +95,7 @@ def test_cancel_mid_stream_ends_the_task_cancelled(client: Client, cluster: Clus
         if event.event == "end":
             end = event
     assert end is not None and end.data["stop_reason"] == "CANCELLED"
-    assert end.data["tokens_out"] < 8000
+    assert end.data["tokens_out"] < 16000
     assert client.get(stream.task_id)["status"] == "cancelled"
     client.cancel(stream.task_id)  # idempotent
     health = httpx.get(cluster.worker.url + "/health").json()
@@ -241,9 +241,7 @@ def test_async_client_streams_and_cancels(cluster: Cluster) -> None:
             text = await (
                 await client.stream(MODEL, prompt="Hello", max_tokens=5, temperature=0.0)
             ).text()
-            stream = await client.stream(
-                MODEL, prompt=LONG_PROMPT, max_tokens=8000, temperature=0.0
-            )
+            stream = await client.stream(MODEL, **LONG)
             events: list[Event] = []
             async for event in stream:
                 events.append(event)

@@ -27,8 +27,7 @@ def events(response: httpx.Response) -> Iterator[Event]:
 
 def execute(url: str, token: str | None, body: dict[str, Any], timeout: float = 60) -> list[Event]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with httpx.stream("POST", url + "/execute", json=body, headers=headers,
-                      timeout=timeout) as r:
+    with httpx.stream("POST", url + "/execute", json=body, headers=headers, timeout=timeout) as r:
         assert r.status_code == 200, r.read()
         return list(events(r))
 

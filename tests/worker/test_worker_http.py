@@ -29,8 +29,11 @@ def wait_idle(url: str, timeout: float = 10.0) -> dict[str, object]:
 
 
 def test_stream_shape(worker: Proc) -> None:
-    evs = execute(worker.url, TOKEN, {"prompt": "hello world", "max_tokens": 16, "seed": 7,
-                                      "job_id": "shape-1"})
+    evs = execute(
+        worker.url,
+        TOKEN,
+        {"prompt": "hello world", "max_tokens": 16, "seed": 7, "job_id": "shape-1"},
+    )
     names = [e.event for e in evs]
     assert names[0] == "started" and names[-1] == "end"
     assert set(names[1:-1]) == {"token"}
@@ -44,8 +47,7 @@ def test_stream_shape(worker: Proc) -> None:
 
 
 def test_same_seed_same_tokens(worker: Proc) -> None:
-    body = {"prompt": "the quick brown fox", "max_tokens": 48, "seed": 1234,
-            "ignore_eos": True}
+    body = {"prompt": "the quick brown fox", "max_tokens": 48, "seed": 1234, "ignore_eos": True}
     a, b = execute(worker.url, TOKEN, body), execute(worker.url, TOKEN, body)
     c = execute(worker.url, TOKEN, {**body, "seed": 4321})
     assert text_of(a) == text_of(b)
@@ -74,6 +76,7 @@ def test_multibyte_characters_are_never_split(worker: Proc, tiny_model: Path) ->
     streamed = execute(worker.url, TOKEN, body)
     engine = LlamaEngine.load(tiny_model)
     try:
+
         class Sink:
             def token(self, text: str) -> None:
                 pass
@@ -81,8 +84,16 @@ def test_multibyte_characters_are_never_split(worker: Proc, tiny_model: Path) ->
         import threading
 
         outcome = engine.generate(
-            0, GenerationJob(engine.tokenize("hello"), 300, Sampling(0.8, 0.95, 40, 0.05, 1.0, 2),
-                             ignore_eos=True), threading.Event(), Sink())
+            0,
+            GenerationJob(
+                engine.tokenize("hello"),
+                300,
+                Sampling(0.8, 0.95, 40, 0.05, 1.0, 2),
+                ignore_eos=True,
+            ),
+            threading.Event(),
+            Sink(),
+        )
         pieces = [engine.piece(t) for t in outcome.tokens]
     finally:
         engine.close()
@@ -105,10 +116,14 @@ def _incomplete(piece: bytes) -> bool:
 
 
 def test_cancel_mid_stream(worker: Proc) -> None:
-    body = {"prompt": "hello", "max_tokens": 16000, "seed": 5, "ignore_eos": True,
-            "job_id": "cancel-me"}
-    with httpx.stream("POST", worker.url + "/execute", json=body, headers=AUTH,
-                      timeout=60) as r:
+    body = {
+        "prompt": "hello",
+        "max_tokens": 16000,
+        "seed": 5,
+        "ignore_eos": True,
+        "job_id": "cancel-me",
+    }
+    with httpx.stream("POST", worker.url + "/execute", json=body, headers=AUTH, timeout=60) as r:
         stream = events(r)
         got: list[Event] = []
         for e in stream:
@@ -129,8 +144,7 @@ def test_cancel_mid_stream(worker: Proc) -> None:
 
 def test_client_disconnect_frees_the_slot(worker: Proc) -> None:
     body = {"prompt": "hello", "max_tokens": 16000, "ignore_eos": True}
-    with httpx.stream("POST", worker.url + "/execute", json=body, headers=AUTH,
-                      timeout=60) as r:
+    with httpx.stream("POST", worker.url + "/execute", json=body, headers=AUTH, timeout=60) as r:
         stream = events(r)  # keep a reference: a finalized reader closes the connection
         for e in stream:
             if e.event == "token":
@@ -163,13 +177,16 @@ def test_slots_are_honest_and_overflow_gets_503(worker: Proc) -> None:
 
 
 def test_waiting_request_starts_when_a_slot_frees(tiny_model: Path, tmp_path: Path) -> None:
-    with spawn_worker(tiny_model, tmp_path, slots=1, extra=["--max-queue", "1", "--n-ctx", "16384"]) as w:
+    with spawn_worker(
+        tiny_model, tmp_path, slots=1, extra=["--max-queue", "1", "--n-ctx", "16384"]
+    ) as w:
         long = {"prompt": "hello", "max_tokens": 16000, "ignore_eos": True, "job_id": "long"}
         with httpx.stream("POST", w.url + "/execute", json=long, timeout=60) as r:
             reader = events(r)
             next(reader)
-            with httpx.stream("POST", w.url + "/execute", json={"prompt": "hi", "max_tokens": 4},
-                              timeout=60) as waiting:
+            with httpx.stream(
+                "POST", w.url + "/execute", json={"prompt": "hi", "max_tokens": 4}, timeout=60
+            ) as waiting:
                 assert httpx.get(w.url + "/health").json()["queued"] == 1
                 full = httpx.post(w.url + "/execute", json={"prompt": "x"})
                 assert full.status_code == 503
@@ -186,39 +203,67 @@ def test_eos_ends_generation(eos_model: Path, tmp_path: Path) -> None:
 
 
 def test_chat_messages_use_the_embedded_template(worker: Proc) -> None:
-    evs = execute(worker.url, TOKEN, {"messages": [{"role": "user", "content": "hi"}],
-                                      "max_tokens": 4, "seed": 1})
+    evs = execute(
+        worker.url,
+        TOKEN,
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "seed": 1},
+    )
     # ChatML adds its markers around the one message: far more tokens than "hi" alone.
     assert evs[0].data["prompt_tokens"] > 10
     assert evs[-1].event == "end"
 
 
 def test_bad_input_is_400_problem_listing_each_field(worker: Proc) -> None:
-    r = httpx.post(worker.url + "/execute", headers=AUTH, json={
-        "prompt": "x", "max_tokens": 0, "temperature": 2.5, "top_p": 1.5,
-        "stop": ["a", "b", "c", "d", "e"], "colour": "red"})
+    r = httpx.post(
+        worker.url + "/execute",
+        headers=AUTH,
+        json={
+            "prompt": "x",
+            "max_tokens": 0,
+            "temperature": 2.5,
+            "top_p": 1.5,
+            "stop": ["a", "b", "c", "d", "e"],
+            "colour": "red",
+        },
+    )
     assert r.status_code == 400
     assert r.headers["content-type"] == "application/problem+json"
     body = r.json()
     assert body["code"] == "INVALID_PARAMS" and body["status"] == 400
     assert {e["field"] for e in body["errors"]} == {
-        "max_tokens", "temperature", "top_p", "stop", "colour"}
-    both = httpx.post(worker.url + "/execute", headers=AUTH,
-                      json={"prompt": "x", "messages": [{"role": "user", "content": "y"}]})
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "colour",
+    }
+    both = httpx.post(
+        worker.url + "/execute",
+        headers=AUTH,
+        json={"prompt": "x", "messages": [{"role": "user", "content": "y"}]},
+    )
     assert both.status_code == 400 and both.json()["errors"][0]["field"] == "prompt"
-    role = httpx.post(worker.url + "/execute", headers=AUTH,
-                      json={"messages": [{"role": "robot", "content": "y"}]})
+    role = httpx.post(
+        worker.url + "/execute",
+        headers=AUTH,
+        json={"messages": [{"role": "robot", "content": "y"}]},
+    )
     assert role.status_code == 400 and role.json()["errors"][0]["field"] == "messages[0].role"
     garbage = httpx.post(worker.url + "/execute", headers=AUTH, content=b"{not json")
     assert garbage.status_code == 400 and garbage.json()["code"] == "INVALID_PARAMS"
-    too_long = httpx.post(worker.url + "/execute", headers=AUTH,
-                          json={"prompt": "x", "max_tokens": 32000})
+    too_long = httpx.post(
+        worker.url + "/execute", headers=AUTH, json={"prompt": "x", "max_tokens": 32000}
+    )
     assert too_long.status_code == 400 and too_long.json()["errors"][0]["field"] == "max_tokens"
 
 
 def test_token_is_required_except_for_health(worker: Proc) -> None:
-    for path, method in (("/execute", "POST"), ("/cancel", "POST"), ("/metrics", "GET"),
-                         ("/shutdown", "POST")):
+    for path, method in (
+        ("/execute", "POST"),
+        ("/cancel", "POST"),
+        ("/metrics", "GET"),
+        ("/shutdown", "POST"),
+    ):
         r = httpx.request(method, worker.url + path, json={})
         assert r.status_code == 401, path
         assert r.headers["www-authenticate"].startswith("Bearer")
@@ -258,15 +303,48 @@ def test_gpu_backend_without_offload_fails_with_one_line(tiny_model: Path) -> No
 
     if gpu_offload_supported():
         pytest.skip("this llama-cpp-python build has GPU offload")
-    r = subprocess.run([sys.executable, "-m", "worker", "--model", str(tiny_model),
-                        "--backend", "cuda"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "worker", "--model", str(tiny_model), "--backend", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "no GPU offload" in lines[0]
 
 
 def test_missing_model_fails_with_one_line(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "worker", "--model", str(tmp_path / "nope.gguf")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "worker", "--model", str(tmp_path / "nope.gguf")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert r.stderr.strip() == f"llorch-workerd: model file not found: {tmp_path / 'nope.gguf'}"
+
+
+def test_cancel_of_a_queued_job_ends_it_at_once(tiny_model: Path, tmp_path: Path) -> None:
+    with spawn_worker(
+        tiny_model, tmp_path, slots=1, extra=["--max-queue", "1", "--n-ctx", "16384"]
+    ) as w:
+        long = {"prompt": "hello", "max_tokens": 16000, "ignore_eos": True, "job_id": "long"}
+        with httpx.stream("POST", w.url + "/execute", json=long, timeout=60) as r:
+            reader = events(r)
+            next(reader)
+            with httpx.stream(
+                "POST",
+                w.url + "/execute",
+                timeout=60,
+                json={"prompt": "hi", "max_tokens": 4, "job_id": "queued"},
+            ) as q:
+                assert httpx.get(w.url + "/health").json()["queued"] == 1
+                ack = httpx.post(w.url + "/cancel", json={"job_id": "queued"})
+                assert ack.json() == {"job_id": "queued", "state": "cancelled", "tokens_emitted": 0}
+                evs = list(events(q))
+            assert [e.event for e in evs] == ["end"]
+            assert evs[0].data["stop_reason"] == "CANCELLED"
+            health = httpx.get(w.url + "/health").json()
+            assert (health["queued"], health["slots_busy"]) == (0, 1), "the long job runs on"
+            httpx.post(w.url + "/cancel", json={"job_id": "long"})

@@ -1,0 +1,140 @@
+"""Workers spawned with --orchestrator register with a real orchestratord; stop deregisters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pool_ctl import procs
+from pool_ctl.models import import_file
+from pool_ctl.settings import Settings
+from tests.pool_ctl.helpers import pool_env, run_pool
+from tests.support import Proc, free_port, spawn
+
+pytestmark = pytest.mark.e2e
+TOKEN = "cluster-secret"
+
+
+@pytest.fixture
+def orchestrator(tmp_path: Path) -> Iterator[Proc]:
+    port = free_port()
+    args = [
+        "orchestratord",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(tmp_path / "orchd"),
+        "--cluster-token",
+        TOKEN,
+    ]
+    with spawn(args, port, tmp_path / "orchd.log", "/health") as p:
+        yield p
+
+
+@pytest.fixture
+def env(home: Path, tiny_model: Path) -> Iterator[dict[str, str]]:
+    import_file(Settings.build(home), tiny_model, model_id="tiny")
+    e = pool_env(home)
+    yield e
+    run_pool(["worker", "stop", "--all", "--grace", "2"], e)
+
+
+def registered(orch: Proc) -> dict[str, str]:
+    r = httpx.get(orch.url + "/v2/workers", headers={"Authorization": f"Bearer {TOKEN}"})
+    r.raise_for_status()
+    workers: list[dict[str, Any]] = r.json()["workers"]
+    return {w["id"]: w.get("state", "") for w in workers}
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_stop_deregisters_from_orchestratord(env: dict[str, str], orchestrator: Proc) -> None:
+    r = run_pool(
+        [
+            "worker",
+            "spawn",
+            "cpu",
+            "--model",
+            "tiny",
+            "--json",
+            "--orchestrator",
+            orchestrator.url,
+            "--token",
+            TOKEN,
+        ],
+        env,
+    )
+    assert r.code == 0, r.err
+    record = r.json()
+    wid = record["worker_id"]
+    assert record["orchestrator"] == orchestrator.url and record["has_token"] is True
+    # The token reaches the worker through its environment, never its command line.
+    assert TOKEN not in " ".join(procs.cmdline(record["pid"]) or [])
+    assert TOKEN not in run_pool(["worker", "list", "--json"], env).out
+    # Registration is the worker's job; this test registers it as the worker would, so what
+    # follows does not depend on the worker's timing.
+    body = {
+        "worker_id": wid,
+        "url": record["url"],
+        "model": "tiny",
+        "backend": "cpu",
+        "pool": "test",
+        "slots_total": 1,
+        "n_ctx": 4096,
+    }
+    reg = httpx.post(
+        orchestrator.url + "/v2/workers/register",
+        json=body,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert reg.status_code in (200, 201), reg.text
+    assert wid in registered(orchestrator)
+    # A killed worker cannot deregister itself: only `worker stop` can tell orchestratord.
+    os.kill(record["pid"], signal.SIGKILL)
+    assert wait_for(
+        lambda: procs.identify(record["pid"], record["start_time"], record["cmdline"]) == "gone"
+    )
+    stopped = run_pool(["worker", "stop", wid, "--json"], env)
+    assert stopped.code == 0, stopped.err
+    assert stopped.json()["stopped"] == [
+        {"worker_id": wid, "process": "gone", "orchestrator": "deregistered"}
+    ]
+    assert wid not in registered(orchestrator)
+
+
+def test_stop_tolerates_an_unreachable_orchestrator(env: dict[str, str]) -> None:
+    gone = f"http://127.0.0.1:{free_port()}"
+    r = run_pool(
+        [
+            "worker",
+            "spawn",
+            "cpu",
+            "--model",
+            "tiny",
+            "--json",
+            "--orchestrator",
+            gone,
+            "--token",
+            TOKEN,
+        ],
+        env,
+    )
+    assert r.code == 0, r.err
+    stopped = run_pool(["worker", "stop", r.json()["worker_id"], "--json"], env)
+    assert stopped.code == 0, stopped.err
+    assert stopped.json()["stopped"][0]["orchestrator"] == "orchestrator unreachable (ConnectError)"
+    assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}
