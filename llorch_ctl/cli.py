@@ -12,15 +12,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer._click.core import Context as ClickContext
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperCommand
 
-from llorch_ctl import infer as direct
-from llorch_ctl import orch
 from llorch_ctl.errors import CtlError, Interrupted
 from llorch_ctl.inventory import Inventory, load_inventory, resolve_target
 from llorch_ctl.remote import (
@@ -32,6 +30,11 @@ from llorch_ctl.remote import (
     split_remote_args,
     status_json,
 )
+
+if TYPE_CHECKING:
+    from llorch_ctl.orch import OrchSettings
+
+# httpx and the SDK are imported by the HTTP commands only: `llorch pool ...` starts faster.
 
 
 @dataclass(frozen=True)
@@ -208,8 +211,10 @@ KeyOpt = Annotated[
 
 def _orch(
     ctx: typer.Context, url: str | None, key: str | None, *, cluster: bool = False
-) -> orch.OrchSettings:
+) -> OrchSettings:
     """`key` is the client API key, or with `cluster` the cluster token (worker registry)."""
+    from llorch_ctl import orch
+
     if url is None or key is None:
         inv = _settings(ctx).inventory()
         inv_key = inv.cluster_token if cluster else inv.api_key
@@ -245,6 +250,9 @@ def infer(
     stats: Annotated[bool, typer.Option(help="Print the end event as JSON on stderr.")] = False,
 ) -> int:
     """Stream one generation, token by token, to stdout."""
+    from llorch_ctl import infer as direct
+    from llorch_ctl import orch
+
     if (worker is None) == (model is None):
         raise UsageError("give exactly one of --worker HOST:PORT or --model NAME", ctx)
     params: dict[str, Any] = {"max_tokens": max_tokens}
@@ -275,6 +283,8 @@ def tasks_status(
     ctx: typer.Context, task_id: str, orch_url: UrlOpt = None, api_key: KeyOpt = None
 ) -> int:
     """Print a task's record as JSON."""
+    from llorch_ctl import orch
+
     record = orch.task_status(_orch(ctx, orch_url, api_key), task_id)
     sys.stdout.write(json.dumps(record, indent=2) + "\n")
     return 0
@@ -285,6 +295,8 @@ def tasks_cancel(
     ctx: typer.Context, task_id: str, orch_url: UrlOpt = None, api_key: KeyOpt = None
 ) -> int:
     """Cancel a task (idempotent)."""
+    from llorch_ctl import orch
+
     orch.task_cancel(_orch(ctx, orch_url, api_key), task_id)
     sys.stderr.write(f"cancelled {task_id}\n")
     return 0
@@ -305,6 +317,8 @@ def workers(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> int:
     """Show orchestratord's worker registry."""
+    from llorch_ctl import orch
+
     ws = orch.workers(_orch(ctx, orch_url, cluster_token, cluster=True))
     sys.stdout.write(json.dumps(ws, indent=2) + "\n" if as_json else orch.render_workers(ws))
     return 0

@@ -265,4 +265,4 @@ def _wait_ready(record: WorkerRecord, records: Records, timeout: float, log_star
                 f"worker {wid} {why}; it was stopped: {log_tail(log_path, log_start)}",
                 f"see {log_path}" if failed else f"see {log_path}; a slow load needs --timeout",
             )
-        time.sleep(0.1)
+        time.sleep(0.05)

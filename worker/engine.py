@@ -191,7 +191,8 @@ class LlamaEngine:
         self, slot: int, job: GenerationJob, cancel: threading.Event, sink: TokenSink
     ) -> Outcome:
         ctx = self._contexts[slot]
-        lc.llama_memory_clear(lc.llama_get_memory(ctx), True)
+        # Metadata only: positions restart at 0, so stale K/V data is never read.
+        lc.llama_memory_clear(lc.llama_get_memory(ctx), False)
         ban = self._eog_tokens() if job.ignore_eos else ()
         sampler = _make_sampler(job.sampling, lc.llama_vocab_n_tokens(self._vocab), ban)
         try:
