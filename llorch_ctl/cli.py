@@ -21,20 +21,13 @@ from typer.core import TyperCommand
 
 from llorch_ctl.errors import CtlError, Interrupted
 from llorch_ctl.inventory import Inventory, load_inventory, resolve_target
-from llorch_ctl.remote import (
-    gather_status,
-    live_sink,
-    paramiko_factory,
-    render_status,
-    run_pool_command,
-    split_remote_args,
-    status_json,
-)
+from llorch_ctl.passthrough import split_remote_args
 
 if TYPE_CHECKING:
     from llorch_ctl.orch import OrchSettings
 
-# httpx and the SDK are imported by the HTTP commands only: `llorch pool ...` starts faster.
+# httpx and the SDK are imported by the HTTP commands only, paramiko by the SSH ones: each
+# command starts faster (bench/ssh.py compares `llorch pool` with plain `ssh`).
 
 
 @dataclass(frozen=True)
@@ -128,6 +121,8 @@ def _remote(words: Sequence[str]) -> Callable[..., int]:
         accept_new_host_key: AcceptOpt = False,
         connect_timeout: TimeoutOpt = None,
     ) -> int:
+        from llorch_ctl.remote import live_sink, paramiko_factory, run_pool_command
+
         target = resolve_target(_settings(ctx).inventory(), host, connect_timeout=connect_timeout)
         transport = paramiko_factory(accept_new_host_key)(target)
         try:
@@ -184,6 +179,8 @@ def pool_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> int:
     """Ask every pool at once for its workers and print one table (exit 1 if any failed)."""
+    from llorch_ctl.remote import gather_status, paramiko_factory, render_status, status_json
+
     inv = _settings(ctx).inventory()
     names = list(host) if host else list(inv.pools)
     for n in names:
@@ -327,6 +324,9 @@ def workers(
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: returns the exit code (the remote one for `llorch pool ...`)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # paramiko imports `invoke` (0.1 s, mostly unittest.mock) only to run ssh_config `Match
+    # exec` lines, which llorch does not support; the operator's CLI starts faster without it.
+    sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     try:
         rv = app(args=args, prog_name="llorch", standalone_mode=False)
     except CtlError as e:

@@ -48,7 +48,8 @@ def _daemon(name: str, args: list[str], log: Path) -> Iterator[subprocess.Popen[
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        print(f"[demo] {name} stopped (exit {proc.returncode})", file=sys.stderr)
+        how = "by SIGTERM" if proc.returncode == -signal.SIGTERM else f"exit {proc.returncode}"
+        print(f"[demo] {name} stopped ({how})", file=sys.stderr)
 
 
 def _wait(
@@ -129,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                 orch_log,
             )
             client = Client(orch_url, api_key=api_key)
+            admin = Client(orch_url, api_key=token)  # the registry takes the cluster token
             _wait(
                 "the worker to register",
-                lambda: any(w.get("state") == "ready" for w in client.workers()),
+                lambda: any(w.get("state") == "ready" for w in admin.workers()),
                 worker,
                 worker_log,
             )

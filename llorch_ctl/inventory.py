@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paramiko
-
 from llorch_ctl.errors import ConfigError, UnknownPool
 
 DEFAULT_CONFIG = Path("~/.config/llorch/config.toml")
@@ -192,11 +190,16 @@ def load_inventory(path: Path | None) -> Inventory:
     return parse_inventory(data, p)
 
 
-def _load_ssh_config(path: Path) -> paramiko.SSHConfig:
+def _ssh_config_for(path: Path, alias: str) -> Mapping[str, Any]:
+    import paramiko  # only here: `llorch infer` and friends never pay for it
+
     try:
-        return paramiko.SSHConfig.from_path(str(path))
+        return paramiko.SSHConfig.from_path(str(path)).lookup(alias)
     except OSError as e:
         raise ConfigError(f"cannot read ssh config {path}: {e}") from e
+    except ImportError as e:
+        # `Match exec` needs `invoke`, which the CLI leaves out to start faster.
+        raise ConfigError(f"ssh config {path}: `Match exec` is not supported by llorch") from e
     except Exception as e:  # paramiko raises ConfigParseError and plain exceptions
         raise ConfigError(f"ssh config {path} is invalid: {e}") from e
 
@@ -208,7 +211,7 @@ def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None =
     ssh_cfg_path = (inv.ssh_config or DEFAULT_SSH_CONFIG).expanduser()
     cfg: Mapping[str, Any] = {}
     if ssh_cfg_path.exists():
-        cfg = _load_ssh_config(ssh_cfg_path).lookup(alias)
+        cfg = _ssh_config_for(ssh_cfg_path, alias)
     port = entry.port
     if port is None:
         try:

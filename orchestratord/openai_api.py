@@ -8,7 +8,8 @@ Parameter mapping: `max_completion_tokens` (or `max_tokens`), `temperature`, `to
 `stop` (a string or a list) pass through; `n` must be 1; `user` becomes the task's `session_id`
 (so one end user's requests stick to one worker) unless `session_id` is given. llama.cpp's
 `top_k`, `min_p`, `repeat_penalty` and llorch's `priority`, `session_id`, `deadline_ms`,
-`ignore_eos` are accepted as extensions (OpenAI clients send them through `extra_body`). Features llorch does not offer (tools, logprobs, n > 1, penalties, ...)
+`ignore_eos`, `task_id` are accepted as extensions (OpenAI clients send them through
+`extra_body`). The task's id is in the `X-Llorch-Task-Id` header and in the object `id`. Features llorch does not offer (tools, logprobs, n > 1, penalties, ...)
 are refused with 400 rather than silently ignored; unknown fields are ignored, as OpenAI does.
 
 Errors: the body is problem+json as on every llorch API (`code`, `retriable`, `retry_after_ms`)

@@ -40,6 +40,7 @@ _PASS_THROUGH = (
     "session_id",
     "deadline_ms",
     "ignore_eos",
+    "task_id",
 )
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _FINISH = {"MAX_TOKENS": "length", "EOS": "stop", "STOP_SEQUENCE": "stop", "CANCELLED": "stop"}

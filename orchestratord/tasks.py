@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any, Literal
 
@@ -161,14 +161,20 @@ class TaskEvent:
         return f"TaskEvent({self.id}, {self.event!r}, {self.raw!r})"
 
 
-@dataclass
 class TaskLog:
-    """A task's events in order, plus a wake-up for readers waiting on the next one."""
+    """A task's events in order, plus a wake-up for readers waiting on the next one.
 
-    events: list[TaskEvent] = field(default_factory=list)
-    closed: bool = False
-    readers: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    The wake-up event is made only when a reader waits, and dropped when set, so appending
+    a token costs no allocation while readers are busy sending.
+    """
+
+    __slots__ = ("_changed", "closed", "events", "readers")
+
+    def __init__(self) -> None:
+        self.events: list[TaskEvent] = []
+        self.closed = False
+        self.readers = 0
+        self._changed: asyncio.Event | None = None
 
     def append(
         self, event: str, data: Mapping[str, Any] | None = None, raw: bytes | None = None
@@ -179,19 +185,21 @@ class TaskLog:
         self.events.append(ev)
         if event in TERMINAL_EVENTS:
             self.closed = True
-        self._wake()
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
         return ev
-
-    def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
 
     async def wait(self, index: int, wait_s: float | None = None) -> bool:
         """Wait until an event with id >= `index` exists or the log closed; False on timeout."""
         if index < len(self.events) or self.closed:
             return True
+        if self._changed is None:
+            self._changed = asyncio.Event()
         try:
-            await asyncio.wait_for(self._changed.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self._changed.wait()
         except TimeoutError:
             return False
         return True

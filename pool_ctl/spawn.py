@@ -49,7 +49,8 @@ def log_tail(path: Path, since: int = 0, lines: int = 15) -> str:
             text = f.read().decode(errors="replace")
     except FileNotFoundError:
         return "(no log)"
-    return " | ".join(line for line in text.splitlines()[-lines:] if line.strip()) or "(nothing in its log yet)"
+    kept = [line for line in text.splitlines()[-lines:] if line.strip()]
+    return " | ".join(kept) or "(nothing in its log yet)"
 
 
 def _live_ports(records: Records) -> set[int]:

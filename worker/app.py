@@ -23,6 +23,7 @@ from shared.auth import BearerAuth
 from shared.problem import InvalidParams, install_problem_handlers
 from worker.engine import InferenceEngine
 from worker.params import parse_execute
+from worker.registration import Registration, run_registration
 from worker.runner import WorkerState, stream_job
 from worker.settings import WorkerSettings
 
@@ -105,10 +106,18 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         state = WorkerState.create(settings)
         loader = asyncio.create_task(_load(state, load_engine, app))
+        registration = None
+        if settings.orchestrator_url:
+            reg = Registration.from_settings(settings)
+            registration = asyncio.create_task(run_registration(reg, state.health))
         try:
             yield {"worker": state}
         finally:
             loader.cancel()
+            if registration is not None:  # deregisters on its way out
+                registration.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registration
             state.jobs.cancel_all()
             state.executor.shutdown(wait=True, cancel_futures=True)
             if state.engine is not None:

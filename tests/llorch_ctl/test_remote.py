@@ -23,7 +23,8 @@ from llorch_ctl.errors import (
     SshError,
     UnknownPool,
 )
-from llorch_ctl.remote import PoolStatus, render_status, split_remote_args
+from llorch_ctl.passthrough import split_remote_args
+from llorch_ctl.remote import PoolStatus, render_status
 from llorch_ctl.transport import remote_command_line
 
 

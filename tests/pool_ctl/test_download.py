@@ -146,3 +146,14 @@ def test_an_id_taken_by_another_file_needs_force(
     )
     assert r.code == 0
     assert r.json()["filename"] == "tiny-q8_0.gguf"
+
+
+def test_downloading_again_transfers_nothing(
+    cli_env: Path, hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = call(["models", "download", f"{REPO}:tiny-f32.gguf", "--json"], capsys)
+    assert first.code == 0, first.err
+    again = call(["models", "download", f"{REPO}:tiny-f32.gguf", "--json"], capsys)
+    assert again.code == 0, again.err
+    assert again.json() == first.json()
+    assert len(hub.gets("tiny-f32.gguf")) == 1

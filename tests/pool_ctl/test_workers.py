@@ -22,7 +22,7 @@ from pool_ctl import procs
 from pool_ctl.models import import_file
 from pool_ctl.records import Records, WorkerRecord
 from pool_ctl.settings import Settings
-from tests.pool_ctl.helpers import pool_env, run_pool
+from tests.pool_ctl.helpers import pool_env, run_pool, start_pool
 
 pytestmark = pytest.mark.e2e
 
@@ -213,3 +213,23 @@ def test_spawn_reports_a_worker_that_dies_with_its_log(
     line = r.err.strip().splitlines()[-1]
     assert line.startswith("llorch-pool: error: worker ") and "see " in line
     assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}
+
+
+def test_logs_follow_prints_new_lines_until_the_worker_ends(env: dict[str, str]) -> None:
+    record = spawn(env)
+    follower = start_pool(["worker", "logs", record["worker_id"], "-f", "-n", "1"], env)
+    try:
+        assert follower.stdout is not None
+        history = follower.stdout.readline()  # the last line so far, printed at once
+        # Lines written from now on reach the follower.
+        with open(record["log_path"], "a") as log:
+            log.write("marker line from the test\n")
+        os.kill(record["pid"], signal.SIGKILL)
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 0, err
+    assert "ready" in history
+    assert "marker line from the test" in out

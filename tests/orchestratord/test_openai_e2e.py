@@ -1,0 +1,180 @@
+"""The real `openai` package against orchestratord's /v1 with a real worker on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.orchestratord.cluster import wait_for
+from tests.orchestratord.sdk_cluster import API_KEY, MODEL, Cluster, run_cluster
+
+pytestmark = pytest.mark.e2e
+QUEUE_CAPACITY = 2
+MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say something."},
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("openai")
+    with run_cluster(tiny_model, tmp, extra=["--queue-capacity", str(QUEUE_CAPACITY)]) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=cluster.url + "/v1", api_key=API_KEY, max_retries=0) as c:
+        yield c
+
+
+def test_openai_streams_a_chat_completion(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
+    assert chunks[0].choices[0].delta.role == "assistant"
+    deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "length" and all(f is None for f in finishes[:-1])
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 6 and usage.prompt_tokens > 0
+    streamed = "".join(deltas)
+    assert streamed
+    # Greedy decoding: the same request without streaming gives the same text.
+    whole = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=6,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert whole.object == "chat.completion"
+    assert whole.choices[0].message.role == "assistant"
+    assert whole.choices[0].message.content == streamed
+    assert whole.choices[0].finish_reason == "length"
+    assert whole.usage is not None
+    assert (whole.usage.completion_tokens, whole.usage.prompt_tokens) == (6, usage.prompt_tokens)
+
+
+def test_openai_non_streaming_completion(client: openai.OpenAI) -> None:
+    done = client.completions.create(
+        model=MODEL,
+        prompt="Once upon a time",
+        max_tokens=5,
+        seed=3,
+        extra_body={"ignore_eos": True},
+    )
+    assert done.object == "text_completion" and done.model == MODEL
+    assert done.choices[0].finish_reason == "length" and done.choices[0].text
+    assert done.usage is not None and done.usage.completion_tokens == 5
+    chunks = list(
+        client.completions.create(
+            model=MODEL,
+            prompt="Once upon a time",
+            max_tokens=5,
+            seed=3,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks) == done.choices[0].text
+
+
+def test_openai_lists_the_served_models(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == [MODEL]
+
+
+def test_openai_errors_carry_status_and_code(cluster: Cluster, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, n=2)
+    assert bad.value.status_code == 400 and bad.value.code == "INVALID_PARAMS"
+    assert bad.value.param == "n"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model=MODEL, prompt="x", temperature=7)
+    assert bad.value.param == "temperature"
+    stranger = openai.OpenAI(base_url=cluster.url + "/v1", api_key="wrong", max_retries=0)
+    with stranger, pytest.raises(openai.AuthenticationError):
+        stranger.models.list()
+
+
+def test_a_full_queue_is_a_rate_limit_error(cluster: Cluster, client: openai.OpenAI) -> None:
+    queued = [
+        httpx.post(
+            cluster.url + "/v2/tasks",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            json={"model": "no-such-model", "prompt": "x"},
+        )
+        for _ in range(QUEUE_CAPACITY)
+    ]
+    try:
+        with pytest.raises(openai.RateLimitError) as full:
+            client.completions.create(model=MODEL, prompt="x", max_tokens=1)
+        assert full.value.status_code == 429 and full.value.code == "QUEUE_FULL"
+        assert full.value.response.headers["retry-after"] == "1"
+    finally:
+        for r in queued:
+            httpx.post(
+                f"{cluster.url}/v2/tasks/{r.json()['task_id']}/cancel",
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            )
+
+
+def _status(cluster: Cluster, task_id: str) -> str:
+    r = httpx.get(
+        f"{cluster.url}/v2/tasks/{task_id}", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    return str(r.json()["status"])
+
+
+def _slots_busy(cluster: Cluster) -> int:
+    return int(httpx.get(cluster.worker.url + "/health").json()["slots_busy"])
+
+
+LONG = {"ignore_eos": True}
+
+
+def test_closing_a_stream_cancels_its_task(cluster: Cluster, client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=16000,
+        stream=True,
+        extra_body=LONG,
+    )
+    task_id = stream.response.headers["x-llorch-task-id"]
+    for n, _chunk in enumerate(stream):
+        if n == 3:
+            break
+    assert _status(cluster, task_id) == "running"
+    stream.close()
+    wait_for(lambda: _status(cluster, task_id) == "cancelled", what="the task to be cancelled")
+    wait_for(lambda: _slots_busy(cluster) == 0, what="the worker slot to be freed")
+
+
+def test_a_client_giving_up_on_a_completion_cancels_its_task(cluster: Cluster) -> None:
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 16000, "task_id": "oa-gives-up", **LONG}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            cluster.url + "/v1/completions",
+            json=body,
+            timeout=1.0,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    wait_for(
+        lambda: _status(cluster, "oa-gives-up") == "cancelled", what="the task to be cancelled"
+    )
+    wait_for(lambda: _slots_busy(cluster) == 0, what="the worker slot to be freed")
