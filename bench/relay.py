@@ -29,8 +29,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestratord.relay import iter_sse  # noqa: E402
-from tests.support import free_port, wait_http_ready  # noqa: E402
+from orchestratord.relay import iter_sse
+from tests.support import free_port, wait_http_ready
 
 TOKEN = "bench-cluster-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -40,8 +40,9 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
     try:
         yield proc
     finally:
@@ -74,48 +75,54 @@ async def one_stream(
 
 
 async def run_batch(
-    url: str, body: dict[str, Any], headers: dict[str, str], n: int
-) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=120, limits=limits, trust_env=False) as client:
-        start = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, url, body, headers)
-                                         for _ in range(n)))
-        wall = time.perf_counter() - start
-    ttfts = sorted(r[0] * 1000 for r in results)
-    tokens = sum(r[2] for r in results)
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str], n: int
+) -> tuple[list[float], float]:
+    """n concurrent streams: (TTFT of each in ms, aggregate tokens/s)."""
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one_stream(client, url, body, headers) for _ in range(n)))
+    wall = time.perf_counter() - start
+    return [r[0] * 1000 for r in results], sum(r[2] for r in results) / wall
+
+
+def _summary(ttfts: list[float], rates: list[float]) -> dict[str, float]:
+    ttfts = sorted(ttfts)
     return {
         "ttft_p50_ms": round(statistics.median(ttfts), 3),
         "ttft_p95_ms": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))], 3),
-        "tokens_per_s": round(tokens / wall, 1),
-        "tokens": tokens,
-        "wall_s": round(wall, 3),
+        "tokens_per_s": round(statistics.median(rates), 1),
+        "streams": len(ttfts),
     }
-
-
-def _median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
-    keys = ("ttft_p50_ms", "ttft_p95_ms", "tokens_per_s")
-    return {k: round(statistics.median(r[k] for r in rounds), 3) for k in keys}
 
 
 async def measure(
     worker_url: str, orch_url: str, model: str, n: int, max_tokens: int, rounds: int
 ) -> dict[str, Any]:
-    direct_body = {"prompt": "benchmark the relay", "max_tokens": max_tokens,
-                   "ignore_eos": True, "temperature": 0.8, "seed": 1}
+    """Alternate direct and relayed batches; TTFT pooled over all streams, tokens/s the median
+    over batches. Small batches get more rounds so every figure rests on >= 24 streams."""
+    direct_body = {
+        "prompt": "benchmark the relay",
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0.8,
+        "seed": 1,
+    }
     relayed_body = {"model": model, **direct_body}
-    sse = {**AUTH, "accept": "text/event-stream"}
-    direct: list[dict[str, float]] = []
-    relayed: list[dict[str, float]] = []
-    await run_batch(orch_url + "/v2/tasks", relayed_body, sse, min(n, 4))  # warm up
-    for r in range(rounds):
-        order = ["direct", "relayed"] if r % 2 == 0 else ["relayed", "direct"]
-        for path in order:
-            if path == "direct":
-                direct.append(await run_batch(worker_url + "/execute", direct_body, AUTH, n))
-            else:
-                relayed.append(await run_batch(orch_url + "/v2/tasks", relayed_body, sse, n))
-    d, o = _median_of(direct), _median_of(relayed)
+    paths = {
+        "direct": (worker_url + "/execute", direct_body, AUTH),
+        "relayed": (orch_url + "/v2/tasks", relayed_body, {**AUTH, "accept": "text/event-stream"}),
+    }
+    ttfts: dict[str, list[float]] = {"direct": [], "relayed": []}
+    rates: dict[str, list[float]] = {"direct": [], "relayed": []}
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=120, limits=limits, trust_env=False) as client:
+        for path in paths:  # warm up both paths (connections, caches)
+            await run_batch(client, *paths[path], min(n, 4))
+        for r in range(max(rounds, -(-24 // n))):
+            for path in ("direct", "relayed") if r % 2 == 0 else ("relayed", "direct"):
+                t, rate = await run_batch(client, *paths[path], n)
+                ttfts[path] += t
+                rates[path].append(rate)
+    d, o = _summary(ttfts["direct"], rates["direct"]), _summary(ttfts["relayed"], rates["relayed"])
     return {
         "concurrency": n,
         "direct": d,
@@ -130,7 +137,7 @@ def main() -> None:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--slots", type=int, default=4)
     p.add_argument("--policy-workers", default="10,100,1000")
     args = p.parse_args()
@@ -139,21 +146,55 @@ def main() -> None:
     wport, oport = free_port(), free_port()
     worker_url, orch_url = f"http://127.0.0.1:{wport}", f"http://127.0.0.1:{oport}"
     with (
-        process(["orchestratord", "--port", str(oport), "--state-dir", str(tmp / "state"),
-                 "--cluster-token", TOKEN, "--api-key", TOKEN, "--log-level", "warning",
-                 "--heartbeat-stale-ms", "3600000", "--heartbeat-dead-ms", "7200000"],
-                tmp / "orchestratord.log") as orch,
-        process(["worker", "--model", str(args.model), "--port", str(wport), "--slots",
-                 str(args.slots), "--max-queue", str(max(levels) * 2), "--token", TOKEN,
-                 "--orchestrator-url", orch_url, "--worker-id", "bench-w1"],
-                tmp / "worker.log") as worker,
+        process(
+            [
+                "orchestratord",
+                "--port",
+                str(oport),
+                "--state-dir",
+                str(tmp / "state"),
+                "--cluster-token",
+                TOKEN,
+                "--api-key",
+                TOKEN,
+                "--log-level",
+                "warning",
+                "--heartbeat-stale-ms",
+                "3600000",
+                "--heartbeat-dead-ms",
+                "7200000",
+            ],
+            tmp / "orchestratord.log",
+        ) as orch,
+        process(
+            [
+                "worker",
+                "--model",
+                str(args.model),
+                "--port",
+                str(wport),
+                "--slots",
+                str(args.slots),
+                "--max-queue",
+                str(max(levels) * 2),
+                "--token",
+                TOKEN,
+                "--orchestrator-url",
+                orch_url,
+                "--worker-id",
+                "bench-w1",
+            ],
+            tmp / "worker.log",
+        ) as worker,
     ):
         wait_http_ready(orch_url + "/health", orch)
         wait_http_ready(worker_url + "/health", worker, ready="ready", timeout=60)
         model = httpx.get(worker_url + "/health").json()["model"]
         _ensure_registered(orch_url, worker_url, model, args.slots)
-        results = [asyncio.run(measure(worker_url, orch_url, model, n, args.max_tokens,
-                                       args.rounds)) for n in levels]
+        results = [
+            asyncio.run(measure(worker_url, orch_url, model, n, args.max_tokens, args.rounds))
+            for n in levels
+        ]
     report: dict[str, Any] = {
         "bench": "relay",
         "model": model,
@@ -161,14 +202,14 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "results": results,
         "targets": {"added_ttft_p50_ms_max": 5.0, "tokens_per_s_ratio_at_16_min": 0.9},
     }
     try:
         from bench.policy_cost import measure as policy_measure
 
-        report["policy_decision"] = [policy_measure(int(n))
-                                     for n in args.policy_workers.split(",")]
+        report["policy_decision"] = [policy_measure(int(n)) for n in args.policy_workers.split(",")]
     except ImportError as e:  # the policy bench ships separately
         report["policy_decision"] = f"unavailable: {e}"
     print(json.dumps(report, indent=2))
@@ -183,11 +224,17 @@ def _ensure_registered(orch_url: str, worker_url: str, model: str, slots: int) -
         if any(w["id"] == "bench-w1" and w["state"] == "ready" for w in listed):
             return
         time.sleep(0.1)
-    httpx.post(orch_url + "/v2/workers/register", headers=AUTH, json={
-        "worker_id": "bench-w1", "url": worker_url, "model": model, "slots_total": slots,
-    }).raise_for_status()
-    print("note: the worker did not register itself; registered by the bench",
-          file=sys.stderr)
+    httpx.post(
+        orch_url + "/v2/workers/register",
+        headers=AUTH,
+        json={
+            "worker_id": "bench-w1",
+            "url": worker_url,
+            "model": model,
+            "slots_total": slots,
+        },
+    ).raise_for_status()
+    print("note: the worker did not register itself; registered by the bench", file=sys.stderr)
 
 
 if __name__ == "__main__":

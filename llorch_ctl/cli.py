@@ -6,334 +6,22 @@ Every failure is one line on stderr (`llorch: ...`) and a distinct exit code (sp
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Sequence
 
-import typer
-from typer._click.core import Context as ClickContext
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-from typer.core import TyperCommand
-
-from llorch_ctl.errors import CtlError, Interrupted
-from llorch_ctl.inventory import Inventory, load_inventory, resolve_target
-from llorch_ctl.passthrough import split_remote_args
-
-if TYPE_CHECKING:
-    from llorch_ctl.orch import OrchSettings
-
-# httpx and the SDK are imported by the HTTP commands only, paramiko by the SSH ones: each
-# command starts faster (bench/ssh.py compares `llorch pool` with plain `ssh`).
+from llorch_ctl.errors import CtlError
+from llorch_ctl.passthrough import fast_remote
 
 
-@dataclass(frozen=True)
-class CtlSettings:
-    """What the top-level options say; the inventory is read only by commands that need it."""
+def _run_typer(args: list[str]) -> int:
+    import typer
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-    config: Path | None
-    debug: bool
+    from llorch_ctl.app import app
 
-    def inventory(self) -> Inventory:
-        return load_inventory(self.config)
-
-
-def _settings(ctx: typer.Context) -> CtlSettings:
-    obj = ctx.find_root().obj
-    assert isinstance(obj, CtlSettings)
-    return obj
-
-
-app = typer.Typer(
-    name="llorch",
-    help="Operate a llorch fleet: pool hosts over SSH, orchestratord over HTTP.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-pool_app = typer.Typer(help="Run llorch-pool on a pool host over SSH.", no_args_is_help=True)
-models_app = typer.Typer(
-    help="Models on a pool host (`llorch-pool models ...`).", no_args_is_help=True
-)
-worker_app = typer.Typer(
-    help="Workers on a pool host (`llorch-pool worker ...`).", no_args_is_help=True
-)
-tasks_app = typer.Typer(help="Tasks in orchestratord.", no_args_is_help=True)
-app.add_typer(pool_app, name="pool")
-pool_app.add_typer(models_app, name="models")
-pool_app.add_typer(worker_app, name="worker")
-app.add_typer(tasks_app, name="tasks")
-
-
-@app.callback()
-def root(
-    ctx: typer.Context,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="LLORCH_CONFIG",
-            help="Inventory file (default ~/.config/llorch/config.toml).",
-            show_default=False,
-        ),
-    ] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks on failure.")] = False,
-) -> None:
-    ctx.obj = CtlSettings(config=config, debug=debug)
-
-
-# --- llorch pool ... -----------------------------------------------------------------------
-
-HostOpt = Annotated[str, typer.Option("--host", help="Pool name from the inventory.")]
-AcceptOpt = Annotated[
-    bool,
-    typer.Option(
-        "--accept-new-host-key",
-        help="Trust and save an unknown host key (a changed key is always refused).",
-    ),
-]
-TimeoutOpt = Annotated[
-    float | None,
-    typer.Option("--connect-timeout", help="Seconds to connect and log in.", show_default=False),
-]
-PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-REMOTE_EPILOG = (
-    "Other arguments go to llorch-pool unchanged (--json included). Only the first --host is"
-    " the pool; a later one (spawn's bind address) is llorch-pool's. After `--` everything is"
-    " llorch-pool's, e.g. `-- --help` for its own help."
-)
-
-
-class RemoteCommand(TyperCommand):
-    """Parses only llorch's own options; the rest reaches llorch-pool verbatim, in order."""
-
-    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
-        ours, rest = split_remote_args(args)
-        return super().parse_args(ctx, [*ours, "--", *rest])
-
-
-def _remote(words: Sequence[str]) -> Callable[..., int]:
-    def command(
-        ctx: typer.Context,
-        host: HostOpt,
-        accept_new_host_key: AcceptOpt = False,
-        connect_timeout: TimeoutOpt = None,
-    ) -> int:
-        from llorch_ctl.remote import live_sink, paramiko_factory, run_pool_command
-
-        target = resolve_target(_settings(ctx).inventory(), host, connect_timeout=connect_timeout)
-        transport = paramiko_factory(accept_new_host_key)(target)
-        try:
-            return run_pool_command(
-                target,
-                [*words, *ctx.args],
-                transport,
-                live_sink(sys.stdout.buffer),
-                live_sink(sys.stderr.buffer),
-            )
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted; closed the SSH session to pool {host!r}") from None
-
-    return command
-
-
-def _add_remote(group: typer.Typer, words: Sequence[str], help_text: str) -> None:
-    group.command(
-        words[-1],
-        cls=RemoteCommand,
-        help=help_text,
-        epilog=REMOTE_EPILOG,
-        context_settings=PASSTHROUGH,
-    )(_remote(words))
-
-
-for _name, _help in {
-    "download": "Download a GGUF model from Hugging Face on the pool host.",
-    "list": "List the pool host's models.",
-    "rm": "Remove a model from the pool host.",
-    "import": "Import a GGUF file already on the pool host.",
-    "verify": "Verify the pool host's model files against their recorded sha256.",
-}.items():
-    _add_remote(models_app, ["models", _name], _help)
-for _name, _help in {
-    "spawn": "Start a worker on the pool host (BACKEND --model ID ...).",
-    "list": "List the pool host's workers.",
-    "stop": "Stop a worker on the pool host.",
-    "logs": "Show a worker's log from the pool host.",
-    "cleanup": "Remove dead workers' records and stop unhealthy ones on the pool host.",
-}.items():
-    _add_remote(worker_app, ["worker", _name], _help)
-_add_remote(pool_app, ["backends"], "Show the backends the pool host can run (cpu, cuda, metal).")
-
-
-@pool_app.command("status")
-def pool_status(
-    ctx: typer.Context,
-    host: Annotated[
-        list[str] | None, typer.Option("--host", help="Only these pools (repeatable).")
-    ] = None,
-    accept_new_host_key: AcceptOpt = False,
-    connect_timeout: TimeoutOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> int:
-    """Ask every pool at once for its workers and print one table (exit 1 if any failed)."""
-    from llorch_ctl.remote import gather_status, paramiko_factory, render_status, status_json
-
-    inv = _settings(ctx).inventory()
-    names = list(host) if host else list(inv.pools)
-    for n in names:
-        inv.pool(n)
-    rows = gather_status(inv, names, paramiko_factory(accept_new_host_key), connect_timeout)
-    sys.stdout.write(status_json(rows) + "\n" if as_json else render_status(rows))
-    return 1 if any(r.error is not None for r in rows) else 0
-
-
-# --- orchestratord and workers over HTTP ---------------------------------------------------
-
-UrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--orch-url", envvar="LLORCH_ORCH_URL", help="orchestratord base URL.", show_default=False
-    ),
-]
-KeyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--api-key", envvar="LLORCH_API_KEY", help="orchestratord API key.", show_default=False
-    ),
-]
-
-
-def _orch(
-    ctx: typer.Context, url: str | None, key: str | None, *, cluster: bool = False
-) -> OrchSettings:
-    """`key` is the client API key, or with `cluster` the cluster token (worker registry)."""
-    from llorch_ctl import orch
-
-    if url is None or key is None:
-        inv = _settings(ctx).inventory()
-        inv_key = inv.cluster_token if cluster else inv.api_key
-        return orch.orch_settings(url, key, inv.orch_url, inv_key)
-    return orch.orch_settings(url, key, None, None)
-
-
-def _print_token(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-@app.command()
-def infer(
-    ctx: typer.Context,
-    prompt: Annotated[str, typer.Option(help="Prompt text.")],
-    worker: Annotated[
-        str | None, typer.Option(help="Stream straight from this worker (HOST:PORT).")
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Go through orchestratord with this model.")
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="LLORCH_WORKER_TOKEN", help="The worker's bearer token (--worker)."),
-    ] = None,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 64,
-    temperature: Annotated[float | None, typer.Option(min=0.0)] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
-    orch_url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    stats: Annotated[bool, typer.Option(help="Print the end event as JSON on stderr.")] = False,
-) -> int:
-    """Stream one generation, token by token, to stdout."""
-    from llorch_ctl import infer as direct
-    from llorch_ctl import orch
-
-    if (worker is None) == (model is None):
-        raise UsageError("give exactly one of --worker HOST:PORT or --model NAME", ctx)
-    params: dict[str, Any] = {"max_tokens": max_tokens}
-    if temperature is not None:
-        params["temperature"] = temperature
-    if seed is not None:
-        params["seed"] = seed
-    if stop:
-        params["stop"] = list(stop)
-    if worker is not None:
-        end = direct.stream_execute(
-            direct.worker_url(worker),
-            {"prompt": prompt, **params},
-            token=token,
-            on_token=_print_token,
-        )
-    else:
-        assert model is not None
-        end = orch.infer(_orch(ctx, orch_url, api_key), model, prompt, params, _print_token)
-    sys.stdout.write("\n")
-    if stats:
-        sys.stderr.write(json.dumps(end) + "\n")
-    return 0
-
-
-@tasks_app.command("status")
-def tasks_status(
-    ctx: typer.Context, task_id: str, orch_url: UrlOpt = None, api_key: KeyOpt = None
-) -> int:
-    """Print a task's record as JSON."""
-    from llorch_ctl import orch
-
-    record = orch.task_status(_orch(ctx, orch_url, api_key), task_id)
-    sys.stdout.write(json.dumps(record, indent=2) + "\n")
-    return 0
-
-
-@tasks_app.command("cancel")
-def tasks_cancel(
-    ctx: typer.Context, task_id: str, orch_url: UrlOpt = None, api_key: KeyOpt = None
-) -> int:
-    """Cancel a task (idempotent)."""
-    from llorch_ctl import orch
-
-    orch.task_cancel(_orch(ctx, orch_url, api_key), task_id)
-    sys.stderr.write(f"cancelled {task_id}\n")
-    return 0
-
-
-@app.command()
-def workers(
-    ctx: typer.Context,
-    orch_url: UrlOpt = None,
-    cluster_token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="LLORCH_CLUSTER_TOKEN",
-            help="The cluster token (the registry is the workers' API, not the clients').",
-            show_default=False,
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> int:
-    """Show orchestratord's worker registry."""
-    from llorch_ctl import orch
-
-    ws = orch.workers(_orch(ctx, orch_url, cluster_token, cluster=True))
-    sys.stdout.write(json.dumps(ws, indent=2) + "\n" if as_json else orch.render_workers(ws))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: returns the exit code (the remote one for `llorch pool ...`)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    # paramiko imports `invoke` (0.1 s, mostly unittest.mock) only to run ssh_config `Match
-    # exec` lines, which llorch does not support; the operator's CLI starts faster without it.
-    sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     try:
         rv = app(args=args, prog_name="llorch", standalone_mode=False)
-    except CtlError as e:
-        if "--debug" in args:
-            traceback.print_exc()
-        sys.stderr.write(f"llorch: {e.message}\n")
-        return e.exit_code
     except NoArgsIsHelpError as e:
         e.show()
         return 2
@@ -344,12 +32,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClickException as e:
         sys.stderr.write(f"llorch: {e.format_message()}\n")
         return e.exit_code
-    except (typer.Abort, KeyboardInterrupt):
+    except typer.Abort:
+        sys.stderr.write("llorch: interrupted\n")
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: returns the exit code (the remote one for `llorch pool ...`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # paramiko imports `invoke` (0.1 s, mostly unittest.mock) only to run ssh_config `Match
+    # exec` lines, which llorch does not support; the operator's CLI starts faster without it.
+    sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
+    try:
+        # The commonest commands skip typer (and its pydantic) entirely: see bench/ssh.py.
+        status = fast_remote(args)
+        return _run_typer(args) if status is None else status
+    except CtlError as e:
+        if "--debug" in args:
+            traceback.print_exc()
+        sys.stderr.write(f"llorch: {e.message}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
         sys.stderr.write("llorch: interrupted\n")
         return 130
     except BrokenPipeError:
         return 141
-    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

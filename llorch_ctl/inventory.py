@@ -89,6 +89,7 @@ class SshTarget:
     connect_timeout: float
     pool_cmd: str
     env: Mapping[str, str]
+    proxy_command: str | None = None
 
     @property
     def host_key_name(self) -> str:
@@ -205,7 +206,11 @@ def _ssh_config_for(path: Path, alias: str) -> Mapping[str, Any]:
 
 
 def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None = None) -> SshTarget:
-    """Apply ~/.ssh/config under the inventory's explicit values, as OpenSSH does for flags."""
+    """Apply ~/.ssh/config under the inventory's explicit values, as OpenSSH does for flags.
+
+    Honoured: HostName, Port, User, IdentityFile, UserKnownHostsFile, ConnectTimeout and
+    ProxyCommand. ProxyJump is refused with a hint rather than silently bypassed.
+    """
     entry = inv.pool(name)
     alias = entry.host or entry.name
     ssh_cfg_path = (inv.ssh_config or DEFAULT_SSH_CONFIG).expanduser()
@@ -232,6 +237,12 @@ def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None =
         known_hosts = _expand(str(cfg["userknownhostsfile"]).split()[0])
     else:
         known_hosts = DEFAULT_KNOWN_HOSTS.expanduser()
+    if "proxyjump" in cfg:
+        raise ConfigError(
+            f"{ssh_cfg_path}: ProxyJump for {alias!r} is not supported by llorch; use"
+            " ProxyCommand ssh -W %h:%p JUMPHOST instead"
+        )
+    proxy = cfg.get("proxycommand")
     timeout = connect_timeout
     if timeout is None:
         try:
@@ -248,4 +259,5 @@ def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None =
         connect_timeout=timeout,
         pool_cmd=entry.pool_cmd,
         env=entry.env,
+        proxy_command=str(proxy) if proxy else None,
     )

@@ -74,19 +74,20 @@ def workers(s: OrchSettings) -> list[dict[str, Any]]:
         return c.workers()
 
 
-WORKER_COLUMNS = ("worker_id", "pool", "model", "backend", "state", "slots", "url")
+WORKER_COLUMNS = ("id", "pool", "model", "backend", "state", "slots", "tok/s", "url")
 
 
 def _cell(w: Mapping[str, Any], col: str) -> str:
     if col == "slots":
         return f"{w.get('slots_busy', '?')}/{w.get('slots_total', '?')}"
-    if col == "worker_id":
-        return str(w.get("worker_id") or w.get("id") or "?")
+    if col == "tok/s":
+        return str(w.get("tokens_per_s", "-"))
     value = w.get(col)
     return "-" if value is None else str(value)
 
 
 def render_workers(ws: Sequence[Mapping[str, Any]]) -> str:
+    """orchestratord's registry (`GET /v2/workers` views) as one table."""
     rows = [tuple(c.upper() for c in WORKER_COLUMNS)]
     rows += [tuple(_cell(w, c) for c in WORKER_COLUMNS) for w in ws]
     widths = [max(len(r[i]) for r in rows) for i in range(len(WORKER_COLUMNS))]

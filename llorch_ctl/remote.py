@@ -7,12 +7,13 @@ factory, so tests can hand in a real `ParamikoTransport` aimed at a loopback ssh
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from llorch_ctl.errors import CtlError, RemoteCommandMissing
+from llorch_ctl.errors import CtlError, Interrupted, RemoteCommandMissing
 from llorch_ctl.inventory import Inventory, SshTarget, resolve_target
 from llorch_ctl.transport import ParamikoTransport, Sink, Transport
 
@@ -47,6 +48,26 @@ def run_pool_command(
             f" install llorch-pool on {target.hostname} or set pool_cmd in the inventory"
         )
     return status
+
+
+def run_remote(
+    inv: Inventory,
+    pool: str,
+    argv: Sequence[str],
+    *,
+    accept_new_host_key: bool = False,
+    connect_timeout: float | None = None,
+) -> int:
+    """`llorch pool ... --host POOL`: llorch-pool ARGV there, its output live on ours."""
+
+    target = resolve_target(inv, pool, connect_timeout=connect_timeout)
+    transport = paramiko_factory(accept_new_host_key)(target)
+    try:
+        return run_pool_command(
+            target, argv, transport, live_sink(sys.stdout.buffer), live_sink(sys.stderr.buffer)
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; closed the SSH session to pool {pool!r}") from None
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,10 @@ def append_known_host(path: Path, name: str, key: paramiko.PKey) -> None:
     """Append one OpenSSH known_hosts line, creating ~/.ssh-like parents private."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = not path.exists()
         with path.open("a", encoding="ascii") as f:
-            path.chmod(0o600)
+            if fresh:
+                path.chmod(0o600)
             f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
     except OSError as e:
         raise ConfigError(f"cannot save host key to {path}: {e}") from e
@@ -125,6 +127,17 @@ def _handshake_error(t: SshTarget, e: paramiko.SSHException, elapsed: float) -> 
     return SshError(f"SSH with {t.hostname}:{t.port} (pool {t.pool!r}) failed: {e}")
 
 
+def _stuck_at_login(t: paramiko.Transport | None) -> bool:
+    """True when the key exchange finished (server key known) but login did not."""
+    if t is None or not t.is_active() or t.is_authenticated():
+        return False
+    try:
+        t.get_remote_server_key()
+    except paramiko.SSHException:
+        return False
+    return True
+
+
 class ParamikoTransport:
     """One SSH connection per `run`, checked against known_hosts, via paramiko."""
 
@@ -144,7 +157,14 @@ class ParamikoTransport:
         except (OSError, paramiko.SSHException) as e:
             raise ConfigError(f"cannot read known_hosts {t.known_hosts}: {e}") from e
         client.set_missing_host_key_policy(_KnownHostsPolicy(t, self.accept_new_host_key))
-        sock = _tcp_connect(t)
+        sock: socket.socket | paramiko.ProxyCommand
+        if t.proxy_command:
+            try:
+                sock = paramiko.ProxyCommand(t.proxy_command)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot start ProxyCommand {t.proxy_command!r}: {e}") from e
+        else:
+            sock = _tcp_connect(t)
         started = time.monotonic()
         try:
             client.connect(
@@ -183,7 +203,14 @@ class ParamikoTransport:
                 " identity_file / ssh-agent and the host's authorized_keys"
             ) from e
         except paramiko.SSHException as e:
+            logged_out = _stuck_at_login(client.get_transport())
             client.close()
+            if logged_out:
+                # The handshake succeeded; paramiko had no key to offer at all.
+                raise AuthFailed(
+                    f"no key to offer to {t.user}@{t.hostname}:{t.port} (pool {t.pool!r}): set"
+                    " identity_file or load a key into ssh-agent"
+                ) from e
             raise _handshake_error(t, e, time.monotonic() - started) from e
         except TimeoutError as e:
             client.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -170,8 +171,7 @@ class Store:
 
     def save_workers(self, rows: Iterable[dict[str, Any]]) -> None:
         with self.engine.begin() as c:
-            for row in rows:
-                _upsert(c, workers, row)
+            _upsert_many(c, workers, list(rows))
 
     def delete_worker(self, worker_id: str) -> None:
         with self.engine.begin() as c:
@@ -180,9 +180,9 @@ class Store:
     # --- tasks -----------------------------------------------------------------------------
 
     def save_tasks(self, records: Iterable[TaskRecord]) -> None:
+        rows = [{k: getattr(r, k) for k in _TASK_COLUMNS} for r in records]
         with self.engine.begin() as c:
-            for r in records:
-                _upsert(c, tasks, {k: getattr(r, k) for k in _TASK_COLUMNS})
+            _upsert_many(c, tasks, rows)
 
     def get_task(self, task_id: str) -> TaskRecord | None:
         with self.engine.connect() as c:
@@ -222,10 +222,28 @@ def worker_row(w: Worker, state: str) -> dict[str, Any]:
     }
 
 
-def _upsert(c: sa.Connection, table: sa.Table, row: dict[str, Any]) -> None:
-    key = table.c.id == row["id"]
-    if c.execute(table.update().where(key).values(row)).rowcount == 0:
-        c.execute(table.insert().values(row))
+def _upsert_many(c: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert or update rows by id: one executemany where the dialect has an upsert."""
+    if not rows:
+        return
+    dialect = c.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        lite = sqlite.insert(table)
+        set_ = {col.name: lite.excluded[col.name] for col in table.columns if col.name != "id"}
+        c.execute(lite.on_conflict_do_update(index_elements=["id"], set_=set_), rows)
+        return
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        pg = postgresql.insert(table)
+        set_ = {col.name: pg.excluded[col.name] for col in table.columns if col.name != "id"}
+        c.execute(pg.on_conflict_do_update(index_elements=["id"], set_=set_), rows)
+        return
+    for row in rows:
+        if c.execute(table.update().where(table.c.id == row["id"]).values(row)).rowcount == 0:
+            c.execute(table.insert().values(row))
 
 
 class BatchWriter:
@@ -272,7 +290,7 @@ class BatchWriter:
         self._tasks, self._workers = {}, {}
         if not pending_tasks and not pending_workers:
             return
-        task_rows = [TaskRecord(**r.to_json()) for r in pending_tasks.values()]
+        task_rows = [copy.copy(r) for r in pending_tasks.values()]
         try:
             await asyncio.to_thread(self._write, task_rows, pending_workers)
         except Exception:

@@ -9,8 +9,9 @@ Parameter mapping: `max_completion_tokens` (or `max_tokens`), `temperature`, `to
 (so one end user's requests stick to one worker) unless `session_id` is given. llama.cpp's
 `top_k`, `min_p`, `repeat_penalty` and llorch's `priority`, `session_id`, `deadline_ms`,
 `ignore_eos`, `task_id` are accepted as extensions (OpenAI clients send them through
-`extra_body`). The task's id is in the `X-Llorch-Task-Id` header and in the object `id`. Features llorch does not offer (tools, logprobs, n > 1, penalties, ...)
-are refused with 400 rather than silently ignored; unknown fields are ignored, as OpenAI does.
+`extra_body`). The task's id is in the `X-Llorch-Task-Id` header and in the object `id`.
+Features llorch does not offer (tools, logprobs, n > 1, penalties, ...) are refused with 400
+rather than silently ignored; unknown fields are ignored, as OpenAI does.
 
 Errors: the body is problem+json as on every llorch API (`code`, `retriable`, `retry_after_ms`)
 with an extra `error` member in OpenAI's shape (`message`, `type`, `param`, `code`), which is
@@ -114,23 +115,24 @@ async def _until_done_or_gone(
 ) -> Response:
     """Collect the task into one response, cancelling it if the client disconnects first."""
     result: Response | None = None
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def collect() -> None:
-            nonlocal result
-            result = await _collect(service, task_id, shaper, request.url.path)
-            tg.cancel_scope.cancel()
+            async def collect() -> None:
+                nonlocal result
+                result = await _collect(service, task_id, shaper, request.url.path)
+                tg.cancel_scope.cancel()
 
-        async def watch() -> None:
-            await _wait_disconnect(request.receive)
-            tg.cancel_scope.cancel()
+            async def watch() -> None:
+                await _wait_disconnect(request.receive)
+                tg.cancel_scope.cancel()
 
-        tg.start_soon(collect)
-        tg.start_soon(watch)
-    if result is None:
-        await _cancel(service, task_id)
-        return Response(status_code=499)  # nobody is left to read it
-    return result
+            tg.start_soon(collect)
+            tg.start_soon(watch)
+    finally:
+        if result is None:  # the client left (or this failed) before the task ended
+            await _cancel(service, task_id)
+    return result if result is not None else Response(status_code=499)  # nobody reads it
 
 
 async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str) -> Response:
@@ -184,26 +186,29 @@ class _EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         complete = False
-        async with anyio.create_task_group() as tg:
+        try:
+            async with anyio.create_task_group() as tg:
 
-            async def watch() -> None:
-                await _wait_disconnect(receive)
+                async def watch() -> None:
+                    await _wait_disconnect(receive)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                with contextlib.suppress(OSError):  # ASGI 2.4: a write to a closed connection
+                    start = {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": self.raw_headers,
+                    }
+                    await send(start)
+                    async for chunk in self.chunks():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    complete = True
                 tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
-            try:
-                await send(
-                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                )
-                async for chunk in self.chunks():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                complete = True
-            except OSError:
-                pass  # ASGI 2.4 servers raise on writing to a closed connection
-            tg.cancel_scope.cancel()
-        if not complete:
-            await _cancel(self.service, self.task_id)
+        finally:
+            if not complete:  # the client left (or this failed): nobody wants the tokens
+                await _cancel(self.service, self.task_id)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """One bytes object per batch of task events; a keep-alive comment while idle."""

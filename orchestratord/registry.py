@@ -1,8 +1,8 @@
 """The worker registry and slot accounting; pure (no I/O, the clock passed in).
 
 A worker's busy slots are what we dispatched to it (`inflight`) plus the slots it reports busy
-beyond those at its last heartbeat (`foreign`: work that reached it some other way). So a freed
-slot is reusable at once, and work we do not know about still counts.
+beyond those in two heartbeats in a row (`foreign`: work that reached it some other way). So a
+freed slot is reusable at once, and work we do not know about still counts.
 
 Liveness follows heartbeats: silent past `stale_ms` -> no new work; past `dead_ms` -> dead.
 Workers loaded from the database after a restart are `unverified` until they heartbeat.
@@ -49,6 +49,7 @@ class Worker:
     dead: bool = False
     inflight: set[str] = field(default_factory=set)
     foreign: int = 0
+    excess_seen: int = 0
     tokens_per_s: float = 0.0
 
     @property
@@ -59,6 +60,11 @@ class Worker:
     def free_slots(self) -> int:
         return max(0, self.slots_total - self.slots_busy)
 
+    def room(self, prefetch: int) -> int:
+        """Jobs that may still be sent: free slots plus `prefetch` places in the worker's own
+        queue, so a slot that frees there starts the next job without a round trip."""
+        return max(0, self.slots_total + prefetch - len(self.inflight) - self.foreign)
+
     def state(self, now_ms: int, stale_ms: int) -> WorkerState:
         if self.dead:
             return "dead"
@@ -68,7 +74,10 @@ class Worker:
             return "stale"
         return self.reported  # type: ignore[return-value]
 
-    def view(self, now_ms: int, stale_ms: int) -> WorkerView:
+    def view(self, now_ms: int, stale_ms: int, prefetch: int = 0) -> WorkerView:
+        """The worker as listed; with `prefetch`, as policies see it: its capacity is its slots
+        plus the places orchestratord may use in its queue."""
+        total = self.slots_total + prefetch
         return {
             "id": self.id,
             "pool": self.pool,
@@ -76,17 +85,18 @@ class Worker:
             "backend": self.backend,
             "state": self.state(now_ms, stale_ms),
             "url": self.url,
-            "slots_total": self.slots_total,
-            "slots_busy": self.slots_busy,
+            "slots_total": total,
+            "slots_busy": min(total, len(self.inflight) + self.foreign),
             "tokens_per_s": round(self.tokens_per_s, 2),
             "last_heartbeat_ms": self.last_heartbeat_ms,
         }
 
 
 class Registry:
-    def __init__(self, stale_ms: int, dead_ms: int) -> None:
+    def __init__(self, stale_ms: int, dead_ms: int, prefetch: int = 0) -> None:
         self.stale_ms = stale_ms
         self.dead_ms = dead_ms
+        self.prefetch = prefetch
         self.workers: dict[str, Worker] = {}
 
     def register(self, w: Worker, now_ms: int) -> Worker:
@@ -116,7 +126,11 @@ class Registry:
             return None
         w.reported = state if state in REPORTED_STATES else "failed"
         w.slots_total = max(0, slots_total)
-        w.foreign = max(0, slots_busy - len(w.inflight))
+        # Busy slots beyond our own jobs count only when two heartbeats in a row report them:
+        # one report can lag a job that just ended here, and would block a free slot.
+        excess = max(0, slots_busy - len(w.inflight))
+        w.foreign = min(excess, w.excess_seen)
+        w.excess_seen = excess
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False
         return w
@@ -145,7 +159,7 @@ class Registry:
         return [w for w in self.workers.values() if w.model == model and self.usable(w, now_ms)]
 
     def has_free(self, model: str, now_ms: int) -> bool:
-        return any(w.free_slots > 0 for w in self.candidates(model, now_ms))
+        return any(w.room(self.prefetch) > 0 for w in self.candidates(model, now_ms))
 
     def reserve(self, worker_id: str, task_id: str) -> None:
         self.workers[worker_id].inflight.add(task_id)

@@ -6,10 +6,13 @@ can pass it through to clients as is.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+
+from orchestratord.wire import HttpStatusError, ProtocolError, post_stream
 
 
 class WorkerRefused(Exception):
@@ -19,6 +22,10 @@ class WorkerRefused(Exception):
         super().__init__(f"worker answered {status}: {body[:200]!r}")
         self.status = status
         self.body = body
+
+
+class WorkerLost(Exception):
+    """The worker could not be reached, or its connection failed or went silent."""
 
 
 class StreamBroken(Exception):
@@ -61,26 +68,43 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, byt
 
 
 async def execute(
-    client: httpx.AsyncClient, url: str, token: str | None, body: dict[str, Any]
+    url: str,
+    token: str | None,
+    body: dict[str, Any],
+    *,
+    connect_timeout: float,
+    read_timeout: float,
 ) -> AsyncIterator[tuple[str, bytes]]:
     """Run one job on a worker and yield its events until the stream closes.
 
-    Raises WorkerRefused for a non-200 answer and httpx errors for transport failures; closing
-    the generator closes the connection, which the worker treats as a cancel.
+    Raises WorkerRefused for a non-200 answer and WorkerLost when the worker cannot be reached
+    or the connection fails; closing the generator closes the connection, which the worker
+    treats as a cancel.
     """
-    async with client.stream(
-        "POST", url.rstrip("/") + "/execute", json=body, headers=auth_headers(token)
-    ) as resp:
-        if resp.status_code != 200:
-            raise WorkerRefused(resp.status_code, await resp.aread())
-        async for item in iter_sse(resp.aiter_raw()):
-            yield item
+    stream = post_stream(
+        url.rstrip("/") + "/execute",
+        body,
+        auth_headers(token),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
+    try:
+        async with contextlib.aclosing(stream) as chunks:
+            async for item in iter_sse(chunks):
+                yield item
+    except HttpStatusError as e:
+        raise WorkerRefused(e.status, e.body) from None
+    except TimeoutError as e:
+        raise WorkerLost(f"no answer within {read_timeout:g}s (or connect timeout)") from e
+    except (OSError, ProtocolError) as e:
+        raise WorkerLost(f"{type(e).__name__}: {e}") from e
 
 
 async def cancel_job(
     client: httpx.AsyncClient, url: str, token: str | None, job_id: str, wait_s: float = 2.0
 ) -> bool:
-    """Best-effort POST /cancel; True when the worker acknowledged it."""
+    """Best-effort POST /cancel; True when the worker says it cancelled the running job (its
+    stream then ends with `end{CANCELLED}`), False when it did not know the job or failed."""
     try:
         r = await client.post(
             url.rstrip("/") + "/cancel",
@@ -88,6 +112,6 @@ async def cancel_job(
             headers=auth_headers(token),
             timeout=wait_s,
         )
-    except httpx.HTTPError:
+        return r.status_code < 300 and r.json().get("state") == "cancelled"
+    except (httpx.HTTPError, ValueError, AttributeError):
         return False
-    return r.status_code < 300

@@ -15,10 +15,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Literal
 
-import httpx
-
 from orchestratord.registry import Worker
-from orchestratord.relay import StreamBroken, WorkerRefused, execute
+from orchestratord.relay import StreamBroken, WorkerLost, WorkerRefused, execute
 
 if TYPE_CHECKING:
     from orchestratord.service import ActiveTask, TaskService
@@ -86,8 +84,13 @@ async def _attempt(service: TaskService, active: ActiveTask, worker: Worker) -> 
     tlog = active.log
     body = active.req.worker_body(active.job_id)
     try:
+        settings = service.settings
         async for name, raw in execute(
-            service.client, worker.url, service.settings.cluster_token, body
+            worker.url,
+            settings.cluster_token,
+            body,
+            connect_timeout=settings.connect_timeout_s,
+            read_timeout=settings.read_timeout_s,
         ):
             if name == "token":
                 if active.first_token is None:
@@ -121,7 +124,7 @@ async def _attempt(service: TaskService, active: ActiveTask, worker: Worker) -> 
         raise StreamBroken("the worker closed its stream without an end or error event")
     except WorkerRefused as e:
         return _refused(service, active, worker, e)
-    except (httpx.HTTPError, StreamBroken) as e:
+    except (WorkerLost, StreamBroken) as e:
         # A connection that breaks says more than a heartbeat: no new work until it reports.
         worker.reported = "failed"
         log.warning("worker %s failed on task %s: %s", worker.id, rec.id, _describe(e))
@@ -157,7 +160,7 @@ def _refused(service: TaskService, active: ActiveTask, worker: Worker, e: Worker
         return "done"
     if e.status == 503:
         # Full or draining: nothing more goes there until its next heartbeat.
-        worker.foreign = worker.slots_total
+        worker.foreign = worker.slots_total + service.registry.prefetch
     else:
         worker.reported = "failed"
         log.warning(

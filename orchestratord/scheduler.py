@@ -1,8 +1,10 @@
 """One scheduling pass, pure: which queued tasks go to which workers now.
 
 The policy picks among the usable workers of the task's model; the pass checks the pick (model,
-liveness, a free slot) before it reserves the slot, so a policy can delay work but never
-over-commit a worker. A model with no free slot anywhere is skipped without asking the policy.
+liveness, room) before it reserves the slot, so a policy can delay work but never over-commit
+a worker. A model with no room anywhere is skipped without asking the policy. A worker's room
+is its free slots plus `prefetch` jobs waiting in its own queue (the registry's setting); the
+policy sees that capacity as the worker's `slots_total`.
 """
 
 from __future__ import annotations
@@ -72,12 +74,14 @@ def plan(
         if entry.model in blocked:
             continue
         candidates = registry.candidates(entry.model, now_ms)
-        if not any(w.free_slots > 0 for w in candidates):
+        prefetch = registry.prefetch
+        if not any(w.room(prefetch) > 0 for w in candidates):
             blocked.add(entry.model)
             continue
-        pick = schedule(entry, [w.view(now_ms, registry.stale_ms) for w in candidates])
+        views = [w.view(now_ms, registry.stale_ms, prefetch) for w in candidates]
+        pick = schedule(entry, views)
         worker = registry.get(pick) if isinstance(pick, str) else None
-        if worker is None or worker not in candidates or worker.free_slots == 0:
+        if worker is None or worker not in candidates or worker.room(prefetch) == 0:
             continue
         queue.remove(entry.task_id)
         registry.reserve(worker.id, entry.task_id)

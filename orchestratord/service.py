@@ -105,7 +105,9 @@ class TaskService:
         self.writer = writer
         self.clock = clock
         self.queue = TaskQueue(settings.queue_capacity, settings.queue_full_policy)
-        self.registry = Registry(settings.heartbeat_stale_ms, settings.heartbeat_dead_ms)
+        self.registry = Registry(
+            settings.heartbeat_stale_ms, settings.heartbeat_dead_ms, settings.worker_prefetch
+        )
         self.tasks: dict[str, ActiveTask] = {}
         self.running_by_tenant: Counter[str] = Counter()
         self._finished: deque[str] = deque()
@@ -407,6 +409,7 @@ class TaskService:
         cancel_on_detach: bool,
     ) -> AsyncGenerator[list[TaskEvent], None]:
         i = 0 if after is None else max(0, after + 1)
+        coalesce_s = self.settings.stream_coalesce_ms / 1000
         tlog = active.log
         tlog.readers += 1
         if active.grace is not None:
@@ -419,6 +422,10 @@ class TaskService:
                     batch = tlog.events[i:n]
                     i = n
                     yield batch
+                    if coalesce_s and batch[-1].event == "token" and not tlog.closed:
+                        # Tokens after the first go out in bursts: one send per window
+                        # instead of one per token (the first token is never delayed).
+                        await asyncio.sleep(coalesce_s)
                     continue
                 if tlog.closed:
                     return

@@ -39,11 +39,13 @@ class Settings:
     retry_attempts: int = 2
     heartbeat_stale_ms: int = 6_000
     heartbeat_dead_ms: int = 30_000
-    retain_tasks: int = 10_000
+    retain_tasks: int = 1_000
     default_deadline_ms: int = 0
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 60.0
     disconnect_grace_ms: int = 10_000
+    stream_coalesce_ms: float = 4.0
+    worker_prefetch: int = 1
     policy_budget_ms: float = 50.0
     log_level: str = "info"
 
@@ -60,6 +62,10 @@ class Settings:
             raise SettingsError("need 0 < --heartbeat-stale-ms < --heartbeat-dead-ms")
         if self.retain_tasks < 1:
             raise SettingsError("--retain-tasks must be at least 1")
+        if not 0 <= self.worker_prefetch <= 64:
+            raise SettingsError("--worker-prefetch must be between 0 and 64")
+        if not 0 <= self.stream_coalesce_ms <= 1000:
+            raise SettingsError("--stream-coalesce-ms must be between 0 and 1000")
         if self.default_deadline_ms < 0 or self.disconnect_grace_ms < 0:
             raise SettingsError("--default-deadline-ms and --disconnect-grace-ms must be >= 0")
         if any(not k or (":" in k and not k.split(":", 1)[1]) for k in self.api_keys):
@@ -151,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d["disconnect_grace_ms"].default,
         help="a running task with no event reader for this long is cancelled",
+    )
+    a(
+        "--stream-coalesce-ms",
+        type=float,
+        default=d["stream_coalesce_ms"].default,
+        help="after the first token, send a stream's tokens in bursts at most this often "
+        "(0: one write per event)",
+    )
+    a(
+        "--worker-prefetch",
+        type=int,
+        default=d["worker_prefetch"].default,
+        help="jobs sent to a worker beyond its free slots, to wait in its own queue so a "
+        "freed slot starts the next job at once (0: only free slots)",
     )
     a("--log-level", default="info")
     return p

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
@@ -117,7 +117,7 @@ class TaskRecord:
     attempts: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))
 
     @property
     def done(self) -> bool:
@@ -281,7 +281,7 @@ def parse_task_request(body: Mapping[str, Any], *, tenant: str | None) -> TaskRe
     for name in sorted(set(body) - _FIELDS):
         c.fail(name, "unknown field")
     model = c.string("model", 256)
-    if "model" not in body:
+    if body.get("model") is None:
         c.fail("model", "is required")
     prompt, messages = body.get("prompt"), body.get("messages")
     parsed_messages: tuple[Mapping[str, str], ...] | None = None

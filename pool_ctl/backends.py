@@ -154,15 +154,22 @@ def probe_host() -> HostFacts:
     )
 
 
-def detect_and_save(path: Path, facts: HostFacts | None = None) -> dict[str, object]:
+class Report(TypedDict):
+    backends: list[Backend]
+    host: dict[str, object]
+    detected_at: float
+    hostname: str
+
+
+def detect_and_save(path: Path, facts: HostFacts | None = None) -> Report:
     """Detect, write backends.json, and return what was written."""
     facts = facts or probe_host()
-    report: dict[str, object] = {
-        "backends": detect(facts),
-        "host": asdict(facts),
-        "detected_at": time.time(),
-        "hostname": os.uname().nodename,
-    }
+    report = Report(
+        backends=detect(facts),
+        host=asdict(facts),
+        detected_at=time.time(),
+        hostname=os.uname().nodename,
+    )
     jsonfile.write_atomic(path, report)
     return report
 

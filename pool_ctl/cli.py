@@ -7,7 +7,6 @@ output on stdout for scripts (the operator CLI runs this over SSH); progress goe
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -20,9 +19,10 @@ from typer.exceptions import Abort
 
 from pool_ctl import backends as backends_mod
 from pool_ctl import models as models_mod
+from pool_ctl import render
 from pool_ctl import spawn as spawn_mod
 from pool_ctl import workers as workers_mod
-from pool_ctl.catalog import Catalog, ModelEntry
+from pool_ctl.catalog import Catalog
 from pool_ctl.errors import IntegrityError, InvalidInput, PoolError
 from pool_ctl.records import WorkerRecord, public
 from pool_ctl.settings import Settings
@@ -65,43 +65,6 @@ def _settings(ctx: typer.Context) -> Settings:
     return settings
 
 
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def _human_count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            return f"{n / div:.1f}{suffix}"
-    return str(n)
-
-
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-def _model_line(e: ModelEntry) -> str:
-    return (
-        f"{e['id']}: {e['architecture'] or '?'} {_human_count(e['parameter_count'])} params, "
-        f"{e['quantization'] or '?'}, ctx {e['context_length'] or '?'}, "
-        f"{_human_size(e['size_bytes'])}, template {e['chat_template']}, sha256 {e['sha256'][:12]}…"
-        f"\n  {e['path']}"
-    )
-
-
 # ---- models -------------------------------------------------------------------------------
 
 
@@ -117,7 +80,7 @@ def models_download(
 ) -> None:
     """Download a GGUF from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN) into the catalog."""
     entry = models_mod.download(_settings(ctx), ref, model_id=model_id, force=force)
-    _print_json(entry) if as_json else typer.echo(f"downloaded {_model_line(entry)}")
+    render.print_json(entry) if as_json else typer.echo(f"downloaded {render.model_line(entry)}")
 
 
 @models_app.command("import")
@@ -135,7 +98,7 @@ def models_import(
 ) -> None:
     """Add a local GGUF file to the catalog."""
     entry = models_mod.import_file(_settings(ctx), path, model_id=model_id, copy=copy, force=force)
-    _print_json(entry) if as_json else typer.echo(f"imported {_model_line(entry)}")
+    render.print_json(entry) if as_json else typer.echo(f"imported {render.model_line(entry)}")
 
 
 @models_app.command("list")
@@ -143,7 +106,7 @@ def models_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List the models in the catalog."""
     entries = sorted(Catalog(_settings(ctx).layout.catalog).load().values(), key=lambda e: e["id"])
     if as_json:
-        _print_json({"models": entries})
+        render.print_json({"models": entries})
         return
     if not entries:
         typer.echo("no models; add one with 'llorch-pool models download REF'")
@@ -155,15 +118,15 @@ def models_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             [
                 e["id"],
                 e["architecture"] or "?",
-                _human_count(e["parameter_count"]),
+                render.human_count(e["parameter_count"]),
                 e["quantization"] or "?",
                 str(e["context_length"] or "?"),
-                _human_size(e["size_bytes"]),
+                render.human_size(e["size_bytes"]),
                 e["chat_template"],
                 source,
             ]
         )
-    _table(rows)
+    render.table(rows)
 
 
 @models_app.command("rm")
@@ -176,7 +139,7 @@ def models_rm(
     """Remove a model from the catalog (and its file, when it lives under models/)."""
     gone = models_mod.remove(_settings(ctx), model_id, force=force)
     if as_json:
-        _print_json(
+        render.print_json(
             {"removed": model_id, "path": gone.entry["path"], "deleted_file": gone.deleted_file}
         )
     else:
@@ -193,7 +156,7 @@ def models_verify(
     """Check model files against the catalog: present, size, sha256, readable GGUF."""
     checks = models_mod.verify(_settings(ctx), model_id)
     if as_json:
-        _print_json({"results": [c.__dict__ for c in checks]})
+        render.print_json({"results": [c.__dict__ for c in checks]})
     else:
         for c in checks:
             typer.echo(f"ok      {c.id}" if c.ok else f"FAILED  {c.id}: {c.problem}")
@@ -213,12 +176,12 @@ def backends_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Detect the backends this host can run (cpu, cuda, metal); write backends.json."""
     report = backends_mod.detect_and_save(_settings(ctx).layout.backends)
     if as_json:
-        _print_json(report)
+        render.print_json(report)
         return
-    found: list[backends_mod.Backend] = report["backends"]  # type: ignore[assignment]
+    found = report["backends"]
     rows = [["BACKEND", "AVAILABLE", "WHY"]]
     rows += [[b["name"], "yes" if b["available"] else "no", b["reason"]] for b in found]
-    _table(rows)
+    render.table(rows)
 
 
 # ---- workers ------------------------------------------------------------------------------
@@ -257,6 +220,13 @@ def worker_spawn(
     worker_id: Annotated[
         str | None, typer.Option("--worker-id", help="Worker id [default: HOSTNAME-PORT]")
     ] = None,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(
+            help="URL orchestratord uses to reach the worker "
+            "[default: the worker's http://HOST:PORT; with a wildcard --host, this host's name]"
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait until ready")] = 120.0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -277,11 +247,12 @@ def worker_spawn(
         orchestrator=orchestrator,
         token=token,
         worker_id=worker_id,
+        advertise_url=advertise_url,
         timeout=timeout,
         on_wait=waiting,
     )
     if as_json:
-        _print_json(_shown(record, "ready", None))
+        render.print_json(_shown(record, "ready", None))
     else:
         typer.echo(
             f"worker {record['worker_id']} ready at {record['url']} (pid {record['pid']}, "
@@ -294,7 +265,7 @@ def worker_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List this host's workers with their live state from /health."""
     live = workers_mod.list_workers(_settings(ctx))
     if as_json:
-        _print_json({"workers": [_shown(w.record, w.state, w.health) for w in live]})
+        render.print_json({"workers": [_shown(w.record, w.state, w.health) for w in live]})
         return
     if not live:
         typer.echo("no workers")
@@ -313,7 +284,7 @@ def worker_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 f"{busy}/{w.record['slots']}",
             ]
         )
-    _table(rows)
+    render.table(rows)
 
 
 @worker_app.command("stop")
@@ -327,7 +298,7 @@ def worker_stop(
     """Stop workers (SIGTERM, grace, SIGKILL) and deregister them from orchestratord."""
     done = workers_mod.stop(_settings(ctx), worker_id, all_workers=all_workers, grace=grace)
     if as_json:
-        _print_json({"stopped": done})
+        render.print_json({"stopped": done})
         return
     for d in done:
         typer.echo(
@@ -347,10 +318,11 @@ def worker_logs(
     """Print a worker's log (its stdout and stderr)."""
     settings = _settings(ctx)
     path = workers_mod.log_path(settings, worker_id)
-    sys.stdout.write(workers_mod.tail(path, lines))
+    history, end = workers_mod.tail(path, lines)
+    sys.stdout.write(history)
     sys.stdout.flush()
     if follow:
-        for chunk in workers_mod.follow(settings, worker_id, path):
+        for chunk in workers_mod.follow(settings, worker_id, path, end):
             sys.stdout.write(chunk)
             sys.stdout.flush()
 
@@ -366,18 +338,13 @@ def worker_cleanup(
     """Remove records of exited workers and of reused pids; stop workers unhealthy past --grace."""
     report = workers_mod.cleanup(_settings(ctx), grace=grace)
     if as_json:
-        _print_json({"cleanup": report})
+        render.print_json({"cleanup": report})
         return
-    words = {
-        "keep": "healthy, kept",
-        "remove-gone": "process gone, record removed",
-        "remove-reused": "pid now belongs to another program, record removed (not signalled)",
-        "mark-unhealthy": "unhealthy, kept until the grace period ends",
-        "stop-unhealthy": "unhealthy past the grace period, stopped",
-    }
     for item in report:
         extra = f" ({item['unhealthy_for_s']}s)" if "unhealthy_for_s" in item else ""
-        typer.echo(f"{item['worker_id']} [{item['state']}]: {words[item['action']]}{extra}")
+        typer.echo(
+            f"{item['worker_id']} [{item['state']}]: {render.CLEANUP_WORDS[item['action']]}{extra}"
+        )
     if not report:
         typer.echo("no workers")
 

@@ -90,6 +90,13 @@ def download(
     filename = refs.select_file(ref, list(files))
     mid = refs.check_model_id(model_id or refs.default_model_id(filename))
     layout = settings.layout
+    old = Catalog(layout.catalog).load().get(mid)
+    if old is not None and (old["repo"], old["filename"]) != (ref.repo, filename) and not force:
+        # Refuse before a transfer of gigabytes, not after; _store checks again under the lock.
+        raise Conflict(
+            f"model id {mid!r} already names another file ({old['path']})",
+            "choose another id with --id, or replace it with --force",
+        )
     local_dir = layout.models / ref.repo.replace("/", "__")
     layout.locks.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{ref.repo}\0{filename}".encode()).hexdigest()[:16]

@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import filelock
@@ -111,6 +111,30 @@ def _start(argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> i
         os.close(fd)
 
 
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _wildcard_advertise(host: str, port: int) -> str | None:
+    # A worker listening on every address would advertise http://0.0.0.0:PORT, which no
+    # orchestrator can reach; the host's name is the better guess.
+    return f"http://{socket.getfqdn()}:{port}" if host in WILDCARDS else None
+
+
+@contextlib.contextmanager
+def _spawn_lock(path: Path) -> Iterator[None]:
+    lock = filelock.FileLock(str(path), timeout=60)
+    try:
+        lock.acquire()
+    except filelock.Timeout as e:
+        raise Conflict(
+            f"spawn lock {path} still held after 60s", "another spawn is running; retry later"
+        ) from e
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _exit_status(pid: int) -> int | None:
     """Reap our child if it exited while we wait; its exit code, else None."""
     with contextlib.suppress(ChildProcessError):
@@ -131,6 +155,7 @@ def spawn(
     orchestrator: str | None = None,
     token: str | None = None,
     worker_id: str | None = None,
+    advertise_url: str | None = None,
     timeout: float = 120.0,
     extra_args: tuple[str, ...] = (),
     on_wait: Callable[[WorkerRecord], None] | None = None,
@@ -148,7 +173,7 @@ def spawn(
         )
     layout = settings.layout
     report = backends.detect_and_save(layout.backends)
-    found = backends.find(report["backends"], backend)  # type: ignore[arg-type]
+    found = backends.find(report["backends"], backend)
     if found is None or not found["available"]:
         reason = found["reason"] if found else "unknown"
         raise BackendUnavailable(
@@ -164,7 +189,7 @@ def spawn(
     records = Records(layout)
     layout.locks.mkdir(parents=True, exist_ok=True)
     # Choosing a port and writing the record is one step for concurrent spawns.
-    with filelock.FileLock(str(layout.locks / "spawn.lock"), timeout=60):
+    with _spawn_lock(layout.locks / "spawn.lock"):
         chosen = _choose_port(host, port, _live_ports(records))
         wid = check_worker_id(worker_id or f"{os.uname().nodename.split('.')[0]}-{chosen}")
         if records.exists(wid):
@@ -195,6 +220,9 @@ def spawn(
         ]
         if orchestrator:
             argv += ["--orchestrator-url", orchestrator]
+            advertise = advertise_url or _wildcard_advertise(host, chosen)
+            if advertise:
+                argv += ["--advertise-url", advertise]
         argv += list(extra_args)
         log_path = layout.worker_log(wid)
         # A reused worker id appends to its old log; errors quote only this run's lines.
@@ -208,7 +236,8 @@ def spawn(
                 f"worker {wid} exited at once (exit code {code}): {log_tail(log_path, log_start)}",
                 f"see {log_path}",
             )
-        url_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        url_host = "127.0.0.1" if host in WILDCARDS else host
+        url_host = f"[{url_host}]" if ":" in url_host else url_host
         record = WorkerRecord(
             worker_id=wid,
             pid=pid,

@@ -180,31 +180,40 @@ def log_path(settings: Settings, worker_id: str) -> Path:
     return path
 
 
-def tail(path: Path, lines: int) -> str:
+def tail(path: Path, lines: int) -> tuple[str, int]:
+    """The last `lines` lines of the log, and the offset they end at (where `follow` starts)."""
     with path.open("rb") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
         # Read back far enough for `lines` lines of a normal log, not the whole file.
         f.seek(max(0, size - max(64 * 1024, lines * 512)))
-        text = f.read().decode(errors="replace")
+        data = f.read(size - f.tell())
+    text = data.decode(errors="replace")
     kept = text.splitlines(keepends=True)[-lines:] if lines > 0 else []
-    return "".join(kept)
+    return "".join(kept), size
 
 
-def follow(settings: Settings, worker_id: str, path: Path, poll: float = 0.2) -> Iterator[str]:
-    """New text appended to the log, until the worker's process is gone."""
+def follow(
+    settings: Settings, worker_id: str, path: Path, offset: int, poll: float = 0.2
+) -> Iterator[str]:
+    """Text appended to the log after `offset`, until the worker's process is gone."""
     records = Records(settings.layout)
     record = records.load(worker_id) if records.exists(worker_id) else None
+
+    def alive() -> bool:
+        if record is None:
+            return False
+        return procs.identify(record["pid"], record["start_time"], record["cmdline"]) == "ours"
+
     with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
+        f.seek(offset)
         while True:
+            running = alive()
+            # Read after the check, so what it wrote just before exiting is still printed.
             chunk = f.read()
             if chunk:
                 yield chunk.decode(errors="replace")
-                continue
-            if (
-                record is None
-                or procs.identify(record["pid"], record["start_time"], record["cmdline"]) != "ours"
-            ):
+            elif not running:
                 return
-            time.sleep(poll)
+            else:
+                time.sleep(poll)

@@ -31,6 +31,16 @@ class NetHost:
         return ["ip", "netns", "exec", self.name]
 
 
+def _free_subnet(seed: int) -> int:
+    """A third octet X such that 10.231.X.0/24 is not yet on any interface here."""
+    used = ip("-o", "-4", "addr", "show").stdout
+    for k in range(250):
+        x = 1 + (seed + k) % 250
+        if f" 10.231.{x}." not in used:
+            return x
+    raise RuntimeError("no free 10.231.X.0/24 test subnet left")
+
+
 def add_route(h: NetHost, dest: str) -> None:
     """Let `h` reach one more of our addresses (another host's gateway) through its link."""
     ip("-n", h.name, "route", "add", f"{dest}/32", "via", h.gateway)
@@ -47,7 +57,7 @@ def _kill_inside(ns: str) -> None:
 def net_host(index: int) -> Iterator[NetHost]:
     """Namespace + veth for host `index` (1..3), with loopback up inside."""
     tag = f"{os.getpid() % 100000}{index}"
-    subnet = 4 * (os.getpid() % 60) + index  # 10.231.<subnet>.0/30, distinct per run and host
+    subnet = _free_subnet(os.getpid() + index)
     h = NetHost(f"llt{tag}", f"llv{tag}", f"10.231.{subnet}.2", f"10.231.{subnet}.1")
     inner_if = f"llp{tag}"
     try:

@@ -85,22 +85,23 @@ def test_infer_through_orchestratord_and_task_status(fleet: tuple[Proc, Proc]) -
     s = llorch("tasks", "status", end["task_id"], env=env)
     assert s.returncode == 0, s.stderr
     record = json.loads(s.stdout)
-    assert record["task_id"] == end["task_id"]
+    assert (record["id"], record["status"]) == (end["task_id"], "succeeded")
     c = llorch("tasks", "cancel", end["task_id"], env=env)
     assert c.returncode == 0, c.stderr
 
 
 def test_workers_shows_the_registry(fleet: tuple[Proc, Proc]) -> None:
-    orchd, _ = fleet
+    orchd, worker = fleet
     r = llorch("workers", "--orch-url", orchd.url, "--cluster-token", CLUSTER)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split()[:3] == ["WORKER_ID", "POOL", "MODEL"]
-    assert lines[1].split()[:3] == ["w-ctl", "ctl-test", "llorch-tiny"]
+    assert lines[0].split() == ["ID", "POOL", "MODEL", "BACKEND", "STATE", "SLOTS", "TOK/S", "URL"]
+    assert lines[1].split()[:6] == ["w-ctl", "ctl-test", "llorch-tiny", "cpu", "ready", "0/1"]
+    assert lines[1].split()[-1] == worker.url
     j = llorch(
         "workers", "--json", env={"LLORCH_ORCH_URL": orchd.url, "LLORCH_CLUSTER_TOKEN": CLUSTER}
     )
-    assert [w["worker_id"] for w in json.loads(j.stdout)] == ["w-ctl"]
+    assert [w["id"] for w in json.loads(j.stdout)] == ["w-ctl"]
 
 
 def test_orchestrator_errors_are_one_line(fleet: tuple[Proc, Proc]) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from llorch_ctl.errors import (
     ApiFailed,
@@ -23,7 +26,7 @@ from llorch_ctl.errors import (
     SshError,
     UnknownPool,
 )
-from llorch_ctl.passthrough import split_remote_args
+from llorch_ctl.passthrough import RemoteCall, parse_remote_call, split_remote_args
 from llorch_ctl.remote import PoolStatus, render_status
 from llorch_ctl.transport import remote_command_line
 
@@ -113,3 +116,60 @@ def test_every_failure_has_its_own_exit_code() -> None:
     codes = [c.exit_code for c in classes]
     assert len(set(codes)) == len(codes)
     assert all(c not in (0, 1, 2) for c in codes)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["pool", "worker", "spawn", "cpu", "--host", "b", "--model", "m", "--host", "0.0.0.0"],
+            RemoteCall(None, "b", ["worker", "spawn", "cpu", "--model", "m", "--host", "0.0.0.0"]),
+        ),
+        (
+            [
+                "--config",
+                "/x.toml",
+                "--debug",
+                "pool",
+                "backends",
+                "--json",
+                "--host=b",
+                "--accept-new-host-key",
+                "--connect-timeout=2.5",
+            ],
+            RemoteCall(Path("/x.toml"), "b", ["backends", "--json"], True, 2.5),
+        ),
+        (
+            ["pool", "models", "import", "--host", "b", "--", "--help", "f.gguf"],
+            RemoteCall(None, "b", ["models", "import", "--help", "f.gguf"]),
+        ),
+    ],
+)
+def test_fast_path_parses_valid_remote_lines(args: list[str], expected: RemoteCall) -> None:
+    assert parse_remote_call(args, None) == expected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pool", "worker", "list"],  # no --host: typer says so
+        ["pool", "worker", "list", "--host"],
+        ["pool", "worker", "list", "--host", "b", "--help"],
+        ["pool", "worker", "list", "--host", "b", "--connect-timeout", "soon"],
+        ["pool", "worker", "list", "--host", "b", "--connect-timeout", "0"],
+        ["pool", "worker", "bogus", "--host", "b"],
+        ["pool", "status"],
+        ["--verbose", "pool", "backends", "--host", "b"],
+        ["infer", "--worker", "h:1", "--prompt", "x"],
+        [],
+    ],
+)
+def test_fast_path_leaves_everything_else_to_typer(args: list[str]) -> None:
+    assert parse_remote_call(args, None) is None
+
+
+def test_fast_path_reads_llorch_config_but_the_flag_wins() -> None:
+    call = parse_remote_call(["pool", "backends", "--host", "b"], "/env.toml")
+    assert call is not None and call.config == Path("/env.toml")
+    call = parse_remote_call(["--config=/flag.toml", "pool", "backends", "--host", "b"], "/e")
+    assert call is not None and call.config == Path("/flag.toml")

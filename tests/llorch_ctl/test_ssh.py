@@ -6,10 +6,12 @@ import getpass
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from llorch_ctl.inventory import load_inventory, resolve_target
 from llorch_ctl.transport import ParamikoTransport
 from tests.llorch_ctl.conftest import LLORCH, Ctl, pool_for, write_inventory
 from tests.llorch_ctl.sshd import Sshd, keygen
-from tests.support import free_port
+from tests.support import free_port, require
 
 pytestmark = [pytest.mark.ssh, pytest.mark.e2e]
 
@@ -180,6 +182,7 @@ def test_accept_new_host_key_saves_it_for_next_time(tmp_path: Path, sshd: Sshd) 
     again = ctl.run("pool", "backends", "--host", "a")
     assert again.returncode == 0, again.stderr
     # OpenSSH's own client agrees with what we saved.
+    require(shutil.which("ssh") is not None, "the OpenSSH client is not installed")
     ssh = subprocess.run(
         [
             "ssh",
@@ -326,3 +329,66 @@ def test_ctrl_c_closes_the_session_with_one_line(tmp_path: Path, sshd: Sshd) -> 
     assert err.decode().strip().splitlines() == [
         "llorch: interrupted; closed the SSH session to pool 'a'"
     ]
+
+
+def test_ssh_config_proxy_command_is_used(tmp_path: Path, sshd: Sshd) -> None:
+    require(shutil.which("ssh") is not None, "the OpenSSH client is not installed")
+    user = getpass.getuser()
+    used = tmp_path / "proxy-used"
+    kh = tmp_path / "known_hosts"
+    jump = (
+        f"ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile={kh} -i {sshd.client_key}"
+        f" -p {sshd.port} {user}@{sshd.host} -W %h:%p"
+    )
+    (tmp_path / "ssh_config").write_text(
+        f"Host behind-jump\n  HostName {sshd.host}\n  Port {sshd.port}\n  User {user}\n"
+        f"  IdentityFile {sshd.client_key}\n"
+        f"  ProxyCommand sh -c 'touch {used}; exec {jump}'\n"
+        "Host via-proxyjump\n  ProxyJump somewhere\n"
+    )
+    ctl = write_inventory(
+        tmp_path,
+        {
+            "a": {"host": "behind-jump", "pool_cmd": ECHO_ARGV},
+            "b": {"host": "via-proxyjump", "pool_cmd": ECHO_ARGV},
+        },
+        known_hosts=kh,
+    )
+    kh.write_text(sshd.known_hosts_line())
+    r = ctl.run("pool", "backends", "--host", "a", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["argv"] == ["backends", "--json"]
+    assert used.exists()
+    j = ctl.run("pool", "backends", "--host", "b")
+    assert j.returncode == 200
+    assert "ProxyJump" in j.stderr
+
+
+def test_ssh_agent_keys_are_used(tmp_path: Path, sshd: Sshd) -> None:
+    require(shutil.which("ssh-agent") is not None, "ssh-agent is not installed")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        env = {"SSH_AUTH_SOCK": str(sock)}
+        pool = pool_for(sshd, ECHO_ARGV)
+        del pool["identity_file"]  # only the agent holds the key
+        ctl = write_inventory(tmp_path, {"a": pool})
+        ctl.known_hosts.write_text(sshd.known_hosts_line())
+        without = ctl.run("pool", "backends", "--host", "a", env=env)
+        assert without.returncode == 205, without.stderr
+        subprocess.run(
+            ["ssh-add", "-q", str(sshd.client_key)],
+            env={**os.environ, **env},
+            check=True,
+            capture_output=True,
+        )
+        r = ctl.run("pool", "backends", "--host", "a", env=env)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["argv"] == ["backends"]
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)

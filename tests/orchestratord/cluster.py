@@ -191,4 +191,3 @@ def worker(
                 what=f"worker {worker_id} to register",
             )
             yield p
-

@@ -16,9 +16,9 @@ import pytest
 from orchestratord.policy import builtin_source
 from tests.orchestratord.cluster import (
     AUTH,
-    _worker_registers_itself,
     MODEL,
     Event,
+    _worker_registers_itself,
     orchestratord,
     read_events,
     stream_task,
@@ -66,8 +66,10 @@ def started_on(events: list[Event]) -> str:
 
 
 def test_a_task_streams(cluster: Cluster) -> None:
-    evs = stream_task(cluster.url, {"model": MODEL, "prompt": "hello", "max_tokens": 12,
-                                    "ignore_eos": True, "seed": 3})
+    evs = stream_task(
+        cluster.url,
+        {"model": MODEL, "prompt": "hello", "max_tokens": 12, "ignore_eos": True, "seed": 3},
+    )
     # Token events carry whole characters, so a few tokens may share one event.
     assert kinds(evs)[:2] == ["queued", "started"] and kinds(evs)[-1] == "end"
     tokens = [e for e in evs if e.event == "token"]
@@ -92,15 +94,22 @@ def test_twenty_concurrent_tasks_all_finish_on_both_workers(cluster: Cluster) ->
     assert all(r[-1].event == "end" and r[-1].data["tokens_out"] == 24 for r in results)
     assert {started_on(r) for r in results} == {"w1", "w2"}
     # Every slot is free again, in orchestratord's view and in the workers' own.
-    wait_for(lambda: all(w["slots_busy"] == 0 for w in workers(cluster.url).values()),
-             what="slots to be released")
+    wait_for(
+        lambda: all(w["slots_busy"] == 0 for w in workers(cluster.url).values()),
+        what="slots to be released",
+    )
     for w in cluster.workers.values():
         wait_for(lambda w=w: httpx.get(w.url + "/health").json()["slots_busy"] == 0)
 
 
 def test_cancel_mid_stream_frees_the_worker_slot(cluster: Cluster) -> None:
-    with httpx.stream("POST", cluster.url + "/v2/tasks", json=LONG, timeout=30,
-                      headers={"accept": "text/event-stream"}) as r:
+    with httpx.stream(
+        "POST",
+        cluster.url + "/v2/tasks",
+        json=LONG,
+        timeout=30,
+        headers={"accept": "text/event-stream"},
+    ) as r:
         task_id = r.headers["x-llorch-task-id"]
         lines = r.iter_lines()
         head = read_events(lines, stop_after=3)
@@ -110,8 +119,10 @@ def test_cancel_mid_stream_frees_the_worker_slot(cluster: Cluster) -> None:
         rest = read_events(lines)
     assert rest[-1].event == "end" and rest[-1].data["stop_reason"] == "CANCELLED"
     assert httpx.get(f"{cluster.url}/v2/tasks/{task_id}").json()["status"] == "cancelled"
-    wait_for(lambda: httpx.get(cluster.workers[wid].url + "/health").json()["slots_busy"] == 0,
-             what="the worker to free the slot")
+    wait_for(
+        lambda: httpx.get(cluster.workers[wid].url + "/health").json()["slots_busy"] == 0,
+        what="the worker to free the slot",
+    )
     assert httpx.post(f"{cluster.url}/v2/tasks/{task_id}/cancel").status_code == 204
 
 
@@ -123,8 +134,9 @@ def test_resume_with_last_event_id_loses_nothing(cluster: Cluster) -> None:
     with httpx.stream("GET", events_url, timeout=30) as s:
         first = read_events(s.iter_lines(), stop_after=5)
     assert first[-1].event == "token"
-    with httpx.stream("GET", events_url, timeout=30,
-                      headers={"last-event-id": str(first[-1].id)}) as s:
+    with httpx.stream(
+        "GET", events_url, timeout=30, headers={"last-event-id": str(first[-1].id)}
+    ) as s:
         rest = read_events(s.iter_lines())
     evs = first + rest
     assert [e.id for e in evs] == list(range(len(evs)))
@@ -154,11 +166,16 @@ def test_custom_policy_changes_placement_file_sighup_and_admin(cluster: Cluster)
     try:
         cluster.policy_file.write_text(_pin("w1"))
         cluster.orch.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: httpx.get(caps).json()["policy"]["sha256"] != before,
-                 what="SIGHUP to reload the policy")
+        wait_for(
+            lambda: httpx.get(caps).json()["policy"]["sha256"] != before,
+            what="SIGHUP to reload the policy",
+        )
         assert _placements(cluster.url, 4) == {"w1"}
-        r = httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH,
-                       json={"source": _pin("w2"), "name": "pin-w2"})
+        r = httpx.post(
+            cluster.url + "/v2/admin/policy",
+            headers=AUTH,
+            json={"source": _pin("w2"), "name": "pin-w2"},
+        )
         assert r.status_code == 200, r.text
         assert _placements(cluster.url, 4) == {"w2"}
     finally:
@@ -177,28 +194,33 @@ def test_broken_policy_falls_back_and_the_metric_counts_it(cluster: Cluster) -> 
     try:
         r = httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH, json={"source": broken})
         assert r.status_code == 200, r.text
-        evs = stream_task(cluster.url, {"model": MODEL, "prompt": "x", "max_tokens": 4,
-                                        "task_id": "boom-1"})
+        evs = stream_task(
+            cluster.url, {"model": MODEL, "prompt": "x", "max_tokens": 4, "task_id": "boom-1"}
+        )
         assert evs[-1].event == "end" and evs[-1].data["tokens_out"] >= 1
         metrics = httpx.get(cluster.url + "/metrics").text
-        m = re.search(r'^orchd_policy_fallbacks_total\{fn="schedule",reason="error"\} (\S+)',
-                      metrics, re.M)
+        m = re.search(
+            r'^orchd_policy_fallbacks_total\{fn="schedule",reason="error"\} (\S+)', metrics, re.M
+        )
         assert m and float(m.group(1)) >= 1
     finally:
         httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH, json={})
 
 
-def test_worker_sigkill_mid_task_and_before_first_token(
-    tiny_model: Path, tmp_path: Path
-) -> None:
+def test_worker_sigkill_mid_task_and_before_first_token(tiny_model: Path, tmp_path: Path) -> None:
     with (
         orchestratord(tmp_path, "--retry-attempts", "2") as orch,
         worker(tiny_model, tmp_path, orch.url, "k1") as k1,
         worker(tiny_model, tmp_path, orch.url, "k2") as k2,
     ):
         procs = {"k1": k1, "k2": k2}
-        with httpx.stream("POST", orch.url + "/v2/tasks", json=LONG, timeout=30,
-                          headers={"accept": "text/event-stream"}) as r:
+        with httpx.stream(
+            "POST",
+            orch.url + "/v2/tasks",
+            json=LONG,
+            timeout=30,
+            headers={"accept": "text/event-stream"},
+        ) as r:
             task_id = r.headers["x-llorch-task-id"]
             lines = r.iter_lines()
             head = read_events(lines, stop_after=3)
@@ -216,10 +238,16 @@ def test_worker_sigkill_mid_task_and_before_first_token(
 
         # Before the first token: a registered worker that is gone (nothing listens there)
         # is tried first by policy, fails to connect, and the task is retried on the survivor.
-        ghost = {"worker_id": "ghost", "url": "http://127.0.0.1:9", "model": MODEL,
-                 "slots_total": 4}
-        assert httpx.post(orch.url + "/v2/workers/register", json=ghost,
-                          headers=AUTH).status_code == 201
+        ghost = {
+            "worker_id": "ghost",
+            "url": "http://127.0.0.1:9",
+            "model": MODEL,
+            "slots_total": 4,
+        }
+        assert (
+            httpx.post(orch.url + "/v2/workers/register", json=ghost, headers=AUTH).status_code
+            == 201
+        )
         prefer_ghost = (
             "def schedule(task, workers, cluster):\n"
             "    free = [w for w in workers if w['slots_busy'] < w['slots_total']]\n"
@@ -230,8 +258,9 @@ def test_worker_sigkill_mid_task_and_before_first_token(
         )
         r = httpx.post(orch.url + "/v2/admin/policy", headers=AUTH, json={"source": prefer_ghost})
         assert r.status_code == 200, r.text
-        evs = stream_task(orch.url, {"model": MODEL, "prompt": "retry", "max_tokens": 4,
-                                     "task_id": "retry-1"})
+        evs = stream_task(
+            orch.url, {"model": MODEL, "prompt": "retry", "max_tokens": 4, "task_id": "retry-1"}
+        )
         assert evs[-1].event == "end", evs
         assert started_on(evs) == survivor
         rec = httpx.get(f"{orch.url}/v2/tasks/retry-1").json()
@@ -239,8 +268,11 @@ def test_worker_sigkill_mid_task_and_before_first_token(
         # The killed worker stops heartbeating and is marked dead (its heartbeats come from
         # its own process once worker/app.py starts run_registration).
         if _worker_registers_itself():
-                wait_for(lambda: workers(orch.url)[victim]["state"] == "dead", timeout=20,
-                     what="the killed worker to be marked dead")
+            wait_for(
+                lambda: workers(orch.url)[victim]["state"] == "dead",
+                timeout=20,
+                what="the killed worker to be marked dead",
+            )
 
 
 def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
@@ -250,8 +282,13 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
     with orchestratord(tmp_path, state_dir=state) as orch:
         port = orch.port
         with worker(tiny_model, tmp_path, orch.url, "r1") as w:
-            with httpx.stream("POST", orch.url + "/v2/tasks", json=LONG, timeout=30,
-                              headers={"accept": "text/event-stream"}) as r:
+            with httpx.stream(
+                "POST",
+                orch.url + "/v2/tasks",
+                json=LONG,
+                timeout=30,
+                headers={"accept": "text/event-stream"},
+            ) as r:
                 task_id = r.headers["x-llorch-task-id"]
                 lines = r.iter_lines()  # held: a collected reader would close the stream
                 read_events(lines, stop_after=3)
@@ -264,8 +301,10 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
                 assert "r1" in listed and listed["r1"]["state"] in ("unverified", "ready")
                 rec = httpx.get(f"{orch2.url}/v2/tasks/{task_id}").json()
                 assert (rec["status"], rec["error_code"]) == ("failed", "WORKER_RESET")
-                wait_for(lambda: workers(orch2.url)["r1"]["state"] == "ready",
-                         what="the kept worker to be re-verified by heartbeat")
+                wait_for(
+                    lambda: workers(orch2.url)["r1"]["state"] == "ready",
+                    what="the kept worker to be re-verified by heartbeat",
+                )
                 evs = stream_task(orch2.url, {"model": MODEL, "prompt": "hi", "max_tokens": 4})
                 assert started_on(evs) == "r1" and evs[-1].event == "end"
                 assert w.proc.poll() is None

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.orchestratord.cluster import wait_for
-from tests.orchestratord.sdk_cluster import API_KEY, MODEL, Cluster, run_cluster
+from tests.orchestratord.sdk_cluster import API_KEY, MODEL, TENANT, Cluster, run_cluster
 
 pytestmark = pytest.mark.e2e
 QUEUE_CAPACITY = 2
@@ -178,3 +178,18 @@ def test_a_client_giving_up_on_a_completion_cancels_its_task(cluster: Cluster) -
         lambda: _status(cluster, "oa-gives-up") == "cancelled", what="the task to be cancelled"
     )
     wait_for(lambda: _slots_busy(cluster) == 0, what="the worker slot to be freed")
+
+
+def test_the_task_belongs_to_the_key_tenant_and_user_is_the_session(
+    cluster: Cluster, client: openai.OpenAI
+) -> None:
+    raw = client.completions.with_raw_response.create(
+        model=MODEL, prompt="x", max_tokens=2, user="end-user-7"
+    )
+    task_id = raw.headers["x-llorch-task-id"]
+    assert raw.parse().id == f"cmpl-{task_id}"
+    record = httpx.get(
+        f"{cluster.url}/v2/tasks/{task_id}", headers={"Authorization": f"Bearer {API_KEY}"}
+    ).json()
+    assert (record["tenant"], record["session_id"]) == (TENANT, "end-user-7")
+    assert record["status"] == "succeeded"

@@ -36,8 +36,11 @@ def test_slots_follow_reported_busy_beyond_our_own_jobs() -> None:
     w = r.get("w1")
     assert w is not None
     assert (w.slots_busy, w.free_slots) == (1, 2)
-    # The worker says 3 busy: 2 are someone else's work.
+    # The worker says 3 busy: 2 are someone else's work, once a second heartbeat confirms it
+    # (a single report may lag a job that just ended here).
     r.heartbeat("w1", "ready", 3, 3, 10)
+    assert w.slots_busy == 1
+    r.heartbeat("w1", "ready", 3, 3, 12)
     assert (w.slots_busy, w.free_slots) == (3, 0)
     assert not r.has_free("m", 10)
     # Our job ends: its slot is free at once, the foreign two stay until the next heartbeat.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -255,3 +257,33 @@ def test_async_client_streams_and_cancels(cluster: Cluster) -> None:
     with Client(cluster.url, api_key=API_KEY) as sync:
         assert text == sync.stream(MODEL, prompt="Hello", max_tokens=5, temperature=0.0).text()
     assert events[-1].event == "end" and events[-1].data["stop_reason"] == "CANCELLED"
+
+
+def test_the_demo_command_streams_a_task(cluster: Cluster) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llorch_sdk",
+                "--url",
+                cluster.url,
+                "--model",
+                MODEL,
+                "--prompt",
+                "Hello",
+                "--max-tokens",
+                "4",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    ok = run("--api-key", API_KEY)
+    assert ok.returncode == 0, ok.stderr
+    assert "stop: " in ok.stdout and "tokens" in ok.stdout
+    denied = run("--api-key", "wrong")
+    assert denied.returncode == 1
+    assert denied.stderr.count("\n") == 1 and "UNAUTHORIZED" in denied.stderr

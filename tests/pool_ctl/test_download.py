@@ -141,6 +141,7 @@ def test_an_id_taken_by_another_file_needs_force(
     assert call(["models", "download", f"{REPO}:tiny-f32.gguf", "--id", "m"], capsys).code == 0
     r = call(["models", "download", f"{REPO}:tiny-q8_0.gguf", "--id", "m"], capsys)
     assert r.code == 7 and "--force" in r.err
+    assert hub.gets("tiny-q8_0.gguf") == []  # refused before any transfer
     r = call(
         ["models", "download", f"{REPO}:tiny-q8_0.gguf", "--id", "m", "--force", "--json"], capsys
     )
@@ -157,3 +158,15 @@ def test_downloading_again_transfers_nothing(
     assert again.code == 0, again.err
     assert again.json() == first.json()
     assert len(hub.gets("tiny-f32.gguf")) == 1
+
+
+def test_offline_mode_is_a_clear_error(home: Path, hub: FakeHub) -> None:
+    r = run_pool(
+        ["models", "download", f"{REPO}:tiny-f32.gguf"],
+        pool_env(home, hub.url, HF_HUB_OFFLINE="1"),
+    )
+    assert r.code == 5
+    assert r.err.splitlines()[-1] == (
+        f"llorch-pool: error: cannot fetch {REPO}: HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE"
+    )
+    assert hub.requests == []

@@ -50,7 +50,7 @@ def registered(orch: Proc) -> dict[str, str]:
     r = httpx.get(orch.url + "/v2/workers", headers={"Authorization": f"Bearer {TOKEN}"})
     r.raise_for_status()
     workers: list[dict[str, Any]] = r.json()["workers"]
-    return {w["id"]: w.get("state", "") for w in workers}
+    return {w["id"]: str(w["url"]) for w in workers}
 
 
 def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
@@ -85,24 +85,9 @@ def test_stop_deregisters_from_orchestratord(env: dict[str, str], orchestrator: 
     # The token reaches the worker through its environment, never its command line.
     assert TOKEN not in " ".join(procs.cmdline(record["pid"]) or [])
     assert TOKEN not in run_pool(["worker", "list", "--json"], env).out
-    # Registration is the worker's job; this test registers it as the worker would, so what
-    # follows does not depend on the worker's timing.
-    body = {
-        "worker_id": wid,
-        "url": record["url"],
-        "model": "tiny",
-        "backend": "cpu",
-        "pool": "test",
-        "slots_total": 1,
-        "n_ctx": 4096,
-    }
-    reg = httpx.post(
-        orchestrator.url + "/v2/workers/register",
-        json=body,
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    )
-    assert reg.status_code in (200, 201), reg.text
-    assert wid in registered(orchestrator)
+    # The worker registers itself once it listens.
+    assert wait_for(lambda: wid in registered(orchestrator)), orchestrator.log_text()[-2000:]
+    assert registered(orchestrator)[wid] == record["url"]
     # A killed worker cannot deregister itself: only `worker stop` can tell orchestratord.
     os.kill(record["pid"], signal.SIGKILL)
     assert wait_for(
@@ -138,3 +123,36 @@ def test_stop_tolerates_an_unreachable_orchestrator(env: dict[str, str]) -> None
     assert stopped.code == 0, stopped.err
     assert stopped.json()["stopped"][0]["orchestrator"] == "orchestrator unreachable (ConnectError)"
     assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}
+
+
+def test_a_stopped_worker_leaves_the_registry(env: dict[str, str], orchestrator: Proc) -> None:
+    port = free_port()
+    advertised = f"http://pool-host.example:{port}"
+    args = [
+        "worker",
+        "spawn",
+        "cpu",
+        "--model",
+        "tiny",
+        "--json",
+        "--port",
+        str(port),
+        "--orchestrator",
+        orchestrator.url,
+        "--token",
+        TOKEN,
+        "--advertise-url",
+        advertised,
+    ]
+    r = run_pool(args, env)
+    assert r.code == 0, r.err
+    wid = r.json()["worker_id"]
+    assert wait_for(lambda: wid in registered(orchestrator)), orchestrator.log_text()[-2000:]
+    assert registered(orchestrator)[wid] == advertised
+    stopped = run_pool(["worker", "stop", wid, "--json"], env)
+    assert stopped.code == 0, stopped.err
+    outcome = stopped.json()["stopped"][0]
+    assert outcome["process"] == "terminated"
+    # The worker deregisters itself on the way out; ours then finds nothing left, or removes it.
+    assert outcome["orchestrator"] in ("deregistered", "not registered")
+    assert wid not in registered(orchestrator)

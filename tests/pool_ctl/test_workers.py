@@ -74,6 +74,8 @@ def test_spawn_list_logs_stop(env: dict[str, str], home: Path) -> None:
 
     logs = run_pool(["worker", "logs", record["worker_id"]], env)
     assert logs.code == 0 and "ready" in logs.out
+    in_use = run_pool(["models", "rm", "tiny"], env)
+    assert in_use.code == 7 and f"in use by worker(s) {record['worker_id']}" in in_use.err
 
     stopped = run_pool(["worker", "stop", record["worker_id"], "--json"], env)
     assert stopped.code == 0, stopped.err
@@ -233,3 +235,17 @@ def test_logs_follow_prints_new_lines_until_the_worker_ends(env: dict[str, str])
     assert follower.returncode == 0, err
     assert "ready" in history
     assert "marker line from the test" in out
+
+
+def test_concurrent_spawns_get_different_ports(env: dict[str, str]) -> None:
+    runs = [
+        start_pool(["worker", "spawn", "cpu", "--model", "tiny", "--json"], env) for _ in range(2)
+    ]
+    records = []
+    for p in runs:
+        out, err = p.communicate(timeout=90)
+        assert p.returncode == 0, err
+        records.append(json.loads(out))
+    assert records[0]["port"] != records[1]["port"]
+    listed = run_pool(["worker", "list", "--json"], env).json()["workers"]
+    assert sorted(w["state"] for w in listed) == ["ready", "ready"]

@@ -1,0 +1,131 @@
+"""worker/registration.py against a real orchestratord app served by uvicorn on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from orchestratord.app import create_app
+from orchestratord.settings import Settings
+from tests.support import free_port
+from worker.registration import Registration, run_registration
+
+TOKEN = "reg-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any, port: int) -> AsyncIterator[str]:
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no startup event
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def until(predicate: Any, what: str, limit_s: float = 10.0) -> Any:
+    async with asyncio.timeout(limit_s):
+        while not (value := await predicate()):  # noqa: ASYNC110 - polling an HTTP API
+            await asyncio.sleep(0.02)
+    assert value, what
+    return value
+
+
+def test_register_heartbeat_reregister_deregister(tmp_path: Path) -> None:
+    health: dict[str, Any] = {"status": "loading", "slots_total": 2, "slots_busy": 0}
+
+    async def worker_health(request: Request) -> JSONResponse:
+        return JSONResponse(health)
+
+    async def scenario() -> None:
+        orch_app = create_app(Settings(state_dir=tmp_path, cluster_token=TOKEN))
+        worker_app = Starlette(routes=[Route("/health", worker_health)])
+        async with (
+            serve(orch_app, free_port()) as orch,
+            serve(worker_app, free_port()) as wurl,
+            httpx.AsyncClient(headers=AUTH) as http,
+        ):
+            reg = Registration(
+                orchestrator_url=orch,
+                worker_id="w-reg",
+                url=wurl,
+                probe_url=wurl,
+                model="m",
+                backend="cpu",
+                pool="p",
+                slots_total=2,
+                n_ctx=512,
+                token=TOKEN,
+                interval_s=0.05,
+            )
+
+            async def listed() -> dict[str, Any] | None:
+                r = await http.get(orch + "/v2/workers")
+                return next((w for w in r.json()["workers"] if w["id"] == "w-reg"), None)
+
+            task = asyncio.create_task(run_registration(reg, lambda: health))
+            await asyncio.sleep(0.3)
+            assert await listed() is None  # not before the worker says it is ready
+            health["status"] = "ready"
+            w = await until(listed, "registration")
+            assert (w["model"], w["pool"], w["url"], w["slots_total"]) == ("m", "p", wurl, 2)
+            health["slots_busy"] = 2
+
+            async def busy() -> bool:
+                w = await listed()
+                return w is not None and w["slots_busy"] == 2
+
+            await until(busy, "heartbeats to carry the worker's slot counts")
+            # orchestratord forgets the worker: the next heartbeat gets 404 and it registers again.
+            assert (await http.delete(orch + "/v2/workers/w-reg")).status_code == 204
+            await until(listed, "re-registration after a 404")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert await listed() is None  # deregistered on the way out
+
+    asyncio.run(scenario())
+
+
+def test_from_settings_uses_the_worker_flags(tmp_path: Path) -> None:
+    from worker.settings import WorkerSettings
+
+    s = WorkerSettings(
+        model=tmp_path / "tiny.gguf",
+        host="0.0.0.0",
+        port=8123,
+        slots=3,
+        token="t",
+        orchestrator_url="http://o:8080/",
+        worker_id="w1",
+        pool="gpu-box",
+        advertise_url="http://10.0.0.5:8123",
+    )
+    reg = Registration.from_settings(s)
+    assert reg.orchestrator_url == "http://o:8080"
+    assert reg.url == "http://10.0.0.5:8123" and reg.probe_url == "http://127.0.0.1:8123"
+    assert reg.register_body() == {
+        "worker_id": "w1",
+        "url": "http://10.0.0.5:8123",
+        "model": "tiny",
+        "backend": "cpu",
+        "pool": "gpu-box",
+        "slots_total": 3,
+        "n_ctx": 4096,
+    }
