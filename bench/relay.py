@@ -137,7 +137,7 @@ def main() -> None:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--slots", type=int, default=4)
     p.add_argument("--policy-workers", default="10,100,1000")
     args = p.parse_args()

@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per cancel otherwise
     uvicorn.run(
         create_app(settings, handle_sighup=True),
         host=settings.host,
@@ -46,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
+        # Open event streams would otherwise hold shutdown until their tasks end.
+        timeout_graceful_shutdown=5,
     )
     return 0
 

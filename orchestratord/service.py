@@ -425,7 +425,7 @@ class TaskService:
                     if coalesce_s and batch[-1].event == "token" and not tlog.closed:
                         # Tokens after the first go out in bursts: one send per window
                         # instead of one per token (the first token is never delayed).
-                        await asyncio.sleep(coalesce_s)
+                        await tlog.linger(coalesce_s)
                     continue
                 if tlog.closed:
                     return

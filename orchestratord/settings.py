@@ -45,7 +45,7 @@ class Settings:
     read_timeout_s: float = 60.0
     disconnect_grace_ms: int = 10_000
     stream_coalesce_ms: float = 4.0
-    worker_prefetch: int = 1
+    worker_prefetch: int = 0
     policy_budget_ms: float = 50.0
     log_level: str = "info"
 

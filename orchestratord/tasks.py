@@ -8,6 +8,7 @@ HTTP edge). `TaskLog` keeps a task's events in memory so an SSE reader that reco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -168,13 +169,14 @@ class TaskLog:
     a token costs no allocation while readers are busy sending.
     """
 
-    __slots__ = ("_changed", "closed", "events", "readers")
+    __slots__ = ("_changed", "_closing", "closed", "events", "readers")
 
     def __init__(self) -> None:
         self.events: list[TaskEvent] = []
         self.closed = False
         self.readers = 0
         self._changed: asyncio.Event | None = None
+        self._closing: asyncio.Event | None = None
 
     def append(
         self, event: str, data: Mapping[str, Any] | None = None, raw: bytes | None = None
@@ -185,11 +187,24 @@ class TaskLog:
         self.events.append(ev)
         if event in TERMINAL_EVENTS:
             self.closed = True
+            if self._closing is not None:
+                self._closing.set()
         changed = self._changed
         if changed is not None:
             self._changed = None
             changed.set()
         return ev
+
+    async def linger(self, wait_s: float) -> None:
+        """Sleep up to `wait_s`, waking early when the log closes (readers batching tokens
+        must not hold back the final event)."""
+        if self.closed:
+            return
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await self._closing.wait()
 
     async def wait(self, index: int, wait_s: float | None = None) -> bool:
         """Wait until an event with id >= `index` exists or the log closed; False on timeout."""

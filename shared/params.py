@@ -163,6 +163,13 @@ class FieldReader:
             self.fail(name, f"total content is at most {MAX_PROMPT_CHARS} characters")
         return tuple(out)
 
+    def _repeat_penalty(self) -> float:
+        value = self.number("repeat_penalty", 1.0, 0.0, 2.0)
+        if value == 0.0:  # llama.cpp divides by it
+            self.fail("repeat_penalty", "must be greater than 0 (1.0 disables it)")
+            return 1.0
+        return value
+
     def generation(self, *, max_tokens_default: int = 128) -> GenerationParams:
         """The fields every generation request shares; exactly one of prompt or messages."""
         prompt = self.string("prompt", max_len=MAX_PROMPT_CHARS, min_len=0)
@@ -180,7 +187,7 @@ class FieldReader:
             top_p=self.number("top_p", 0.95, 0.0, 1.0),
             top_k=self.integer("top_k", 40, 0, 1000) or 0,
             min_p=self.number("min_p", 0.05, 0.0, 1.0),
-            repeat_penalty=self.number("repeat_penalty", 1.0, 0.0, 2.0),
+            repeat_penalty=self._repeat_penalty(),
             seed=self.integer("seed", None, 0, SEED_MAX),
             stop=self.stop_strings(),
         )

@@ -291,7 +291,7 @@ def _make_sampler(s: Sampling, n_vocab: int, ban: Sequence[int] = ()) -> Any:
         )
         add(chain, lc.llama_sampler_init_logit_bias(n_vocab, len(ban), biases))
     if s.repeat_penalty != 1.0:
-        add(chain, lc.llama_sampler_init_penalties(64, s.repeat_penalty, 0.0, 0.0))
+        add(chain, lc.llama_sampler_init_penalties(n_vocab, 64, s.repeat_penalty, 0.0, 0.0))
     if s.temperature <= 0.0:
         add(chain, lc.llama_sampler_init_greedy())
         return chain

@@ -222,9 +222,7 @@ def test_changed_host_key_is_refused_even_when_accepting_new(tmp_path: Path, ssh
 
 def test_auth_failure_is_its_own_error(tmp_path: Path, sshd: Sshd) -> None:
     stranger = keygen(tmp_path / "stranger")
-    ctl = trusted(tmp_path, sshd, ECHO_ARGV)
-    ctl = write_inventory(tmp_path, {"a": pool_for(sshd, ECHO_ARGV, identity_file=str(stranger))})
-    ctl.known_hosts.write_text(sshd.known_hosts_line())
+    ctl = trusted(tmp_path, sshd, ECHO_ARGV, identity_file=str(stranger))
     r = ctl.run("pool", "worker", "list", "--host", "a")
     assert r.returncode == 205
     assert "rejected our keys" in r.stderr
@@ -392,3 +390,11 @@ def test_ssh_agent_keys_are_used(tmp_path: Path, sshd: Sshd) -> None:
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_remote_killed_by_a_signal_has_no_exit_status(tmp_path: Path, sshd: Sshd) -> None:
+    ctl = trusted(tmp_path, sshd, "sh -c 'echo partial; kill -KILL $$'")
+    r = ctl.run("pool", "worker", "list", "--host", "a")
+    assert r.returncode == 209
+    assert r.stdout == "partial\n"
+    assert "without an exit status" in r.stderr

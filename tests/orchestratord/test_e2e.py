@@ -50,7 +50,7 @@ def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     policy = tmp / "policy.star"
     policy.write_text(builtin_source())
     with (
-        orchestratord(tmp, "--policy", str(policy)) as orch,
+        orchestratord(tmp, "--policy", str(policy), "--disconnect-grace-ms", "1500") as orch,
         worker(tiny_model, tmp, orch.url, "w1", slots=2) as w1,
         worker(tiny_model, tmp, orch.url, "w2", slots=2) as w2,
     ):
@@ -145,6 +145,37 @@ def test_resume_with_last_event_id_loses_nothing(cluster: Cluster) -> None:
     assert evs[-1].event == "end" and evs[-1].data["tokens_out"] == 400
 
 
+def test_disconnects_cancel_the_task_and_free_the_slot(cluster: Cluster) -> None:
+    def record(task_id: str) -> dict[str, object]:
+        return dict(httpx.get(f"{cluster.url}/v2/tasks/{task_id}").json())
+
+    def idle(task_id: str) -> bool:
+        wid = str(record(task_id)["worker_id"])
+        return bool(httpx.get(cluster.workers[wid].url + "/health").json()["slots_busy"] == 0)
+
+    # The submitting stream owns its task: closing it cancels at once.
+    with httpx.stream(
+        "POST",
+        cluster.url + "/v2/tasks",
+        json=LONG,
+        timeout=30,
+        headers={"accept": "text/event-stream"},
+    ) as r:
+        owned = r.headers["x-llorch-task-id"]
+        lines = r.iter_lines()
+        read_events(lines, stop_after=3)
+    wait_for(lambda: record(owned)["status"] == "cancelled", what="the owned task to cancel")
+    wait_for(lambda: idle(owned), what="the slot of the owned task to be freed")
+    # An events reader that goes away may come back; after the grace period the task stops.
+    task_id = httpx.post(cluster.url + "/v2/tasks", json=LONG).json()["task_id"]
+    with httpx.stream("GET", f"{cluster.url}/v2/tasks/{task_id}/events", timeout=30) as s:
+        lines = s.iter_lines()
+        read_events(lines, stop_after=3)
+    assert record(task_id)["status"] == "running"
+    wait_for(lambda: record(task_id)["status"] == "cancelled", what="the grace period to end it")
+    wait_for(lambda: idle(task_id), what="the slot to be freed")
+
+
 def _placements(url: str, n: int, **extra: object) -> set[str]:
     body = {"model": MODEL, "prompt": "where", "max_tokens": 4, **extra}
     return {started_on(stream_task(url, body)) for _ in range(n)}
@@ -171,6 +202,16 @@ def test_custom_policy_changes_placement_file_sighup_and_admin(cluster: Cluster)
             what="SIGHUP to reload the policy",
         )
         assert _placements(cluster.url, 4) == {"w1"}
+        # A broken file on SIGHUP is refused and the running policy stays.
+        pinned = httpx.get(caps).json()["policy"]["sha256"]
+        cluster.policy_file.write_text("def schedule(task, workers, cluster):\n  return (\n")
+        cluster.orch.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: "keeping the running policy" in cluster.orch.log_text(),
+            what="the refused reload to be logged",
+        )
+        assert httpx.get(caps).json()["policy"]["sha256"] == pinned
+        assert _placements(cluster.url, 2) == {"w1"}
         r = httpx.post(
             cluster.url + "/v2/admin/policy",
             headers=AUTH,

@@ -56,3 +56,22 @@ def test_plan_ignores_unknown_or_wrong_model_picks_and_other_models_proceed() ->
     out = plan(q, r, 1, lambda e, ws: picks.get(e.task_id))
     assert [(a.entry.task_id, a.worker_id) for a in out] == [("t3", "x")]
     assert [e.task_id for e in q] == ["t1", "t2"]
+
+
+def test_prefetch_sends_jobs_beyond_free_slots_and_policies_see_the_capacity() -> None:
+    q = TaskQueue(100)
+    r = Registry(1000, 10_000, prefetch=1)
+    r.register(Worker(id="a", url="http://a", model="m", slots_total=2), 0)
+    for n in range(4):
+        q.push(QueueEntry(f"t{n}", "m", "interactive", n, None))
+    seen: list[tuple[int, int]] = []
+
+    def record(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
+        seen.append((workers[0]["slots_busy"], workers[0]["slots_total"]))
+        return least_busy(entry, workers)
+
+    out = plan(q, r, 1, record)
+    assert [a.entry.task_id for a in out] == ["t0", "t1", "t2"]
+    assert seen == [(0, 3), (1, 3), (2, 3)]
+    [w] = r.views(1)
+    assert (w["slots_busy"], w["slots_total"]) == (2, 2)  # the listing shows the real slots
