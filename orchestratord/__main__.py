@@ -7,12 +7,29 @@ and exit status 2; `--debug` shows the traceback.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
 import uvicorn
+from starlette.applications import Starlette
 
 from orchestratord.settings import from_args
+
+
+class _Server(uvicorn.Server):
+    """Ends the tasks first when shutting down, so open event streams close with an `error`
+    event instead of being cut while uvicorn waits for connections to finish."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        service = getattr(self.app.state, "service", None)
+        if service is not None:
+            await service.stop()
+        await super().shutdown(sockets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,16 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per cancel otherwise
-    uvicorn.run(
-        create_app(settings, handle_sighup=True),
+    app = create_app(settings, handle_sighup=True)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         lifespan="on",
-        # Open event streams would otherwise hold shutdown until their tasks end.
+        # Streams of queued tasks would otherwise hold shutdown until they end.
         timeout_graceful_shutdown=5,
     )
+    _Server(config, app).run()
     return 0
 
 

@@ -206,6 +206,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
         loop = asyncio.get_running_loop()
         if handle_sighup and threading.current_thread() is threading.main_thread():
             loop.add_signal_handler(signal.SIGHUP, _reload_on_sighup, policy)
+        app.state.service = service  # for the server's shutdown hook (orchestratord.__main__)
         try:
             yield {
                 "service": service,

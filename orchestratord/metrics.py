@@ -68,8 +68,21 @@ class Metrics:
         )
         for lane in ("interactive", "batch"):
             self.queue_depth.labels(lane)
+        # Series that exist from the start read as 0, not as absent, in rate() queries.
+        for code in (
+            "OK",
+            "CANCELLED",
+            "WORKER_RESET",
+            "QUEUE_FULL",
+            "ADMISSION_REJECT",
+            "DEADLINE_UNMET",
+            "INVALID_PARAMS",
+        ):
+            self.tasks.labels(code)
         for fn in ("admit", "schedule"):
             self.policy_eval.labels(fn)
+            for reason in ("error", "timeout", "bad_return", "bad_input"):
+                self.policy_fallbacks.labels(fn, reason)
 
     def render(self, queue_depth: Mapping[str, int], worker_counts: Mapping[str, int]) -> bytes:
         for lane, n in queue_depth.items():

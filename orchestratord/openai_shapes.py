@@ -135,7 +135,8 @@ def _messages(raw: Any, errors: list[tuple[str, str]]) -> list[dict[str, str]]:
         if not isinstance(m, Mapping):
             errors.append((where, "must be an object"))
             continue
-        role = _ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        raw_role = m.get("role")
+        role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             errors.append((f"{where}.role", "must be system, developer, user or assistant"))
             continue

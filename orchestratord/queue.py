@@ -110,7 +110,3 @@ class TaskQueue:
     def next_deadline(self) -> int | None:
         deadlines = [e.deadline_ms for e in self if e.deadline_ms is not None]
         return min(deadlines) if deadlines else None
-
-    def oldest_wait_ms(self, now_ms: int) -> int:
-        heads = [next(iter(q.values())).enqueued_ms for q in self._lanes.values() if q]
-        return now_ms - min(heads) if heads else 0

@@ -158,9 +158,6 @@ class Registry:
         """Usable workers serving `model`, busy ones included (a policy may wait for one)."""
         return [w for w in self.workers.values() if w.model == model and self.usable(w, now_ms)]
 
-    def has_free(self, model: str, now_ms: int) -> bool:
-        return any(w.room(self.prefetch) > 0 for w in self.candidates(model, now_ms))
-
     def reserve(self, worker_id: str, task_id: str) -> None:
         self.workers[worker_id].inflight.add(task_id)
 

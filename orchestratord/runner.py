@@ -39,9 +39,7 @@ async def run_task(service: TaskService, active: ActiveTask) -> None:
         if active.cancelling:
             service.finish_cancelled(active)
         else:
-            service.fail(
-                active, "WORKER_RESET", "orchestratord stopped relaying the task", retriable=True
-            )
+            service.fail(active, "WORKER_RESET", "orchestratord is shutting down", retriable=True)
         raise
     finally:
         service.registry.release(worker_id, rec.id)

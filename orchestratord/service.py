@@ -27,11 +27,13 @@ from typing import Any
 import httpx
 
 from orchestratord.db import BatchWriter, Store
+from orchestratord.dispatch import dispatch_loop
+from orchestratord.follow import flatten, follow
 from orchestratord.metrics import Metrics
 from orchestratord.queue import QueueEntry, QueueFullError, TaskQueue
 from orchestratord.registry import Registry, Worker, WorkerView
 from orchestratord.relay import cancel_job
-from orchestratord.scheduler import Policy, cluster_view, plan, task_view
+from orchestratord.scheduler import Policy, cluster_view, task_view
 from orchestratord.settings import Settings
 from orchestratord.tasks import (
     TaskEvent,
@@ -57,7 +59,6 @@ RETRIABLE_CODES = frozenset(
     }
 )
 CANCEL_WAIT_S = 3.0
-MAX_IDLE_S = 0.5
 
 
 def wall_ms() -> int:
@@ -118,21 +119,37 @@ class TaskService:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._dispatch_loop(), name="dispatch")
+        self._loop = asyncio.create_task(dispatch_loop(self), name="dispatch")
 
     async def stop(self) -> None:
-        """Stop dispatching; running tasks end with WORKER_RESET (their workers see a cancel)."""
+        """Stop dispatching; unfinished tasks end with `error{WORKER_RESET}` (running ones are
+        cancelled on their workers by the closed connection). Safe to call twice."""
         tasks = [t for t in (self._loop, *(a.runner for a in self.tasks.values())) if t]
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        for entry in list(self.queue):
+            self.fail(
+                self.tasks[entry.task_id],
+                "WORKER_RESET",
+                "orchestratord is shutting down; submit the task again",
+                retriable=True,
+            )
         for bg in list(self._background):
             bg.cancel()
 
     def wake(self) -> None:
+        """Ask for a scheduling pass (a task queued, a slot freed, a worker changed)."""
         self._wake.set()
+
+    async def wait_for_work(self, wait_s: float) -> None:
+        """Return when `wake` was called, or after `wait_s` (deadlines and sweeps)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await self._wake.wait()
+        self._wake.clear()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -207,7 +224,7 @@ class TaskService:
         end{tokens_out, ttft_ms, decode_time_ms, stop_reason} | error{code, message, retriable}.
         """
         active = self._active(task_id)
-        return self._flatten(self._follow(active, after, None, cancel_on_detach=False))
+        return flatten(follow(self, active, after, None, cancel_on_detach=False))
 
     def frames(
         self,
@@ -219,7 +236,7 @@ class TaskService:
     ) -> AsyncGenerator[list[TaskEvent], None]:
         """Like `events`, in batches of whatever is ready (the SSE route writes one batch per
         send); an empty batch means `keepalive_s` passed without an event."""
-        return self._follow(self._active(task_id), after, keepalive_s, cancel_on_detach)
+        return follow(self, self._active(task_id), after, keepalive_s, cancel_on_detach)
 
     async def cancel(self, task_id: str) -> None:
         """Cancel a queued or running task; a finished task is left as it is. NotFound if unknown.
@@ -400,115 +417,3 @@ class TaskService:
     async def _closed(self, active: ActiveTask) -> None:
         while not active.log.closed:
             await active.log.wait(len(active.log.events))
-
-    async def _follow(
-        self,
-        active: ActiveTask,
-        after: int | None,
-        keepalive_s: float | None,
-        cancel_on_detach: bool,
-    ) -> AsyncGenerator[list[TaskEvent], None]:
-        i = 0 if after is None else max(0, after + 1)
-        coalesce_s = self.settings.stream_coalesce_ms / 1000
-        tlog = active.log
-        tlog.readers += 1
-        if active.grace is not None:
-            active.grace.cancel()
-            active.grace = None
-        try:
-            while True:
-                n = len(tlog.events)
-                if i < n:
-                    batch = tlog.events[i:n]
-                    i = n
-                    yield batch
-                    if coalesce_s and batch[-1].event == "token" and not tlog.closed:
-                        # Tokens after the first go out in bursts: one send per window
-                        # instead of one per token (the first token is never delayed).
-                        await tlog.linger(coalesce_s)
-                    continue
-                if tlog.closed:
-                    return
-                if not await tlog.wait(i, keepalive_s):
-                    yield []
-        finally:
-            tlog.readers -= 1
-            if not tlog.closed:
-                if cancel_on_detach:
-                    self.spawn(self.cancel(active.record.id))
-                elif tlog.readers == 0 and active.runner is not None:
-                    self._arm_grace(active)
-
-    async def _flatten(self, batches: AsyncIterator[list[TaskEvent]]) -> AsyncIterator[TaskEvent]:
-        async for batch in batches:
-            for ev in batch:
-                yield ev
-
-    def _arm_grace(self, active: ActiveTask) -> None:
-        """A running task nobody reads any more is cancelled after the grace period."""
-
-        def expire() -> None:
-            active.grace = None
-            if active.log.readers == 0 and not active.log.closed:
-                log.info("task %s lost its readers; cancelling", active.record.id)
-                self.spawn(self.cancel(active.record.id))
-
-        loop = asyncio.get_running_loop()
-        active.grace = loop.call_later(self.settings.disconnect_grace_ms / 1000, expire)
-
-    async def _dispatch_loop(self) -> None:
-        from orchestratord.runner import run_task
-
-        while True:
-            now = self.clock()
-            next_deadline = self.queue.next_deadline()
-            timeout = MAX_IDLE_S
-            if next_deadline is not None:
-                timeout = max(0.0, min(timeout, (next_deadline - now) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            try:
-                for active in self.dispatch_pass():
-                    active.runner = asyncio.create_task(run_task(self, active))
-            except Exception:
-                log.exception("scheduling pass failed")
-                await asyncio.sleep(0.1)
-
-    def dispatch_pass(self) -> list[ActiveTask]:
-        """Expire deadlines, sweep dead workers, and assign what can run; returns the tasks
-        whose slots were reserved (their runners are started by the caller)."""
-        now = self.clock()
-        for entry in self.queue.expire(now):
-            self.fail(
-                self.tasks[entry.task_id],
-                "DEADLINE_UNMET",
-                "no worker could start the task before its deadline",
-                retriable=False,
-            )
-        for w in self.registry.sweep(now):
-            log.warning(
-                "worker %s missed heartbeats for %d ms; marked dead", w.id, self.registry.dead_ms
-            )
-            if self.writer:
-                self.writer.worker(w, "dead")
-        if not self.queue:
-            return []
-        cluster = cluster_view(self.queue, self.registry, self.running_by_tenant, now)
-
-        def schedule(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
-            active = self.tasks[entry.task_id]
-            view = task_view(entry.task_id, active.req, now - entry.enqueued_ms)
-            try:
-                return self.policy.schedule(view, workers, cluster)
-            except Exception:
-                log.exception("policy.schedule raised")
-                return None
-
-        started = []
-        for a in plan(self.queue, self.registry, now, schedule):
-            active = self.tasks[a.entry.task_id]
-            active.record.worker_id = a.worker_id
-            self.running_by_tenant[active.req.tenant or ""] += 1
-            started.append(active)
-        return started

@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "freed slot starts the next job at once (0: only free slots)",
     )
     a("--log-level", default="info")
+    a("--debug", action="store_true", help="show a traceback when start-up fails")
     return p
 
 
@@ -197,6 +198,6 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
             raise SettingsError(f"{ENV_PREFIX}{flag}: {e}") from e
     parser.set_defaults(**defaults)
     ns = parser.parse_args(argv)
-    kwargs = {k: v for k, v in vars(ns).items() if v is not None}
+    kwargs = {k: v for k, v in vars(ns).items() if v is not None and k != "debug"}
     kwargs["api_keys"] = tuple(kwargs.get("api_keys", ()))
     return Settings(**kwargs)

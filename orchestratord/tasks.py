@@ -18,7 +18,6 @@ from functools import cached_property
 from typing import Any, Literal
 
 from shared.problem import FieldError, InvalidParams
-from shared.sse import encode_event
 
 Priority = Literal["interactive", "batch"]
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -218,12 +217,6 @@ class TaskLog:
         except TimeoutError:
             return False
         return True
-
-
-def encode_error(code: str, message: str, retriable: bool, event_id: int) -> bytes:
-    return encode_event(
-        "error", {"code": code, "message": message, "retriable": retriable}, event_id
-    )
 
 
 # --- validation -----------------------------------------------------------------------------

@@ -68,6 +68,7 @@ def serve(
     """Serve one GGUF model: POST /execute streams tokens as server-sent events."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat otherwise
     if backend not in ("cpu", "cuda", "metal"):
         _fail(f"--backend must be cpu, cuda or metal, not {backend!r}")
     if backend != "cpu" and not gpu_offload_supported():

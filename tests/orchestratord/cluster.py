@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -108,53 +106,6 @@ def orchestratord(
         yield p
 
 
-def _worker_registers_itself() -> bool:
-    return "run_registration" in Path(__file__).parents[2].joinpath("worker/app.py").read_text()
-
-
-@contextlib.contextmanager
-def _registration_thread(worker: Proc, orch_url: str, worker_id: str, slots: int) -> Iterator[None]:
-    """Stand-in until the worker's lifespan starts `run_registration` itself: the same code,
-    run in a thread of the test process, reading the worker's /health for its slot counts."""
-    from worker.registration import Registration, run_registration
-
-    reg = Registration(
-        orchestrator_url=orch_url,
-        worker_id=worker_id,
-        url=worker.url,
-        probe_url=worker.url,
-        model=MODEL,
-        backend="cpu",
-        pool="test",
-        slots_total=slots,
-        n_ctx=16384,
-        token=CT,
-        interval_s=0.25,
-    )
-    loop = asyncio.new_event_loop()
-
-    def snapshot() -> dict[str, Any]:
-        try:
-            return dict(httpx.get(worker.url + "/health", timeout=2).json())
-        except httpx.HTTPError:
-            return {"status": "failed"}
-
-    task = loop.create_task(run_registration(reg, snapshot))
-
-    def run() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            loop.run_until_complete(task)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(10)
-        loop.close()
-
-
 @contextlib.contextmanager
 def worker(
     model: Path,
@@ -180,14 +131,8 @@ def worker(
         *extra,
     ]
     with spawn_worker(model, tmp, slots=slots, token=CT, extra=args) as p:
-        shim = (
-            contextlib.nullcontext()
-            if _worker_registers_itself()
-            else _registration_thread(p, orch_url, worker_id, slots)
+        wait_for(
+            lambda: workers(orch_url).get(worker_id, {}).get("state") == "ready",
+            what=f"worker {worker_id} to register",
         )
-        with shim:
-            wait_for(
-                lambda: workers(orch_url).get(worker_id, {}).get("state") == "ready",
-                what=f"worker {worker_id} to register",
-            )
-            yield p
+        yield p

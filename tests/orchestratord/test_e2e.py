@@ -18,7 +18,6 @@ from tests.orchestratord.cluster import (
     AUTH,
     MODEL,
     Event,
-    _worker_registers_itself,
     orchestratord,
     read_events,
     stream_task,
@@ -306,14 +305,12 @@ def test_worker_sigkill_mid_task_and_before_first_token(tiny_model: Path, tmp_pa
         assert started_on(evs) == survivor
         rec = httpx.get(f"{orch.url}/v2/tasks/retry-1").json()
         assert rec["attempts"] == 2 and rec["status"] == "succeeded"
-        # The killed worker stops heartbeating and is marked dead (its heartbeats come from
-        # its own process once worker/app.py starts run_registration).
-        if _worker_registers_itself():
-            wait_for(
-                lambda: workers(orch.url)[victim]["state"] == "dead",
-                timeout=20,
-                what="the killed worker to be marked dead",
-            )
+        # The killed worker stops heartbeating and is marked dead.
+        wait_for(
+            lambda: workers(orch.url)[victim]["state"] == "dead",
+            timeout=20,
+            what="the killed worker to be marked dead",
+        )
 
 
 def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
@@ -349,6 +346,21 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
                 evs = stream_task(orch2.url, {"model": MODEL, "prompt": "hi", "max_tokens": 4})
                 assert started_on(evs) == "r1" and evs[-1].event == "end"
                 assert w.proc.poll() is None
+                # A graceful stop (SIGTERM) ends open streams with an error event, not a cut.
+                with httpx.stream(
+                    "POST",
+                    orch2.url + "/v2/tasks",
+                    json=LONG,
+                    timeout=30,
+                    headers={"accept": "text/event-stream"},
+                ) as r:
+                    lines = r.iter_lines()
+                    read_events(lines, stop_after=3)
+                    orch2.proc.send_signal(signal.SIGTERM)
+                    rest = read_events(lines)
+                assert rest[-1].event == "error" and rest[-1].data["code"] == "WORKER_RESET"
+                orch2.proc.wait(timeout=15)
+                wait_for(lambda: httpx.get(w.url + "/health").json()["slots_busy"] == 0)
 
 
 def test_queue_full_is_429_with_real_processes(tiny_model: Path, tmp_path: Path) -> None:

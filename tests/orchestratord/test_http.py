@@ -187,3 +187,51 @@ def test_admin_policy_reload_is_validated(orchd: AppFactory) -> None:
         assert r.status_code == 429 and r.json()["code"] == "ADMISSION_REJECT"
         assert r.json()["detail"] == "closed" and r.headers["retry-after"] == "3"
         assert c.post("/v2/admin/policy", json={}).status_code == 401
+
+
+def test_metrics_expose_every_family(orchd: AppFactory) -> None:
+    with orchd() as c:
+        text = c.get("/metrics").text
+    for family in (
+        "orchd_queue_depth",
+        "orchd_tasks_total",
+        "orchd_ttft_seconds",
+        "orchd_queue_seconds",
+        "orchd_time_per_output_token_seconds",
+        "orchd_tokens_out_total",
+        "orchd_workers",
+        "orchd_policy_eval_seconds",
+        "orchd_policy_fallbacks_total",
+        "orchd_dispatch_retries_total",
+    ):
+        assert f"# TYPE {family} " in text, family
+    assert 'orchd_tasks_total{code="OK"} 0.0' in text
+    assert 'orchd_policy_fallbacks_total{fn="schedule",reason="error"} 0.0' in text
+
+
+def test_unreachable_worker_exhausts_retries_then_waits_for_another(orchd: AppFactory) -> None:
+    from tests.support import free_port
+
+    ghost = {
+        "worker_id": "ghost",
+        "url": f"http://127.0.0.1:{free_port()}",
+        "model": "m",
+        "slots_total": 1,
+    }
+    with orchd(retry_attempts=0) as c:
+        assert c.post("/v2/workers/register", json=ghost).status_code == 201
+        tid = c.post("/v2/tasks", json=TASK).json()["task_id"]
+        evs = events(c, tid)
+        assert [e for _, e, _ in evs] == ["queued", "error"]
+        assert '"WORKER_RESET"' in evs[-1][2] and '"retriable":true' in evs[-1][2]
+        assert c.get(f"/v2/tasks/{tid}").json()["attempts"] == 1
+        [w] = c.get("/v2/workers").json()["workers"]
+        assert w["state"] == "failed" and w["slots_busy"] == 0  # no more work until it reports
+    with orchd(retry_attempts=2) as c:
+        assert c.post("/v2/workers/register", json=ghost).status_code == 201
+        tid = c.post("/v2/tasks", json={**TASK, "deadline_ms": 1500}).json()["task_id"]
+        evs = events(c, tid)
+        # The failed worker is skipped; with no other worker the task waits for its deadline.
+        assert [e for _, e, _ in evs] == ["queued", "error"] and "DEADLINE_UNMET" in evs[-1][2]
+        assert c.get(f"/v2/tasks/{tid}").json()["attempts"] == 1
+        assert "orchd_dispatch_retries_total 1.0" in c.get("/metrics").text

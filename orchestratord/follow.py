@@ -1,0 +1,78 @@
+"""Following a task's event log: what every reader of a task stream runs.
+
+Readers get the events after the id they name, in batches of whatever is ready, then wait for
+more. Tokens after the first are batched per `--stream-coalesce-ms` window; a reader of the
+submitting stream cancels its task when it goes away, other readers arm a grace timer instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING
+
+from orchestratord.tasks import TaskEvent
+
+if TYPE_CHECKING:
+    from orchestratord.service import ActiveTask, TaskService
+
+log = logging.getLogger("llorch.orchestratord")
+
+
+async def follow(
+    service: TaskService,
+    active: ActiveTask,
+    after: int | None,
+    keepalive_s: float | None,
+    cancel_on_detach: bool,
+) -> AsyncGenerator[list[TaskEvent], None]:
+    i = 0 if after is None else max(0, after + 1)
+    coalesce_s = service.settings.stream_coalesce_ms / 1000
+    tlog = active.log
+    tlog.readers += 1
+    if active.grace is not None:
+        active.grace.cancel()
+        active.grace = None
+    try:
+        while True:
+            n = len(tlog.events)
+            if i < n:
+                batch = tlog.events[i:n]
+                i = n
+                yield batch
+                if coalesce_s and batch[-1].event == "token" and not tlog.closed:
+                    # Tokens after the first go out in bursts: one send per window
+                    # instead of one per token (the first token is never delayed).
+                    await tlog.linger(coalesce_s)
+                continue
+            if tlog.closed:
+                return
+            if not await tlog.wait(i, keepalive_s):
+                yield []
+    finally:
+        tlog.readers -= 1
+        if not tlog.closed:
+            if cancel_on_detach:
+                service.spawn(service.cancel(active.record.id))
+            elif tlog.readers == 0 and active.runner is not None:
+                arm_grace(service, active)
+
+
+async def flatten(batches: AsyncIterator[list[TaskEvent]]) -> AsyncIterator[TaskEvent]:
+    async for batch in batches:
+        for ev in batch:
+            yield ev
+
+
+def arm_grace(service: TaskService, active: ActiveTask) -> None:
+    """A running task nobody reads any more is cancelled after the grace period."""
+
+    def expire() -> None:
+        active.grace = None
+        if active.log.readers == 0 and not active.log.closed:
+            log.info("task %s lost its readers; cancelling", active.record.id)
+            service.spawn(service.cancel(active.record.id))
+
+    loop = asyncio.get_running_loop()
+    active.grace = loop.call_later(service.settings.disconnect_grace_ms / 1000, expire)
