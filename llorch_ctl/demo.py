@@ -1,13 +1,15 @@
 """`make demo`: the whole local flow on the embedded tiny model.
 
-Starts orchestratord and one llorch-workerd on loopback ports, waits for the worker to register,
-submits a task through the Python SDK, prints its tokens as they stream, then shuts both down and
-checks that no process is left behind.
+Starts orchestratord on a loopback port, lets a local pool (llorch-pool with its own home) import
+the model and spawn one llorch-workerd that registers itself, submits a task through the Python
+SDK and prints its tokens as they stream, then stops the worker through the pool and
+orchestratord, and checks that no process is left behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -21,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from llorch_sdk import Client
 
 
 def _free_port() -> int:
@@ -77,16 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         sys.exit(f"[demo] model not found: {args.model} (make demo writes it)")
 
-    from llorch_sdk import Client
-
     token = secrets.token_urlsafe(16)
     api_key = secrets.token_urlsafe(16)
-    model_name = args.model.stem
-    orch_port, worker_port = _free_port(), _free_port()
+    model_name = "llorch-tiny"
+    orch_port = _free_port()
     orch_url = f"http://127.0.0.1:{orch_port}"
     with tempfile.TemporaryDirectory(prefix="llorch-demo-") as tmp:
         state = Path(tmp)
-        orch_log, worker_log = state / "orchestratord.log", state / "worker.log"
+        orch_log = state / "orchestratord.log"
         orch_args = [
             "orchestratord",
             "--port",
@@ -98,66 +100,67 @@ def main(argv: list[str] | None = None) -> int:
             "--db-url",
             f"sqlite:///{state / 'llorch.db'}",
         ]
-        worker_args = [
-            "worker",
-            "--model",
-            str(args.model),
-            "--port",
-            str(worker_port),
-            "--token",
-            token,
-            "--orchestrator-url",
-            orch_url,
-            "--worker-id",
-            "demo-worker",
-            "--pool",
-            "local",
-            "--slots",
-            "2",
-        ]
-        print(
-            f"[demo] orchestratord on {orch_url}, worker on :{worker_port}, model {model_name}",
-            file=sys.stderr,
-        )
-        with (
-            _daemon("orchestratord", orch_args, orch_log) as orch,
-            _daemon("llorch-workerd", worker_args, worker_log) as worker,
-        ):
+        # The local pool: llorch-pool with its own home, as on any pool host.
+        pool_env = {**os.environ, "LLORCH_HOME": str(state / "pool")}
+
+        def pool(*argv: str) -> dict[str, object]:
+            done = subprocess.run(
+                [sys.executable, "-m", "pool_ctl", *argv, "--json"],
+                env=pool_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if done.returncode != 0:
+                sys.exit(f"[demo] llorch-pool {' '.join(argv)} failed: {done.stderr.strip()}")
+            out: dict[str, object] = json.loads(done.stdout or "{}")
+            return out
+
+        print(f"[demo] orchestratord on {orch_url}; model {model_name}", file=sys.stderr)
+        with _daemon("orchestratord", orch_args, orch_log) as orch:
             _wait(
                 "orchestratord",
                 lambda: httpx.get(orch_url + "/health").status_code == 200,
                 orch,
                 orch_log,
             )
-            client = Client(orch_url, api_key=api_key)
-            admin = Client(orch_url, api_key=token)  # the registry takes the cluster token
-            _wait(
-                "the worker to register",
-                lambda: any(w.get("state") == "ready" for w in admin.workers()),
-                worker,
-                worker_log,
+            pool("models", "import", str(args.model), "--id", model_name)
+            record = pool(
+                "worker",
+                "spawn",
+                "cpu",
+                "--model",
+                model_name,
+                "--port",
+                "auto",
+                "--slots",
+                "2",
+                "--orchestrator",
+                orch_url,
+                "--token",
+                token,
+                "--worker-id",
+                "demo-worker",
             )
-            print(f"[demo] worker registered; submitting a task: {args.prompt!r}", file=sys.stderr)
-            started = time.perf_counter()
-            stats: dict[str, object] = {}
-            for event in client.stream(
-                model=model_name, prompt=args.prompt, max_tokens=args.max_tokens, seed=42
-            ):
-                if event.event == "started":
-                    print(f"[demo] running on {event.data['worker_id']}", file=sys.stderr)
-                elif event.event == "token":
-                    print(event.data["t"], end="", flush=True)
-                elif event.event == "end":
-                    stats = event.data
-                elif event.event == "error":
-                    sys.exit(f"\n[demo] task failed: {event.data}")
-            elapsed = time.perf_counter() - started
             print(
-                f"\n[demo] done: {stats.get('tokens_out')} tokens, stop {stats.get('stop_reason')}"
-                f", ttft {stats.get('ttft_ms')} ms, {elapsed * 1000:.0f} ms in all",
+                f"[demo] llorch-pool spawned worker {record.get('worker_id')} "
+                f"(pid {record.get('pid')}, port {record.get('port')})",
                 file=sys.stderr,
             )
-            pids = [orch.pid, worker.pid]
+            try:
+                client = Client(orch_url, api_key=api_key)
+                admin = Client(orch_url, api_key=token)  # the registry takes the cluster token
+                _wait(
+                    "the worker to register",
+                    lambda: any(w.get("state") == "ready" for w in admin.workers()),
+                    orch,
+                    orch_log,
+                )
+                _run_task(client, model_name, args.prompt, args.max_tokens)
+            finally:
+                pool("worker", "stop", "--all")
+                print("[demo] llorch-pool stopped the worker", file=sys.stderr)
+            pids = [orch.pid, int(str(record.get("pid", 0)))]
     leftovers = [p for p in pids if _alive(p)]
     if leftovers:
         sys.exit(f"[demo] processes left behind: {leftovers}")
@@ -165,12 +168,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _run_task(client: Client, model: str, prompt: str, max_tokens: int) -> None:
+    print(f"[demo] submitting a task through the SDK: {prompt!r}", file=sys.stderr)
+    started = time.perf_counter()
+    stats: dict[str, object] = {}
+    for event in client.stream(model=model, prompt=prompt, max_tokens=max_tokens, seed=42):
+        if event.event == "started":
+            print(f"[demo] running on {event.data['worker_id']}", file=sys.stderr)
+        elif event.event == "token":
+            print(event.data["t"], end="", flush=True)
+        elif event.event == "end":
+            stats = event.data
+        elif event.event == "error":
+            sys.exit(f"\n[demo] task failed: {event.data}")
+    elapsed = time.perf_counter() - started
+    print(
+        f"\n[demo] done: {stats.get('tokens_out')} tokens, stop {stats.get('stop_reason')}, "
+        f"ttft {stats.get('ttft_ms')} ms, {elapsed * 1000:.0f} ms in all",
+        file=sys.stderr,
+    )
+
+
+def _alive(pid: int, grace_s: float = 5.0) -> bool:
+    """Whether `pid` still runs after a short grace (an exited child is reaped by init, a
+    moment later; a zombie does not count)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        if stat.rsplit(")", 1)[1].split()[0] == "Z" or time.monotonic() > deadline:
+            return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":
