@@ -26,7 +26,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	@for b in bench/*.py; do echo "# $$b" >&2; $(PY) $$b --model $(MODEL) || exit 1; done
+	@for b in bench/[!_]*.py; do echo "# $$b" >&2; $(PY) $$b --model $(MODEL) || exit 1; done
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -32,8 +32,12 @@ async def validate(request: Request) -> Response:
 def make_app(token: str | None = None) -> Starlette:
     middleware = [Middleware(BearerAuth, tokens=[token], open_paths={"/open"})] if token else []
     app = Starlette(
-        routes=[Route("/full", full), Route("/boom", boom), Route("/open", full),
-                Route("/validate", validate, methods=["POST"])],
+        routes=[
+            Route("/full", full),
+            Route("/boom", boom),
+            Route("/open", full),
+            Route("/validate", validate, methods=["POST"]),
+        ],
         middleware=middleware,
     )
     install_problem_handlers(app)
@@ -47,9 +51,14 @@ def test_api_error_shape_with_retry_after() -> None:
     assert r.headers["content-type"] == "application/problem+json"
     assert r.headers["retry-after"] == "3"  # rounded up to whole seconds
     assert r.json() == {
-        "type": "https://llorch.dev/problems/queue-full", "title": "Queue full", "status": 429,
-        "detail": "queue is full (1024 tasks)", "code": "QUEUE_FULL", "retriable": True,
-        "instance": "/full", "retry_after_ms": 2500,
+        "type": "https://llorch.dev/problems/queue-full",
+        "title": "Queue full",
+        "status": 429,
+        "detail": "queue is full (1024 tasks)",
+        "code": "QUEUE_FULL",
+        "retriable": True,
+        "instance": "/full",
+        "retry_after_ms": 2500,
     }
 
 

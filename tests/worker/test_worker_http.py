@@ -354,11 +354,13 @@ def test_sampling_parameters_change_the_output(worker: Proc) -> None:
     base = {"prompt": "the quick brown fox", "max_tokens": 40, "seed": 11, "ignore_eos": True}
     plain = text_of(execute(worker.url, TOKEN, base))
     penalized = execute(worker.url, TOKEN, {**base, "repeat_penalty": 1.8})
-    greedy = [text_of(execute(worker.url, TOKEN, {**base, "temperature": 0, "seed": s}))
-              for s in (1, 2)]
+    greedy = [
+        text_of(execute(worker.url, TOKEN, {**base, "temperature": 0, "seed": s})) for s in (1, 2)
+    ]
     assert penalized[-1].data["stop_reason"] == "MAX_TOKENS"
     assert text_of(penalized) != plain
     assert greedy[0] == greedy[1], "temperature 0 is greedy: the seed does not matter"
-    zero = httpx.post(worker.url + "/execute", headers=AUTH,
-                      json={"prompt": "x", "repeat_penalty": 0})
+    zero = httpx.post(
+        worker.url + "/execute", headers=AUTH, json={"prompt": "x", "repeat_penalty": 0}
+    )
     assert zero.status_code == 400 and zero.json()["errors"][0]["field"] == "repeat_penalty"
