@@ -28,8 +28,8 @@ from orchestratord.policy import PolicyEngine, PolicyHolder
 from orchestratord.service import TaskService, parse_task_request
 from orchestratord.settings import Settings
 from orchestratord.streaming import EventStreamResponse
-from orchestratord.tasks import MAX_STOP, MAX_TOKENS_LIMIT
 from orchestratord.worker_routes import routes as worker_routes
+from shared.params import MAX_STOP_STRINGS, MAX_TOKENS_LIMIT
 from shared.problem import InvalidParams, install_problem_handlers
 
 log = logging.getLogger("llorch.orchestratord")
@@ -127,7 +127,7 @@ async def capabilities(request: Request) -> Response:
                 "capacity": settings.queue_capacity,
                 "full_policy": settings.queue_full_policy,
             },
-            "limits": {"max_tokens": MAX_TOKENS_LIMIT, "stop": MAX_STOP},
+            "limits": {"max_tokens": MAX_TOKENS_LIMIT, "stop": MAX_STOP_STRINGS},
             "events": ["queued", "started", "token", "end", "error"],
             "policy": {"name": engine.name, "sha256": engine.sha256},
         }

@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from shared.problem import FieldError, InvalidParams
+from shared.params import FieldReader
 
 Priority = Literal["interactive", "batch"]
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_EVENTS = frozenset({"end", "error"})
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-MAX_TOKENS_LIMIT = 32768
-MAX_STOP = 4
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -244,123 +242,49 @@ _FIELDS = frozenset(
 )
 
 
-class _Checker:
-    def __init__(self, body: Mapping[str, Any]) -> None:
-        self.body = body
-        self.errors: list[FieldError] = []
-
-    def fail(self, name: str, message: str) -> None:
-        self.errors.append({"field": name, "message": message})
-
-    def number(self, name: str, lo: float, hi: float, *, integer: bool = False) -> Any:
-        value = self.body.get(name)
-        if value is None:
-            return None
-        ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-        if isinstance(value, bool) or not ok_type:
-            self.fail(name, "must be an integer" if integer else "must be a number")
-            return None
-        if not lo <= value <= hi:
-            self.fail(name, f"must be between {lo:g} and {hi:g}")
-            return None
-        return int(value) if integer else float(value)
-
-    def string(self, name: str, max_len: int) -> str | None:
-        value = self.body.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value or len(value) > max_len:
-            self.fail(name, f"must be a non-empty string of at most {max_len} characters")
-            return None
-        return value
-
-
 def parse_task_request(body: Mapping[str, Any], *, tenant: str | None) -> TaskRequest:
     """Validate a client body into a TaskRequest, or raise InvalidParams listing every bad field.
 
-    `tenant` comes from the caller's credentials; when None the body's own `tenant` is used.
+    Generation fields use the worker's own rules and limits (`shared.params`), so a task that
+    is accepted here is never refused by the worker it lands on. `tenant` comes from the
+    caller's credentials; when None the body's own `tenant` is used.
     """
-    if not isinstance(body, Mapping):
-        raise InvalidParams(
-            "the body must be a JSON object",
-            errors=[{"field": "body", "message": "must be a JSON object"}],
-        )
-    c = _Checker(body)
-    for name in sorted(set(body) - _FIELDS):
-        c.fail(name, "unknown field")
-    model = c.string("model", 256)
-    if body.get("model") is None:
-        c.fail("model", "is required")
-    prompt, messages = body.get("prompt"), body.get("messages")
-    parsed_messages: tuple[Mapping[str, str], ...] | None = None
-    if (prompt is None) == (messages is None):
-        c.fail("prompt", "exactly one of prompt or messages is required")
-    elif prompt is not None and not isinstance(prompt, str):
-        c.fail("prompt", "must be a string")
-    elif messages is not None:
-        parsed_messages = _messages(c, messages)
-    max_tokens = c.number("max_tokens", 1, MAX_TOKENS_LIMIT, integer=True)
-    stop = body.get("stop")
-    if stop is not None and (
-        not isinstance(stop, list)
-        or len(stop) > MAX_STOP
-        or not all(isinstance(s, str) and s for s in stop)
-    ):
-        c.fail("stop", f"must be a list of at most {MAX_STOP} non-empty strings")
-        stop = None
-    priority = body.get("priority", "interactive")
-    if priority not in ("interactive", "batch"):
-        c.fail("priority", "must be 'interactive' or 'batch'")
-    ignore_eos = body.get("ignore_eos", False)
-    if not isinstance(ignore_eos, bool):
-        c.fail("ignore_eos", "must be a boolean")
-    task_id = body.get("task_id")
-    if task_id is not None and not (isinstance(task_id, str) and _TASK_ID.match(task_id)):
-        c.fail("task_id", "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
-    req = dict(
-        temperature=c.number("temperature", 0.0, 2.0),
-        top_p=c.number("top_p", 0.0, 1.0),
-        top_k=c.number("top_k", 0, 100_000, integer=True),
-        min_p=c.number("min_p", 0.0, 1.0),
-        repeat_penalty=c.number("repeat_penalty", 0.01, 10.0),
-        seed=c.number("seed", 0, 2**32 - 1, integer=True),
-        session_id=c.string("session_id", 256),
-        deadline_ms=c.number("deadline_ms", 1, 86_400_000, integer=True),
-        body_tenant=c.string("tenant", 128),
-    )
-    if c.errors:
-        raise InvalidParams(
-            "; ".join(f"{e['field']}: {e['message']}" for e in c.errors), errors=c.errors
-        )
+    r = FieldReader(body, known=set(_FIELDS))
+    model = r.string("model", max_len=256)
+    if model is None and not any(e["field"] == "model" for e in r.errors):
+        r.fail("model", "is required")
+    gen = r.generation()
+    priority = r.choice("priority", "interactive", ("interactive", "batch"))
+    ignore_eos = r.boolean("ignore_eos", False)
+    task_id = r.string("task_id", max_len=128)
+    if task_id is not None and not _TASK_ID.match(task_id):
+        r.fail("task_id", "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
+    session_id = r.string("session_id", max_len=256)
+    deadline_ms = r.integer("deadline_ms", None, 1, 86_400_000)
+    body_tenant = r.string("tenant", max_len=128)
+    r.raise_if_failed()
     assert model is not None
-    body_tenant = req.pop("body_tenant")
+
+    def given(name: str, value: Any) -> Any:
+        # Sampling fields the client left out stay None: the worker applies its own defaults.
+        return value if name in r.body else None
+
     return TaskRequest(
         model=model,
-        prompt=prompt,
-        messages=parsed_messages,
-        max_tokens=max_tokens if max_tokens is not None else 128,
-        stop=tuple(stop or ()),
-        priority=priority,
+        prompt=gen.prompt,
+        messages=gen.messages,
+        max_tokens=gen.max_tokens,
+        temperature=given("temperature", gen.temperature),
+        top_p=given("top_p", gen.top_p),
+        top_k=given("top_k", gen.top_k),
+        min_p=given("min_p", gen.min_p),
+        repeat_penalty=given("repeat_penalty", gen.repeat_penalty),
+        seed=gen.seed,
+        stop=gen.stop,
+        priority=priority,  # type: ignore[arg-type]
+        session_id=session_id,
+        deadline_ms=deadline_ms,
         task_id=task_id,
-        ignore_eos=ignore_eos is True,
         tenant=tenant if tenant is not None else body_tenant,
-        **req,
+        ignore_eos=ignore_eos,
     )
-
-
-def _messages(c: _Checker, messages: Any) -> tuple[Mapping[str, str], ...] | None:
-    if not isinstance(messages, list) or not messages:
-        c.fail("messages", "must be a non-empty list of {role, content} objects")
-        return None
-    out: list[Mapping[str, str]] = []
-    for n, m in enumerate(messages):
-        if (
-            not isinstance(m, Mapping)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-            or set(m) - {"role", "content", "name"}
-        ):
-            c.fail(f"messages[{n}]", "must be an object with string role and content")
-            continue
-        out.append({k: str(v) for k, v in m.items()})
-    return tuple(out)

@@ -44,9 +44,10 @@ class FieldReader:
 
     def __init__(self, body: object, known: set[str] | None = None) -> None:
         self.errors: list[FieldError] = []
-        if not isinstance(body, Mapping):
-            self.errors.append({"field": "", "message": "the body must be a JSON object"})
-            body = {}
+        if not isinstance(body, Mapping):  # nothing else can be read: say so alone
+            self.fail("body", "must be a JSON object")
+            self.raise_if_failed()
+        assert isinstance(body, Mapping)
         self.body: Mapping[str, Any] = body
         if known is not None:
             for name in sorted(set(body) - known):
@@ -57,7 +58,7 @@ class FieldReader:
 
     def raise_if_failed(self) -> None:
         if self.errors:
-            summary = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in self.errors)
+            summary = "; ".join(f"{e['field']}: {e['message']}" for e in self.errors)
             raise InvalidParams(summary, errors=self.errors)
 
     def string(

@@ -62,7 +62,7 @@ def test_full_request_passes_sampling_to_the_worker_body() -> None:
 def test_every_bad_field_is_listed() -> None:
     assert fields({"prompt": "x"}) == {"model"}
     assert fields({"model": "m"}) == {"prompt"}
-    assert fields({"model": "m", "prompt": "x", "messages": []}) == {"prompt"}
+    assert fields({"model": "m", "prompt": "x", "messages": []}) == {"messages"}
     assert fields(
         {
             "model": "m",
@@ -76,7 +76,7 @@ def test_every_bad_field_is_listed() -> None:
             "extra": 1,
         }
     ) == {"max_tokens", "temperature", "top_k", "stop", "priority", "task_id", "extra"}
-    assert fields({"model": "m", "messages": [{"role": "user"}]}) == {"messages[0]"}
+    assert fields({"model": "m", "messages": [{"role": "user"}]}) == {"messages[0].content"}
     assert fields([1, 2]) == {"body"}
 
 
