@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import threading
@@ -29,20 +28,11 @@ from orchestratord.service import TaskService, parse_task_request
 from orchestratord.settings import Settings
 from orchestratord.streaming import EventStreamResponse
 from orchestratord.worker_routes import routes as worker_routes
-from shared.params import MAX_STOP_STRINGS, MAX_TOKENS_LIMIT
+from shared.params import MAX_STOP_STRINGS, MAX_TOKENS_LIMIT, read_json
 from shared.problem import InvalidParams, install_problem_handlers
 
 log = logging.getLogger("llorch.orchestratord")
 API_VERSION = "2.0"
-
-
-async def json_body(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidParams(
-            "the body must be JSON", errors=[{"field": "body", "message": "invalid JSON"}]
-        ) from None
 
 
 def tenant_of(request: Request) -> str | None:
@@ -72,7 +62,7 @@ def last_event_id(request: Request) -> int | None:
 
 async def submit_task(request: Request) -> Response:
     service: TaskService = request.state.service
-    req = parse_task_request(await json_body(request), tenant=tenant_of(request))
+    req = parse_task_request(await read_json(request), tenant=tenant_of(request))
     record = await service.submit(req)
     events_url = f"/v2/tasks/{record.id}/events"
     if "text/event-stream" in request.headers.get("accept", ""):

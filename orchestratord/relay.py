@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from orchestratord.wire import HttpStatusError, ProtocolError, post_stream
+from orchestratord.wire import BadUrl, HttpStatusError, ProtocolError, post_stream
 
 
 class WorkerRefused(Exception):
@@ -25,7 +25,8 @@ class WorkerRefused(Exception):
 
 
 class WorkerLost(Exception):
-    """The worker could not be reached, or its connection failed or went silent."""
+    """The worker could not be reached (its URL included), or its connection failed or went
+    silent."""
 
 
 class StreamBroken(Exception):
@@ -98,6 +99,8 @@ async def execute(
         raise WorkerLost(f"no answer within {read_timeout:g}s (or connect timeout)") from e
     except (OSError, ProtocolError) as e:
         raise WorkerLost(f"{type(e).__name__}: {e}") from e
+    except BadUrl as e:
+        raise WorkerLost(f"its URL is unusable: {e}") from e
 
 
 async def cancel_job(

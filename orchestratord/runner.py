@@ -4,7 +4,8 @@ A worker that fails before the first token is marked failed (until its next hear
 otherwise) and the task goes back to the head of its lane, for another worker, up to
 `--retry-attempts` times. After a token reached the log, a failure ends the task with
 `error{WORKER_RESET}`. Every wait has a timeout (connect, and silence between events), so a
-dead worker can delay a task but never hang it.
+dead worker can delay a task but never hang it; anything else that goes wrong in the relay ends
+the task with `error{INTERNAL}` rather than leaving it open.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ async def run_task(service: TaskService, active: ActiveTask) -> None:
         else:
             service.fail(active, "WORKER_RESET", "orchestratord is shutting down", retriable=True)
         raise
+    except Exception as e:
+        # Whatever went wrong, the task must end: left open, its client would wait forever.
+        log.exception("relaying task %s to worker %s failed", rec.id, worker_id)
+        service.fail(
+            active,
+            "INTERNAL",
+            f"orchestratord could not relay the task: {_describe(e)}",
+            retriable=False,
+        )
+        outcome = "done"
     finally:
         service.registry.release(worker_id, rec.id)
         service.running_by_tenant[tenant] -= 1

@@ -34,6 +34,10 @@ class ProtocolError(Exception):
     """The response was not valid HTTP/1.1, or the connection ended mid-message."""
 
 
+class BadUrl(Exception):
+    """The URL names no host and port that a connection can be opened to."""
+
+
 async def post_stream(
     url: str,
     payload: Mapping[str, Any],
@@ -45,13 +49,17 @@ async def post_stream(
 ) -> AsyncGenerator[bytes, None]:
     """POST `payload` as JSON to `url` and yield the response body as it arrives.
 
-    Raises HttpStatusError for a non-200 answer, ProtocolError for a malformed or cut response,
-    TimeoutError when connecting or any read takes too long, OSError for socket errors.
+    Raises BadUrl for a URL with no usable host or port, HttpStatusError for a non-200 answer,
+    ProtocolError for a malformed or cut response, TimeoutError when connecting or any read takes
+    too long, OSError for socket errors.
     """
-    parts = urlsplit(url)
-    tls = parts.scheme == "https"
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if tls else 80)
+    try:
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if tls else 80)
+    except ValueError as e:  # a port out of range or not a number, a broken IPv6 literal
+        raise BadUrl(f"{url!r}: {e}") from None
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     head = [
         f"POST {parts.path or '/'} HTTP/1.1",
@@ -63,12 +71,15 @@ async def post_stream(
     ]
     head += [f"{k}: {v}" for k, v in headers.items()]
     async with asyncio.timeout(connect_timeout):
-        reader, writer = await asyncio.open_connection(
-            host,
-            port,
-            ssl=(ssl_context or ssl.create_default_context()) if tls else None,
-            limit=READ_SIZE,
-        )
+        try:
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                ssl=(ssl_context or ssl.create_default_context()) if tls else None,
+                limit=READ_SIZE,
+            )
+        except ValueError as e:  # a NUL in the host, or one IDNA cannot encode (UnicodeError)
+            raise BadUrl(f"{url!r}: {e}") from None
     try:
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         buf = bytearray()

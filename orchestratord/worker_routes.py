@@ -5,9 +5,8 @@ All are guarded by the cluster token (orchestratord.auth).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,81 +14,65 @@ from starlette.routing import Route
 
 from orchestratord.registry import REPORTED_STATES, Worker
 from orchestratord.service import TaskService
-from shared.problem import FieldError, InvalidParams, NotFound
+from shared.params import FieldReader, read_json
+from shared.problem import InvalidParams, NotFound
 
 
-class _Fields:
-    def __init__(self, body: Any) -> None:
-        if not isinstance(body, Mapping):
-            raise InvalidParams(
-                "the body must be a JSON object",
-                errors=[{"field": "body", "message": "must be a JSON object"}],
-            )
-        self.body = body
-        self.errors: list[FieldError] = []
-
-    def text(self, name: str, default: str | None = None, max_len: int = 512) -> str:
-        value = self.body.get(name, default)
-        if not isinstance(value, str) or not value or len(value) > max_len:
-            self.errors.append(
-                {
-                    "field": name,
-                    "message": f"must be a non-empty string of at most {max_len} characters",
-                }
-            )
-            return ""
-        return value
-
-    def count(self, name: str, default: int | None = None, lo: int = 0) -> int:
-        value = self.body.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            self.errors.append({"field": name, "message": f"must be an integer >= {lo}"})
-            return lo
-        return value
-
-    def check(self) -> None:
-        if self.errors:
-            raise InvalidParams(
-                "; ".join(f"{e['field']}: {e['message']}" for e in self.errors), errors=self.errors
-            )
-
-
-async def _json(request: Request) -> Any:
+def _url_problem(url: str) -> str | None:
+    """Why orchestratord could not open a connection to `url`, or None."""
     try:
-        return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidParams(
-            "the body must be JSON", errors=[{"field": "body", "message": "invalid JSON"}]
-        ) from None
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port out of range or not a number
+        host = parts.hostname
+        if parts.scheme not in ("http", "https") or not host:
+            return "must be an http:// or https:// URL with a host"
+        if any(ch.isspace() or not ch.isprintable() for ch in host):
+            return "has a control or space character in its host"
+        host.encode("idna")
+    except ValueError as e:  # UnicodeError included: a host that IDNA cannot encode
+        return f"is not a usable URL: {e}"
+    return None
+
+
+# Bounds keep a registration within what a worker can report (`--slots` <= 256) and what
+# the registry's integer columns hold.
+MAX_SLOTS = 256
+MAX_N_CTX = 10_000_000
 
 
 async def register(request: Request) -> Response:
-    f = _Fields(await _json(request))
-    url = f.text("url")
-    if url and not url.startswith(("http://", "https://")):
-        f.errors.append({"field": "url", "message": "must be an http:// or https:// URL"})
+    f = FieldReader(await read_json(request))
+    url = f.string("url", max_len=512, required=True) or ""
+    problem = _url_problem(url) if url else None
+    if problem:
+        f.fail("url", problem)
     worker = Worker(
-        id=f.text("worker_id", max_len=128),
+        id=f.string("worker_id", max_len=128, required=True) or "",
         url=url.rstrip("/"),
-        model=f.text("model", max_len=256),
-        backend=f.text("backend", "cpu", 32),
-        pool=f.text("pool", "default", 128),
-        slots_total=f.count("slots_total", lo=1),
-        n_ctx=f.count("n_ctx", 0),
+        model=f.string("model", max_len=256, required=True) or "",
+        backend=f.string("backend", "cpu", max_len=32) or "cpu",
+        pool=f.string("pool", "default", max_len=128) or "default",
+        slots_total=f.integer("slots_total", None, 1, MAX_SLOTS) or 1,
+        n_ctx=f.integer("n_ctx", 0, 0, MAX_N_CTX) or 0,
     )
-    f.check()
+    if "slots_total" not in f.body:
+        f.fail("slots_total", "is required")
+    f.raise_if_failed()
     service: TaskService = request.state.service
     w = service.register_worker(worker)
     return JSONResponse(w.view(service.clock(), service.registry.stale_ms), status_code=201)
 
 
 async def heartbeat(request: Request) -> Response:
-    f = _Fields(await _json(request))
-    state = f.text("state", "ready", 32)
-    if state and state not in REPORTED_STATES:
-        f.errors.append({"field": "state", "message": f"must be one of {sorted(REPORTED_STATES)}"})
-    slots_total, slots_busy = f.count("slots_total"), f.count("slots_busy", 0)
-    f.check()
+    f = FieldReader(await read_json(request))
+    state = f.string("state", "ready", max_len=32) or "ready"
+    if state not in REPORTED_STATES:
+        f.fail("state", f"must be one of {sorted(REPORTED_STATES)}")
+    slots_total = f.integer("slots_total", None, 1, MAX_SLOTS) or 1
+    slots_busy = f.integer("slots_busy", 0, 0, MAX_SLOTS) or 0
+    if "slots_total" not in f.body:
+        f.fail("slots_total", "is required")
+    f.raise_if_failed()
     service: TaskService = request.state.service
     worker_id = request.path_params["worker_id"]
     if not service.heartbeat(worker_id, state, slots_total, slots_busy):
@@ -114,7 +97,7 @@ async def reload_policy(request: Request) -> Response:
     """Validate and install a policy: JSON {source} (Starlark text) or {} to re-read the file."""
     from orchestratord.policy import PolicyHolder
 
-    payload = await _json(request) if (await request.body()).strip() else {}
+    payload = await read_json(request) if (await request.body()).strip() else {}
     holder: PolicyHolder = request.state.policy
     if not isinstance(payload, Mapping) or set(payload) - {"source", "name"}:
         raise InvalidParams(

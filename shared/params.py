@@ -6,10 +6,13 @@ learns all its mistakes from one 400 response rather than one per round trip.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from starlette.requests import Request
 
 from shared.problem import FieldError, InvalidParams
 
@@ -37,6 +40,17 @@ class GenerationParams:
     repeat_penalty: float
     seed: int | None
     stop: tuple[str, ...]
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON, or InvalidParams naming the body."""
+    try:
+        return json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidParams(
+            f"the body is not valid JSON: {e}",
+            errors=[{"field": "body", "message": "must be valid JSON"}],
+        ) from None
 
 
 class FieldReader:
@@ -68,9 +82,12 @@ class FieldReader:
         *,
         max_len: int = 256,
         min_len: int = 1,
+        required: bool = False,
     ) -> str | None:
         value = self.body.get(name, default)
         if value is None:
+            if required:
+                self.fail(name, "is required")
             return None
         if not isinstance(value, str):
             self.fail(name, "must be a string")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.auth import BearerAuth
+from shared.params import read_json
 from shared.problem import InvalidParams, install_problem_handlers
 from worker.engine import InferenceEngine
 from worker.params import parse_execute
@@ -36,13 +36,6 @@ ExitHook = Callable[[int], None]
 def _state(request: Request) -> WorkerState:
     state: WorkerState = request.state.worker
     return state
-
-
-async def read_json(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except ValueError as e:
-        raise InvalidParams(f"the body is not valid JSON: {e}") from e
 
 
 async def execute(request: Request) -> Response:

@@ -3,7 +3,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from orchestratord.relay import iter_sse
+import pytest
+
+from orchestratord.relay import WorkerLost, execute, iter_sse
 
 
 def parse(chunks: list[bytes]) -> list[tuple[str, bytes]]:
@@ -37,3 +39,17 @@ def test_crlf_framing_even_when_split_between_cr_and_lf() -> None:
     stream = b'event: token\r\ndata: {"t":"y"}\r\n\r\n: ping\r\n\r\n'
     for cut in range(1, len(stream)):
         assert parse([stream[:cut], stream[cut:]]) == [("token", b'{"t":"y"}')]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:99999", "http://h:port", "http://[", "http://\u0000", "http://" + "x" * 70],
+)
+def test_a_url_with_no_usable_host_or_port_is_a_lost_worker(url: str) -> None:
+    # Not a ValueError out of the relay: that left the task open and its client waiting.
+    async def run() -> None:
+        async for _ in execute(url, None, {}, connect_timeout=1.0, read_timeout=1.0):
+            pass
+
+    with pytest.raises(WorkerLost, match="unusable"):
+        asyncio.run(run())

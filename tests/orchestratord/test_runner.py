@@ -1,0 +1,44 @@
+"""The runner in process: whatever goes wrong while relaying, a dispatched task ends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.orchestratord.cluster import wait_for
+from tests.orchestratord.conftest import AppFactory
+
+CT = {"authorization": "Bearer ct"}
+WORKER = {"worker_id": "w1", "url": "http://127.0.0.1:1", "model": "m", "slots_total": 1}
+
+
+async def broken_relay(*args: Any, **kwargs: Any) -> AsyncIterator[tuple[str, bytes]]:
+    raise RuntimeError("a relay bug")
+    yield "never", b""  # an async generator, as the real one
+
+
+def test_an_unexpected_relay_error_fails_the_task_and_frees_its_slot(
+    orchd: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It used to escape the runner: the task stayed open and its client waited forever.
+    monkeypatch.setattr("orchestratord.runner.execute", broken_relay)
+    with orchd(cluster_token="ct") as c:
+        assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
+        r = c.post("/v2/tasks", json={"model": "m", "prompt": "hello", "max_tokens": 4})
+        assert r.status_code == 202
+        task_id = r.json()["task_id"]
+        record = wait_for(
+            lambda: (rec := c.get(f"/v2/tasks/{task_id}").json())["status"] == "failed" and rec,
+            timeout=10,
+            what="the task to fail",
+        )
+        assert record["error_code"] == "INTERNAL"
+        with c.stream("GET", f"/v2/tasks/{task_id}/events") as stream:
+            frames = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        error = json.loads(frames[-1].removeprefix("data: "))
+        assert error["code"] == "INTERNAL" and "a relay bug" in error["message"]
+        (worker,) = c.get("/v2/workers", headers=CT).json()["workers"]
+        assert worker["slots_busy"] == 0
