@@ -25,7 +25,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup
+# Set-up chatter goes to stderr so that stdout is only the benchmarks' JSON.
+bench:
+	@$(MAKE) --no-print-directory setup >&2
 	@for b in bench/[!_]*.py; do echo "# $$b" >&2; $(PY) $$b --model $(MODEL) || exit 1; done
 
 lint: setup

@@ -139,10 +139,6 @@ async def stream_job(
             yield event("end", _end(0, None, None, received_at, "CANCELLED", len(tokens)))
             return
         job.state = "running"
-        yield event(
-            "started",
-            {"job_id": job.id, "model": state.settings.model_name, "prompt_tokens": len(tokens)},
-        )
         gen = req.gen
         work = GenerationJob(
             tokens,
@@ -156,6 +152,11 @@ async def stream_job(
         channel = TokenChannel(loop)
         future = loop.run_in_executor(state.executor, _run, engine, slot, work, job, channel)
         future.add_done_callback(on_done)
+        # Sent after the token loop starts, so prompt processing overlaps this write.
+        yield event(
+            "started",
+            {"job_id": job.id, "model": state.settings.model_name, "prompt_tokens": len(tokens)},
+        )
         i = 0
         while not job.cancelled:
             pieces = await channel.drain()
