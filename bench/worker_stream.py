@@ -29,23 +29,30 @@ PROMPT = "the quick brown fox"
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05}
 
 
-def stream_once(client: httpx.Client, url: str, n: int, seed: int) -> float:
-    """Tokens per second of one streamed generation, measured by the client end to end."""
+def stream_once(client: httpx.Client, url: str, n: int, seed: int) -> tuple[float, float]:
+    """(end-to-end tok/s, decode tok/s) of one streamed generation, timed by the client:
+    request to `end`, and first token event to `end` (the stream's own pace, without the
+    request's fixed cost)."""
     body = {"prompt": PROMPT, "max_tokens": n, "seed": seed, "ignore_eos": True, **SAMPLING}
     t0 = time.perf_counter()
+    first = 0.0
     tokens_out = 0
     with client.stream("POST", url + "/execute", json=body) as r:
         for sse in EventSource(r).iter_sse():
-            if sse.event == "end":
+            if sse.event == "token" and not first:
+                first = time.perf_counter()
+            elif sse.event == "end":
                 tokens_out = json.loads(sse.data)["tokens_out"]
-    elapsed = time.perf_counter() - t0
+    end = time.perf_counter()
     assert tokens_out == n, f"expected {n} tokens, got {tokens_out}"
-    return n / elapsed
+    return n / (end - t0), (n - 1) / (end - first)
 
 
-def raw_once(llm: Any, tokens: list[int], n: int, seed: int) -> float:
+def raw_once(llm: Any, tokens: list[int], n: int, seed: int) -> tuple[float, float]:
+    """(tok/s from the call, tok/s from the first token) of the raw loop."""
     llm.set_seed(seed)
     t0 = time.perf_counter()
+    first = 0.0
     sampling = dict(
         temp=SAMPLING["temperature"],
         top_p=SAMPLING["top_p"],
@@ -54,15 +61,22 @@ def raw_once(llm: Any, tokens: list[int], n: int, seed: int) -> float:
     )
     # generate() never ends by itself; take exactly n tokens from it.
     for count, _ in enumerate(llm.generate(tokens, reset=True, **sampling), start=1):
+        if count == 1:
+            first = time.perf_counter()
         if count >= n:
             break
-    return n / (time.perf_counter() - t0)
+    end = time.perf_counter()
+    return n / (end - t0), (n - 1) / (end - first)
+
+
+def medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(x[0] for x in samples), statistics.median(x[1] for x in samples)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=9)
     args = parser.parse_args()
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     from llama_cpp import Llama
@@ -87,11 +101,14 @@ def main() -> None:
                 for rep in range(args.reps):
                     raw.append(raw_once(llm, prompt_tokens, n, rep))
                     stream.append(stream_once(client, worker.url, n, rep))
-                s, r = statistics.median(stream), statistics.median(raw)
+                s, r = medians(stream), medians(raw)
                 results["lengths"][str(n)] = {
-                    "stream_tok_s": round(s),
-                    "raw_generate_tok_s": round(r),
-                    "ratio_stream_over_raw": round(s / r, 3),
+                    "stream_tok_s": round(s[0]),
+                    "raw_generate_tok_s": round(r[0]),
+                    "ratio_stream_over_raw": round(s[0] / r[0], 3),
+                    "stream_decode_tok_s": round(s[1]),
+                    "raw_decode_tok_s": round(r[1]),
+                    "ratio_decode": round(s[1] / r[1], 3),
                 }
         first, last = results["lengths"][str(LENGTHS[0])], results["lengths"][str(LENGTHS[-1])]
         results["stream_2048_over_64"] = round(last["stream_tok_s"] / first["stream_tok_s"], 3)
