@@ -96,20 +96,30 @@ class TokenChannel:
         if waiter is not None:
             self._loop.call_soon_threadsafe(_resolve, waiter)
 
-    async def drain(self) -> list[str]:
-        """All pieces available now, waiting for at least one; [] once closed and empty."""
+    async def drain(self, patience_s: float | None = None) -> list[str] | None:
+        """All pieces available now, waiting for at least one; [] once closed and empty;
+        None if `patience_s` passed with nothing."""
+        timer: asyncio.TimerHandle | None = None
         while True:
             if self._items:
                 items = self._items
                 return [items.popleft() for _ in range(len(items))]
             if self._closed:
                 return []
+            if timer is not None and timer.when() <= self._loop.time():
+                return None
             waiter = self._loop.create_future()
             self._waiter = waiter
             if self._items or self._closed:  # raced with the producer: do not sleep
                 self._waiter = None
                 continue
-            await waiter
+            if patience_s is not None:
+                timer = self._loop.call_later(patience_s, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -21,6 +21,7 @@ from worker.settings import WorkerSettings
 from worker.slots import SlotPool, Ticket
 
 Status = Literal["loading", "ready", "draining", "failed"]
+STARTED_WITHIN_S = 0.05
 log = logging.getLogger("llorch.worker")
 
 
@@ -152,20 +153,28 @@ async def stream_job(
         channel = TokenChannel(loop)
         future = loop.run_in_executor(state.executor, _run, engine, slot, work, job, channel)
         future.add_done_callback(on_done)
-        # Sent after the token loop starts, so prompt processing overlaps this write.
-        yield event(
+        head = event(
             "started",
             {"job_id": job.id, "model": state.settings.model_name, "prompt_tokens": len(tokens)},
         )
-        i = 0
-        while not job.cancelled:
+        # `started` travels with the first tokens when they come quickly: a write of its own
+        # would compete with the token loop for the GIL just as the prompt is processed. A
+        # long prompt gets it on its own after STARTED_WITHIN_S.
+        pieces = await channel.drain(STARTED_WITHIN_S)
+        if pieces is None:
+            yield head
+            head = b""
             pieces = await channel.drain()
-            if job.cancelled or not pieces:
-                break
+        i = 0
+        while pieces and not job.cancelled:
             chunk = [event("token", {"t": t, "i": i + k}) for k, t in enumerate(pieces)]
             i += len(pieces)
             job.emitted = i
-            yield b"".join(chunk)
+            yield head + b"".join(chunk)
+            head = b""
+            pieces = await channel.drain()
+        if head:
+            yield head
         try:
             outcome = await future
         except Exception as e:  # the engine failed: report it, the slot is already free
