@@ -256,7 +256,8 @@ class LlamaEngine:
             produced += 1
             if first is None:
                 first = now()
-            piece = text.feed(buf.raw[:n] if n > 0 else b"")
+            # A piece longer than the buffer (rare: long whitespace runs) comes back negative.
+            piece = text.feed(buf.raw[:n] if n >= 0 else self.piece(tok))
             if piece:
                 emit(piece)
             if text.stopped:
@@ -275,9 +276,13 @@ class LlamaEngine:
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token, as the token loop sees them."""
-        buf = ctypes.create_string_buffer(_PIECE_BUF)
-        n = lc.llama_token_to_piece(self._vocab, token, buf, _PIECE_BUF, 0, False)
-        return buf.raw[: max(n, 0)]
+        size = _PIECE_BUF
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = lc.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
 
 
 def _make_sampler(s: Sampling, n_vocab: int, ban: Sequence[int] = ()) -> Any:
