@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from shared.auth import is_loopback
+
 QueueFullPolicy = Literal["reject", "drop-lru"]
 ENV_PREFIX = "ORCHD_"
 
@@ -70,6 +72,12 @@ class Settings:
             raise SettingsError("--default-deadline-ms and --disconnect-grace-ms must be >= 0")
         if any(not k or (":" in k and not k.split(":", 1)[1]) for k in self.api_keys):
             raise SettingsError("--api-key must be KEY or TENANT:KEY with a non-empty KEY")
+        if not is_loopback(self.host) and not (self.api_keys and self.cluster_token):
+            # Secure by default: open endpoints are only ever reachable from this machine.
+            raise SettingsError(
+                f"--host {self.host} is reachable from other machines: set --api-key and "
+                "--cluster-token, or listen on 127.0.0.1"
+            )
 
     @property
     def database_url(self) -> str:

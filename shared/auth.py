@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,4 +41,14 @@ class BearerAuth:
                     return False
                 # compare_digest against every token so timing does not reveal which matched.
                 return any([hmac.compare_digest(presented.strip(), t) for t in self.tokens])
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` exposes a server to this machine alone."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
         return False

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.auth import is_loopback
 from worker.engine import Backend
 
 
@@ -45,6 +46,12 @@ class WorkerSettings:
             raise SettingsError(f"--n-ctx must be at least 64, got {self.n_ctx}")
         if self.orchestrator_url and not self.token:
             raise SettingsError("--orchestrator-url needs --token (the cluster token)")
+        if not self.token and not is_loopback(self.host):
+            # Secure by default: an open worker is only ever reachable from this machine.
+            raise SettingsError(
+                f"--host {self.host} is reachable from other machines: set --token, "
+                "or listen on 127.0.0.1"
+            )
         if self.heartbeat_interval <= 0:
             raise SettingsError("--heartbeat-interval must be positive")
 

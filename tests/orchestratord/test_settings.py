@@ -59,3 +59,14 @@ def test_bad_values_are_one_clear_error(kwargs: dict[str, object]) -> None:
 def test_bad_env_value_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="ORCHD_PORT"):
         from_args([], env={"ORCHD_PORT": "eighty"})
+
+
+def test_listening_beyond_loopback_needs_keys_and_a_cluster_token(tmp_path: Path) -> None:
+    for host in ("0.0.0.0", "10.1.2.3", "box.example"):
+        with pytest.raises(SettingsError, match="reachable from other machines"):
+            Settings(host=host, state_dir=tmp_path)
+        with pytest.raises(SettingsError, match="reachable from other machines"):
+            Settings(host=host, state_dir=tmp_path, api_keys=("k",))
+        Settings(host=host, state_dir=tmp_path, api_keys=("k",), cluster_token="t")
+    for host in ("127.0.0.1", "::1", "localhost"):
+        Settings(host=host, state_dir=tmp_path)

@@ -364,3 +364,17 @@ def test_sampling_parameters_change_the_output(worker: Proc) -> None:
         worker.url + "/execute", headers=AUTH, json={"prompt": "x", "repeat_penalty": 0}
     )
     assert zero.status_code == 400 and zero.json()["errors"][0]["field"] == "repeat_penalty"
+
+
+def test_listening_beyond_loopback_needs_a_token(tiny_model: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "worker", "--model", str(tiny_model), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "llorch-workerd: --host 0.0.0.0 is reachable from other machines: set --token, "
+        "or listen on 127.0.0.1"
+    )
