@@ -52,8 +52,20 @@ def read_events(lines: Iterator[str], stop_after: int | None = None) -> list[Eve
     return out
 
 
-def stream_task(url: str, body: dict[str, Any], timeout: float = 60) -> list[Event]:
-    """Submit with Accept: text/event-stream and read the task to its end."""
+@dataclass
+class OpenStream:
+    """A task submitted with Accept: text/event-stream, its first events already read."""
+
+    task_id: str
+    lines: Iterator[str]  # held: a collected reader would close the stream
+    head: list[Event]
+
+
+@contextlib.contextmanager
+def open_task_stream(
+    url: str, body: dict[str, Any], head: int = 3, timeout: float = 30
+) -> Iterator[OpenStream]:
+    """Submit a streaming task and read its first `head` events; closing cancels the task."""
     with httpx.stream(
         "POST",
         url + "/v2/tasks",
@@ -62,7 +74,15 @@ def stream_task(url: str, body: dict[str, Any], timeout: float = 60) -> list[Eve
         headers={"accept": "text/event-stream"},
     ) as r:
         assert r.status_code == 200, r.read()
-        return read_events(r.iter_lines())
+        lines = r.iter_lines()
+        first = read_events(lines, stop_after=head) if head else []
+        yield OpenStream(r.headers.get("x-llorch-task-id", ""), lines, first)
+
+
+def stream_task(url: str, body: dict[str, Any], timeout: float = 60) -> list[Event]:
+    """Submit with Accept: text/event-stream and read the task to its end."""
+    with open_task_stream(url, body, head=0, timeout=timeout) as s:
+        return s.head + read_events(s.lines)
 
 
 def workers(url: str) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from tests.orchestratord.cluster import (
     AUTH,
     MODEL,
     Event,
+    open_task_stream,
     orchestratord,
     read_events,
     stream_task,
@@ -102,20 +103,12 @@ def test_twenty_concurrent_tasks_all_finish_on_both_workers(cluster: Cluster) ->
 
 
 def test_cancel_mid_stream_frees_the_worker_slot(cluster: Cluster) -> None:
-    with httpx.stream(
-        "POST",
-        cluster.url + "/v2/tasks",
-        json=LONG,
-        timeout=30,
-        headers={"accept": "text/event-stream"},
-    ) as r:
-        task_id = r.headers["x-llorch-task-id"]
-        lines = r.iter_lines()
-        head = read_events(lines, stop_after=3)
-        wid = started_on(head)
+    with open_task_stream(cluster.url, LONG) as s:
+        task_id = s.task_id
+        wid = started_on(s.head)
         assert httpx.get(cluster.workers[wid].url + "/health").json()["slots_busy"] >= 1
         assert httpx.post(f"{cluster.url}/v2/tasks/{task_id}/cancel").status_code == 204
-        rest = read_events(lines)
+        rest = read_events(s.lines)
     assert rest[-1].event == "end" and rest[-1].data["stop_reason"] == "CANCELLED"
     assert httpx.get(f"{cluster.url}/v2/tasks/{task_id}").json()["status"] == "cancelled"
     wait_for(
@@ -153,16 +146,8 @@ def test_disconnects_cancel_the_task_and_free_the_slot(cluster: Cluster) -> None
         return bool(httpx.get(cluster.workers[wid].url + "/health").json()["slots_busy"] == 0)
 
     # The submitting stream owns its task: closing it cancels at once.
-    with httpx.stream(
-        "POST",
-        cluster.url + "/v2/tasks",
-        json=LONG,
-        timeout=30,
-        headers={"accept": "text/event-stream"},
-    ) as r:
-        owned = r.headers["x-llorch-task-id"]
-        lines = r.iter_lines()
-        read_events(lines, stop_after=3)
+    with open_task_stream(cluster.url, LONG) as submitted:
+        owned = submitted.task_id
     wait_for(lambda: record(owned)["status"] == "cancelled", what="the owned task to cancel")
     wait_for(lambda: idle(owned), what="the slot of the owned task to be freed")
     # An events reader that goes away may come back; after the grace period the task stops.
@@ -254,19 +239,11 @@ def test_worker_sigkill_mid_task_and_before_first_token(tiny_model: Path, tmp_pa
         worker(tiny_model, tmp_path, orch.url, "k2") as k2,
     ):
         procs = {"k1": k1, "k2": k2}
-        with httpx.stream(
-            "POST",
-            orch.url + "/v2/tasks",
-            json=LONG,
-            timeout=30,
-            headers={"accept": "text/event-stream"},
-        ) as r:
-            task_id = r.headers["x-llorch-task-id"]
-            lines = r.iter_lines()
-            head = read_events(lines, stop_after=3)
-            victim = started_on(head)
+        with open_task_stream(orch.url, LONG) as s:
+            task_id = s.task_id
+            victim = started_on(s.head)
             procs[victim].kill(signal.SIGKILL)
-            rest = read_events(lines)
+            rest = read_events(s.lines)
         assert rest[-1].event == "error"
         assert rest[-1].data["code"] == "WORKER_RESET" and rest[-1].data["retriable"] is True
         rec = httpx.get(f"{orch.url}/v2/tasks/{task_id}").json()
@@ -320,16 +297,8 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
     with orchestratord(tmp_path, state_dir=state) as orch:
         port = orch.port
         with worker(tiny_model, tmp_path, orch.url, "r1") as w:
-            with httpx.stream(
-                "POST",
-                orch.url + "/v2/tasks",
-                json=LONG,
-                timeout=30,
-                headers={"accept": "text/event-stream"},
-            ) as r:
-                task_id = r.headers["x-llorch-task-id"]
-                lines = r.iter_lines()  # held: a collected reader would close the stream
-                read_events(lines, stop_after=3)
+            with open_task_stream(orch.url, LONG) as s:
+                task_id = s.task_id
                 time.sleep(0.3)  # the batch writer's flush interval is 50 ms
                 rec = httpx.get(f"{orch.url}/v2/tasks/{task_id}").json()
                 assert rec["status"] == "running", rec
@@ -347,17 +316,9 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
                 assert started_on(evs) == "r1" and evs[-1].event == "end"
                 assert w.proc.poll() is None
                 # A graceful stop (SIGTERM) ends open streams with an error event, not a cut.
-                with httpx.stream(
-                    "POST",
-                    orch2.url + "/v2/tasks",
-                    json=LONG,
-                    timeout=30,
-                    headers={"accept": "text/event-stream"},
-                ) as r:
-                    lines = r.iter_lines()
-                    read_events(lines, stop_after=3)
+                with open_task_stream(orch2.url, LONG) as s:
                     orch2.proc.send_signal(signal.SIGTERM)
-                    rest = read_events(lines)
+                    rest = read_events(s.lines)
                 assert rest[-1].event == "error" and rest[-1].data["code"] == "WORKER_RESET"
                 orch2.proc.wait(timeout=15)
                 wait_for(lambda: httpx.get(w.url + "/health").json()["slots_busy"] == 0)
