@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestratord.relay import iter_sse
+from orchestratord.worker_client.relay import iter_sse
 from tests.support import free_port, wait_http_ready
 
 TOKEN = "bench-cluster-token"

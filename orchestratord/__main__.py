@@ -40,8 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = from_args(args)
         from orchestratord.app import create_app
-        from orchestratord.db import Store
         from orchestratord.policy import PolicyEngine
+        from orchestratord.store.db import Store
 
         # Fail before listening: a bad policy file or database is the operator's to fix.
         PolicyEngine.from_file(settings.policy, budget_ms=settings.policy_budget_ms)

@@ -1,31 +1,142 @@
-"""Server-sent event framing on the hot path: one event is one small bytes object.
+"""Server-sent events: framing on the hot path, and the one SSE response of both daemons.
 
 Encoding by hand (not through a generic event class) keeps the per-token cost to one
 `json.dumps` and a bytes join; the relay and the worker call this once per token.
+
+`EventStream` is the only SSE response in llorch (orchestratord's /v2 and /v1 streams, the
+worker's /execute). It exists because the cleanup of a stream must not depend on its body:
+an async generator that was never iterated never runs its `finally`, so whatever a stream
+must undo when it ends (cancel a task, give back a slot) goes in `on_close`, which runs when
+the response ends however it ends: finished, client gone, failed, or never started.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # JSON leaves these unescaped, but many SSE clients split lines with str.splitlines(), which
 # breaks on them (the SSE spec itself splits only on CR and LF). Escaping keeps every client safe.
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+OnClose = Callable[[], Awaitable[None] | None]
+KEEPALIVE = b": keep-alive\n\n"
 
 
-def dumps(data: dict[str, Any]) -> str:
+def dumps(data: Mapping[str, Any] | list[Any] | str) -> str:
     """Compact JSON that is safe on one SSE `data:` line."""
     return _dumps(data).translate(_LINE_BREAKERS)
 
 
-def encode_event(event: str, data: dict[str, Any], event_id: int | str | None = None) -> bytes:
+def encode_event(event: str, data: Mapping[str, Any], event_id: int | str | None = None) -> bytes:
     """Frame one SSE event. `data` is JSON without newlines, so one `data:` line suffices."""
     head = f"id: {event_id}\nevent: {event}\n" if event_id is not None else f"event: {event}\n"
     return (head + "data: " + dumps(data) + "\n\n").encode()
 
 
+def encode_data(data: Mapping[str, Any] | str) -> bytes:
+    """A `data:`-only frame (OpenAI's stream shape); a str is sent as it is (`[DONE]`)."""
+    return b"data: " + (data if isinstance(data, str) else dumps(data)).encode() + b"\n\n"
+
+
 def encode_comment(text: str = "") -> bytes:
     """An SSE comment line, used as a keep-alive that clients ignore."""
     return f": {text}\n\n".encode()
+
+
+class EventStream(Response):
+    """An SSE response over pre-framed chunks of bytes.
+
+    - It listens for `http.disconnect` itself, so a client that goes away is noticed at once,
+      not at the next write (a queued task writes nothing for a long time).
+    - An empty chunk, or `keepalive_s` without a write, sends a keep-alive comment.
+    - `on_close` runs exactly once when the response ends, whether or not the body was ever
+      iterated, shielded from the cancellation that ends the response.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        body: AsyncIterable[bytes],
+        *,
+        on_close: OnClose | None = None,
+        headers: Mapping[str, str] | None = None,
+        keepalive_s: float | None = None,
+    ) -> None:
+        self.body_iter = body
+        self.on_close = on_close
+        self.keepalive_s = keepalive_s
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**SSE_HEADERS, **(headers or {})})
+        self.completed = False  # True when the body ended and its last byte was sent
+        self._closed = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lock = anyio.Lock()
+        last_write = time.monotonic()
+
+        async def write(chunk: bytes, more: bool = True) -> None:
+            nonlocal last_write
+            async with lock:
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                last_write = time.monotonic()
+
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                async def ping(every: float) -> None:
+                    while True:
+                        await anyio.sleep(max(0.0, last_write + every - time.monotonic()))
+                        if time.monotonic() - last_write >= every:
+                            await write(KEEPALIVE)
+
+                tg.start_soon(watch)
+                with contextlib.suppress(OSError):  # ASGI 2.4: a write to a closed connection
+                    await send(
+                        {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                    )
+                    if self.keepalive_s:
+                        tg.start_soon(ping, self.keepalive_s)
+                    async for chunk in self.body_iter:
+                        await write(chunk or KEEPALIVE)
+                    await write(b"", more=False)
+                    self.completed = True
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self.body_iter, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                await self.close()
+
+    async def close(self) -> None:
+        """Run `on_close` once (also for a response that was never sent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.on_close is not None:
+            result = self.on_close()
+            if inspect.isawaitable(result):
+                await result
+
+
+async def chunks_of(frames: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
+    """Join batches of frames into one chunk per batch (an empty batch: a keep-alive)."""
+    async for batch in frames:
+        yield b"".join(batch)

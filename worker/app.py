@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from shared.auth import BearerAuth
 from shared.params import read_json
 from shared.problem import InvalidParams, install_problem_handlers
+from shared.sse import EventStream
 from worker.engine import InferenceEngine
 from worker.params import parse_execute
 from worker.registration import Registration, run_registration
@@ -44,7 +44,15 @@ async def execute(request: Request) -> Response:
     req = parse_execute(await read_json(request))
     job, ticket, tokens, stops = state.admit(req)
     body = stream_job(state, req, job, ticket, tokens, stops, received_at)
-    return EventSourceResponse(body, ping=15, headers={"Cache-Control": "no-store"})
+
+    def closed() -> None:
+        # A body that never started never runs its `finally`: the job would keep its place.
+        if job.state == "queued":
+            job.cancel()
+            ticket.release()
+            state.finish(job)
+
+    return EventStream(body, on_close=closed, keepalive_s=15, headers={"Cache-Control": "no-store"})
 
 
 async def cancel(request: Request) -> Response:

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from shared.wire import RegisterBody
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("llorch.worker.registration")
@@ -70,7 +71,7 @@ class Registration:
     def headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def register_body(self) -> dict[str, Any]:
+    def register_body(self) -> RegisterBody:
         return {
             "worker_id": self.worker_id,
             "url": self.url,

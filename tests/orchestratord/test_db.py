@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestratord.db import SCHEMA_VERSION, BatchWriter, SchemaTooNew, Store
-from orchestratord.registry import Worker
-from orchestratord.tasks import TaskRecord
+from orchestratord.domain.registry import Worker
+from orchestratord.domain.tasks import TaskRecord
+from orchestratord.store.db import SCHEMA_VERSION, BatchWriter, SchemaTooNew, Store
 
 V1_SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -106,7 +106,7 @@ def test_batch_writer_coalesces_and_deletes(tmp_path: Path) -> None:
 
 
 def test_the_prompt_is_never_stored(tmp_path: Path) -> None:
-    from orchestratord.tasks import parse_task_request
+    from orchestratord.domain.tasks import parse_task_request
 
     req = parse_task_request({"model": "m", "prompt": "secret words"}, tenant=None)
     store = Store(f"sqlite:///{tmp_path / 'o.db'}").open()

@@ -15,8 +15,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from orchestratord.openai_api import routes
-from orchestratord.tasks import TaskEvent, TaskRecord, TaskRequest
+from orchestratord.domain.tasks import TaskRecord, TaskRequest
+from orchestratord.http.openai import routes
+from orchestratord.runtime.tasklog import TaskEvent
 from shared.problem import QueueFull, install_problem_handlers
 
 
@@ -55,6 +56,9 @@ class ScriptedService:
 
     async def cancel(self, task_id: str) -> None:
         self.cancelled.append(task_id)
+
+    def is_open(self, task_id: str) -> bool:
+        return False  # every scripted stream runs to its end
 
     def models(self) -> list[str]:
         return ["llorch-tiny"]

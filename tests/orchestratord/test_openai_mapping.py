@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from orchestratord.openai_shapes import (
+from orchestratord.domain.tasks import parse_task_request
+from orchestratord.http.openai_shapes import (
     Shaper,
     event_error,
     finish_reason,
@@ -15,7 +16,6 @@ from orchestratord.openai_shapes import (
     sse_data,
     usage,
 )
-from orchestratord.tasks import parse_task_request
 from shared.problem import InvalidParams, QueueFull, WorkerReset
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestratord.queue import QueueEntry, QueueFullError, TaskQueue
-from orchestratord.tasks import Priority
+from orchestratord.domain.queue import QueueEntry, QueueFullError, TaskQueue
+from orchestratord.domain.tasks import Priority
 
 
 def entry(

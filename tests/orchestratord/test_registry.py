@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from orchestratord.registry import Registry, Worker
+from orchestratord.domain.registry import Registry, Worker
 
 
 def worker(wid: str = "w1", model: str = "m", slots: int = 2) -> Worker:
@@ -56,7 +56,7 @@ def test_reported_state_other_than_ready_gets_no_work() -> None:
     r.heartbeat("w1", "draining", 2, 0, 10)
     assert r.candidates("m", 10) == []
     assert r.models(10) == []
-    r.heartbeat("w1", "bogus", 2, 0, 20)
+    r.heartbeat("w1", "bogus", 2, 0, 20)  # type: ignore[arg-type]  # what a bad caller sends
     assert r.counts(20) == {"failed": 1}
 
 
@@ -78,5 +78,5 @@ def test_reregistration_keeps_jobs_in_flight() -> None:
     r.register(worker(), 5)
     w = r.get("w1")
     assert w is not None and w.inflight == {"t1"}
-    view = r.views(5)[0]
+    view = r.listings(5)[0]
     assert view["slots_busy"] == 1 and view["state"] == "ready"

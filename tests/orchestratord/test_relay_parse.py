@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from orchestratord.relay import WorkerLost, execute, iter_sse
+from orchestratord.worker_client.relay import WorkerLost, execute, iter_sse
 
 
 def parse(chunks: list[bytes]) -> list[tuple[str, bytes]]:

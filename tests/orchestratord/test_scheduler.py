@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from orchestratord.queue import QueueEntry, TaskQueue
-from orchestratord.registry import Registry, Worker, WorkerView
-from orchestratord.scheduler import plan
+from orchestratord.domain.queue import QueueEntry, TaskQueue
+from orchestratord.domain.registry import Registry, Worker, WorkerView
+from orchestratord.domain.scheduler import plan
 
 
 def setup(slots: dict[str, int], model: str = "m") -> tuple[TaskQueue, Registry]:
@@ -73,5 +73,5 @@ def test_prefetch_sends_jobs_beyond_free_slots_and_policies_see_the_capacity() -
     out = plan(q, r, 1, record)
     assert [a.entry.task_id for a in out] == ["t0", "t1", "t2"]
     assert seen == [(0, 3), (1, 3), (2, 3)]
-    [w] = r.views(1)
+    [w] = r.listings(1)
     assert (w["slots_busy"], w["slots_total"]) == (2, 2)  # the listing shows the real slots

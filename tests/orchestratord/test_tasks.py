@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from orchestratord.tasks import TaskEvent, TaskLog, parse_task_request
+from orchestratord.domain.tasks import parse_task_request
+from orchestratord.runtime.tasklog import TaskEvent, TaskLog
 from shared.problem import InvalidParams
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from orchestratord.wire import HttpStatusError, ProtocolError, post_stream
+from orchestratord.worker_client.http1 import HttpStatusError, ProtocolError, post_stream
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from orchestratord.wire import BadUrl, HttpStatusError, ProtocolError, post_stream
+from orchestratord.worker_client.http1 import BadUrl, HttpStatusError, ProtocolError, post_stream
 
 
 class WorkerRefused(Exception):

@@ -1,21 +1,20 @@
-"""Routes for workers (register, heartbeat, deregister, list) and the admin policy reload.
-
-All are guarded by the cluster token (orchestratord.auth).
-"""
+"""Routes for workers: register, heartbeat, deregister, list (the cluster token guards them,
+orchestratord.http.auth)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestratord.registry import REPORTED_STATES, Worker
-from orchestratord.service import TaskService
+from orchestratord.domain.registry import REPORTED_STATES, Worker
+from orchestratord.runtime.service import TaskService
 from shared.params import FieldReader, read_json
-from shared.problem import InvalidParams, NotFound
+from shared.problem import NotFound
+from shared.wire import WorkerStatus
 
 
 def _url_problem(url: str) -> str | None:
@@ -60,7 +59,7 @@ async def register(request: Request) -> Response:
     f.raise_if_failed()
     service: TaskService = request.state.service
     w = service.register_worker(worker)
-    return JSONResponse(w.view(service.clock(), service.registry.stale_ms), status_code=201)
+    return JSONResponse(w.listing(service.clock(), service.registry.stale_ms), status_code=201)
 
 
 async def heartbeat(request: Request) -> Response:
@@ -75,7 +74,7 @@ async def heartbeat(request: Request) -> Response:
     f.raise_if_failed()
     service: TaskService = request.state.service
     worker_id = request.path_params["worker_id"]
-    if not service.heartbeat(worker_id, state, slots_total, slots_busy):
+    if not service.heartbeat(worker_id, cast(WorkerStatus, state), slots_total, slots_busy):
         raise NotFound(f"worker {worker_id} is not registered; register again")
     return JSONResponse({"ok": True})
 
@@ -90,37 +89,7 @@ async def deregister(request: Request) -> Response:
 
 async def list_workers(request: Request) -> Response:
     service: TaskService = request.state.service
-    return JSONResponse({"workers": service.worker_views()})
-
-
-async def reload_policy(request: Request) -> Response:
-    """Validate and install a policy: JSON {source} (Starlark text) or {} to re-read the file."""
-    from orchestratord.policy import PolicyHolder
-
-    payload = await read_json(request) if (await request.body()).strip() else {}
-    holder: PolicyHolder = request.state.policy
-    if not isinstance(payload, Mapping) or set(payload) - {"source", "name"}:
-        raise InvalidParams(
-            "the body must be {source, name?} or empty",
-            errors=[{"field": "body", "message": "expected {source: <starlark text>, name?: str}"}],
-        )
-    source = payload.get("source")
-    if source is None:
-        engine = holder.reload()
-    elif isinstance(source, str):
-        engine = holder.reload_source(source, name=str(payload.get("name") or "<admin>"))
-    else:
-        raise InvalidParams(
-            "source must be a string", errors=[{"field": "source", "message": "must be a string"}]
-        )
-    return JSONResponse(
-        {
-            "name": engine.name,
-            "sha256": engine.sha256,
-            "defines": sorted(engine.defines),
-            "warnings": list(engine.warnings),
-        }
-    )
+    return JSONResponse({"workers": service.worker_listings()})
 
 
 routes = [
@@ -128,5 +97,4 @@ routes = [
     Route("/v2/workers/{worker_id}/heartbeat", heartbeat, methods=["POST"]),
     Route("/v2/workers/{worker_id}", deregister, methods=["DELETE"]),
     Route("/v2/workers", list_workers, methods=["GET"]),
-    Route("/v2/admin/policy", reload_policy, methods=["POST"]),
 ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import starlark as sl
 
-from orchestratord.policy_types import WORKER_KEYS, PolicyError, PolicyFunction
+from orchestratord.policy.types import WORKER_KEYS, PolicyError, PolicyFunction
 
 SIGNATURES: dict[PolicyFunction, tuple[str, ...]] = {
     "admit": ("task", "cluster"),

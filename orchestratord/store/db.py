@@ -21,10 +21,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from orchestratord.registry import Worker
-from orchestratord.tasks import TaskRecord
+from orchestratord.domain.registry import Worker
+from orchestratord.domain.tasks import TaskRecord
 
-log = logging.getLogger("llorch.orchestratord.db")
+log = logging.getLogger("llorch.orchestratord.store.db")
 SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()

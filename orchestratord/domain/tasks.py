@@ -1,27 +1,23 @@
-"""Task values: the validated request, the record, and the per-task event log.
+"""Task values: the validated request and the record; pure.
 
 `parse_task_request` is the one place a client body becomes a `TaskRequest` (validation at the
-HTTP edge). `TaskLog` keeps a task's events in memory so an SSE reader that reconnects with
-`Last-Event-ID` gets everything it missed; event ids are the index in the log.
+HTTP edge).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 from shared.params import FieldReader
+from shared.wire import Priority, TaskStatus
 
-Priority = Literal["interactive", "batch"]
-TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL_EVENTS = frozenset({"end", "error"})
+__all__ = ["Priority", "TaskRecord", "TaskRequest", "TaskStatus", "parse_task_request"]
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -120,101 +116,6 @@ class TaskRecord:
     @property
     def done(self) -> bool:
         return self.status in ("succeeded", "failed", "cancelled")
-
-
-class TaskEvent:
-    """One event of a task's stream. `raw` is the JSON data as received, passed through as is.
-
-    Token events relayed from a worker are never decoded: `data` decodes lazily for the few
-    consumers (the OpenAI adapter) that need a dict, and `frame` is built once per event.
-    """
-
-    __slots__ = ("_data", "_frame", "event", "id", "raw")
-
-    def __init__(
-        self, id: int, event: str, data: Mapping[str, Any] | None = None, raw: bytes | None = None
-    ) -> None:
-        self.id = id
-        self.event = event
-        self._data: dict[str, Any] | None = dict(data) if data is not None else None
-        self.raw = raw if raw is not None else _dumps(self._data or {}).encode()
-        self._frame: bytes | None = None
-
-    @property
-    def data(self) -> dict[str, Any]:
-        if self._data is None:
-            self._data = json.loads(self.raw)
-        return self._data
-
-    @property
-    def frame(self) -> bytes:
-        """The SSE frame: `id`, `event`, one `data` line."""
-        if self._frame is None:
-            self._frame = b"".join(
-                (b"id: %d\nevent: " % self.id, self.event.encode(), b"\ndata: ", self.raw, b"\n\n")
-            )
-        return self._frame
-
-    def __repr__(self) -> str:
-        return f"TaskEvent({self.id}, {self.event!r}, {self.raw!r})"
-
-
-class TaskLog:
-    """A task's events in order, plus a wake-up for readers waiting on the next one.
-
-    The wake-up event is made only when a reader waits, and dropped when set, so appending
-    a token costs no allocation while readers are busy sending.
-    """
-
-    __slots__ = ("_changed", "_closing", "closed", "events", "readers")
-
-    def __init__(self) -> None:
-        self.events: list[TaskEvent] = []
-        self.closed = False
-        self.readers = 0
-        self._changed: asyncio.Event | None = None
-        self._closing: asyncio.Event | None = None
-
-    def append(
-        self, event: str, data: Mapping[str, Any] | None = None, raw: bytes | None = None
-    ) -> TaskEvent:
-        if self.closed:
-            raise RuntimeError("task log is closed")
-        ev = TaskEvent(len(self.events), event, data, raw)
-        self.events.append(ev)
-        if event in TERMINAL_EVENTS:
-            self.closed = True
-            if self._closing is not None:
-                self._closing.set()
-        changed = self._changed
-        if changed is not None:
-            self._changed = None
-            changed.set()
-        return ev
-
-    async def linger(self, wait_s: float) -> None:
-        """Sleep up to `wait_s`, waking early when the log closes (readers batching tokens
-        must not hold back the final event)."""
-        if self.closed:
-            return
-        if self._closing is None:
-            self._closing = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_s):
-                await self._closing.wait()
-
-    async def wait(self, index: int, wait_s: float | None = None) -> bool:
-        """Wait until an event with id >= `index` exists or the log closed; False on timeout."""
-        if index < len(self.events) or self.closed:
-            return True
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        try:
-            async with asyncio.timeout(wait_s):
-                await self._changed.wait()
-        except TimeoutError:
-            return False
-        return True
 
 
 # --- validation -----------------------------------------------------------------------------

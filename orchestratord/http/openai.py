@@ -30,10 +30,10 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive
 
-from orchestratord.app import tenant_of
-from orchestratord.openai_shapes import (
+from orchestratord.domain.tasks import parse_task_request
+from orchestratord.http.openai_shapes import (
     Kind,
     Shaper,
     event_error,
@@ -44,11 +44,11 @@ from orchestratord.openai_shapes import (
     sse_data,
     usage,
 )
-from orchestratord.service import TaskEvent, TaskService, parse_task_request
+from orchestratord.http.tasks import tenant_of
+from orchestratord.runtime.service import TaskService
+from orchestratord.runtime.tasklog import TaskEvent
 from shared.problem import PROBLEM_JSON, ApiError, Internal
-from shared.sse import encode_comment
-
-KEEPALIVE = encode_comment("keep-alive")
+from shared.sse import EventStream
 
 
 def error_response(err: ApiError, instance: str) -> Response:
@@ -74,7 +74,7 @@ async def _submit(request: Request, kind: Kind) -> Response:
         return error_response(err, request.url.path)
     shaper = Shaper(kind, record.id, task["model"], int(time.time()))
     if stream:
-        return _EventStream(service, record.id, shaper, include_usage)
+        return _event_stream(service, record.id, shaper, include_usage)
     return await _until_done_or_gone(request, service, record.id, shaper)
 
 
@@ -163,14 +163,8 @@ def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-class _EventStream(Response):
-    """The OpenAI SSE stream of one task; a client disconnect cancels the task.
-
-    Starlette's StreamingResponse notices a disconnect only when it next writes (ASGI 2.4) and
-    a queued task writes nothing, so this listens for `http.disconnect` itself.
-    """
-
-    media_type = "text/event-stream"
+class _Chunks:
+    """The OpenAI SSE body of one task, shaped from its events."""
 
     def __init__(
         self, service: TaskService, task_id: str, shaper: Shaper, include_usage: bool
@@ -178,37 +172,6 @@ class _EventStream(Response):
         self.service, self.task_id, self.shaper = service, task_id, shaper
         self.include_usage = include_usage
         self.prompt_tokens = 0
-        self.status_code = 200
-        self.background = None
-        self.init_headers(
-            {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Llorch-Task-Id": task_id}
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        complete = False
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    await _wait_disconnect(receive)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch)
-                with contextlib.suppress(OSError):  # ASGI 2.4: a write to a closed connection
-                    start = {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": self.raw_headers,
-                    }
-                    await send(start)
-                    async for chunk in self.chunks():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    complete = True
-                tg.cancel_scope.cancel()
-        finally:
-            if not complete:  # the client left (or this failed): nobody wants the tokens
-                await _cancel(self.service, self.task_id)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """One bytes object per batch of task events; a keep-alive comment while idle."""
@@ -217,7 +180,7 @@ class _EventStream(Response):
         try:
             async with contextlib.aclosing(self.service.frames(self.task_id)) as batches:
                 async for batch in batches:
-                    yield b"".join([self.shape(ev) for ev in batch]) if batch else KEEPALIVE
+                    yield b"".join([self.shape(ev) for ev in batch])
         except ApiError as err:
             yield sse_data({"error": openai_error(err)})
         yield sse_data("[DONE]")
@@ -237,6 +200,23 @@ class _EventStream(Response):
         elif ev.event == "error":
             return sse_data({"error": openai_error(event_error(ev.data))})
         return b""
+
+
+def _event_stream(
+    service: TaskService, task_id: str, shaper: Shaper, include_usage: bool
+) -> EventStream:
+    """The OpenAI SSE stream of one task; when it ends before the task did (the client left),
+    the task is cancelled: nobody wants its tokens."""
+
+    async def detach() -> None:
+        if service.is_open(task_id):
+            await _cancel(service, task_id)
+
+    return EventStream(
+        _Chunks(service, task_id, shaper, include_usage).chunks(),
+        on_close=detach,
+        headers={"X-Llorch-Task-Id": task_id},
+    )
 
 
 routes: list[Route] = [

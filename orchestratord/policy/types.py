@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict
 
 from shared.problem import FieldError, InvalidParams
+from shared.wire import Priority
 
-Priority = Literal["interactive", "batch"]
-WorkerState = Literal["ready", "busy", "draining", "stale", "dead"]
+# A worker's state as a policy sees it (specs/policy.md): `busy` is a ready worker with no room.
+PolicyWorkerState = Literal["ready", "busy", "draining", "stale", "dead"]
 PolicyFunction = Literal["admit", "schedule"]
 FallbackReason = Literal["error", "timeout", "bad_return", "bad_input"]
 """Why a call fell back to the built-in policy: the `reason` label of the fallback metric."""
@@ -31,11 +32,13 @@ class TaskView(TypedDict):
 
 
 class WorkerView(TypedDict):
+    """A worker as a policy sees it."""
+
     id: str
     pool: str
     model: str
     backend: str
-    state: WorkerState
+    state: PolicyWorkerState
     slots_total: int
     slots_busy: int
     tokens_per_s: float

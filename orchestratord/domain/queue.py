@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from orchestratord.tasks import Priority
+from orchestratord.domain.tasks import Priority
 
 LANES: tuple[Priority, ...] = ("interactive", "batch")
 FullPolicy = Literal["reject", "drop-lru"]

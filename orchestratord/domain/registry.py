@@ -12,23 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import TypedDict
 
-WorkerState = Literal["ready", "loading", "draining", "failed", "stale", "unverified", "dead"]
-REPORTED_STATES = frozenset({"loading", "ready", "draining", "failed"})
+from orchestratord.policy.types import WorkerView
+from shared.wire import WORKER_STATUSES, WorkerState, WorkerStatus
+
+REPORTED_STATES = WORKER_STATUSES
+__all__ = ["REPORTED_STATES", "Registry", "Worker", "WorkerListing", "WorkerState", "WorkerView"]
 
 
-class WorkerView(TypedDict):
-    """A worker as policies and `GET /v2/workers` see it."""
+class WorkerListing(TypedDict):
+    """A worker as `GET /v2/workers` lists it."""
 
     id: str
     pool: str
     model: str
     backend: str
-    state: str
+    state: WorkerState
     url: str
     slots_total: int
     slots_busy: int
+    n_ctx: int
     tokens_per_s: float
     last_heartbeat_ms: int
 
@@ -42,7 +46,7 @@ class Worker:
     pool: str = "default"
     slots_total: int = 1
     n_ctx: int = 0
-    reported: str = "ready"
+    reported: WorkerStatus = "ready"
     last_heartbeat_ms: int = 0
     registered_ms: int = 0
     verified: bool = True
@@ -72,12 +76,9 @@ class Worker:
             return "unverified"
         if now_ms - self.last_heartbeat_ms > stale_ms:
             return "stale"
-        return self.reported  # type: ignore[return-value]
+        return self.reported
 
-    def view(self, now_ms: int, stale_ms: int, prefetch: int = 0) -> WorkerView:
-        """The worker as listed; with `prefetch`, as policies see it: its capacity is its slots
-        plus the places orchestratord may use in its queue."""
-        total = self.slots_total + prefetch
+    def listing(self, now_ms: int, stale_ms: int) -> WorkerListing:
         return {
             "id": self.id,
             "pool": self.pool,
@@ -85,8 +86,29 @@ class Worker:
             "backend": self.backend,
             "state": self.state(now_ms, stale_ms),
             "url": self.url,
+            "slots_total": self.slots_total,
+            "slots_busy": self.slots_busy,
+            "n_ctx": self.n_ctx,
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "last_heartbeat_ms": self.last_heartbeat_ms,
+        }
+
+    def view(self, now_ms: int, stale_ms: int, prefetch: int = 0) -> WorkerView:
+        """The worker as policies see it: its capacity is its slots plus the places
+        orchestratord may use in its queue (`prefetch`); a ready worker with no room is busy."""
+        total = self.slots_total + prefetch
+        busy = min(total, len(self.inflight) + self.foreign)
+        state = self.state(now_ms, stale_ms)
+        return {
+            "id": self.id,
+            "pool": self.pool,
+            "model": self.model,
+            "backend": self.backend,
+            "state": ("busy" if busy >= total else "ready")
+            if state == "ready"
+            else ("dead" if state == "dead" else "draining" if state == "draining" else "stale"),
             "slots_total": total,
-            "slots_busy": min(total, len(self.inflight) + self.foreign),
+            "slots_busy": busy,
             "tokens_per_s": round(self.tokens_per_s, 2),
             "last_heartbeat_ms": self.last_heartbeat_ms,
         }
@@ -118,7 +140,12 @@ class Registry:
             self.workers[w.id] = w
 
     def heartbeat(
-        self, worker_id: str, state: str, slots_total: int, slots_busy: int, now_ms: int
+        self,
+        worker_id: str,
+        state: WorkerStatus,
+        slots_total: int,
+        slots_busy: int,
+        now_ms: int,
     ) -> Worker | None:
         """Record a heartbeat; None when the worker is unknown (it must register again)."""
         w = self.workers.get(worker_id)
@@ -183,5 +210,5 @@ class Registry:
             out[s] = out.get(s, 0) + 1
         return out
 
-    def views(self, now_ms: int) -> list[WorkerView]:
-        return [w.view(now_ms, self.stale_ms) for w in self.workers.values()]
+    def listings(self, now_ms: int) -> list[WorkerListing]:
+        return [w.listing(now_ms, self.stale_ms) for w in self.workers.values()]

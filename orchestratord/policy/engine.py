@@ -25,14 +25,14 @@ from pathlib import Path
 
 import starlark as sl
 
-from orchestratord.policy_checks import (
+from orchestratord.policy.checks import (
     CallFailed,
     admit_decision,
     dry_run_inputs,
     worker_choice,
 )
-from orchestratord.policy_compile import SIGNATURES, CompiledPolicy, compile_policy, describe
-from orchestratord.policy_types import (
+from orchestratord.policy.compile import SIGNATURES, CompiledPolicy, compile_policy, describe
+from orchestratord.policy.types import (
     ACCEPT,
     CLUSTER_KEYS,
     TASK_KEYS,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestratord.policy_types import (
+from orchestratord.policy.types import (
     AdmitDecision,
     ClusterView,
     FallbackReason,
+    PolicyWorkerState,
     TaskView,
-    WorkerState,
     WorkerView,
 )
 
@@ -70,7 +70,7 @@ def worker_choice(value: object, task: TaskView, workers: Sequence[WorkerView]) 
 def dry_run_inputs() -> dict[str, tuple[TaskView, list[WorkerView], ClusterView]]:
     """Synthetic cases, by description, that every policy function must get through."""
 
-    def worker(i: int, pool: str, model: str, state: WorkerState, busy: int) -> WorkerView:
+    def worker(i: int, pool: str, model: str, state: PolicyWorkerState, busy: int) -> WorkerView:
         return {
             "id": f"dry-run-worker-{i}",
             "pool": pool,

@@ -8,8 +8,8 @@ Lives in the Starlette lifespan state as `request.state.service`.
         ...                                                      # ends after `end` or `error`
     await service.cancel(record.id)                              # idempotent
 
-It owns the queue, the registry and the task logs, runs the scheduling loop, and starts one
-runner per dispatched task (orchestratord.runner) that relays the worker's stream into the log.
+It owns the queue, the registry and the task logs (through `Core`), runs the scheduling loop,
+and starts one runner per dispatched task (runtime.runner) that relays the worker's stream.
 """
 
 from __future__ import annotations
@@ -19,72 +19,31 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
-from orchestratord.db import BatchWriter, Store
-from orchestratord.dispatch import dispatch_loop
-from orchestratord.follow import flatten, follow
+from orchestratord.domain.queue import QueueEntry, QueueFullError
+from orchestratord.domain.registry import Worker, WorkerListing
+from orchestratord.domain.scheduler import Policy, cluster_view, task_view
+from orchestratord.domain.tasks import TaskRecord, TaskRequest, parse_task_request
 from orchestratord.metrics import Metrics
-from orchestratord.queue import QueueEntry, QueueFullError, TaskQueue
-from orchestratord.registry import Registry, Worker, WorkerView
-from orchestratord.relay import cancel_job
-from orchestratord.scheduler import Policy, cluster_view, task_view
+from orchestratord.runtime.core import ActiveTask, Core, wall_ms
+from orchestratord.runtime.dispatch import dispatch_loop
+from orchestratord.runtime.follow import flatten, follow
+from orchestratord.runtime.tasklog import TaskEvent, TaskLog
 from orchestratord.settings import Settings
-from orchestratord.tasks import (
-    TaskEvent,
-    TaskLog,
-    TaskRecord,
-    TaskRequest,
-    TaskStatus,
-    parse_task_request,
-)
+from orchestratord.store.db import BatchWriter, Store
+from orchestratord.worker_client.relay import cancel_job
 from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull
+from shared.wire import WorkerStatus
 
 __all__ = ["TaskEvent", "TaskRecord", "TaskRequest", "TaskService", "parse_task_request"]
 log = logging.getLogger("llorch.orchestratord")
-RETRIABLE_CODES = frozenset(
-    {
-        "WORKER_RESET",
-        "DECODE_TIMEOUT",
-        "BUSY",
-        "DRAINING",
-        "QUEUE_FULL",
-        "ADMISSION_REJECT",
-        "MODEL_UNAVAILABLE",
-    }
-)
 CANCEL_WAIT_S = 3.0
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(eq=False)
-class ActiveTask:
-    """A task the service tracks in memory: its request, record, event log and runner."""
-
-    req: TaskRequest
-    record: TaskRecord
-    log: TaskLog
-    entry: QueueEntry
-    submitted: float  # perf_counter seconds, for latency metrics
-    tokens: int = 0
-    prompt_tokens: int | None = None
-    first_token: float | None = None
-    job_id: str | None = None
-    worker_url: str | None = None
-    runner: asyncio.Task[None] | None = None
-    cancelling: bool = False
-    grace: asyncio.TimerHandle | None = None
-
-
-class TaskService:
+class TaskService(Core):
     """Admission, queueing, dispatch and the event logs of every task."""
 
     def __init__(
@@ -98,23 +57,11 @@ class TaskService:
         writer: BatchWriter | None = None,
         clock: Callable[[], int] = wall_ms,
     ) -> None:
-        self.settings = settings
-        self.policy = policy
-        self.metrics = metrics
-        self.client = client
-        self.store = store
-        self.writer = writer
-        self.clock = clock
-        self.queue = TaskQueue(settings.queue_capacity, settings.queue_full_policy)
-        self.registry = Registry(
-            settings.heartbeat_stale_ms, settings.heartbeat_dead_ms, settings.worker_prefetch
+        super().__init__(
+            settings, policy=policy, metrics=metrics, store=store, writer=writer, clock=clock
         )
-        self.tasks: dict[str, ActiveTask] = {}
-        self.running_by_tenant: Counter[str] = Counter()
-        self._finished: deque[str] = deque()
-        self._wake = asyncio.Event()
+        self.client = client
         self._loop: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -140,21 +87,14 @@ class TaskService:
         for bg in list(self._background):
             bg.cancel()
 
-    def wake(self) -> None:
-        """Ask for a scheduling pass (a task queued, a slot freed, a worker changed)."""
-        self._wake.set()
+    def is_open(self, task_id: str) -> bool:
+        """Whether the task is in memory and has not ended."""
+        active = self.tasks.get(task_id)
+        return active is not None and not active.log.closed
 
-    async def wait_for_work(self, wait_s: float) -> None:
-        """Return when `wake` was called, or after `wait_s` (deadlines and sweeps)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_s):
-                await self._wake.wait()
-        self._wake.clear()
-
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def cancel_soon(self, task_id: str) -> None:
+        if self.is_open(task_id):
+            self.spawn(self.cancel(task_id))
 
     # --- client API -----------------------------------------------------------------------
 
@@ -212,7 +152,7 @@ class TaskService:
                 "dropped from a full queue for newer work",
                 retriable=True,
             )
-        self._save(record)
+        self.save(record)
         self._wake.set()
         return record
 
@@ -224,7 +164,7 @@ class TaskService:
         end{tokens_out, ttft_ms, decode_time_ms, stop_reason} | error{code, message, retriable}.
         """
         active = self._active(task_id)
-        return flatten(follow(self, active, after, None, cancel_on_detach=False))
+        return flatten(follow(self, active, after, None))
 
     def frames(
         self,
@@ -232,11 +172,10 @@ class TaskService:
         after: int | None = None,
         *,
         keepalive_s: float = 15.0,
-        cancel_on_detach: bool = False,
     ) -> AsyncGenerator[list[TaskEvent], None]:
         """Like `events`, in batches of whatever is ready (the SSE route writes one batch per
         send); an empty batch means `keepalive_s` passed without an event."""
-        return follow(self, self._active(task_id), after, keepalive_s, cancel_on_detach)
+        return follow(self, self._active(task_id), after, keepalive_s)
 
     async def cancel(self, task_id: str) -> None:
         """Cancel a queued or running task; a finished task is left as it is. NotFound if unknown.
@@ -296,7 +235,9 @@ class TaskService:
         self._wake.set()
         return w
 
-    def heartbeat(self, worker_id: str, state: str, slots_total: int, slots_busy: int) -> bool:
+    def heartbeat(
+        self, worker_id: str, state: WorkerStatus, slots_total: int, slots_busy: int
+    ) -> bool:
         w = self.registry.heartbeat(worker_id, state, slots_total, slots_busy, self.clock())
         if w is None:
             return False
@@ -311,89 +252,8 @@ class TaskService:
             self.writer.delete_worker(worker_id)
         return w is not None
 
-    def worker_views(self) -> list[WorkerView]:
-        return self.registry.views(self.clock())
-
-    # --- outcomes (used by the runner) ----------------------------------------------------
-
-    def fail(self, active: ActiveTask, code: str, message: str, *, retriable: bool) -> None:
-        self.queue.remove(active.record.id)
-        self._close(
-            active,
-            "failed",
-            code,
-            "error",
-            {"code": code, "message": message, "retriable": retriable},
-            error_message=message,
-        )
-
-    def finish_cancelled(self, active: ActiveTask) -> None:
-        self.queue.remove(active.record.id)
-        self._close(
-            active,
-            "cancelled",
-            "CANCELLED",
-            "end",
-            {
-                "tokens_out": active.tokens,
-                "ttft_ms": self.ttft_ms(active),
-                "decode_time_ms": 0.0,
-                "stop_reason": "CANCELLED",
-            },
-        )
-
-    def finish_end(self, active: ActiveTask, data: dict[str, Any]) -> None:
-        stop = str(data.get("stop_reason", "EOS"))
-        tokens = int(data.get("tokens_out", active.tokens))
-        end = {
-            "tokens_out": tokens,
-            "ttft_ms": self.ttft_ms(active),
-            "decode_time_ms": data.get("decode_time_ms"),
-            "stop_reason": stop,
-        }
-        if active.prompt_tokens is not None:
-            end["prompt_tokens"] = active.prompt_tokens
-        active.record.stop_reason = stop
-        if stop == "CANCELLED":
-            self._close(active, "cancelled", "CANCELLED", "end", end)
-        else:
-            self._close(active, "succeeded", "OK", "end", end)
-
-    def ttft_ms(self, active: ActiveTask) -> float | None:
-        if active.first_token is None:
-            return None
-        return round((active.first_token - active.submitted) * 1000, 3)
-
-    def _close(
-        self,
-        active: ActiveTask,
-        status: TaskStatus,
-        code: str,
-        event: str,
-        data: dict[str, Any],
-        error_message: str | None = None,
-    ) -> None:
-        if active.log.closed:
-            return
-        rec = active.record
-        tokens_out = data.get("tokens_out")
-        rec.status, rec.finished_ms = status, self.clock()
-        rec.tokens_out = tokens_out if isinstance(tokens_out, int) else active.tokens
-        rec.ttft_ms = self.ttft_ms(active)
-        if event == "error":
-            rec.error_code, rec.error_message = code, error_message
-        active.log.append(event, data)
-        self.metrics.tasks.labels(code).inc()
-        if active.grace is not None:
-            active.grace.cancel()
-        self._save(rec)
-        self._finished.append(rec.id)
-        while len(self._finished) > self.settings.retain_tasks:
-            self.tasks.pop(self._finished.popleft(), None)
-
-    def _save(self, record: TaskRecord) -> None:
-        if self.writer:
-            self.writer.task(record)
+    def worker_listings(self) -> list[WorkerListing]:
+        return self.registry.listings(self.clock())
 
     # --- internals ------------------------------------------------------------------------
 

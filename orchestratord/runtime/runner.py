@@ -14,52 +14,72 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from orchestratord.registry import Worker
-from orchestratord.relay import StreamBroken, WorkerLost, WorkerRefused, execute
+from orchestratord.domain.registry import Worker
+from orchestratord.domain.reservations import Reservation
+from orchestratord.runtime.core import ActiveTask, Core
+from orchestratord.worker_client.relay import StreamBroken, WorkerLost, WorkerRefused, execute
 
-if TYPE_CHECKING:
-    from orchestratord.service import ActiveTask, TaskService
-
-log = logging.getLogger("llorch.orchestratord.runner")
+log = logging.getLogger("llorch.orchestratord.runtime.runner")
 Outcome = Literal["done", "retry"]
 RETRY_CODES = frozenset({"WORKER_RESET", "BUSY", "DRAINING"})
 
 
-async def run_task(service: TaskService, active: ActiveTask) -> None:
+def start_runner(service: Core, active: ActiveTask, reservation: Reservation) -> None:
+    """Start the task's runner. The reservation is released, and the task ended, by the
+    runner's done callback too: a task cancelled before its first step never runs the
+    `finally` inside it, and would otherwise hold its slot and running count for ever."""
+    runner = asyncio.create_task(run_task(service, active, reservation))
+    active.runner = runner
+
+    def done(task: asyncio.Task[None]) -> None:
+        if reservation.release():
+            service.wake()
+        if active.runner is task:
+            active.runner = None
+        if not active.log.closed and task.cancelled():
+            if active.cancelling:
+                service.finish_cancelled(active)
+            else:
+                service.fail(
+                    active, "WORKER_RESET", "orchestratord is shutting down", retriable=True
+                )
+
+    runner.add_done_callback(done)
+
+
+async def run_task(service: Core, active: ActiveTask, reservation: Reservation) -> None:
     """Run one attempt on the worker the scheduler reserved; requeue or finish afterwards."""
     rec = active.record
-    worker_id = rec.worker_id
-    assert worker_id is not None
-    tenant = active.req.tenant or ""
-    try:
-        worker = service.registry.get(worker_id)
-        outcome: Outcome = "retry" if worker is None else await _attempt(service, active, worker)
-    except asyncio.CancelledError:
-        if active.cancelling:
-            service.finish_cancelled(active)
-        else:
-            service.fail(active, "WORKER_RESET", "orchestratord is shutting down", retriable=True)
-        raise
-    except Exception as e:
-        # Whatever went wrong, the task must end: left open, its client would wait forever.
-        log.exception("relaying task %s to worker %s failed", rec.id, worker_id)
-        service.fail(
-            active,
-            "INTERNAL",
-            f"orchestratord could not relay the task: {_describe(e)}",
-            retriable=False,
-        )
-        outcome = "done"
-    finally:
-        service.registry.release(worker_id, rec.id)
-        service.running_by_tenant[tenant] -= 1
-        if service.running_by_tenant[tenant] <= 0:
-            del service.running_by_tenant[tenant]
-        active.runner = None
-        active.job_id = active.worker_url = None
-        service.wake()
+    worker_id = reservation.worker_id
+    with reservation:
+        try:
+            worker = service.registry.get(worker_id)
+            outcome: Outcome = (
+                "retry" if worker is None else await _attempt(service, active, worker)
+            )
+        except asyncio.CancelledError:
+            if active.cancelling:
+                service.finish_cancelled(active)
+            else:
+                service.fail(
+                    active, "WORKER_RESET", "orchestratord is shutting down", retriable=True
+                )
+            raise
+        except Exception as e:
+            # Whatever went wrong, the task must end: left open, its client would wait forever.
+            log.exception("relaying task %s to worker %s failed", rec.id, worker_id)
+            service.fail(
+                active,
+                "INTERNAL",
+                f"orchestratord could not relay the task: {_describe(e)}",
+                retriable=False,
+            )
+            outcome = "done"
+        finally:
+            active.job_id = active.worker_url = None
+    service.wake()
     if outcome == "done" or active.log.closed:
         return
     if active.cancelling:
@@ -78,7 +98,7 @@ async def run_task(service: TaskService, active: ActiveTask) -> None:
         service.wake()
 
 
-async def _attempt(service: TaskService, active: ActiveTask, worker: Worker) -> Outcome:
+async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome:
     rec = active.record
     rec.attempts += 1
     rec.status = "running"
@@ -151,7 +171,7 @@ async def _attempt(service: TaskService, active: ActiveTask, worker: Worker) -> 
         return "done"
 
 
-def _end(service: TaskService, active: ActiveTask, worker: Worker, data: dict[str, object]) -> None:
+def _end(service: Core, active: ActiveTask, worker: Worker, data: dict[str, object]) -> None:
     service.finish_end(active, dict(data))
     tokens = active.record.tokens_out
     service.metrics.tokens.inc(tokens)
@@ -162,7 +182,7 @@ def _end(service: TaskService, active: ActiveTask, worker: Worker, data: dict[st
         service.registry.observe_speed(worker.id, tokens * 1000.0 / decode_ms)
 
 
-def _refused(service: TaskService, active: ActiveTask, worker: Worker, e: WorkerRefused) -> Outcome:
+def _refused(service: Core, active: ActiveTask, worker: Worker, e: WorkerRefused) -> Outcome:
     if e.status in (400, 422):
         detail = _problem_detail(e.body) or "the worker refused the task's parameters"
         service.fail(active, "INVALID_PARAMS", detail, retriable=False)

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from orchestratord.policy_types import AdmitDecision, ClusterView, TaskView
-from orchestratord.queue import QueueEntry, TaskQueue
-from orchestratord.registry import Registry, WorkerView
-from orchestratord.tasks import TaskRequest
+from orchestratord.domain.queue import QueueEntry, TaskQueue
+from orchestratord.domain.registry import Registry
+from orchestratord.domain.tasks import TaskRequest
+from orchestratord.policy.types import AdmitDecision, ClusterView, TaskView, WorkerView
 
 
 class Policy(Protocol):
@@ -66,8 +66,11 @@ def plan(
     registry: Registry,
     now_ms: int,
     schedule: Callable[[QueueEntry, list[WorkerView]], str | None],
+    reserve: Callable[[QueueEntry, str], object] | None = None,
 ) -> list[Assignment]:
-    """Assign queued tasks to workers; removes them from the queue and reserves their slots."""
+    """Assign queued tasks to workers; removes them from the queue and reserves their slots
+    with `reserve(entry, worker_id)` (default: the registry's bare reservation), at once, so
+    the rest of the pass sees the room that is left."""
     out: list[Assignment] = []
     blocked: set[str] = set()
     for entry in queue:
@@ -84,6 +87,9 @@ def plan(
         if worker is None or worker not in candidates or worker.room(prefetch) == 0:
             continue
         queue.remove(entry.task_id)
-        registry.reserve(worker.id, entry.task_id)
+        if reserve is None:
+            registry.reserve(worker.id, entry.task_id)
+        else:
+            reserve(entry, worker.id)
         out.append(Assignment(entry, worker.id))
     return out

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from shared.problem import ApiError, Internal, InvalidParams
+from shared.sse import encode_data
 
 Kind = Literal["chat", "completion"]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -270,4 +271,5 @@ def _error_classes(base: type[ApiError]) -> list[type[ApiError]]:
 
 
 def sse_data(obj: Mapping[str, Any] | str) -> bytes:
-    return b"data: " + (obj if isinstance(obj, str) else _dumps(obj)).encode() + b"\n\n"
+    """One OpenAI stream frame, escaped like every llorch SSE frame (shared.sse)."""
+    return encode_data(obj)

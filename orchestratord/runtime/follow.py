@@ -1,8 +1,10 @@
 """Following a task's event log: what every reader of a task stream runs.
 
 Readers get the events after the id they name, in batches of whatever is ready, then wait for
-more. Tokens after the first are batched per `--stream-coalesce-ms` window; a reader of the
-submitting stream cancels its task when it goes away, other readers arm a grace timer instead.
+more. Tokens after the first are batched per `--stream-coalesce-ms` window. When the last
+reader of a running task goes away, a grace timer starts; the task is cancelled when it
+expires with nobody reading. (The submitting stream cancels its task at once: that is its
+response's `on_close`, which runs even when this generator never started.)
 """
 
 from __future__ import annotations
@@ -10,25 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING
 
-from orchestratord.tasks import TaskEvent
-
-if TYPE_CHECKING:
-    from orchestratord.service import ActiveTask, TaskService
+from orchestratord.runtime.core import ActiveTask, Core
+from orchestratord.runtime.tasklog import TaskEvent
 
 log = logging.getLogger("llorch.orchestratord")
 
 
 async def follow(
-    service: TaskService,
-    active: ActiveTask,
-    after: int | None,
-    keepalive_s: float | None,
-    cancel_on_detach: bool,
+    core: Core, active: ActiveTask, after: int | None, keepalive_s: float | None
 ) -> AsyncGenerator[list[TaskEvent], None]:
     i = 0 if after is None else max(0, after + 1)
-    coalesce_s = service.settings.stream_coalesce_ms / 1000
+    coalesce_s = core.settings.stream_coalesce_ms / 1000
     tlog = active.log
     tlog.readers += 1
     if active.grace is not None:
@@ -52,11 +47,8 @@ async def follow(
                 yield []
     finally:
         tlog.readers -= 1
-        if not tlog.closed:
-            if cancel_on_detach:
-                service.spawn(service.cancel(active.record.id))
-            elif tlog.readers == 0 and active.runner is not None:
-                arm_grace(service, active)
+        if not tlog.closed and tlog.readers == 0 and active.runner is not None:
+            arm_grace(core, active)
 
 
 async def flatten(batches: AsyncIterator[list[TaskEvent]]) -> AsyncIterator[TaskEvent]:
@@ -65,14 +57,16 @@ async def flatten(batches: AsyncIterator[list[TaskEvent]]) -> AsyncIterator[Task
             yield ev
 
 
-def arm_grace(service: TaskService, active: ActiveTask) -> None:
-    """A running task nobody reads any more is cancelled after the grace period."""
+def arm_grace(core: Core, active: ActiveTask) -> None:
+    """A task nobody reads any more is cancelled after the grace period."""
+    if active.grace is not None:
+        return
 
     def expire() -> None:
         active.grace = None
         if active.log.readers == 0 and not active.log.closed:
             log.info("task %s lost its readers; cancelling", active.record.id)
-            service.spawn(service.cancel(active.record.id))
+            core.cancel_soon(active.record.id)
 
     loop = asyncio.get_running_loop()
-    active.grace = loop.call_later(service.settings.disconnect_grace_ms / 1000, expire)
+    active.grace = loop.call_later(core.settings.disconnect_grace_ms / 1000, expire)

@@ -1,0 +1,46 @@
+"""Admin routes: the policy reload (the admin token guards them, orchestratord.http.auth)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orchestratord.policy import PolicyHolder
+from shared.params import read_json
+from shared.problem import InvalidParams
+
+
+async def reload_policy(request: Request) -> Response:
+    """Validate and install a policy: JSON {source} (Starlark text) or {} to re-read the file."""
+    payload = await read_json(request) if (await request.body()).strip() else {}
+    holder: PolicyHolder = request.state.policy
+    if not isinstance(payload, Mapping) or set(payload) - {"source", "name"}:
+        raise InvalidParams(
+            "the body must be {source, name?} or empty",
+            errors=[{"field": "body", "message": "expected {source: <starlark text>, name?: str}"}],
+        )
+    source = payload.get("source")
+    if source is None:
+        engine = holder.reload()
+    elif isinstance(source, str):
+        engine = holder.reload_source(source, name=str(payload.get("name") or "<admin>"))
+    else:
+        raise InvalidParams(
+            "source must be a string", errors=[{"field": "source", "message": "must be a string"}]
+        )
+    return JSONResponse(
+        {
+            "name": engine.name,
+            "sha256": engine.sha256,
+            "defines": sorted(engine.defines),
+            "warnings": list(engine.warnings),
+        }
+    )
+
+
+routes = [
+    Route("/v2/admin/policy", reload_policy, methods=["POST"]),
+]

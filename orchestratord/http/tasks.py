@@ -1,0 +1,113 @@
+"""The /v2 task routes: submit, read, follow, cancel.
+
+The submitting connection owns its task: when a streaming submission's response ends before
+the task did (the client went away, or the response was never sent), the task is cancelled.
+That is the response's `on_close`, so it holds whether or not the stream ever started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orchestratord.domain.tasks import parse_task_request
+from orchestratord.runtime.service import TaskService
+from orchestratord.runtime.tasklog import TaskEvent
+from shared.params import read_json
+from shared.problem import InvalidParams
+from shared.sse import EventStream
+
+
+def tenant_of(request: Request) -> str | None:
+    """The tenant of the caller's API key (`--api-key TENANT:KEY`), if any."""
+    tenant = getattr(request.state, "tenant", None)
+    return tenant if isinstance(tenant, str) else None
+
+
+def last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query_params.get("after")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidParams(
+            "Last-Event-ID must be an integer event id",
+            errors=[{"field": "Last-Event-ID", "message": "must be an integer"}],
+        ) from None
+    if value < -1:
+        raise InvalidParams(
+            "Last-Event-ID must be >= -1",
+            errors=[{"field": "Last-Event-ID", "message": "must be >= -1"}],
+        )
+    return value
+
+
+async def frames(batches: AsyncGenerator[list[TaskEvent], None]) -> AsyncIterator[bytes]:
+    """One chunk per batch of events; an empty batch becomes a keep-alive."""
+    try:
+        async for batch in batches:
+            yield b"".join([ev.frame for ev in batch])
+    finally:
+        await batches.aclose()
+
+
+async def submit_task(request: Request) -> Response:
+    service: TaskService = request.state.service
+    req = parse_task_request(await read_json(request), tenant=tenant_of(request))
+    record = await service.submit(req)
+    events_url = f"/v2/tasks/{record.id}/events"
+    if "text/event-stream" in request.headers.get("accept", ""):
+        task_id = record.id
+
+        def detach() -> None:
+            service.cancel_soon(task_id)
+
+        return EventStream(
+            frames(service.frames(task_id)),
+            on_close=detach,
+            headers={"X-Llorch-Task-Id": task_id, "Content-Location": events_url},
+        )
+    return JSONResponse(
+        {
+            "task_id": record.id,
+            "status": record.status,
+            "queue_position": service.queue_position(record.id),
+            "events_url": events_url,
+        },
+        status_code=202,
+        headers={"Location": f"/v2/tasks/{record.id}"},
+    )
+
+
+async def task_events(request: Request) -> Response:
+    service: TaskService = request.state.service
+    task_id = request.path_params["task_id"]
+    return EventStream(
+        frames(service.frames(task_id, last_event_id(request))),
+        headers={"X-Llorch-Task-Id": task_id},
+    )
+
+
+async def cancel_task(request: Request) -> Response:
+    await request.state.service.cancel(request.path_params["task_id"])
+    return Response(status_code=204)
+
+
+async def get_task(request: Request) -> Response:
+    service: TaskService = request.state.service
+    record = service.get(request.path_params["task_id"])
+    body = record.to_json()
+    body["queue_position"] = service.queue_position(record.id)
+    return JSONResponse(body)
+
+
+routes = [
+    Route("/v2/tasks", submit_task, methods=["POST"]),
+    Route("/v2/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/v2/tasks/{task_id}/events", task_events, methods=["GET"]),
+    Route("/v2/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+]

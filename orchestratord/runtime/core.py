@@ -1,0 +1,194 @@
+"""The state every part of the runtime shares, and the one place a task's outcome is written.
+
+`Core` holds the queue, the registry, the reservation ledger and the tasks in memory; the
+dispatch loop, the runners and the stream readers work on it, and `TaskService` (the client
+API) is built on it. Ending a task (`fail`, `finish_cancelled`, `finish_end`) happens only here,
+so a task ends once, with a reason, its record saved and its readers woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from orchestratord.domain.queue import QueueEntry, TaskQueue
+from orchestratord.domain.registry import Registry
+from orchestratord.domain.reservations import Ledger
+from orchestratord.domain.scheduler import Policy
+from orchestratord.domain.tasks import TaskRecord, TaskRequest, TaskStatus
+from orchestratord.metrics import Metrics
+from orchestratord.runtime.tasklog import TaskLog
+from orchestratord.settings import Settings
+from orchestratord.store.db import BatchWriter, Store
+
+log = logging.getLogger("llorch.orchestratord")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(eq=False)
+class ActiveTask:
+    """A task the service tracks in memory: its request, record, event log and runner."""
+
+    req: TaskRequest
+    record: TaskRecord
+    log: TaskLog
+    entry: QueueEntry
+    submitted: float  # perf_counter seconds, for latency metrics
+    tokens: int = 0
+    prompt_tokens: int | None = None
+    first_token: float | None = None
+    job_id: str | None = None
+    worker_url: str | None = None
+    runner: asyncio.Task[None] | None = None
+    cancelling: bool = False
+    grace: asyncio.TimerHandle | None = None
+
+
+class Core:
+    """Shared runtime state; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        policy: Policy,
+        metrics: Metrics,
+        store: Store | None = None,
+        writer: BatchWriter | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.metrics = metrics
+        self.store = store
+        self.writer = writer
+        self.clock = clock
+        self.queue = TaskQueue(settings.queue_capacity, settings.queue_full_policy)
+        self.registry = Registry(
+            settings.heartbeat_stale_ms, settings.heartbeat_dead_ms, settings.worker_prefetch
+        )
+        self.ledger = Ledger(self.registry)
+        self.tasks: dict[str, ActiveTask] = {}
+        self._finished: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def running_by_tenant(self) -> dict[str, int]:
+        return self.ledger.running_by_tenant
+
+    # --- wake-ups and background work ---------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for a scheduling pass (a task queued, a slot freed, a worker changed)."""
+        self._wake.set()
+
+    async def wait_for_work(self, wait_s: float) -> None:
+        """Return when `wake` was called, or after `wait_s` (deadlines and sweeps)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await self._wake.wait()
+        self._wake.clear()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def cancel_soon(self, task_id: str) -> None:
+        """Cancel a task in the background (a reader left); set by the service."""
+        raise NotImplementedError
+
+    # --- outcomes -----------------------------------------------------------------------------
+
+    def fail(self, active: ActiveTask, code: str, message: str, *, retriable: bool) -> None:
+        self.queue.remove(active.record.id)
+        self._close(
+            active,
+            "failed",
+            code,
+            "error",
+            {"code": code, "message": message, "retriable": retriable},
+            error_message=message,
+        )
+
+    def finish_cancelled(self, active: ActiveTask) -> None:
+        self.queue.remove(active.record.id)
+        active.record.stop_reason = "CANCELLED"
+        self._close(
+            active,
+            "cancelled",
+            "CANCELLED",
+            "end",
+            {
+                "tokens_out": active.tokens,
+                "ttft_ms": self.ttft_ms(active),
+                "decode_time_ms": 0.0,
+                "stop_reason": "CANCELLED",
+            },
+        )
+
+    def finish_end(self, active: ActiveTask, data: dict[str, Any]) -> None:
+        stop = str(data.get("stop_reason", "EOS"))
+        tokens = int(data.get("tokens_out", active.tokens))
+        end = {
+            "tokens_out": tokens,
+            "ttft_ms": self.ttft_ms(active),
+            "decode_time_ms": data.get("decode_time_ms"),
+            "stop_reason": stop,
+        }
+        if active.prompt_tokens is not None:
+            end["prompt_tokens"] = active.prompt_tokens
+        if active.log.closed:
+            return
+        active.record.stop_reason = stop
+        if stop == "CANCELLED":
+            self._close(active, "cancelled", "CANCELLED", "end", end)
+        else:
+            self._close(active, "succeeded", "OK", "end", end)
+
+    def ttft_ms(self, active: ActiveTask) -> float | None:
+        if active.first_token is None:
+            return None
+        return round((active.first_token - active.submitted) * 1000, 3)
+
+    def _close(
+        self,
+        active: ActiveTask,
+        status: TaskStatus,
+        code: str,
+        event: str,
+        data: dict[str, Any],
+        error_message: str | None = None,
+    ) -> None:
+        if active.log.closed:
+            return
+        rec = active.record
+        tokens_out = data.get("tokens_out")
+        rec.status, rec.finished_ms = status, self.clock()
+        rec.tokens_out = tokens_out if isinstance(tokens_out, int) else active.tokens
+        rec.ttft_ms = self.ttft_ms(active)
+        if event == "error":
+            rec.error_code, rec.error_message = code, error_message
+        active.log.append(event, data)
+        self.metrics.tasks.labels(code).inc()
+        if active.grace is not None:
+            active.grace.cancel()
+            active.grace = None
+        self.save(rec)
+        self._finished.append(rec.id)
+        while len(self._finished) > self.settings.retain_tasks:
+            self.tasks.pop(self._finished.popleft(), None)
+
+    def save(self, record: TaskRecord) -> None:
+        if self.writer:
+            self.writer.task(record)

@@ -1,0 +1,70 @@
+"""The one SSE response (shared.sse.EventStream): its `on_close` runs however the response
+ends, also when its body was never iterated (ORCH-142); frames are escaped (ORCH-143)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+import anyio
+import pytest
+
+from shared.sse import EventStream, encode_data, encode_event
+
+
+async def receive() -> dict[str, Any]:
+    await anyio.sleep(3600)  # the client stays: no http.disconnect
+    raise AssertionError
+
+
+def _never_started_body(log: list[str]) -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            log.append("body started")
+            yield b"data: {}\n\n"
+        finally:
+            log.append("body finally")
+
+    return body()
+
+
+@pytest.mark.anyio
+async def test_orch_142_on_close_runs_when_the_body_was_never_iterated() -> None:
+    log: list[str] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        raise OSError("the client is gone")  # before the first byte: the body never starts
+
+    response = EventStream(_never_started_body(log), on_close=lambda: log.append("on_close"))
+    await response({"type": "http"}, receive, send)
+    # A generator's own `finally` never runs when it never started: that is why on_close exists.
+    assert log == ["on_close"]
+    assert not response.completed
+
+
+@pytest.mark.anyio
+async def test_orch_142_on_close_runs_once_after_a_complete_stream() -> None:
+    log: list[str] = []
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    async def closing() -> None:
+        log.append("on_close")
+
+    response = EventStream(_never_started_body(log), on_close=closing)
+    await response({"type": "http"}, receive, send)
+    await response.close()
+    assert log == ["body started", "body finally", "on_close"]
+    assert response.completed and sent[-1]["more_body"] is False
+
+
+def test_orch_143_frames_escape_unicode_line_separators() -> None:
+    text = "a\u2028b\u2029c\x85d"
+    for frame in (encode_event("token", {"t": text}), encode_data({"t": text})):
+        line = frame.decode().split("data: ", 1)[1]
+        assert "\u2028" not in line and "\u2029" not in line and "\x85" not in line
+        assert len(line.strip().splitlines()) == 1
+        assert json.loads(line)["t"] == text
