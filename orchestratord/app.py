@@ -30,9 +30,11 @@ from orchestratord.http import admin, meta, openai, tasks, workers
 from orchestratord.http.auth import OrchestratorAuth
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
+from orchestratord.runtime.janitor import prune_loop
 from orchestratord.runtime.service import TaskService
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
+from shared.limits import BodyLimit
 from shared.problem import install_problem_handlers
 
 log = logging.getLogger("llorch.orchestratord")
@@ -52,7 +54,8 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
         async with contextlib.AsyncExitStack() as stack:
             m = Metrics()
             policy = PolicyHolder(
-                PolicyEngine.from_file(
+                await asyncio.to_thread(
+                    PolicyEngine.from_file,
                     settings.policy,
                     budget_ms=settings.policy_budget_ms,
                     observer=MetricsPolicyObserver(m),
@@ -83,9 +86,21 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
             stack.push_async_callback(writer.close)
             service.start()
             stack.push_async_callback(service.stop)
+            janitor = asyncio.create_task(
+                prune_loop(store, service.clock, settings.retain_finished_s), name="prune"
+            )
+            stack.push_async_callback(_cancel_and_wait, janitor)
             if handle_sighup and threading.current_thread() is threading.main_thread():
                 loop = asyncio.get_running_loop()
-                loop.add_signal_handler(signal.SIGHUP, _reload_on_sighup, policy)
+                reloads: set[asyncio.Task[None]] = set()
+
+                def on_sighup() -> None:
+                    # Compiling and dry-running a policy takes a while: off the event loop.
+                    task = loop.create_task(asyncio.to_thread(_reload_on_sighup, policy))
+                    reloads.add(task)
+                    task.add_done_callback(reloads.discard)
+
+                loop.add_signal_handler(signal.SIGHUP, on_sighup)
                 stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             app.state.service = service  # for the server's shutdown hook (orchestratord.__main__)
             yield {
@@ -98,10 +113,20 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
     install_problem_handlers(app)
+    app.add_middleware(BodyLimit)
     app.add_middleware(
-        OrchestratorAuth, key_tenants=settings.key_tenants, cluster_token=settings.cluster_token
+        OrchestratorAuth,
+        key_tenants=settings.key_tenants,
+        cluster_token=settings.cluster_token,
+        admin_token=settings.admin_token,
     )
     return app
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _reload_on_sighup(policy: PolicyHolder) -> None:

@@ -36,12 +36,16 @@ class Settings:
     policy: Path | None = None
     api_keys: tuple[str, ...] = ()
     cluster_token: str | None = None
+    admin_token: str | None = None
+    expect_models: tuple[str, ...] = ()
+    retain_finished_s: float = 7 * 24 * 3600.0
     queue_capacity: int = 1024
     queue_full_policy: QueueFullPolicy = "reject"
     retry_attempts: int = 2
     heartbeat_stale_ms: int = 6_000
     heartbeat_dead_ms: int = 30_000
     retain_tasks: int = 1_000
+    retain_events_bytes: int = 64 * 1024 * 1024
     default_deadline_ms: int = 0
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 60.0
@@ -62,6 +66,10 @@ class Settings:
             raise SettingsError("--retry-attempts must be 0 or more")
         if not 0 < self.heartbeat_stale_ms < self.heartbeat_dead_ms:
             raise SettingsError("need 0 < --heartbeat-stale-ms < --heartbeat-dead-ms")
+        if self.retain_finished_s <= 0:
+            raise SettingsError("--retain-finished-s must be greater than 0")
+        if self.retain_events_bytes < 0:
+            raise SettingsError("--retain-events-bytes must be 0 or more")
         if self.retain_tasks < 1:
             raise SettingsError("--retain-tasks must be at least 1")
         if not 0 <= self.worker_prefetch <= 64:
@@ -117,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
         "env ORCHD_API_KEY takes a comma-separated list",
     )
     a("--cluster-token", default=None, help="bearer token workers present (none: open)")
+    a(
+        "--admin-token",
+        default=None,
+        help="bearer token of admin routes (policy); none: admin routes are refused unless "
+        "nothing else is configured either",
+    )
+    a(
+        "--expect-model",
+        action="append",
+        default=None,
+        dest="expect_models",
+        help="a model to queue tasks for even while no worker serves it (repeatable; env: "
+        "comma-separated); other unserved models are refused at once with 404",
+    )
+    a(
+        "--retain-finished-s",
+        type=float,
+        default=d["retain_finished_s"].default,
+        help="how long finished task records stay in the database (default 7 days)",
+    )
     a("--queue-capacity", type=int, default=d["queue_capacity"].default)
     a(
         "--queue-full-policy",
@@ -147,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d["retain_tasks"].default,
         help="finished tasks whose events stay in memory for Last-Event-ID resume",
+    )
+    a(
+        "--retain-events-bytes",
+        type=int,
+        default=d["retain_events_bytes"].default,
+        help="at most this much memory (about) for the events of finished tasks; the oldest "
+        "go first",
     )
     a(
         "--default-deadline-ms",
@@ -197,8 +232,8 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         raw = env.get(ENV_PREFIX + flag)
         if raw is None:
             continue
-        if action.dest == "api_keys":
-            defaults["api_keys"] = [k.strip() for k in raw.split(",") if k.strip()]
+        if action.dest in ("api_keys", "expect_models"):
+            defaults[action.dest] = [k.strip() for k in raw.split(",") if k.strip()]
             continue
         try:
             defaults[action.dest] = action.type(raw) if callable(action.type) else raw
@@ -208,4 +243,5 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     ns = parser.parse_args(argv)
     kwargs = {k: v for k, v in vars(ns).items() if v is not None and k != "debug"}
     kwargs["api_keys"] = tuple(kwargs.get("api_keys", ()))
+    kwargs["expect_models"] = tuple(kwargs.get("expect_models", ()))
     return Settings(**kwargs)

@@ -94,8 +94,16 @@ class NotFound(ApiError):
     status, code, title = 404, "NOT_FOUND", "Not found"
 
 
+class ModelNotFound(NotFound):
+    code, title = "MODEL_NOT_FOUND", "Model not found"
+
+
 class Conflict(ApiError):
     status, code, title = 409, "CONFLICT", "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, title = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
 
 
 class AdmissionReject(ApiError):
@@ -136,6 +144,7 @@ _STATUS_ERRORS: dict[int, type[ApiError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    413: PayloadTooLarge,
 }
 
 

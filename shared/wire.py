@@ -35,6 +35,13 @@ TERMINAL_EVENTS: Final[frozenset[str]] = frozenset({"end", "error"})
 
 StopReason = Literal["EOS", "MAX_TOKENS", "STOP", "CANCELLED"]
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TASK_STATUSES: Final[tuple[TaskStatus, ...]] = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 
 
 class QueuedData(TypedDict):

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.auth import BearerAuth
+from shared.limits import BodyLimit
 from shared.params import read_json
 from shared.problem import InvalidParams, install_problem_handlers
 from shared.sse import EventStream
@@ -131,7 +132,7 @@ def create_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/shutdown", shutdown, methods=["POST"]),
     ]
-    middleware = []
+    middleware = [Middleware(BodyLimit)]
     if settings.token:
         middleware.append(Middleware(BearerAuth, tokens=[settings.token], open_paths={"/health"}))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

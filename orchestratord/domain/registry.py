@@ -200,6 +200,14 @@ class Registry:
                 tokens_per_s if w.tokens_per_s == 0 else (0.8 * w.tokens_per_s + 0.2 * tokens_per_s)
             )
 
+    def serving(self, model: str) -> list[Worker]:
+        """Registered workers of `model` that are not dead (loading and stale ones included:
+        they may serve it soon)."""
+        return [w for w in self.workers.values() if w.model == model and not w.dead]
+
+    def known_models(self) -> list[str]:
+        return sorted({w.model for w in self.workers.values() if not w.dead})
+
     def models(self, now_ms: int) -> list[str]:
         return sorted({w.model for w in self.workers.values() if self.usable(w, now_ms)})
 

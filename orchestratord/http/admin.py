@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from starlette.requests import Request
@@ -23,10 +24,12 @@ async def reload_policy(request: Request) -> Response:
             errors=[{"field": "body", "message": "expected {source: <starlark text>, name?: str}"}],
         )
     source = payload.get("source")
+    # Compiling and dry-running a policy takes a while: never on the event loop.
     if source is None:
-        engine = holder.reload()
+        engine = await asyncio.to_thread(holder.reload)
     elif isinstance(source, str):
-        engine = holder.reload_source(source, name=str(payload.get("name") or "<admin>"))
+        name = str(payload.get("name") or "<admin>")
+        engine = await asyncio.to_thread(holder.reload_source, source, name=name)
     else:
         raise InvalidParams(
             "source must be a string", errors=[{"field": "source", "message": "must be a string"}]

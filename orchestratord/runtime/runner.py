@@ -35,7 +35,7 @@ def start_runner(service: Core, active: ActiveTask, reservation: Reservation) ->
 
     def done(task: asyncio.Task[None]) -> None:
         if reservation.release():
-            service.wake()
+            service.wake(active.req.model)
         if active.runner is task:
             active.runner = None
         if not active.log.closed and task.cancelled():
@@ -79,7 +79,7 @@ async def run_task(service: Core, active: ActiveTask, reservation: Reservation) 
             outcome = "done"
         finally:
             active.job_id = active.worker_url = None
-    service.wake()
+    service.wake(active.req.model)
     if outcome == "done" or active.log.closed:
         return
     if active.cancelling:
@@ -95,7 +95,7 @@ async def run_task(service: Core, active: ActiveTask, reservation: Reservation) 
         service.metrics.retries.inc()
         rec.status, rec.worker_id = "queued", None
         service.queue.push_front(active.entry)
-        service.wake()
+        service.wake(active.req.model)
 
 
 async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from orchestratord.domain.registry import Worker
-from orchestratord.domain.tasks import TaskRecord
+from orchestratord.domain.tasks import TaskQuery, TaskRecord
 
 log = logging.getLogger("llorch.orchestratord.store.db")
 SCHEMA_VERSION = 2
@@ -66,6 +66,12 @@ tasks = sa.Table(
     sa.Column("max_tokens", sa.Integer, nullable=False, server_default="128"),
     sa.Column("ttft_ms", sa.Float),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+)
+# Listings page newest first; retention deletes by finish time (created in `migrate` too,
+# so databases made before they existed get them).
+INDEXES = (
+    sa.Index("ix_tasks_created", tasks.c.created_ms, tasks.c.id),
+    sa.Index("ix_tasks_finished", tasks.c.finished_ms),
 )
 
 # Columns each upgrade adds: version -> [(table, column DDL)].
@@ -146,6 +152,8 @@ class Store:
                 c.execute(schema_version.delete())
                 c.execute(schema_version.insert().values(version=version))
                 log.info("database schema upgraded to version %d", version)
+            for index in INDEXES:
+                index.create(c, checkfirst=True)
 
     # --- workers ---------------------------------------------------------------------------
 
@@ -184,12 +192,48 @@ class Store:
         with self.engine.begin() as c:
             _upsert_many(c, tasks, rows)
 
+    def list_tasks(self, query: TaskQuery) -> list[TaskRecord]:
+        """Records matching `query`, newest first (created_ms, then id), at most query.limit."""
+        q = sa.select(tasks)
+        if query.restricted:
+            q = q.where(
+                tasks.c.tenant.is_(None) if query.tenant is None else tasks.c.tenant == query.tenant
+            )
+        if query.status is not None:
+            q = q.where(tasks.c.status == query.status)
+        if query.model is not None:
+            q = q.where(tasks.c.model == query.model)
+        if query.since_ms is not None:
+            q = q.where(tasks.c.created_ms >= query.since_ms)
+        if query.before is not None:
+            created, task_id = query.before
+            q = q.where(
+                sa.or_(
+                    tasks.c.created_ms < created,
+                    sa.and_(tasks.c.created_ms == created, tasks.c.id < task_id),
+                )
+            )
+        q = q.order_by(tasks.c.created_ms.desc(), tasks.c.id.desc()).limit(query.limit)
+        with self.engine.connect() as c:
+            return [TaskRecord(**row._asdict()) for row in c.execute(q)]
+
     def get_task(self, task_id: str) -> TaskRecord | None:
         with self.engine.connect() as c:
             row = c.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             return None
         return TaskRecord(**row._asdict())
+
+    def prune_finished(self, before_ms: int) -> int:
+        """Delete the records of tasks that finished before `before_ms`; returns how many."""
+        with self.engine.begin() as c:
+            result = c.execute(
+                tasks.delete().where(
+                    tasks.c.status.in_(("succeeded", "failed", "cancelled")),
+                    tasks.c.finished_ms < before_ms,
+                )
+            )
+            return int(result.rowcount)
 
     def fail_unfinished(self, now_ms: int) -> int:
         """At startup: tasks left queued or running by the previous run fail with WORKER_RESET."""

@@ -19,6 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.orchestratord.cluster import AT
 from tests.orchestratord.sdk_cluster import API_KEY, CLUSTER_TOKEN, MODEL, Cluster, run_cluster
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +63,9 @@ def tame(body: Any) -> None:
 
 
 def token_for(path: str) -> str:
-    return CLUSTER_TOKEN if path.startswith(("/v2/workers", "/v2/admin")) else API_KEY
+    if path.startswith("/v2/admin"):
+        return AT
+    return CLUSTER_TOKEN if path.startswith("/v2/workers") else API_KEY
 
 
 @schema.parametrize()
