@@ -176,9 +176,7 @@ class Fleet:
         self.orch.start()
         return self.orch
 
-    def add_worker(
-        self, worker_id: str, slots: int, *extra: str, register: bool = True
-    ) -> Daemon:
+    def add_worker(self, worker_id: str, slots: int, *extra: str, register: bool = True) -> Daemon:
         port = free_port()
         token_flag = "--cluster-token" if has_flag("worker", "--cluster-token") else "--token"
         args = [
@@ -235,9 +233,9 @@ class Fleet:
         raise RuntimeError(f"GET /v2/workers: {last.status_code} {last.text[:200]}")
 
     async def wait_registered(
-        self, client: httpx.AsyncClient, worker_ids: Sequence[str], timeout: float = 60.0
+        self, client: httpx.AsyncClient, worker_ids: Sequence[str], within_s: float = 60.0
     ) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         while True:
             ready = {w["id"] for w in await self.fleet_view(client) if w["state"] == "ready"}
             if set(worker_ids) <= ready:

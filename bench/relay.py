@@ -77,9 +77,7 @@ def _summary(ttfts: list[float], rates: list[float]) -> dict[str, float]:
     }
 
 
-async def measure(
-    f: Fleet, model: str, n: int, max_tokens: int, rounds: int
-) -> dict[str, Any]:
+async def measure(f: Fleet, model: str, n: int, max_tokens: int, rounds: int) -> dict[str, Any]:
     """Alternate direct and relayed batches; TTFT pooled over all streams, tokens/s the median
     over batches. Small batches get more rounds so every figure rests on >= 24 streams."""
     assert f.orch is not None

@@ -91,7 +91,7 @@ class Soak:
         }
 
     def out_of_time(self) -> bool:
-        return time.monotonic() - self.started > self.args.time_limit
+        return time.monotonic() - self.started > float(self.args.time_limit)
 
     # --- one client ----------------------------------------------------------------------
 
@@ -127,7 +127,9 @@ class Soak:
     ) -> tuple[httpx.Response, str, Any]:
         """POST with Accept: text/event-stream; returns the open response and its task id."""
         headers = {**self.fleet.client_headers(tenant), "accept": "text/event-stream"}
-        req = client.build_request("POST", self.orch_url + "/v2/tasks", json=self.body(), headers=headers)
+        req = client.build_request(
+            "POST", self.orch_url + "/v2/tasks", json=self.body(), headers=headers
+        )
         r = await client.send(req, stream=True)
         if r.status_code != 200:
             await r.aclose()
@@ -353,8 +355,11 @@ async def run(args: argparse.Namespace, f: Fleet) -> dict[str, Any]:
     unfinished = [t for t, r in records.items() if r.get("status") not in TERMINAL]
     no_reason = [t for t, r in records.items() if r.get("status") in TERMINAL and not reason_of(r)]
     mismatched = [
-        {"task": t, "stream": list(seen), "record": {k: records[t].get(k) for k in (
-            "status", "stop_reason", "error_code")}}
+        {
+            "task": t,
+            "stream": list(seen),
+            "record": {k: records[t].get(k) for k in ("status", "stop_reason", "error_code")},
+        }
         for t, seen in soak.seen_end.items()
         if t in records and not record_matches(seen, records[t])
     ]
@@ -433,9 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--restart-at", type=int, default=None, help="[baseline / 2]")
     p.add_argument("--time-limit", type=float, default=3600.0, help="stop submitting after S s")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument(
-        "--orch-arg", action="append", default=[], help="extra orchestratord argument"
-    )
+    p.add_argument("--orch-arg", action="append", default=[], help="extra orchestratord argument")
     args = p.parse_args(argv)
     if args.tasks is None:
         args.tasks = 10_000 if args.full else 1_500
