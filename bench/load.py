@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import signal
@@ -48,6 +49,7 @@ class Load:
         self.model = model
         self.headers = f.client_headers(TENANT)
         self.n = 0
+        self.transport_errors: collections.Counter[str] = collections.Counter()
 
     @property
     def url(self) -> str:
@@ -59,10 +61,18 @@ class Load:
         return {"model": self.model, "prompt": f"load {self.n}", "max_tokens": max_tokens}
 
     async def submit(self, client: httpx.AsyncClient) -> tuple[str, float]:
-        """One POST /v2/tasks: (task id, latency in ms)."""
+        """One POST /v2/tasks: (task id, latency in ms). A connection lost on a loaded machine
+        is retried (and counted), so one reset does not end the run."""
         body = self.body()
-        start = time.perf_counter()
-        r = await client.post(self.url + "/v2/tasks", json=body, headers=self.headers)
+        for attempt in range(3):
+            start = time.perf_counter()
+            try:
+                r = await client.post(self.url + "/v2/tasks", json=body, headers=self.headers)
+                break
+            except httpx.TransportError as e:
+                self.transport_errors[type(e).__name__] += 1
+                if attempt == 2:
+                    raise
         ms = (time.perf_counter() - start) * 1000
         if r.status_code != 202:
             raise RuntimeError(f"submit: {r.status_code} {r.text[:300]}")
@@ -202,6 +212,7 @@ async def measure(
         "serial_p50_ratio_deep_vs_empty": flat,
         "rss_mb": rss,
         "fill_s": fills,
+        "client_transport_errors_retried": dict(load.transport_errors),
         "targets": {
             "rss_mb_max": 300,
             "submit_p99_ms_at_load_max": 50,
