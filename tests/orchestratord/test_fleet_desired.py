@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +55,12 @@ def test_flt_001_toml_file_parses_to_the_spec(tmp_path: Path) -> None:
 
 
 def test_flt_001_json_round_trips(tmp_path: Path) -> None:
-    """FLT-001, FLT-004: to_json() is what PUT /v2/fleet accepts, and a .json file reads the same."""
+    """FLT-001, FLT-004: to_json() is what PUT /v2/fleet takes; a .json file reads the same."""
     path = tmp_path / "fleet.toml"
     path.write_text(TOML)
     spec = load_fleet_file(path)
     assert parse_fleet(spec.to_json()) == spec
     as_json = tmp_path / "fleet.json"
-    import json
 
     as_json.write_text(json.dumps(spec.to_json()))
     assert load_fleet_file(as_json) == spec
