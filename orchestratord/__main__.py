@@ -34,6 +34,10 @@ class _Server(uvicorn.Server):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["replay"]:
+        from orchestratord.replay.cli import main as replay_main
+
+        return replay_main(args[1:])
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
