@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from orchestratord.db import Store
 from orchestratord.replay.cli import run
 from orchestratord.replay.report import percentile
 from orchestratord.replay.trace import load_trace
-from orchestratord.tasks import TaskRecord
+from orchestratord.tasks import TaskRecord, TaskStatus
 
 PIN = """
 def schedule(task, workers, cluster):
@@ -90,22 +91,18 @@ def test_flt_051_never_started_tasks_are_estimated(tmp_path: Path) -> None:
     of a model nothing ran for is skipped; a worker gone from the table is still the fleet."""
     db = tmp_path / "small.db"
     store = Store(f"sqlite:///{db}").open()
-    base = {"priority": "interactive", "prompt_hash": "0" * 64, "max_tokens": 10}
+
+    def record(tid: str, model: str, created: int, **more: Any) -> TaskRecord:
+        status: TaskStatus = "succeeded" if more else "cancelled"
+        return TaskRecord(tid, model, "interactive", status, "0" * 64, created, 10, **more)
+
     store.save_tasks(
         [
-            TaskRecord(
-                id="a",
-                model="m",
-                status="succeeded",
-                created_ms=1000,
-                started_ms=1000,
-                finished_ms=1100,
-                tokens_out=10,
-                worker_id="gone",
-                **base,
-            ),  # type: ignore[arg-type]
-            TaskRecord(id="b", model="m", status="cancelled", created_ms=1001, **base),  # type: ignore[arg-type]
-            TaskRecord(id="c", model="x", status="cancelled", created_ms=1002, **base),  # type: ignore[arg-type]
+            record(
+                "a", "m", 1000, started_ms=1000, finished_ms=1100, tokens_out=10, worker_id="gone"
+            ),
+            record("b", "m", 1001),
+            record("c", "x", 1002),
         ]
     )
     store.close()
