@@ -52,6 +52,8 @@ class ActualWorker:
     state: str  # as GET /v2/workers shows it, plus "drained" when a drain has finished
     busy: int  # tasks running on it
     registered_ms: int
+    slots: int = 1
+    tokens_per_s: float = 0.0  # per stream, as the registry measured it
 
 
 def worker_id_for(model: str, pool: str, n: int) -> str:
@@ -101,6 +103,13 @@ def _action(
     }
 
 
+def _drain_order(spec: ModelSpec, w: ActualWorker) -> tuple[bool, int, int, int, str]:
+    """Which replica to drain first: one outside the desired pools, then the least busy, then
+    the one on the later pool in `pools` (the operator's order of preference), the newest."""
+    rank = spec.pools.index(w.pool) if w.pool in spec.pools else len(spec.pools)
+    return (w.pool in spec.pools, w.busy, -rank, -w.registered_ms, w.id)
+
+
 def diff(
     spec: FleetSpec,
     replicas: Mapping[str, int],
@@ -147,12 +156,8 @@ def diff(
                 out.append(_action("spawn", m, pool, wid, why, after=ensure["id"]))
         elif have > target:
             why = f"scale {m.id} from {have} to {target} replicas: {reason}"
-            # Drain the least busy first, the newest on a tie, and never a worker outside the
-            # desired pools before one inside them.
-            order = sorted(
-                live,
-                key=lambda w: (w.pool in m.pools, w.busy, -w.registered_ms, w.id),
-            )
+
+            order = sorted(live, key=lambda w, spec=m: _drain_order(spec, w))  # type: ignore[misc]
             for w in order[: have - target]:
                 out.append(_action("drain", m, w.pool, w.id, why))
         for w in mine:

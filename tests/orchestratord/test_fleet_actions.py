@@ -54,14 +54,17 @@ def test_flt_027_leased_spawns_count_as_replicas() -> None:
 
 
 def test_flt_024_drain_the_least_busy_newest_replica() -> None:
-    """FLT-024: scale 3 -> 1 drains the two least busy (newest first on a tie); none is
-    stopped before it is drained."""
+    """FLT-024: scale 3 -> 1 drains the two least busy, the later pool in `pools` first on a
+    tie; none is stopped before it is drained."""
     workers = [w("m.a.0", busy=1, at=1), w("m.b.0", "b", busy=0, at=2), w("m.a.1", busy=0, at=3)]
     actions = diff(SPEC, {"m": 1}, {"m": "idle"}, workers)
     assert [(a["kind"], a["worker_id"]) for a in actions] == [
-        ("drain", "m.a.1"),
         ("drain", "m.b.0"),
+        ("drain", "m.a.1"),
     ]
+    # Same pool, same load: the newest goes first.
+    newest = diff(SPEC, {"m": 1}, {}, [w("m.a.0", at=5), w("m.a.1", at=3)])
+    assert [a["worker_id"] for a in newest] == ["m.a.0"]
     assert all(a["reason"] == "scale m from 3 to 1 replicas: idle" for a in actions)
 
 

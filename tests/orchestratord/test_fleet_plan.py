@@ -47,6 +47,7 @@ def load(**over: Any) -> ClusterInput:
         "last_change_ms": 0,
     }
     m.update(over)
+    m.setdefault("planned_replicas", m["replicas"] + m["starting"])
     loaded: ModelLoad = m  # type: ignore[assignment]
     return {"now_ms": NOW, "models": {"m": loaded}}
 
