@@ -6,8 +6,8 @@ Records a synthetic trace through orchestratord's own database code (Store), the
 under the built-in policy and prints JSON: seconds to load the trace and to replay it, tasks
 replayed per second, the CPU time the process used (on a busy machine the wall time is longer
 by the machine's load, which is printed too), and the replay's own figures (p50/p99 queue
-wait). The issue's bar is 100,000 tasks in under 30 s. `record_trace` is also the test trace of tests/orchestratord/
-test_replay.py.
+wait). The issue's bar is 100,000 tasks in under 30 s. `record_trace` also writes the trace of
+tests/orchestratord/test_replay.py.
 """
 
 from __future__ import annotations
