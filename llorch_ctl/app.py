@@ -317,3 +317,86 @@ def workers(
     ws = orch.workers(_orch(ctx, orch_url, cluster_token, cluster=True))
     sys.stdout.write(json.dumps(ws, indent=2) + "\n" if as_json else orch.render_workers(ws))
     return 0
+
+
+# --- llorch fleet ... ----------------------------------------------------------------------
+
+fleet_app = typer.Typer(help="Converge the fleet on orchestratord's plan.", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+
+
+@fleet_app.command("apply")
+def fleet_apply(
+    ctx: typer.Context,
+    orchestrator_url: Annotated[
+        str | None,
+        typer.Option(
+            "--orchestrator-url",
+            envvar="LLORCH_ORCHESTRATOR_URL",
+            help="orchestratord base URL; spawned workers register with it too.",
+            show_default=False,
+        ),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-token",
+            envvar="LLORCH_ADMIN_TOKEN",
+            help="The admin token.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the actions; lease and change nothing.")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep converging, one pass per --interval.")
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between passes.")] = 5.0,
+    accept_new_host_key: AcceptOpt = False,
+    connect_timeout: TimeoutOpt = None,
+) -> int:
+    """Read GET /v2/fleet/plan and run each action over SSH, printing it and its result."""
+    from llorch_ctl import orch
+    from llorch_ctl.fleet import FleetApi, apply_loop
+    from llorch_ctl.inventory import resolve_target
+    from llorch_ctl.remote import paramiko_factory, run_pool_command
+
+    inv = _settings(ctx).inventory()
+    url = orch.orch_settings(orchestrator_url, None, inv.orch_url, None).url
+    factory = paramiko_factory(accept_new_host_key)
+
+    def run(pool: str, argv: Sequence[str]) -> tuple[int, str, str]:
+        target = resolve_target(inv, pool, connect_timeout=connect_timeout)
+        out: list[bytes] = []
+        err: list[bytes] = []
+        status = run_pool_command(target, argv, factory(target), out.append, err.append)
+        return (
+            status,
+            b"".join(out).decode(errors="replace"),
+            b"".join(err).decode(errors="replace"),
+        )
+
+    def bind_host(pool: str) -> str:
+        return resolve_target(inv, pool, connect_timeout=connect_timeout).hostname
+
+    def echo(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    api = FleetApi(url, admin_token)
+    try:
+        return apply_loop(
+            api,
+            run,
+            orchestrator_url=url,
+            bind_host=bind_host,
+            dry_run=dry_run,
+            watch=watch,
+            interval_s=interval,
+            echo=echo,
+        )
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        api.close()
