@@ -21,11 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestratord.db import Store, worker_row
-from orchestratord.registry import Worker
+from orchestratord.domain.registry import Worker
+from orchestratord.domain.tasks import Priority, TaskRecord
 from orchestratord.replay.cli import run
 from orchestratord.replay.trace import load_trace
-from orchestratord.tasks import Priority, TaskRecord
+from orchestratord.store.db import Store, worker_row
 
 TENANTS = ("acme", "globex", "initech")
 

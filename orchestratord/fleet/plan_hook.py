@@ -24,8 +24,8 @@ from typing import TypedDict
 import starlark as sl
 
 from orchestratord.fleet.desired import FleetSpec
-from orchestratord.policy_compile import describe
-from orchestratord.policy_types import FallbackReason, PolicyError, PolicyObserver
+from orchestratord.policy.compile import describe
+from orchestratord.policy.types import FallbackReason, PolicyError, PolicyObserver
 
 log = logging.getLogger("llorch.fleet")
 Clock = Callable[[], float]

@@ -15,12 +15,12 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
+from orchestratord.domain.queue import FullPolicy, QueueEntry, QueueFullError, TaskQueue
+from orchestratord.domain.registry import Registry, Worker, WorkerView
+from orchestratord.domain.scheduler import Policy, cluster_view, plan
 from orchestratord.policy import PolicyEngine
-from orchestratord.policy_types import TaskView
-from orchestratord.queue import FullPolicy, QueueEntry, QueueFullError, TaskQueue
-from orchestratord.registry import Registry, Worker, WorkerView
+from orchestratord.policy.types import TaskView
 from orchestratord.replay.trace import RecordedTask, Trace
-from orchestratord.scheduler import Policy, cluster_view, plan
 
 _NEVER = 2**62  # a virtual clock never misses a heartbeat
 

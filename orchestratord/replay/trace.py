@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orchestratord.tasks import Priority
+from orchestratord.domain.tasks import Priority
 
 
 @dataclass(frozen=True, slots=True)

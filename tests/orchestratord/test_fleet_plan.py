@@ -15,7 +15,7 @@ from orchestratord.fleet.plan_hook import (
     PlanHook,
     fleet_input,
 )
-from orchestratord.policy_types import PolicyError
+from orchestratord.policy.types import PolicyError
 
 NOW = 10_000_000
 

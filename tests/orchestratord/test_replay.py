@@ -13,11 +13,11 @@ import pytest
 
 from bench.replay import record_trace
 from orchestratord.__main__ import main as orchestratord_main
-from orchestratord.db import Store
+from orchestratord.domain.tasks import TaskRecord, TaskStatus
 from orchestratord.replay.cli import run
 from orchestratord.replay.report import percentile
 from orchestratord.replay.trace import load_trace
-from orchestratord.tasks import TaskRecord, TaskStatus
+from orchestratord.store.db import Store
 
 PIN = """
 def schedule(task, workers, cluster):
