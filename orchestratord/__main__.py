@@ -49,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Fail before listening: a bad policy file or database is the operator's to fix.
         PolicyEngine.from_file(settings.policy, budget_ms=settings.policy_budget_ms)
+        from orchestratord.fleet.desired import load_fleet_file
+        from orchestratord.fleet.plan_hook import PlanHook
+
+        PlanHook.from_file(settings.policy, budget_ms=settings.policy_budget_ms)
+        if settings.fleet is not None:
+            load_fleet_file(settings.fleet)
         Store(settings.database_url).open().close()
     except Exception as e:
         if debug:

@@ -26,22 +26,33 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from orchestratord.http import admin, meta, openai, tasks, workers
+from orchestratord.fleet.control import FleetControl
+from orchestratord.fleet.desired import FleetSpec, load_fleet_file
+from orchestratord.fleet.plan_hook import PlanHook
+from orchestratord.http import admin, fleet, meta, openai, tasks, workers
 from orchestratord.http.auth import OrchestratorAuth
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
+from orchestratord.runtime.fleet import ServiceFleetSource
 from orchestratord.runtime.janitor import prune_loop
 from orchestratord.runtime.service import TaskService
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from shared.limits import BodyLimit
-from shared.problem import install_problem_handlers
+from shared.problem import InvalidParams, install_problem_handlers
 
 log = logging.getLogger("llorch.orchestratord")
 
 
 def _routes() -> list[BaseRoute]:
-    return [*tasks.routes, *meta.routes, *workers.routes, *admin.routes, *openai.routes]
+    return [
+        *tasks.routes,
+        *meta.routes,
+        *fleet.routes,
+        *workers.routes,
+        *admin.routes,
+        *openai.routes,
+    ]
 
 
 def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
@@ -53,13 +64,21 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
         # run ends: a start-up that fails half way leaks nothing.
         async with contextlib.AsyncExitStack() as stack:
             m = Metrics()
+            observer = MetricsPolicyObserver(m)
             policy = PolicyHolder(
                 await asyncio.to_thread(
                     PolicyEngine.from_file,
                     settings.policy,
                     budget_ms=settings.policy_budget_ms,
-                    observer=MetricsPolicyObserver(m),
+                    observer=observer,
                 )
+            )
+            fleet_control = FleetControl(
+                load_fleet_file(settings.fleet) if settings.fleet else FleetSpec(),
+                PlanHook.from_file(
+                    settings.policy, budget_ms=settings.policy_budget_ms, observer=observer
+                ),
+                path=settings.fleet,
             )
             store = Store(settings.database_url)
             await asyncio.to_thread(store.open)
@@ -96,7 +115,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
 
                 def on_sighup() -> None:
                     # Compiling and dry-running a policy takes a while: off the event loop.
-                    task = loop.create_task(asyncio.to_thread(_reload_on_sighup, policy))
+                    task = loop.create_task(asyncio.to_thread(_reload_on_sighup, policy, fleet_control))
                     reloads.add(task)
                     task.add_done_callback(reloads.discard)
 
@@ -109,6 +128,8 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 "policy": policy,
                 "settings": settings,
                 "store": store,
+                "fleet": fleet_control,
+                "fleet_source": ServiceFleetSource(service),
             }
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
@@ -129,10 +150,23 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
         await task
 
 
-def _reload_on_sighup(policy: PolicyHolder) -> None:
+def _reload_on_sighup(policy: PolicyHolder, fleet_control: FleetControl) -> None:
     try:
+        # The file's plan() is checked before anything is swapped: all of the policy or none.
+        hook = fleet_control.hook
+        new_hook = PlanHook.from_file(
+            policy.engine.path, budget_ms=hook.budget_ms, observer=hook.observer, clock=hook.clock
+        )
         engine = policy.reload()
+        fleet_control.hook = new_hook
     except PolicyError as e:
         log.error("SIGHUP: %s; keeping the running policy", e.detail)
+    else:
+        log.info("SIGHUP: policy %s loaded (sha256 %s)", engine.name, engine.sha256[:12])
+    try:
+        spec = fleet_control.reload()
+    except InvalidParams as e:
+        log.error("SIGHUP: %s; keeping the running desired state", e.detail)
         return
-    log.info("SIGHUP: policy %s loaded (sha256 %s)", engine.name, engine.sha256[:12])
+    if fleet_control.path is not None:
+        log.info("SIGHUP: fleet %s loaded (%d models)", fleet_control.path, len(spec.models))

@@ -34,6 +34,7 @@ class Settings:
     state_dir: Path = field(default_factory=default_state_dir)
     db_url: str | None = None
     policy: Path | None = None
+    fleet: Path | None = None
     api_keys: tuple[str, ...] = ()
     cluster_token: str | None = None
     admin_token: str | None = None
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--state-dir", type=Path, default=None, help="where the default SQLite file lives")
     a("--db-url", default=None, help="SQLAlchemy URL (default: SQLite in --state-dir, WAL)")
     a("--policy", type=Path, default=None, help="Starlark policy file (default: built-in)")
+    a(
+        "--fleet",
+        type=Path,
+        default=None,
+        help="desired state of the fleet, TOML or .json (specs/fleet.md); re-read on SIGHUP",
+    )
     a(
         "--api-key",
         action="append",

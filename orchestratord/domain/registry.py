@@ -55,6 +55,7 @@ class Worker:
     foreign: int = 0
     excess_seen: int = 0
     tokens_per_s: float = 0.0
+    draining: bool = False  # orchestratord drains it: no new task (FLT-030)
 
     @property
     def slots_busy(self) -> int:
@@ -76,6 +77,8 @@ class Worker:
             return "unverified"
         if now_ms - self.last_heartbeat_ms > stale_ms:
             return "stale"
+        if self.draining:
+            return "draining" if self.inflight else "drained"
         return self.reported
 
     def listing(self, now_ms: int, stale_ms: int) -> WorkerListing:
@@ -106,7 +109,13 @@ class Worker:
             "backend": self.backend,
             "state": ("busy" if busy >= total else "ready")
             if state == "ready"
-            else ("dead" if state == "dead" else "draining" if state == "draining" else "stale"),
+            else (
+                "dead"
+                if state == "dead"
+                else "draining"
+                if state in ("draining", "drained")
+                else "stale"
+            ),
             "slots_total": total,
             "slots_busy": busy,
             "tokens_per_s": round(self.tokens_per_s, 2),
@@ -127,6 +136,7 @@ class Registry:
         if old is not None:
             w.inflight = old.inflight
             w.tokens_per_s = old.tokens_per_s
+            w.draining = old.draining  # a drain holds until the worker is removed
         w.registered_ms = w.registered_ms or now_ms
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False
@@ -160,6 +170,14 @@ class Registry:
         w.excess_seen = excess
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False
+        return w
+
+    def drain(self, worker_id: str) -> Worker | None:
+        """Give the worker no new task; its running ones finish, then it is `drained`.
+        Idempotent; None when the worker is unknown."""
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.draining = True
         return w
 
     def remove(self, worker_id: str) -> Worker | None:

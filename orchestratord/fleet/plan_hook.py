@@ -253,14 +253,24 @@ class PlanHook:
         return self._policy is not None
 
     @classmethod
-    def from_file(cls, path: Path | None, **kw: object) -> PlanHook:
-        if path is None:
-            return cls.from_source("", name="default.star", **kw)  # type: ignore[arg-type]
-        try:
-            source = path.read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise PolicyError(str(path), [f"cannot read the file: {e}"]) from None
-        return cls.from_source(source, name=str(path), **kw)  # type: ignore[arg-type]
+    def from_file(
+        cls,
+        path: Path | None,
+        *,
+        budget_ms: float = 50.0,
+        observer: PolicyObserver | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> PlanHook:
+        """The plan() of a policy file; None (no --policy) gives the built-in plan only."""
+        source, name = "", "default.star"
+        if path is not None:
+            try:
+                source, name = path.read_text("utf-8"), str(path)
+            except (OSError, UnicodeDecodeError) as e:
+                raise PolicyError(str(path), [f"cannot read the file: {e}"]) from None
+        return cls.from_source(
+            source, name=name, budget_ms=budget_ms, observer=observer, clock=clock
+        )
 
     @classmethod
     def from_source(

@@ -2,7 +2,8 @@
 
 - `/health` and `/metrics` are open.
 - `/v2/workers*` needs the cluster token (workers and pools hold it) or the admin token.
-- `/v2/admin*` needs the admin token (`--admin-token`); the cluster token is not enough, since
+- `/v2/admin*`, `/v2/fleet*` and `POST /v2/workers/{id}/drain` need the admin token
+  (`--admin-token`, specs/fleet.md FLT-007); the cluster token is not enough, since
   every pool host holds it. Without an admin token configured, admin routes are refused, unless
   orchestratord runs fully open (no keys, no tokens: loopback only, ORCH-006).
 - Everything else needs a client API key when any is configured, or the admin token. A key
@@ -21,7 +22,14 @@ from orchestratord.domain.tenancy import ADMIN, OPEN, Caller
 from shared.problem import ApiError, Forbidden, Unauthorized
 
 WORKER_PREFIX = "/v2/workers"
-ADMIN_PREFIX = "/v2/admin"
+ADMIN_PREFIXES = ("/v2/admin", "/v2/fleet")  # the fleet is admin's: specs/fleet.md FLT-007
+
+
+def _admin_path(path: str) -> bool:
+    """Admin routes: /v2/admin*, /v2/fleet*, and a worker's drain (FLT-030)."""
+    return path.startswith(ADMIN_PREFIXES) or (
+        path.startswith(WORKER_PREFIX + "/") and path.endswith("/drain")
+    )
 OPEN_PATHS = frozenset({"/health", "/metrics"})
 
 
@@ -72,7 +80,7 @@ class OrchestratorAuth:
         is_admin = bool(self.admin) and _match(presented, self.admin) is not None
         err: ApiError | None = None
         caller: Caller = OPEN
-        if path.startswith(ADMIN_PREFIX):
+        if _admin_path(path):
             if not (is_admin or self.open):
                 err = (
                     self._refuse(presented, "admin token")

@@ -278,6 +278,17 @@ class TaskService(Core):
         self.wake(w.model)
         return True
 
+    def drain_worker(self, worker_id: str) -> WorkerListing:
+        """POST /v2/workers/{id}/drain: no new task goes there; NotFound when unknown."""
+        w = self.registry.drain(worker_id)
+        if w is None:
+            raise NotFound(f"worker {worker_id} is not registered")
+        log.info("worker %s draining: %d task(s) still running there", w.id, len(w.inflight))
+        now = self.clock()
+        if self.writer:
+            self.writer.worker(w, w.state(now, self.registry.stale_ms))
+        return w.listing(now, self.registry.stale_ms)
+
     def deregister_worker(self, worker_id: str) -> bool:
         w = self.registry.remove(worker_id)
         if w is not None and self.writer:

@@ -63,7 +63,7 @@ def tame(body: Any) -> None:
 
 
 def token_for(path: str) -> str:
-    if path.startswith("/v2/admin"):
+    if path.startswith(("/v2/admin", "/v2/fleet")) or path.endswith("/drain"):
         return AT
     return CLUSTER_TOKEN if path.startswith("/v2/workers") else API_KEY
 

@@ -1,8 +1,8 @@
 """The fleet endpoints (specs/openapi/fleet.yaml): thin adapters over FleetControl.
 
 Handlers find the controller as `request.state.fleet` and the daemon's view of its work as
-`request.state.fleet_source` (a FleetSource: the task service in orchestratord). The admin
-token is checked by the auth middleware for every path here.
+`request.state.fleet_source` (a FleetSource: orchestratord.runtime.fleet). The auth
+middleware guards every path here (orchestratord.http.auth).
 """
 
 from __future__ import annotations
