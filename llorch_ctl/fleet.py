@@ -224,7 +224,7 @@ def apply_plan(
             results.append(Result(aid, "would", line))
             continue
         lease = action.get("lease")
-        if lease and lease.get("holder") != holder:
+        if lease and (lease.get("done") or lease.get("holder") != holder):
             why = "done" if lease.get("done") else "in progress"
             detail = f"{why} by {lease.get('holder')}"
             echo(f"skip {line} ({detail})")

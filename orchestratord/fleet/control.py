@@ -188,6 +188,10 @@ class FleetControl:
                 self._target[model_id] = n
                 self._changed_ms[model_id] = now_ms
         actions = diff(self.spec, decision.replicas, decision.reasons, workers, starting)
+        # Actions in flight are listed too, with their lease, so that every apply sees them
+        # (and a second lease of one is a conflict, not a stranger).
+        listed = {a["id"] for a in actions}
+        actions += [lease.action for key, lease in self._leases.items() if key not in listed]
         planned: list[PlannedAction] = []
         for a in actions:
             lease = self._leases.get(a["id"])

@@ -61,11 +61,15 @@ def test_flt_026_one_holder_per_action(control: FleetControl) -> None:
         control.lease("spawn:m.b.0", "apply-2", 60_000, 2_000, view)
     control.lease("spawn:m.b.0", "apply-1", 60_000, 2_000, view)
     later = control.plan(3_000, {"m": BUSY}, [ready("m.a.0")])
-    # A spawn being run counts as a starting replica: the plan no longer asks for it.
-    assert later["actions"] == []
+    # A spawn being run counts as a starting replica: it is listed with its lease only.
+    assert [(a["id"], a["lease"]) for a in later["actions"]] == [
+        ("spawn:m.b.0", {"holder": "apply-1", "expires_ms": 62_000, "done": False})
+    ]
     assert later["models"][0]["load"]["starting"] == 1
-    with pytest.raises(NotFound):
+    with pytest.raises(Conflict):
         control.lease("spawn:m.b.0", "apply-2", 60_000, 3_000, later)
+    with pytest.raises(NotFound):
+        control.lease("spawn:m.a.9", "apply-2", 60_000, 3_000, later)
     expired = control.plan(63_000, {"m": BUSY}, [ready("m.a.0")])
     assert [a["id"] for a in expired["actions"]] == ["ensure_model:m@b", "spawn:m.b.0"]
     assert expired["actions"][1]["lease"] is None
@@ -78,7 +82,8 @@ def test_flt_027_done_spawn_counts_until_registered_or_grace(control: FleetContr
     view = control.plan(0, {"m": BUSY}, [ready("m.a.0")])
     control.lease("spawn:m.b.0", "x", 60_000, 0, view)
     control.report("spawn:m.b.0", "x", True, 100)
-    assert control.plan(4_000, {"m": BUSY}, [ready("m.a.0")])["actions"] == []
+    [listed] = control.plan(4_000, {"m": BUSY}, [ready("m.a.0")])["actions"]
+    assert listed["lease"] == {"holder": "x", "expires_ms": 60_000, "done": True}
     assert control.plan(4_000, {"m": BUSY}, [ready("m.a.0"), ready("m.b.0", "b")])["actions"] == []
     again = control.plan(5_200, {"m": BUSY}, [ready("m.a.0")])
     assert [a["id"] for a in again["actions"]] == ["ensure_model:m@b", "spawn:m.b.0"]
