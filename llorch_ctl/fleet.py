@@ -106,7 +106,8 @@ def holder_id() -> str:
 
 def spawn_argv(action: Mapping[str, Any], orchestrator_url: str, bind_host: str) -> list[str]:
     """`llorch-pool worker spawn ...` for a spawn action: the worker listens on the address the
-    pool is reached at and registers with the orchestrator URL apply uses."""
+    pool is reached at, registers with the orchestrator URL apply uses, and reports the
+    inventory's pool name, which the plan places replicas by."""
     return [
         "worker",
         "spawn",
@@ -121,6 +122,8 @@ def spawn_argv(action: Mapping[str, Any], orchestrator_url: str, bind_host: str)
         bind_host,
         "--orchestrator",
         orchestrator_url,
+        "--pool",
+        str(action["pool"]),
         "--json",
     ]
 

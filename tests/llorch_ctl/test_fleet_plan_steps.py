@@ -33,7 +33,7 @@ def test_flt_040_spawn_is_the_pool_command_an_operator_types() -> None:
     orchestrator URL apply uses, under the plan's worker id."""
     assert spawn_argv(action("spawn"), "http://orch:8080", "10.0.0.2") == [
         "worker", "spawn", "cpu", "--model", "m", "--slots", "2", "--worker-id", "m.b.0",
-        "--host", "10.0.0.2", "--orchestrator", "http://orch:8080", "--json",
+        "--host", "10.0.0.2", "--orchestrator", "http://orch:8080", "--pool", "b", "--json",
     ]  # fmt: skip
 
 
