@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from orchestratord.domain.queue import FullPolicy, QueueEntry, QueueFullError, TaskQueue
 from orchestratord.domain.registry import Registry, Worker, WorkerView
+from orchestratord.domain.reservations import Ledger, Reservation
 from orchestratord.domain.scheduler import Policy, cluster_view, plan
 from orchestratord.policy import PolicyEngine
 from orchestratord.policy.types import TaskView
@@ -79,7 +80,8 @@ def simulate(
     policy: Policy = engine  # called as the daemon calls it
     registry = Registry(stale_ms=_NEVER - 1, dead_ms=_NEVER, prefetch=prefetch)
     queue = TaskQueue(queue_capacity, full_policy)
-    running_by_tenant: Counter[str] = Counter()
+    ledger = Ledger(registry)  # the daemon's reservations: slot and tenant count, released once
+    running_by_tenant = ledger.running_by_tenant
     tasks = trace.tasks
     if not tasks:
         return out
@@ -97,7 +99,7 @@ def simulate(
         registry.register(worker, start)
         worker.tokens_per_s = w.tokens_per_s
     by_id = {t.id: t for t in tasks}
-    done: list[tuple[int, int, str, str]] = []  # (time, seq, worker id, task id)
+    done: list[tuple[int, int, Reservation]] = []  # (finish time, seq, what the task holds)
     seq = 0
     i = 0
     now = start
@@ -108,13 +110,16 @@ def simulate(
             _view(by_id[entry.task_id], now - entry.enqueued_ms), workers, cluster
         )
 
+    started: list[Reservation] = []
+
+    def reserve(entry: QueueEntry, worker_id: str) -> None:
+        started.append(ledger.reserve(worker_id, entry.task_id, by_id[entry.task_id].tenant))
+
     while i < len(tasks) or done:
         next_arrival = tasks[i].arrival_ms if i < len(tasks) else _NEVER
         now = min(next_arrival, done[0][0] if done else _NEVER)
         while done and done[0][0] <= now:
-            _, _, wid, tid = heapq.heappop(done)
-            registry.release(wid, tid)
-            running_by_tenant[by_id[tid].tenant or ""] -= 1
+            heapq.heappop(done)[2].release()
         while i < len(tasks) and tasks[i].arrival_ms <= now:
             t = tasks[i]
             i += 1
@@ -131,17 +136,17 @@ def simulate(
                 out.rejected["QUEUE_FULL"] += len(dropped)
         if queue:
             cluster = cluster_view(queue, registry, running_by_tenant, now)
-            for a in plan(queue, registry, now, schedule):
+            started.clear()
+            for a, held in zip(plan(queue, registry, now, schedule, reserve), started, strict=True):
                 t = by_id[a.entry.task_id]
                 out.waits_ms[t.id] = now - a.entry.enqueued_ms
-                running_by_tenant[t.tenant or ""] += 1
                 out.served_by_tenant[t.tenant or ""] += 1
                 out.service_by_tenant[t.tenant or ""] += t.service_ms
                 out.busy_ms[a.worker_id] += t.service_ms
                 finish = now + t.service_ms
                 end = max(end, finish)
                 seq += 1
-                heapq.heappush(done, (finish, seq, a.worker_id, t.id))
+                heapq.heappush(done, (finish, seq, held))
         if not done and i >= len(tasks):
             break  # what is still queued can never run: no worker serves its model
     out.unserved = len(queue)
