@@ -138,6 +138,7 @@ def lines(out: str, prefix: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith(prefix)]
 
 
+@pytest.mark.timeout(600)  # two spawns over SSH on a loaded machine, and the cooldown
 def test_fleet_scales_up_and_down_over_ssh(
     tmp_path: Path, client_key: Path, tiny_model: Path
 ) -> None:
