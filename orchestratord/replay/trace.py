@@ -58,11 +58,21 @@ def db_url(db: str) -> str:
     return f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
 
 
-def _rows(conn: sa.Connection, name: str) -> list[dict[str, Any]]:
+_TASK_COLUMNS = (
+    "id", "model", "priority", "tenant", "session_id", "created_ms", "started_ms",
+    "finished_ms", "tokens_out", "max_tokens", "prompt_tokens", "worker_id",
+)  # fmt: skip
+_WORKER_COLUMNS = ("id", "model", "pool", "backend", "slots_total")
+
+
+def _rows(conn: sa.Connection, name: str, wanted: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The wanted columns of a table that has them (an older schema lacks some), as dicts."""
     if not sa.inspect(conn).has_table(name):
         return []
     table = sa.Table(name, sa.MetaData(), autoload_with=conn)
-    return [dict(r._mapping) for r in conn.execute(sa.select(table))]
+    cols = [table.c[c] for c in wanted if c in table.c]
+    keys = [c.name for c in cols]
+    return [dict(zip(keys, row, strict=True)) for row in conn.execute(sa.select(*cols))]
 
 
 def load_trace(db: str) -> Trace:
@@ -77,8 +87,8 @@ def load_trace(db: str) -> Trace:
     engine = sa.create_engine(db_url(db))
     try:
         with engine.connect() as conn:
-            task_rows = _rows(conn, "tasks")
-            worker_rows = _rows(conn, "workers")
+            task_rows = _rows(conn, "tasks", _TASK_COLUMNS)
+            worker_rows = _rows(conn, "workers", _WORKER_COLUMNS)
     finally:
         engine.dispose()
     per_token: dict[str, list[float]] = {}
