@@ -5,7 +5,8 @@ precise command an operator would type (`llorch-pool models import|download`, `w
 `worker stop`) or the drain call, run in the plan's order. Each action is leased from
 orchestratord first, so two applies at once never run the same action; each is printed with
 its reason and its result. A failed action is reported back (the next plan offers it again)
-and makes the exit status 1; the actions that depend on it are skipped.
+and makes the exit status 1. An action `after` another runs only when this pass did that one:
+the actions that depend on a failed one, or on one another apply holds, are skipped.
 
     plan = FleetApi(url, admin_token).plan()
     results = apply_plan(plan, api, runner, holder=..., dry_run=False, echo=print)
@@ -218,7 +219,7 @@ def apply_plan(
 ) -> list[Result]:
     """Lease, run and report each action of `plan` in order; print one line per action."""
     results: list[Result] = []
-    failed: set[str] = set()
+    succeeded: set[str] = set()
     for action in plan["actions"]:
         aid = str(action["id"])
         line = describe(action)
@@ -233,10 +234,13 @@ def apply_plan(
             echo(f"skip {line} ({detail})")
             results.append(Result(aid, "skipped", detail))
             continue
-        if action.get("after") in failed:
-            failed.add(aid)
-            echo(f"skip {line} ({action['after']} failed)")
-            results.append(Result(aid, "skipped", f"{action['after']} failed"))
+        after = action.get("after")
+        if after and after not in succeeded:
+            # Only what this pass itself did is known to be done: another apply may still be
+            # running it (a spawn before its model is imported would fail), or it failed.
+            detail = f"{after} was not done by this apply"
+            echo(f"skip {line} ({detail})")
+            results.append(Result(aid, "skipped", detail))
             continue
         if not api.lease(aid, holder):
             echo(f"skip {line} (leased by another apply)")
@@ -248,8 +252,8 @@ def apply_plan(
         except CtlError as e:
             ok, detail = False, e.message
         api.report(aid, holder, ok, detail)
-        if not ok:
-            failed.add(aid)
+        if ok:
+            succeeded.add(aid)
         echo(f"{'ok  ' if ok else 'FAIL'} {aid}: {detail}")
         results.append(Result(aid, "done" if ok else "failed", detail))
     return results

@@ -27,7 +27,14 @@ import httpx
 import pytest
 
 from llorch_sdk import Client
-from tests.llorch_ctl.conftest import Ctl, pool_for, start_test_sshd, toml_str, write_inventory
+from tests.llorch_ctl.conftest import (
+    LLORCH,
+    Ctl,
+    pool_for,
+    start_test_sshd,
+    toml_str,
+    write_inventory,
+)
 from tests.llorch_ctl.netns import add_route, net_host
 from tests.llorch_ctl.sshd import stop_sshd
 from tests.support import free_port, require, wait_http_ready
@@ -134,6 +141,22 @@ def apply(ctl: Ctl, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
                    *extra, timeout=300)  # fmt: skip
 
 
+def apply_twice_at_once(ctl: Ctl, url: str) -> list[str]:
+    """Two `llorch fleet apply` at the same time; their outputs (each must exit 0)."""
+    args = [*LLORCH, "--config", str(ctl.config), "fleet", "apply", "--orchestrator-url", url,
+            "--admin-token", CLUSTER]  # fmt: skip
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, out + err
+        outs.append(out)
+    return outs
+
+
 def lines(out: str, prefix: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith(prefix)]
 
@@ -168,13 +191,14 @@ def test_fleet_scales_up_and_down_over_ssh(
         ctl = write_inventory(tmp_path, pools)
         ctl.known_hosts.write_text("".join(s.known_hosts_line() for s in sshds.values()))
 
-        # 1. No worker yet: the minimum replica is imported and spawned on h1, the first pool.
-        first = apply(ctl, url)
-        assert first.returncode == 0, first.stdout + first.stderr
-        assert [x.split(":")[0] for x in lines(first.stdout, "ok")] == [
-            "ok   ensure_model", "ok   spawn"
-        ]  # fmt: skip
-        assert "imported tiny from file:" in first.stdout
+        # 1. No worker yet: the minimum replica is imported and spawned on h1, the first pool,
+        # by one of two applies run at once; the other skips what the first holds.
+        outs = apply_twice_at_once(ctl, url)
+        both = "".join(outs)
+        assert len(lines(both, "ok   spawn:tiny.h1.0")) == 1, outs
+        assert len(lines(both, "run  spawn tiny.h1.0")) == 1, outs
+        assert "imported tiny from file:" in both
+        assert any(lines(out, "skip") or "nothing to do" in out for out in outs), outs
         wait_for("tiny.h1.0 to register", lambda: workers(url) == {"tiny.h1.0": "ready"})
         again = apply(ctl, url)
         assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
