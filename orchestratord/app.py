@@ -115,7 +115,9 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
 
                 def on_sighup() -> None:
                     # Compiling and dry-running a policy takes a while: off the event loop.
-                    task = loop.create_task(asyncio.to_thread(_reload_on_sighup, policy, fleet_control))
+                    task = loop.create_task(
+                        asyncio.to_thread(_reload_on_sighup, policy, fleet_control)
+                    )
                     reloads.add(task)
                     task.add_done_callback(reloads.discard)
 

@@ -30,6 +30,8 @@ def _admin_path(path: str) -> bool:
     return path.startswith(ADMIN_PREFIXES) or (
         path.startswith(WORKER_PREFIX + "/") and path.endswith("/drain")
     )
+
+
 OPEN_PATHS = frozenset({"/health", "/metrics"})
 
 

@@ -43,6 +43,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.ssh, pytest.mark.netns]
 
 CLUSTER = "fleet-cluster-token"
 API_KEY = "fleet-client-key"
+ADMIN = "fleet-admin-token"
 POOL_CMD = f"{shlex.quote(sys.executable)} -m pool_ctl"
 COOLDOWN_S = 25
 
@@ -55,6 +56,7 @@ def orchestratord(addr: str, tmp: Path, fleet: Path) -> Iterator[str]:
     args = [
         sys.executable, "-m", "orchestratord", "--host", addr, "--port", str(port),
         "--state-dir", str(tmp / "orchd"), "--cluster-token", CLUSTER, "--api-key", API_KEY,
+        "--admin-token", ADMIN,
         "--fleet", str(fleet),
         "--heartbeat-stale-ms", "3000", "--heartbeat-dead-ms", "6000",
     ]  # fmt: skip
@@ -118,7 +120,7 @@ class Load:
 
 
 def plan(url: str) -> dict[str, Any]:
-    r = httpx.get(url + "/v2/fleet/plan", headers={"authorization": f"Bearer {CLUSTER}"})
+    r = httpx.get(url + "/v2/fleet/plan", headers={"authorization": f"Bearer {ADMIN}"})
     r.raise_for_status()
     body: dict[str, Any] = r.json()
     return body
@@ -137,14 +139,14 @@ def wait_for(what: str, check: Any, timeout: float = 120) -> None:
 
 
 def apply(ctl: Ctl, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return ctl.run("fleet", "apply", "--orchestrator-url", url, "--admin-token", CLUSTER,
+    return ctl.run("fleet", "apply", "--orchestrator-url", url, "--admin-token", ADMIN,
                    *extra, timeout=300)  # fmt: skip
 
 
 def apply_twice_at_once(ctl: Ctl, url: str) -> list[str]:
     """Two `llorch fleet apply` at the same time; their outputs (each must exit 0)."""
     args = [*LLORCH, "--config", str(ctl.config), "fleet", "apply", "--orchestrator-url", url,
-            "--admin-token", CLUSTER]  # fmt: skip
+            "--admin-token", ADMIN]  # fmt: skip
     procs = [
         subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

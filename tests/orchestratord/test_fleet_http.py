@@ -13,6 +13,7 @@ from orchestratord.app import _reload_on_sighup
 from tests.orchestratord.conftest import AppFactory
 
 CT = {"authorization": "Bearer ct"}
+AT = {"authorization": "Bearer at"}
 FLEET: dict[str, Any] = {
     "models": {"m": {"source": "catalog:m", "pools": ["p1", "p2"], "slots": 2}},
     "scaling": {"target_ttft_ms": 1000, "cooldown_s": 30},
@@ -28,35 +29,38 @@ def register(c: Any, wid: str, pool: str = "p1") -> None:
 def test_flt_004_put_and_get_the_desired_state(orchd: AppFactory) -> None:
     """FLT-004, FLT-002, FLT-007: PUT validates and installs, GET returns every field; a bad
     body is 400 with every problem and changes nothing; the routes need the admin credential."""
-    with orchd(cluster_token="ct", api_keys=("ck",)) as c:
-        assert c.get("/v2/fleet", headers=CT).json() == {
+    with orchd(cluster_token="ct", admin_token="at", api_keys=("ck",)) as c:
+        assert c.get("/v2/fleet", headers=AT).json() == {
             "models": {},
             "scaling": {"target_ttft_ms": 2000, "cooldown_s": 120},
         }
-        r = c.put("/v2/fleet", json=FLEET, headers=CT)
+        r = c.put("/v2/fleet", json=FLEET, headers=AT)
         assert r.status_code == 200
         assert r.json()["models"]["m"] == {
             "source": "catalog:m", "pools": ["p1", "p2"], "backend": "cpu", "slots": 2,
             "ctx": 0, "min_replicas": 1, "max_replicas": 1, "warm_replicas": 0,
         }  # fmt: skip
         bad = {"models": {"m": {"source": "nope", "pools": []}}, "scaling": {"cooldown_s": -1}}
-        r = c.put("/v2/fleet", json=bad, headers=CT)
+        r = c.put("/v2/fleet", json=bad, headers=AT)
         assert r.status_code == 400 and r.json()["code"] == "INVALID_PARAMS"
         assert {e["field"] for e in r.json()["errors"]} == {
             "models.m.source", "models.m.pools", "scaling.cooldown_s"
         }  # fmt: skip
-        assert c.get("/v2/fleet", headers=CT).json()["models"]["m"]["slots"] == 2
+        assert c.get("/v2/fleet", headers=AT).json()["models"]["m"]["slots"] == 2
         assert c.get("/v2/fleet").status_code == 401
         assert c.get("/v2/fleet", headers={"authorization": "Bearer ck"}).status_code == 403
         assert c.get("/v2/fleet/plan", headers={"authorization": "Bearer ck"}).status_code == 403
+        # The cluster token every pool host holds is not enough, for the drain either.
+        assert c.get("/v2/fleet", headers=CT).status_code == 403
+        assert c.post("/v2/workers/w/drain", headers=CT).status_code == 403
 
 
 def test_flt_020_plan_and_leases_over_http(orchd: AppFactory) -> None:
     """FLT-020, FLT-026: the plan lists ensure_model and spawn for a missing replica; one
     holder leases, a second gets 409, an unknown action 404; a result ends the lease."""
-    with orchd(cluster_token="ct") as c:
-        c.put("/v2/fleet", json=FLEET, headers=CT)
-        plan = c.get("/v2/fleet/plan", headers=CT).json()
+    with orchd(cluster_token="ct", admin_token="at") as c:
+        c.put("/v2/fleet", json=FLEET, headers=AT)
+        plan = c.get("/v2/fleet/plan", headers=AT).json()
         assert plan["decided_by"] == "builtin"
         [model] = plan["models"]
         assert (model["model"], model["planned_replicas"]) == ("m", 1)
@@ -66,46 +70,46 @@ def test_flt_020_plan_and_leases_over_http(orchd: AppFactory) -> None:
             ("spawn", "p1", "m.p1.0", None),
         ]
         url = "/v2/fleet/actions/spawn:m.p1.0"
-        r = c.post(url + "/lease", json={"holder": "a", "ttl_s": 60}, headers=CT)
+        r = c.post(url + "/lease", json={"holder": "a", "ttl_s": 60}, headers=AT)
         assert r.status_code == 200 and r.json()["worker_id"] == "m.p1.0"
-        r = c.post(url + "/lease", json={"holder": "b"}, headers=CT)
+        r = c.post(url + "/lease", json={"holder": "b"}, headers=AT)
         assert r.status_code == 409 and r.json()["code"] == "CONFLICT"
-        r = c.post("/v2/fleet/actions/spawn:nope/lease", json={"holder": "a"}, headers=CT)
+        r = c.post("/v2/fleet/actions/spawn:nope/lease", json={"holder": "a"}, headers=AT)
         assert r.status_code == 404
-        r = c.post(url + "/lease", json={"ttl_s": 0}, headers=CT)
+        r = c.post(url + "/lease", json={"ttl_s": 0}, headers=AT)
         assert r.status_code == 400
         assert {e["field"] for e in r.json()["errors"]} == {"holder", "ttl_s"}
-        r = c.post(url + "/result", json={"holder": "b", "ok": True}, headers=CT)
+        r = c.post(url + "/result", json={"holder": "b", "ok": True}, headers=AT)
         assert r.status_code == 409
-        r = c.post(url + "/result", json={"holder": "a", "ok": True, "detail": "up"}, headers=CT)
+        r = c.post(url + "/result", json={"holder": "a", "ok": True, "detail": "up"}, headers=AT)
         assert r.status_code == 204
         # Spawned, not registered yet: it counts as starting, and is listed as done by `a`.
-        plan = c.get("/v2/fleet/plan", headers=CT).json()
+        plan = c.get("/v2/fleet/plan", headers=AT).json()
         assert plan["models"][0]["load"]["starting"] == 1
         assert [(a["id"], a["lease"]["holder"], a["lease"]["done"]) for a in plan["actions"]] == [
             ("spawn:m.p1.0", "a", True)
         ]
         register(c, "m.p1.0")
-        plan = c.get("/v2/fleet/plan", headers=CT).json()
+        plan = c.get("/v2/fleet/plan", headers=AT).json()
         assert plan["models"][0]["load"]["replicas"] == 1 and plan["actions"] == []
 
 
 def test_flt_030_drain(orchd: AppFactory) -> None:
     """FLT-030: drain takes the worker out of scheduling at once; with nothing running it is
     drained; the plan then stops it; unknown workers are 404."""
-    with orchd(cluster_token="ct") as c:
+    with orchd(cluster_token="ct", admin_token="at") as c:
         c.put("/v2/fleet", json={**FLEET, "models": {"m": {**FLEET["models"]["m"],
-              "min_replicas": 0}}}, headers=CT)  # fmt: skip
+              "min_replicas": 0}}}, headers=AT)  # fmt: skip
         register(c, "m.p1.0")
-        r = c.post("/v2/workers/m.p1.0/drain", headers=CT)
+        r = c.post("/v2/workers/m.p1.0/drain", headers=AT)
         assert r.status_code == 202 and r.json()["state"] == "drained"
-        assert c.post("/v2/workers/m.p1.0/drain", headers=CT).status_code == 202
+        assert c.post("/v2/workers/m.p1.0/drain", headers=AT).status_code == 202
         [w] = c.get("/v2/workers", headers=CT).json()["workers"]
         assert w["state"] == "drained"
         assert c.get("/v2/meta/capabilities").json()["models"] == []
-        plan = c.get("/v2/fleet/plan", headers=CT).json()
+        plan = c.get("/v2/fleet/plan", headers=AT).json()
         assert [(a["kind"], a["worker_id"]) for a in plan["actions"]] == [("stop", "m.p1.0")]
-        assert c.post("/v2/workers/ghost/drain", headers=CT).status_code == 404
+        assert c.post("/v2/workers/ghost/drain", headers=AT).status_code == 404
         # A worker that registers again (a restart) stays drained.
         register(c, "m.p1.0")
         assert c.get("/v2/workers", headers=CT).json()["workers"][0]["state"] == "drained"
@@ -115,8 +119,8 @@ def test_flt_003_fleet_file_at_start_and_on_sighup(orchd: AppFactory, tmp_path: 
     """FLT-003: --fleet is read at start."""
     path = tmp_path / "fleet.toml"
     path.write_text('[models.m]\nsource = "catalog:m"\npools = ["p1"]\nslots = 3\n')
-    with orchd(cluster_token="ct", fleet=path) as c:
-        assert c.get("/v2/fleet", headers=CT).json()["models"]["m"]["slots"] == 3
+    with orchd(cluster_token="ct", admin_token="at", fleet=path) as c:
+        assert c.get("/v2/fleet", headers=AT).json()["models"]["m"]["slots"] == 3
 
 
 @pytest.mark.parametrize(
