@@ -19,18 +19,21 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from orchestratord.http import admin, meta, openai, tasks, workers
+from orchestratord.domain.compare import Target
+from orchestratord.http import admin, compare, console, events, meta, openai, tasks, workers
 from orchestratord.http.auth import OrchestratorAuth
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
 from orchestratord.runtime.janitor import prune_loop
+from orchestratord.runtime.compare_service import CompareService
+from orchestratord.runtime.events_feed import EventsFeed
 from orchestratord.runtime.service import TaskService
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
@@ -41,7 +44,58 @@ log = logging.getLogger("llorch.orchestratord")
 
 
 def _routes() -> list[BaseRoute]:
-    return [*tasks.routes, *meta.routes, *workers.routes, *admin.routes, *openai.routes]
+    return [
+        *tasks.routes,
+        *meta.routes,
+        *workers.routes,
+        *admin.routes,
+        *openai.routes,
+        *events.routes,
+        *compare.routes,
+        *console.routes,
+    ]
+
+
+def _events_feed(
+    service: TaskService, policy: PolicyHolder, metrics: Metrics, settings: Settings
+) -> EventsFeed:
+    """The fleet feed, reading the live objects (ORCH-200..204)."""
+
+    def policy_info() -> dict[str, Any]:
+        engine = policy.engine
+        fallbacks = sum(
+            s.value
+            for family in metrics.policy_fallbacks.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        )
+        return {"name": engine.name, "sha256": engine.sha256, "fallbacks": int(fallbacks)}
+
+    feed = EventsFeed(
+        clock=service.clock,
+        workers=lambda: service.registry.listings(service.clock()),
+        queued=lambda: service.queue,
+        token_totals=lambda: {w.id: w.tokens_relayed for w in service.registry.workers.values()},
+        policy=policy_info,
+        buffer=settings.events_buffer,
+    )
+    service.observers.append(feed.task_changed)
+    return feed
+
+
+def _serves(service: TaskService) -> Callable[[Target, str], bool]:
+    """Whether a compare target (a worker, or any worker of a pool) serves a model now."""
+
+    def serves(target: Target, model: str) -> bool:
+        now = service.clock()
+        return any(
+            w.model == model
+            and (w.id == target.name if target.kind == "worker" else w.pool == target.name)
+            and w.state(now, service.registry.stale_ms) not in ("dead", "failed")
+            for w in service.registry.workers.values()
+        )
+
+    return serves
 
 
 def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
@@ -90,6 +144,14 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 prune_loop(store, service.clock, settings.retain_finished_s), name="prune"
             )
             stack.push_async_callback(_cancel_and_wait, janitor)
+            feed = _events_feed(service, policy, m, settings)
+            feed.start()
+            stack.push_async_callback(feed.stop)
+            runs = CompareService(service, store, clock=service.clock, serves=_serves(service))
+            recovered = await runs.recover()
+            if recovered:
+                log.warning("%d compare run(s) left running by the last run saved", recovered)
+            stack.push_async_callback(runs.stop)
             if handle_sighup and threading.current_thread() is threading.main_thread():
                 loop = asyncio.get_running_loop()
                 reloads: set[asyncio.Task[None]] = set()
@@ -109,6 +171,8 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 "policy": policy,
                 "settings": settings,
                 "store": store,
+                "events": feed,
+                "compare": runs,
             }
 
     app = Starlette(routes=_routes(), lifespan=lifespan)

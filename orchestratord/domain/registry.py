@@ -55,6 +55,9 @@ class Worker:
     foreign: int = 0
     excess_seen: int = 0
     tokens_per_s: float = 0.0
+    # Tokens relayed from this worker since it first registered: the live tok/s of the fleet
+    # events is the difference between two reads (the relay only increments it).
+    tokens_relayed: int = 0
 
     @property
     def slots_busy(self) -> int:
@@ -127,6 +130,7 @@ class Registry:
         if old is not None:
             w.inflight = old.inflight
             w.tokens_per_s = old.tokens_per_s
+            w.tokens_relayed = old.tokens_relayed
         w.registered_ms = w.registered_ms or now_ms
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False
