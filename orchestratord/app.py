@@ -31,9 +31,9 @@ from orchestratord.http import admin, compare, console, events, meta, openai, ta
 from orchestratord.http.auth import OrchestratorAuth
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
-from orchestratord.runtime.janitor import prune_loop
 from orchestratord.runtime.compare_service import CompareService
 from orchestratord.runtime.events_feed import EventsFeed
+from orchestratord.runtime.janitor import prune_loop
 from orchestratord.runtime.service import TaskService
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store

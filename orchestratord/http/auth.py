@@ -103,4 +103,3 @@ class OrchestratorAuth:
 def is_console(path: str) -> bool:
     """The console's static files and the redirect to them: no secret, no token needed."""
     return path == "/" or path == "/ui" or path.startswith("/ui/")
-

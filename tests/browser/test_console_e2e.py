@@ -201,6 +201,14 @@ def test_orch_225_a_client_key_sees_only_its_tenants_tasks(fleet: Fleet, tmp_pat
         assert page.evaluate("document.body.classList.contains('admin')") is False
         assert page.locator(".admin-only").first.is_hidden()
         shot(page, "tasks-client-phone-dark")
+        # A reload lists from GET /v2/tasks (tenant-scoped), and another tenant's task opened
+        # by its id is not there for this key.
+        page.reload()
+        page.get_by_test_id(f"task-{mine}").wait_for()
+        assert page.get_by_test_id(f"task-{theirs}").count() == 0
+        page.goto(f"{fleet.url}/ui/#/task/{theirs}")
+        page.get_by_text("No such task (or not yours).").wait_for()
+        assert "acme" not in (page.get_by_test_id("task-text").text_content() or "")
         assert errors == []
     with browser(tmp_path / "admin", viewport=LAPTOP) as ctx:
         page = ctx.new_page()
