@@ -185,7 +185,8 @@ def test_orch_210_211_212_a_run_on_two_workers_pins_each_and_saves_figures(fleet
     for target, wid in (("worker:w1", "w1"), ("worker:w2", "w2")):
         res = by_target[target]
         assert (res["status"], res["worker_id"], res["tokens_out"]) == ("succeeded", wid, 16)
-        assert res["ttft_ms"] > 0 and res["total_ms"] >= res["ttft_ms"]
+        # total_ms is whole wall-clock ms, TTFT a finer monotonic measure: 1 ms of rounding.
+        assert res["ttft_ms"] > 0 and res["total_ms"] >= res["ttft_ms"] - 1
         assert res["tokens_per_s"] is None or res["tokens_per_s"] > 0
         # The task is an ordinary task of the caller's tenant.
         assert record(fleet.url, KEY_ACME, res["task_id"])["tenant"] == "acme"
