@@ -1,6 +1,6 @@
 """The relay with and without the web console open: bench/relay.py's measurement, same run.
 
-Starts one real worker and one real orchestratord as bench/relay.py does, then alternates
+Starts two real workers and one real orchestratord as bench/relay.py does, then alternates
 rounds without and with a headless Chromium tab signed in to the console (its Fleet page
 follows GET /v2/events: every task's events and the 1-second snapshot), and prints one JSON
 object: the relay figures of each condition per round, their medians, the with/without ratios,
@@ -29,8 +29,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.relay import TOKEN, _ensure_registered, measure, process
-from tests.support import free_port, wait_http_ready
+from bench._fleet import ADMIN_TOKEN, Fleet, fleet
+from bench.relay import KEY, TENANT, measure
 
 FLAGS = [
     "--headless",
@@ -56,7 +56,7 @@ def hold_tab(orch_url: str, profile: Path, chromium: str) -> int:
         try:
             page = ctx.new_page()
             page.goto(orch_url + "/ui/")
-            page.get_by_test_id("token").fill(TOKEN)
+            page.get_by_test_id("token").fill(ADMIN_TOKEN)
             page.get_by_test_id("signin").click()
             page.locator("#live.on").wait_for(timeout=60_000)
             print("live", flush=True)
@@ -104,14 +104,26 @@ def _median(rows: list[dict[str, float]], key: str) -> float:
     return round(statistics.median(r[key] for r in rows), 3)
 
 
+async def _setup(f: Fleet, workers: int, slots: int, concurrency: int) -> str:
+    """relay.py's fleet: orchestratord and `workers` workers, registered; returns the model."""
+    f.start_orchestratord("--heartbeat-stale-ms", "3600000", "--heartbeat-dead-ms", "7200000")
+    ids = [f"console-w{i}" for i in range(workers)]
+    for wid in ids:
+        f.add_worker(wid, slots, "--max-queue", str(concurrency * 2))
+    async with httpx.AsyncClient(trust_env=False) as client:
+        await f.wait_registered(client, ids)
+        return str((await client.get(f.workers[0].url + "/health")).json()["model"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=2, help="relay.py rounds per block")
-    p.add_argument("--blocks", type=int, default=3, help="blocks per condition, alternating")
-    p.add_argument("--slots", type=int, default=4)
+    p.add_argument("--blocks", type=int, default=4, help="blocks per condition, alternating")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--slots", type=int, default=8, help="slots per worker")
     p.add_argument("--hold-tab", metavar="URL", help=argparse.SUPPRESS)
     p.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -119,70 +131,25 @@ def main() -> None:
     if args.hold_tab:
         assert chromium is not None and args.profile is not None
         sys.exit(hold_tab(args.hold_tab, args.profile, chromium))
+    if args.model is None:
+        p.error("--model is required")
     if chromium is None:
         print(json.dumps({"bench": "console_load", "skipped": "chromium is not installed"}))
         return
-    if args.model is None:
-        p.error("--model is required")
     tmp = Path(tempfile.mkdtemp(prefix="llorch-bench-console-"))
-    wport, oport = free_port(), free_port()
-    worker_url, orch_url = f"http://127.0.0.1:{wport}", f"http://127.0.0.1:{oport}"
-    orch_args = ["--cluster-token", TOKEN, "--admin-token", TOKEN, "--api-key", TOKEN]
-    with (
-        process(
-            [
-                "orchestratord",
-                "--port",
-                str(oport),
-                "--state-dir",
-                str(tmp / "state"),
-                *orch_args,
-                "--log-level",
-                "warning",
-                "--heartbeat-stale-ms",
-                "3600000",
-                "--heartbeat-dead-ms",
-                "7200000",
-            ],
-            tmp / "orchestratord.log",
-        ) as orch,
-        process(
-            [
-                "worker",
-                "--model",
-                str(args.model),
-                "--port",
-                str(wport),
-                "--slots",
-                str(args.slots),
-                "--max-queue",
-                str(args.concurrency * 2),
-                "--token",
-                TOKEN,
-                "--orchestrator-url",
-                orch_url,
-                "--worker-id",
-                "bench-w1",
-            ],
-            tmp / "worker.log",
-        ) as worker,
-    ):
-        wait_http_ready(orch_url + "/health", orch)
-        wait_http_ready(worker_url + "/health", worker, ready="ready", timeout=60)
-        model = httpx.get(worker_url + "/health").json()["model"]
-        _ensure_registered(orch_url, worker_url, model, args.slots)
-        rows: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
+    rows: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
+    with fleet(tmp, args.model, {TENANT: KEY}) as f:
+        model = asyncio.run(_setup(f, args.workers, args.slots, args.concurrency))
+        assert f.orch is not None
 
         def block(condition: str) -> None:
-            result = asyncio.run(
-                measure(worker_url, orch_url, model, args.concurrency, args.max_tokens, args.rounds)
-            )
+            result = asyncio.run(measure(f, model, args.concurrency, args.max_tokens, args.rounds))
             rows[condition].append(_figures(result))
 
         for b in range(args.blocks):
             for condition in ("without", "with") if b % 2 == 0 else ("with", "without"):
                 if condition == "with":
-                    with console_tab(orch_url, tmp / f"profile-{b}", chromium):
+                    with console_tab(f.orch.url, tmp / f"profile-{b}", chromium):
                         block(condition)
                 else:
                     block(condition)
@@ -213,6 +180,7 @@ def main() -> None:
         "noise_relayed_tokens_per_s": round(
             (max(without_tps) - min(without_tps)) / statistics.median(without_tps), 3
         ),
+        "logs": str(tmp),
     }
     print(json.dumps(report, indent=2))
 
