@@ -400,3 +400,33 @@ def fleet_apply(
         return 130
     finally:
         api.close()
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="The model every target runs.")],
+    prompt: Annotated[str, typer.Option(help="Prompt text.")],
+    workers: Annotated[
+        list[str] | None, typer.Option(help="Worker ids, comma-separated (repeatable).")
+    ] = None,
+    pools: Annotated[
+        list[str] | None, typer.Option(help="Pools (any worker of the pool), comma-separated.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 64,
+    temperature: Annotated[float | None, typer.Option(min=0.0)] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    label: Annotated[str | None, typer.Option(help="A name for the saved run.")] = None,
+    orch_url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
+) -> int:
+    """Run one job at once on two or more workers or pools; print TTFT, tok/s and total time
+    of each (saved in orchestratord with the console's compare runs). Exit 1 if one failed."""
+    from llorch_ctl import bench as b
+
+    chosen = b.targets(workers or [], pools or [])
+    params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    run = b.run_bench(_orch(ctx, orch_url, api_key), model, chosen, prompt, params, label=label)
+    sys.stdout.write(json.dumps(run, indent=2) + "\n" if as_json else b.render(run))
+    return 1 if b.failed(run) else 0

@@ -19,20 +19,33 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from orchestratord.domain.compare import Target
 from orchestratord.fleet.control import FleetControl
 from orchestratord.fleet.desired import FleetSpec, load_fleet_file
 from orchestratord.fleet.plan_hook import PlanHook
-from orchestratord.http import admin, fleet, meta, openai, tasks, workers
+from orchestratord.http import (
+    admin,
+    compare,
+    console,
+    events,
+    fleet,
+    meta,
+    openai,
+    tasks,
+    workers,
+)
 from orchestratord.http.auth import OrchestratorAuth
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
+from orchestratord.runtime.compare_service import CompareService
+from orchestratord.runtime.events_feed import EventsFeed
 from orchestratord.runtime.fleet import ServiceFleetSource
 from orchestratord.runtime.janitor import prune_loop
 from orchestratord.runtime.service import TaskService
@@ -52,7 +65,52 @@ def _routes() -> list[BaseRoute]:
         *workers.routes,
         *admin.routes,
         *openai.routes,
+        *events.routes,
+        *compare.routes,
+        *console.routes,
     ]
+
+
+def _events_feed(
+    service: TaskService, policy: PolicyHolder, metrics: Metrics, settings: Settings
+) -> EventsFeed:
+    """The fleet feed, reading the live objects (ORCH-200..204)."""
+
+    def policy_info() -> dict[str, Any]:
+        engine = policy.engine
+        fallbacks = sum(
+            s.value
+            for family in metrics.policy_fallbacks.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        )
+        return {"name": engine.name, "sha256": engine.sha256, "fallbacks": int(fallbacks)}
+
+    feed = EventsFeed(
+        clock=service.clock,
+        workers=lambda: service.registry.listings(service.clock()),
+        queued=lambda: service.queue,
+        token_totals=lambda: {w.id: w.tokens_relayed for w in service.registry.workers.values()},
+        policy=policy_info,
+        buffer=settings.events_buffer,
+    )
+    service.observers.append(feed.task_changed)
+    return feed
+
+
+def _serves(service: TaskService) -> Callable[[Target, str], bool]:
+    """Whether a compare target (a worker, or any worker of a pool) serves a model now."""
+
+    def serves(target: Target, model: str) -> bool:
+        now = service.clock()
+        return any(
+            w.model == model
+            and (w.id == target.name if target.kind == "worker" else w.pool == target.name)
+            and w.state(now, service.registry.stale_ms) not in ("dead", "failed")
+            for w in service.registry.workers.values()
+        )
+
+    return serves
 
 
 def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
@@ -109,6 +167,14 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 prune_loop(store, service.clock, settings.retain_finished_s), name="prune"
             )
             stack.push_async_callback(_cancel_and_wait, janitor)
+            feed = _events_feed(service, policy, m, settings)
+            feed.start()
+            stack.push_async_callback(feed.stop)
+            runs = CompareService(service, store, clock=service.clock, serves=_serves(service))
+            recovered = await runs.recover()
+            if recovered:
+                log.warning("%d compare run(s) left running by the last run saved", recovered)
+            stack.push_async_callback(runs.stop)
             if handle_sighup and threading.current_thread() is threading.main_thread():
                 loop = asyncio.get_running_loop()
                 reloads: set[asyncio.Task[None]] = set()
@@ -132,6 +198,8 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 "store": store,
                 "fleet": fleet_control,
                 "fleet_source": ServiceFleetSource(service),
+                "events": feed,
+                "compare": runs,
             }
 
     app = Starlette(routes=_routes(), lifespan=lifespan)

@@ -54,11 +54,14 @@ class Settings:
     stream_coalesce_ms: float = 4.0
     worker_prefetch: int = 0
     policy_budget_ms: float = 50.0
+    events_buffer: int = 256
     log_level: str = "info"
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise SettingsError(f"--port must be 1-65535, got {self.port}")
+        if self.events_buffer < 2:
+            raise SettingsError("--events-buffer must be at least 2")
         if self.queue_capacity < 1:
             raise SettingsError("--queue-capacity must be at least 1")
         if self.queue_full_policy not in ("reject", "drop-lru"):
@@ -221,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=d["worker_prefetch"].default,
         help="jobs sent to a worker beyond its free slots, to wait in its own queue so a "
         "freed slot starts the next job at once (0: only free slots)",
+    )
+    a(
+        "--events-buffer",
+        type=int,
+        default=d["events_buffer"].default,
+        help="events a GET /v2/events reader may fall behind by before its oldest are dropped",
     )
     a("--log-level", default="info")
     a("--debug", action="store_true", help="show a traceback when start-up fails")

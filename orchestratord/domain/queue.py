@@ -38,6 +38,7 @@ class QueueEntry:
     enqueued_ms: int
     deadline_ms: int | None  # absolute, same clock as enqueued_ms; None: no deadline
     seq: int = field(default=0, compare=False)  # place in its lane, set by the queue
+    pin: str | None = None  # "worker:ID" or "pool:NAME": only there (compare runs)
 
 
 class _Lane:

@@ -56,6 +56,9 @@ class Worker:
     excess_seen: int = 0
     tokens_per_s: float = 0.0
     draining: bool = False  # orchestratord drains it: no new task (FLT-030)
+    # Tokens relayed from this worker since it first registered: the live tok/s of the fleet
+    # events is the difference between two reads (the relay only increments it).
+    tokens_relayed: int = 0
 
     @property
     def slots_busy(self) -> int:
@@ -137,6 +140,7 @@ class Registry:
             w.inflight = old.inflight
             w.tokens_per_s = old.tokens_per_s
             w.draining = old.draining  # a drain holds until the worker is removed
+            w.tokens_relayed = old.tokens_relayed
         w.registered_ms = w.registered_ms or now_ms
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False

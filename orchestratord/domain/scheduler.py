@@ -2,7 +2,8 @@
 
 The policy picks among the usable workers of the task's model; the pass checks the pick (model,
 liveness, room) before it reserves the slot, so a policy can delay work but never over-commit
-a worker. A model with no room anywhere is skipped without asking the policy. A worker's room
+a worker. A model with no room anywhere is skipped without asking the policy. A task pinned to a
+worker or pool (compare runs) is offered only those workers. A worker's room
 is its free slots plus `prefetch` jobs waiting in its own queue (the registry's setting); the
 policy sees that capacity as the worker's `slots_total`.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestratord.domain.queue import QueueEntry, TaskQueue
-from orchestratord.domain.registry import Registry
+from orchestratord.domain.registry import Registry, Worker
 from orchestratord.domain.tasks import TaskRequest
 from orchestratord.policy.types import AdmitDecision, ClusterView, TaskView, WorkerView
 
@@ -66,6 +67,12 @@ class Assignment:
 MAX_DECLINED = 64
 
 
+def pinned(worker: Worker, pin: str) -> bool:
+    """Whether `worker` is the task's pinned target ("worker:ID" or "pool:NAME")."""
+    kind, _, name = pin.partition(":")
+    return worker.id == name if kind == "worker" else worker.pool == name
+
+
 def plan(
     queue: TaskQueue,
     registry: Registry,
@@ -96,10 +103,18 @@ def plan(
         for entry in queue.head(model, room + MAX_DECLINED):
             if room <= 0 or declined >= MAX_DECLINED:
                 break
-            views = [w.view(now_ms, registry.stale_ms, prefetch) for w in candidates]
+            offered = candidates
+            if entry.pin is not None:
+                # A pinned task (compare runs) waits for its own worker or pool; while that has
+                # no room it is passed over without asking the policy (counted as a decline).
+                offered = [w for w in candidates if pinned(w, entry.pin)]
+                if not any(w.room(prefetch) > 0 for w in offered):
+                    declined += 1
+                    continue
+            views = [w.view(now_ms, registry.stale_ms, prefetch) for w in offered]
             pick = schedule(entry, views)
             worker = registry.get(pick) if isinstance(pick, str) else None
-            if worker is None or worker not in candidates or worker.room(prefetch) == 0:
+            if worker is None or worker not in offered or worker.room(prefetch) == 0:
                 declined += 1
                 continue
             queue.remove(entry.task_id)

@@ -53,6 +53,8 @@ class TaskRequest:
     task_id: str | None = None
     tenant: str | None = None
     ignore_eos: bool = False  # generate exactly max_tokens (benchmarks, tests)
+    # "worker:ID" or "pool:NAME": run only there. Set by compare runs, never by a client body.
+    pin: str | None = None
 
     @cached_property
     def prompt_hash(self) -> str:

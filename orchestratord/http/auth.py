@@ -9,6 +9,7 @@
 - Everything else needs a client API key when any is configured, or the admin token. A key
   given as `TENANT:KEY` makes the caller TENANT; the admin token makes it the admin, who sees
   every tenant. The caller reaches handlers as `request.state.caller` (orchestratord.http.caller).
+- The web console's files (`/`, `/ui/...`) are open: they hold no secret (ORCH-220).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class OrchestratorAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in OPEN_PATHS:
+        if scope["type"] != "http" or path in OPEN_PATHS or is_console(path):
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
@@ -107,3 +108,8 @@ class OrchestratorAuth:
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
+
+
+def is_console(path: str) -> bool:
+    """The console's static files and the redirect to them: no secret, no token needed."""
+    return path == "/" or path == "/ui" or path.startswith("/ui/")

@@ -82,6 +82,7 @@ class Core:
         self._wake = asyncio.Event()
         self.dirty: set[str] = set()  # models whose placement may have changed
         self._background: set[asyncio.Task[Any]] = set()
+        self.observers: list[Callable[[TaskRecord], None]] = []
 
     @property
     def running_by_tenant(self) -> dict[str, int]:
@@ -213,5 +214,9 @@ class Core:
                 self.retained_bytes -= gone.log.nbytes
 
     def save(self, record: TaskRecord) -> None:
+        """Every change of a task's state passes here: the database, then the observers
+        (the fleet events feed) are told."""
         if self.writer:
             self.writer.task(record)
+        for observer in self.observers:
+            observer(record)

@@ -108,8 +108,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
         service.metrics.queue_time.observe(max(0.0, time.perf_counter() - active.submitted))
     active.job_id = f"{rec.id}.{rec.attempts}"
     active.worker_url = worker.url
-    if service.writer:
-        service.writer.task(rec)
+    service.save(rec)
     tlog = active.log
     body = active.req.worker_body(active.job_id)
     try:
@@ -126,6 +125,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
                     active.first_token = time.perf_counter()
                     service.metrics.ttft.observe(active.first_token - active.submitted)
                 active.tokens += 1
+                worker.tokens_relayed += 1
                 tlog.append("token", raw=raw)
             elif name == "started":
                 prompt_tokens = json.loads(raw).get("prompt_tokens")

@@ -134,7 +134,12 @@ class TaskService(Core):
             )
         deadline = req.deadline_ms or self.settings.default_deadline_ms or None
         entry = QueueEntry(
-            task_id, req.model, req.priority, now, now + deadline if deadline else None
+            task_id,
+            req.model,
+            req.priority,
+            now,
+            now + deadline if deadline else None,
+            pin=req.pin,
         )
         try:
             dropped = self.queue.push(entry)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,6 +74,19 @@ INDEXES = (
     sa.Index("ix_tasks_created", tasks.c.created_ms, tasks.c.id),
     sa.Index("ix_tasks_finished", tasks.c.finished_ms),
 )
+# Compare runs (specs ORCH-212): the run record as JSON, with the columns it is listed by.
+# A table added after a release is created when missing (migrate), without a version bump.
+compare_runs = sa.Table(
+    "compare_runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False, index=True),
+    sa.Column("tenant", sa.String(128), index=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+)
+_ADDED_TABLES = (compare_runs,)
 
 # Columns each upgrade adds: version -> [(table, column DDL)].
 _UPGRADES: dict[int, list[tuple[str, str]]] = {
@@ -154,6 +168,8 @@ class Store:
                 log.info("database schema upgraded to version %d", version)
             for index in INDEXES:
                 index.create(c, checkfirst=True)
+            for added in _ADDED_TABLES:
+                added.create(c, checkfirst=True)
 
     # --- workers ---------------------------------------------------------------------------
 
@@ -249,6 +265,41 @@ class Store:
                 )
             )
             return int(result.rowcount)
+
+    # --- compare runs ----------------------------------------------------------------------
+
+    def save_compare_run(self, record: dict[str, Any]) -> None:
+        row = {
+            "id": record["id"],
+            "created_ms": record["created_ms"],
+            "tenant": record.get("tenant"),
+            "model": record["model"],
+            "status": record["status"],
+            "record": json.dumps(record, separators=(",", ":")),
+        }
+        with self.engine.begin() as c:
+            _upsert_many(c, compare_runs, [row])
+
+    def get_compare_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            raw = c.execute(
+                sa.select(compare_runs.c.record).where(compare_runs.c.id == run_id)
+            ).scalar()
+        return json.loads(raw) if raw is not None else None
+
+    def list_compare_runs(self, limit: int, tenant: str | None, everyone: bool) -> list[Any]:
+        """Newest first; `everyone` (admin) lists all tenants, otherwise only `tenant`'s."""
+        q = sa.select(compare_runs.c.record).order_by(
+            compare_runs.c.created_ms.desc(), compare_runs.c.id.desc()
+        )
+        if not everyone:
+            q = q.where(
+                compare_runs.c.tenant.is_(None)
+                if tenant is None
+                else compare_runs.c.tenant == tenant
+            )
+        with self.engine.connect() as c:
+            return [json.loads(r) for r in c.execute(q.limit(limit)).scalars()]
 
 
 def worker_row(w: Worker, state: str) -> dict[str, Any]:
