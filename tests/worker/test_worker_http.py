@@ -84,7 +84,6 @@ def test_multibyte_characters_are_never_split(worker: Proc, tiny_model: Path) ->
         import threading
 
         outcome = engine.generate(
-            0,
             GenerationJob(
                 engine.tokenize("hello"),
                 300,
