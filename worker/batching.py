@@ -5,7 +5,7 @@ sequence, how much of its cached prefix is kept, whether to copy another sequenc
 asks `plan()` for the next step, performs it, and reports back with `commit()`, `sampled()` and
 `release()`. Every decision the scheduler makes is therefore testable without a model.
 
-The rules (specs/worker.md, WRK-060..WRK-066):
+The rules (specs/worker.md, WRK-090..WRK-094, WRK-100..WRK-102):
 - every generating sequence puts its next token into every step, with logits (one token each);
 - prompt tokens of newly admitted jobs fill the rest of the step, oldest admission first, at most
   `chunk` prompt tokens per step in all: a long prompt arriving delays the running streams' next

@@ -1,4 +1,4 @@
-"""`POST /embeddings`: pooled, normalized vectors of one string or a list (WRK-080..WRK-084).
+"""`POST /embeddings`: pooled, normalized vectors of one string or a list (WRK-110..WRK-113).
 
 The reply has the OpenAI embeddings shape, so orchestratord can relay it as `/v1/embeddings`
 unchanged. Embedding does not take a generation slot: it runs on its own context, in the worker's

@@ -3,7 +3,7 @@
 Pooling follows the model's metadata (`<arch>.pooling_type`): an embedding model says mean, CLS or
 last; a generative model says nothing (or none) and is mean-pooled over its last hidden states; a
 reranking model (rank pooling) scores pairs and has no embedding vector, so it cannot embed.
-Vectors are L2-normalized (WRK-081).
+Vectors are L2-normalized (WRK-111).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class WorkerState:
         return self.engine.cached_tokens() if self.engine is not None else 0
 
     def cache_view(self) -> dict[str, int]:
-        """Prefix-cache use since start (WRK-073)."""
+        """Prefix-cache use since start (WRK-103)."""
         if self.engine is None:
             return {
                 "lookups": 0,
@@ -85,7 +85,7 @@ class WorkerState:
         }
 
     def embeddings_view(self) -> dict[str, Any]:
-        """Whether this model embeds, and how (WRK-080)."""
+        """Whether this model embeds, and how (WRK-111)."""
         if self.engine is None:
             return {"available": False, "pooling": None, "reason": f"the model is {self.status}"}
         e = self.engine.embeddings

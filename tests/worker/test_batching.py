@@ -16,7 +16,7 @@ def run_prefill(b: Batcher) -> None:
             b.sampled(sid, 7)
 
 
-def test_wrk060_every_generating_sequence_gets_one_token_per_step() -> None:
+def test_wrk090_every_generating_sequence_gets_one_token_per_step() -> None:
     b = Batcher(3, chunk=9)
     for prompt in ([1, 2, 3], [1, 4], [5, 6, 7, 8]):
         b.admit(prompt)
@@ -34,7 +34,7 @@ def test_wrk060_every_generating_sequence_gets_one_token_per_step() -> None:
     ]
 
 
-def test_wrk061_a_long_prompt_is_chunked_and_never_starves_running_streams() -> None:
+def test_wrk091_a_long_prompt_is_chunked_and_never_starves_running_streams() -> None:
     b = Batcher(2, chunk=4)
     b.admit([1, 2])
     first = b.plan()
@@ -54,7 +54,7 @@ def test_wrk061_a_long_prompt_is_chunked_and_never_starves_running_streams() -> 
     assert b.seqs[1].kv == list(range(10, 21))
 
 
-def test_wrk062_logits_only_where_a_token_is_sampled() -> None:
+def test_wrk092_logits_only_where_a_token_is_sampled() -> None:
     b = Batcher(1, chunk=4)
     b.admit(list(range(10)))
     samples = []
@@ -65,7 +65,7 @@ def test_wrk062_logits_only_where_a_token_is_sampled() -> None:
     assert samples == [[False], [False], [True]], "only the last chunk of a prompt samples"
 
 
-def test_wrk062_prefill_budget_is_shared_oldest_admission_first() -> None:
+def test_wrk092_prefill_budget_is_shared_oldest_admission_first() -> None:
     b = Batcher(3, chunk=5)
     b.admit([1, 2, 3, 4])
     b.admit([5, 6, 7])
@@ -74,7 +74,7 @@ def test_wrk062_prefill_budget_is_shared_oldest_admission_first() -> None:
     assert step.n_tokens <= b.max_step_tokens()
 
 
-def test_wrk070_the_next_turn_reuses_its_conversation() -> None:
+def test_wrk100_the_next_turn_reuses_its_conversation() -> None:
     b = Batcher(2, chunk=64)
     turn1 = [1, 2, 3, 4, 5]
     a = b.admit(turn1)
@@ -87,7 +87,7 @@ def test_wrk070_the_next_turn_reuses_its_conversation() -> None:
     assert b.seqs[a.seq_id].pending == [8, 9]
 
 
-def test_wrk070_at_least_one_token_is_decoded_even_for_a_repeated_prompt() -> None:
+def test_wrk100_at_least_one_token_is_decoded_even_for_a_repeated_prompt() -> None:
     b = Batcher(1, chunk=64)
     b.admit([1, 2, 3])
     run_prefill(b)
@@ -96,7 +96,7 @@ def test_wrk070_at_least_one_token_is_decoded_even_for_a_repeated_prompt() -> No
     assert again.keep == 2 and b.seqs[0].pending == [3]
 
 
-def test_wrk071_a_prefix_held_by_a_busy_sequence_is_copied() -> None:
+def test_wrk101_a_prefix_held_by_a_busy_sequence_is_copied() -> None:
     b = Batcher(2, chunk=256, min_copy=8)
     system = list(range(100, 200))
     first = b.admit([*system, 1])
@@ -106,7 +106,7 @@ def test_wrk071_a_prefix_held_by_a_busy_sequence_is_copied() -> None:
     assert b.seqs[second.seq_id].kv == system and b.seqs[second.seq_id].pending == [2]
 
 
-def test_wrk071_short_prefixes_are_recomputed_not_copied() -> None:
+def test_wrk101_short_prefixes_are_recomputed_not_copied() -> None:
     b = Batcher(2, chunk=256, min_copy=64)
     b.admit([1, 2, 3, 4, 5])
     run_prefill(b)
@@ -114,7 +114,7 @@ def test_wrk071_short_prefixes_are_recomputed_not_copied() -> None:
     assert other.copy_from is None and other.keep == 0
 
 
-def test_wrk072_a_new_prompt_overwrites_the_least_recently_used_cache() -> None:
+def test_wrk102_a_new_prompt_overwrites_the_least_recently_used_cache() -> None:
     b = Batcher(2, chunk=64)
     for prompt in ([1, 2], [3, 4]):
         adm = b.admit(prompt)
