@@ -22,6 +22,7 @@ from shared.limits import BodyLimit
 from shared.params import read_json
 from shared.problem import InvalidParams, install_problem_handlers
 from shared.sse import EventStream
+from worker.embed_api import embeddings
 from worker.engine import InferenceEngine
 from worker.params import parse_execute
 from worker.registration import Registration, run_registration
@@ -128,6 +129,7 @@ def create_app(
     routes = [
         Route("/execute", execute, methods=["POST"]),
         Route("/cancel", cancel, methods=["POST"]),
+        Route("/embeddings", embeddings, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/shutdown", shutdown, methods=["POST"]),
