@@ -23,7 +23,9 @@ from orchestratord.policy.types import WorkerView
 from shared.wire import WORKER_STATUSES, WorkerState, WorkerStatus
 
 REPORTED_STATES = WORKER_STATUSES
-RECENT = 32  # sessions and prefixes remembered per worker
+# Sessions and prefixes remembered per worker: its cache holds about one conversation per slot,
+# and every row a policy reads costs encoding time (POL-080), so a few suffice.
+RECENT = 8
 __all__ = ["REPORTED_STATES", "Registry", "Worker", "WorkerListing", "WorkerState", "WorkerView"]
 
 
