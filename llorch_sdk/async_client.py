@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from llorch_sdk.client import DEFAULT_TIMEOUT, _headers, _object, _workers
+from llorch_sdk.client import DEFAULT_TIMEOUT, _headers, _inputs, _object, _vectors, _workers
 from llorch_sdk.errors import ConnectionFailed, error_from_response
 from llorch_sdk.models import Cursor, Event, Submitted, parse_event, task_body
 
@@ -154,6 +154,11 @@ class AsyncClient:
     async def capabilities(self) -> dict[str, Any]:
         """What the daemon offers (`GET /v2/meta/capabilities`)."""
         return _object(await self._request("GET", "/v2/meta/capabilities"))
+
+    async def embeddings(self, model: str, input: str | Sequence[str]) -> list[list[float]]:
+        """One vector per input, in input order (`POST /v1/embeddings`)."""
+        body = {"model": model, "input": _inputs(input), "encoding_format": "float"}
+        return _vectors(_object(await self._request("POST", "/v1/embeddings", json=body)))
 
     async def workers(self) -> list[dict[str, Any]]:
         """The registered workers (`GET /v2/workers`)."""

@@ -1,4 +1,4 @@
-"""The synchronous client for orchestratord's `/v2` API."""
+"""The synchronous client for orchestratord's `/v2` API (and `/v1/embeddings`)."""
 
 from __future__ import annotations
 
@@ -176,6 +176,12 @@ class Client:
         """The registered workers (`GET /v2/workers`)."""
         return _workers(_object(self._request("GET", "/v2/workers")))
 
+    def embeddings(self, model: str, input: str | Sequence[str]) -> list[list[float]]:
+        """One vector per input, in input order (`POST /v1/embeddings`); a single string
+        gives a list of one. Raises `InvalidParams` when the model cannot embed."""
+        body = {"model": model, "input": _inputs(input), "encoding_format": "float"}
+        return _vectors(_object(self._request("POST", "/v1/embeddings", json=body)))
+
     def compare(
         self,
         model: str,
@@ -216,6 +222,18 @@ def _object(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise LlorchError(f"reply is not a JSON object: {body!r}"[:300], code="BAD_REPLY")
     return body
+
+
+def _inputs(value: str | Sequence[str]) -> str | list[str]:
+    return value if isinstance(value, str) else list(value)
+
+
+def _vectors(body: dict[str, Any]) -> list[list[float]]:
+    data = body.get("data")
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise LlorchError("reply has no data list", code="BAD_REPLY")
+    ordered = sorted(data, key=lambda d: int(d.get("index", 0)))
+    return [[float(x) for x in d.get("embedding", [])] for d in ordered]
 
 
 def _workers(body: dict[str, Any]) -> list[dict[str, Any]]:

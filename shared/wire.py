@@ -98,6 +98,16 @@ class HeartbeatBody(TypedDict):
     state: WorkerStatus
     slots_total: int
     slots_busy: int
+    prefix_cache: NotRequired[dict[str, int]]  # WRK-103
+    embeddings: NotRequired[EmbeddingsStatus]  # WRK-111: orchestratord routes embeddings by it
+
+
+class EmbeddingsStatus(TypedDict):
+    """Whether a worker's model can embed (`GET /health` and heartbeats, WRK-111)."""
+
+    available: bool
+    pooling: str | None
+    reason: str | None
 
 
 class CancelReply(TypedDict):

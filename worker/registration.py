@@ -159,6 +159,8 @@ async def _heartbeat(http: httpx.AsyncClient, reg: Registration, health: Mapping
     }
     if "prefix_cache" in health:  # WRK-103: orchestratord may prefer the worker holding a prefix
         body["prefix_cache"] = health["prefix_cache"]
+    if "embeddings" in health:  # WRK-111: orchestratord sends embeddings only where they work
+        body["embeddings"] = health["embeddings"]
     r = await http.post(
         f"{reg.orchestrator_url}/v2/workers/{reg.worker_id}/heartbeat",
         json=body,

@@ -57,3 +57,14 @@ def check_servable(
             f"exceeds the context of every worker of {req.model} ({largest} tokens)",
             errors=[{"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}],
         )
+
+
+def check_embeddable(req: TaskRequest, workers: Sequence[Worker]) -> None:
+    """Raise InvalidParams for an embeddings task when every worker of its model said its model
+    cannot embed (ORCH-231); a worker that has not said yet may."""
+    if workers and not any(w.can_embed for w in workers):
+        raise InvalidParams(
+            f"model {req.model} cannot produce embeddings (its workers say so); "
+            "use an embedding model or a generative model with mean pooling",
+            errors=[{"field": "model", "message": "this model cannot produce embeddings"}],
+        )

@@ -39,6 +39,7 @@ class QueueEntry:
     deadline_ms: int | None  # absolute, same clock as enqueued_ms; None: no deadline
     seq: int = field(default=0, compare=False)  # place in its lane, set by the queue
     pin: str | None = None  # "worker:ID" or "pool:NAME": only there (compare runs)
+    embed: bool = False  # an embeddings task: only workers whose model can embed (ORCH-231)
 
 
 class _Lane:

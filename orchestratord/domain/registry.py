@@ -6,10 +6,15 @@ freed slot is reusable at once, and work we do not know about still counts.
 
 Liveness follows heartbeats: silent past `stale_ms` -> no new work; past `dead_ms` -> dead.
 Workers loaded from the database after a restart are `unverified` until they heartbeat.
+
+Each worker remembers the sessions and prompt prefixes it served last (`RECENT`, newest last):
+the policy sees them (`recent_sessions`, `recent_prefixes`) and can send a conversation's next
+turn where its prefix is still in the worker's cache (ORCH-235).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
@@ -18,6 +23,9 @@ from orchestratord.policy.types import WorkerView
 from shared.wire import WORKER_STATUSES, WorkerState, WorkerStatus
 
 REPORTED_STATES = WORKER_STATUSES
+# Sessions and prefixes remembered per worker: its cache holds about one conversation per slot,
+# and every row a policy reads costs encoding time (POL-080), so a few suffice.
+RECENT = 8
 __all__ = ["REPORTED_STATES", "Registry", "Worker", "WorkerListing", "WorkerState", "WorkerView"]
 
 
@@ -59,6 +67,27 @@ class Worker:
     # Tokens relayed from this worker since it first registered: the live tok/s of the fleet
     # events is the difference between two reads (the relay only increments it).
     tokens_relayed: int = 0
+    # Whether the model can embed, as its heartbeats say (WRK-111); None: it has not said.
+    embeddings: bool | None = None
+    recent_sessions: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))
+    recent_prefixes: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+    def remember(self, session_id: str | None, prefix_hash: str) -> None:
+        """Note a task served here: its session and prefix move to the newest place."""
+        for recent, key in (
+            (self.recent_sessions, session_id),
+            (self.recent_prefixes, prefix_hash),
+        ):
+            if key:
+                if key in recent:
+                    recent.remove(key)
+                recent.append(key)
+
+    @property
+    def can_embed(self) -> bool:
+        """Whether an embeddings task may go here: an unknown answer may (the worker's 400
+        then fails the task, INVALID_PARAMS), a no may not."""
+        return self.embeddings is not False
 
     @property
     def slots_busy(self) -> int:
@@ -123,6 +152,8 @@ class Worker:
             "slots_busy": busy,
             "tokens_per_s": round(self.tokens_per_s, 2),
             "last_heartbeat_ms": self.last_heartbeat_ms,
+            "recent_sessions": list(self.recent_sessions),
+            "recent_prefixes": list(self.recent_prefixes),
         }
 
 
@@ -141,6 +172,9 @@ class Registry:
             w.tokens_per_s = old.tokens_per_s
             w.draining = old.draining  # a drain holds until the worker is removed
             w.tokens_relayed = old.tokens_relayed
+            w.recent_sessions, w.recent_prefixes = old.recent_sessions, old.recent_prefixes
+            if w.embeddings is None:
+                w.embeddings = old.embeddings
         w.registered_ms = w.registered_ms or now_ms
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False
@@ -160,11 +194,14 @@ class Registry:
         slots_total: int,
         slots_busy: int,
         now_ms: int,
+        embeddings: bool | None = None,
     ) -> Worker | None:
         """Record a heartbeat; None when the worker is unknown (it must register again)."""
         w = self.workers.get(worker_id)
         if w is None:
             return None
+        if embeddings is not None:
+            w.embeddings = embeddings
         w.reported = state if state in REPORTED_STATES else "failed"
         w.slots_total = max(0, slots_total)
         # Busy slots beyond our own jobs count only when two heartbeats in a row report them:
@@ -214,6 +251,11 @@ class Registry:
         w = self.workers.get(worker_id)
         if w is not None:
             w.inflight.discard(task_id)
+
+    def served(self, worker_id: str, session_id: str | None, prefix_hash: str) -> None:
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.remember(session_id, prefix_hash)
 
     def observe_speed(self, worker_id: str, tokens_per_s: float) -> None:
         w = self.workers.get(worker_id)

@@ -3,7 +3,8 @@
 The policy picks among the usable workers of the task's model; the pass checks the pick (model,
 liveness, room) before it reserves the slot, so a policy can delay work but never over-commit
 a worker. A model with no room anywhere is skipped without asking the policy. A task pinned to a
-worker or pool (compare runs) is offered only those workers. A worker's room
+worker or pool (compare runs) is offered only those workers, an embeddings task only workers
+that can embed. A worker's room
 is its free slots plus `prefetch` jobs waiting in its own queue (the registry's setting); the
 policy sees that capacity as the worker's `slots_total`.
 """
@@ -73,6 +74,13 @@ def pinned(worker: Worker, pin: str) -> bool:
     return worker.id == name if kind == "worker" else worker.pool == name
 
 
+def offers(worker: Worker, entry: QueueEntry) -> bool:
+    """Whether `worker` may take `entry` at all: its pin, and embeddings where asked."""
+    if entry.pin is not None and not pinned(worker, entry.pin):
+        return False
+    return worker.can_embed or not entry.embed
+
+
 def plan(
     queue: TaskQueue,
     registry: Registry,
@@ -104,10 +112,11 @@ def plan(
             if room <= 0 or declined >= MAX_DECLINED:
                 break
             offered = candidates
-            if entry.pin is not None:
-                # A pinned task (compare runs) waits for its own worker or pool; while that has
-                # no room it is passed over without asking the policy (counted as a decline).
-                offered = [w for w in candidates if pinned(w, entry.pin)]
+            if entry.pin is not None or entry.embed:
+                # A pinned task (compare runs) waits for its own worker or pool, an embeddings
+                # task for a worker that can embed; while none has room it is passed over
+                # without asking the policy (counted as a decline).
+                offered = [w for w in candidates if offers(w, entry)]
                 if not any(w.room(prefetch) > 0 for w in offered):
                     declined += 1
                     continue

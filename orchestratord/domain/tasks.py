@@ -55,18 +55,28 @@ class TaskRequest:
     ignore_eos: bool = False  # generate exactly max_tokens (benchmarks, tests)
     # "worker:ID" or "pool:NAME": run only there. Set by compare runs, never by a client body.
     pin: str | None = None
+    # An embeddings task (POST /v1/embeddings): the inputs to embed, instead of a generation.
+    embed_input: tuple[str, ...] | None = None
+
+    @property
+    def text(self) -> str:
+        """The task's input as one string, for hashing and size estimates."""
+        if self.embed_input is not None:
+            return _dumps(list(self.embed_input))
+        return self.prompt if self.prompt is not None else _dumps(list(self.messages or ()))
 
     @cached_property
     def prompt_hash(self) -> str:
         """sha256 of the prompt or messages: what the database keeps instead of the text."""
-        text = self.prompt if self.prompt is not None else _dumps(list(self.messages or ()))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(self.text.encode()).hexdigest()
 
     @cached_property
     def prefix_hash(self) -> str:
         """Hash of the first 256 characters: lets a policy group tasks that share a prefix."""
         if self.prompt is not None:
             text = self.prompt[:256]
+        elif self.embed_input is not None:
+            text = self.text[:256]
         else:
             text = _dumps(list(self.messages or ())[:1])[:256]
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -75,9 +85,19 @@ class TaskRequest:
     def prompt_tokens_estimate(self) -> int:
         if self.prompt is not None:
             chars = len(self.prompt)
+        elif self.embed_input is not None:
+            chars = sum(len(t) for t in self.embed_input)
         else:
             chars = sum(len(m.get("content", "")) for m in self.messages or ())
         return max(1, chars // 4)
+
+    def embed_body(self) -> dict[str, Any]:
+        """The worker's POST /embeddings body (vectors as floats; the route re-encodes them)."""
+        return {
+            "model": self.model,
+            "input": list(self.embed_input or ()),
+            "encoding_format": "float",
+        }
 
     def worker_body(self, job_id: str) -> dict[str, Any]:
         """The worker's POST /execute body; unset sampling fields are left to the worker."""

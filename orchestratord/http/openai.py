@@ -1,4 +1,5 @@
-"""OpenAI-compatible routes (`/v1/chat/completions`, `/v1/completions`, `/v1/models`).
+"""OpenAI-compatible routes (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+`/v1/models`).
 
 A thin adapter over the same `TaskService` as `/v2`: an OpenAI body becomes a `/v2` task body
 (`openai_task_body`, pure), goes through `parse_task_request` and the same queue, and the task's
@@ -32,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive
 
+from orchestratord.domain.embeddings import embedding_reply, parse_embedding_request
 from orchestratord.domain.tasks import parse_task_request
 from orchestratord.http.openai_shapes import (
     Kind,
@@ -86,6 +88,52 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     """POST /v1/completions: OpenAI's legacy text completion, streamed or not."""
     return await _submit(request, "completion")
+
+
+async def embeddings(request: Request) -> Response:
+    """POST /v1/embeddings: a task like any other (admission, queue, policy), run on a worker
+    whose model can embed; the reply waits for its end (ORCH-230..ORCH-233)."""
+    service: TaskService = request.state.service
+    path = request.url.path
+    try:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise invalid([("body", "must be valid JSON")]) from None
+        req, fmt = parse_embedding_request(body, caller=caller_of(request))
+        record = await service.submit(req)
+    except ApiError as err:
+        return error_response(err, path)
+    end: dict[str, Any] | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def wait_end() -> None:
+                nonlocal end
+                async for ev in await service.events(record.id):
+                    if ev.event in ("end", "error"):
+                        end = {"event": ev.event, **ev.data}
+                tg.cancel_scope.cancel()
+
+            async def watch() -> None:
+                await _wait_disconnect(request.receive)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(wait_end)
+            tg.start_soon(watch)
+    except ApiError as err:
+        return error_response(err, path)
+    finally:
+        if end is None:  # the client left before the task ended
+            await _cancel(service, record.id)
+    if end is None:
+        return Response(status_code=499)  # nobody reads it
+    if end["event"] == "error":
+        return error_response(event_error(end), path)
+    if "embeddings" not in end:  # cancelled by someone else (DELETE /v2/tasks/{id})
+        return error_response(event_error({"code": "CANCELLED", "message": "cancelled"}), path)
+    reply = embedding_reply(end["embeddings"], _int(end.get("prompt_tokens"), 0), req.model, fmt)
+    return JSONResponse(reply, headers={"X-Llorch-Task-Id": record.id})
 
 
 async def list_models(request: Request) -> Response:
@@ -223,5 +271,6 @@ def _event_stream(
 routes: list[Route] = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
 ]

@@ -71,12 +71,27 @@ async def heartbeat(request: Request) -> Response:
     slots_busy = f.integer("slots_busy", 0, 0, MAX_SLOTS) or 0
     if "slots_total" not in f.body:
         f.fail("slots_total", "is required")
+    embeddings = _embeddings_available(f)
     f.raise_if_failed()
     service: TaskService = request.state.service
     worker_id = request.path_params["worker_id"]
-    if not service.heartbeat(worker_id, cast(WorkerStatus, state), slots_total, slots_busy):
+    if not service.heartbeat(
+        worker_id, cast(WorkerStatus, state), slots_total, slots_busy, embeddings
+    ):
         raise NotFound(f"worker {worker_id} is not registered; register again")
     return JSONResponse({"ok": True})
+
+
+def _embeddings_available(f: FieldReader) -> bool | None:
+    """`embeddings.available` of a heartbeat (WRK-111), None when it does not say."""
+    section = f.body.get("embeddings")
+    if section is None:
+        return None
+    available = section.get("available") if isinstance(section, dict) else None
+    if not isinstance(available, bool):
+        f.fail("embeddings", "must be an object with a boolean `available`")
+        return None
+    return available
 
 
 async def deregister(request: Request) -> Response:

@@ -43,6 +43,10 @@ class WorkerView(TypedDict):
     slots_busy: int
     tokens_per_s: float
     last_heartbeat_ms: int
+    # The sessions and prompt prefixes (TaskView.prefix_hash) it served last, newest last:
+    # its prefix cache likely still holds them (ORCH-235).
+    recent_sessions: list[str]
+    recent_prefixes: list[str]
 
 
 class QueueDepth(TypedDict):

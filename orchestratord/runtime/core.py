@@ -160,6 +160,11 @@ class Core:
         }
         if active.prompt_tokens is not None:
             end["prompt_tokens"] = active.prompt_tokens
+        cached = data.get("prompt_tokens_cached")
+        if isinstance(cached, int):  # prompt tokens the worker took from its prefix cache (WRK-100)
+            end["prompt_tokens_cached"] = cached
+        if "embeddings" in data:  # an embeddings task's vectors (ORCH-230)
+            end["embeddings"] = data["embeddings"]
         if active.log.closed:
             return
         active.record.stop_reason = stop

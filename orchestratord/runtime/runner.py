@@ -16,10 +16,17 @@ import logging
 import time
 from typing import Literal
 
+from orchestratord.domain.embeddings import vectors_of
 from orchestratord.domain.registry import Worker
 from orchestratord.domain.reservations import Reservation
 from orchestratord.runtime.core import ActiveTask, Core
-from orchestratord.worker_client.relay import StreamBroken, WorkerLost, WorkerRefused, execute
+from orchestratord.worker_client.relay import (
+    StreamBroken,
+    WorkerLost,
+    WorkerRefused,
+    embed,
+    execute,
+)
 
 log = logging.getLogger("llorch.orchestratord.runtime.runner")
 Outcome = Literal["done", "retry"]
@@ -109,6 +116,8 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
     active.job_id = f"{rec.id}.{rec.attempts}"
     active.worker_url = worker.url
     service.save(rec)
+    if active.req.embed_input is not None:
+        return await _embed(service, active, worker)
     tlog = active.log
     body = active.req.worker_body(active.job_id)
     try:
@@ -154,25 +163,62 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
     except WorkerRefused as e:
         return _refused(service, active, worker, e)
     except (WorkerLost, StreamBroken) as e:
-        # A connection that breaks says more than a heartbeat: no new work until it reports.
-        worker.reported = "failed"
-        log.warning("worker %s failed on task %s: %s", worker.id, rec.id, _describe(e))
-        if active.cancelling:
-            service.finish_cancelled(active)
-            return "done"
-        if active.tokens == 0:
-            return "retry"
-        service.fail(
-            active,
-            "WORKER_RESET",
-            f"worker {worker.id} failed after {active.tokens} tokens: {_describe(e)}",
-            retriable=True,
+        return _lost(service, active, worker, e)
+
+
+async def _embed(service: Core, active: ActiveTask, worker: Worker) -> Outcome:
+    """An embeddings task: one POST /embeddings, its vectors in the task's `end` event
+    (ORCH-230). Refusals and lost workers take the same paths as a generation's."""
+    rec = active.record
+    started = {"worker_id": worker.id, "queue_ms": service.clock() - rec.created_ms}
+    active.log.append("started", started)
+    settings = service.settings
+    try:
+        raw = await embed(
+            worker.url,
+            settings.cluster_token,
+            active.req.embed_body(),
+            connect_timeout=settings.connect_timeout_s,
+            read_timeout=settings.read_timeout_s,
         )
+        reply = json.loads(raw)
+        vectors = vectors_of(reply)
+        prompt_tokens = int(reply.get("usage", {}).get("prompt_tokens", 0))
+    except WorkerRefused as e:
+        return _refused(service, active, worker, e)
+    except WorkerLost as e:
+        return _lost(service, active, worker, e)
+    except ValueError as e:
+        service.fail(active, "INTERNAL", str(e), retriable=False)
         return "done"
+    active.prompt_tokens = prompt_tokens
+    service.finish_end(active, {"tokens_out": 0, "stop_reason": "EOS", "embeddings": vectors})
+    return "done"
+
+
+def _lost(service: Core, active: ActiveTask, worker: Worker, e: Exception) -> Outcome:
+    rec = active.record
+    # A connection that breaks says more than a heartbeat: no new work until it reports.
+    worker.reported = "failed"
+    log.warning("worker %s failed on task %s: %s", worker.id, rec.id, _describe(e))
+    if active.cancelling:
+        service.finish_cancelled(active)
+        return "done"
+    if active.tokens == 0:
+        return "retry"
+    service.fail(
+        active,
+        "WORKER_RESET",
+        f"worker {worker.id} failed after {active.tokens} tokens: {_describe(e)}",
+        retriable=True,
+    )
+    return "done"
 
 
 def _end(service: Core, active: ActiveTask, worker: Worker, data: dict[str, object]) -> None:
     service.finish_end(active, dict(data))
+    # Its prefix cache now holds this conversation: the policy may send the next turn here.
+    service.registry.served(worker.id, active.req.session_id, active.req.prefix_hash)
     tokens = active.record.tokens_out
     service.metrics.tokens.inc(tokens)
     decode_ms = data.get("decode_time_ms")

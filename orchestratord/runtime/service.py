@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import httpx
 
-from orchestratord.domain.admission import check_servable
+from orchestratord.domain.admission import check_embeddable, check_servable
 from orchestratord.domain.queue import QueueEntry, QueueFullError
 from orchestratord.domain.registry import Worker, WorkerListing
 from orchestratord.domain.scheduler import Policy, cluster_view, task_view
@@ -119,7 +119,10 @@ class TaskService(Core):
                     raise Conflict(f"task_id {req.task_id} was used for a different task")
                 return existing
         reg = self.registry
-        check_servable(req, reg.serving(req.model), self.expected_models, reg.known_models())
+        serving = reg.serving(req.model)
+        check_servable(req, serving, self.expected_models, reg.known_models())
+        if req.embed_input is not None:
+            check_embeddable(req, serving)
         now = self.clock()
         # Server-made ids are 128 random bits: unguessable, so an id is no capability leak.
         task_id = req.task_id or secrets.token_hex(16)
@@ -140,6 +143,7 @@ class TaskService(Core):
             now,
             now + deadline if deadline else None,
             pin=req.pin,
+            embed=req.embed_input is not None,
         )
         try:
             dropped = self.queue.push(entry)
@@ -273,9 +277,16 @@ class TaskService(Core):
         return w
 
     def heartbeat(
-        self, worker_id: str, state: WorkerStatus, slots_total: int, slots_busy: int
+        self,
+        worker_id: str,
+        state: WorkerStatus,
+        slots_total: int,
+        slots_busy: int,
+        embeddings: bool | None = None,
     ) -> bool:
-        w = self.registry.heartbeat(worker_id, state, slots_total, slots_busy, self.clock())
+        w = self.registry.heartbeat(
+            worker_id, state, slots_total, slots_busy, self.clock(), embeddings
+        )
         if w is None:
             return False
         if self.writer:

@@ -1,4 +1,5 @@
-"""The worker side of the relay: POST /execute, then the worker's SSE frames as (event, raw data).
+"""The worker side of the relay: POST /execute, then the worker's SSE frames as (event, raw data);
+POST /embeddings, whose reply is one JSON body.
 
 Frames are split by hand on bytes: a token's JSON data is never decoded here, so the task log
 can pass it through to clients as is.
@@ -93,6 +94,36 @@ async def execute(
         async with contextlib.aclosing(stream) as chunks:
             async for item in iter_sse(chunks):
                 yield item
+    except HttpStatusError as e:
+        raise WorkerRefused(e.status, e.body) from None
+    except TimeoutError as e:
+        raise WorkerLost(f"no answer within {read_timeout:g}s (or connect timeout)") from e
+    except (OSError, ProtocolError) as e:
+        raise WorkerLost(f"{type(e).__name__}: {e}") from e
+    except BadUrl as e:
+        raise WorkerLost(f"its URL is unusable: {e}") from e
+
+
+async def embed(
+    url: str,
+    token: str | None,
+    body: dict[str, Any],
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+) -> bytes:
+    """POST /embeddings on a worker and return its 200 body, with the same errors as `execute`
+    (WorkerRefused for another status, WorkerLost when it cannot be reached or fails)."""
+    stream = post_stream(
+        url.rstrip("/") + "/embeddings",
+        body,
+        auth_headers(token),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
+    try:
+        async with contextlib.aclosing(stream) as chunks:
+            return b"".join([chunk async for chunk in chunks])
     except HttpStatusError as e:
         raise WorkerRefused(e.status, e.body) from None
     except TimeoutError as e:

@@ -49,6 +49,8 @@ def make_worker(wid: str, **over: Any) -> WorkerView:
         "slots_busy": 0,
         "tokens_per_s": 20.0,
         "last_heartbeat_ms": 1_000,
+        "recent_sessions": [],
+        "recent_prefixes": [],
     }
     worker.update(over)
     return worker  # type: ignore[return-value]
@@ -156,6 +158,30 @@ def test_session_moves_while_its_worker_is_full_and_returns(default: PolicyEngin
     away = default.schedule(task, full, make_cluster())
     assert away is not None and away != home
     assert default.schedule(task, workers, make_cluster()) == home
+
+
+def test_orch_235_default_prefers_the_worker_that_last_served_the_prefix(
+    default: PolicyEngine,
+) -> None:
+    """ORCH-235: among eligible workers, the one that last served the task's session, else its
+    prefix, wins over the least busy one; a full worker is still avoided."""
+    cluster = make_cluster()
+    task = make_task(prefix_hash="p" * 16)
+    idle = make_worker("idle", tokens_per_s=90.0)
+    warm = make_worker("warm", slots_busy=2, recent_prefixes=["p" * 16, "q" * 16])
+    warmer = make_worker("warmer", slots_busy=2, recent_prefixes=["q" * 16, "p" * 16])
+    assert default.schedule(task, [idle, warm], cluster) == "warm"
+    # Of two that served it, the one that served it most recently (newest last).
+    assert default.schedule(task, [idle, warm, warmer], cluster) == "warmer"
+    # A full worker is not eligible, however warm: the least busy one takes the task.
+    full = make_worker("full", slots_busy=4, recent_prefixes=["p" * 16])
+    assert default.schedule(task, [idle, full], cluster) == "idle"
+    # The session wins over the prefix; without either, the least busy worker.
+    session = make_worker("session", slots_busy=3, recent_sessions=["chat-7"])
+    assert default.schedule({**task, "session_id": "chat-7"}, [warm, session], cluster) == (
+        "session"
+    )
+    assert default.schedule(make_task(prefix_hash="z" * 16), [idle, warm], cluster) == "idle"
 
 
 def test_builtin_source_is_shipped_with_the_package() -> None:

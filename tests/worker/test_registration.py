@@ -132,7 +132,7 @@ def test_from_settings_uses_the_worker_flags(tmp_path: Path) -> None:
     }
 
 
-def test_wrk103_heartbeats_carry_prefix_cache_use(tmp_path: Path) -> None:
+def test_wrk103_wrk111_heartbeats_carry_prefix_cache_use_and_embeddings(tmp_path: Path) -> None:
     """The real orchestratord app, with the heartbeat bodies it receives recorded on the way in."""
     cache = {"lookups": 3, "hits": 2, "tokens_reused": 40, "prompt_tokens": 90, "cached_tokens": 7}
     health: dict[str, Any] = {
@@ -140,6 +140,7 @@ def test_wrk103_heartbeats_carry_prefix_cache_use(tmp_path: Path) -> None:
         "slots_total": 1,
         "slots_busy": 0,
         "prefix_cache": cache,
+        "embeddings": {"available": True, "pooling": "mean", "reason": None},
     }
     seen: list[Any] = []
     orch_app = create_app(Settings(state_dir=tmp_path, cluster_token=TOKEN))
@@ -178,3 +179,5 @@ def test_wrk103_heartbeats_carry_prefix_cache_use(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert seen[0]["prefix_cache"] == cache and seen[0]["slots_total"] == 1
+    # WRK-111: and whether the model can embed, which orchestratord routes by (ORCH-231).
+    assert seen[0]["embeddings"] == health["embeddings"]
