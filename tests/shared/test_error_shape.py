@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Message, Scope
 
 from shared.auth import BearerAuth
 from shared.params import FieldReader, read_json
@@ -111,19 +112,19 @@ def test_a_client_that_leaves_mid_body_is_no_unhandled_error(
 
     app = Starlette(routes=[Route("/body", read_body, methods=["POST"])])
     install_problem_handlers(app)
-    sent: list[dict[str, object]] = []
-    incoming = [
+    sent: list[Message] = []
+    incoming: list[Message] = [
         {"type": "http.request", "body": b'{"prompt":', "more_body": True},
         {"type": "http.disconnect"},
     ]
 
-    async def receive() -> dict[str, object]:
+    async def receive() -> Message:
         return incoming.pop(0)
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
+    scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
