@@ -177,7 +177,7 @@ def main() -> None:
                 str(args.slots),
                 "--max-queue",
                 str(max(levels) * 2),
-                "--token",
+                "--cluster-token",
                 TOKEN,
                 "--orchestrator-url",
                 orch_url,

@@ -66,7 +66,7 @@ def llorch(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 def test_infer_through_orchestratord_and_task_status(fleet: tuple[Proc, Proc]) -> None:
     orchd, _ = fleet
-    env = {"LLORCH_ORCH_URL": orchd.url, "LLORCH_API_KEY": API_KEY}
+    env = {"LLORCH_ORCHESTRATOR_URL": orchd.url, "LLORCH_API_KEY": API_KEY}
     r = llorch(
         "infer",
         "--model",
@@ -92,30 +92,32 @@ def test_infer_through_orchestratord_and_task_status(fleet: tuple[Proc, Proc]) -
 
 def test_workers_shows_the_registry(fleet: tuple[Proc, Proc]) -> None:
     orchd, worker = fleet
-    r = llorch("workers", "--orch-url", orchd.url, "--cluster-token", CLUSTER)
+    r = llorch("workers", "--orchestrator-url", orchd.url, "--cluster-token", CLUSTER)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["ID", "POOL", "MODEL", "BACKEND", "STATE", "SLOTS", "TOK/S", "URL"]
     assert lines[1].split()[:6] == ["w-ctl", "ctl-test", "llorch-tiny", "cpu", "ready", "0/1"]
     assert lines[1].split()[-1] == worker.url
     j = llorch(
-        "workers", "--json", env={"LLORCH_ORCH_URL": orchd.url, "LLORCH_CLUSTER_TOKEN": CLUSTER}
+        "workers",
+        "--json",
+        env={"LLORCH_ORCHESTRATOR_URL": orchd.url, "LLORCH_CLUSTER_TOKEN": CLUSTER},
     )
     assert [w["id"] for w in json.loads(j.stdout)] == ["w-ctl"]
 
 
 def test_orchestrator_errors_are_one_line(fleet: tuple[Proc, Proc]) -> None:
     orchd, _ = fleet
-    bad_key = llorch("tasks", "status", "x", "--orch-url", orchd.url, "--api-key", "wrong")
+    bad_key = llorch("tasks", "status", "x", "--orchestrator-url", orchd.url, "--api-key", "wrong")
     assert bad_key.returncode == 211
     assert "UNAUTHORIZED" in bad_key.stderr
     assert len(bad_key.stderr.strip().splitlines()) == 1
     missing = llorch(
-        "tasks", "status", "no-such-task", "--orch-url", orchd.url, "--api-key", API_KEY
+        "tasks", "status", "no-such-task", "--orchestrator-url", orchd.url, "--api-key", API_KEY
     )
     assert missing.returncode == 211
     assert "NOT_FOUND" in missing.stderr
-    down = llorch("workers", "--orch-url", f"http://127.0.0.1:{free_port()}")
+    down = llorch("workers", "--orchestrator-url", f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 210
     assert "cannot reach orchestratord" in down.stderr
 
@@ -127,7 +129,7 @@ def test_infer_straight_from_a_worker_with_token(fleet: tuple[Proc, Proc]) -> No
         "infer",
         "--worker",
         addr,
-        "--token",
+        "--cluster-token",
         CLUSTER,
         "--prompt",
         "hi",
@@ -141,7 +143,15 @@ def test_infer_straight_from_a_worker_with_token(fleet: tuple[Proc, Proc]) -> No
     assert no_token.returncode == 211
     assert "401" in no_token.stderr
     bad = llorch(
-        "infer", "--worker", addr, "--token", CLUSTER, "--prompt", "hi", "--temperature", "-1"
+        "infer",
+        "--worker",
+        addr,
+        "--cluster-token",
+        CLUSTER,
+        "--prompt",
+        "hi",
+        "--temperature",
+        "-1",
     )
     assert bad.returncode == 2
     nonsense = llorch("infer", "--worker", "no-port", "--prompt", "hi")

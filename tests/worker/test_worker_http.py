@@ -375,6 +375,6 @@ def test_listening_beyond_loopback_needs_a_token(tiny_model: Path) -> None:
     )
     assert r.returncode == 2
     assert r.stderr.strip() == (
-        "llorch-workerd: --host 0.0.0.0 is reachable from other machines: set --token, "
-        "or listen on 127.0.0.1"
+        "llorch-workerd: error: --host 0.0.0.0 is reachable from other machines: "
+        "set --cluster-token, or listen on 127.0.0.1"
     )
