@@ -24,6 +24,7 @@ from shared.version import version_option
 
 if TYPE_CHECKING:
     from llorch_ctl.orch import OrchSettings
+    from llorch_sdk import Submitted
 
 # httpx and the SDK are imported by the HTTP commands only, paramiko by the SSH ones: each
 # command starts faster (bench/ssh.py compares `llorch pool` with plain `ssh`).
@@ -300,7 +301,12 @@ def infer(
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     orchestrator_url: UrlOpt = None,
     api_key: KeyOpt = None,
-    stats: Annotated[bool, typer.Option(help="Print the end event as JSON on stderr.")] = False,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            help="Print the task id when it is accepted and the end event, as JSON on stderr."
+        ),
+    ] = False,
 ) -> int:
     """Stream one generation, token by token, to stdout (Ctrl-C cancels it)."""
     from llorch_ctl import infer as direct
@@ -332,7 +338,14 @@ def infer(
     else:
         assert model is not None
         settings = _orch(ctx, orchestrator_url, api_key)
-        end = orch.infer(settings, model, text, params, _print_token)
+
+        def submitted(sub: Submitted) -> None:
+            if stats:  # the task id at once, for `llorch tasks status|cancel` while it runs
+                position = {"queue_position": sub.queue_position}
+                sys.stderr.write(json.dumps({"task_id": sub.task_id, **position}) + "\n")
+                sys.stderr.flush()
+
+        end = orch.infer(settings, model, text, params, _print_token, submitted)
     sys.stdout.write("\n")
     if stats:
         sys.stderr.write(json.dumps(end) + "\n")
@@ -461,6 +474,7 @@ def workers_rm(
     worker_id: Annotated[list[str], typer.Argument(help="Worker id(s) to remove.")],
     orchestrator_url: UrlOpt = None,
     admin_token: AdminOpt = None,
+    cluster_token: ClusterOpt = None,
 ) -> int:
     """Remove workers from orchestratord's registry (a dead one, or one you stop by hand).
 
@@ -469,7 +483,8 @@ def workers_rm(
     """
     from llorch_ctl import orch
 
-    settings = _orch(ctx, orchestrator_url, admin_token, credential="admin_token")
+    key = admin_token or cluster_token
+    settings = _orch(ctx, orchestrator_url, key, credential="admin_token")
     for wid in worker_id:
         sys.stderr.write(orch.remove_worker(settings, wid) + "\n")
     return 0

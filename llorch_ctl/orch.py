@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llorch_ctl.errors import ApiFailed, ConfigError, HttpUnreachable, Interrupted
-from llorch_sdk import Client, ConnectionFailed, LlorchError, NotFound
+from llorch_sdk import Client, ConnectionFailed, LlorchError, NotFound, Submitted
 
 DEFAULT_ORCH_URL = "http://127.0.0.1:8080"
 
@@ -49,11 +49,14 @@ def infer(
     text: Mapping[str, Any],
     params: Mapping[str, Any],
     on_token: Callable[[str], None],
+    on_submit: Callable[[Submitted], None] | None = None,
 ) -> dict[str, Any]:
     """Submit one task (`text` is its `prompt` or `messages`) and stream its tokens; returns the
     `end` event's data. Ctrl-C cancels the task before it exits: nobody reads it any more."""
     with client(s) as c, c.stream(model, **text, **params) as stream:
         try:
+            if on_submit is not None:
+                on_submit(stream.submitted)
             for ev in stream:
                 if ev.event == "token":
                     on_token(str(ev.data.get("t", "")))
