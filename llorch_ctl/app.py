@@ -52,6 +52,7 @@ app = typer.Typer(
     help="Operate a llorch fleet: pool hosts over SSH, orchestratord over HTTP.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 pool_app = typer.Typer(help="Run llorch-pool on a pool host over SSH.", no_args_is_help=True)
 models_app = typer.Typer(

@@ -33,6 +33,7 @@ app = typer.Typer(
     name=PROG,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="Manage models, backends and llorch-workerd processes on this pool host.",
 )
 models_app = typer.Typer(

@@ -24,7 +24,7 @@ from worker.engine import LlamaEngine, gpu_offload_supported
 from worker.settings import SettingsError, WorkerSettings
 
 PROG = "llorch-workerd"
-cli = typer.Typer(name=PROG, pretty_exceptions_enable=False)
+cli = typer.Typer(name=PROG, pretty_exceptions_enable=False, rich_markup_mode=None)
 _ENV = "LLORCH_WORKER_"
 
 
