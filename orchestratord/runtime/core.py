@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from orchestratord import logs
 from orchestratord.domain.queue import QueueEntry, TaskQueue
 from orchestratord.domain.registry import Registry
 from orchestratord.domain.reservations import Ledger
@@ -185,6 +186,7 @@ class Core:
             active.grace.cancel()
             active.grace = None
         self.save(rec)
+        logs.task_line(rec.to_json())
         self._finished.append(rec.id)
         while len(self._finished) > self.settings.retain_tasks:
             self.tasks.pop(self._finished.popleft(), None)

@@ -3,15 +3,19 @@ variables, --version, and start-up failures as one line with exit status 2."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from llorch_sdk import Client
 from orchestratord.cli import HELP, LISTS, _fields, env_name, flag
+from tests.support import free_port, spawn, spawn_worker
 
 
 def orchestratord(
@@ -73,3 +77,36 @@ def test_version() -> None:
     """ORCH-002: --version prints the program and the distribution's version."""
     r = orchestratord("--version")
     assert r.returncode == 0 and r.stdout.startswith("orchestratord ") and r.stderr == ""
+
+
+@pytest.mark.e2e
+def test_one_json_log_line_per_task(tmp_path: Path, tiny_model: Path) -> None:
+    """ORCH-071: with --log-format json every line is one JSON object, and each finished task
+    has exactly one line with its id, tenant, model, worker, queue ms, TTFT, tokens, outcome."""
+    port = free_port()
+    args = ["orchestratord", "--port", str(port), "--state-dir", str(tmp_path)]
+    args += ["--api-key", "acme:key", "--cluster-token", "ct", "--log-format", "json"]
+    with spawn(args, port, tmp_path / "orchd.log", "/health") as orch:
+        extra = ["--orchestrator-url", orch.url, "--worker-id", "w-log"]
+        with spawn_worker(tiny_model, tmp_path, token="ct", extra=extra):
+            with Client(orch.url, api_key="key") as client:
+                deadline = time.monotonic() + 30
+                while not client.capabilities()["models"] and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                stream = client.stream("llorch-tiny", prompt="hi", max_tokens=3)
+                stream.text()
+                task_id = stream.task_id
+        lines = orch.log_text().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert records and len(records) == len([ln for ln in lines if ln.strip()]), lines[:5]
+    mine = [r for r in records if r.get("task_id") == task_id]
+    assert len(mine) == 1, mine
+    line = mine[0]
+    assert (line["logger"], line["tenant"], line["model"], line["worker"]) == (
+        "llorch.orchestrator.task",
+        "acme",
+        "llorch-tiny",
+        "w-log",
+    )
+    assert (line["tokens"], line["outcome"]) == (3, "succeeded")
+    assert line["queue_ms"] >= 0 and line["ttft_ms"] > 0
