@@ -188,22 +188,34 @@ async def stream_job(
         state.metrics.prompt_tokens.inc(len(tokens))
         if outcome.first_token_at is not None:
             state.metrics.ttft.observe(outcome.first_token_at - received_at)
-        yield event(
-            "end",
-            _end(
-                outcome.tokens_out,
-                outcome.first_token_at,
-                outcome.last_token_at,
-                received_at,
-                reason,
-                len(tokens),
-            ),
+        end = _end(
+            outcome.tokens_out,
+            outcome.first_token_at,
+            outcome.last_token_at,
+            received_at,
+            reason,
+            len(tokens),
         )
+        log_job(job.id, end)
+        yield event("end", end)
     finally:
         job.stop.set()  # the client may be gone: the token loop stops at its next token
         if future is None:  # never reached the token loop
             ticket.release()
             state.finish(job)
+
+
+def log_job(job_id: str, end: dict[str, Any]) -> None:
+    """One line per finished job: what an operator greps the worker's log for."""
+    log.info(
+        "job %s prompt_tokens=%s tokens=%s ttft_ms=%s decode_ms=%s outcome=%s",
+        job_id,
+        end["prompt_tokens"],
+        end["tokens_out"],
+        end["ttft_ms"],
+        end["decode_time_ms"],
+        end["stop_reason"],
+    )
 
 
 def _run(
