@@ -32,7 +32,7 @@ def orchestratord(
 
 
 def test_every_setting_is_a_documented_option_with_its_variable() -> None:
-    """ORCH-002: one option per setting, with help, its LLORCH_ variable and its default."""
+    """ORCH-001, ORCH-002: one option per setting, with help, its LLORCH_ variable and its default."""
     r = orchestratord("--help")
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())
@@ -74,14 +74,14 @@ def test_start_up_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_version() -> None:
-    """ORCH-002: --version prints the program and the distribution's version."""
+    """ORCH-001: --version prints the program and the distribution's version."""
     r = orchestratord("--version")
     assert r.returncode == 0 and r.stdout.startswith("orchestratord ") and r.stderr == ""
 
 
 @pytest.mark.e2e
 def test_one_json_log_line_per_task(tmp_path: Path, tiny_model: Path) -> None:
-    """ORCH-071: with --log-format json every line is one JSON object, and each finished task
+    """ORCH-072: with --log-format json every line is one JSON object, and each finished task
     has exactly one line with its id, tenant, model, worker, queue ms, TTFT, tokens, outcome."""
     port = free_port()
     args = ["orchestratord", "--port", str(port), "--state-dir", str(tmp_path)]

@@ -21,7 +21,7 @@ def workerd(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.e2e
 def test_every_start_up_failure_is_one_line_and_exit_2(tiny_model: Path, tmp_path: Path) -> None:
-    """WRK-004: bad flags, a missing model and a port in use end as `llorch-workerd: error:
+    """WRK-003: bad flags, a missing model and a port in use end as `llorch-workerd: error:
     ...` on one line with exit status 2, before anything serves."""
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
@@ -48,7 +48,7 @@ def test_every_start_up_failure_is_one_line_and_exit_2(tiny_model: Path, tmp_pat
 
 @pytest.mark.e2e
 def test_port_0_serves_on_the_port_the_kernel_chose(tiny_model: Path) -> None:
-    """WRK-004: with --port 0 the worker listens where the kernel says and its log names it."""
+    """WRK-002: with --port 0 the worker listens where the kernel says and its log names it."""
     p = subprocess.Popen(
         [sys.executable, "-m", "worker", "--model", str(tiny_model), "--port", "0"],
         stdout=subprocess.PIPE,
