@@ -32,7 +32,7 @@ def orchestratord(
 
 
 def test_every_setting_is_a_documented_option_with_its_variable() -> None:
-    """ORCH-001, ORCH-002: one option per setting, with help, its LLORCH_ variable and its default."""
+    """ORCH-001, ORCH-002: one option per setting, with help, its variable and its default."""
     r = orchestratord("--help")
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())
@@ -88,14 +88,16 @@ def test_one_json_log_line_per_task(tmp_path: Path, tiny_model: Path) -> None:
     args += ["--api-key", "acme:key", "--cluster-token", "ct", "--log-format", "json"]
     with spawn(args, port, tmp_path / "orchd.log", "/health") as orch:
         extra = ["--orchestrator-url", orch.url, "--worker-id", "w-log"]
-        with spawn_worker(tiny_model, tmp_path, token="ct", extra=extra):
-            with Client(orch.url, api_key="key") as client:
-                deadline = time.monotonic() + 30
-                while not client.capabilities()["models"] and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                stream = client.stream("llorch-tiny", prompt="hi", max_tokens=3)
-                stream.text()
-                task_id = stream.task_id
+        with (
+            spawn_worker(tiny_model, tmp_path, token="ct", extra=extra),
+            Client(orch.url, api_key="key") as client,
+        ):
+            deadline = time.monotonic() + 30
+            while not client.capabilities()["models"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            stream = client.stream("llorch-tiny", prompt="hi", max_tokens=3)
+            stream.text()
+            task_id = stream.task_id
         lines = orch.log_text().splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
     assert records and len(records) == len([ln for ln in lines if ln.strip()]), lines[:5]
