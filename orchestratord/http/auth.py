@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared.problem import ApiError, Forbidden, Unauthorized
 
 CLUSTER_PREFIXES = ("/v2/workers", "/v2/admin")
-OPEN_PATHS = frozenset({"/health", "/metrics"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 
 
 def _bearer(scope: Scope) -> bytes | None:
