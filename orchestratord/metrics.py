@@ -29,7 +29,7 @@ class Metrics:
     def __init__(self) -> None:
         # No `_created` series: they double every counter's and histogram's series and no
         # dashboard reads them. prometheus_client keeps this switch process-wide.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.queue_depth = Gauge(

@@ -13,7 +13,7 @@ class WorkerMetrics:
     def __init__(self, busy: Callable[[], int], queued: Callable[[], int], total: int) -> None:
         # No `_created` series: they double every counter's and histogram's series and no
         # dashboard reads them. prometheus_client keeps this switch process-wide.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs = Counter(
