@@ -43,7 +43,7 @@ def guide_commands() -> list[list[str]]:
 
 
 def test_the_guide_names_each_step() -> None:
-    """DEPLOY-002: the guide covers inventory, tokens, model download, spawn, the TLS proxy
+    """OPS-003: the guide covers inventory, tokens, model download, spawn, the TLS proxy
     and a streamed task, with the names of the glossary."""
     text = GUIDE.read_text()
     for words in (
@@ -113,7 +113,7 @@ def llorch(config: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
 def test_following_the_guide_streams_a_task(
     hosts: tuple[Path, str, dict[str, str]], tiny_model: Path, tmp_path: Path
 ) -> None:
-    """DEPLOY-002: every `llorch` command of docs/deploy.md, in order, succeeds; the workers
+    """OPS-003: every `llorch` command of docs/deploy.md, in order, succeeds; the workers
     register; the task streams text."""
     config, _, addrs = hosts
     commands = guide_commands()

@@ -57,7 +57,7 @@ def help_text(prog: str) -> str:
 
 
 def test_units_name_real_programs_and_settings() -> None:
-    """DEPLOY-001: each unit runs one of the daemons from its environment file, whose every
+    """OPS-002: each unit runs one of the daemons from its environment file, whose every
     variable the daemon reads; start-up failures (exit 2) are not restarted."""
     assert sorted(p.name for p in UNITS.glob("*.service")) == sorted(ENV_FILES)
     for name, env_name in ENV_FILES.items():
@@ -75,7 +75,7 @@ def test_units_name_real_programs_and_settings() -> None:
 
 @pytest.mark.e2e
 def test_the_environment_files_start_a_fleet(tmp_path: Path, tiny_model: Path) -> None:
-    """DEPLOY-001: orchestratord and a worker started as the units start them (the ExecStart
+    """OPS-002: orchestratord and a worker started as the units start them (the ExecStart
     program, settings only from the environment file) register and serve a streamed task."""
     orch_env = env_file("orchestratord.env")
     orch_port, worker_port = free_port(), free_port()

@@ -60,7 +60,7 @@ def glossary() -> list[tuple[str, str, str | None, list[str]]]:
 
 
 def test_the_glossary_is_what_the_programs_say() -> None:
-    """The glossary (README.md): each flag and variable is in the --help of every command it
+    """OPS-001: the glossary (README.md): each flag and variable is in the --help of every command it
     names, with that variable; no help uses a retired name."""
     rows = glossary()
     assert len(rows) >= 15 and {"orchestratord", "llorch-workerd", "llorch-pool", "llorch"} <= {
@@ -82,7 +82,7 @@ def test_the_glossary_is_what_the_programs_say() -> None:
 
 @pytest.mark.parametrize("program", sorted(MODULES))
 def test_version_and_completion(program: str) -> None:
-    """ORCH-001, WRK-002, POOL-001, CTL-001: `--version` prints `PROGRAM VERSION`; typer's
+    """OPS-001, ORCH-001, WRK-002, POOL-001, CTL-001: `--version` prints `PROGRAM VERSION`; typer's
     completion script is there."""
     r = run(program, "--version")
     assert r.returncode == 0 and r.stderr == ""
