@@ -60,7 +60,7 @@ def glossary() -> list[tuple[str, str, str | None, list[str]]]:
 
 
 def test_the_glossary_is_what_the_programs_say() -> None:
-    """OPS-001: the glossary (README.md): each flag and variable is in the --help of every command it
+    """OPS-001: the README glossary: each flag and variable is in the --help of every command it
     names, with that variable; no help uses a retired name."""
     rows = glossary()
     assert len(rows) >= 15 and {"orchestratord", "llorch-workerd", "llorch-pool", "llorch"} <= {
