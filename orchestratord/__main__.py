@@ -16,9 +16,10 @@ import uvicorn
 from starlette.applications import Starlette
 from typer._click.exceptions import UsageError
 
-from orchestratord import cli, logs
+from orchestratord import cli
 from orchestratord.settings import Settings
 from shared.cli import fail_line
+from shared.logs import configure as configure_logs
 
 
 class _Server(uvicorn.Server):
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, sock = prepared
     from orchestratord.app import create_app
 
-    logs.configure(settings.log_level, settings.log_format)
+    configure_logs(settings.log_level, settings.log_format)
     app = create_app(settings, handle_sighup=True)
     config = uvicorn.Config(
         app,

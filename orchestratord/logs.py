@@ -1,4 +1,4 @@
-"""orchestratord's log output: text or JSON lines (`--log-format`), and the one line per task.
+"""orchestratord's one log line per task (the output itself, text or JSON, is shared/logs.py).
 
 Every finished task is logged once, by `task_line`, with what an operator greps for: id,
 tenant, model, worker, time queued, time to first token, tokens and outcome. In JSON each
@@ -7,48 +7,14 @@ line is one object, and the task's fields are top-level keys.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from shared.logs import FIELDS
+
 TASK_LOG = logging.getLogger("llorch.orchestrator.task")
-_FIELDS = "fields"  # the `extra` key that carries a line's structured fields
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, and the line's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, _FIELDS, None)
-        if isinstance(fields, Mapping):
-            out.update(fields)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def configure(level: str, fmt: str) -> None:
-    """Install the root handler once, at start-up (uvicorn's own loggers included)."""
-    handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per cancel otherwise
 
 
 def task_fields(record: Mapping[str, Any], now_ms: int | None = None) -> dict[str, Any]:
@@ -77,7 +43,7 @@ def task_line(record: Mapping[str, Any]) -> None:
     """Log one finished task: `task ID tenant=... model=... ... outcome=...`."""
     fields = task_fields(record)
     text = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if k != "task_id")
-    TASK_LOG.info("task %s %s", fields["task_id"], text, extra={_FIELDS: fields})
+    TASK_LOG.info("task %s %s", fields["task_id"], text, extra={FIELDS: fields})
 
 
 def _text(value: Any) -> str:

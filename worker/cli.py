@@ -18,6 +18,7 @@ import typer
 import uvicorn
 
 from shared.cli import fail_line, run_typer
+from shared.logs import configure as configure_logs
 from shared.version import version_option
 from worker.app import create_app
 from worker.engine import LlamaEngine, gpu_offload_supported
@@ -81,6 +82,7 @@ def serve(
     heartbeat_interval: Annotated[
         float, _opt("Seconds between heartbeats", "HEARTBEAT_INTERVAL")
     ] = 2.0,
+    log_format: Annotated[str, _opt("text, or json (one object per line)", "LOG_FORMAT")] = "text",
     verbose: Annotated[bool, typer.Option("--verbose", help="Log llama.cpp's messages")] = False,
     listen_fd: Annotated[
         int | None,
@@ -91,9 +93,10 @@ def serve(
     version: Annotated[bool, version_option(PROG)] = False,
 ) -> None:
     """Serve one GGUF model: POST /execute streams tokens as server-sent events."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if log_format not in ("text", "json"):
+        _fail(f"--log-format must be text or json, not {log_format!r}")
+    configure_logs("info", log_format)
     logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat otherwise
     if backend not in ("cpu", "cuda", "metal"):
         _fail(f"--backend must be cpu, cuda or metal, not {backend!r}")
     if backend != "cpu" and not gpu_offload_supported():

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared.logs import FIELDS
 from shared.problem import Draining, InvalidParams, ModelUnavailable
 from shared.sse import encode_event
 from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
@@ -207,14 +208,18 @@ async def stream_job(
 
 def log_job(job_id: str, end: dict[str, Any]) -> None:
     """One line per finished job: what an operator greps the worker's log for."""
+    fields = {
+        "job_id": job_id,
+        "prompt_tokens": end["prompt_tokens"],
+        "tokens": end["tokens_out"],
+        "ttft_ms": end["ttft_ms"],
+        "decode_ms": end["decode_time_ms"],
+        "outcome": end["stop_reason"],
+    }
     log.info(
         "job %s prompt_tokens=%s tokens=%s ttft_ms=%s decode_ms=%s outcome=%s",
-        job_id,
-        end["prompt_tokens"],
-        end["tokens_out"],
-        end["ttft_ms"],
-        end["decode_time_ms"],
-        end["stop_reason"],
+        *fields.values(),
+        extra={FIELDS: fields},
     )
 
 

@@ -1,4 +1,4 @@
-"""Workers spawned with --orchestrator register with a real orchestratord; stop deregisters."""
+"""Workers spawned with --orchestrator-url register with a real orchestratord; stop deregisters."""
 
 from __future__ import annotations
 
