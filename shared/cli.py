@@ -23,8 +23,10 @@ def run_typer(app: typer.Typer, prog: str, args: Sequence[str]) -> int:
     """Run `app` on `args`; the exit status. Exceptions of the program's own pass through."""
     try:
         rv = app(args=list(args), prog_name=prog, standalone_mode=False)
-    except NoArgsIsHelpError:
-        return 2  # typer has printed the help
+    except NoArgsIsHelpError as e:
+        if e.ctx is not None:  # the help of the group that was given no command
+            typer.echo(e.ctx.get_help())
+        return 2
     except UsageError as e:
         path = e.ctx.command_path if e.ctx else prog
         fail_line(prog, f"{e.format_message().rstrip('.')}; run '{path} --help'")

@@ -322,7 +322,9 @@ def test_missing_model_fails_with_one_line(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 2
-    assert r.stderr.strip() == f"llorch-workerd: model file not found: {tmp_path / 'nope.gguf'}"
+    assert (
+        r.stderr.strip() == f"llorch-workerd: error: model file not found: {tmp_path / 'nope.gguf'}"
+    )
 
 
 def test_cancel_of_a_queued_job_ends_it_at_once(tiny_model: Path, tmp_path: Path) -> None:
