@@ -489,3 +489,120 @@ def workers_rm(
     for wid in worker_id:
         sys.stderr.write(orch.remove_worker(settings, wid) + "\n")
     return 0
+
+
+# --- llorch fleet ... ----------------------------------------------------------------------
+
+fleet_app = typer.Typer(help="Converge the fleet on orchestratord's plan.", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+
+
+@fleet_app.command("apply")
+def fleet_apply(
+    ctx: typer.Context,
+    orchestrator_url: Annotated[
+        str | None,
+        typer.Option(
+            "--orchestrator-url",
+            envvar="LLORCH_ORCHESTRATOR_URL",
+            help="orchestratord's base URL; spawned workers register with it too [default: the "
+            "inventory's, then http://127.0.0.1:8080]",
+            show_default=False,
+        ),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-token",
+            envvar="LLORCH_ADMIN_TOKEN",
+            help="The admin token [default: the inventory's]",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the actions; lease and change nothing.")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep converging, one pass per --interval.")
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between passes.")] = 5.0,
+    accept_new_host_key: AcceptOpt = False,
+    connect_timeout: TimeoutOpt = None,
+) -> int:
+    """Read GET /v2/fleet/plan and run each action over SSH, printing it and its result."""
+    from llorch_ctl import orch
+    from llorch_ctl.fleet import FleetApi, apply_loop
+    from llorch_ctl.inventory import resolve_target
+    from llorch_ctl.remote import paramiko_factory, run_pool_command
+
+    inv = _settings(ctx).inventory()
+    settings = orch.orch_settings(orchestrator_url, admin_token, inv.orch_url, inv.admin_token)
+    url = settings.url
+    factory = paramiko_factory(accept_new_host_key)
+
+    def run(pool: str, argv: Sequence[str]) -> tuple[int, str, str]:
+        target = resolve_target(inv, pool, connect_timeout=connect_timeout)
+        out: list[bytes] = []
+        err: list[bytes] = []
+        status = run_pool_command(target, argv, factory(target), out.append, err.append)
+        return (
+            status,
+            b"".join(out).decode(errors="replace"),
+            b"".join(err).decode(errors="replace"),
+        )
+
+    def bind_host(pool: str) -> str:
+        return resolve_target(inv, pool, connect_timeout=connect_timeout).hostname
+
+    def echo(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    api = FleetApi(url, settings.api_key)
+    try:
+        return apply_loop(
+            api,
+            run,
+            orchestrator_url=url,
+            bind_host=bind_host,
+            dry_run=dry_run,
+            watch=watch,
+            interval_s=interval,
+            echo=echo,
+        )
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        api.close()
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="The model every target runs.")],
+    prompt: Annotated[str, typer.Option(help="Prompt text.")],
+    workers: Annotated[
+        list[str] | None, typer.Option(help="Worker ids, comma-separated (repeatable).")
+    ] = None,
+    pools: Annotated[
+        list[str] | None, typer.Option(help="Pools (any worker of the pool), comma-separated.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 64,
+    temperature: Annotated[float | None, typer.Option(min=0.0)] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    label: Annotated[str | None, typer.Option(help="A name for the saved run.")] = None,
+    orchestrator_url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
+) -> int:
+    """Run one job at once on two or more workers or pools; print TTFT, tok/s and total time
+    of each (saved in orchestratord with the console's compare runs). Exit 1 if one failed."""
+    from llorch_ctl import bench as b
+
+    chosen = b.targets(workers or [], pools or [])
+    params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    run = b.run_bench(
+        _orch(ctx, orchestrator_url, api_key), model, chosen, prompt, params, label=label
+    )
+    sys.stdout.write(json.dumps(run, indent=2) + "\n" if as_json else b.render(run))
+    return 1 if b.failed(run) else 0

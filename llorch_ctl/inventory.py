@@ -10,7 +10,7 @@ The file is TOML (`~/.config/llorch/config.toml`, or `--config` / `LLORCH_CONFIG
     url = "http://orch.lan:8080"
     api_key = "..."                         # client key: infer --model, tasks
     cluster_token = "..."                   # the workers' token: `llorch workers`, infer --worker
-    admin_token = "..."                     # `llorch workers rm`, `tasks list --tenant`
+    admin_token = "..."                     # `workers rm`, `tasks list --tenant`, `fleet apply`
 
     [pools.gpu-box-1]
     host = "gpu-box-1.lan"                  # default: the pool name, looked up in ~/.ssh/config

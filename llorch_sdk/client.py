@@ -203,6 +203,37 @@ class Client:
         """Remove a worker from the registry (`DELETE /v2/workers/{id}`); the process runs on."""
         self._request("DELETE", f"/v2/workers/{worker_id}")
 
+    def compare(
+        self,
+        model: str,
+        targets: Sequence[str],
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        label: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Run one job at once on each target (`"worker:ID"` or `"pool:NAME"`) and save it as
+        a compare run (`POST /v2/compare`); returns the run record (status `running`)."""
+        body = task_body(model, prompt, messages, params)
+        body["targets"] = list(targets)
+        if label is not None:
+            body["label"] = label
+        return _object(self._request("POST", "/v2/compare", json=body))
+
+    def compare_run(self, run_id: str, wait_ms: int = 0) -> dict[str, Any]:
+        """A compare run's record (`GET /v2/compare/{id}`); with `wait_ms`, the server holds
+        the reply until the run is done or that time passed."""
+        params = {"wait_ms": wait_ms} if wait_ms else None
+        timeout = self._timeout + wait_ms / 1000
+        return _object(
+            self._request("GET", f"/v2/compare/{run_id}", params=params, timeout=timeout)
+        )
+
+    def compare_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Saved compare runs, newest first (`GET /v2/compare`)."""
+        return _runs(_object(self._request("GET", "/v2/compare", params={"limit": limit})))
+
 
 def _object(response: httpx.Response) -> dict[str, Any]:
     try:
@@ -219,3 +250,10 @@ def _workers(body: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(workers, list):
         raise LlorchError("reply has no workers list", code="BAD_REPLY")
     return [w for w in workers if isinstance(w, dict)]
+
+
+def _runs(body: dict[str, Any]) -> list[dict[str, Any]]:
+    runs = body.get("runs")
+    if not isinstance(runs, list):
+        raise LlorchError("reply has no runs list", code="BAD_REPLY")
+    return [r for r in runs if isinstance(r, dict)]

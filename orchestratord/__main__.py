@@ -86,6 +86,12 @@ def _prepare(args: list[str]) -> tuple[Settings, socket.socket] | int:
 
     # Fail before listening: a bad policy file or database is the operator's to fix.
     PolicyEngine.from_file(parsed.policy, budget_ms=parsed.policy_budget_ms)
+    from orchestratord.fleet.desired import load_fleet_file
+    from orchestratord.fleet.plan_hook import PlanHook
+
+    PlanHook.from_file(parsed.policy, budget_ms=parsed.policy_budget_ms)
+    if parsed.fleet is not None:
+        load_fleet_file(parsed.fleet)
     try:
         Store(parsed.database_url).open().close()
     except ModuleNotFoundError as e:
@@ -95,6 +101,10 @@ def _prepare(args: list[str]) -> tuple[Settings, socket.socket] | int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["replay"]:
+        from orchestratord.replay.cli import main as replay_main
+
+        return replay_main(args[1:])
     try:
         prepared = _prepare(args)
     except UsageError as e:

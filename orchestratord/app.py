@@ -19,27 +19,98 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from orchestratord.http import admin, meta, openai, tasks, workers
+from orchestratord.domain.compare import Target
+from orchestratord.fleet.control import FleetControl
+from orchestratord.fleet.desired import FleetSpec, load_fleet_file
+from orchestratord.fleet.plan_hook import PlanHook
+from orchestratord.http import (
+    admin,
+    compare,
+    console,
+    events,
+    fleet,
+    meta,
+    openai,
+    tasks,
+    workers,
+)
 from orchestratord.http.auth import OrchestratorAuth
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
+from orchestratord.runtime.compare_service import CompareService
+from orchestratord.runtime.events_feed import EventsFeed
+from orchestratord.runtime.fleet import ServiceFleetSource
+from orchestratord.runtime.janitor import prune_loop
 from orchestratord.runtime.service import TaskService
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
-from shared.problem import install_problem_handlers
+from shared.limits import BodyLimit
+from shared.problem import InvalidParams, install_problem_handlers
 
 log = logging.getLogger("llorch.orchestratord")
 
 
 def _routes() -> list[BaseRoute]:
-    return [*tasks.routes, *meta.routes, *workers.routes, *admin.routes, *openai.routes]
+    return [
+        *tasks.routes,
+        *meta.routes,
+        *fleet.routes,
+        *workers.routes,
+        *admin.routes,
+        *openai.routes,
+        *events.routes,
+        *compare.routes,
+        *console.routes,
+    ]
+
+
+def _events_feed(
+    service: TaskService, policy: PolicyHolder, metrics: Metrics, settings: Settings
+) -> EventsFeed:
+    """The fleet feed, reading the live objects (ORCH-200..204)."""
+
+    def policy_info() -> dict[str, Any]:
+        engine = policy.engine
+        fallbacks = sum(
+            s.value
+            for family in metrics.policy_fallbacks.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        )
+        return {"name": engine.name, "sha256": engine.sha256, "fallbacks": int(fallbacks)}
+
+    feed = EventsFeed(
+        clock=service.clock,
+        workers=lambda: service.registry.listings(service.clock()),
+        queued=lambda: service.queue,
+        token_totals=lambda: {w.id: w.tokens_relayed for w in service.registry.workers.values()},
+        policy=policy_info,
+        buffer=settings.events_buffer,
+    )
+    service.observers.append(feed.task_changed)
+    return feed
+
+
+def _serves(service: TaskService) -> Callable[[Target, str], bool]:
+    """Whether a compare target (a worker, or any worker of a pool) serves a model now."""
+
+    def serves(target: Target, model: str) -> bool:
+        now = service.clock()
+        return any(
+            w.model == model
+            and (w.id == target.name if target.kind == "worker" else w.pool == target.name)
+            and w.state(now, service.registry.stale_ms) not in ("dead", "failed")
+            for w in service.registry.workers.values()
+        )
+
+    return serves
 
 
 def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
@@ -51,12 +122,21 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
         # run ends: a start-up that fails half way leaks nothing.
         async with contextlib.AsyncExitStack() as stack:
             m = Metrics()
+            observer = MetricsPolicyObserver(m)
             policy = PolicyHolder(
-                PolicyEngine.from_file(
+                await asyncio.to_thread(
+                    PolicyEngine.from_file,
                     settings.policy,
                     budget_ms=settings.policy_budget_ms,
-                    observer=MetricsPolicyObserver(m),
+                    observer=observer,
                 )
+            )
+            fleet_control = FleetControl(
+                load_fleet_file(settings.fleet) if settings.fleet else FleetSpec(),
+                PlanHook.from_file(
+                    settings.policy, budget_ms=settings.policy_budget_ms, observer=observer
+                ),
+                path=settings.fleet,
             )
             store = Store(settings.database_url)
             await asyncio.to_thread(store.open)
@@ -83,9 +163,31 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
             stack.push_async_callback(writer.close)
             service.start()
             stack.push_async_callback(service.stop)
+            janitor = asyncio.create_task(
+                prune_loop(store, service.clock, settings.retain_finished_s), name="prune"
+            )
+            stack.push_async_callback(_cancel_and_wait, janitor)
+            feed = _events_feed(service, policy, m, settings)
+            feed.start()
+            stack.push_async_callback(feed.stop)
+            runs = CompareService(service, store, clock=service.clock, serves=_serves(service))
+            recovered = await runs.recover()
+            if recovered:
+                log.warning("%d compare run(s) left running by the last run saved", recovered)
+            stack.push_async_callback(runs.stop)
             if handle_sighup and threading.current_thread() is threading.main_thread():
                 loop = asyncio.get_running_loop()
-                loop.add_signal_handler(signal.SIGHUP, _reload_on_sighup, policy)
+                reloads: set[asyncio.Task[None]] = set()
+
+                def on_sighup() -> None:
+                    # Compiling and dry-running a policy takes a while: off the event loop.
+                    task = loop.create_task(
+                        asyncio.to_thread(_reload_on_sighup, policy, fleet_control)
+                    )
+                    reloads.add(task)
+                    task.add_done_callback(reloads.discard)
+
+                loop.add_signal_handler(signal.SIGHUP, on_sighup)
                 stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             app.state.service = service  # for the server's shutdown hook (orchestratord.__main__)
             yield {
@@ -94,20 +196,47 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 "policy": policy,
                 "settings": settings,
                 "store": store,
+                "fleet": fleet_control,
+                "fleet_source": ServiceFleetSource(service),
+                "events": feed,
+                "compare": runs,
             }
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
     install_problem_handlers(app)
+    app.add_middleware(BodyLimit)
     app.add_middleware(
-        OrchestratorAuth, key_tenants=settings.key_tenants, cluster_token=settings.cluster_token
+        OrchestratorAuth,
+        key_tenants=settings.key_tenants,
+        cluster_token=settings.cluster_token,
+        admin_token=settings.admin_token,
     )
     return app
 
 
-def _reload_on_sighup(policy: PolicyHolder) -> None:
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _reload_on_sighup(policy: PolicyHolder, fleet_control: FleetControl) -> None:
     try:
+        # The file's plan() is checked before anything is swapped: all of the policy or none.
+        hook = fleet_control.hook
+        new_hook = PlanHook.from_file(
+            policy.engine.path, budget_ms=hook.budget_ms, observer=hook.observer, clock=hook.clock
+        )
         engine = policy.reload()
+        fleet_control.hook = new_hook
     except PolicyError as e:
         log.error("SIGHUP: %s; keeping the running policy", e.detail)
+    else:
+        log.info("SIGHUP: policy %s loaded (sha256 %s)", engine.name, engine.sha256[:12])
+    try:
+        spec = fleet_control.reload()
+    except InvalidParams as e:
+        log.error("SIGHUP: %s; keeping the running desired state", e.detail)
         return
-    log.info("SIGHUP: policy %s loaded (sha256 %s)", engine.name, engine.sha256[:12])
+    if fleet_control.path is not None:
+        log.info("SIGHUP: fleet %s loaded (%d models)", fleet_control.path, len(spec.models))

@@ -31,9 +31,11 @@ HELP: dict[str, str] = {
     "[default: $XDG_STATE_HOME/llorch/orchestratord]",
     "db_url": "SQLAlchemy URL of the database [default: SQLite in --state-dir]",
     "policy": "Starlark policy file [default: the built-in policy]",
+    "fleet": "Desired state of the fleet, TOML or .json (specs/fleet.md); re-read on SIGHUP",
     "api_keys": "A client key, TENANT:KEY (or KEY); repeatable. None: the client API is open",
     "cluster_token": "The cluster token: workers present it, orchestratord presents it to them",
-    "admin_token": "The admin token: policy, worker removal, every tenant's tasks",
+    "admin_token": "The admin token: policy, fleet, drain, worker removal, every tenant's "
+    "tasks. None: admin routes are refused unless nothing else is configured either",
     "expect_models": "A model to queue tasks for while no worker serves it (repeatable)",
     "retain_finished_s": "Seconds finished task records stay in the database",
     "queue_capacity": "Tasks that may wait in the queue",
@@ -52,6 +54,8 @@ HELP: dict[str, str] = {
     "this often (0: one write per event)",
     "worker_prefetch": "Jobs sent to a worker beyond its free slots, to wait in its own queue",
     "policy_budget_ms": "Time a policy call may take before it is cut off",
+    "events_buffer": "Events a GET /v2/events reader may fall behind by before its oldest "
+    "are dropped",
     "log_level": "debug, info, warning or error",
     "log_format": "text, or json (one object per line)",
 }

@@ -18,6 +18,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from shared.wire import WORKER_STATES
+
 log = logging.getLogger("llorch.orchestratord.policy")
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -107,7 +109,7 @@ class Metrics:
     def render(self, queue_depth: Mapping[str, int], worker_counts: Mapping[str, int]) -> bytes:
         for lane, n in queue_depth.items():
             self.queue_depth.labels(lane).set(n)
-        for state in ("ready", "loading", "draining", "failed", "stale", "unverified", "dead"):
+        for state in WORKER_STATES:
             self.workers.labels(state).set(worker_counts.get(state, 0))
         return generate_latest(self.registry)
 

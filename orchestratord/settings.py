@@ -34,14 +34,19 @@ class Settings:
     state_dir: Path = field(default_factory=default_state_dir)
     db_url: str | None = None
     policy: Path | None = None
+    fleet: Path | None = None
     api_keys: tuple[str, ...] = ()
     cluster_token: str | None = None
+    admin_token: str | None = None
+    expect_models: tuple[str, ...] = ()
+    retain_finished_s: float = 7 * 24 * 3600.0
     queue_capacity: int = 1024
     queue_full_policy: QueueFullPolicy = "reject"
     retry_attempts: int = 2
     heartbeat_stale_ms: int = 6_000
     heartbeat_dead_ms: int = 30_000
     retain_tasks: int = 1_000
+    retain_events_bytes: int = 64 * 1024 * 1024
     default_deadline_ms: int = 0
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 60.0
@@ -49,6 +54,7 @@ class Settings:
     stream_coalesce_ms: float = 4.0
     worker_prefetch: int = 0
     policy_budget_ms: float = 50.0
+    events_buffer: int = 256
     log_level: str = "info"
     log_format: LogFormat = "text"
 
@@ -59,6 +65,8 @@ class Settings:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in ("text", "json"):
             raise SettingsError("--log-format must be 'text' or 'json'")
+        if self.events_buffer < 2:
+            raise SettingsError("--events-buffer must be at least 2")
         if self.queue_capacity < 1:
             raise SettingsError("--queue-capacity must be at least 1")
         if self.queue_full_policy not in ("reject", "drop-lru"):
@@ -67,6 +75,10 @@ class Settings:
             raise SettingsError("--retry-attempts must be 0 or more")
         if not 0 < self.heartbeat_stale_ms < self.heartbeat_dead_ms:
             raise SettingsError("need 0 < --heartbeat-stale-ms < --heartbeat-dead-ms")
+        if self.retain_finished_s <= 0:
+            raise SettingsError("--retain-finished-s must be greater than 0")
+        if self.retain_events_bytes < 0:
+            raise SettingsError("--retain-events-bytes must be 0 or more")
         if self.retain_tasks < 1:
             raise SettingsError("--retain-tasks must be at least 1")
         if not 0 <= self.worker_prefetch <= 64:

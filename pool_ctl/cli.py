@@ -254,6 +254,10 @@ def worker_spawn(
             "[default: the worker's http://HOST:PORT; with a wildcard --host, this host's name]"
         ),
     ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Pool name the worker reports to orchestratord [default: host name]"),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait until ready")] = 120.0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -280,6 +284,7 @@ def worker_spawn(
         advertise_url=advertise_url,
         timeout=timeout,
         on_wait=waiting,
+        extra_args=("--pool", pool) if pool else (),
     )
     if as_json:
         render.print_json(_shown(record, "ready", None))

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 
 from shared.problem import FieldError, InvalidParams
+from shared.prompt_constructor.messages import ROLES as PROMPT_ROLES
 
 # Limits, after llama-orch's: generous for real prompts, tight enough to refuse nonsense early.
 MAX_PROMPT_CHARS = 262_144
@@ -23,7 +24,9 @@ MAX_TOKENS_LIMIT = 32_768
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 128
 SEED_MAX = 2**32 - 1
-ROLES = ("system", "user", "assistant", "tool")
+# The roles a worker can build a prompt from: one list, the prompt constructor's, so that
+# orchestratord refuses at submit what a worker would refuse later (issue 8).
+ROLES = PROMPT_ROLES
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +193,8 @@ class FieldReader:
 
     def generation(self, *, max_tokens_default: int = 128) -> GenerationParams:
         """The fields every generation request shares; exactly one of prompt or messages."""
-        prompt = self.string("prompt", max_len=MAX_PROMPT_CHARS, min_len=0)
+        # An empty prompt gives the model nothing to continue: refused, not answered with junk.
+        prompt = self.string("prompt", max_len=MAX_PROMPT_CHARS, min_len=1)
         messages = self.messages()
         if (prompt is None) == (messages is None) and not any(
             e["field"].startswith(("prompt", "messages")) for e in self.errors

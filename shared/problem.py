@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypedDict
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 PROBLEM_JSON = "application/problem+json"
@@ -94,8 +94,16 @@ class NotFound(ApiError):
     status, code, title = 404, "NOT_FOUND", "Not found"
 
 
+class ModelNotFound(NotFound):
+    code, title = "MODEL_NOT_FOUND", "Model not found"
+
+
 class Conflict(ApiError):
     status, code, title = 409, "CONFLICT", "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, title = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
 
 
 class AdmissionReject(ApiError):
@@ -136,11 +144,18 @@ _STATUS_ERRORS: dict[int, type[ApiError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    413: PayloadTooLarge,
 }
 
 
 class MethodNotAllowed(ApiError):
     status, code, title = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
+
+
+class ClientClosedRequest(ApiError):
+    """The client went away mid-request; the status is nginx's 499, since nobody reads it."""
+
+    status, code, title = 499, "CLIENT_CLOSED_REQUEST", "Client closed request"
 
 
 def install_problem_handlers(app: Starlette) -> None:
@@ -163,6 +178,13 @@ def install_problem_handlers(app: Starlette) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return Internal("internal error; see the server log").response(request.url.path)
 
+    async def on_client_gone(request: Request, exc: Exception) -> Response:
+        # The client closed the connection before its body arrived: nobody reads an answer and
+        # nothing went wrong on our side, so this is no "unhandled error" (and no traceback).
+        log.debug("client left during the body of %s %s", request.method, request.url.path)
+        return ClientClosedRequest("the client closed the connection").response(request.url.path)
+
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(HTTPException, on_http_exception)
     app.add_exception_handler(Exception, on_unexpected)

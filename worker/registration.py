@@ -157,6 +157,8 @@ async def _heartbeat(http: httpx.AsyncClient, reg: Registration, health: Mapping
         "slots_total": int(health.get("slots_total", reg.slots_total)),
         "slots_busy": int(health.get("slots_busy", 0)),
     }
+    if "prefix_cache" in health:  # WRK-103: orchestratord may prefer the worker holding a prefix
+        body["prefix_cache"] = health["prefix_cache"]
     r = await http.post(
         f"{reg.orchestrator_url}/v2/workers/{reg.worker_id}/heartbeat",
         json=body,

@@ -1,5 +1,5 @@
-"""A worker's live state and the life of one job: wait for a slot, run the token loop in a
-thread, stream its text as SSE bytes, finish with exactly one `end` or `error` event."""
+"""A worker's live state and the life of one job: wait for a slot, hand the job to the engine's
+decode loop, stream its text as SSE bytes, finish with exactly one `end` or `error` event."""
 
 from __future__ import annotations
 
@@ -40,9 +40,11 @@ class WorkerState:
     @classmethod
     def create(cls, settings: WorkerSettings) -> WorkerState:
         pool = SlotPool(settings.slots, settings.max_queue)
-        metrics = WorkerMetrics(lambda: pool.busy, lambda: pool.queued, settings.slots)
-        executor = ThreadPoolExecutor(settings.slots, thread_name_prefix="llorch-slot")
-        state = cls(settings, pool, executor, metrics)
+        # The decode loop has its own thread; this executor runs tokenization-free side work
+        # (embeddings) off the event loop.
+        executor = ThreadPoolExecutor(2, thread_name_prefix="llorch-embed")
+        state = cls(settings, pool, executor, WorkerMetrics(settings.slots))
+        state.metrics.watch(lambda: pool.busy, lambda: pool.queued, state.cached_tokens)
         state.idle.set()
         return state
 
@@ -57,7 +59,38 @@ class WorkerState:
             "queued": self.pool.queued,
             "n_ctx": s.n_ctx,
             "worker_id": s.worker_id,
+            "prefix_cache": self.cache_view(),
+            "embeddings": self.embeddings_view(),
         }
+
+    def cached_tokens(self) -> int:
+        return self.engine.cached_tokens() if self.engine is not None else 0
+
+    def cache_view(self) -> dict[str, int]:
+        """Prefix-cache use since start (WRK-103)."""
+        if self.engine is None:
+            return {
+                "lookups": 0,
+                "hits": 0,
+                "tokens_reused": 0,
+                "prompt_tokens": 0,
+                "cached_tokens": 0,
+            }
+        c = self.engine.cache_stats()
+        return {
+            "lookups": c.lookups,
+            "hits": c.hits,
+            "tokens_reused": c.tokens_reused,
+            "prompt_tokens": c.prompt_tokens,
+            "cached_tokens": self.engine.cached_tokens(),
+        }
+
+    def embeddings_view(self) -> dict[str, Any]:
+        """Whether this model embeds, and how (WRK-111)."""
+        if self.engine is None:
+            return {"available": False, "pooling": None, "reason": f"the model is {self.status}"}
+        e = self.engine.embeddings
+        return {"available": e.available, "pooling": e.pooling, "reason": e.reason}
 
     def admit(self, req: ExecuteRequest) -> tuple[Job, Ticket, list[int], tuple[str, ...]]:
         """Everything that can refuse a request, done before the stream starts."""
@@ -134,8 +167,11 @@ async def stream_job(
         ticket.release()
         state.finish(job)
 
+    def close_channel(_: object) -> None:  # on the decode thread: wakes the stream at the end
+        channel.close()
+
     try:
-        slot = await ticket.slot()
+        slot = await ticket.slot()  # admission only: the engine picks the sequence (its cache)
         state.metrics.queue_wait.observe(time.perf_counter() - received_at)
         if slot is None or job.cancelled:
             yield event("end", _end(0, None, None, received_at, "CANCELLED", len(tokens)))
@@ -152,14 +188,16 @@ async def stream_job(
             req.ignore_eos,
         )
         channel = TokenChannel(loop)
-        future = loop.run_in_executor(state.executor, _run, engine, slot, work, job, channel)
+        submitted = engine.submit(work, job.stop, channel)
+        submitted.add_done_callback(close_channel)
+        future = asyncio.wrap_future(submitted, loop=loop)
         future.add_done_callback(on_done)
         head = event(
             "started",
             {"job_id": job.id, "model": state.settings.model_name, "prompt_tokens": len(tokens)},
         )
         # `started` travels with the first tokens when they come quickly: a write of its own
-        # would compete with the token loop for the GIL just as the prompt is processed. A
+        # would compete with the decode loop for the GIL just as the prompt is processed. A
         # long prompt gets it on its own after STARTED_WITHIN_S.
         pieces = await channel.drain(STARTED_WITHIN_S)
         if pieces is None:
@@ -187,6 +225,7 @@ async def stream_job(
         state.metrics.jobs.labels(reason).inc()
         state.metrics.tokens.inc(outcome.tokens_out)
         state.metrics.prompt_tokens.inc(len(tokens))
+        state.metrics.prompt_tokens_cached.inc(outcome.prompt_tokens_cached)
         if outcome.first_token_at is not None:
             state.metrics.ttft.observe(outcome.first_token_at - received_at)
         end = _end(
@@ -196,12 +235,13 @@ async def stream_job(
             received_at,
             reason,
             len(tokens),
+            outcome.prompt_tokens_cached,
         )
         log_job(job.id, end)
         yield event("end", end)
     finally:
-        job.stop.set()  # the client may be gone: the token loop stops at its next token
-        if future is None:  # never reached the token loop
+        job.stop.set()  # the client may be gone: the decode loop ends the job at its next step
+        if future is None:  # never reached the decode loop
             ticket.release()
             state.finish(job)
 
@@ -223,15 +263,6 @@ def log_job(job_id: str, end: dict[str, Any]) -> None:
     )
 
 
-def _run(
-    engine: InferenceEngine, slot: int, work: GenerationJob, job: Job, channel: TokenChannel
-) -> Outcome:
-    try:
-        return engine.generate(slot, work, job.stop, channel)
-    finally:
-        channel.close()
-
-
 def _end(
     tokens_out: int,
     first: float | None,
@@ -239,10 +270,12 @@ def _end(
     received_at: float,
     reason: str,
     prompt_tokens: int,
+    prompt_tokens_cached: int = 0,
 ) -> dict[str, Any]:
     return {
         "tokens_out": tokens_out,
         "prompt_tokens": prompt_tokens,
+        "prompt_tokens_cached": prompt_tokens_cached,
         "ttft_ms": round((first - received_at) * 1000, 3) if first is not None else None,
         "decode_time_ms": round((last - first) * 1000, 3) if first and last else 0.0,
         "stop_reason": reason,

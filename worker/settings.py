@@ -9,7 +9,7 @@ from pathlib import Path
 
 from shared.auth import is_loopback
 from shared.model_id import model_id_from_path
-from worker.engine import Backend
+from worker.types import Backend
 
 
 class SettingsError(ValueError):
@@ -27,6 +27,7 @@ class WorkerSettings:
     max_queue: int = 8
     n_ctx: int = 4096
     threads: int | None = None
+    prefill_chunk: int = 512
     token: str | None = None
     orchestrator_url: str | None = None
     worker_id: str = field(default_factory=lambda: f"w-{uuid.uuid4().hex[:12]}")
@@ -45,6 +46,10 @@ class WorkerSettings:
             raise SettingsError(f"--port must be between 0 and 65535, got {self.port}")
         if self.n_ctx < 64:
             raise SettingsError(f"--n-ctx must be at least 64, got {self.n_ctx}")
+        if not 1 <= self.prefill_chunk <= 8192:
+            raise SettingsError(
+                f"--prefill-chunk must be between 1 and 8192, got {self.prefill_chunk}"
+            )
         if self.orchestrator_url and not self.token:
             raise SettingsError("--orchestrator-url needs --cluster-token")
         if not self.token and not is_loopback(self.host):

@@ -55,6 +55,10 @@ class Worker:
     foreign: int = 0
     excess_seen: int = 0
     tokens_per_s: float = 0.0
+    draining: bool = False  # orchestratord drains it: no new task (FLT-030)
+    # Tokens relayed from this worker since it first registered: the live tok/s of the fleet
+    # events is the difference between two reads (the relay only increments it).
+    tokens_relayed: int = 0
 
     @property
     def slots_busy(self) -> int:
@@ -76,6 +80,8 @@ class Worker:
             return "unverified"
         if now_ms - self.last_heartbeat_ms > stale_ms:
             return "stale"
+        if self.draining:
+            return "draining" if self.inflight else "drained"
         return self.reported
 
     def listing(self, now_ms: int, stale_ms: int) -> WorkerListing:
@@ -106,7 +112,13 @@ class Worker:
             "backend": self.backend,
             "state": ("busy" if busy >= total else "ready")
             if state == "ready"
-            else ("dead" if state == "dead" else "draining" if state == "draining" else "stale"),
+            else (
+                "dead"
+                if state == "dead"
+                else "draining"
+                if state in ("draining", "drained")
+                else "stale"
+            ),
             "slots_total": total,
             "slots_busy": busy,
             "tokens_per_s": round(self.tokens_per_s, 2),
@@ -127,6 +139,8 @@ class Registry:
         if old is not None:
             w.inflight = old.inflight
             w.tokens_per_s = old.tokens_per_s
+            w.draining = old.draining  # a drain holds until the worker is removed
+            w.tokens_relayed = old.tokens_relayed
         w.registered_ms = w.registered_ms or now_ms
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False
@@ -160,6 +174,14 @@ class Registry:
         w.excess_seen = excess
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False
+        return w
+
+    def drain(self, worker_id: str) -> Worker | None:
+        """Give the worker no new task; its running ones finish, then it is `drained`.
+        Idempotent; None when the worker is unknown."""
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.draining = True
         return w
 
     def remove(self, worker_id: str) -> Worker | None:
@@ -199,6 +221,14 @@ class Registry:
             w.tokens_per_s = (
                 tokens_per_s if w.tokens_per_s == 0 else (0.8 * w.tokens_per_s + 0.2 * tokens_per_s)
             )
+
+    def serving(self, model: str) -> list[Worker]:
+        """Registered workers of `model` that are not dead (loading and stale ones included:
+        they may serve it soon)."""
+        return [w for w in self.workers.values() if w.model == model and not w.dead]
+
+    def known_models(self) -> list[str]:
+        return sorted({w.model for w in self.workers.values() if not w.dead})
 
     def models(self, now_ms: int) -> list[str]:
         return sorted({w.model for w in self.workers.values() if self.usable(w, now_ms)})

@@ -2,19 +2,20 @@
 
 The policy picks among the usable workers of the task's model; the pass checks the pick (model,
 liveness, room) before it reserves the slot, so a policy can delay work but never over-commit
-a worker. A model with no room anywhere is skipped without asking the policy. A worker's room
+a worker. A model with no room anywhere is skipped without asking the policy. A task pinned to a
+worker or pool (compare runs) is offered only those workers. A worker's room
 is its free slots plus `prefetch` jobs waiting in its own queue (the registry's setting); the
 policy sees that capacity as the worker's `slots_total`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestratord.domain.queue import QueueEntry, TaskQueue
-from orchestratord.domain.registry import Registry
+from orchestratord.domain.registry import Registry, Worker
 from orchestratord.domain.tasks import TaskRequest
 from orchestratord.policy.types import AdmitDecision, ClusterView, TaskView, WorkerView
 
@@ -61,35 +62,66 @@ class Assignment:
     worker_id: str
 
 
+# A policy may decline a task (wait for a better worker, cap a tenant); after this many
+# declines in a row a pass leaves the model for the next one instead of walking its backlog.
+MAX_DECLINED = 64
+
+
+def pinned(worker: Worker, pin: str) -> bool:
+    """Whether `worker` is the task's pinned target ("worker:ID" or "pool:NAME")."""
+    kind, _, name = pin.partition(":")
+    return worker.id == name if kind == "worker" else worker.pool == name
+
+
 def plan(
     queue: TaskQueue,
     registry: Registry,
     now_ms: int,
     schedule: Callable[[QueueEntry, list[WorkerView]], str | None],
     reserve: Callable[[QueueEntry, str], object] | None = None,
+    models: Iterable[str] | None = None,
 ) -> list[Assignment]:
-    """Assign queued tasks to workers; removes them from the queue and reserves their slots
-    with `reserve(entry, worker_id)` (default: the registry's bare reservation), at once, so
-    the rest of the pass sees the room that is left."""
+    """Assign queued tasks of `models` (default: every model with queued work) to workers;
+    removes them from the queue and reserves their slots with `reserve(entry, worker_id)`
+    (default: the registry's bare reservation) at once, so the rest of the pass sees the room
+    that is left.
+
+    The work is proportional to what can start, not to the queue: a model whose workers have
+    no room costs one look at its workers, and a model with room is read from its head, at
+    most its room plus MAX_DECLINED tasks.
+    """
     out: list[Assignment] = []
-    blocked: set[str] = set()
-    for entry in queue:
-        if entry.model in blocked:
+    prefetch = registry.prefetch
+    for model in list(queue.models() if models is None else models):
+        if not queue.model_depth(model):
             continue
-        candidates = registry.candidates(entry.model, now_ms)
-        prefetch = registry.prefetch
-        if not any(w.room(prefetch) > 0 for w in candidates):
-            blocked.add(entry.model)
+        candidates = registry.candidates(model, now_ms)
+        room = sum(w.room(prefetch) for w in candidates)
+        if room <= 0:
             continue
-        views = [w.view(now_ms, registry.stale_ms, prefetch) for w in candidates]
-        pick = schedule(entry, views)
-        worker = registry.get(pick) if isinstance(pick, str) else None
-        if worker is None or worker not in candidates or worker.room(prefetch) == 0:
-            continue
-        queue.remove(entry.task_id)
-        if reserve is None:
-            registry.reserve(worker.id, entry.task_id)
-        else:
-            reserve(entry, worker.id)
-        out.append(Assignment(entry, worker.id))
+        declined = 0
+        for entry in queue.head(model, room + MAX_DECLINED):
+            if room <= 0 or declined >= MAX_DECLINED:
+                break
+            offered = candidates
+            if entry.pin is not None:
+                # A pinned task (compare runs) waits for its own worker or pool; while that has
+                # no room it is passed over without asking the policy (counted as a decline).
+                offered = [w for w in candidates if pinned(w, entry.pin)]
+                if not any(w.room(prefetch) > 0 for w in offered):
+                    declined += 1
+                    continue
+            views = [w.view(now_ms, registry.stale_ms, prefetch) for w in offered]
+            pick = schedule(entry, views)
+            worker = registry.get(pick) if isinstance(pick, str) else None
+            if worker is None or worker not in offered or worker.room(prefetch) == 0:
+                declined += 1
+                continue
+            queue.remove(entry.task_id)
+            if reserve is None:
+                registry.reserve(worker.id, entry.task_id)
+            else:
+                reserve(entry, worker.id)
+            room -= 1
+            out.append(Assignment(entry, worker.id))
     return out

@@ -14,10 +14,18 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from orchestratord.domain.tenancy import Caller
 from shared.params import FieldReader
 from shared.wire import Priority, TaskStatus
 
-__all__ = ["Priority", "TaskRecord", "TaskRequest", "TaskStatus", "parse_task_request"]
+__all__ = [
+    "Priority",
+    "TaskQuery",
+    "TaskRecord",
+    "TaskRequest",
+    "TaskStatus",
+    "parse_task_request",
+]
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -45,6 +53,8 @@ class TaskRequest:
     task_id: str | None = None
     tenant: str | None = None
     ignore_eos: bool = False  # generate exactly max_tokens (benchmarks, tests)
+    # "worker:ID" or "pool:NAME": run only there. Set by compare runs, never by a client body.
+    pin: str | None = None
 
     @cached_property
     def prompt_hash(self) -> str:
@@ -118,6 +128,28 @@ class TaskRecord:
         return self.status in ("succeeded", "failed", "cancelled")
 
 
+@dataclass(frozen=True)
+class TaskQuery:
+    """A page of `GET /v2/tasks`: filters, and the (created_ms, id) the page starts below."""
+
+    restricted: bool  # only `tenant`'s tasks (a client key); False: every tenant's
+    tenant: str | None = None
+    status: str | None = None
+    model: str | None = None
+    since_ms: int | None = None
+    before: tuple[int, str] | None = None
+    limit: int = 50
+
+    def matches(self, r: TaskRecord) -> bool:
+        return (
+            (not self.restricted or r.tenant == self.tenant)
+            and (self.status is None or r.status == self.status)
+            and (self.model is None or r.model == self.model)
+            and (self.since_ms is None or r.created_ms >= self.since_ms)
+            and (self.before is None or (r.created_ms, r.id) < self.before)
+        )
+
+
 # --- validation -----------------------------------------------------------------------------
 
 _FIELDS = frozenset(
@@ -143,12 +175,12 @@ _FIELDS = frozenset(
 )
 
 
-def parse_task_request(body: Mapping[str, Any], *, tenant: str | None) -> TaskRequest:
+def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskRequest:
     """Validate a client body into a TaskRequest, or raise InvalidParams listing every bad field.
 
     Generation fields use the worker's own rules and limits (`shared.params`), so a task that
-    is accepted here is never refused by the worker it lands on. `tenant` comes from the
-    caller's credentials; when None the body's own `tenant` is used.
+    is accepted here is never refused by the worker it lands on. The task's tenant is the
+    caller's key's, whatever the body says (`Caller.task_tenant`).
     """
     r = FieldReader(body, known=set(_FIELDS))
     model = r.string("model", max_len=256)
@@ -186,6 +218,6 @@ def parse_task_request(body: Mapping[str, Any], *, tenant: str | None) -> TaskRe
         session_id=session_id,
         deadline_ms=deadline_ms,
         task_id=task_id,
-        tenant=tenant if tenant is not None else body_tenant,
+        tenant=caller.task_tenant(body_tenant),
         ignore_eos=ignore_eos,
     )

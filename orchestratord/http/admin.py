@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from orchestratord.fleet.control import FleetControl
+from orchestratord.fleet.plan_hook import PlanHook
 from orchestratord.policy import PolicyHolder
 from shared.params import read_json
 from shared.problem import InvalidParams
@@ -23,14 +26,35 @@ async def reload_policy(request: Request) -> Response:
             errors=[{"field": "body", "message": "expected {source: <starlark text>, name?: str}"}],
         )
     source = payload.get("source")
+    fleet: FleetControl = request.state.fleet
+    old = fleet.hook
+    # Compiling and dry-running a policy takes a while: never on the event loop. The policy's
+    # plan() (specs/fleet.md FLT-010) is checked first: all of it changes or none.
     if source is None:
-        engine = holder.reload()
+        new_hook = await asyncio.to_thread(
+            PlanHook.from_file,
+            holder.engine.path,
+            budget_ms=old.budget_ms,
+            observer=old.observer,
+            clock=old.clock,
+        )
+        engine = await asyncio.to_thread(holder.reload)
     elif isinstance(source, str):
-        engine = holder.reload_source(source, name=str(payload.get("name") or "<admin>"))
+        name = str(payload.get("name") or "<admin>")
+        new_hook = await asyncio.to_thread(
+            PlanHook.from_source,
+            source,
+            name=name,
+            budget_ms=old.budget_ms,
+            observer=old.observer,
+            clock=old.clock,
+        )
+        engine = await asyncio.to_thread(holder.reload_source, source, name=name)
     else:
         raise InvalidParams(
             "source must be a string", errors=[{"field": "source", "message": "must be a string"}]
         )
+    fleet.hook = new_hook
     return JSONResponse(
         {
             "name": engine.name,

@@ -1,9 +1,15 @@
-"""Who may call what: API keys for the client API, the cluster token for workers and admin.
+"""Who may call what (ORCH-080, ORCH-081, ORCH-150):
 
-- `/v2/workers*` and `/v2/admin*` need the cluster token (when one is configured); a valid
-  client API key there is 403, anything else 401.
-- Everything else except the open paths needs an API key (when any is configured). A key given
-  as `TENANT:KEY` makes requests with it belong to TENANT: `request.state.tenant`.
+- `/health`, `/metrics` and `/openapi.json` (the API description) are open.
+- `/v2/workers*` needs the cluster token (workers and pools hold it) or the admin token.
+- `/v2/admin*`, `/v2/fleet*` and `POST /v2/workers/{id}/drain` need the admin token
+  (`--admin-token`, specs/fleet.md FLT-007); the cluster token is not enough, since
+  every pool host holds it. Without an admin token configured, admin routes are refused, unless
+  orchestratord runs fully open (no keys, no tokens: loopback only, ORCH-006).
+- Everything else needs a client API key when any is configured, or the admin token. A key
+  given as `TENANT:KEY` makes the caller TENANT; the admin token makes it the admin, who sees
+  every tenant. The caller reaches handlers as `request.state.caller` (orchestratord.http.caller).
+- The web console's files (`/`, `/ui/...`) are open: they hold no secret (ORCH-220).
 """
 
 from __future__ import annotations
@@ -13,9 +19,20 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from orchestratord.domain.tenancy import ADMIN, OPEN, Caller
 from shared.problem import ApiError, Forbidden, Unauthorized
 
-CLUSTER_PREFIXES = ("/v2/workers", "/v2/admin")
+WORKER_PREFIX = "/v2/workers"
+ADMIN_PREFIXES = ("/v2/admin", "/v2/fleet")  # the fleet is admin's: specs/fleet.md FLT-007
+
+
+def _admin_path(path: str) -> bool:
+    """Admin routes: /v2/admin*, /v2/fleet*, and a worker's drain (FLT-030)."""
+    return path.startswith(ADMIN_PREFIXES) or (
+        path.startswith(WORKER_PREFIX + "/") and path.endswith("/drain")
+    )
+
+
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 
 
@@ -36,38 +53,63 @@ def _match(presented: bytes | None, secrets: list[bytes]) -> int | None:
 
 
 class OrchestratorAuth:
-    """Pure ASGI middleware; with no keys and no token configured everything is open."""
+    """Pure ASGI middleware; with no keys and no tokens configured everything is open."""
 
     def __init__(
-        self, app: ASGIApp, key_tenants: Mapping[str, str | None], cluster_token: str | None
+        self,
+        app: ASGIApp,
+        key_tenants: Mapping[str, str | None],
+        cluster_token: str | None,
+        admin_token: str | None = None,
     ) -> None:
         self.app = app
         self.keys = [k.encode() for k in key_tenants]
         self.tenants = list(key_tenants.values())
         self.cluster = [cluster_token.encode()] if cluster_token else []
+        self.admin = [admin_token.encode()] if admin_token else []
+        self.open = not (self.keys or self.cluster or self.admin)
+
+    def _refuse(self, presented: bytes | None, needs: str) -> ApiError:
+        if presented is not None and _match(presented, self.keys + self.cluster) is not None:
+            return Forbidden(f"this endpoint needs the {needs}")
+        return Unauthorized(f"the {needs} is required")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in OPEN_PATHS:
+        if scope["type"] != "http" or path in OPEN_PATHS or is_console(path):
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
-        if path.startswith(CLUSTER_PREFIXES):
-            if self.cluster and _match(presented, self.cluster) is None:
-                if self.keys and _match(presented, self.keys) is not None:
-                    err: ApiError = Forbidden(
-                        "this endpoint needs the cluster token, not a client API key"
-                    )
-                else:
-                    err = Unauthorized("the cluster token is required")
-                await err.response(path)(scope, receive, send)
-                return
+        is_admin = bool(self.admin) and _match(presented, self.admin) is not None
+        err: ApiError | None = None
+        caller: Caller = OPEN
+        if _admin_path(path):
+            if not (is_admin or self.open):
+                err = (
+                    self._refuse(presented, "admin token")
+                    if self.admin
+                    else Forbidden("admin routes are off: start orchestratord with --admin-token")
+                )
+            caller = ADMIN
+        elif path.startswith(WORKER_PREFIX):
+            if self.cluster and not is_admin and _match(presented, self.cluster) is None:
+                err = self._refuse(presented, "cluster token")
+            caller = ADMIN
+        elif is_admin:
+            caller = ADMIN
         elif self.keys:
             n = _match(presented, self.keys)
             if n is None:
-                await Unauthorized().response(path)(scope, receive, send)
-                return
-            tenant = self.tenants[n]
-            if tenant is not None:
-                scope.setdefault("state", {})["tenant"] = tenant
+                err = Unauthorized()
+            else:
+                caller = Caller(tenant=self.tenants[n])
+        if err is not None:
+            await err.response(path)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
+
+
+def is_console(path: str) -> bool:
+    """The console's static files and the redirect to them: no secret, no token needed."""
+    return path == "/" or path == "/ui" or path.startswith("/ui/")

@@ -44,7 +44,7 @@ from orchestratord.http.openai_shapes import (
     sse_data,
     usage,
 )
-from orchestratord.http.tasks import tenant_of
+from orchestratord.http.tasks import caller_of
 from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent
 from shared.problem import PROBLEM_JSON, ApiError, Internal
@@ -69,7 +69,7 @@ async def _submit(request: Request, kind: Kind) -> Response:
         except ValueError:
             raise invalid([("body", "must be valid JSON")]) from None
         task, stream, include_usage = openai_task_body(kind, body)
-        record = await service.submit(parse_task_request(task, tenant=tenant_of(request)))
+        record = await service.submit(parse_task_request(task, caller=caller_of(request)))
     except ApiError as err:
         return error_response(err, request.url.path)
     shaper = Shaper(kind, record.id, task["model"], int(time.time()))
@@ -139,7 +139,7 @@ async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str
     parts: list[str] = []
     prompt_tokens = 0
     try:
-        async for ev in service.events(task_id):
+        async for ev in await service.events(task_id):
             if ev.event == "token":
                 parts.append(str(ev.data.get("t", "")))
             elif ev.event in ("started", "end"):
@@ -178,7 +178,8 @@ class _Chunks:
         if self.shaper.kind == "chat":
             yield sse_data(self.shaper.chunk("", role=True))
         try:
-            async with contextlib.aclosing(self.service.frames(self.task_id)) as batches:
+            batches = await self.service.frames(self.task_id)
+            async with contextlib.aclosing(batches):
                 async for batch in batches:
                     yield b"".join([self.shape(ev) for ev in batch])
         except ApiError as err:

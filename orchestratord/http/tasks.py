@@ -8,12 +8,15 @@ That is the response's `on_close`, so it holds whether or not the stream ever st
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.tasks import TaskRecord, parse_task_request
+from orchestratord.domain.tenancy import OPEN, Caller
+from orchestratord.http.listing import encode_cursor, parse_list_query
 from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent
 from shared.params import read_json
@@ -21,10 +24,10 @@ from shared.problem import InvalidParams
 from shared.sse import EventStream
 
 
-def tenant_of(request: Request) -> str | None:
-    """The tenant of the caller's API key (`--api-key TENANT:KEY`), if any."""
-    tenant = getattr(request.state, "tenant", None)
-    return tenant if isinstance(tenant, str) else None
+def caller_of(request: Request) -> Caller:
+    """Who is asking (set by orchestratord.http.auth); an app without the middleware is open."""
+    caller = getattr(request.state, "caller", None)
+    return caller if isinstance(caller, Caller) else OPEN
 
 
 def last_event_id(request: Request) -> int | None:
@@ -57,7 +60,7 @@ async def frames(batches: AsyncGenerator[list[TaskEvent], None]) -> AsyncIterato
 
 async def submit_task(request: Request) -> Response:
     service: TaskService = request.state.service
-    req = parse_task_request(await read_json(request), tenant=tenant_of(request))
+    req = parse_task_request(await read_json(request), caller=caller_of(request))
     record = await service.submit(req)
     events_url = f"/v2/tasks/{record.id}/events"
     if "text/event-stream" in request.headers.get("accept", ""):
@@ -67,7 +70,7 @@ async def submit_task(request: Request) -> Response:
             service.cancel_soon(task_id)
 
         return EventStream(
-            frames(service.frames(task_id)),
+            frames(await service.frames(task_id)),
             on_close=detach,
             headers={"X-Llorch-Task-Id": task_id, "Content-Location": events_url},
         )
@@ -86,27 +89,42 @@ async def submit_task(request: Request) -> Response:
 async def task_events(request: Request) -> Response:
     service: TaskService = request.state.service
     task_id = request.path_params["task_id"]
+    batches = await service.frames(task_id, caller_of(request), last_event_id(request))
     return EventStream(
-        frames(service.frames(task_id, last_event_id(request))),
+        frames(batches),
         headers={"X-Llorch-Task-Id": task_id},
     )
 
 
 async def cancel_task(request: Request) -> Response:
-    await request.state.service.cancel(request.path_params["task_id"])
+    await request.state.service.cancel(request.path_params["task_id"], caller_of(request))
     return Response(status_code=204)
+
+
+def task_json(service: TaskService, record: TaskRecord) -> dict[str, Any]:
+    body = record.to_json()
+    body["queue_position"] = service.queue_position(record.id)
+    return body
 
 
 async def get_task(request: Request) -> Response:
     service: TaskService = request.state.service
-    record = service.get(request.path_params["task_id"])
-    body = record.to_json()
-    body["queue_position"] = service.queue_position(record.id)
-    return JSONResponse(body)
+    record = await service.get(request.path_params["task_id"], caller_of(request))
+    return JSONResponse(task_json(service, record))
+
+
+async def list_tasks(request: Request) -> Response:
+    """GET /v2/tasks: the caller's tasks (every tenant's for the admin), newest first, paged."""
+    service: TaskService = request.state.service
+    query = parse_list_query(request.query_params, caller_of(request))
+    records, more = await service.list_tasks(query)
+    cursor = encode_cursor(records[-1]) if more and records else None
+    return JSONResponse({"tasks": [task_json(service, r) for r in records], "next_cursor": cursor})
 
 
 routes = [
     Route("/v2/tasks", submit_task, methods=["POST"]),
+    Route("/v2/tasks", list_tasks, methods=["GET"]),
     Route("/v2/tasks/{task_id}", get_task, methods=["GET"]),
     Route("/v2/tasks/{task_id}/events", task_events, methods=["GET"]),
     Route("/v2/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),

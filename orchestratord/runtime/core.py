@@ -9,7 +9,6 @@ so a task ends once, with a reason, its record saved and its readers woken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -80,8 +79,11 @@ class Core:
         self.ledger = Ledger(self.registry)
         self.tasks: dict[str, ActiveTask] = {}
         self._finished: deque[str] = deque()
+        self.retained_bytes = 0  # event logs of finished tasks kept for Last-Event-ID
         self._wake = asyncio.Event()
+        self.dirty: set[str] = set()  # models whose placement may have changed
         self._background: set[asyncio.Task[Any]] = set()
+        self.observers: list[Callable[[TaskRecord], None]] = []
 
     @property
     def running_by_tenant(self) -> dict[str, int]:
@@ -89,16 +91,26 @@ class Core:
 
     # --- wake-ups and background work ---------------------------------------------------------
 
-    def wake(self) -> None:
-        """Ask for a scheduling pass (a task queued, a slot freed, a worker changed)."""
+    def wake(self, model: str) -> None:
+        """Ask for a scheduling pass over `model` (a task queued, a slot freed, a worker
+        changed): the pass looks only at the models something happened to."""
+        self.dirty.add(model)
         self._wake.set()
 
-    async def wait_for_work(self, wait_s: float) -> None:
-        """Return when `wake` was called, or after `wait_s` (deadlines and sweeps)."""
-        with contextlib.suppress(TimeoutError):
+    async def wait_for_work(self, wait_s: float) -> set[str]:
+        """Return the models woken for, when `wake` was called; every queued model after
+        `wait_s` without a wake (deadlines, sweeps, workers going stale or coming back)."""
+        woken = True
+        try:
             async with asyncio.timeout(wait_s):
                 await self._wake.wait()
+        except TimeoutError:
+            woken = False
         self._wake.clear()
+        models, self.dirty = self.dirty, set()
+        if not woken:
+            models.update(self.queue.models())
+        return models
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -187,10 +199,26 @@ class Core:
             active.grace = None
         self.save(rec)
         logs.task_line(rec.to_json())
-        self._finished.append(rec.id)
-        while len(self._finished) > self.settings.retain_tasks:
-            self.tasks.pop(self._finished.popleft(), None)
+        self._retain(active)
+
+    def _retain(self, active: ActiveTask) -> None:
+        """Keep a finished task's events for readers that reconnect, within both bounds: the
+        last `--retain-tasks` tasks and `--retain-events-bytes` of events; the oldest go first
+        (their records stay in the database)."""
+        self._finished.append(active.record.id)
+        self.retained_bytes += active.log.nbytes
+        s = self.settings
+        while self._finished and (
+            len(self._finished) > s.retain_tasks or self.retained_bytes > s.retain_events_bytes
+        ):
+            gone = self.tasks.pop(self._finished.popleft(), None)
+            if gone is not None:
+                self.retained_bytes -= gone.log.nbytes
 
     def save(self, record: TaskRecord) -> None:
+        """Every change of a task's state passes here: the database, then the observers
+        (the fleet events feed) are told."""
         if self.writer:
             self.writer.task(record)
+        for observer in self.observers:
+            observer(record)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from orchestratord.domain.queue import QueueEntry
 from orchestratord.domain.scheduler import cluster_view, plan, task_view
-from orchestratord.policy.types import WorkerView
+from orchestratord.policy.types import ClusterView, WorkerView
 from orchestratord.runtime.core import Core
 from orchestratord.runtime.runner import start_runner
 
@@ -27,16 +28,17 @@ async def dispatch_loop(core: Core) -> None:
         timeout = MAX_IDLE_S
         if next_deadline is not None:
             timeout = max(0.0, min(timeout, (next_deadline - now) / 1000))
-        await core.wait_for_work(timeout)
+        models = await core.wait_for_work(timeout)
         try:
-            dispatch_pass(core)
+            dispatch_pass(core, models)
         except Exception:
             log.exception("scheduling pass failed")
             await asyncio.sleep(0.1)
 
 
-def dispatch_pass(core: Core) -> int:
-    """Expire deadlines, sweep dead workers, and start what can run; returns how many started."""
+def dispatch_pass(core: Core, models: Iterable[str] | None = None) -> int:
+    """Expire deadlines, sweep dead workers, and start what can run of `models` (default:
+    every queued model); returns how many started."""
     now = core.clock()
     for entry in core.queue.expire(now):
         core.fail(
@@ -53,9 +55,12 @@ def dispatch_pass(core: Core) -> int:
             core.writer.worker(w, "dead")
     if not core.queue:
         return 0
-    cluster = cluster_view(core.queue, core.registry, core.running_by_tenant, now)
+    cluster: ClusterView | None = None
 
     def schedule(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
+        nonlocal cluster
+        if cluster is None:  # built once per pass, and only when a placement is asked for
+            cluster = cluster_view(core.queue, core.registry, core.running_by_tenant, now)
         active = core.tasks[entry.task_id]
         view = task_view(entry.task_id, active.req, now - entry.enqueued_ms)
         try:
@@ -70,4 +75,4 @@ def dispatch_pass(core: Core) -> int:
         # The reservation owns the slot and the tenant's running count from here on.
         start_runner(core, active, core.ledger.reserve(worker_id, entry.task_id, active.req.tenant))
 
-    return len(plan(core.queue, core.registry, now, schedule, reserve))
+    return len(plan(core.queue, core.registry, now, schedule, reserve, models))

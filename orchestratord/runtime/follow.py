@@ -2,7 +2,7 @@
 
 Readers get the events after the id they name, in batches of whatever is ready, then wait for
 more. Tokens after the first are batched per `--stream-coalesce-ms` window. When the last
-reader of a running task goes away, a grace timer starts; the task is cancelled when it
+reader of a task goes away (queued or running), a grace timer starts; the task is cancelled when it
 expires with nobody reading. (The submitting stream cancels its task at once: that is its
 response's `on_close`, which runs even when this generator never started.)
 """
@@ -47,7 +47,8 @@ async def follow(
                 yield []
     finally:
         tlog.readers -= 1
-        if not tlog.closed and tlog.readers == 0 and active.runner is not None:
+        if not tlog.closed and tlog.readers == 0:
+            # Queued or running: a task whose client is gone stops holding its place.
             arm_grace(core, active)
 
 

@@ -35,7 +35,7 @@ def start_runner(service: Core, active: ActiveTask, reservation: Reservation) ->
 
     def done(task: asyncio.Task[None]) -> None:
         if reservation.release():
-            service.wake()
+            service.wake(active.req.model)
         if active.runner is task:
             active.runner = None
         if not active.log.closed and task.cancelled():
@@ -79,7 +79,7 @@ async def run_task(service: Core, active: ActiveTask, reservation: Reservation) 
             outcome = "done"
         finally:
             active.job_id = active.worker_url = None
-    service.wake()
+    service.wake(active.req.model)
     if outcome == "done" or active.log.closed:
         return
     if active.cancelling:
@@ -95,7 +95,7 @@ async def run_task(service: Core, active: ActiveTask, reservation: Reservation) 
         service.metrics.retries.inc()
         rec.status, rec.worker_id = "queued", None
         service.queue.push_front(active.entry)
-        service.wake()
+        service.wake(active.req.model)
 
 
 async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome:
@@ -108,8 +108,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
         service.metrics.queue_time.observe(max(0.0, time.perf_counter() - active.submitted))
     active.job_id = f"{rec.id}.{rec.attempts}"
     active.worker_url = worker.url
-    if service.writer:
-        service.writer.task(rec)
+    service.save(rec)
     tlog = active.log
     body = active.req.worker_body(active.job_id)
     try:
@@ -126,6 +125,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
                     active.first_token = time.perf_counter()
                     service.metrics.ttft.observe(active.first_token - active.submitted)
                 active.tokens += 1
+                worker.tokens_relayed += 1
                 tlog.append("token", raw=raw)
             elif name == "started":
                 prompt_tokens = json.loads(raw).get("prompt_tokens")

@@ -17,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import httpx
 
+from orchestratord.domain.admission import check_servable
 from orchestratord.domain.queue import QueueEntry, QueueFullError
 from orchestratord.domain.registry import Worker, WorkerListing
 from orchestratord.domain.scheduler import Policy, cluster_view, task_view
-from orchestratord.domain.tasks import TaskRecord, TaskRequest, parse_task_request
+from orchestratord.domain.tasks import TaskQuery, TaskRecord, TaskRequest, parse_task_request
+from orchestratord.domain.tenancy import ADMIN, Caller
 from orchestratord.metrics import Metrics
 from orchestratord.runtime.core import ActiveTask, Core, wall_ms
 from orchestratord.runtime.dispatch import dispatch_loop
@@ -61,6 +63,7 @@ class TaskService(Core):
             settings, policy=policy, metrics=metrics, store=store, writer=writer, clock=clock
         )
         self.client = client
+        self.expected_models = frozenset(settings.expect_models)
         self._loop: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -101,18 +104,25 @@ class TaskService(Core):
     async def submit(self, req: TaskRequest) -> TaskRecord:
         """Admit and enqueue a task; returns its record (status "queued").
 
-        A `task_id` already known returns the existing record (idempotent resubmission);
-        the same id with a different prompt is a Conflict. Raises QueueFull or
-        AdmissionReject (429 with retry_after_ms).
+        A `task_id` already known to the same tenant returns the existing record (idempotent
+        resubmission); the same id with a different prompt, or an id another tenant used, is
+        a Conflict. Raises QueueFull or AdmissionReject (429 with retry_after_ms).
         """
         if req.task_id is not None:
-            existing = self._known(req.task_id)
+            existing = await self._known(req.task_id)
             if existing is not None:
-                if existing.prompt_hash != req.prompt_hash or existing.model != req.model:
+                if (
+                    existing.tenant != req.tenant
+                    or existing.prompt_hash != req.prompt_hash
+                    or existing.model != req.model
+                ):
                     raise Conflict(f"task_id {req.task_id} was used for a different task")
                 return existing
+        reg = self.registry
+        check_servable(req, reg.serving(req.model), self.expected_models, reg.known_models())
         now = self.clock()
-        task_id = req.task_id or uuid.uuid4().hex
+        # Server-made ids are 128 random bits: unguessable, so an id is no capability leak.
+        task_id = req.task_id or secrets.token_hex(16)
         cluster = cluster_view(self.queue, self.registry, self.running_by_tenant, now)
         decision = self.policy.admit(task_view(task_id, req, 0), cluster)
         if not decision.accept:
@@ -124,7 +134,12 @@ class TaskService(Core):
             )
         deadline = req.deadline_ms or self.settings.default_deadline_ms or None
         entry = QueueEntry(
-            task_id, req.model, req.priority, now, now + deadline if deadline else None
+            task_id,
+            req.model,
+            req.priority,
+            now,
+            now + deadline if deadline else None,
+            pin=req.pin,
         )
         try:
             dropped = self.queue.push(entry)
@@ -153,40 +168,48 @@ class TaskService(Core):
                 retriable=True,
             )
         self.save(record)
-        self._wake.set()
+        self.wake(req.model)
         return record
 
-    def events(self, task_id: str, after: int | None = None) -> AsyncIterator[TaskEvent]:
+    async def events(
+        self, task_id: str, caller: Caller = ADMIN, after: int | None = None
+    ) -> AsyncIterator[TaskEvent]:
         """The task's events from id `after + 1` (all when None), live, ending after end/error.
 
-        Raises NotFound at once for an unknown task or one whose events are no longer retained.
-        Events: queued{queue_position}, started{worker_id, queue_ms}, token{t, i},
-        end{tokens_out, ttft_ms, decode_time_ms, stop_reason} | error{code, message, retriable}.
+        Raises NotFound at once for an unknown task, one the caller may not see, or one whose
+        events are no longer retained. Events: queued{queue_position}, started{worker_id,
+        queue_ms}, token{t, i}, end{tokens_out, ttft_ms, decode_time_ms, stop_reason} |
+        error{code, message, retriable}.
         """
-        active = self._active(task_id)
+        active = await self._active(task_id, caller)
         return flatten(follow(self, active, after, None))
 
-    def frames(
+    async def frames(
         self,
         task_id: str,
+        caller: Caller = ADMIN,
         after: int | None = None,
         *,
         keepalive_s: float = 15.0,
     ) -> AsyncGenerator[list[TaskEvent], None]:
         """Like `events`, in batches of whatever is ready (the SSE route writes one batch per
         send); an empty batch means `keepalive_s` passed without an event."""
-        return follow(self, self._active(task_id), after, keepalive_s)
+        return follow(self, await self._active(task_id, caller), after, keepalive_s)
 
-    async def cancel(self, task_id: str) -> None:
-        """Cancel a queued or running task; a finished task is left as it is. NotFound if unknown.
+    async def cancel(self, task_id: str, caller: Caller = ADMIN) -> TaskRecord:
+        """Cancel a queued or running task; a finished task is left as it is. NotFound if
+        unknown or not the caller's. Returns the record as it is afterwards.
 
         The stream ends with `end{stop_reason: CANCELLED}`; the worker's slot is freed.
         """
         active = self.tasks.get(task_id)
-        if active is None:
-            if self._known(task_id) is None:
-                raise NotFound(f"no task {task_id}")
-            return
+        if active is None or not caller.sees(active.record.tenant):
+            return await self.get(task_id, caller)
+        await self._cancel(active)
+        return active.record
+
+    async def _cancel(self, active: ActiveTask) -> None:
+        task_id = active.record.id
         if active.log.closed:
             return
         if self.queue.remove(task_id) is not None:
@@ -211,12 +234,26 @@ class TaskService(Core):
         if not active.log.closed:
             self.finish_cancelled(active)
 
-    def get(self, task_id: str) -> TaskRecord:
-        """The task record; raises NotFound."""
-        record = self._known(task_id)
-        if record is None:
+    async def get(self, task_id: str, caller: Caller = ADMIN) -> TaskRecord:
+        """The task record; raises NotFound (also for another tenant's task)."""
+        record = await self._known(task_id)
+        if record is None or not caller.sees(record.tenant):
             raise NotFound(f"no task {task_id}")
         return record
+
+    async def list_tasks(self, query: TaskQuery) -> tuple[list[TaskRecord], bool]:
+        """A page of records, newest first, and whether more follow. The database has every
+        task; the records in memory are newer (the writer batches), so they win."""
+        rows = await asyncio.to_thread(self.store.list_tasks, query) if self.store else []
+        merged = {r.id: r for r in rows}
+        for active in self.tasks.values():
+            rec = active.record
+            if query.matches(rec):
+                merged[rec.id] = rec
+            else:
+                merged.pop(rec.id, None)
+        page = sorted(merged.values(), key=lambda r: (r.created_ms, r.id), reverse=True)
+        return page[: query.limit], len(page) > query.limit or len(rows) >= query.limit
 
     def models(self) -> list[str]:
         """Names of models served by at least one live worker, sorted."""
@@ -232,7 +269,7 @@ class TaskService(Core):
         log.info("worker %s registered: %s at %s, %d slots", w.id, w.model, w.url, w.slots_total)
         if self.writer:
             self.writer.worker(w, "ready")
-        self._wake.set()
+        self.wake(w.model)
         return w
 
     def heartbeat(
@@ -243,8 +280,19 @@ class TaskService(Core):
             return False
         if self.writer:
             self.writer.worker(w, w.reported)
-        self._wake.set()
+        self.wake(w.model)
         return True
+
+    def drain_worker(self, worker_id: str) -> WorkerListing:
+        """POST /v2/workers/{id}/drain: no new task goes there; NotFound when unknown."""
+        w = self.registry.drain(worker_id)
+        if w is None:
+            raise NotFound(f"worker {worker_id} is not registered")
+        log.info("worker %s draining: %d task(s) still running there", w.id, len(w.inflight))
+        now = self.clock()
+        if self.writer:
+            self.writer.worker(w, w.state(now, self.registry.stale_ms))
+        return w.listing(now, self.registry.stale_ms)
 
     def deregister_worker(self, worker_id: str) -> bool:
         w = self.registry.remove(worker_id)
@@ -257,22 +305,26 @@ class TaskService(Core):
 
     # --- internals ------------------------------------------------------------------------
 
-    def _known(self, task_id: str) -> TaskRecord | None:
+    async def _known(self, task_id: str) -> TaskRecord | None:
         active = self.tasks.get(task_id)
         if active is not None:
             return active.record
-        return self.store.get_task(task_id) if self.store else None
+        if self.store is None:
+            return None
+        # The database is read off the event loop: a slow disk must not stall every stream.
+        return await asyncio.to_thread(self.store.get_task, task_id)
 
-    def _active(self, task_id: str) -> ActiveTask:
+    async def _active(self, task_id: str, caller: Caller) -> ActiveTask:
         active = self.tasks.get(task_id)
-        if active is None:
-            if self._known(task_id) is not None:
-                raise NotFound(
-                    f"the events of task {task_id} are no longer retained; "
-                    "GET /v2/tasks/{id} has its outcome"
-                )
-            raise NotFound(f"no task {task_id}")
-        return active
+        if active is not None and caller.sees(active.record.tenant):
+            return active
+        record = await self._known(task_id) if active is None else None
+        if record is not None and caller.sees(record.tenant):
+            raise NotFound(
+                f"the events of task {task_id} are no longer retained; "
+                "GET /v2/tasks/{id} has its outcome"
+            )
+        raise NotFound(f"no task {task_id}")
 
     async def _closed(self, active: ActiveTask) -> None:
         while not active.log.closed:

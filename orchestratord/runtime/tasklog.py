@@ -14,6 +14,8 @@ from typing import Any
 from shared.sse import dumps
 from shared.wire import TERMINAL_EVENTS
 
+EVENT_OVERHEAD = 160
+
 
 class TaskEvent:
     """One event of a task's stream. `raw` is the JSON data as received, passed through as is.
@@ -59,10 +61,11 @@ class TaskLog:
     a token costs no allocation while readers are busy sending.
     """
 
-    __slots__ = ("_changed", "_closing", "closed", "events", "readers")
+    __slots__ = ("_changed", "_closing", "closed", "events", "nbytes", "readers")
 
     def __init__(self) -> None:
         self.events: list[TaskEvent] = []
+        self.nbytes = 0  # what the events hold in memory, about: the retention bound counts it
         self.closed = False
         self.readers = 0
         self._changed: asyncio.Event | None = None
@@ -75,6 +78,8 @@ class TaskLog:
             raise RuntimeError("task log is closed")
         ev = TaskEvent(len(self.events), event, data, raw)
         self.events.append(ev)
+        # The data, its SSE frame (built once, about as large) and the objects around them.
+        self.nbytes += 2 * len(ev.raw) + EVENT_OVERHEAD
         if event in TERMINAL_EVENTS:
             self.closed = True
             if self._closing is not None:

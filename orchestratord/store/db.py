@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from orchestratord.domain.registry import Worker
-from orchestratord.domain.tasks import TaskRecord
+from orchestratord.domain.tasks import TaskQuery, TaskRecord
 
 log = logging.getLogger("llorch.orchestratord.store.db")
 SCHEMA_VERSION = 2
@@ -67,6 +68,25 @@ tasks = sa.Table(
     sa.Column("ttft_ms", sa.Float),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
 )
+# Listings page newest first; retention deletes by finish time (created in `migrate` too,
+# so databases made before they existed get them).
+INDEXES = (
+    sa.Index("ix_tasks_created", tasks.c.created_ms, tasks.c.id),
+    sa.Index("ix_tasks_finished", tasks.c.finished_ms),
+)
+# Compare runs (specs ORCH-212): the run record as JSON, with the columns it is listed by.
+# A table added after a release is created when missing (migrate), without a version bump.
+compare_runs = sa.Table(
+    "compare_runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False, index=True),
+    sa.Column("tenant", sa.String(128), index=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+)
+_ADDED_TABLES = (compare_runs,)
 
 # Columns each upgrade adds: version -> [(table, column DDL)].
 _UPGRADES: dict[int, list[tuple[str, str]]] = {
@@ -146,6 +166,10 @@ class Store:
                 c.execute(schema_version.delete())
                 c.execute(schema_version.insert().values(version=version))
                 log.info("database schema upgraded to version %d", version)
+            for index in INDEXES:
+                index.create(c, checkfirst=True)
+            for added in _ADDED_TABLES:
+                added.create(c, checkfirst=True)
 
     # --- workers ---------------------------------------------------------------------------
 
@@ -184,12 +208,48 @@ class Store:
         with self.engine.begin() as c:
             _upsert_many(c, tasks, rows)
 
+    def list_tasks(self, query: TaskQuery) -> list[TaskRecord]:
+        """Records matching `query`, newest first (created_ms, then id), at most query.limit."""
+        q = sa.select(tasks)
+        if query.restricted:
+            q = q.where(
+                tasks.c.tenant.is_(None) if query.tenant is None else tasks.c.tenant == query.tenant
+            )
+        if query.status is not None:
+            q = q.where(tasks.c.status == query.status)
+        if query.model is not None:
+            q = q.where(tasks.c.model == query.model)
+        if query.since_ms is not None:
+            q = q.where(tasks.c.created_ms >= query.since_ms)
+        if query.before is not None:
+            created, task_id = query.before
+            q = q.where(
+                sa.or_(
+                    tasks.c.created_ms < created,
+                    sa.and_(tasks.c.created_ms == created, tasks.c.id < task_id),
+                )
+            )
+        q = q.order_by(tasks.c.created_ms.desc(), tasks.c.id.desc()).limit(query.limit)
+        with self.engine.connect() as c:
+            return [TaskRecord(**row._asdict()) for row in c.execute(q)]
+
     def get_task(self, task_id: str) -> TaskRecord | None:
         with self.engine.connect() as c:
             row = c.execute(sa.select(tasks).where(tasks.c.id == task_id)).first()
         if row is None:
             return None
         return TaskRecord(**row._asdict())
+
+    def prune_finished(self, before_ms: int) -> int:
+        """Delete the records of tasks that finished before `before_ms`; returns how many."""
+        with self.engine.begin() as c:
+            result = c.execute(
+                tasks.delete().where(
+                    tasks.c.status.in_(("succeeded", "failed", "cancelled")),
+                    tasks.c.finished_ms < before_ms,
+                )
+            )
+            return int(result.rowcount)
 
     def fail_unfinished(self, now_ms: int) -> int:
         """At startup: tasks left queued or running by the previous run fail with WORKER_RESET."""
@@ -205,6 +265,41 @@ class Store:
                 )
             )
             return int(result.rowcount)
+
+    # --- compare runs ----------------------------------------------------------------------
+
+    def save_compare_run(self, record: dict[str, Any]) -> None:
+        row = {
+            "id": record["id"],
+            "created_ms": record["created_ms"],
+            "tenant": record.get("tenant"),
+            "model": record["model"],
+            "status": record["status"],
+            "record": json.dumps(record, separators=(",", ":")),
+        }
+        with self.engine.begin() as c:
+            _upsert_many(c, compare_runs, [row])
+
+    def get_compare_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            raw = c.execute(
+                sa.select(compare_runs.c.record).where(compare_runs.c.id == run_id)
+            ).scalar()
+        return json.loads(raw) if raw is not None else None
+
+    def list_compare_runs(self, limit: int, tenant: str | None, everyone: bool) -> list[Any]:
+        """Newest first; `everyone` (admin) lists all tenants, otherwise only `tenant`'s."""
+        q = sa.select(compare_runs.c.record).order_by(
+            compare_runs.c.created_ms.desc(), compare_runs.c.id.desc()
+        )
+        if not everyone:
+            q = q.where(
+                compare_runs.c.tenant.is_(None)
+                if tenant is None
+                else compare_runs.c.tenant == tenant
+            )
+        with self.engine.connect() as c:
+            return [json.loads(r) for r in c.execute(q.limit(limit)).scalars()]
 
 
 def worker_row(w: Worker, state: str) -> dict[str, Any]:

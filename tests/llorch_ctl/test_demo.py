@@ -24,3 +24,24 @@ def test_demo_streams_a_task_through_a_local_pool_and_cleans_up(tiny_model: Path
     assert "done: 24 tokens, stop MAX_TOKENS" in done.stderr
     assert "clean shutdown: no process left behind" in done.stderr
     assert done.stdout.strip(), "the tokens are printed on stdout"
+
+
+def test_demo_on_smollm2_answers_in_english(smollm2_model: Path) -> None:
+    """WRK-120: `make demo` (the default) asks SmolLM2 a question and streams a real answer."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llorch_ctl.demo",
+            "--model",
+            "smollm2",
+            "--cache",
+            str(smollm2_model.parent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout
+    assert "clean shutdown: no process left behind" in done.stderr

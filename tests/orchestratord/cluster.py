@@ -16,6 +16,8 @@ from tests.support import Proc, free_port, spawn, spawn_worker
 
 CT = "e2e-cluster-token"
 AUTH = {"authorization": f"Bearer {CT}"}
+AT = "e2e-admin-token"
+ADMIN = {"authorization": f"Bearer {AT}"}
 MODEL = "llorch-tiny"
 
 
@@ -114,6 +116,8 @@ def orchestratord(
         str(state_dir or tmp / "state"),
         "--cluster-token",
         CT,
+        "--admin-token",
+        AT,
         "--heartbeat-stale-ms",
         "1500",
         "--heartbeat-dead-ms",

@@ -23,6 +23,8 @@ def orchd(tmp_path: Path) -> AppFactory:
     @contextmanager
     def make(**kwargs: Any) -> Iterator[TestClient]:
         kwargs.setdefault("state_dir", tmp_path / "state")
+        # Most in-process tests queue tasks for "m" with no worker: the operator expects it.
+        kwargs.setdefault("expect_models", ("m",))
         with TestClient(create_app(Settings(**kwargs))) as client:
             yield client
 

@@ -39,7 +39,10 @@ def run_cluster(
 ) -> Iterator[Cluster]:
     """orchestratord (API key `TENANT:API_KEY`, cluster token) and one ready worker."""
     with (
-        orchestratord(tmp, "--api-key", f"{TENANT}:{API_KEY}", *extra) as orch,
+        # Tests park tasks on "no-such-model": the operator expects it, so it queues (ORCH-160).
+        orchestratord(
+            tmp, "--api-key", f"{TENANT}:{API_KEY}", "--expect-model", "no-such-model", *extra
+        ) as orch,
         worker(model, tmp, orch.url, WORKER_ID, slots=slots) as w,
     ):
         yield Cluster(orch, w)

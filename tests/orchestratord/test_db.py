@@ -8,6 +8,7 @@ import pytest
 
 from orchestratord.domain.registry import Worker
 from orchestratord.domain.tasks import TaskRecord
+from orchestratord.domain.tenancy import OPEN
 from orchestratord.store.db import SCHEMA_VERSION, BatchWriter, SchemaTooNew, Store
 
 V1_SCHEMA = """
@@ -108,7 +109,7 @@ def test_batch_writer_coalesces_and_deletes(tmp_path: Path) -> None:
 def test_the_prompt_is_never_stored(tmp_path: Path) -> None:
     from orchestratord.domain.tasks import parse_task_request
 
-    req = parse_task_request({"model": "m", "prompt": "secret words"}, tenant=None)
+    req = parse_task_request({"model": "m", "prompt": "secret words"}, caller=OPEN)
     store = Store(f"sqlite:///{tmp_path / 'o.db'}").open()
     rec = record("t1")
     rec.prompt_hash = req.prompt_hash

@@ -15,6 +15,7 @@ import pytest
 
 from orchestratord.policy import builtin_source
 from tests.orchestratord.cluster import (
+    ADMIN,
     AUTH,
     MODEL,
     Event,
@@ -198,14 +199,14 @@ def test_custom_policy_changes_placement_file_sighup_and_admin(cluster: Cluster)
         assert _placements(cluster.url, 2) == {"w1"}
         r = httpx.post(
             cluster.url + "/v2/admin/policy",
-            headers=AUTH,
+            headers=ADMIN,
             json={"source": _pin("w2"), "name": "pin-w2"},
         )
         assert r.status_code == 200, r.text
         assert _placements(cluster.url, 4) == {"w2"}
     finally:
         cluster.policy_file.write_text(builtin_source())
-        r = httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH, json={})
+        r = httpx.post(cluster.url + "/v2/admin/policy", headers=ADMIN, json={})
         assert r.status_code == 200 and r.json()["sha256"] == before
 
 
@@ -217,7 +218,7 @@ def test_broken_policy_falls_back_and_the_metric_counts_it(cluster: Cluster) -> 
         "    return None\n"
     )
     try:
-        r = httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH, json={"source": broken})
+        r = httpx.post(cluster.url + "/v2/admin/policy", headers=ADMIN, json={"source": broken})
         assert r.status_code == 200, r.text
         evs = stream_task(
             cluster.url, {"model": MODEL, "prompt": "x", "max_tokens": 4, "task_id": "boom-1"}
@@ -231,7 +232,7 @@ def test_broken_policy_falls_back_and_the_metric_counts_it(cluster: Cluster) -> 
         )
         assert m and float(m.group(1)) >= 1
     finally:
-        httpx.post(cluster.url + "/v2/admin/policy", headers=AUTH, json={})
+        httpx.post(cluster.url + "/v2/admin/policy", headers=ADMIN, json={})
 
 
 def test_worker_sigkill_mid_task_and_before_first_token(tiny_model: Path, tmp_path: Path) -> None:
@@ -275,7 +276,7 @@ def test_worker_sigkill_mid_task_and_before_first_token(tiny_model: Path, tmp_pa
             "            return 'ghost'\n"
             "    return free[0]['id'] if free else None\n"
         )
-        r = httpx.post(orch.url + "/v2/admin/policy", headers=AUTH, json={"source": prefer_ghost})
+        r = httpx.post(orch.url + "/v2/admin/policy", headers=ADMIN, json={"source": prefer_ghost})
         assert r.status_code == 200, r.text
         evs = stream_task(
             orch.url, {"model": MODEL, "prompt": "retry", "max_tokens": 4, "task_id": "retry-1"}
@@ -327,7 +328,7 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
 
 
 def test_queue_full_is_429_with_real_processes(tiny_model: Path, tmp_path: Path) -> None:
-    with orchestratord(tmp_path, "--queue-capacity", "2") as orch:
+    with orchestratord(tmp_path, "--queue-capacity", "2", "--expect-model", "not-served") as orch:
         body = {"model": "not-served", "prompt": "x", "max_tokens": 1}
         for _ in range(2):
             assert httpx.post(orch.url + "/v2/tasks", json=body).status_code == 202

@@ -173,16 +173,17 @@ def test_worker_register_heartbeat_deregister(orchd: AppFactory) -> None:
 
 
 def test_admin_policy_reload_is_validated(orchd: AppFactory) -> None:
-    with orchd(cluster_token="ct") as c:
+    admin = {"authorization": "Bearer at"}
+    with orchd(cluster_token="ct", admin_token="at") as c:
         before = c.get("/v2/meta/capabilities").json()["policy"]
-        r = c.post("/v2/admin/policy", headers=CT, json={"source": "def schedule(:"})
+        r = c.post("/v2/admin/policy", headers=admin, json={"source": "def schedule(:"})
         assert r.status_code == 400 and r.json()["code"] == "INVALID_PARAMS"
         assert c.get("/v2/meta/capabilities").json()["policy"] == before
         src = (
             "def admit(task, cluster):\n"
             "    return {'accept': False, 'reason': 'closed', 'retry_after_ms': 3000}\n"
         )
-        r = c.post("/v2/admin/policy", headers=CT, json={"source": src, "name": "closed"})
+        r = c.post("/v2/admin/policy", headers=admin, json={"source": src, "name": "closed"})
         assert r.status_code == 200 and r.json()["defines"] == ["admit"]
         assert c.get("/v2/meta/capabilities").json()["policy"]["sha256"] != before["sha256"]
         r = c.post("/v2/tasks", json=TASK)

@@ -43,15 +43,19 @@ class ScriptedService:
             created_ms=0,
         )
 
-    async def events(self, task_id: str, after: int | None = None) -> AsyncIterator[TaskEvent]:
+    async def events(self, task_id: str, *_: object) -> AsyncIterator[TaskEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[TaskEvent]:
         for n, (name, data) in enumerate(self.script):
             yield TaskEvent(n, name, data)
 
-    async def frames(
-        self, task_id: str, after: int | None = None
-    ) -> AsyncGenerator[list[TaskEvent], None]:
+    async def frames(self, task_id: str, *_: object) -> AsyncGenerator[list[TaskEvent], None]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncGenerator[list[TaskEvent], None]:
         yield []  # what the service sends while nothing happens: becomes a keep-alive
-        async for ev in self.events(task_id, after):
+        async for ev in self._events():
             yield [ev]
 
     async def cancel(self, task_id: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.tenancy import OPEN, Caller
 from orchestratord.http.openai_shapes import (
     Shaper,
     event_error,
@@ -59,7 +60,7 @@ def test_chat_body_maps_to_a_valid_task() -> None:
         "stop": ["\n"],
         "session_id": "alice",
     }
-    req = parse_task_request(task, tenant="t1")
+    req = parse_task_request(task, caller=Caller("t1"))
     assert req.max_tokens == 7 and req.stop == ("\n",) and req.session_id == "alice"
     assert req.tenant == "t1"
 
@@ -86,7 +87,7 @@ def test_completion_body_accepts_a_one_string_list_and_extensions() -> None:
         "priority": "batch",
         "session_id": "s",
     }
-    parse_task_request(task, tenant=None)
+    parse_task_request(task, caller=OPEN)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +154,7 @@ def test_unsupported_or_bad_input_is_a_400_naming_the_field(
 def test_out_of_range_values_are_left_to_the_task_validator() -> None:
     task, _, _ = openai_task_body("completion", {"model": "m", "prompt": "x", "temperature": 9})
     with pytest.raises(InvalidParams) as exc:
-        parse_task_request(task, tenant=None)
+        parse_task_request(task, caller=OPEN)
     assert [e["field"] for e in exc.value.errors] == ["temperature"]
 
 

@@ -9,6 +9,7 @@ import pytest
 from orchestratord.domain.registry import Registry, Worker
 from orchestratord.domain.reservations import Ledger
 from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.tenancy import Caller
 from orchestratord.metrics import Metrics
 from orchestratord.policy import PolicyEngine, PolicyHolder
 from orchestratord.runtime.dispatch import dispatch_pass
@@ -44,7 +45,7 @@ async def test_orch_141_a_runner_cancelled_before_its_first_step_frees_its_slot(
             client=client,
         )
         service.register_worker(Worker("w1", "http://127.0.0.1:1", "m", slots_total=1))
-        req = parse_task_request({"model": "m", "prompt": "hi"}, tenant="acme")
+        req = parse_task_request({"model": "m", "prompt": "hi"}, caller=Caller("acme"))
         record = await service.submit(req)
         assert dispatch_pass(service) == 1  # a runner is created, and has not run a step
         assert service.running_by_tenant == {"acme": 1}
@@ -52,6 +53,6 @@ async def test_orch_141_a_runner_cancelled_before_its_first_step_frees_its_slot(
         worker = service.registry.get("w1")
         assert worker is not None and worker.inflight == set() and worker.slots_busy == 0
         assert service.running_by_tenant == {}
-        got = service.get(record.id)
+        got = await service.get(record.id)
         assert got.status == "cancelled" and got.stop_reason == "CANCELLED"
         await service.stop()

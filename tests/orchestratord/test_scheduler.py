@@ -75,3 +75,24 @@ def test_prefetch_sends_jobs_beyond_free_slots_and_policies_see_the_capacity() -
     assert seen == [(0, 3), (1, 3), (2, 3)]
     [w] = r.listings(1)
     assert (w["slots_busy"], w["slots_total"]) == (2, 2)  # the listing shows the real slots
+
+
+def test_orch_211_a_pinned_task_is_offered_only_its_worker_or_pool() -> None:
+    q, r = setup({"a": 1, "b": 1})
+    r.register(Worker(id="c", url="http://c", model="m", pool="gpu", slots_total=1), 0)
+    q.push(QueueEntry("t-b", "m", "interactive", 0, None, pin="worker:b"))
+    q.push(QueueEntry("t-gpu", "m", "interactive", 0, None, pin="pool:gpu"))
+    q.push(QueueEntry("t-b2", "m", "interactive", 0, None, pin="worker:b"))
+    q.push(QueueEntry("t-any", "m", "interactive", 0, None))
+    offered: dict[str, list[str]] = {}
+
+    def first(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
+        offered[entry.task_id] = [w["id"] for w in workers]
+        free = [w for w in workers if w["slots_busy"] < w["slots_total"]]
+        return free[0]["id"] if free else None
+
+    out = {a.entry.task_id: a.worker_id for a in plan(q, r, 1, first)}
+    assert out == {"t-b": "b", "t-gpu": "c", "t-any": "a"}
+    assert offered["t-b"] == ["b"] and offered["t-gpu"] == ["c"]
+    # b is full: its second pinned task waits without holding back the unpinned one.
+    assert "t-b2" not in offered and [e.task_id for e in q] == ["t-b2"]

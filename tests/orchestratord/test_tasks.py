@@ -7,18 +7,19 @@ from typing import Any
 import pytest
 
 from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.tenancy import OPEN, Caller
 from orchestratord.runtime.tasklog import TaskEvent, TaskLog
 from shared.problem import InvalidParams
 
 
 def fields(body: Any) -> set[str]:
     with pytest.raises(InvalidParams) as e:
-        parse_task_request(body, tenant=None)
+        parse_task_request(body, caller=OPEN)
     return {err["field"] for err in e.value.errors}
 
 
 def test_minimal_prompt_request_gets_defaults() -> None:
-    req = parse_task_request({"model": "m", "prompt": "hi"}, tenant=None)
+    req = parse_task_request({"model": "m", "prompt": "hi"}, caller=OPEN)
     assert (req.model, req.prompt, req.max_tokens, req.priority) == ("m", "hi", 128, "interactive")
     assert req.worker_body("j1") == {"job_id": "j1", "max_tokens": 128, "prompt": "hi"}
     assert len(req.prompt_hash) == 64 and "hi" not in req.prompt_hash
@@ -43,7 +44,7 @@ def test_full_request_passes_sampling_to_the_worker_body() -> None:
             "task_id": "abc-1",
             "tenant": "body",
         },
-        tenant="key",
+        caller=Caller("key"),
     )
     assert req.tenant == "key"  # credentials win over the body
     assert req.worker_body("j") == {

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
+import anyio
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Message, Scope
 
 from shared.auth import BearerAuth
-from shared.params import FieldReader
+from shared.params import FieldReader, read_json
 from shared.problem import QueueFull, install_problem_handlers
 
 
@@ -93,3 +98,47 @@ def test_bearer_auth() -> None:
         assert c.get("/full", headers={"Authorization": "Basic s3cret"}).status_code == 401
         assert c.get("/full", headers={"Authorization": "Bearer s3cret"}).status_code == 429
         assert c.get("/open").status_code == 429
+
+
+def test_a_client_that_leaves_mid_body_is_no_unhandled_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ORCH-083: a client that closes its connection before the body arrived (starlette raises
+    ClientDisconnect from request.body()) is not logged as an unhandled error with a traceback;
+    before, every such client left an "unhandled error on POST" and a 500 in the log."""
+
+    async def read_body(request: Request) -> Response:
+        return JSONResponse(await read_json(request))
+
+    app = Starlette(routes=[Route("/body", read_body, methods=["POST"])])
+    install_problem_handlers(app)
+    sent: list[Message] = []
+    incoming: list[Message] = [
+        {"type": "http.request", "body": b'{"prompt":', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return incoming.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/body",
+        "raw_path": b"/body",
+        "query_string": b"",
+        "headers": [(b"content-length", b"100"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+        "scheme": "http",
+    }
+    with caplog.at_level(logging.DEBUG, logger="llorch.http"):
+        anyio.run(app, scope, receive, send)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 499

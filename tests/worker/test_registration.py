@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,51 @@ def test_from_settings_uses_the_worker_flags(tmp_path: Path) -> None:
         "slots_total": 3,
         "n_ctx": 4096,
     }
+
+
+def test_wrk103_heartbeats_carry_prefix_cache_use(tmp_path: Path) -> None:
+    """The real orchestratord app, with the heartbeat bodies it receives recorded on the way in."""
+    cache = {"lookups": 3, "hits": 2, "tokens_reused": 40, "prompt_tokens": 90, "cached_tokens": 7}
+    health: dict[str, Any] = {
+        "status": "ready",
+        "slots_total": 1,
+        "slots_busy": 0,
+        "prefix_cache": cache,
+    }
+    seen: list[Any] = []
+    orch_app = create_app(Settings(state_dir=tmp_path, cluster_token=TOKEN))
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/heartbeat"):
+            chunks: list[bytes] = []
+
+            async def tee() -> Any:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    seen.append(json.loads(b"".join(chunks)))
+                return message
+
+            await orch_app(scope, tee, send)
+            return
+        await orch_app(scope, receive, send)
+
+    async def worker_health(request: Request) -> JSONResponse:
+        return JSONResponse(health)
+
+    async def scenario() -> None:
+        worker_app = Starlette(routes=[Route("/health", worker_health)])
+        async with serve(recording, free_port()) as orch, serve(worker_app, free_port()) as wurl:
+            reg = Registration(orch, "w-cache", wurl, wurl, "m", "cpu", "p", 1, 512, TOKEN, 0.05)
+            task = asyncio.create_task(run_registration(reg, lambda: health))
+
+            async def heartbeat_seen() -> bool:
+                return bool(seen)
+
+            await until(heartbeat_seen, "a heartbeat")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    assert seen[0]["prefix_cache"] == cache and seen[0]["slots_total"] == 1

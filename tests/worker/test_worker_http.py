@@ -84,7 +84,6 @@ def test_multibyte_characters_are_never_split(worker: Proc, tiny_model: Path) ->
         import threading
 
         outcome = engine.generate(
-            0,
             GenerationJob(
                 engine.tokenize("hello"),
                 300,
@@ -380,3 +379,75 @@ def test_listening_beyond_loopback_needs_a_token(tiny_model: Path) -> None:
         "llorch-workerd: error: --host 0.0.0.0 is reachable from other machines: "
         "set --cluster-token, or listen on 127.0.0.1"
     )
+
+
+def test_wrk100_second_turn_reports_prompt_tokens_cached(worker: Proc) -> None:
+    turn1 = [{"role": "user", "content": "hello there"}]
+    body = {"max_tokens": 12, "temperature": 0, "ignore_eos": True}
+    first = execute(worker.url, TOKEN, {**body, "messages": turn1})
+    assert first[-1].data["prompt_tokens_cached"] < first[0].data["prompt_tokens"]
+    turn2 = [
+        *turn1,
+        {"role": "assistant", "content": text_of(first)},
+        {"role": "user", "content": "and then?"},
+    ]
+    second = execute(worker.url, TOKEN, {**body, "messages": turn2})
+    end = second[-1].data
+    assert 0 < end["prompt_tokens_cached"] < end["prompt_tokens"]
+    health = httpx.get(worker.url + "/health").json()
+    cache = health["prefix_cache"]
+    assert cache["hits"] >= 1 and cache["tokens_reused"] >= end["prompt_tokens_cached"]
+    assert cache["cached_tokens"] > 0
+    text = httpx.get(worker.url + "/metrics", headers=AUTH).text
+    assert "llorch_worker_prompt_tokens_cached_total" in text
+    assert "llorch_worker_prefix_cache_tokens" in text
+
+
+def test_wrk110_embeddings_of_a_string_and_a_list(worker: Proc) -> None:
+    health = httpx.get(worker.url + "/health").json()
+    assert health["embeddings"] == {
+        "available": True,
+        "pooling": "mean",
+        "reason": "a generative model: mean of its last hidden states",
+    }
+    one = httpx.post(worker.url + "/embeddings", headers=AUTH, json={"input": "cat"})
+    assert one.status_code == 200
+    body = one.json()
+    assert body["object"] == "list" and body["model"] == "llorch-tiny"
+    assert [d["index"] for d in body["data"]] == [0]
+    assert len(body["data"][0]["embedding"]) == 64
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+    many = httpx.post(
+        worker.url + "/embeddings", headers=AUTH, json={"input": ["cat", "dog", "cat"]}
+    ).json()
+    vecs = [d["embedding"] for d in many["data"]]
+    assert len(vecs) == 3 and vecs[0] == vecs[2] != vecs[1]
+    assert vecs[0] == pytest.approx(body["data"][0]["embedding"], abs=1e-5)
+
+
+def test_wrk113_embedding_input_errors_are_400_problems(worker: Proc) -> None:
+    for bad, field in (
+        ({}, "input"),
+        ({"input": []}, "input"),
+        ({"input": [1, 2]}, "input"),
+        ({"input": ["ok", ""]}, "input[1]"),
+        ({"input": "x", "encoding_format": "base64"}, "encoding_format"),
+        ({"input": "x", "colour": 1}, "colour"),
+        ({"input": ["x"] * 65}, "input"),
+    ):
+        r = httpx.post(worker.url + "/embeddings", headers=AUTH, json=bad)
+        assert r.status_code == 400, bad
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["errors"][0]["field"] == field, bad
+    assert httpx.post(worker.url + "/embeddings", json={"input": "x"}).status_code == 401
+
+
+def test_wrk112_a_model_that_cannot_embed_is_a_clear_400(tmp_path: Path) -> None:
+    from shared.testmodel import write_model
+
+    rank = write_model(tmp_path / "rank.gguf", pooling_type=4)
+    with spawn_worker(rank, tmp_path) as w:
+        assert httpx.get(w.url + "/health").json()["embeddings"]["available"] is False
+        r = httpx.post(w.url + "/embeddings", json={"input": "cat"})
+    assert r.status_code == 400 and r.json()["code"] == "INVALID_PARAMS"
+    assert "cannot embed" in r.json()["detail"] and r.json()["errors"][0]["field"] == "model"

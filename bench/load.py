@@ -1,0 +1,259 @@
+"""Load: orchestratord with a deep queue and many open event streams; RSS and submit latency.
+
+Starts one orchestratord and one 1-slot llorch-workerd on loopback, fills the worker's slot with
+one long task and then SIGSTOPs the worker, so every later task waits in orchestratord's queue
+(the worker stays registered and `ready`: heartbeat and read timeouts are set past the run).
+Then, in one run:
+
+1. serial `POST /v2/tasks` latency at 0, `--mid` and `--deep` tasks queued (target: flat
+   within 2x from 0 to `--deep`);
+2. with `--queued` tasks queued and `--streams` open `GET /v2/tasks/{id}/events` readers:
+   orchestratord's RSS (target < 300 MB) and serial submit latency p50/p99 (target p99 <
+   50 ms).
+
+Prints one JSON object. Black-box: only HTTP and signals. The defaults are a tenth of the
+issue's sizes so `make bench` stays short; `--full` runs 1,000 streams, 10,000 queued, and
+latency at 0, 8,000 and 16,000 queued.
+
+    python bench/load.py --model .cache/models/llorch-tiny.gguf [--full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._fleet import Fleet, fleet, percentile, raise_fd_limit, rss_mb, sse_events
+
+TENANT, KEY = "load", "load-key"
+HOLD_TOKENS = 4000  # the task that keeps the worker's only slot while it is stopped
+
+
+class Load:
+    def __init__(self, f: Fleet, model: str) -> None:
+        self.f = f
+        self.model = model
+        self.headers = f.client_headers(TENANT)
+        self.n = 0
+        self.transport_errors: collections.Counter[str] = collections.Counter()
+
+    @property
+    def url(self) -> str:
+        assert self.f.orch is not None
+        return self.f.orch.url
+
+    def body(self, max_tokens: int = 4) -> dict[str, Any]:
+        self.n += 1
+        return {"model": self.model, "prompt": f"load {self.n}", "max_tokens": max_tokens}
+
+    async def submit(self, client: httpx.AsyncClient) -> tuple[str, float]:
+        """One POST /v2/tasks: (task id, latency in ms). A connection lost on a loaded machine
+        is retried (and counted), so one reset does not end the run."""
+        body = self.body()
+        for attempt in range(3):
+            start = time.perf_counter()
+            try:
+                r = await client.post(self.url + "/v2/tasks", json=body, headers=self.headers)
+                break
+            except httpx.TransportError as e:
+                self.transport_errors[type(e).__name__] += 1
+                if attempt == 2:
+                    raise
+        ms = (time.perf_counter() - start) * 1000
+        if r.status_code != 202:
+            raise RuntimeError(f"submit: {r.status_code} {r.text[:300]}")
+        return str(r.json()["task_id"]), ms
+
+    async def depth(self, client: httpx.AsyncClient) -> int:
+        """Tasks queued, from GET /health (a number, or a number per lane)."""
+        d = (await client.get(self.url + "/health")).json()["queue_depth"]
+        return sum(d.values()) if isinstance(d, dict) else int(d)
+
+    async def fill(self, client: httpx.AsyncClient, to: int, ids: list[str]) -> float:
+        """Submit (32 at a time) until `to` tasks are queued; returns the seconds it took."""
+        start = time.perf_counter()
+        missing = to - await self.depth(client)
+        sem = asyncio.Semaphore(32)
+
+        async def one() -> None:
+            async with sem:
+                ids.append((await self.submit(client))[0])
+
+        await asyncio.gather(*(one() for _ in range(max(0, missing))))
+        return round(time.perf_counter() - start, 1)
+
+    async def serial(self, client: httpx.AsyncClient, n: int) -> dict[str, Any]:
+        queued = await self.depth(client)
+        lat = [(await self.submit(client))[1] for _ in range(n)]
+        return {
+            "queued_before": queued,
+            "submits": n,
+            "p50_ms": percentile(lat, 50),
+            "p99_ms": percentile(lat, 99),
+            "mean_ms": round(statistics.fmean(lat), 3),
+        }
+
+
+async def hold_stream(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], opened: asyncio.Event
+) -> None:
+    """An event reader that stays connected: signals after its first event, reads on."""
+    async with client.stream("GET", url, headers=headers) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"events: {r.status_code}")
+        async for _ in sse_events(r):
+            opened.set()
+    opened.set()
+
+
+async def run(args: argparse.Namespace, f: Fleet) -> dict[str, Any]:
+    capacity = args.deep + args.queued + 4 * args.serial + 1000
+    f.start_orchestratord(
+        "--queue-capacity",
+        str(capacity),
+        "--heartbeat-stale-ms",
+        "3600000",
+        "--heartbeat-dead-ms",
+        "7200000",
+        "--read-timeout-s",
+        "3600",
+    )
+    w = f.add_worker("load-w0", 1, "--n-ctx", str(HOLD_TOKENS + 64), "--threads", "1")
+    timeout = httpx.Timeout(120.0, connect=10.0)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    async with (
+        httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client,
+        httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(), trust_env=False) as readers,
+    ):
+        await f.wait_registered(client, ["load-w0"])
+        model = str((await client.get(w.url + "/health")).json()["model"])
+        load = Load(f, model)
+        # Fill the only slot, then freeze the worker mid-generation: later tasks all queue.
+        hold_body = {**load.body(HOLD_TOKENS), "ignore_eos": True}
+        headers = {**load.headers, "accept": "text/event-stream"}
+        async with client.stream(
+            "POST", load.url + "/v2/tasks", json=hold_body, headers=headers
+        ) as hold:
+            async for event, _ in sse_events(hold):
+                if event == "token":
+                    w.signal(signal.SIGSTOP)
+                    break
+                if event in ("end", "error"):
+                    raise RuntimeError(f"the holding task ended early ({event})")
+            return await measure(args, load, client, readers)
+
+
+async def measure(
+    args: argparse.Namespace, load: Load, client: httpx.AsyncClient, readers: httpx.AsyncClient
+) -> dict[str, Any]:
+    assert load.f.orch is not None
+    pid = load.f.orch.pid
+    ids: list[str] = []
+    serial: list[dict[str, Any]] = []
+    rss: dict[str, float] = {"idle": rss_mb(pid)}
+    fills: dict[str, float] = {}
+
+    serial.append(await load.serial(client, args.serial))
+    fills[str(args.mid)] = await load.fill(client, args.mid, ids)
+    serial.append(await load.serial(client, args.serial))
+
+    fills[str(args.queued)] = await load.fill(client, args.queued, ids)
+    rss["queued"] = rss_mb(pid)
+    opened = [asyncio.Event() for _ in range(args.streams)]
+    streams = [
+        asyncio.create_task(
+            hold_stream(readers, f"{load.url}/v2/tasks/{ids[i]}/events", load.headers, opened[i])
+        )
+        for i in range(args.streams)
+    ]
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 300)
+    open_s = round(time.perf_counter() - start, 1)
+    failed = [s for s in streams if s.done() and s.exception() is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} streams failed: {failed[0].exception()!r}")
+    rss["queued_and_streams"] = rss_mb(pid)
+    under_load = await load.serial(client, args.serial_at_load)
+    rss["after_submits_at_load"] = rss_mb(pid)
+    for s in streams:
+        s.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
+
+    fills[str(args.deep)] = await load.fill(client, args.deep, ids)
+    serial.append(await load.serial(client, args.serial))
+    rss["deep"] = rss_mb(pid)
+    flat = round(serial[-1]["p50_ms"] / serial[0]["p50_ms"], 2)
+    return {
+        "bench": "load",
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "at_load": {
+            "queued": under_load["queued_before"],
+            "open_streams": args.streams,
+            "streams_open_s": open_s,
+            "rss_mb": rss["queued_and_streams"],
+            "submit": under_load,
+        },
+        "serial_submit": serial,
+        "serial_p50_ratio_deep_vs_empty": flat,
+        "rss_mb": rss,
+        "fill_s": fills,
+        "client_transport_errors_retried": dict(load.transport_errors),
+        "targets": {
+            "rss_mb_max": 300,
+            "submit_p99_ms_at_load_max": 50,
+            "serial_p50_ratio_max": 2.0,
+        },
+        "meets": {
+            "rss": rss["queued_and_streams"] < 300,
+            "submit_p99_at_load": under_load["p99_ms"] < 50,
+            "serial_flat": flat <= 2.0,
+        },
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--full", action="store_true", help="the issue's sizes (10x the defaults)")
+    p.add_argument("--streams", type=int, default=None, help="open event streams [100; 1000]")
+    p.add_argument("--queued", type=int, default=None, help="queued tasks [1000; 10000]")
+    p.add_argument("--mid", type=int, default=None, help="[800; 8000]")
+    p.add_argument("--deep", type=int, default=None, help="[1600; 16000]")
+    p.add_argument("--serial", type=int, default=200, help="serial submits per depth")
+    p.add_argument("--serial-at-load", type=int, default=500)
+    args = p.parse_args(argv)
+    scale = 10 if args.full else 1
+    for name, quick in (("streams", 100), ("queued", 1000), ("mid", 800), ("deep", 1600)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick * scale)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_fd_limit(args.streams * 2 + 1024)
+    tmp = Path(tempfile.mkdtemp(prefix="llorch-load-"))
+    with fleet(tmp, args.model, {TENANT: KEY}) as f:
+        report = asyncio.run(run(args, f))
+    report["logs"] = str(tmp)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

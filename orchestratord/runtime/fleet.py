@@ -1,0 +1,85 @@
+"""The fleet controller's view of the running daemon (specs/fleet.md FLT-010, FLT-020, FLT-030):
+the FleetSource that orchestratord.http.fleet reads, over the task service.
+
+Demand per model: the queued tasks and their `max_tokens`, the running tasks and the tokens
+they have yet to generate, and a TTFT figure: the mean time to first token of the tasks created
+in the last minute, or the longest wait of a task still queued when that is longer (a queue
+that does not move has no TTFT to show yet, and is the strongest sign of too few replicas).
+"""
+
+from __future__ import annotations
+
+from orchestratord.fleet.actions import ActualWorker
+from orchestratord.fleet.control import Demand
+from orchestratord.runtime.service import TaskService
+from shared.problem import NotFound
+
+TTFT_WINDOW_MS = 60_000
+
+
+class ServiceFleetSource:
+    def __init__(self, service: TaskService) -> None:
+        self.service = service
+
+    def clock(self) -> int:
+        return self.service.clock()
+
+    def fleet_snapshot(self, now_ms: int) -> tuple[dict[str, Demand], list[ActualWorker]]:
+        s = self.service
+        demand: dict[str, Demand] = {}
+        oldest: dict[str, int] = {}
+        ttfts: dict[str, list[float]] = {}
+
+        def entry(model: str) -> Demand:
+            return demand.setdefault(
+                model,
+                {
+                    "queued_tasks": 0,
+                    "running_tasks": 0,
+                    "queued_tokens": 0,
+                    "running_tokens": 0,
+                    "ttft_ms": 0.0,
+                },
+            )
+
+        for q in s.queue:
+            active = s.tasks.get(q.task_id)
+            if active is None:
+                continue
+            d = entry(q.model)
+            d["queued_tasks"] += 1
+            d["queued_tokens"] += active.req.max_tokens
+            oldest[q.model] = max(oldest.get(q.model, 0), now_ms - q.enqueued_ms)
+        for active in s.tasks.values():
+            rec = active.record
+            if rec.status == "running":
+                d = entry(rec.model)
+                d["running_tasks"] += 1
+                d["running_tokens"] += max(0, active.req.max_tokens - active.tokens)
+            if rec.ttft_ms is not None and now_ms - rec.created_ms <= TTFT_WINDOW_MS:
+                ttfts.setdefault(rec.model, []).append(rec.ttft_ms)
+        for model in set(oldest) | set(ttfts):
+            seen = ttfts.get(model, [])
+            mean = sum(seen) / len(seen) if seen else 0.0
+            entry(model)["ttft_ms"] = round(max(mean, float(oldest.get(model, 0))), 3)
+        stale = s.registry.stale_ms
+        workers = [
+            ActualWorker(
+                w.id,
+                w.model,
+                w.pool,
+                w.state(now_ms, stale),
+                len(w.inflight),
+                w.registered_ms,
+                slots=w.slots_total,
+                tokens_per_s=w.tokens_per_s,
+            )
+            for w in s.registry.workers.values()
+        ]
+        return demand, workers
+
+    def drain(self, worker_id: str) -> dict[str, object]:
+        try:
+            return dict(self.service.drain_worker(worker_id))
+        except KeyError:
+            raise NotFound(f"worker {worker_id} is not registered") from None

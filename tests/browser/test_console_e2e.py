@@ -1,0 +1,219 @@
+"""The web console in a real headless Chromium against a real orchestratord and real workers
+(ORCH-220..227): the fleet page follows the workers, a task's tokens stream into its page, a
+compare run over two workers ends with figures and in the history, a client key sees only its
+tenant. Each page is saved as a screenshot (laptop and phone width, light and dark)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from tests.browser.harness import LAPTOP, PHONE, browser, require_browser, shot
+from tests.orchestratord.cluster import MODEL, wait_for, worker
+from tests.orchestratord.fleet_cluster import (
+    ADMIN,
+    KEY_ACME,
+    KEY_OTHER,
+    Fleet,
+    bearer,
+    run_fleet,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.e2e
+LONG = {"prompt": "Tell me everything", "max_tokens": 16000, "ignore_eos": True}
+
+
+@pytest.fixture(scope="module")
+def fleet(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    require_browser()
+    with run_fleet(tiny_model, tmp_path_factory.mktemp("console")) as f:
+        yield f
+
+
+def sign_in(page: Page, url: str, token: str) -> list[str]:
+    """Open the console, sign in, wait for the live feed; returns the page's errors so far
+    (and collects later ones into the same list)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    page.get_by_test_id("token").fill(token)
+    page.get_by_test_id("signin").click()
+    page.locator("#live.on").wait_for()
+    return errors
+
+
+def submit(url: str, key: str, **body: Any) -> str:
+    r = httpx.post(url + "/v2/tasks", json={"model": MODEL, **body}, headers=bearer(key))
+    assert r.status_code == 202, r.text
+    return str(r.json()["task_id"])
+
+
+@pytest.mark.parametrize(
+    ("name", "viewport", "dark"), [("laptop", LAPTOP, False), ("phone", PHONE, True)]
+)
+def test_orch_222_fleet_page_lists_the_workers_and_follows_a_kill(
+    fleet: Fleet, tmp_path: Path, name: str, viewport: dict[str, int], dark: bool
+) -> None:
+    with browser(tmp_path / "profile", viewport=viewport, dark=dark) as ctx:
+        page = ctx.new_page()
+        errors = sign_in(page, fleet.url, ADMIN)
+        for wid in ("w1", "w2"):
+            page.get_by_test_id(f"worker-{wid}").wait_for()
+        assert page.get_by_test_id("pool-host-a").get_by_test_id("worker-w1").count() == 1
+        assert page.get_by_test_id("pool-host-b").get_by_test_id("worker-w2").count() == 1
+        assert page.get_by_test_id("who").text_content() == "admin"
+        with worker(
+            fleet.model, fleet.tmp, fleet.url, f"w-{name}", extra=["--pool", "host-c"]
+        ) as w:
+            row = page.get_by_test_id(f"worker-w-{name}")
+            row.wait_for()  # a new worker appears without a reload
+            assert row.get_attribute("data-state") == "ready"
+            w.kill(signal.SIGKILL)
+            page.wait_for_function(
+                "id => ['stale', 'dead'].includes("
+                "document.querySelector(`[data-testid=worker-${id}]`)?.dataset.state)",
+                arg=f"w-{name}",
+            )
+            assert "policy" in page.get_by_test_id("card-policy").inner_text().lower()
+            shot(page, f"fleet-{name}-{'dark' if dark else 'light'}")
+        assert errors == []
+
+
+def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    with browser(tmp_path / "profile", viewport=LAPTOP) as ctx:
+        page = ctx.new_page()
+        errors = sign_in(page, fleet.url, ADMIN)
+        task_id = submit(fleet.url, KEY_ACME, **LONG)
+        try:
+            page.goto(f"{fleet.url}/ui/#/task/{task_id}")
+            # Text on the page while the task still runs: the tokens arrive as they stream.
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=task-text]').textContent.length > 0"
+                " && document.querySelector('[data-testid=task-state]').textContent"
+                ".startsWith('running on')"
+            )
+            first = len(page.get_by_test_id("task-text").text_content() or "")
+            page.wait_for_function(
+                "n => document.querySelector('[data-testid=task-text]').textContent.length > n",
+                arg=first,
+            )
+            shot(page, "task-streaming-laptop-light")
+        finally:
+            httpx.post(f"{fleet.url}/v2/tasks/{task_id}/cancel", headers=bearer(KEY_ACME))
+        page.wait_for_selector("[data-testid=task-text][data-done='1']")
+        assert page.get_by_test_id("task-state").inner_text().startswith("ended: CANCELLED")
+
+        short = submit(fleet.url, KEY_ACME, prompt="short one", max_tokens=24)
+        wait_for(
+            lambda: httpx.get(f"{fleet.url}/v2/tasks/{short}", headers=bearer(ADMIN)).json()[
+                "finished_ms"
+            ],
+            what="the short task to finish",
+        )
+        with httpx.stream(
+            "GET", f"{fleet.url}/v2/tasks/{short}/events", headers=bearer(ADMIN)
+        ) as r:
+            text = "".join(
+                __import__("json").loads(line[6:]).get("t", "")
+                for line in r.iter_lines()
+                if line.startswith("data: ") and '"t"' in line
+            )
+        page.goto(f"{fleet.url}/ui/#/task/{short}")
+        page.wait_for_selector("[data-testid=task-text][data-done='1']")
+        assert page.get_by_test_id("task-text").text_content() == text
+        page.get_by_role("button", name="Replay").click()
+        page.wait_for_function(
+            "t => document.querySelector('[data-testid=task-text]').textContent === t"
+            " && !document.querySelector('#replay').disabled",
+            arg=text,
+        )
+        assert page.get_by_test_id("tc-tokens").inner_text().endswith("24")
+        shot(page, "task-replayed-laptop-light")
+        assert errors == []
+
+
+@pytest.mark.parametrize(
+    ("name", "viewport", "dark"), [("laptop", LAPTOP, False), ("phone", PHONE, True)]
+)
+def test_orch_224_a_compare_run_over_two_workers_ends_with_figures_and_in_history(
+    fleet: Fleet, tmp_path: Path, name: str, viewport: dict[str, int], dark: bool
+) -> None:
+    with browser(tmp_path / "profile", viewport=viewport, dark=dark) as ctx:
+        page = ctx.new_page()
+        errors = sign_in(page, fleet.url, KEY_ACME)
+        page.goto(f"{fleet.url}/ui/#/compare")
+        page.get_by_test_id("cmp-model").select_option(MODEL)
+        page.locator("#cmp-targets input[value='worker:w1']").check()
+        page.locator("#cmp-targets input[value='worker:w2']").check()
+        page.get_by_test_id("cmp-prompt").fill(f"Compare on the {name}")
+        page.get_by_test_id("cmp-run").click()
+        lanes = page.get_by_test_id("lane")
+        page.wait_for_selector("[data-testid=lane][data-done='1'] >> nth=1")
+        assert lanes.count() == 2
+        for i, target in enumerate(("worker:w1", "worker:w2")):
+            lane = lanes.nth(i)
+            assert lane.get_attribute("data-target") == target
+            assert lane.get_by_test_id("lane-status").inner_text() == "done"
+            for fig in ("ttft", "total", "tokens"):
+                assert lane.get_by_test_id(fig).inner_text() not in ("–", "", "0"), fig
+        run_id = page.get_by_test_id("cmp-lanes").get_attribute("data-run")
+        row = page.get_by_test_id(f"run-{run_id}")
+        row.wait_for()
+        assert row.get_attribute("data-status") == "done"
+        assert "worker:w1" in row.inner_text() and "worker:w2" in row.inner_text()
+        saved = httpx.get(f"{fleet.url}/v2/compare/{run_id}", headers=bearer(KEY_ACME)).json()
+        assert [r["worker_id"] for r in saved["results"]] == ["w1", "w2"]
+        with page.expect_download() as download:
+            row.get_by_role("button", name="Export JSON").click()
+        exported = Path(download.value.path()).read_text()
+        assert __import__("json").loads(exported)["id"] == run_id
+        shot(page, f"compare-{name}-{'dark' if dark else 'light'}")
+        assert errors == []
+
+
+def test_orch_225_a_client_key_sees_only_its_tenants_tasks(fleet: Fleet, tmp_path: Path) -> None:
+    with browser(tmp_path / "profile", viewport=PHONE, dark=True) as ctx:
+        page = ctx.new_page()
+        errors = sign_in(page, fleet.url, KEY_OTHER)
+        page.goto(f"{fleet.url}/ui/#/tasks")
+        theirs = submit(fleet.url, KEY_ACME, prompt="acme's secret", max_tokens=8)
+        mine = submit(fleet.url, KEY_OTHER, prompt="mine", max_tokens=8)
+        page.get_by_test_id(f"task-{mine}").wait_for()
+        wait_for(
+            lambda: httpx.get(f"{fleet.url}/v2/tasks/{theirs}", headers=bearer(ADMIN)).json()[
+                "finished_ms"
+            ],
+            what="acme's task to finish",
+        )
+        # acme's task ended before this snapshot: its events would have arrived by now.
+        page.wait_for_function("() => document.querySelector(`[data-testid^=task-]`) !== null")
+        assert page.get_by_test_id(f"task-{theirs}").count() == 0
+        assert page.evaluate("document.body.classList.contains('admin')") is False
+        assert page.locator(".admin-only").first.is_hidden()
+        shot(page, "tasks-client-phone-dark")
+        # A reload lists from GET /v2/tasks (tenant-scoped), and another tenant's task opened
+        # by its id is not there for this key.
+        page.reload()
+        page.get_by_test_id(f"task-{mine}").wait_for()
+        assert page.get_by_test_id(f"task-{theirs}").count() == 0
+        page.goto(f"{fleet.url}/ui/#/task/{theirs}")
+        page.get_by_text("No such task (or not yours).").wait_for()
+        assert "acme" not in (page.get_by_test_id("task-text").text_content() or "")
+        assert errors == []
+    with browser(tmp_path / "admin", viewport=LAPTOP) as ctx:
+        page = ctx.new_page()
+        sign_in(page, fleet.url, ADMIN)
+        page.goto(f"{fleet.url}/ui/#/tasks")
+        again = submit(fleet.url, KEY_ACME, prompt="seen by the admin", max_tokens=8)
+        page.get_by_test_id(f"task-{again}").wait_for()
+        shot(page, "tasks-admin-laptop-light")

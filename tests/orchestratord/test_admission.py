@@ -1,0 +1,71 @@
+"""What a worker would refuse is refused at submit; a task nobody waits for stops waiting
+(issue 8, item 2): ORCH-160..162."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.orchestratord.cluster import wait_for
+from tests.orchestratord.conftest import AppFactory
+
+CT = {"authorization": "Bearer ct"}
+WORKER = {
+    "worker_id": "w1",
+    "url": "http://127.0.0.1:1",
+    "model": "llorch-tiny",
+    "slots_total": 1,
+    "n_ctx": 512,
+}
+TASK: dict[str, Any] = {"model": "llorch-tiny", "prompt": "hello", "max_tokens": 4}
+
+
+def test_orch_160_an_unserved_model_is_404_at_once_listing_the_models(orchd: AppFactory) -> None:
+    with orchd(cluster_token="ct", expect_models=()) as c:
+        r = c.post("/v2/tasks", json={**TASK, "model": "gpt-4"})
+        assert r.status_code == 404 and r.json()["code"] == "MODEL_NOT_FOUND"
+        assert "none yet" in r.json()["detail"]
+        assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
+        r = c.post("/v2/tasks", json={**TASK, "model": "gpt-4"})
+        assert r.status_code == 404 and "llorch-tiny" in r.json()["detail"]
+        # The OpenAI route answers at once too (it used to wait until the client gave up).
+        chat = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
+        r = c.post("/v1/chat/completions", json=chat)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "MODEL_NOT_FOUND"
+    with orchd(cluster_token="ct", expect_models=("gpt-4",)) as c:
+        assert c.post("/v2/tasks", json={**TASK, "model": "gpt-4"}).status_code == 202
+
+
+def test_orch_161_what_a_worker_refuses_is_refused_at_submit(orchd: AppFactory) -> None:
+    with orchd(cluster_token="ct", expect_models=()) as c:
+        assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
+        tool = {**TASK, "prompt": None, "messages": [{"role": "tool", "content": "42"}]}
+        del tool["prompt"]
+        r = c.post("/v2/tasks", json=tool)
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "messages[0].role"
+        r = c.post("/v2/tasks", json={**TASK, "prompt": ""})
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "prompt"
+        r = c.post("/v2/tasks", json={**TASK, "max_tokens": 600})
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "max_tokens"
+        assert "512" in r.json()["detail"]
+        r = c.post("/v2/tasks", json={**TASK, "prompt": "x" * 64 * 400, "max_tokens": 200})
+        assert r.status_code == 400  # at least 401 prompt tokens + 200 > 512
+        assert c.post("/v2/tasks", json={**TASK, "max_tokens": 500}).status_code == 202
+        # Nothing refused took a place in the queue.
+        assert c.get("/health").json()["queue_depth"] == {"interactive": 1, "batch": 0}
+
+
+def test_orch_162_a_queued_task_whose_reader_left_stops_holding_its_place(
+    orchd: AppFactory,
+) -> None:
+    with orchd(disconnect_grace_ms=50) as c:
+        task = {"model": "m", "prompt": "hello", "max_tokens": 4}
+        task_id = c.post("/v2/tasks", json=task).json()["task_id"]
+        with c.stream("GET", f"/v2/tasks/{task_id}/events") as stream:
+            next(stream.iter_lines())  # the reader is attached, then goes away
+        record = wait_for(
+            lambda: (rec := c.get(f"/v2/tasks/{task_id}").json())["status"] != "queued" and rec,
+            timeout=30,
+            what="the abandoned task to leave the queue",
+        )
+        assert record["status"] == "cancelled" and record["stop_reason"] == "CANCELLED"
+        assert c.get("/health").json()["queue_depth"] == {"interactive": 0, "batch": 0}

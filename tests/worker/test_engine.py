@@ -1,0 +1,210 @@
+"""The batched engine on real llama.cpp (the tiny GGUF), in process: what each step holds, what
+each sequence produces, what the prefix cache reuses. Assertions are on tokens and on step
+accounting, never on time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.testmodel import write_model
+from worker.batching import Step
+from worker.engine import GenerationJob, LlamaEngine, Outcome, Sampling
+
+GREEDY = Sampling(temperature=0.0)
+PROMPTS = ("hello world", "the quick brown fox", "a b c d e f g", "once upon a time there was")
+
+
+class Sink:
+    """Counts pieces; `reached` is set once `n` pieces arrived (so a test can act mid-stream)."""
+
+    def __init__(self, n: int = 0) -> None:
+        self.pieces: list[str] = []
+        self.reached = threading.Event()
+        self._n = n
+
+    def token(self, text: str) -> None:
+        self.pieces.append(text)
+        if len(self.pieces) >= self._n:
+            self.reached.set()
+
+
+class Steps:
+    def __init__(self) -> None:
+        self.log: list[Step] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, step: Step) -> None:
+        with self.lock:
+            self.log.append(step)
+
+    def since(self, i: int) -> list[Step]:
+        with self.lock:
+            return self.log[i:]
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.log)
+
+
+@pytest.fixture
+def steps() -> Steps:
+    return Steps()
+
+
+@pytest.fixture
+def engine(tiny_model: Path, steps: Steps) -> Iterator[LlamaEngine]:
+    e = LlamaEngine.load(tiny_model, slots=4, n_ctx=2048, chunk=16, threads=1, on_step=steps)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def job(e: LlamaEngine, prompt: str, n: int, sampling: Sampling = GREEDY) -> GenerationJob:
+    return GenerationJob(e.tokenize(prompt), n, sampling, ignore_eos=True)
+
+
+def run_alone(e: LlamaEngine, j: GenerationJob) -> Outcome:
+    return e.generate(j, threading.Event(), Sink())
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, Sampling(0.8, 0.95, 40, 0.05, 1.1, 42)])
+def test_wrk094_four_jobs_at_once_produce_what_each_produces_alone(
+    engine: LlamaEngine, steps: Steps, sampling: Sampling
+) -> None:
+    """Same prompt, same seed, same tokens, whatever the batch company (greedy and seeded)."""
+    jobs = [job(engine, p, 48, sampling) for p in PROMPTS]
+    alone = [run_alone(engine, j).tokens for j in jobs]
+    first = len(steps)
+    futures = [engine.submit(j, threading.Event(), Sink()) for j in jobs]
+    together = [f.result(timeout=120).tokens for f in futures]
+    assert together == alone
+    assert all(len(t) == 48 for t in together)
+    shared = [s for s in steps.since(first) if len(s.sampled) == 4]
+    assert shared, "the four jobs really decoded in the same steps"
+
+
+def test_wrk093_cancelling_one_sequence_leaves_the_others_streaming(
+    engine: LlamaEngine, steps: Steps
+) -> None:
+    cancels = [threading.Event() for _ in range(3)]
+    sinks = [Sink(5) for _ in range(3)]
+    futures = [
+        engine.submit(job(engine, p, 400), c, s)
+        for p, c, s in zip(PROMPTS, cancels, sinks, strict=False)
+    ]
+    assert sinks[1].reached.wait(60)
+    cancels[1].set()
+    cancelled = futures[1].result(timeout=60)
+    mark = len(steps)
+    others = [futures[i].result(timeout=120) for i in (0, 2)]
+    assert cancelled.stop_reason == "CANCELLED" and cancelled.tokens_out < 400
+    assert [o.stop_reason for o in others] == ["MAX_TOKENS", "MAX_TOKENS"]
+    assert [o.tokens_out for o in others] == [400, 400]
+    after = steps.since(mark)
+    assert after, "the others went on decoding after the cancel"
+    seq_of_cancelled = {e.seq_id for s in after for e in s.entries}
+    assert len(seq_of_cancelled) == 2, "the cancelled sequence is in no later step"
+    alone = run_alone(engine, job(engine, PROMPTS[0], 400))
+    assert others[0].tokens == alone.tokens, "the cancel did not disturb the others' tokens"
+
+
+def test_wrk091_a_long_prompt_admitted_mid_stream_delays_the_others_by_at_most_one_chunk(
+    engine: LlamaEngine, steps: Steps
+) -> None:
+    running = Sink(3)
+    a = engine.submit(job(engine, "hello", 600), threading.Event(), running)
+    assert running.reached.wait(60)
+    long_prompt = " ".join(f"w{i}" for i in range(150))
+    b_job = job(engine, long_prompt, 4)
+    mark = len(steps)
+    b = engine.submit(b_job, threading.Event(), Sink())
+    b_out = b.result(timeout=120)
+    a.result(timeout=120)
+    window = steps.since(mark)
+    prefill = [s for s in window if s.prefill_tokens]
+    assert len(prefill) >= len(b_job.prompt_tokens) // 16, "the prompt was split into chunks"
+    for s in prefill:
+        assert s.prefill_tokens <= 16, "at most one chunk of prompt per step"
+        assert any(not e.prefill and e.sample for e in s.entries), (
+            "the running stream got its next token in the same step"
+        )
+    assert b_out.tokens_out == 4
+
+
+def test_wrk100_a_second_chat_turn_reuses_the_first_and_matches_a_cold_run(
+    engine: LlamaEngine, tiny_model: Path
+) -> None:
+    turn1 = "user: hello there\nassistant:"
+    first = run_alone(engine, job(engine, turn1, 24))
+    reply = b"".join(engine.piece(t) for t in first.tokens).decode(errors="replace")
+    turn2 = f"{turn1}{reply}\nuser: and then?\nassistant:"
+    second = run_alone(engine, job(engine, turn2, 24))
+    assert second.prompt_tokens_cached > 0
+    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=16, threads=1)
+    try:
+        baseline = run_alone(cold, job(cold, turn2, 24))
+    finally:
+        cold.close()
+    assert baseline.prompt_tokens_cached == 0
+    assert second.tokens == baseline.tokens
+    stats = engine.cache_stats()
+    assert stats.hits >= 1 and stats.tokens_reused >= second.prompt_tokens_cached
+
+
+def test_wrk101_a_shared_prefix_is_copied_from_a_running_sequence(
+    tiny_model: Path,
+) -> None:
+    e = LlamaEngine.load(tiny_model, slots=2, n_ctx=2048, chunk=64, threads=1)
+    try:
+        system = " ".join(f"rule{i}" for i in range(120))
+        first_sink = Sink(2)
+        first = e.submit(job(e, system + " one", 300), threading.Event(), first_sink)
+        assert first_sink.reached.wait(60)
+        second = run_alone(e, job(e, system + " two", 24))
+        first.result(timeout=120)
+        copies = e.cache_stats().copies
+    finally:
+        e.close()
+    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=64, threads=1)
+    try:
+        baseline = run_alone(cold, job(cold, system + " two", 24))
+    finally:
+        cold.close()
+    assert copies == 1 and second.prompt_tokens_cached > 100
+    assert second.tokens == baseline.tokens
+
+
+def test_wrk093_a_job_cancelled_before_its_first_step_ends_cancelled(engine: LlamaEngine) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    out = engine.generate(job(engine, "hello", 50), cancel, Sink())
+    assert (out.stop_reason, out.tokens_out) == ("CANCELLED", 0)
+
+
+def test_wrk110_embeddings_are_normalized_vectors_of_the_model_width(engine: LlamaEngine) -> None:
+    vectors = engine.embed([engine.tokenize("cat"), engine.tokenize("a longer sentence here")])
+    assert [len(v) for v in vectors] == [64, 64]
+    for v in vectors:
+        assert abs(sum(x * x for x in v) - 1.0) < 1e-4
+    assert vectors[0] != vectors[1]
+    again = engine.embed([engine.tokenize("cat")])
+    assert again[0] == pytest.approx(vectors[0], abs=1e-5), "deterministic"
+    assert engine.embeddings.pooling == "mean"
+
+
+def test_wrk112_a_reranking_model_cannot_embed(tmp_path: Path) -> None:
+    from worker.engine import EngineError
+
+    path = write_model(tmp_path / "rank.gguf", pooling_type=4)
+    e = LlamaEngine.load(path, slots=1, n_ctx=256, threads=1)
+    try:
+        assert not e.embeddings.available and "rerank" in e.embeddings.reason
+        with pytest.raises(EngineError, match="cannot embed"):
+            e.embed([e.tokenize("cat")])
+    finally:
+        e.close()

@@ -1,0 +1,256 @@
+"""The decode thread: every running job of one llama.cpp context advances in one batch per step.
+
+`Batcher` (worker/batching.py) decides what goes into a step; this module only carries those
+decisions out through llama.cpp's C API: fill one `llama_batch`, `llama_decode` it, sample each
+sequence that asked for logits with its own sampler chain, hand the text to its sink, and end
+jobs (EOS, max_tokens, stop string, cancel). Submissions and cancels from other threads land at
+the start of the next step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp as lc
+
+from worker.batching import Batcher, Step
+from worker.textstream import TextStream
+from worker.types import EngineError, GenerationJob, Outcome, StopReason, TokenSink
+
+log = logging.getLogger("llorch.worker.steploop")
+_PIECE_BUF = 256
+
+
+@dataclass(eq=False)
+class _Submission:
+    job: GenerationJob
+    cancel: threading.Event
+    sink: TokenSink
+    future: Future[Outcome]
+
+
+@dataclass(eq=False)
+class _Running:
+    sub: _Submission
+    sampler: Any
+    text: TextStream
+    cached: int
+    produced: int = 0
+    generated: list[int] = field(default_factory=list)
+    first: float | None = None
+
+
+@dataclass
+class CacheStats:
+    """Prefix-cache use since start (read from other threads: plain ints, written by one)."""
+
+    lookups: int = 0
+    hits: int = 0
+    prompt_tokens: int = 0
+    tokens_reused: int = 0
+    copies: int = 0
+
+
+class StepLoop:
+    """Owns the decode thread of one context; `close()` stops it and ends what is left."""
+
+    def __init__(
+        self,
+        ctx: Any,
+        vocab: Any,
+        batcher: Batcher,
+        make_sampler: Callable[[GenerationJob], Any],
+        piece: Callable[[int], bytes],
+        on_step: Callable[[Step], None] | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._mem = lc.llama_get_memory(ctx)
+        self._vocab = vocab
+        self._batcher = batcher
+        self._make_sampler = make_sampler
+        self._piece = piece
+        self._on_step = on_step
+        self._capacity = batcher.max_step_tokens()
+        self._batch = lc.llama_batch_init(self._capacity, 0, 1)
+        self._inbox: list[_Submission] = []
+        self._running: dict[int, _Running] = {}
+        self._cv = threading.Condition()
+        self._closing = False
+        self.cache = CacheStats()
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name="llorch-decode", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, job: GenerationJob, cancel: threading.Event, sink: TokenSink
+    ) -> Future[Outcome]:
+        future: Future[Outcome] = Future()
+        if not job.prompt_tokens:
+            future.set_exception(EngineError("the prompt has no tokens"))
+            return future
+        with self._cv:
+            if self._closing:
+                future.set_exception(EngineError("the engine is closed"))
+                return future
+            self._inbox.append(_Submission(job, cancel, sink, future))
+            self._cv.notify()
+        return future
+
+    def wake(self) -> None:
+        """A cancel was requested: make sure an idle-waiting loop looks at it."""
+        with self._cv:
+            self._cv.notify()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join()
+        lc.llama_batch_free(self._batch)
+
+    # -- the decode thread -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._inbox or self._running or self._closing):
+                    self._cv.wait()
+                incoming, self._inbox = self._inbox, []
+                closing = self._closing
+            if closing:
+                for sub in incoming:
+                    sub.future.set_exception(EngineError("the engine is closed"))
+                for seq_id in list(self._running):
+                    self._finish(seq_id, "CANCELLED")
+                return
+            for sub in incoming:
+                try:
+                    self._start(sub)
+                except Exception as e:
+                    sub.future.set_exception(EngineError(f"could not start the job: {e}"))
+            try:
+                self._step()
+            except Exception as e:  # a failed decode: fail the jobs, keep serving new ones
+                log.exception("decode step failed")
+                for seq_id in list(self._running):
+                    self._fail(seq_id, e)
+
+    def _start(self, sub: _Submission) -> None:
+        if sub.cancel.is_set():
+            sub.future.set_result(Outcome("CANCELLED", 0, None, None))
+            return
+        prompt = sub.job.prompt_tokens
+        adm = self._batcher.admit(prompt)
+        seq = adm.seq_id
+        if adm.copy_from is not None:
+            lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            # Across KV streams llama.cpp copies whole streams only; the tail is dropped below.
+            lc.llama_memory_seq_cp(self._mem, adm.copy_from, seq, -1, -1)
+            self.cache.copies += 1
+        lc.llama_memory_seq_rm(self._mem, seq, adm.keep, -1)
+        self.cache.lookups += 1
+        self.cache.prompt_tokens += len(prompt)
+        if adm.keep:
+            self.cache.hits += 1
+            self.cache.tokens_reused += adm.keep
+        try:
+            sampler = self._make_sampler(sub.job)
+        except BaseException:
+            self._batcher.release(seq)
+            raise
+        self._running[seq] = _Running(sub, sampler, TextStream(sub.job.stops), adm.keep)
+
+    def _step(self) -> None:
+        for seq_id, run in list(self._running.items()):
+            if run.sub.cancel.is_set():
+                self._finish(seq_id, "CANCELLED")
+        step = self._batcher.plan()
+        if not step.entries:
+            return
+        batch = self._batch
+        k = 0
+        sample_at: list[tuple[int, int]] = []
+        for e in step.entries:
+            last = len(e.tokens) - 1
+            for j, tok in enumerate(e.tokens):
+                batch.token[k] = tok
+                batch.pos[k] = e.pos + j
+                batch.n_seq_id[k] = 1
+                batch.seq_id[k][0] = e.seq_id
+                batch.logits[k] = e.sample and j == last
+                k += 1
+            if e.sample:
+                sample_at.append((e.seq_id, k - 1))
+        batch.n_tokens = k
+        rc = lc.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode failed ({rc}) on a step of {k} tokens")
+        self._batcher.commit(step)
+        self.steps += 1
+        if self._on_step is not None:
+            self._on_step(step)
+        for seq_id, idx in sample_at:
+            self._advance(seq_id, idx)
+
+    def _advance(self, seq_id: int, idx: int) -> None:
+        run = self._running[seq_id]
+        job = run.sub.job
+        tok = lc.llama_sampler_sample(run.sampler, self._ctx, idx)
+        if lc.llama_vocab_is_eog(self._vocab, tok):
+            self._finish(seq_id, "EOS")
+            return
+        run.generated.append(tok)
+        run.produced += 1
+        if run.first is None:
+            run.first = time.perf_counter()
+        piece = run.text.feed(self._piece(tok))
+        if piece:
+            run.sub.sink.token(piece)
+        if run.text.stopped:
+            self._finish(seq_id, "STOP_SEQUENCE")
+        elif run.produced >= job.max_tokens:
+            self._finish(seq_id, "MAX_TOKENS")
+        else:
+            self._batcher.sampled(seq_id, tok)
+
+    def _finish(self, seq_id: int, reason: StopReason) -> None:
+        run = self._running.pop(seq_id)
+        lc.llama_sampler_free(run.sampler)
+        self._batcher.release(seq_id)
+        if reason in ("MAX_TOKENS", "EOS"):
+            tail = run.text.finish()
+            if tail:
+                run.sub.sink.token(tail)
+        last = time.perf_counter() if run.produced else None
+        outcome = Outcome(reason, run.produced, run.first, last, tuple(run.generated), run.cached)
+        run.sub.future.set_result(outcome)
+
+    def _fail(self, seq_id: int, error: Exception) -> None:
+        run = self._running.pop(seq_id)
+        lc.llama_sampler_free(run.sampler)
+        self._batcher.forget(seq_id)
+        lc.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        run.sub.future.set_exception(EngineError(f"inference failed: {error}"))
+
+
+def piece_reader(vocab: Any) -> Callable[[int], bytes]:
+    """token -> its bytes, with one reusable buffer (a piece longer than it is rare)."""
+    buf = ctypes.create_string_buffer(_PIECE_BUF)
+    to_piece = lc.llama_token_to_piece
+
+    def piece(token: int) -> bytes:
+        n = to_piece(vocab, token, buf, _PIECE_BUF, 0, False)
+        if n >= 0:
+            return buf.raw[:n]
+        big = ctypes.create_string_buffer(-n)
+        m = to_piece(vocab, token, big, -n, 0, False)
+        return big.raw[:m]
+
+    return piece

@@ -1,0 +1,49 @@
+"""The engine's vocabulary, shared by the decode loop, the engine and the HTTP side."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Backend = Literal["cpu", "cuda", "metal"]
+StopReason = Literal["MAX_TOKENS", "EOS", "STOP_SEQUENCE", "CANCELLED"]
+
+
+class EngineError(Exception):
+    """The model could not be loaded or a decode step failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationJob:
+    prompt_tokens: Sequence[int]
+    max_tokens: int
+    sampling: Sampling
+    stops: tuple[str, ...] = ()
+    ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    stop_reason: StopReason
+    tokens_out: int
+    first_token_at: float | None  # time.perf_counter() of the first generated token
+    last_token_at: float | None
+    tokens: tuple[int, ...] = ()  # the generated token ids, EOS excluded
+    prompt_tokens_cached: int = 0  # prompt tokens whose K/V came from the prefix cache
+
+
+class TokenSink(Protocol):
+    """Receives text from the decode thread. Must be cheap and thread-safe."""
+
+    def token(self, text: str) -> None: ...
