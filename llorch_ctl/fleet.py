@@ -109,7 +109,9 @@ def spawn_argv(action: Mapping[str, Any], orchestrator_url: str, bind_host: str)
     """`llorch-pool worker spawn ...` for a spawn action: the worker listens on the address the
     pool is reached at, registers with the orchestrator URL apply uses, and reports the
     inventory's pool name, which the plan places replicas by."""
-    argv = [
+    # ctx 0 is the worker's own default; anything else is the desired state's context length.
+    ctx = int(action.get("ctx") or 0)
+    return [
         "worker",
         "spawn",
         str(action["backend"]),
@@ -123,15 +125,11 @@ def spawn_argv(action: Mapping[str, Any], orchestrator_url: str, bind_host: str)
         bind_host,
         "--orchestrator-url",
         orchestrator_url,
+        *(["--n-ctx", str(ctx)] if ctx > 0 else []),
         "--pool",
         str(action["pool"]),
         "--json",
     ]
-    # ctx 0 is the worker's own default; anything else is the desired state's context length.
-    ctx = int(action.get("ctx") or 0)
-    if ctx > 0:
-        argv[-1:-1] = ["--n-ctx", str(ctx)]
-    return argv
 
 
 def source_argv(action: Mapping[str, Any]) -> list[str] | None:
