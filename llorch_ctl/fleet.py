@@ -109,6 +109,8 @@ def spawn_argv(action: Mapping[str, Any], orchestrator_url: str, bind_host: str)
     """`llorch-pool worker spawn ...` for a spawn action: the worker listens on the address the
     pool is reached at, registers with the orchestrator URL apply uses, and reports the
     inventory's pool name, which the plan places replicas by."""
+    # ctx 0 is the worker's own default; anything else is the desired state's context length.
+    ctx = int(action.get("ctx") or 0)
     return [
         "worker",
         "spawn",
@@ -121,8 +123,9 @@ def spawn_argv(action: Mapping[str, Any], orchestrator_url: str, bind_host: str)
         str(action["worker_id"]),
         "--host",
         bind_host,
-        "--orchestrator",
+        "--orchestrator-url",
         orchestrator_url,
+        *(["--n-ctx", str(ctx)] if ctx > 0 else []),
         "--pool",
         str(action["pool"]),
         "--json",

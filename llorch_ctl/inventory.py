@@ -6,10 +6,11 @@ The file is TOML (`~/.config/llorch/config.toml`, or `--config` / `LLORCH_CONFIG
     ssh_config = "~/.ssh/config"            # optional
     connect_timeout = 10.0                  # seconds, optional
 
-    [orchestrator]                          # optional; flags and LLORCH_ORCH_URL/_API_KEY win
+    [orchestrator]                          # optional; flags and LLORCH_* variables win
     url = "http://orch.lan:8080"
     api_key = "..."                         # client key: infer --model, tasks
-    cluster_token = "..."                   # the workers' token: `llorch workers`
+    cluster_token = "..."                   # the workers' token: `llorch workers`, infer --worker
+    admin_token = "..."                     # `workers rm`, `tasks list --tenant`, `fleet apply`
 
     [pools.gpu-box-1]
     host = "gpu-box-1.lan"                  # default: the pool name, looked up in ~/.ssh/config
@@ -64,6 +65,7 @@ class Inventory:
     orch_url: str | None = None
     api_key: str | None = None
     cluster_token: str | None = None
+    admin_token: str | None = None
 
     def pool(self, name: str) -> PoolEntry:
         try:
@@ -159,7 +161,7 @@ def parse_inventory(data: Mapping[str, Any], path: Path | None = None) -> Invent
     orch = data.get("orchestrator", {})
     if not isinstance(orch, dict):
         raise ConfigError(f"{where}: [orchestrator] must be a table")
-    _check_keys(orch, {"url", "api_key", "cluster_token"}, f"{where} [orchestrator]")
+    _check_keys(orch, {"url", "api_key", "cluster_token", "admin_token"}, f"{where} [orchestrator]")
     kh = _opt_str(data, "known_hosts", where)
     sc = _opt_str(data, "ssh_config", where)
     return Inventory(
@@ -171,6 +173,7 @@ def parse_inventory(data: Mapping[str, Any], path: Path | None = None) -> Invent
         orch_url=_opt_str(orch, "url", f"{where} [orchestrator]"),
         api_key=_opt_str(orch, "api_key", f"{where} [orchestrator]"),
         cluster_token=_opt_str(orch, "cluster_token", f"{where} [orchestrator]"),
+        admin_token=_opt_str(orch, "admin_token", f"{where} [orchestrator]"),
     )
 
 

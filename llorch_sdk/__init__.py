@@ -25,7 +25,7 @@ from llorch_sdk.errors import (
     Unauthorized,
     WorkerReset,
 )
-from llorch_sdk.models import Event, Submitted
+from llorch_sdk.models import Event, Submitted, TaskPage
 
 __all__ = [
     "AdmissionReject",
@@ -44,6 +44,7 @@ __all__ = [
     "QueueFull",
     "Stream",
     "Submitted",
+    "TaskPage",
     "Unauthorized",
     "WorkerReset",
 ]

@@ -15,9 +15,10 @@ from llorch_sdk.errors import LlorchError
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llorch_sdk", description=__doc__)
     p.add_argument(
-        "--url",
-        default=os.environ.get("LLORCH_URL", "http://127.0.0.1:8080"),
-        help="orchestratord's base URL (env LLORCH_URL)",
+        "--orchestrator-url",
+        dest="url",
+        default=os.environ.get("LLORCH_ORCHESTRATOR_URL", "http://127.0.0.1:8080"),
+        help="orchestratord's base URL (env LLORCH_ORCHESTRATOR_URL)",
     )
     p.add_argument(
         "--api-key",

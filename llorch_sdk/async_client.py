@@ -12,7 +12,15 @@ from httpx_sse import EventSource
 
 from llorch_sdk.client import DEFAULT_TIMEOUT, _headers, _inputs, _object, _vectors, _workers
 from llorch_sdk.errors import ConnectionFailed, error_from_response
-from llorch_sdk.models import Cursor, Event, Submitted, parse_event, task_body
+from llorch_sdk.models import (
+    Cursor,
+    Event,
+    Submitted,
+    TaskPage,
+    parse_event,
+    task_body,
+    task_query,
+)
 
 
 class AsyncStream:
@@ -160,6 +168,24 @@ class AsyncClient:
         body = {"model": model, "input": _inputs(input), "encoding_format": "float"}
         return _vectors(_object(await self._request("POST", "/v1/embeddings", json=body)))
 
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        tenant: str | None = None,
+        since_ms: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of task records, newest first (`GET /v2/tasks`); see `Client.list_tasks`."""
+        query = task_query(status, model, tenant, since_ms, limit, cursor)
+        return TaskPage.from_json(_object(await self._request("GET", "/v2/tasks", params=query)))
+
     async def workers(self) -> list[dict[str, Any]]:
         """The registered workers (`GET /v2/workers`)."""
         return _workers(_object(await self._request("GET", "/v2/workers")))
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Remove a worker from the registry (`DELETE /v2/workers/{id}`)."""
+        await self._request("DELETE", f"/v2/workers/{worker_id}")

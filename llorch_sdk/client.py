@@ -11,7 +11,15 @@ import httpx
 from httpx_sse import EventSource
 
 from llorch_sdk.errors import ConnectionFailed, LlorchError, error_from_response
-from llorch_sdk.models import Cursor, Event, Submitted, parse_event, task_body
+from llorch_sdk.models import (
+    Cursor,
+    Event,
+    Submitted,
+    TaskPage,
+    parse_event,
+    task_body,
+    task_query,
+)
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -172,6 +180,21 @@ class Client:
         """What the daemon offers (`GET /v2/meta/capabilities`): models, limits, API version."""
         return _object(self._request("GET", "/v2/meta/capabilities"))
 
+    def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        tenant: str | None = None,
+        since_ms: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of task records, newest first (`GET /v2/tasks`); a client key sees its own
+        tenant's tasks, `tenant` filters for an admin. `page.next_cursor` fetches the next."""
+        query = task_query(status, model, tenant, since_ms, limit, cursor)
+        return TaskPage.from_json(_object(self._request("GET", "/v2/tasks", params=query)))
+
     def workers(self) -> list[dict[str, Any]]:
         """The registered workers (`GET /v2/workers`)."""
         return _workers(_object(self._request("GET", "/v2/workers")))
@@ -181,6 +204,10 @@ class Client:
         gives a list of one. Raises `InvalidParams` when the model cannot embed."""
         body = {"model": model, "input": _inputs(input), "encoding_format": "float"}
         return _vectors(_object(self._request("POST", "/v1/embeddings", json=body)))
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Remove a worker from the registry (`DELETE /v2/workers/{id}`); the process runs on."""
+        self._request("DELETE", f"/v2/workers/{worker_id}")
 
     def compare(
         self,

@@ -39,6 +39,46 @@ class Submitted:
 
 
 @dataclass(frozen=True)
+class TaskPage:
+    """One page of `GET /v2/tasks`: task records newest first, and the cursor of the next page
+    (None on the last one)."""
+
+    tasks: list[dict[str, Any]]
+    next_cursor: str | None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> TaskPage:
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            raise LlorchError("task list reply has no tasks list", code="BAD_REPLY")
+        cursor = body.get("next_cursor")
+        return cls(
+            tasks=[t for t in tasks if isinstance(t, dict)],
+            next_cursor=cursor if isinstance(cursor, str) and cursor else None,
+        )
+
+
+def task_query(
+    status: str | None,
+    model: str | None,
+    tenant: str | None,
+    since_ms: int | None,
+    limit: int | None,
+    cursor: str | None,
+) -> dict[str, str]:
+    """The query of `GET /v2/tasks`: only the filters given."""
+    given = {
+        "status": status,
+        "model": model,
+        "tenant": tenant,
+        "since": since_ms,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    return {k: str(v) for k, v in given.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Event:
     """One task event: `queued`, `started`, `token` (`data["t"]` is the text), `end` or `error`."""
 

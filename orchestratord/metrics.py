@@ -9,7 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from shared.wire import WORKER_STATES
 
@@ -22,49 +29,62 @@ _POLICY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 
 class Metrics:
     def __init__(self) -> None:
+        # No `_created` series: they double every counter's and histogram's series and no
+        # dashboard reads them. prometheus_client keeps this switch process-wide.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.queue_depth = Gauge(
-            "orchd_queue_depth", "Tasks waiting in the queue, by lane", ["lane"], registry=r
+            "llorch_orchestrator_queue_depth",
+            "Tasks waiting in the queue, by lane",
+            ["lane"],
+            registry=r,
         )
         self.tasks = Counter(
-            "orchd_tasks",
+            "llorch_orchestrator_tasks",
             "Finished tasks by outcome code (OK for success)",
             ["code"],
             registry=r,
         )
         self.ttft = Histogram(
-            "orchd_ttft_seconds", "Submit to first token", buckets=_LATENCY_BUCKETS, registry=r
+            "llorch_orchestrator_ttft_seconds",
+            "Submit to first token",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_time = Histogram(
-            "orchd_queue_seconds",
+            "llorch_orchestrator_queue_seconds",
             "Submit to dispatch on a worker",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.tpot = Histogram(
-            "orchd_time_per_output_token_seconds",
+            "llorch_orchestrator_time_per_output_token_seconds",
             "Decode time per output token after the first",
             buckets=_TPOT_BUCKETS,
             registry=r,
         )
-        self.tokens = Counter("orchd_tokens_out", "Tokens relayed to clients", registry=r)
-        self.workers = Gauge("orchd_workers", "Registered workers by state", ["state"], registry=r)
+        self.tokens = Counter(
+            "llorch_orchestrator_tokens_out", "Tokens relayed to clients", registry=r
+        )
+        self.workers = Gauge(
+            "llorch_orchestrator_workers", "Registered workers by state", ["state"], registry=r
+        )
         self.policy_eval = Histogram(
-            "orchd_policy_eval_seconds",
+            "llorch_orchestrator_policy_eval_seconds",
             "Policy function evaluation time",
             ["fn"],
             buckets=_POLICY_BUCKETS,
             registry=r,
         )
         self.policy_fallbacks = Counter(
-            "orchd_policy_fallbacks",
+            "llorch_orchestrator_policy_fallbacks",
             "Policy calls answered by the built-in policy instead",
             ["fn", "reason"],
             registry=r,
         )
         self.retries = Counter(
-            "orchd_dispatch_retries",
+            "llorch_orchestrator_dispatch_retries",
             "Tasks re-dispatched after a worker failed before a token",
             registry=r,
         )

@@ -11,11 +11,9 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-from typer.exceptions import Abort
 
 from pool_ctl import backends as backends_mod
 from pool_ctl import models as models_mod
@@ -26,14 +24,16 @@ from pool_ctl.catalog import Catalog
 from pool_ctl.errors import IntegrityError, InvalidInput, PoolError
 from pool_ctl.records import WorkerRecord, public
 from pool_ctl.settings import Settings
+from shared.cli import fail_line, run_typer
+from shared.version import version_option
 
 PROG = "llorch-pool"
 
 app = typer.Typer(
     name=PROG,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="Manage models, backends and llorch-workerd processes on this pool host.",
 )
 models_app = typer.Typer(
@@ -56,6 +56,7 @@ def root(
     debug: Annotated[
         bool, typer.Option("--debug", envvar="LLORCH_DEBUG", help="Show tracebacks on failure.")
     ] = False,
+    version: Annotated[bool, version_option(PROG)] = False,
 ) -> None:
     ctx.obj = Settings.build(home, debug=debug)
 
@@ -211,11 +212,37 @@ def worker_spawn(
     port: Annotated[str, typer.Option(help="Port, or 'auto': the first free from 8001")] = "auto",
     host: Annotated[str, typer.Option(help="Address the worker listens on")] = "127.0.0.1",
     slots: Annotated[int, typer.Option(help="Generations that run at once")] = 1,
-    orchestrator: Annotated[
-        str | None, typer.Option(help="orchestratord URL to register with")
+    n_ctx: Annotated[
+        int | None,
+        typer.Option("--n-ctx", help="Context length per slot, in tokens [default: the worker's]"),
     ] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="LLORCH_TOKEN", help="Cluster token (with --orchestrator)")
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads per slot [default: the worker's]", show_default=False),
+    ] = None,
+    max_queue: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queue",
+            help="Requests that may wait for a slot [default: the worker's]",
+            show_default=False,
+        ),
+    ] = None,
+    orchestrator_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LLORCH_ORCHESTRATOR_URL",
+            help="Register the worker with the orchestratord at this URL",
+            show_default=False,
+        ),
+    ] = None,
+    cluster_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LLORCH_CLUSTER_TOKEN",
+            help="The cluster token (needed with --orchestrator-url or a non-loopback --host)",
+            show_default=False,
+        ),
     ] = None,
     worker_id: Annotated[
         str | None, typer.Option("--worker-id", help="Worker id [default: HOSTNAME-PORT]")
@@ -248,8 +275,11 @@ def worker_spawn(
         port=_parse_port(port),
         host=host,
         slots=slots,
-        orchestrator=orchestrator,
-        token=token,
+        n_ctx=n_ctx,
+        threads=threads,
+        max_queue=max_queue,
+        orchestrator=orchestrator_url,
+        token=cluster_token,
         worker_id=worker_id,
         advertise_url=advertise_url,
         timeout=timeout,
@@ -347,6 +377,8 @@ def worker_cleanup(
         return
     for item in report:
         extra = f" ({item['unhealthy_for_s']}s)" if "unhealthy_for_s" in item else ""
+        if "orchestrator" in item:
+            extra += f"; orchestrator: {item['orchestrator']}"
         typer.echo(
             f"{item['worker_id']} [{item['state']}]: {render.CLEANUP_WORDS[item['action']]}{extra}"
         )
@@ -357,9 +389,8 @@ def worker_cleanup(
 # ---- entry point ----------------------------------------------------------------------------
 
 
-def _fail(message: str, code: int) -> None:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
-    sys.stderr.flush()
+def _fail(message: str, code: int) -> NoReturn:
+    fail_line(PROG, message)
     sys.exit(code)
 
 
@@ -368,26 +399,15 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("LLORCH_DEBUG", "").lower() in ("1", "true")
     try:
-        rv = app(args=args, prog_name=PROG, standalone_mode=False)
+        code = run_typer(app, PROG, args)
     except PoolError as e:
         if debug:
             traceback.print_exc()
         _fail(e.line(), e.exit_code)
-    except NoArgsIsHelpError:
-        sys.exit(2)  # typer has printed the help
-    except UsageError as e:
-        if debug:
-            traceback.print_exc()
-        path = e.ctx.command_path if e.ctx else PROG
-        _fail(f"{e.format_message().rstrip('.')}; run '{path} --help'", 2)
-    except ClickException as e:
-        _fail(e.format_message(), e.exit_code)
-    except (Abort, KeyboardInterrupt):
-        _fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(141)
     except Exception as e:
         if debug:
             traceback.print_exc()
         _fail(f"unexpected {type(e).__name__}: {e}; rerun with --debug and report it", 1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    sys.exit(code)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pool_ctl.errors import BadReference
+from shared.model_id import is_model_id, model_id_from_path
 
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 _HINT = "write REPO:FILE.gguf or REPO:QUANT, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_k_m"
@@ -83,19 +84,14 @@ def select_file(ref: Ref, files: Sequence[str]) -> str:
 
 
 def default_model_id(filename: str) -> str:
-    """The catalog id a file gets unless the user names one: its lower-case stem."""
-    base = filename.rsplit("/", 1)[-1]
-    if base.lower().endswith(".gguf"):
-        base = base[: -len(".gguf")]
-    return base.lower()
-
-
-_MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,127}$")
+    """The catalog id a file gets unless the user names one: the id a worker started by hand on
+    the same file registers (shared.model_id)."""
+    return model_id_from_path(filename)
 
 
 def check_model_id(model_id: str) -> str:
     """A catalog id: lower case letters, digits, '.', '_' and '-', so it is safe everywhere."""
-    if not _MODEL_ID.match(model_id):
+    if not is_model_id(model_id):
         raise BadReference(
             f"model id {model_id!r} is not valid",
             "use lower-case letters, digits, '.', '_' and '-' (at most 128)",

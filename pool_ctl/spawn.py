@@ -2,7 +2,12 @@
 
 The worker runs in its own session (no controlling terminal, survives the SSH connection that
 ran us), stdin from /dev/null, stdout and stderr appended to logs/<id>.log. The token travels in
-the environment (LLORCH_WORKER_TOKEN), not on the command line that `ps` shows everyone.
+the environment (LLORCH_CLUSTER_TOKEN), not on the command line that `ps` shows everyone.
+
+The port is reserved by binding it: spawn listens on it itself and hands the listening socket to
+the worker (`--listen-fd`), so no other process, and no concurrent spawn, can take it between
+the choice and the worker's start; and spawn calls a worker ready only when `/health` answers
+with the worker id it gave it.
 """
 
 from __future__ import annotations
@@ -23,21 +28,27 @@ from pool_ctl.errors import BackendUnavailable, Conflict, InvalidInput, WorkerFa
 from pool_ctl.health import fetch
 from pool_ctl.records import Records, WorkerRecord, check_worker_id
 from pool_ctl.settings import Settings
+from shared.auth import is_loopback
 
 AUTO_PORT_RANGE = range(8001, 8200)
 STOP_GRACE_S = 10.0
 
 
-def port_free(host: str, port: int) -> bool:
-    """Whether a server could listen on host:port now (as uvicorn does, with SO_REUSEADDR)."""
+def reserve_port(host: str, port: int) -> socket.socket | None:
+    """A socket listening on host:port (as uvicorn's, with SO_REUSEADDR), or None if taken.
+
+    A listening socket holds the port against every other bind on Linux, SO_REUSEADDR or not.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+        s.bind((host, port))
+        s.listen(2048)
+    except OSError:
+        s.close()
+        return None
+    return s
 
 
 def log_tail(path: Path, since: int = 0, lines: int = 15) -> str:
@@ -61,35 +72,45 @@ def _live_ports(records: Records) -> set[int]:
     }
 
 
-def _choose_port(host: str, requested: int | None, taken: set[int]) -> int:
+def _reserve(host: str, requested: int | None, taken: set[int]) -> socket.socket:
+    """The listening socket of the chosen port; the caller owns (and closes) it."""
     if requested is not None:
         if not 1 <= requested <= 65535:
             raise InvalidInput(f"--port {requested} is out of range", "give 1-65535 or 'auto'")
-        if requested in taken or not port_free(host, requested):
+        sock = None if requested in taken else reserve_port(host, requested)
+        if sock is None:
             raise Conflict(
                 f"port {requested} on {host} is in use",
                 "pick another with --port N, or --port auto",
             )
-        return requested
+        return sock
     for port in AUTO_PORT_RANGE:
-        if port not in taken and port_free(host, port):
-            return port
+        if port not in taken and (sock := reserve_port(host, port)) is not None:
+            return sock
     raise Conflict(
         f"no free port in {AUTO_PORT_RANGE.start}-{AUTO_PORT_RANGE.stop - 1} on {host}",
         "stop some workers or give --port N",
     )
 
 
+# The caller's variables that would silently configure the worker; only flags do.
+_WORKER_ENV = ("LLORCH_CLUSTER_TOKEN", "LLORCH_ORCHESTRATOR_URL")
+
+
 def _child_env(token: str | None) -> dict[str, str]:
-    # Our own LLORCH_WORKER_* variables would silently configure the worker; only flags do.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LLORCH_WORKER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LLORCH_WORKER_") and k not in _WORKER_ENV
+    }
     env["PYTHONUNBUFFERED"] = "1"
     if token:
-        env["LLORCH_WORKER_TOKEN"] = token
+        env["LLORCH_CLUSTER_TOKEN"] = token
     return env
 
 
 def _start(argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> int:
+    """posix_spawn the worker; fds marked inheritable (its listening socket) go with it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     old_cwd = os.getcwd()
@@ -152,6 +173,9 @@ def spawn(
     port: int | None = None,
     host: str = "127.0.0.1",
     slots: int = 1,
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    max_queue: int | None = None,
     orchestrator: str | None = None,
     token: str | None = None,
     worker_id: str | None = None,
@@ -161,15 +185,27 @@ def spawn(
     on_wait: Callable[[WorkerRecord], None] | None = None,
 ) -> WorkerRecord:
     """Start a worker for catalog model `model_id` on `backend`; return its record once ready."""
+    # Everything the worker would refuse at start is refused here, before anything starts.
     if slots < 1:
         raise InvalidInput(f"--slots {slots} must be at least 1", "give --slots 1 or more")
+    if n_ctx is not None and n_ctx < 64:
+        raise InvalidInput(f"--n-ctx {n_ctx} must be at least 64", "give --n-ctx 64 or more")
+    if threads is not None and threads < 1:
+        raise InvalidInput(f"--threads {threads} must be at least 1", "give --threads 1 or more")
+    if max_queue is not None and max_queue < 0:
+        raise InvalidInput(f"--max-queue {max_queue} must be 0 or more", "give --max-queue 0+")
     if backend not in backends.BACKENDS:
         raise InvalidInput(
             f"unknown backend {backend!r}", f"use one of {', '.join(backends.BACKENDS)}"
         )
     if orchestrator and not token:
         raise InvalidInput(
-            "--orchestrator needs --token (the cluster token)", "pass --token T as well"
+            "--orchestrator-url needs --cluster-token", "pass --cluster-token T as well"
+        )
+    if not token and not is_loopback(host):
+        raise InvalidInput(
+            f"--host {host} is reachable from other machines and the worker would have no token",
+            "pass --cluster-token T, or listen on 127.0.0.1",
         )
     layout = settings.layout
     report = backends.detect_and_save(layout.backends)
@@ -188,9 +224,13 @@ def spawn(
         )
     records = Records(layout)
     layout.locks.mkdir(parents=True, exist_ok=True)
-    # Choosing a port and writing the record is one step for concurrent spawns.
-    with _spawn_lock(layout.locks / "spawn.lock"):
-        chosen = _choose_port(host, port, _live_ports(records))
+    # Choosing a port and writing the record is one step for concurrent spawns of this home;
+    # the listening socket holds the port against everyone else until the worker owns it.
+    with (
+        _spawn_lock(layout.locks / "spawn.lock"),
+        _reserve(host, port, _live_ports(records)) as sock,
+    ):
+        chosen = int(sock.getsockname()[1])
         wid = check_worker_id(worker_id or f"{os.uname().nodename.split('.')[0]}-{chosen}")
         if records.exists(wid):
             old = records.load(wid)
@@ -217,7 +257,12 @@ def spawn(
             str(slots),
             "--worker-id",
             wid,
+            "--listen-fd",
+            str(sock.fileno()),
         ]
+        for flag, value in (("--n-ctx", n_ctx), ("--threads", threads), ("--max-queue", max_queue)):
+            if value is not None:
+                argv += [flag, str(value)]
         if orchestrator:
             argv += ["--orchestrator-url", orchestrator]
             advertise = advertise_url or _wildcard_advertise(host, chosen)
@@ -228,7 +273,9 @@ def spawn(
         # A reused worker id appends to its old log; errors quote only this run's lines.
         log_start = log_path.stat().st_size if log_path.exists() else 0
         layout.home.mkdir(parents=True, exist_ok=True)
+        sock.set_inheritable(True)
         pid = _start(argv, log_path, _child_env(token), layout.home)
+        sock.set_inheritable(False)
         started = procs.start_time(pid)
         if started is None:
             code = _exit_status(pid)
@@ -277,7 +324,9 @@ def _wait_ready(record: WorkerRecord, records: Records, timeout: float, log_star
                 f"see {log_path}",
             )
         health = fetch(record["url"], timeout=2.0)
-        status = health["status"] if health else None
+        # Only our worker's own answer counts: it alone knows the id we gave it.
+        ours = health is not None and health.get("worker_id") == wid
+        status = health["status"] if health and ours else None
         if status == "ready":
             return
         if status == "failed" or time.monotonic() >= deadline:

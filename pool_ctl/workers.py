@@ -82,8 +82,12 @@ def list_workers(settings: Settings) -> list[Live]:
     return [_live(r) for r in Records(settings.layout).all()]
 
 
-def deregister(record: WorkerRecord) -> str:
-    """Tell orchestratord the worker is gone; a description of the outcome, never an error."""
+def deregister(record: WorkerRecord, process: str = "gone") -> str:
+    """Tell orchestratord the worker is gone; a description of the outcome, never an error.
+
+    `process` is what happened to the worker's process: one that `terminated` on SIGTERM
+    deregistered itself on its way out, so orchestratord no longer knowing it is success.
+    """
     if not record["orchestrator"]:
         return "no orchestrator"
     url = f"{record['orchestrator'].rstrip('/')}/v2/workers/{record['worker_id']}"
@@ -95,13 +99,13 @@ def deregister(record: WorkerRecord) -> str:
     if r.status_code in (200, 202, 204):
         return "deregistered"
     if r.status_code == 404:
-        return "not registered"
+        return "deregistered by the worker" if process == "terminated" else "not registered"
     return f"orchestrator answered HTTP {r.status_code}"
 
 
 def _stop_record(records: Records, record: WorkerRecord, grace: float) -> dict[str, str]:
     outcome = procs.terminate(record["pid"], record["start_time"], record["cmdline"], grace)
-    orchestrator = deregister(record)
+    orchestrator = deregister(record, outcome)
     records.remove(record["worker_id"])
     return {"worker_id": record["worker_id"], "process": outcome, "orchestrator": orchestrator}
 
@@ -149,6 +153,9 @@ def cleanup(
         }
         if action in ("remove-gone", "remove-reused"):
             # A reused pid belongs to someone else now: drop the record, never signal it.
+            # A dead worker never deregistered itself: orchestratord would list it until its
+            # heartbeats are declared dead, so cleanup removes it from the registry too.
+            item["orchestrator"] = deregister(record)
             records.remove(record["worker_id"])
         elif action == "stop-unhealthy":
             item["unhealthy_for_s"] = round(t - (since or t), 1)

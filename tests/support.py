@@ -130,7 +130,7 @@ def spawn_worker(
     port = port or free_port()
     args = ["worker", "--model", str(model), "--port", str(port), "--slots", str(slots)]
     if token:
-        args += ["--token", token]
+        args += ["--cluster-token", token]
     args += list(extra)
     with spawn(args, port, tmp / f"worker-{port}.log", "/health", ready="ready") as p:
         yield p

@@ -1,20 +1,31 @@
-"""`llorch-workerd`: serve one GGUF model over HTTP. Flags also read LLORCH_WORKER_* variables."""
+"""`llorch-workerd`: serve one GGUF model over HTTP.
+
+Flags also read environment variables: the worker's own as `LLORCH_WORKER_*`, the fleet-wide
+ones by their fleet-wide names (`LLORCH_CLUSTER_TOKEN`, `LLORCH_ORCHESTRATOR_URL`; see the
+glossary in README.md). Every start-up failure is one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
 
+from shared.cli import fail_line, run_typer
+from shared.logs import configure as configure_logs
+from shared.version import version_option
 from worker.app import create_app
 from worker.engine import LlamaEngine, gpu_offload_supported
 from worker.settings import SettingsError, WorkerSettings
 
-cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+PROG = "llorch-workerd"
+cli = typer.Typer(name=PROG, pretty_exceptions_enable=False, rich_markup_mode=None)
 _ENV = "LLORCH_WORKER_"
 
 
@@ -26,7 +37,10 @@ def _opt(help: str, env: str) -> typer.models.OptionInfo:
 def serve(
     model: Annotated[Path, _opt("GGUF model file to serve", "MODEL")],
     model_name: Annotated[
-        str, _opt("Name tasks use for this model [default: file stem]", "MODEL_NAME")
+        str,
+        _opt(
+            "Model id tasks use [default: the file name in lower case, without .gguf]", "MODEL_NAME"
+        ),
     ] = "",
     backend: Annotated[str, _opt("cpu, cuda or metal", "BACKEND")] = "cpu",
     host: Annotated[str, _opt("Address to listen on", "HOST")] = "127.0.0.1",
@@ -46,15 +60,20 @@ def serve(
             "PREFILL_CHUNK",
         ),
     ] = 512,
-    token: Annotated[
+    cluster_token: Annotated[
         str,
-        _opt(
-            "Bearer token required on every endpoint but /health; also presented to orchestratord",
-            "TOKEN",
+        typer.Option(
+            envvar="LLORCH_CLUSTER_TOKEN",
+            help="The cluster token: required on every endpoint but /health, and presented to "
+            "orchestratord",
+            show_default=False,
         ),
     ] = "",
     orchestrator_url: Annotated[
-        str, _opt("Register with this orchestratord", "ORCHESTRATOR_URL")
+        str,
+        typer.Option(
+            envvar="LLORCH_ORCHESTRATOR_URL", help="Register with the orchestratord at this URL"
+        ),
     ] = "",
     worker_id: Annotated[str, _opt("Worker id [default: generated]", "WORKER_ID")] = "",
     pool: Annotated[
@@ -70,12 +89,21 @@ def serve(
     heartbeat_interval: Annotated[
         float, _opt("Seconds between heartbeats", "HEARTBEAT_INTERVAL")
     ] = 2.0,
+    log_format: Annotated[str, _opt("text, or json (one object per line)", "LOG_FORMAT")] = "text",
     verbose: Annotated[bool, typer.Option("--verbose", help="Log llama.cpp's messages")] = False,
+    listen_fd: Annotated[
+        int | None,
+        # llorch-pool binds the port itself and hands the listening socket over, so no other
+        # process can take the port between its choice and the worker's start.
+        typer.Option(hidden=True, help="Serve on this inherited listening socket"),
+    ] = None,
+    version: Annotated[bool, version_option(PROG)] = False,
 ) -> None:
     """Serve one GGUF model: POST /execute streams tokens as server-sent events."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if log_format not in ("text", "json"):
+        _fail(f"--log-format must be text or json, not {log_format!r}")
+    configure_logs("info", log_format)
     logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat otherwise
     if backend not in ("cpu", "cuda", "metal"):
         _fail(f"--backend must be cpu, cuda or metal, not {backend!r}")
     if backend != "cpu" and not gpu_offload_supported():
@@ -100,7 +128,7 @@ def serve(
             n_ctx=n_ctx,
             threads=threads or None,
             prefill_chunk=prefill_chunk,
-            token=token or None,
+            token=cluster_token or None,
             orchestrator_url=orchestrator_url or None,
             advertise_url=advertise_url or None,
             heartbeat_interval=heartbeat_interval,
@@ -108,11 +136,33 @@ def serve(
         )
     except SettingsError as e:
         _fail(str(e))
-    sys.exit(run(settings))
+    sock = _listen(settings, listen_fd)
+    # With --port 0 the kernel chose the port: the worker advertises the real one.
+    settings = dataclasses.replace(settings, port=int(sock.getsockname()[1]))
+    sys.exit(run(settings, sock))
 
 
-def run(settings: WorkerSettings) -> int:
-    """Run the server until shutdown; returns the process exit code."""
+def _listen(settings: WorkerSettings, fd: int | None) -> socket.socket:
+    """The listening socket, bound before anything else starts: a port in use is one line."""
+    if fd is not None:
+        try:
+            return socket.socket(fileno=fd)
+        except OSError as e:
+            _fail(f"--listen-fd {fd} is not a socket: {e.strerror}")
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}")
+    return sock
+
+
+def run(settings: WorkerSettings, sock: socket.socket | None = None) -> int:
+    """Run the server until shutdown (on `sock` when given); returns the process exit code."""
     exit_code = 0
 
     def load(s: WorkerSettings) -> LlamaEngine:
@@ -140,14 +190,14 @@ def run(settings: WorkerSettings) -> int:
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     return exit_code
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"llorch-workerd: {message}", err=True)
+def _fail(message: str) -> NoReturn:
+    fail_line(PROG, message)
     raise typer.Exit(2)
 
 
-def main() -> None:
-    cli()
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_typer(cli, PROG, sys.argv[1:] if argv is None else argv))

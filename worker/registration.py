@@ -146,7 +146,7 @@ async def _register(http: httpx.AsyncClient, reg: Registration) -> None:
     if r.status_code >= 400:
         raise RegistrationRefused(
             f"orchestratord refused the registration ({r.status_code}): {r.text[:300]}"
-            + (" - check --token (the cluster token)" if r.status_code in (401, 403) else "")
+            + (" - check --cluster-token" if r.status_code in (401, 403) else "")
         )
 
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared.logs import FIELDS
 from shared.problem import Draining, InvalidParams, ModelUnavailable
 from shared.sse import encode_event
 from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
@@ -227,23 +228,39 @@ async def stream_job(
         state.metrics.prompt_tokens_cached.inc(outcome.prompt_tokens_cached)
         if outcome.first_token_at is not None:
             state.metrics.ttft.observe(outcome.first_token_at - received_at)
-        yield event(
-            "end",
-            _end(
-                outcome.tokens_out,
-                outcome.first_token_at,
-                outcome.last_token_at,
-                received_at,
-                reason,
-                len(tokens),
-                outcome.prompt_tokens_cached,
-            ),
+        end = _end(
+            outcome.tokens_out,
+            outcome.first_token_at,
+            outcome.last_token_at,
+            received_at,
+            reason,
+            len(tokens),
+            outcome.prompt_tokens_cached,
         )
+        log_job(job.id, end)
+        yield event("end", end)
     finally:
         job.stop.set()  # the client may be gone: the decode loop ends the job at its next step
         if future is None:  # never reached the decode loop
             ticket.release()
             state.finish(job)
+
+
+def log_job(job_id: str, end: dict[str, Any]) -> None:
+    """One line per finished job: what an operator greps the worker's log for."""
+    fields = {
+        "job_id": job_id,
+        "prompt_tokens": end["prompt_tokens"],
+        "tokens": end["tokens_out"],
+        "ttft_ms": end["ttft_ms"],
+        "decode_ms": end["decode_time_ms"],
+        "outcome": end["stop_reason"],
+    }
+    log.info(
+        "job %s prompt_tokens=%s tokens=%s ttft_ms=%s decode_ms=%s outcome=%s",
+        *fields.values(),
+        extra={FIELDS: fields},
+    )
 
 
 def _end(

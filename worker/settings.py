@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.auth import is_loopback
+from shared.model_id import model_id_from_path
 from worker.types import Backend
 
 
@@ -36,7 +37,7 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         if not self.model_name:
-            object.__setattr__(self, "model_name", self.model.stem)
+            object.__setattr__(self, "model_name", model_id_from_path(self.model))
         if not 1 <= self.slots <= 256:
             raise SettingsError(f"--slots must be between 1 and 256, got {self.slots}")
         if self.max_queue < 0:
@@ -50,11 +51,11 @@ class WorkerSettings:
                 f"--prefill-chunk must be between 1 and 8192, got {self.prefill_chunk}"
             )
         if self.orchestrator_url and not self.token:
-            raise SettingsError("--orchestrator-url needs --token (the cluster token)")
+            raise SettingsError("--orchestrator-url needs --cluster-token")
         if not self.token and not is_loopback(self.host):
             # Secure by default: an open worker is only ever reachable from this machine.
             raise SettingsError(
-                f"--host {self.host} is reachable from other machines: set --token, "
+                f"--host {self.host} is reachable from other machines: set --cluster-token, "
                 "or listen on 127.0.0.1"
             )
         if self.heartbeat_interval <= 0:

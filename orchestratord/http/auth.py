@@ -1,6 +1,6 @@
 """Who may call what (ORCH-080, ORCH-081, ORCH-150):
 
-- `/health` and `/metrics` are open.
+- `/health`, `/metrics` and `/openapi.json` (the API description) are open.
 - `/v2/workers*` needs the cluster token (workers and pools hold it) or the admin token.
 - `/v2/admin*`, `/v2/fleet*` and `POST /v2/workers/{id}/drain` need the admin token
   (`--admin-token`, specs/fleet.md FLT-007); the cluster token is not enough, since
@@ -33,7 +33,7 @@ def _admin_path(path: str) -> bool:
     )
 
 
-OPEN_PATHS = frozenset({"/health", "/metrics"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 
 
 def _bearer(scope: Scope) -> bytes | None:

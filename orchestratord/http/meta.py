@@ -1,8 +1,9 @@
-"""Meta routes: capabilities, health, metrics."""
+"""Meta routes: capabilities, health, metrics, the OpenAPI document."""
 
 from __future__ import annotations
 
 import asyncio
+from importlib import resources
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -56,7 +57,18 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+async def openapi(request: Request) -> Response:
+    """specs/openapi/orchestrator.yaml as JSON: the normative document itself, not one derived
+    from the routes (`openapi.yaml` in this package is that file)."""
+    import yaml
+
+    text = resources.files(__package__).joinpath("openapi.yaml").read_text(encoding="utf-8")
+    document = await asyncio.to_thread(yaml.safe_load, text)
+    return JSONResponse(document)
+
+
 routes = [
+    Route("/openapi.json", openapi, methods=["GET"]),
     Route("/v2/meta/capabilities", capabilities, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

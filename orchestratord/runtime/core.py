@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from orchestratord import logs
 from orchestratord.domain.queue import QueueEntry, TaskQueue
 from orchestratord.domain.registry import Registry
 from orchestratord.domain.reservations import Ledger
@@ -202,6 +203,7 @@ class Core:
             active.grace.cancel()
             active.grace = None
         self.save(rec)
+        logs.task_line(rec.to_json())
         self._retain(active)
 
     def _retain(self, active: ActiveTask) -> None:

@@ -187,7 +187,7 @@ def test_fleet_scales_up_and_down_over_ssh(
         pools = {
             name: pool_for(sshds[name], POOL_CMD,
                            env={"LLORCH_HOME": str(tmp_path / f"home-{name}"),
-                                "LLORCH_TOKEN": CLUSTER})
+                                "LLORCH_CLUSTER_TOKEN": CLUSTER})
             for name in hosts
         }  # fmt: skip
         ctl = write_inventory(tmp_path, pools)

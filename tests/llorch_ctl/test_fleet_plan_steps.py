@@ -33,8 +33,17 @@ def test_flt_040_spawn_is_the_pool_command_an_operator_types() -> None:
     orchestrator URL apply uses, under the plan's worker id."""
     assert spawn_argv(action("spawn"), "http://orch:8080", "10.0.0.2") == [
         "worker", "spawn", "cpu", "--model", "m", "--slots", "2", "--worker-id", "m.b.0",
-        "--host", "10.0.0.2", "--orchestrator", "http://orch:8080", "--pool", "b", "--json",
+        "--host", "10.0.0.2", "--orchestrator-url", "http://orch:8080", "--pool", "b", "--json",
     ]  # fmt: skip
+
+
+def test_flt_040_spawn_passes_the_desired_context_length() -> None:
+    """FLT-040, FLT-001: a model's `ctx` reaches the worker as --n-ctx; 0 leaves the worker's
+    default."""
+    argv = spawn_argv(action("spawn", ctx=8192), "http://orch:8080", "10.0.0.2")
+    assert argv[argv.index("--n-ctx") + 1] == "8192"
+    assert argv[-3:] == ["--pool", "b", "--json"]
+    assert "--n-ctx" not in spawn_argv(action("spawn"), "http://orch:8080", "10.0.0.2")
 
 
 def test_flt_040_sources_become_download_or_import() -> None:

@@ -111,7 +111,10 @@ def fleet(tmp_path: Path, client_key: Path) -> Iterator[Fleet]:
             name: pool_for(
                 sshds[name],
                 POOL_CMD,
-                env={"LLORCH_HOME": str(tmp_path / f"home-{name}"), "LLORCH_TOKEN": CLUSTER},
+                env={
+                    "LLORCH_HOME": str(tmp_path / f"home-{name}"),
+                    "LLORCH_CLUSTER_TOKEN": CLUSTER,
+                },
             )
             for name in hosts
         }
@@ -163,7 +166,7 @@ def test_two_pool_hosts_end_to_end(fleet: Fleet, tiny_model: Path) -> None:
             "tiny",
             "--host",
             h.addr,
-            "--orchestrator",
+            "--orchestrator-url",
             fleet.orch_url,
             "--worker-id",
             f"w-{name}",
@@ -180,7 +183,9 @@ def test_two_pool_hosts_end_to_end(fleet: Fleet, tiny_model: Path) -> None:
             assert time.monotonic() < deadline, f"workers did not register: {registry.workers()}"
             time.sleep(0.2)
     with Client(fleet.orch_url, api_key=API_KEY) as client:
-        listed = ctl.run("workers", "--orch-url", fleet.orch_url, "--cluster-token", CLUSTER)
+        listed = ctl.run(
+            "workers", "--orchestrator-url", fleet.orch_url, "--cluster-token", CLUSTER
+        )
         assert listed.returncode == 0, listed.stderr
         assert {line.split()[0] for line in listed.stdout.splitlines()[1:]} == {"w-h1", "w-h2"}
 

@@ -84,8 +84,8 @@ def test_a_task_streams(cluster: Cluster) -> None:
     text = "".join(e.data["t"] for e in evs if e.event == "token")
     assert text
     metrics = httpx.get(cluster.url + "/metrics").text
-    assert re.search(r"^orchd_tokens_out_total \d+", metrics, re.M)
-    assert "orchd_ttft_seconds_count" in metrics
+    assert re.search(r"^llorch_orchestrator_tokens_out_total \d+", metrics, re.M)
+    assert "llorch_orchestrator_ttft_seconds_count" in metrics
 
 
 def test_twenty_concurrent_tasks_all_finish_on_both_workers(cluster: Cluster) -> None:
@@ -226,7 +226,9 @@ def test_broken_policy_falls_back_and_the_metric_counts_it(cluster: Cluster) -> 
         assert evs[-1].event == "end" and evs[-1].data["tokens_out"] >= 1
         metrics = httpx.get(cluster.url + "/metrics").text
         m = re.search(
-            r'^orchd_policy_fallbacks_total\{fn="schedule",reason="error"\} (\S+)', metrics, re.M
+            r'^llorch_orchestrator_policy_fallbacks_total\{fn="schedule",reason="error"\} (\S+)',
+            metrics,
+            re.M,
         )
         assert m and float(m.group(1)) >= 1
     finally:

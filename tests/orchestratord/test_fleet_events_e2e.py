@@ -240,7 +240,7 @@ def llorch(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_ctl_060_llorch_bench_prints_a_table_and_saves_the_run(fleet: Fleet) -> None:
     r = llorch(
-        "bench", "--orch-url", fleet.url, "--model", MODEL, "--workers", "w1,w2",
+        "bench", "--orchestrator-url", fleet.url, "--model", MODEL, "--workers", "w1,w2",
         "--prompt", "bench me", "--max-tokens", "12", "--label", "from-cli",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -261,12 +261,28 @@ def test_ctl_060_llorch_bench_prints_a_table_and_saves_the_run(fleet: Fleet) -> 
     saved = httpx.get(f"{fleet.url}/v2/compare/{run_id}", headers=bearer(KEY_ACME)).json()
     assert saved["label"] == "from-cli" and saved["status"] == "done"
     one = llorch(
-        "bench", "--orch-url", fleet.url, "--model", MODEL, "--workers", "w1", "--prompt", "x"
+        "bench",
+        "--orchestrator-url",
+        fleet.url,
+        "--model",
+        MODEL,
+        "--workers",
+        "w1",
+        "--prompt",
+        "x",
     )
     assert one.returncode == 200 and one.stdout == ""
     assert len(one.stderr.strip().splitlines()) == 1 and "two or more" in one.stderr
     bad = llorch(
-        "bench", "--orch-url", fleet.url, "--model", MODEL, "--workers", "w1,zz", "--prompt", "x"
+        "bench",
+        "--orchestrator-url",
+        fleet.url,
+        "--model",
+        MODEL,
+        "--workers",
+        "w1,zz",
+        "--prompt",
+        "x",
     )
     assert bad.returncode != 0 and "zz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 

@@ -54,7 +54,9 @@ def test_task_without_worker_waits_until_its_deadline(orchd: AppFactory) -> None
         rec = c.get(f"/v2/tasks/{body['task_id']}").json()
         assert rec["status"] == "failed" and rec["error_code"] == "DEADLINE_UNMET"
         assert "hello" not in str(rec)
-        assert 'orchd_tasks_total{code="DEADLINE_UNMET"} 1.0' in c.get("/metrics").text
+        assert (
+            'llorch_orchestrator_tasks_total{code="DEADLINE_UNMET"} 1.0' in c.get("/metrics").text
+        )
 
 
 def test_queue_full_is_429_with_retry_after(orchd: AppFactory) -> None:
@@ -67,8 +69,8 @@ def test_queue_full_is_429_with_retry_after(orchd: AppFactory) -> None:
         assert int(r.headers["retry-after"]) >= 1
         assert r.json()["retry_after_ms"] >= 1
         metrics = c.get("/metrics").text
-        assert 'orchd_queue_depth{lane="interactive"} 2.0' in metrics
-        assert 'orchd_tasks_total{code="QUEUE_FULL"} 1.0' in metrics
+        assert 'llorch_orchestrator_queue_depth{lane="interactive"} 2.0' in metrics
+        assert 'llorch_orchestrator_tasks_total{code="QUEUE_FULL"} 1.0' in metrics
 
 
 def test_drop_lru_evicts_batch_work_with_an_error_event(orchd: AppFactory) -> None:
@@ -149,7 +151,7 @@ def test_worker_register_heartbeat_deregister(orchd: AppFactory) -> None:
         [w] = c.get("/v2/workers", headers=CT).json()["workers"]
         assert (w["state"], w["slots_busy"], w["pool"]) == ("ready", 1, "p1")
         assert c.get("/v2/meta/capabilities").json()["models"] == ["m"]
-        assert 'orchd_workers{state="ready"} 1.0' in c.get("/metrics").text
+        assert 'llorch_orchestrator_workers{state="ready"} 1.0' in c.get("/metrics").text
         r = c.post(
             "/v2/workers/ghost/heartbeat",
             headers=CT,
@@ -194,20 +196,24 @@ def test_metrics_expose_every_family(orchd: AppFactory) -> None:
     with orchd() as c:
         text = c.get("/metrics").text
     for family in (
-        "orchd_queue_depth",
-        "orchd_tasks_total",
-        "orchd_ttft_seconds",
-        "orchd_queue_seconds",
-        "orchd_time_per_output_token_seconds",
-        "orchd_tokens_out_total",
-        "orchd_workers",
-        "orchd_policy_eval_seconds",
-        "orchd_policy_fallbacks_total",
-        "orchd_dispatch_retries_total",
+        "llorch_orchestrator_queue_depth",
+        "llorch_orchestrator_tasks_total",
+        "llorch_orchestrator_ttft_seconds",
+        "llorch_orchestrator_queue_seconds",
+        "llorch_orchestrator_time_per_output_token_seconds",
+        "llorch_orchestrator_tokens_out_total",
+        "llorch_orchestrator_workers",
+        "llorch_orchestrator_policy_eval_seconds",
+        "llorch_orchestrator_policy_fallbacks_total",
+        "llorch_orchestrator_dispatch_retries_total",
     ):
         assert f"# TYPE {family} " in text, family
-    assert 'orchd_tasks_total{code="OK"} 0.0' in text
-    assert 'orchd_policy_fallbacks_total{fn="schedule",reason="error"} 0.0' in text
+    assert 'llorch_orchestrator_tasks_total{code="OK"} 0.0' in text
+    # ORCH-070: one prefix, and no `_created` series.
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert names and all(n.startswith("llorch_orchestrator_") for n in names), names
+    assert "_created" not in text
+    assert 'llorch_orchestrator_policy_fallbacks_total{fn="schedule",reason="error"} 0.0' in text
 
 
 def test_unreachable_worker_exhausts_retries_then_waits_for_another(orchd: AppFactory) -> None:
@@ -235,4 +241,4 @@ def test_unreachable_worker_exhausts_retries_then_waits_for_another(orchd: AppFa
         # The failed worker is skipped; with no other worker the task waits for its deadline.
         assert [e for _, e, _ in evs] == ["queued", "error"] and "DEADLINE_UNMET" in evs[-1][2]
         assert c.get(f"/v2/tasks/{tid}").json()["attempts"] == 1
-        assert "orchd_dispatch_retries_total 1.0" in c.get("/metrics").text
+        assert "llorch_orchestrator_dispatch_retries_total 1.0" in c.get("/metrics").text

@@ -270,7 +270,7 @@ def test_the_demo_command_streams_a_task(cluster: Cluster) -> None:
                 sys.executable,
                 "-m",
                 "llorch_sdk",
-                "--url",
+                "--orchestrator-url",
                 cluster.url,
                 "--model",
                 MODEL,

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestratord.settings import Settings, SettingsError, from_args
+from orchestratord.cli import from_args as parse
+from orchestratord.settings import Settings, SettingsError
+
+
+def from_args(argv: list[str], env: dict[str, str]) -> Settings:
+    s = parse(argv, env)
+    assert isinstance(s, Settings)
+    return s
 
 
 def test_flags_and_env(tmp_path: Path) -> None:
@@ -20,9 +27,9 @@ def test_flags_and_env(tmp_path: Path) -> None:
             "drop-lru",
         ],
         env={
-            "ORCHD_QUEUE_CAPACITY": "7",
-            "ORCHD_STATE_DIR": str(tmp_path),
-            "ORCHD_CLUSTER_TOKEN": "ct",
+            "LLORCH_QUEUE_CAPACITY": "7",
+            "LLORCH_STATE_DIR": str(tmp_path),
+            "LLORCH_CLUSTER_TOKEN": "ct",
         },
     )
     assert (s.port, s.queue_capacity, s.queue_full_policy, s.cluster_token) == (
@@ -35,9 +42,9 @@ def test_flags_and_env(tmp_path: Path) -> None:
     assert s.database_url == f"sqlite:///{tmp_path / 'orchestratord.sqlite3'}"
     # Flags beat env.
     assert (
-        from_args(["--queue-capacity", "3"], env={"ORCHD_QUEUE_CAPACITY": "7"}).queue_capacity == 3
+        from_args(["--queue-capacity", "3"], env={"LLORCH_QUEUE_CAPACITY": "7"}).queue_capacity == 3
     )
-    assert from_args([], env={"ORCHD_API_KEY": "a, b"}).api_keys == ("a", "b")
+    assert from_args([], env={"LLORCH_API_KEYS": "a, b"}).api_keys == ("a", "b")
 
 
 @pytest.mark.parametrize(
@@ -57,8 +64,8 @@ def test_bad_values_are_one_clear_error(kwargs: dict[str, object]) -> None:
 
 
 def test_bad_env_value_names_the_variable() -> None:
-    with pytest.raises(SettingsError, match="ORCHD_PORT"):
-        from_args([], env={"ORCHD_PORT": "eighty"})
+    with pytest.raises(SettingsError, match="LLORCH_PORT"):
+        from_args([], {"LLORCH_PORT": "eighty"})
 
 
 def test_listening_beyond_loopback_needs_keys_and_a_cluster_token(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Workers spawned with --orchestrator register with a real orchestratord; stop deregisters."""
+"""Workers spawned with --orchestrator-url register with a real orchestratord; stop deregisters."""
 
 from __future__ import annotations
 
@@ -71,9 +71,9 @@ def test_stop_deregisters_from_orchestratord(env: dict[str, str], orchestrator: 
             "--model",
             "tiny",
             "--json",
-            "--orchestrator",
+            "--orchestrator-url",
             orchestrator.url,
-            "--token",
+            "--cluster-token",
             TOKEN,
         ],
         env,
@@ -111,9 +111,9 @@ def test_stop_tolerates_an_unreachable_orchestrator(env: dict[str, str]) -> None
             "--model",
             "tiny",
             "--json",
-            "--orchestrator",
+            "--orchestrator-url",
             gone,
-            "--token",
+            "--cluster-token",
             TOKEN,
         ],
         env,
@@ -137,9 +137,9 @@ def test_a_stopped_worker_leaves_the_registry(env: dict[str, str], orchestrator:
         "--json",
         "--port",
         str(port),
-        "--orchestrator",
+        "--orchestrator-url",
         orchestrator.url,
-        "--token",
+        "--cluster-token",
         TOKEN,
         "--advertise-url",
         advertised,
@@ -154,5 +154,45 @@ def test_a_stopped_worker_leaves_the_registry(env: dict[str, str], orchestrator:
     outcome = stopped.json()["stopped"][0]
     assert outcome["process"] == "terminated"
     # The worker deregisters itself on the way out; ours then finds nothing left, or removes it.
-    assert outcome["orchestrator"] in ("deregistered", "not registered")
+    assert outcome["orchestrator"] in ("deregistered", "deregistered by the worker")
     assert wid not in registered(orchestrator)
+
+
+def test_cleanup_deregisters_the_dead_workers_it_removes(
+    env: dict[str, str], orchestrator: Proc
+) -> None:
+    """POOL-072: cleanup takes a dead worker out of orchestratord's registry with its record."""
+    r = run_pool(
+        [
+            "worker",
+            "spawn",
+            "cpu",
+            "--model",
+            "tiny",
+            "--json",
+            "--orchestrator-url",
+            orchestrator.url,
+            "--cluster-token",
+            TOKEN,
+        ],
+        env,
+    )
+    assert r.code == 0, r.err
+    record = r.json()
+    wid = record["worker_id"]
+    assert wait_for(lambda: wid in registered(orchestrator)), orchestrator.log_text()[-2000:]
+    os.kill(record["pid"], signal.SIGKILL)  # dies without deregistering itself
+    assert wait_for(
+        lambda: procs.identify(record["pid"], record["start_time"], record["cmdline"]) == "gone"
+    )
+    assert wid in registered(orchestrator)
+    cleaned = run_pool(["worker", "cleanup", "--json"], env)
+    assert cleaned.code == 0, cleaned.err
+    [item] = cleaned.json()["cleanup"]
+    assert (item["worker_id"], item["action"], item["orchestrator"]) == (
+        wid,
+        "remove-gone",
+        "deregistered",
+    )
+    assert wid not in registered(orchestrator)
+    assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}

@@ -185,8 +185,10 @@ def test_spawn_refuses_what_cannot_work(env: dict[str, str]) -> None:
     if sys.platform == "linux":
         r = run_pool(["worker", "spawn", "metal", "--model", "tiny"], env)
         assert r.code == 6 and "backend metal is not available here: Metal needs macOS" in r.err
-    r = run_pool(["worker", "spawn", "cpu", "--model", "tiny", "--orchestrator", "http://x"], env)
-    assert r.code == 10 and "--token" in r.err
+    r = run_pool(
+        ["worker", "spawn", "cpu", "--model", "tiny", "--orchestrator-url", "http://x"], env
+    )
+    assert r.code == 10 and "--cluster-token" in r.err
     for result in (r,):
         assert result.err.count("\n") == 1
     assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}

@@ -321,7 +321,9 @@ def test_missing_model_fails_with_one_line(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 2
-    assert r.stderr.strip() == f"llorch-workerd: model file not found: {tmp_path / 'nope.gguf'}"
+    assert (
+        r.stderr.strip() == f"llorch-workerd: error: model file not found: {tmp_path / 'nope.gguf'}"
+    )
 
 
 def test_cancel_of_a_queued_job_ends_it_at_once(tiny_model: Path, tmp_path: Path) -> None:
@@ -374,8 +376,8 @@ def test_listening_beyond_loopback_needs_a_token(tiny_model: Path) -> None:
     )
     assert r.returncode == 2
     assert r.stderr.strip() == (
-        "llorch-workerd: --host 0.0.0.0 is reachable from other machines: set --token, "
-        "or listen on 127.0.0.1"
+        "llorch-workerd: error: --host 0.0.0.0 is reachable from other machines: "
+        "set --cluster-token, or listen on 127.0.0.1"
     )
 
 
