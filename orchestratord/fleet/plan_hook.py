@@ -24,8 +24,9 @@ from typing import TypedDict
 import starlark as sl
 
 from orchestratord.fleet.desired import FleetSpec
-from orchestratord.policy.compile import describe
-from orchestratord.policy.types import FallbackReason, PolicyError, PolicyObserver
+from orchestratord.policy.checks import CallFailed
+from orchestratord.policy.compile import call_budgeted, describe
+from orchestratord.policy.types import PolicyError, PolicyObserver
 
 log = logging.getLogger("llorch.fleet")
 Clock = Callable[[], float]
@@ -89,13 +90,6 @@ class _NoObserver:
         pass
 
 
-class _CallFailed(Exception):
-    def __init__(self, reason: FallbackReason, message: str) -> None:
-        super().__init__(message)
-        self.reason: FallbackReason = reason
-        self.message = message
-
-
 def builtin_plan_source() -> str:
     return (resources.files("orchestratord.fleet") / "plan.star").read_text("utf-8")
 
@@ -156,21 +150,21 @@ def _compile(source: str, name: str, clock: Clock, budget_s: float) -> sl.Frozen
 
 def check_decision(value: object, fleet: FleetInput) -> tuple[dict[str, int], dict[str, str]]:
     """plan()'s return value, validated: every model of the fleet gets a count within its
-    [min_replicas, max_replicas]; else _CallFailed("bad_return")."""
+    [min_replicas, max_replicas]; else CallFailed("bad_return")."""
     if not isinstance(value, dict) or set(value) - {"replicas", "reasons"}:
-        raise _CallFailed(
+        raise CallFailed(
             "bad_return", f'must return {{"replicas": {{...}}, "reasons": {{...}}}}, got {value!r}'
         )
     replicas, reasons = value.get("replicas"), value.get("reasons", {})
     if not isinstance(replicas, dict) or not isinstance(reasons, dict):
-        raise _CallFailed("bad_return", "replicas and reasons must be dicts keyed by model id")
+        raise CallFailed("bad_return", "replicas and reasons must be dicts keyed by model id")
     out: dict[str, int] = {}
     for model_id, m in fleet["models"].items():
         n = replicas.get(model_id)
         if type(n) is not int:
-            raise _CallFailed("bad_return", f"replicas[{model_id!r}] must be an int, got {n!r}")
+            raise CallFailed("bad_return", f"replicas[{model_id!r}] must be an int, got {n!r}")
         if not m["min_replicas"] <= n <= m["max_replicas"]:
-            raise _CallFailed(
+            raise CallFailed(
                 "bad_return",
                 f"replicas[{model_id!r}] = {n} is outside [{m['min_replicas']}, "
                 f"{m['max_replicas']}] of the desired state",
@@ -178,9 +172,7 @@ def check_decision(value: object, fleet: FleetInput) -> tuple[dict[str, int], di
         out[model_id] = n
     unknown = set(replicas) - set(fleet["models"])
     if unknown:
-        raise _CallFailed(
-            "bad_return", f"replicas names models not in the fleet: {sorted(unknown)}"
-        )
+        raise CallFailed("bad_return", f"replicas names models not in the fleet: {sorted(unknown)}")
     why = {k: str(reasons.get(k, "planned by the policy")) for k in out}
     return out, why
 
@@ -294,7 +286,7 @@ class PlanHook:
                 check_decision(
                     hook._call(policy, _encode([fleet, cluster]), load_budget_s * 1000), fleet
                 )
-            except _CallFailed as failed:
+            except CallFailed as failed:
                 raise PolicyError(
                     name, [f"dry run of plan(fleet, cluster) failed: {failed.message}"]
                 ) from None
@@ -311,7 +303,7 @@ class PlanHook:
                     value = self._call(self._policy, payload, self.budget_ms)
                     replicas, reasons = check_decision(value, fleet)
                     return PlanDecision(replicas, reasons, "policy")
-                except _CallFailed as failed:
+                except CallFailed as failed:
                     self.observer.fallback("plan", failed.reason)
                     self._log_once(f"{self.name}: plan() {failed.message}; used the built-in plan")
             replicas, reasons = check_decision(self._call(self._builtin, payload, None), fleet)
@@ -335,28 +327,7 @@ class PlanHook:
             self.observer.observe("plan", self.clock() - start)
 
     def _call(self, adapter: sl.FrozenModule, payload: str, budget_ms: float | None) -> object:
-        if budget_ms is None:
-            try:
-                return adapter.call("plan", payload)
-            except sl.StarlarkError as e:
-                raise _CallFailed("error", describe(e)) from None
-        clock = self.clock
-        deadline = clock() + budget_ms / 1000
-        overran = False
-
-        def cancelled() -> bool:
-            nonlocal overran
-            overran = clock() > deadline
-            return overran
-
-        try:
-            return adapter.call_with(
-                sl.EvalOptions(check_cancelled=cancelled), "plan", payload
-            ).value
-        except sl.StarlarkError as e:
-            if overran:
-                raise _CallFailed("timeout", f"ran past its {budget_ms:g} ms budget") from None
-            raise _CallFailed("error", describe(e)) from None
+        return call_budgeted(adapter, "plan", payload, budget_ms, self.clock)
 
     def _log_once(self, message: str) -> None:
         if message in self._logged or len(self._logged) > 64:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import starlark as sl
 
+from orchestratord.policy.checks import CallFailed
 from orchestratord.policy.types import WORKER_KEYS, PolicyError, PolicyFunction
 
 SIGNATURES: dict[PolicyFunction, tuple[str, ...]] = {
@@ -156,3 +157,34 @@ def compile_policy(
     adapter_ast = sl.parse("<llorch-adapter>", _adapter_source(frozenset(defines)))
     sl.eval(adapter, adapter_ast, sl.Globals.extended_by([sl.LibraryExtension.Json]), loader)
     return CompiledPolicy(name, frozenset(defines), tuple(warnings), adapter.freeze())
+
+
+def call_budgeted(
+    adapter: sl.FrozenModule,
+    fn: str,
+    payload: str,
+    budget_ms: float | None,
+    clock: Callable[[], float],
+) -> object:
+    """Call one policy function (admit, schedule, plan) with its JSON payload; raise CallFailed
+    on a Starlark error, or with reason "timeout" when it ran past `budget_ms` (None: no budget,
+    for the built-in policies)."""
+    if budget_ms is None:
+        try:
+            return adapter.call(fn, payload)
+        except sl.StarlarkError as e:
+            raise CallFailed("error", describe(e)) from None
+    deadline = clock() + budget_ms / 1000
+    overran = False
+
+    def cancelled() -> bool:
+        nonlocal overran
+        overran = clock() > deadline
+        return overran
+
+    try:
+        return adapter.call_with(sl.EvalOptions(check_cancelled=cancelled), fn, payload).value
+    except sl.StarlarkError as e:
+        if overran:
+            raise CallFailed("timeout", f"ran past its {budget_ms:g} ms budget") from None
+        raise CallFailed("error", describe(e)) from None

@@ -23,15 +23,18 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
-import starlark as sl
-
 from orchestratord.policy.checks import (
     CallFailed,
     admit_decision,
     dry_run_inputs,
     worker_choice,
 )
-from orchestratord.policy.compile import SIGNATURES, CompiledPolicy, compile_policy, describe
+from orchestratord.policy.compile import (
+    SIGNATURES,
+    CompiledPolicy,
+    call_budgeted,
+    compile_policy,
+)
 from orchestratord.policy.types import (
     ACCEPT,
     CLUSTER_KEYS,
@@ -244,27 +247,7 @@ class PolicyEngine:
         self, policy: CompiledPolicy, fn: PolicyFunction, payload: str, budget_ms: float | None
     ) -> object:
         """Run one adapter function; raise CallFailed on an error or an overrun."""
-        if budget_ms is None:
-            try:
-                return policy.adapter.call(fn, payload)
-            except sl.StarlarkError as e:
-                raise CallFailed("error", describe(e)) from None
-        clock = self.clock
-        deadline = clock() + budget_ms / 1000
-        overran = False
-
-        def cancelled() -> bool:
-            nonlocal overran
-            overran = clock() > deadline
-            return overran
-
-        try:
-            options = sl.EvalOptions(check_cancelled=cancelled)
-            return policy.adapter.call_with(options, fn, payload).value
-        except sl.StarlarkError as e:
-            if overran:
-                raise CallFailed("timeout", f"ran past its {budget_ms:g} ms budget") from None
-            raise CallFailed("error", describe(e)) from None
+        return call_budgeted(policy.adapter, fn, payload, budget_ms, self.clock)
 
     def _fall_back(self, fn: PolicyFunction, reason: FallbackReason, message: str) -> None:
         self.observer.fallback(fn, reason)
