@@ -81,6 +81,12 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Daemon:
     """One real child process (`python -m <args>`) serving HTTP on a fixed loopback port; it
@@ -242,6 +248,16 @@ class Fleet:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers {sorted(set(worker_ids) - ready)} not ready")
             await asyncio.sleep(0.1)
+
+    async def wait_idle(self, client: httpx.AsyncClient, within_s: float = 30.0) -> None:
+        """Until orchestratord counts no busy slot on any worker. Work sent to a worker
+        directly is known to orchestratord only through heartbeats, which it trusts: a
+        relayed batch right after a direct one would otherwise wait for the next heartbeat."""
+        deadline = time.monotonic() + within_s
+        while any(w["slots_busy"] for w in await self.fleet_view(client)):
+            if time.monotonic() > deadline:
+                raise TimeoutError("orchestratord still counts busy slots")
+            await asyncio.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -120,50 +120,58 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
         return await _embed(service, active, worker)
     tlog = active.log
     body = active.req.worker_body(active.job_id)
-    try:
-        settings = service.settings
-        async for name, raw in execute(
-            worker.url,
-            settings.cluster_token,
-            body,
-            connect_timeout=settings.connect_timeout_s,
-            read_timeout=settings.read_timeout_s,
-        ):
-            if name == "token":
-                if active.first_token is None:
-                    active.first_token = time.perf_counter()
-                    service.metrics.ttft.observe(active.first_token - active.submitted)
-                active.tokens += 1
-                worker.tokens_relayed += 1
-                tlog.append("token", raw=raw)
-            elif name == "started":
-                prompt_tokens = json.loads(raw).get("prompt_tokens")
-                if isinstance(prompt_tokens, int):
-                    active.prompt_tokens = prompt_tokens
-                started = {"worker_id": worker.id, "queue_ms": now - rec.created_ms}
-                if active.prompt_tokens is not None:
-                    started["prompt_tokens"] = active.prompt_tokens
-                tlog.append("started", started)
-            elif name == "end":
-                _end(service, active, worker, json.loads(raw))
-                return "done"
-            elif name == "error":
-                data = json.loads(raw)
-                code = str(data.get("code") or "INTERNAL")
-                if active.tokens == 0 and code in RETRY_CODES and not active.cancelling:
-                    return "retry"
+    outcome: list[Outcome] = []
+
+    def on_event(name: str, raw: bytes) -> bool:
+        """One event of the worker's stream, in the socket's read callback; True: the end."""
+        if name == "token":
+            if active.first_token is None:
+                active.first_token = time.perf_counter()
+                service.metrics.ttft.observe(active.first_token - active.submitted)
+            active.tokens += 1
+            worker.tokens_relayed += 1
+            tlog.append("token", raw=raw)
+        elif name == "started":
+            prompt_tokens = json.loads(raw).get("prompt_tokens")
+            if isinstance(prompt_tokens, int):
+                active.prompt_tokens = prompt_tokens
+            started = {"worker_id": worker.id, "queue_ms": now - rec.created_ms}
+            if active.prompt_tokens is not None:
+                started["prompt_tokens"] = active.prompt_tokens
+            tlog.append("started", started)
+        elif name == "end":
+            _end(service, active, worker, json.loads(raw))
+            outcome.append("done")
+        elif name == "error":
+            data = json.loads(raw)
+            code = str(data.get("code") or "INTERNAL")
+            if active.tokens == 0 and code in RETRY_CODES and not active.cancelling:
+                outcome.append("retry")
+            else:
                 service.fail(
                     active,
                     code,
                     str(data.get("message") or code),
                     retriable=code in RETRY_CODES or code == "DECODE_TIMEOUT",
                 )
-                return "done"
-        raise StreamBroken("the worker closed its stream without an end or error event")
+                outcome.append("done")
+        return bool(outcome)
+
+    settings = service.settings
+    try:
+        await execute(
+            worker.url,
+            settings.cluster_token,
+            body,
+            on_event,
+            connect_timeout=settings.connect_timeout_s,
+            read_timeout=settings.read_timeout_s,
+        )
     except WorkerRefused as e:
         return _refused(service, active, worker, e)
     except (WorkerLost, StreamBroken) as e:
         return _lost(service, active, worker, e)
+    return outcome[0]
 
 
 async def _embed(service: Core, active: ActiveTask, worker: Worker) -> Outcome:

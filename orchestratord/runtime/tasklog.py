@@ -61,7 +61,7 @@ class TaskLog:
     a token costs no allocation while readers are busy sending.
     """
 
-    __slots__ = ("_changed", "_closing", "closed", "events", "nbytes", "readers")
+    __slots__ = ("_changed", "_lingering", "closed", "events", "nbytes", "readers")
 
     def __init__(self) -> None:
         self.events: list[TaskEvent] = []
@@ -69,7 +69,7 @@ class TaskLog:
         self.closed = False
         self.readers = 0
         self._changed: asyncio.Event | None = None
-        self._closing: asyncio.Event | None = None
+        self._lingering: list[asyncio.Future[None]] = []  # readers in `linger`
 
     def append(
         self, event: str, data: Mapping[str, Any] | None = None, raw: bytes | None = None
@@ -82,8 +82,9 @@ class TaskLog:
         self.nbytes += 2 * len(ev.raw) + EVENT_OVERHEAD
         if event in TERMINAL_EVENTS:
             self.closed = True
-            if self._closing is not None:
-                self._closing.set()
+            for waiter in self._lingering:
+                _resolve(waiter)
+            self._lingering.clear()
         changed = self._changed
         if changed is not None:
             self._changed = None
@@ -92,14 +93,20 @@ class TaskLog:
 
     async def linger(self, wait_s: float) -> None:
         """Sleep up to `wait_s`, waking early when the log closes (readers batching tokens
-        must not hold back the final event)."""
+        must not hold back the final event). A reader runs this once per batch it sends: one
+        future and one timer, no timeout context or event object."""
         if self.closed:
             return
-        if self._closing is None:
-            self._closing = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_s):
-                await self._closing.wait()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._lingering.append(waiter)
+        timer = loop.call_later(wait_s, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):  # already gone when the log closed
+                self._lingering.remove(waiter)
 
     async def wait(self, index: int, wait_s: float | None = None) -> bool:
         """Wait until an event with id >= `index` exists or the log closed; False on timeout."""
@@ -113,3 +120,8 @@ class TaskLog:
         except TimeoutError:
             return False
         return True
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

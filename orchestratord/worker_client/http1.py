@@ -1,24 +1,29 @@
-"""A minimal HTTP/1.1 client for one streaming POST: the relay's hot path to a worker.
+"""A minimal HTTP/1.1 client for one POST per connection: the relay's hot path to a worker.
 
-httpx parses each chunk of a response through h11 in pure Python; on a stream of small token
-chunks that costs more CPU than the rest of the relay together. This client writes one request
-on its own connection (`Connection: close`), reads whatever the socket has (so a burst of
-chunks is decoded in one pass), and undoes chunked transfer encoding with bytes operations.
-Every read has a timeout; closing the generator closes the socket, which the worker treats as
-a cancel. Everything else (cancel, health) still goes through httpx.
+httpx parses each chunk of a response through h11 in pure Python, and a stream reader costs a
+task wake-up, a timeout context and a generator hop per socket read; on a stream of small token
+chunks that is more CPU than the rest of the relay together. This client is an asyncio
+`Protocol`: the event loop hands it each socket read directly, it undoes chunked transfer
+encoding with bytes operations and passes the body to a callback, with no task switch per read.
+The read timeout is one timer per connection that looks at the time of the last read, not a
+timeout armed and cancelled per read. It writes one request on its own connection
+(`Connection: close`); ending the exchange, or cancelling the awaiting task, closes the socket,
+which the worker treats as a cancel. Everything else (cancel, health) still goes through httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
-from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-READ_SIZE = 1 << 16
+MAX_ERROR_BODY = 1 << 16
+
+# Called with each piece of the response body as it arrives; True ends the exchange there.
+OnBody = Callable[[bytes], bool]
 
 
 class HttpStatusError(Exception):
@@ -38,20 +43,23 @@ class BadUrl(Exception):
     """The URL names no host and port that a connection can be opened to."""
 
 
-async def post_stream(
+async def post(
     url: str,
     payload: Mapping[str, Any],
     headers: Mapping[str, str],
+    on_body: OnBody,
     *,
     connect_timeout: float,
     read_timeout: float,
     ssl_context: ssl.SSLContext | None = None,
-) -> AsyncGenerator[bytes, None]:
-    """POST `payload` as JSON to `url` and yield the response body as it arrives.
+) -> None:
+    """POST `payload` as JSON to `url`; hand the 200 response's body to `on_body` as it arrives.
 
-    Raises BadUrl for a URL with no usable host or port, HttpStatusError for a non-200 answer,
-    ProtocolError for a malformed or cut response, TimeoutError when connecting or any read takes
-    too long, OSError for socket errors.
+    Returns when the body ended or `on_body` returned True. Raises BadUrl for a URL with no
+    usable host or port, HttpStatusError for a non-200 answer, ProtocolError for a malformed or
+    cut response, TimeoutError when connecting takes longer than `connect_timeout` or the
+    server is silent for `read_timeout`, OSError for socket errors, and whatever `on_body`
+    raises.
     """
     try:
         parts = urlsplit(url)
@@ -70,48 +78,174 @@ async def post_stream(
         "Connection: close",
     ]
     head += [f"{k}: {v}" for k, v in headers.items()]
+    loop = asyncio.get_running_loop()
+    exchange = _Exchange(("\r\n".join(head) + "\r\n\r\n").encode() + body, on_body, read_timeout)
     async with asyncio.timeout(connect_timeout):
         try:
-            reader, writer = await asyncio.open_connection(
+            transport, _ = await loop.create_connection(
+                lambda: exchange,
                 host,
                 port,
                 ssl=(ssl_context or ssl.create_default_context()) if tls else None,
-                limit=READ_SIZE,
             )
         except ValueError as e:  # a NUL in the host, or one IDNA cannot encode (UnicodeError)
             raise BadUrl(f"{url!r}: {e}") from None
     try:
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        buf = bytearray()
-        async with asyncio.timeout(read_timeout):
-            while (end := buf.find(b"\r\n\r\n")) < 0:
-                if not (data := await reader.read(READ_SIZE)):
-                    raise ProtocolError("connection closed before the response headers")
-                buf += data
-        status, fields = _parse_head(bytes(buf[:end]))
-        del buf[: end + 4]
-        chunked = "chunked" in fields.get("transfer-encoding", "")
-        length = int(fields["content-length"]) if "content-length" in fields else None
-        body_iter = (
-            _chunked(reader, buf, read_timeout)
-            if chunked
-            else _plain(reader, buf, length, read_timeout)
-        )
-        async with contextlib.aclosing(body_iter) as pieces:
-            if status != 200:
-                collected = b""
-                async for piece in pieces:
-                    collected += piece
-                    if len(collected) > 65536:
-                        break
-                raise HttpStatusError(status, collected)
-            async for piece in pieces:
-                yield piece
+        await exchange.done
     finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            # Do not wait for a TLS close handshake or a slow peer; the socket is gone.
-            writer.transport.abort()
+        # Do not wait for a TLS close handshake or a slow peer; the exchange is over.
+        exchange.close()
+        transport.abort()
+
+
+class _Exchange(asyncio.Protocol):
+    """One request and its response, parsed as the bytes arrive.
+
+    States: "head" until the status line and fields are in, then "chunked" or "plain" (by
+    Content-Length, or until the connection closes) for a 200, "error" collecting a non-200
+    answer's body. `done` resolves when the exchange is over, one way or another.
+    """
+
+    def __init__(self, request: bytes, on_body: OnBody, read_timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        self._request = request
+        self._on_body = on_body
+        self._read_timeout = read_timeout
+        self._buf = bytearray()
+        self._state = "head"
+        self._status = 0
+        self._remaining: int | None = None  # body bytes left ("plain" with a Content-Length)
+        self._last_read = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio's: no isinstance check here.
+        cast(asyncio.WriteTransport, transport).write(self._request)
+        self._last_read = self._loop.time()
+        self._timer = self._loop.call_at(self._last_read + self._read_timeout, self._check_silence)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self._loop.time()
+        if self.done.done():
+            return
+        try:
+            self._feed(data)
+        except BaseException as e:  # a bad response, or the callback failed: end here
+            self._end(e)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost decides what the end means
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done.done():
+            self.close()
+            return
+        if self._state == "plain" and self._remaining is None:
+            self._end(None)  # a body delimited by the connection's end
+        elif self._state == "error":
+            self._end(HttpStatusError(self._status, bytes(self._buf[:MAX_ERROR_BODY])))
+        elif exc is not None:
+            self._end(exc)
+        elif self._state == "head":
+            self._end(ProtocolError("connection closed before the response headers"))
+        else:
+            self._end(ProtocolError("connection closed mid-body"))
+
+    # -- parsing -----------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        if self._state == "head":
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self._status, fields = _parse_head(bytes(buf[:end]))
+            del buf[: end + 4]
+            if self._status != 200:
+                self._state = "error"
+            elif "chunked" in fields.get("transfer-encoding", ""):
+                self._state = "chunked"
+            else:
+                self._state = "plain"
+                if "content-length" in fields:
+                    try:
+                        self._remaining = int(fields["content-length"])
+                    except ValueError:
+                        raise ProtocolError("bad Content-Length") from None
+        if self._state == "chunked":
+            self._dechunk()
+        elif self._state == "plain":
+            self._plain()
+        elif self._state == "error" and len(buf) > MAX_ERROR_BODY:
+            self._end(HttpStatusError(self._status, bytes(buf[:MAX_ERROR_BODY])))
+
+    def _plain(self) -> None:
+        buf = self._buf
+        if self._remaining is None:
+            piece = bytes(buf)
+            buf.clear()
+        else:
+            piece = bytes(buf[: self._remaining])
+            del buf[: self._remaining]
+            self._remaining -= len(piece)
+        if (piece and self._on_body(piece)) or self._remaining == 0:
+            self._end(None)
+
+    def _dechunk(self) -> None:
+        """Hand over the data of every complete chunk in the buffer, in one call."""
+        buf = self._buf
+        out = bytearray()
+        pos = 0
+        last = False
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            try:
+                size = int(bytes(buf[pos:eol]).split(b";", 1)[0], 16)
+            except ValueError:
+                raise ProtocolError("bad chunk size line") from None
+            if size == 0:
+                last = True  # trailers, if any, are not needed
+                break
+            start, stop = eol + 2, eol + 2 + size
+            if len(buf) < stop + 2:
+                break
+            out += buf[start:stop]
+            pos = stop + 2
+        del buf[:pos]
+        if (out and self._on_body(bytes(out))) or last:
+            self._end(None)
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def _check_silence(self) -> None:
+        self._timer = None
+        if self.done.done():
+            return
+        due = self._last_read + self._read_timeout
+        if self._loop.time() >= due:
+            self._end(TimeoutError(f"no data for {self._read_timeout:g}s"))
+        else:
+            self._timer = self._loop.call_at(due, self._check_silence)
+
+    def _end(self, error: BaseException | None) -> None:
+        self.close()
+        if self.done.done():
+            return
+        if error is None:
+            self.done.set_result(None)
+        else:
+            self.done.set_exception(error)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
@@ -129,58 +263,3 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
         if sep:
             fields[name.strip().lower()] = value.strip().lower()
     return status, fields
-
-
-async def _plain(
-    reader: asyncio.StreamReader, buf: bytearray, length: int | None, read_timeout: float
-) -> AsyncGenerator[bytes, None]:
-    remaining = length
-    if buf:
-        piece = bytes(buf if remaining is None else buf[:remaining])
-        if remaining is not None:
-            remaining -= len(piece)
-        yield piece
-    while remaining is None or remaining > 0:
-        async with asyncio.timeout(read_timeout):
-            data = await reader.read(READ_SIZE if remaining is None else min(remaining, READ_SIZE))
-        if not data:
-            if remaining:
-                raise ProtocolError("connection closed mid-body")
-            return
-        if remaining is not None:
-            remaining -= len(data)
-        yield data
-
-
-async def _chunked(
-    reader: asyncio.StreamReader, buf: bytearray, read_timeout: float
-) -> AsyncGenerator[bytes, None]:
-    """Decode chunked transfer encoding, yielding all complete chunk data per socket read."""
-    while True:
-        out = bytearray()
-        pos = 0
-        while True:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                break
-            try:
-                size = int(bytes(buf[pos:eol]).split(b";", 1)[0], 16)
-            except ValueError:
-                raise ProtocolError("bad chunk size line") from None
-            if size == 0:
-                if out:
-                    yield bytes(out)
-                return  # trailers, if any, are not needed
-            start, stop = eol + 2, eol + 2 + size
-            if len(buf) < stop + 2:
-                break
-            out += buf[start:stop]
-            pos = stop + 2
-        del buf[:pos]
-        if out:
-            yield bytes(out)
-        async with asyncio.timeout(read_timeout):
-            data = await reader.read(READ_SIZE)
-        if not data:
-            raise ProtocolError("connection closed mid-stream")
-        buf += data

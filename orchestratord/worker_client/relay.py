@@ -1,19 +1,22 @@
-"""The worker side of the relay: POST /execute, then the worker's SSE frames as (event, raw data);
-POST /embeddings, whose reply is one JSON body.
+"""The worker side of the relay: POST /execute, whose SSE frames go to a callback as (event, raw
+data); POST /embeddings, whose reply is one JSON body.
 
 Frames are split by hand on bytes: a token's JSON data is never decoded here, so the task log
-can pass it through to clients as is.
+can pass it through to clients as is. The callback runs inside the socket's read callback
+(worker_client/http1.py): no task switch and no async generator hop per token.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from orchestratord.worker_client.http1 import BadUrl, HttpStatusError, ProtocolError, post_stream
+from orchestratord.worker_client.http1 import BadUrl, HttpStatusError, ProtocolError, post
+
+# (event name, raw data) -> True when the stream has given all the caller needs.
+OnEvent = Callable[[str, bytes], bool]
 
 
 class WorkerRefused(Exception):
@@ -38,18 +41,25 @@ def auth_headers(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
-async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes]]:
-    """Split an SSE byte stream into (event name, data bytes); comments are dropped."""
-    buf = b""
-    held = b""  # a trailing CR whose LF may come in the next chunk
-    async for chunk in chunks:
-        if held or b"\r" in chunk:
-            chunk = held + chunk
-            held = b""
+class SseSplitter:
+    """Split an SSE byte stream, fed in arbitrary pieces, into (event name, data bytes) frames;
+    comments are dropped. CRLF line ends are accepted, also when a piece ends between them."""
+
+    __slots__ = ("_buf", "_held")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._held = b""  # a trailing CR whose LF may come in the next piece
+
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        if self._held or b"\r" in chunk:
+            chunk = self._held + chunk
+            self._held = b""
             if chunk.endswith(b"\r"):
-                chunk, held = chunk[:-1], b"\r"
+                chunk, self._held = chunk[:-1], b"\r"
             chunk = chunk.replace(b"\r\n", b"\n")
-        buf = buf + chunk if buf else chunk
+        buf = self._buf + chunk if self._buf else chunk
+        out: list[tuple[str, bytes]] = []
         start = 0
         while True:
             end = buf.find(b"\n\n", start)
@@ -65,43 +75,43 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, byt
                 elif line.startswith(b"event:"):
                     event = line[6:].strip()
             if data:
-                yield event.decode(), b"\n".join(data)
-        buf = buf[start:]
+                out.append((event.decode(), b"\n".join(data)))
+        self._buf = buf[start:]
+        return out
 
 
 async def execute(
     url: str,
     token: str | None,
     body: dict[str, Any],
+    on_event: OnEvent,
     *,
     connect_timeout: float,
     read_timeout: float,
-) -> AsyncIterator[tuple[str, bytes]]:
-    """Run one job on a worker and yield its events until the stream closes.
+) -> None:
+    """Run one job on a worker, handing each of its events to `on_event` as it arrives, until
+    `on_event` returns True (the connection is then closed).
 
-    Raises WorkerRefused for a non-200 answer and WorkerLost when the worker cannot be reached
-    or the connection fails; closing the generator closes the connection, which the worker
-    treats as a cancel.
+    Raises WorkerRefused for a non-200 answer, WorkerLost when the worker cannot be reached
+    or the connection fails or goes silent, StreamBroken when the stream ends before `on_event`
+    said it was done, and whatever `on_event` raises. Cancelling the call closes the
+    connection, which the worker treats as a cancel.
     """
-    stream = post_stream(
-        url.rstrip("/") + "/execute",
-        body,
-        auth_headers(token),
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )
-    try:
-        async with contextlib.aclosing(stream) as chunks:
-            async for item in iter_sse(chunks):
-                yield item
-    except HttpStatusError as e:
-        raise WorkerRefused(e.status, e.body) from None
-    except TimeoutError as e:
-        raise WorkerLost(f"no answer within {read_timeout:g}s (or connect timeout)") from e
-    except (OSError, ProtocolError) as e:
-        raise WorkerLost(f"{type(e).__name__}: {e}") from e
-    except BadUrl as e:
-        raise WorkerLost(f"its URL is unusable: {e}") from e
+    splitter = SseSplitter()
+    finished = False
+
+    def on_body(piece: bytes) -> bool:
+        nonlocal finished
+        for name, raw in splitter.feed(piece):
+            if on_event(name, raw):
+                finished = True
+                return True
+        return False
+
+    url = url.rstrip("/") + "/execute"
+    await _post(url, token, body, on_body, connect_timeout, read_timeout)
+    if not finished:
+        raise StreamBroken("the worker closed its stream without an end or error event")
 
 
 async def embed(
@@ -114,16 +124,35 @@ async def embed(
 ) -> bytes:
     """POST /embeddings on a worker and return its 200 body, with the same errors as `execute`
     (WorkerRefused for another status, WorkerLost when it cannot be reached or fails)."""
-    stream = post_stream(
-        url.rstrip("/") + "/embeddings",
-        body,
-        auth_headers(token),
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )
+    pieces: list[bytes] = []
+
+    def on_body(piece: bytes) -> bool:
+        pieces.append(piece)
+        return False
+
+    url = url.rstrip("/") + "/embeddings"
+    await _post(url, token, body, on_body, connect_timeout, read_timeout)
+    return b"".join(pieces)
+
+
+async def _post(
+    url: str,
+    token: str | None,
+    body: dict[str, Any],
+    on_body: Callable[[bytes], bool],
+    connect_timeout: float,
+    read_timeout: float,
+) -> None:
+    """One POST to a worker, its failures mapped to WorkerRefused and WorkerLost."""
     try:
-        async with contextlib.aclosing(stream) as chunks:
-            return b"".join([chunk async for chunk in chunks])
+        await post(
+            url,
+            body,
+            auth_headers(token),
+            on_body,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
     except HttpStatusError as e:
         raise WorkerRefused(e.status, e.body) from None
     except TimeoutError as e:

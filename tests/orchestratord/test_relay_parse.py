@@ -1,22 +1,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from orchestratord.worker_client.relay import WorkerLost, execute, iter_sse
+from orchestratord.worker_client.relay import SseSplitter, WorkerLost, execute
 
 
 def parse(chunks: list[bytes]) -> list[tuple[str, bytes]]:
-    async def gen() -> AsyncIterator[bytes]:
-        for c in chunks:
-            yield c
-
-    async def collect() -> list[tuple[str, bytes]]:
-        return [item async for item in iter_sse(gen())]
-
-    return asyncio.run(collect())
+    splitter = SseSplitter()
+    return [frame for c in chunks for frame in splitter.feed(c)]
 
 
 def test_frames_split_across_chunks_and_batched_in_one() -> None:
@@ -48,8 +41,7 @@ def test_crlf_framing_even_when_split_between_cr_and_lf() -> None:
 def test_a_url_with_no_usable_host_or_port_is_a_lost_worker(url: str) -> None:
     # Not a ValueError out of the relay: that left the task open and its client waiting.
     async def run() -> None:
-        async for _ in execute(url, None, {}, connect_timeout=1.0, read_timeout=1.0):
-            pass
+        await execute(url, None, {}, lambda *_: False, connect_timeout=1.0, read_timeout=1.0)
 
     with pytest.raises(WorkerLost, match="unusable"):
         asyncio.run(run())

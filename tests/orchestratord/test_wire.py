@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from orchestratord.worker_client.http1 import HttpStatusError, ProtocolError, post_stream
+from orchestratord.worker_client.http1 import HttpStatusError, ProtocolError, post
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -17,7 +17,13 @@ def chunk(data: bytes) -> bytes:
 
 
 async def serve(handler: Handler) -> tuple[asyncio.Server, str]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(closing, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     return server, f"http://127.0.0.1:{port}/execute"
 
@@ -29,12 +35,21 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 async def collect(url: str, read_timeout: float = 5.0) -> bytes:
-    out = b""
-    async for piece in post_stream(
-        url, {"x": "é"}, {"Authorization": "Bearer t"}, connect_timeout=2, read_timeout=read_timeout
-    ):
-        out += piece
-    return out
+    pieces: list[bytes] = []
+
+    def on_body(piece: bytes) -> bool:
+        pieces.append(piece)
+        return False
+
+    await post(
+        url,
+        {"x": "é"},
+        {"Authorization": "Bearer t"},
+        on_body,
+        connect_timeout=2,
+        read_timeout=read_timeout,
+    )
+    return b"".join(pieces)
 
 
 def test_chunked_stream_split_anywhere_is_reassembled() -> None:
@@ -99,5 +114,89 @@ def test_cut_stream_and_silence_and_refused_connection() -> None:
                 await collect(url, read_timeout=0.2)
         with pytest.raises(OSError):
             await collect(url)  # the server is closed: nothing listens there now
+
+    asyncio.run(scenario())
+
+
+def test_steady_data_keeps_the_read_timeout_off_and_silence_after_it_trips_it() -> None:
+    """The read timeout is silence between reads, not the length of the stream (ORCH-051)."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(8):  # 0.4 s of data, a piece every 0.05 s, against a 0.2 s timeout
+            writer.write(chunk(b"x"))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def then_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"x"))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def scenario() -> None:
+        server, url = await serve(trickle)
+        async with server:
+            assert await collect(url, read_timeout=0.2) == b"x" * 8
+        server, url = await serve(then_silent)
+        async with server:
+            with pytest.raises(TimeoutError):
+                await collect(url, read_timeout=0.2)
+
+    asyncio.run(scenario())
+
+
+def test_a_callback_that_has_enough_or_a_cancelled_caller_closes_the_connection() -> None:
+    """Ending the exchange early closes the socket, which the worker takes as a cancel
+    (ORCH-015, ORCH-051)."""
+    closed: list[str] = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            while True:
+                writer.write(chunk(b"data: {}\n\n"))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except (ConnectionError, OSError):
+            closed.append("server saw the close")
+        finally:
+            writer.close()
+
+    async def scenario() -> None:
+        server, url = await serve(endless)
+        async with server:
+            seen: list[bytes] = []
+
+            def enough(piece: bytes) -> bool:
+                seen.append(piece)
+                return len(seen) >= 3
+
+            await post(url, {}, {}, enough, connect_timeout=2, read_timeout=5)
+            assert len(seen) == 3
+            for _ in range(100):
+                if closed:
+                    break
+                await asyncio.sleep(0.02)
+            assert closed == ["server saw the close"]
+            task = asyncio.create_task(
+                post(url, {}, {}, lambda _: False, connect_timeout=2, read_timeout=5)
+            )
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(100):
+                if len(closed) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(closed) == 2
 
     asyncio.run(scenario())
