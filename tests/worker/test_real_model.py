@@ -44,9 +44,14 @@ def test_wrk120_chat_answers_sensibly(real_worker: Proc) -> None:
     assert "Paris" in text_of(evs)
 
 
-def test_wrk120_wrk100_second_turn_is_cached_and_equals_a_cold_run(
+def test_wrk120_wrk100_second_turn_is_cached_and_reproducible(
     real_worker: Proc, smollm2_model: Path, tmp_path: Path
 ) -> None:
+    """On quantized weights a cached prefix MAY change a greedy choice against a cold run
+    (WRK-100: how the rest of the prompt is split into ubatches moves logits in their last
+    bits, and where depends on the CPU's kernels). What holds everywhere: the second turn is
+    served from the cache, and the same conversation on a fresh worker gives the same answer.
+    Exact equality with a cold run is proven on the tiny F32 model (test_engine.py)."""
     turn1 = [{"role": "user", "content": "Name a fruit that is yellow."}]
     body = {"max_tokens": 24, "temperature": 0}
     first = execute(real_worker.url, None, {**body, "messages": turn1})
@@ -56,11 +61,14 @@ def test_wrk120_wrk100_second_turn_is_cached_and_equals_a_cold_run(
         {"role": "user", "content": "And a red one?"},
     ]
     second = execute(real_worker.url, None, {**body, "messages": turn2})
-    assert second[-1].data["prompt_tokens_cached"] > 0
-    with spawn_worker(smollm2_model, tmp_path, extra=["--n-ctx", "2048"]) as cold:
-        baseline = execute(cold.url, None, {**body, "messages": turn2})
-    assert baseline[-1].data["prompt_tokens_cached"] == 0
-    assert text_of(second) == text_of(baseline)
+    assert second[-1].event == "end" and second[-1].data["prompt_tokens_cached"] > 0
+    assert text_of(second).strip()
+    with spawn_worker(smollm2_model, tmp_path, slots=2, extra=["--n-ctx", "2048"]) as fresh:
+        again1 = execute(fresh.url, None, {**body, "messages": turn1})
+        again2 = execute(fresh.url, None, {**body, "messages": turn2})
+    assert text_of(again1) == text_of(first)
+    assert again2[-1].data["prompt_tokens_cached"] == second[-1].data["prompt_tokens_cached"]
+    assert text_of(again2) == text_of(second)
 
 
 def test_wrk120_wrk094_batched_jobs_equal_their_solo_runs(smollm2_model: Path) -> None:
