@@ -179,7 +179,9 @@ class FleetControl:
                 "tokens_per_s": round(sum(w.tokens_per_s * w.slots for w in ready), 3),
                 "ttft_ms": d["ttft_ms"],
                 "planned_replicas": self._target.get(m.id, len(ready) + coming),
-                "last_change_ms": self._changed_ms.get(m.id, 0),
+                # A model first seen (orchestratord just started, or the model is new) counts
+                # as just changed: after a restart, scale-downs wait a cooldown (FLT-015).
+                "last_change_ms": self._changed_ms.setdefault(m.id, now_ms),
             }
         fleet = fleet_input(self.spec)
         decision = self.hook.plan(fleet, cluster)

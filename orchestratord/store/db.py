@@ -189,6 +189,7 @@ class Store:
                 last_heartbeat_ms=r.last_heartbeat_ms,
                 registered_ms=r.registered_ms,
                 dead=r.state == "dead",
+                draining=r.state in ("draining", "drained"),  # a drain outlives a restart
             )
             for r in rows
         ]
@@ -303,6 +304,10 @@ class Store:
 
 
 def worker_row(w: Worker, state: str) -> dict[str, Any]:
+    """The worker's row; a draining worker is stored as draining whatever it reports, so that
+    orchestratord started again keeps it out of new work (FLT-031)."""
+    if w.draining and state not in ("dead", "deregistered", "drained"):
+        state = "draining"
     return {
         "id": w.id,
         "url": w.url,

@@ -121,3 +121,17 @@ def test_flt_028_a_done_stop_is_not_offered_twice(control: FleetControl) -> None
     with pytest.raises(Conflict, match="done by x"):
         control.lease("stop:m.b.0", "y", 60_000, 30, seen)
     assert control.plan(40, {"m": IDLE}, [ready("m.a.0")])["actions"] == []
+
+
+def test_flt_015_a_restart_holds_scale_downs_for_a_cooldown() -> None:
+    """FLT-015: plan memory is not stored; a controller that has just started (orchestratord
+    restarted) treats its first plan of a model as a change, so two replicas that are more than
+    the load needs are kept for a cooldown instead of one being stopped at once."""
+    control = FleetControl(SPEC, PlanHook.from_source(""), start_grace_ms=5_000)
+    workers = [ready("m.a.0"), ready("m.b.0", pool="b")]
+    first = control.plan(1_000, {"m": IDLE}, workers)
+    assert first["models"][0]["planned_replicas"] == 2 and first["actions"] == []
+    assert "cooldown" in first["models"][0]["reason"]
+    later = control.plan(1_000 + 10_000, {"m": IDLE}, workers)
+    assert later["models"][0]["planned_replicas"] == 1
+    assert [a["kind"] for a in later["actions"]] == ["drain"]

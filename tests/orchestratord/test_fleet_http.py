@@ -115,6 +115,29 @@ def test_flt_030_drain(orchd: AppFactory) -> None:
         assert c.get("/v2/workers", headers=CT).json()["workers"][0]["state"] == "drained"
 
 
+def test_flt_031_a_drain_outlives_a_restart(orchd: AppFactory) -> None:
+    """FLT-031: orchestratord started again on the same database keeps a drained worker out
+    of new work, after its heartbeats and its re-registration too."""
+    with orchd(cluster_token="ct", admin_token="at") as c:
+        register(c, "w1")
+        assert c.post("/v2/workers/w1/drain", headers=AT).status_code == 202
+        beat = {"state": "ready", "slots_total": 2, "slots_busy": 0}
+        assert c.post("/v2/workers/w1/heartbeat", json=beat, headers=CT).status_code == 200
+    with orchd(cluster_token="ct", admin_token="at") as c:
+        assert c.post("/v2/workers/w1/heartbeat", json=beat, headers=CT).status_code == 200
+        register(c, "w1")
+        [w] = c.get("/v2/workers", headers=CT).json()["workers"]
+        assert w["state"] == "drained"
+        r = c.post("/v2/tasks", json={"model": "m", "prompt": "hi", "max_tokens": 2})
+        task = c.get(f"/v2/tasks/{r.json()['task_id']}").json()
+        assert task["status"] == "queued" and task["worker_id"] is None
+    with orchd(cluster_token="ct", admin_token="at") as c:  # a restart while it was drained
+        [w] = c.get("/v2/workers", headers=CT).json()["workers"]
+        assert w["state"] in ("unverified", "drained")
+        register(c, "w1")
+        assert c.get("/v2/workers", headers=CT).json()["workers"][0]["state"] == "drained"
+
+
 def test_flt_003_fleet_file_at_start_and_on_sighup(orchd: AppFactory, tmp_path: Path) -> None:
     """FLT-003: --fleet is read at start."""
     path = tmp_path / "fleet.toml"
