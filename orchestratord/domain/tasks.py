@@ -139,6 +139,7 @@ class TaskRecord:
     error_code: str | None = None
     error_message: str | None = None
     attempts: int = 0
+    prompt_tokens: int | None = None  # as the worker counted them, once it started the task
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))

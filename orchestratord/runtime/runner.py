@@ -134,7 +134,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
         elif name == "started":
             prompt_tokens = json.loads(raw).get("prompt_tokens")
             if isinstance(prompt_tokens, int):
-                active.prompt_tokens = prompt_tokens
+                active.prompt_tokens = rec.prompt_tokens = prompt_tokens
             started = {"worker_id": worker.id, "queue_ms": now - rec.created_ms}
             if active.prompt_tokens is not None:
                 started["prompt_tokens"] = active.prompt_tokens
@@ -199,7 +199,7 @@ async def _embed(service: Core, active: ActiveTask, worker: Worker) -> Outcome:
     except ValueError as e:
         service.fail(active, "INTERNAL", str(e), retriable=False)
         return "done"
-    active.prompt_tokens = prompt_tokens
+    active.prompt_tokens = rec.prompt_tokens = prompt_tokens
     service.finish_end(active, {"tokens_out": 0, "stop_reason": "EOS", "embeddings": vectors})
     return "done"
 

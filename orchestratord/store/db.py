@@ -26,7 +26,7 @@ from orchestratord.domain.registry import Worker
 from orchestratord.domain.tasks import TaskQuery, TaskRecord
 
 log = logging.getLogger("llorch.orchestratord.store.db")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 schema_version = sa.Table(
@@ -67,6 +67,7 @@ tasks = sa.Table(
     sa.Column("max_tokens", sa.Integer, nullable=False, server_default="128"),
     sa.Column("ttft_ms", sa.Float),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("prompt_tokens", sa.Integer),  # as the worker counted them (replay uses them)
 )
 # Listings page newest first; retention deletes by finish time (created in `migrate` too,
 # so databases made before they existed get them).
@@ -99,6 +100,7 @@ _UPGRADES: dict[int, list[tuple[str, str]]] = {
         ("tasks", "ttft_ms FLOAT"),
         ("tasks", "attempts INTEGER NOT NULL DEFAULT 0"),
     ],
+    3: [("tasks", "prompt_tokens INTEGER")],
 }
 _TASK_COLUMNS = [c.name for c in tasks.columns]
 

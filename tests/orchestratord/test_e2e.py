@@ -83,6 +83,11 @@ def test_a_task_streams(cluster: Cluster) -> None:
     assert end["ttft_ms"] > 0
     text = "".join(e.data["t"] for e in evs if e.event == "token")
     assert text
+    # ORCH-014: the record keeps the prompt's length as the worker counted it (replay uses it).
+    with open_task_stream(cluster.url, {"model": MODEL, "prompt": "hello", "max_tokens": 2}) as s:
+        task_id, last = s.task_id, (s.head + read_events(s.lines))[-1]
+    record = httpx.get(f"{cluster.url}/v2/tasks/{task_id}").json()
+    assert record["prompt_tokens"] == last.data["prompt_tokens"] > 0
     metrics = httpx.get(cluster.url + "/metrics").text
     assert re.search(r"^llorch_orchestrator_tokens_out_total \d+", metrics, re.M)
     assert "llorch_orchestrator_ttft_seconds_count" in metrics
