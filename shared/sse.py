@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_str = json.encoder.encode_basestring  # what _dumps writes a str as (ensure_ascii=False)
 # JSON leaves these unescaped, but many SSE clients split lines with str.splitlines(), which
 # breaks on them (the SSE spec itself splits only on CR and LF). Escaping keeps every client safe.
 _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
@@ -42,6 +43,16 @@ def encode_event(event: str, data: Mapping[str, Any], event_id: int | str | None
     """Frame one SSE event. `data` is JSON without newlines, so one `data:` line suffices."""
     head = f"id: {event_id}\nevent: {event}\n" if event_id is not None else f"event: {event}\n"
     return (head + "data: " + dumps(data) + "\n\n").encode()
+
+
+def encode_tokens(pieces: Sequence[str], first_index: int, first_id: int) -> bytes:
+    """A run of worker `token` events, byte for byte what `encode_event("token", {"t": piece,
+    "i": index}, id)` gives each, framed in one pass: the hot path of a fast stream."""
+    frames = [
+        f'id: {first_id + k}\nevent: token\ndata: {{"t":{_json_str(t)},"i":{first_index + k}}}\n\n'
+        for k, t in enumerate(pieces)
+    ]
+    return "".join(frames).translate(_LINE_BREAKERS).encode()
 
 
 def encode_data(data: Mapping[str, Any] | str) -> bytes:

@@ -85,7 +85,16 @@ def gpu_offload_supported() -> bool:
 
 
 def default_threads() -> int:
-    # llama-cpp-python's own default: half the cores (the event loop needs the rest).
+    """Half the CPUs, at least one (llama-cpp-python's default; WRK-002).
+
+    llama-server's default is one per physical core, the same number on an SMT-2 host, but all
+    CPUs on one without SMT (a VM). There it decodes one stream up to twice as fast when the
+    machine is otherwise idle (SmolLM2 on this project's 2-vCPU box: ~125 against ~65 tokens/s),
+    and collapses when anything else wants a core: llama.cpp's threads meet at a barrier after
+    every operation, so one descheduled thread stalls them all (measured 3-10 tokens/s, with the
+    spinning threads burning the CPU). Half leaves room for the event loop and the neighbours;
+    `--threads` gives the rest on a dedicated machine (bench/peer.py passes the same number to
+    both servers)."""
     return max(1, (os.cpu_count() or 2) // 2)
 
 

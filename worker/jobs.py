@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -59,20 +60,69 @@ class JobTable:
             job.cancel()
 
 
+class Doorbell:
+    """One event loop's wake-ups from the decode thread: at most one in flight at a time.
+
+    A wake-up (`call_soon_threadsafe`) costs a syscall and a loop iteration that competes with the
+    decode thread for the GIL. One step of the decode loop ends a token for every running stream;
+    their channels hand their waiters here, and the first one schedules a single call that
+    resolves all that are waiting by the time it runs: one wake-up per step, not one per stream.
+    Lock-free: the producer appends then checks `_rung`; the consumer clears `_rung` before it
+    takes the waiters, so a waiter appended after the take finds `_rung` clear and rings again.
+    """
+
+    __slots__ = ("__weakref__", "_loop", "_ready", "_rung", "rings")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ready: deque[asyncio.Future[None]] = deque()
+        self._rung = False
+        self.rings = 0  # calls scheduled so far (for tests and benchmarks)
+
+    def ring(self, waiter: asyncio.Future[None]) -> None:
+        """Resolve `waiter` soon, on the loop (any thread)."""
+        self._ready.append(waiter)
+        if not self._rung:
+            self._rung = True
+            self.rings += 1
+            self._loop.call_soon_threadsafe(self._answer)
+
+    def _answer(self) -> None:
+        self._rung = False
+        ready = self._ready
+        for _ in range(len(ready)):
+            _resolve(ready.popleft())
+
+
+_doorbells: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Doorbell] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def doorbell(loop: asyncio.AbstractEventLoop) -> Doorbell:
+    """The loop's one `Doorbell` (call on the loop)."""
+    bell = _doorbells.get(loop)
+    if bell is None:
+        bell = _doorbells[loop] = Doorbell(loop)
+    return bell
+
+
 class TokenChannel:
     """Thread -> event loop queue of text pieces that wakes the loop only when it is waiting.
 
     The producer appends without locking (deque appends are atomic); the consumer takes
-    everything available at once. A wake-up costs a syscall and a loop iteration that competes
-    with the token loop for the GIL, so while tokens come faster than one per `coalesce_s` the
-    producer wakes the loop at most once per `coalesce_s` and tokens travel in batches. A slow
-    model (a token every few ms or more) is woken on every token: latency is unchanged.
+    everything available at once. While tokens come faster than one per `coalesce_s` the
+    producer wakes the loop for this channel at most once per `coalesce_s` and tokens travel in
+    batches. A slow model (a token every few ms or more) is woken on every token: latency is
+    unchanged. Wake-ups go through the loop's `Doorbell`, which folds those of all channels that
+    come together (one decode step) into one.
     """
 
-    __slots__ = ("_closed", "_coalesce_s", "_items", "_last_wake", "_loop", "_waiter")
+    __slots__ = ("_bell", "_closed", "_coalesce_s", "_items", "_last_wake", "_loop", "_waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, coalesce_s: float = 0.001) -> None:
         self._loop = loop
+        self._bell = doorbell(loop)
         self._items: deque[str] = deque()
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
@@ -94,7 +144,7 @@ class TokenChannel:
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            self._loop.call_soon_threadsafe(_resolve, waiter)
+            self._bell.ring(waiter)
 
     async def drain(self, patience_s: float | None = None) -> list[str] | None:
         """All pieces available now, waiting for at least one; [] once closed and empty;

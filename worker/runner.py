@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from shared.logs import FIELDS
 from shared.problem import Draining, InvalidParams, ModelUnavailable
-from shared.sse import encode_event
+from shared.sse import encode_event, encode_tokens
 from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
 from worker.jobs import Job, JobTable, TokenChannel
 from worker.metrics import WorkerMetrics
@@ -206,10 +206,11 @@ async def stream_job(
             pieces = await channel.drain()
         i = 0
         while pieces and not job.cancelled:
-            chunk = [event("token", {"t": t, "i": i + k}) for k, t in enumerate(pieces)]
+            chunk = encode_tokens(pieces, i, seq)
+            seq += len(pieces)
             i += len(pieces)
             job.emitted = i
-            yield head + b"".join(chunk)
+            yield head + chunk
             head = b""
             pieces = await channel.drain()
         if head:

@@ -77,8 +77,18 @@ class StepLoop:
         self._make_sampler = make_sampler
         self._piece = piece
         self._on_step = on_step
+        self._eog = eog_tokens(vocab)
+        self._sample = holding_gil(lc.llama_sampler_sample)
         self._capacity = batcher.max_step_tokens()
         self._batch = lc.llama_batch_init(self._capacity, 0, 1)
+        # The batch's arrays as ctypes arrays: a run of tokens is one slice assignment.
+        cap, b = self._capacity, self._batch
+        self._token = _array(ctypes.c_int32, b.token, cap)
+        self._pos = _array(ctypes.c_int32, b.pos, cap)
+        self._logits = _array(ctypes.c_int8, b.logits, cap)
+        self._seq = [b.seq_id[i] for i in range(cap)]
+        for i in range(cap):
+            b.n_seq_id[i] = 1  # every token belongs to one sequence
         self._inbox: list[_Submission] = []
         self._running: dict[int, _Running] = {}
         self._cv = threading.Condition()
@@ -174,22 +184,23 @@ class StepLoop:
         step = self._batcher.plan()
         if not step.entries:
             return
-        batch = self._batch
         k = 0
         sample_at: list[tuple[int, int]] = []
+        tokens, pos, seq, logits = self._token, self._pos, self._seq, self._logits
         for e in step.entries:
-            last = len(e.tokens) - 1
-            for j, tok in enumerate(e.tokens):
-                batch.token[k] = tok
-                batch.pos[k] = e.pos + j
-                batch.n_seq_id[k] = 1
-                batch.seq_id[k][0] = e.seq_id
-                batch.logits[k] = e.sample and j == last
-                k += 1
+            n = len(e.tokens)
+            end = k + n
+            tokens[k:end] = e.tokens
+            pos[k:end] = range(e.pos, e.pos + n)
+            logits[k:end] = bytes(n)
+            for i in range(k, end):
+                seq[i][0] = e.seq_id
+            k = end
             if e.sample:
+                logits[k - 1] = 1
                 sample_at.append((e.seq_id, k - 1))
-        batch.n_tokens = k
-        rc = lc.llama_decode(self._ctx, batch)
+        self._batch.n_tokens = k
+        rc = lc.llama_decode(self._ctx, self._batch)
         if rc != 0:
             raise EngineError(f"llama_decode failed ({rc}) on a step of {k} tokens")
         self._batcher.commit(step)
@@ -202,8 +213,8 @@ class StepLoop:
     def _advance(self, seq_id: int, idx: int) -> None:
         run = self._running[seq_id]
         job = run.sub.job
-        tok = lc.llama_sampler_sample(run.sampler, self._ctx, idx)
-        if lc.llama_vocab_is_eog(self._vocab, tok):
+        tok = self._sample(run.sampler, self._ctx, idx)
+        if tok in self._eog:
             self._finish(seq_id, "EOS")
             return
         run.generated.append(tok)
@@ -240,17 +251,52 @@ class StepLoop:
         run.sub.future.set_exception(EngineError(f"inference failed: {error}"))
 
 
+def _array(ctype: Any, pointer: Any, n: int) -> Any:
+    return (ctype * n).from_address(ctypes.addressof(pointer.contents))
+
+
 def piece_reader(vocab: Any) -> Callable[[int], bytes]:
-    """token -> its bytes, with one reusable buffer (a piece longer than it is rare)."""
+    """token -> its bytes. A token's bytes never change, so each is read from llama.cpp once and
+    kept: a streamed token costs a dict lookup, not a foreign call (each of which lets the event
+    loop take the GIL, and the decode thread then waits for it)."""
     buf = ctypes.create_string_buffer(_PIECE_BUF)
     to_piece = lc.llama_token_to_piece
+    known: dict[int, bytes] = {}
 
-    def piece(token: int) -> bytes:
+    def read(token: int) -> bytes:
         n = to_piece(vocab, token, buf, _PIECE_BUF, 0, False)
         if n >= 0:
-            return buf.raw[:n]
-        big = ctypes.create_string_buffer(-n)
-        m = to_piece(vocab, token, big, -n, 0, False)
-        return big.raw[:m]
+            data = buf.raw[:n]
+        else:  # a piece longer than the buffer is rare
+            big = ctypes.create_string_buffer(-n)
+            data = big.raw[: to_piece(vocab, token, big, -n, 0, False)]
+        known[token] = data
+        return data
+
+    def piece(token: int) -> bytes:
+        data = known.get(token)
+        return data if data is not None else read(token)
 
     return piece
+
+
+def eog_tokens(vocab: Any) -> frozenset[int]:
+    """Every end-of-generation token of the vocabulary, read once: EOS, EOT, EOM and the rest
+    llama.cpp marks EOG."""
+    is_eog = lc.llama_vocab_is_eog
+    return frozenset(t for t in range(lc.llama_vocab_n_tokens(vocab)) if is_eog(vocab, t))
+
+
+def holding_gil(func: Any) -> Callable[..., Any]:
+    """`func` (a ctypes foreign function) called without releasing the GIL.
+
+    ctypes releases the GIL around every call, so after each call the decode thread must take it
+    back, and if the event loop has it meanwhile, the decode thread waits up to the interpreter's
+    switch interval (5 ms). For a short call on the decode thread's critical path (sampling one
+    token: tens of microseconds) the hand-off costs more than it lets the event loop do."""
+    proto = ctypes.PYFUNCTYPE(func.restype, *func.argtypes)
+    address = ctypes.cast(func, ctypes.c_void_p).value
+    if address is None:
+        raise EngineError(f"no address for {func!r}")
+    call: Callable[..., Any] = proto(address)
+    return call

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from shared.sse import EventStream, encode_data, encode_event
+from shared.sse import EventStream, encode_data, encode_event, encode_tokens
 
 
 async def receive() -> dict[str, Any]:
@@ -68,3 +68,14 @@ def test_orch_143_frames_escape_unicode_line_separators() -> None:
         assert "\u2028" not in line and "\u2029" not in line and "\x85" not in line
         assert len(line.strip().splitlines()) == 1
         assert json.loads(line)["t"] == text
+
+
+def test_orch_143_wrk080_a_run_of_token_events_is_framed_as_encode_event_frames_each() -> None:
+    """`encode_tokens` (the worker's hot path) writes exactly the bytes of one `encode_event`
+    per token: quotes, backslashes, control characters, line separators, non-ASCII, empty."""
+    pieces = ["a", '"q"\n\\', "\u2028x\u2029\x85", "é漢😀", "\x00\x1f\t", ""]
+    want = b"".join(
+        encode_event("token", {"t": t, "i": 7 + k}, 3 + k) for k, t in enumerate(pieces)
+    )
+    assert encode_tokens(pieces, 7, 3) == want
+    assert encode_tokens([], 0, 0) == b""

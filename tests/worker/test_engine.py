@@ -208,3 +208,27 @@ def test_wrk112_a_reranking_model_cannot_embed(tmp_path: Path) -> None:
             e.embed([e.tokenize("cat")])
     finally:
         e.close()
+
+
+def test_wrk094_eog_and_pieces_read_once_match_llama_cpp(engine: LlamaEngine) -> None:
+    """The decode loop reads each token's bytes and the end-of-generation set from llama.cpp once
+    and keeps them: they must be what llama.cpp says for every token of the vocabulary, on the
+    first read and from the cache alike."""
+    import ctypes
+
+    import llama_cpp as lc
+
+    from worker.steploop import eog_tokens, piece_reader
+
+    vocab = engine._vocab
+    n = lc.llama_vocab_n_tokens(vocab)
+    eog = eog_tokens(vocab)
+    assert lc.llama_vocab_eos(vocab) in eog
+    assert eog == {t for t in range(n) if lc.llama_vocab_is_eog(vocab, t)}
+    piece = piece_reader(vocab)
+    buf = ctypes.create_string_buffer(256)
+    for t in range(n):
+        m = lc.llama_token_to_piece(vocab, t, buf, 256, 0, False)
+        want = buf.raw[:m]
+        assert piece(t) == want
+        assert piece(t) == want  # cached
