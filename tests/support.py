@@ -64,10 +64,11 @@ class Proc:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -88,6 +89,7 @@ def spawn(
     ready: str | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
+    host: str = "127.0.0.1",
 ) -> Iterator[Proc]:
     """Start `python -m <args>`, wait for `health` to answer, and stop it afterwards."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -99,7 +101,7 @@ def spawn(
             env=full_env,
             start_new_session=True,
         )
-    p = Proc(proc, port, log)
+    p = Proc(proc, port, log, host)
     try:
         try:
             wait_http_ready(p.url + health, proc, timeout=timeout, ready=ready)

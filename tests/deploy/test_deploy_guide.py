@@ -22,11 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.llorch_ctl.conftest import pool_for, start_test_sshd, toml_str, write_inventory
-from tests.llorch_ctl.netns import add_route, net_host
-from tests.llorch_ctl.sshd import stop_sshd
+from tests.llorch_ctl.conftest import pool_for, toml_str, two_pool_hosts, write_inventory
 from tests.llorch_ctl.test_whole_flow import API_KEY, CLUSTER, POOL_CMD, orchestratord
-from tests.support import require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ssh, pytest.mark.netns]
 
@@ -66,17 +63,9 @@ def test_the_guide_names_each_step() -> None:
 def hosts(tmp_path: Path, client_key: Path) -> Iterator[tuple[Path, str, dict[str, str]]]:
     """Two namespaced pool hosts with sshd, orchestratord, and the guide's inventory for them:
     (inventory, orchestrator URL, pool name -> address)."""
-    require(os.geteuid() == 0, "network namespaces need root")
-    require(shutil.which("ip") is not None, "iproute2 (`ip`) is not installed")
     with contextlib.ExitStack() as stack:
-        nets = {f"h{i}": stack.enter_context(net_host(i)) for i in (1, 2)}
-        orch_addr = nets["h1"].gateway
-        add_route(nets["h2"], orch_addr)
-        sshds = {}
-        for name, h in nets.items():
-            s = start_test_sshd(tmp_path / f"sshd-{name}", h.addr, client_key, prefix=h.exec_prefix)
-            stack.callback(stop_sshd, s)
-            sshds[name] = s
+        two = two_pool_hosts(stack, tmp_path, client_key)
+        nets, sshds, orch_addr = two.hosts, two.sshds, two.orch_addr
         orch_url = stack.enter_context(orchestratord(orch_addr, tmp_path))
         # The guide's step 4: the pools' env carries the cluster token and the URL.
         pools = {

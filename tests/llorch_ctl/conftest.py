@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.llorch_ctl.netns import NetHost, add_route, net_host
 from tests.llorch_ctl.sshd import SSHD, Sshd, keygen, start_sshd, stop_sshd
-from tests.support import require
+from tests.support import free_port, require, spawn
 
 LLORCH = [sys.executable, "-m", "llorch_ctl"]
 
@@ -24,6 +26,40 @@ def start_test_sshd(d: Path, host: str, client_key: Path, *, prefix: Sequence[st
     require(Path(SSHD).exists(), "OpenSSH sshd is not installed (apt-get install openssh-server)")
     require(shutil.which("ssh-keygen") is not None, "ssh-keygen is not installed")
     return start_sshd(d, host, client_key, prefix=prefix)
+
+
+@dataclass
+class PoolHosts:
+    """Two pool hosts, each in its own network namespace with its own sshd; `orch_addr` is our
+    side of host 1's link (where orchestratord listens), which host 2 has a route to."""
+
+    hosts: dict[str, NetHost]
+    sshds: dict[str, Sshd]
+    orch_addr: str
+
+
+def two_pool_hosts(stack: contextlib.ExitStack, tmp: Path, client_key: Path) -> PoolHosts:
+    """Hosts h1 and h2 for the multi-host tests, torn down with `stack`."""
+    require(os.geteuid() == 0, "network namespaces need root")
+    require(shutil.which("ip") is not None, "iproute2 (`ip`) is not installed")
+    hosts = {f"h{i}": stack.enter_context(net_host(i)) for i in (1, 2)}
+    orch_addr = hosts["h1"].gateway
+    add_route(hosts["h2"], orch_addr)
+    sshds: dict[str, Sshd] = {}
+    for name, h in hosts.items():
+        s = start_test_sshd(tmp / f"sshd-{name}", h.addr, client_key, prefix=h.exec_prefix)
+        stack.callback(stop_sshd, s)
+        sshds[name] = s
+    return PoolHosts(hosts, sshds, orch_addr)
+
+
+@contextlib.contextmanager
+def orchestratord_on(addr: str, tmp: Path, *args: str) -> Iterator[str]:
+    """A real orchestratord listening only on `addr`, its state in `tmp`; yields its URL."""
+    port = free_port(addr)
+    argv = ["orchestratord", "--host", addr, "--port", str(port), "--state-dir", str(tmp / "orchd")]
+    with spawn([*argv, *args], port, tmp / "orchd.log", "/health", host=addr) as proc:
+        yield proc.url
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,13 @@ from llorch_sdk import Client
 from tests.llorch_ctl.conftest import (
     LLORCH,
     Ctl,
+    orchestratord_on,
     pool_for,
-    start_test_sshd,
     toml_str,
+    two_pool_hosts,
     write_inventory,
 )
-from tests.llorch_ctl.netns import add_route, net_host
-from tests.llorch_ctl.sshd import stop_sshd
-from tests.support import free_port, require, wait_http_ready
+from tests.support import require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ssh, pytest.mark.netns]
 
@@ -48,33 +46,11 @@ POOL_CMD = f"{shlex.quote(sys.executable)} -m pool_ctl"
 COOLDOWN_S = 25
 
 
-@contextlib.contextmanager
-def orchestratord(addr: str, tmp: Path, fleet: Path) -> Iterator[str]:
-    port = free_port(addr)
-    url = f"http://{addr}:{port}"
-    log = tmp / "orchd.log"
-    args = [
-        sys.executable, "-m", "orchestratord", "--host", addr, "--port", str(port),
-        "--state-dir", str(tmp / "orchd"), "--cluster-token", CLUSTER, "--api-key", API_KEY,
-        "--admin-token", ADMIN,
-        "--fleet", str(fleet),
-        "--heartbeat-stale-ms", "3000", "--heartbeat-dead-ms", "6000",
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        try:
-            wait_http_ready(url + "/health", proc, timeout=30)
-        except Exception as e:
-            raise RuntimeError(f"{e}\n{log.read_text()[-3000:]}") from e
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+def orchestratord(addr: str, tmp: Path, fleet: Path) -> contextlib.AbstractContextManager[str]:
+    return orchestratord_on(
+        addr, tmp, "--cluster-token", CLUSTER, "--api-key", API_KEY, "--admin-token", ADMIN,
+        "--fleet", str(fleet), "--heartbeat-stale-ms", "3000", "--heartbeat-dead-ms", "6000",
+    )  # fmt: skip
 
 
 class Load:
@@ -176,13 +152,8 @@ def test_fleet_scales_up_and_down_over_ssh(
         'pools = ["h1", "h2"]\nslots = 1\nmin_replicas = 1\nmax_replicas = 2\n'
     )
     with contextlib.ExitStack() as stack:
-        hosts = {f"h{i}": stack.enter_context(net_host(i)) for i in (1, 2)}
-        add_route(hosts["h2"], hosts["h1"].gateway)
-        sshds = {}
-        for name, h in hosts.items():
-            s = start_test_sshd(tmp_path / f"sshd-{name}", h.addr, client_key, prefix=h.exec_prefix)
-            stack.callback(stop_sshd, s)
-            sshds[name] = s
+        two = two_pool_hosts(stack, tmp_path, client_key)
+        hosts, sshds = two.hosts, two.sshds
         url = stack.enter_context(orchestratord(hosts["h1"].gateway, tmp_path, fleet))
         pools = {
             name: pool_for(sshds[name], POOL_CMD,

@@ -11,9 +11,7 @@ import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,10 +21,15 @@ from pathlib import Path
 import pytest
 
 from llorch_sdk import Client
-from tests.llorch_ctl.conftest import Ctl, pool_for, start_test_sshd, write_inventory
-from tests.llorch_ctl.netns import NetHost, add_route, net_host
-from tests.llorch_ctl.sshd import Sshd, stop_sshd
-from tests.support import free_port, require, wait_http_ready
+from tests.llorch_ctl.conftest import (
+    Ctl,
+    orchestratord_on,
+    pool_for,
+    two_pool_hosts,
+    write_inventory,
+)
+from tests.llorch_ctl.netns import NetHost
+from tests.llorch_ctl.sshd import Sshd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ssh, pytest.mark.netns]
 
@@ -35,52 +38,12 @@ CLUSTER = "flow-cluster-token"
 POOL_CMD = f"{shlex.quote(sys.executable)} -m pool_ctl"
 
 
-@contextlib.contextmanager
-def orchestratord(addr: str, tmp: Path) -> Iterator[str]:
+def orchestratord(addr: str, tmp: Path) -> contextlib.AbstractContextManager[str]:
     """A real orchestratord listening only on `addr` (our side of host 1's link)."""
-    port = free_port(addr)
-    url = f"http://{addr}:{port}"
-    log = tmp / "orchd.log"
-    args = [
-        sys.executable,
-        "-m",
-        "orchestratord",
-        "--host",
-        addr,
-        "--port",
-        str(port),
-        "--state-dir",
-        str(tmp / "orchd"),
-        "--api-key",
-        API_KEY,
-        "--cluster-token",
-        CLUSTER,
-        "--heartbeat-stale-ms",
-        "2000",
-        "--heartbeat-dead-ms",
-        "4000",
-    ]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        try:
-            wait_http_ready(url + "/health", proc, timeout=30)
-        except Exception as e:
-            raise RuntimeError(f"{e}\n{log.read_text()[-3000:]}") from e
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    return orchestratord_on(
+        addr, tmp, "--api-key", API_KEY, "--cluster-token", CLUSTER,
+        "--heartbeat-stale-ms", "2000", "--heartbeat-dead-ms", "4000",
+    )  # fmt: skip
 
 
 @dataclass
@@ -94,18 +57,9 @@ class Fleet:
 
 @pytest.fixture
 def fleet(tmp_path: Path, client_key: Path) -> Iterator[Fleet]:
-    require(os.geteuid() == 0, "network namespaces need root")
-    require(shutil.which("ip") is not None, "iproute2 (`ip`) is not installed")
     with contextlib.ExitStack() as stack:
-        hosts = {f"h{i}": stack.enter_context(net_host(i)) for i in (1, 2)}
-        # orchestratord listens on host 1's gateway; host 2 gets a route to it.
-        orch_addr = hosts["h1"].gateway
-        add_route(hosts["h2"], orch_addr)
-        sshds: dict[str, Sshd] = {}
-        for name, h in hosts.items():
-            s = start_test_sshd(tmp_path / f"sshd-{name}", h.addr, client_key, prefix=h.exec_prefix)
-            stack.callback(stop_sshd, s)
-            sshds[name] = s
+        two = two_pool_hosts(stack, tmp_path, client_key)
+        hosts, sshds, orch_addr = two.hosts, two.sshds, two.orch_addr
         orch_url = stack.enter_context(orchestratord(orch_addr, tmp_path))
         pools = {
             name: pool_for(
