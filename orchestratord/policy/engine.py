@@ -98,7 +98,7 @@ _task_row = operator.itemgetter(*TASK_KEYS)
 _worker_row = operator.itemgetter(*WORKER_KEYS)
 _cluster_row = operator.itemgetter(*CLUSTER_KEYS)
 _LISTS = ("recent_sessions", "recent_prefixes")
-assert WORKER_KEYS[-len(_LISTS) :] == _LISTS  # _row_key relies on the lists being last
+assert WORKER_KEYS[-len(_LISTS) :] == _LISTS  # the row cache's key relies on it
 _END = object()  # ends the first list in a row's key; no policy input is this object
 _MAX_CACHED_ROWS = 4096  # the encoded-row cache is emptied when it grows past this
 
@@ -138,7 +138,7 @@ class PolicyEngine:
         self.observer: PolicyObserver = observer or _NoObserver()
         self.clock = clock
         self._logged: set[tuple[str, str, str]] = set()
-        # A worker row's key (_row_key) -> its JSON text: a cache of encodings, which never
+        # A worker row's key (_schedule_payload) -> its JSON text: a cache of encodings, which never
         # changes what a policy sees, so the engine still keeps no state of consequence.
         self._encoded_rows: dict[tuple[object, ...], str] = {}
 
@@ -292,7 +292,10 @@ class PolicyEngine:
         for w in workers:
             row = _worker_row(w)
             try:
-                key = _row_key(row)
+                # What decides the row's JSON: its scalars, the types of all its fields (1,
+                # 1.0 and True are equal but encode differently), the strings of its two
+                # lists with a marker between them. (Inline: this loop is the hot path.)
+                key = (row[:-2], *map(type, row), *row[-2], _END, *row[-1])
                 text = cached.get(key)
             except TypeError:  # an unhashable value where the policy expects a string
                 key, text = None, None
@@ -347,14 +350,6 @@ class PolicyEngine:
                     break  # one failure per function says enough
         if problems:
             raise PolicyError(self.name, problems)
-
-
-def _row_key(row: tuple[object, ...]) -> tuple[object, ...]:
-    """What decides a worker row's JSON: the types of its fields (1, 1.0 and True are equal
-    but encode differently), its scalar values, then the strings of its two lists, with a
-    marker between them. Raises TypeError for an unhashable value."""
-    *scalars, sessions, prefixes = row
-    return (*map(type, row), *scalars, *sessions, _END, *prefixes)  # type: ignore[misc]
 
 
 class PolicyHolder:
