@@ -19,13 +19,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
-from orchestratord.policy.types import WorkerView
+from orchestratord.policy.types import PolicyWorkerState, WorkerView
 from shared.wire import WORKER_STATUSES, WorkerState, WorkerStatus
 
 REPORTED_STATES = WORKER_STATUSES
 # Sessions and prefixes remembered per worker: its cache holds about one conversation per slot,
 # and every row a policy reads costs encoding time (POL-080), so a few suffice.
 RECENT = 8
+# A worker's state as a policy sees it, when not ready (ready is "ready" or "busy" by its room).
+_POLICY_STATE: dict[str, PolicyWorkerState] = {
+    "dead": "dead",
+    "draining": "draining",
+    "drained": "draining",
+}
 __all__ = ["REPORTED_STATES", "Registry", "Worker", "WorkerListing", "WorkerState", "WorkerView"]
 
 
@@ -141,13 +147,7 @@ class Worker:
             "backend": self.backend,
             "state": ("busy" if busy >= total else "ready")
             if state == "ready"
-            else (
-                "dead"
-                if state == "dead"
-                else "draining"
-                if state in ("draining", "drained")
-                else "stale"
-            ),
+            else _POLICY_STATE.get(state, "stale"),
             "slots_total": total,
             "slots_busy": busy,
             "tokens_per_s": round(self.tokens_per_s, 2),

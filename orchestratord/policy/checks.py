@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from orchestratord.policy.types import (
+    ACCEPT,
     AdmitDecision,
     ClusterView,
     FallbackReason,
@@ -35,7 +36,10 @@ def eligible(worker: WorkerView, model: str) -> bool:
 
 
 def admit_decision(value: object) -> AdmitDecision:
-    """admit()'s return value as a decision, or CallFailed("bad_return")."""
+    """admit()'s return value as a decision, or CallFailed("bad_return"). The adapter hands
+    back {"accept": True} as ACCEPT itself (compile._adapter_source)."""
+    if value is ACCEPT:
+        return ACCEPT
     if not isinstance(value, dict) or not isinstance(value.get("accept"), bool):
         raise CallFailed("bad_return", f'must return {{"accept": True|False, ...}}, got {value!r}')
     unknown = set(value) - _ADMIT_KEYS

@@ -5,9 +5,10 @@ A policy is evaluated in a bare sandbox: the standard Starlark globals only (no 
 no state survives between calls. The engine does not call the policy's functions directly:
 a small adapter module, generated here, `load()`s them from the frozen policy and hands them
 dicts decoded from one compact JSON string per call, which costs a third of what converting
-Python dicts through the binding does (bench/policy_cost.py). Workers travel as rows (one
-list per worker, fields in WORKER_KEYS order) and become dicts inside Starlark, so the policy
-sees exactly the documented fields and nothing else the daemon may keep about a worker.
+Python dicts through the binding does (bench/policy_cost.py). The task, each worker and the
+cluster travel as rows (lists of their fields in TASK_KEYS, WORKER_KEYS, CLUSTER_KEYS order)
+and become dicts inside Starlark, so the policy sees exactly the documented fields and nothing
+else the daemon may keep about them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from dataclasses import dataclass
 import starlark as sl
 
 from orchestratord.policy.checks import CallFailed
-from orchestratord.policy.types import WORKER_KEYS, PolicyError, PolicyFunction
+from orchestratord.policy.types import (
+    ACCEPT,
+    CLUSTER_KEYS,
+    TASK_KEYS,
+    WORKER_KEYS,
+    PolicyError,
+    PolicyFunction,
+)
 
 SIGNATURES: dict[PolicyFunction, tuple[str, ...]] = {
     "admit": ("task", "cluster"),
@@ -98,17 +106,35 @@ def _arity_problems(name: str, source: str) -> list[str]:
     return problems
 
 
+def _literal(keys: tuple[str, ...], row: str) -> str:
+    """Starlark for the dict of `keys` whose values are the items of the list `row`."""
+    return "{" + ", ".join(f"{key!r}: {row}[{i}]" for i, key in enumerate(keys)) + "}"
+
+
 def _adapter_source(defines: frozenset[PolicyFunction]) -> str:
+    # The task, each worker and the cluster travel as rows (values in TASK_KEYS, WORKER_KEYS,
+    # CLUSTER_KEYS order), which encode and decode without their keys, and become dicts here
+    # through dict literals: cheaper in Starlark than dict(zip(KEYS, row)).
+    task, worker, cluster = (
+        _literal(TASK_KEYS, "t"),
+        _literal(WORKER_KEYS, "w"),
+        _literal(CLUSTER_KEYS, "c"),
+    )
     lines = [f'load("{_POLICY_MODULE}", _{fn}="{fn}")' for fn in sorted(defines)]
-    lines.append(f"_WORKER_KEYS = {tuple(WORKER_KEYS)!r}")
     if "admit" in defines:
-        lines += ["def admit(j):", "    a = json.decode(j)", "    return _admit(a[0], a[1])"]
+        # The usual answer comes back as the host's ACCEPT itself (`_ACCEPTED`, opaque to
+        # Starlark): the binding converts every other returned value through Python's json.
+        lines += [
+            "def admit(j):",
+            "    t, c = json.decode(j)",
+            f"    d = _admit({task}, {cluster})",
+            '    return _ACCEPTED if d == {"accept": True} else d',
+        ]
     if "schedule" in defines:
         lines += [
             "def schedule(j):",
-            "    a = json.decode(j)",
-            "    workers = [dict(zip(_WORKER_KEYS, row)) for row in a[1]]",
-            "    return _schedule(a[0], workers, a[2])",
+            "    t, c, ws = json.decode(j)",
+            f"    return _schedule({task}, [{worker} for w in ws], {cluster})",
         ]
     return "\n".join(lines) + "\n"
 
@@ -153,6 +179,7 @@ def compile_policy(
 
     frozen = module.freeze()
     adapter = sl.Module()
+    adapter["_ACCEPTED"] = sl.OpaquePythonObject(ACCEPT)
     loader = sl.FileLoader(lambda _module_id: frozen)
     adapter_ast = sl.parse("<llorch-adapter>", _adapter_source(frozenset(defines)))
     sl.eval(adapter, adapter_ast, sl.Globals.extended_by([sl.LibraryExtension.Json]), loader)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 import logging
 import operator
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -65,8 +66,41 @@ __all__ = [
 log = logging.getLogger("llorch.policy")
 Clock = Callable[[], float]
 _MAX_LOGGED = 64  # distinct fallback messages logged per engine; a policy can't flood the log
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _compact_encoder() -> Callable[[object], str]:
+    """Compact JSON without NaN: JSONEncoder.encode, less what it rebuilds on every call (the
+    C encoder and the circular check's memo; a cycle raises RecursionError instead)."""
+    python = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)  # CPython's _json; not in typeshed
+    if make is None:  # pragma: no cover - CPython always has it
+        return python.encode
+    c_encode = make(
+        None,
+        python.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
+    )
+    return lambda value: "".join(c_encode(value, 0))
+
+
+_encode = _compact_encoder()
+# What a caller's inputs may raise when encoded: a missing field, a value JSON cannot hold.
+_BAD_INPUT = (KeyError, TypeError, ValueError, RecursionError)
+# The rows the adapter turns back into dicts (compile._adapter_source): exactly the documented
+# fields, whatever else the caller's mappings hold (POL-024).
+_task_row = operator.itemgetter(*TASK_KEYS)
 _worker_row = operator.itemgetter(*WORKER_KEYS)
+_cluster_row = operator.itemgetter(*CLUSTER_KEYS)
+_LISTS = ("recent_sessions", "recent_prefixes")
+assert WORKER_KEYS[-len(_LISTS) :] == _LISTS  # the row cache's key relies on it
+_END = object()  # ends the first list in a row's key; no policy input is this object
+_MAX_CACHED_ROWS = 4096  # the encoded-row cache is emptied when it grows past this
 
 
 def builtin_source() -> str:
@@ -104,6 +138,9 @@ class PolicyEngine:
         self.observer: PolicyObserver = observer or _NoObserver()
         self.clock = clock
         self._logged: set[tuple[str, str, str]] = set()
+        # A worker row's key (_schedule_payload) -> its JSON text: a cache of encodings, which never
+        # changes what a policy sees, so the engine still keeps no state of consequence.
+        self._encoded_rows: dict[tuple[object, ...], str] = {}
 
     @property
     def name(self) -> str:
@@ -206,8 +243,8 @@ class PolicyEngine:
 
     def _admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
         try:
-            payload = _encode([_pick(task, TASK_KEYS), _pick(cluster, CLUSTER_KEYS)])
-        except (KeyError, TypeError, ValueError) as e:
+            payload = _encode([_task_row(task), _cluster_row(cluster)])
+        except _BAD_INPUT as e:
             self._fall_back("admit", "bad_input", f"cannot pass the task to the policy: {e!r}")
             return ACCEPT
         if "admit" in self._policy.defines:
@@ -225,9 +262,8 @@ class PolicyEngine:
         self, task: TaskView, workers: Sequence[WorkerView], cluster: ClusterView
     ) -> str | None:
         try:
-            rows = [_worker_row(w) for w in workers]
-            payload = _encode([_pick(task, TASK_KEYS), rows, _pick(cluster, CLUSTER_KEYS)])
-        except (KeyError, TypeError, ValueError) as e:
+            payload = self._schedule_payload(task, workers, cluster)
+        except _BAD_INPUT as e:
             self._fall_back("schedule", "bad_input", f"cannot pass the inputs to the policy: {e!r}")
             return None
         if "schedule" in self._policy.defines:
@@ -242,6 +278,35 @@ class PolicyEngine:
         except CallFailed as failed:
             self._log_once("schedule", "builtin", f"built-in schedule failed: {failed.message}")
             return None
+
+    def _schedule_payload(
+        self, task: TaskView, workers: Sequence[WorkerView], cluster: ClusterView
+    ) -> str:
+        """The JSON of schedule()'s inputs. A worker's row is encoded once and its text reused
+        while the row stays the same: most of a fleet does not change from one decision to the
+        next, and encoding the rows is most of the Python side of a decision (POL-080)."""
+        cached = self._encoded_rows
+        if len(cached) > _MAX_CACHED_ROWS:
+            cached.clear()
+        encoded = []
+        for w in workers:
+            row = _worker_row(w)
+            try:
+                # What decides the row's JSON: its scalars, the types of all its fields (1,
+                # 1.0 and True are equal but encode differently), the strings of its two
+                # lists with a marker between them. (Inline: this loop is the hot path.)
+                key = (row[:-2], *map(type, row), *row[-2], _END, *row[-1])
+                text = cached.get(key)
+            except TypeError:  # an unhashable value where the policy expects a string
+                key, text = None, None
+            if text is None:
+                text = _encode(row)
+                if key is not None:
+                    cached[key] = text
+            encoded.append(text)
+        # [task, cluster, workers]: the first two encoded in one go, the rows spliced in.
+        head = _encode([_task_row(task), _cluster_row(cluster)])
+        return f"{head[:-1]},[{','.join(encoded)}]]"
 
     def _call(
         self, policy: CompiledPolicy, fn: PolicyFunction, payload: str, budget_ms: float | None
@@ -273,10 +338,10 @@ class PolicyEngine:
             for case, (task, workers, cluster) in cases.items():
                 try:
                     if fn == "admit":
-                        payload = _encode([task, cluster])
+                        payload = _encode([_task_row(task), _cluster_row(cluster)])
                         admit_decision(self._call(self._policy, fn, payload, budget_s * 1000))
                     else:
-                        payload = _encode([task, [_worker_row(w) for w in workers], cluster])
+                        payload = self._schedule_payload(task, workers, cluster)
                         value = self._call(self._policy, fn, payload, budget_s * 1000)
                         worker_choice(value, task, workers)
                 except CallFailed as failed:
@@ -285,11 +350,6 @@ class PolicyEngine:
                     break  # one failure per function says enough
         if problems:
             raise PolicyError(self.name, problems)
-
-
-def _pick(view: Mapping[str, object], keys: tuple[str, ...]) -> dict[str, object]:
-    """Exactly the documented fields: whatever else the daemon keeps stays out of the policy."""
-    return {k: view[k] for k in keys}
 
 
 class PolicyHolder:

@@ -498,6 +498,47 @@ def test_policies_see_only_documented_fields() -> None:
     assert obs.fallbacks == []
 
 
+def test_pol_003_policies_see_each_workers_current_fields() -> None:
+    """POL-003, POL-022: the engine reuses the JSON of a worker row only while the row is the
+    same, values and types alike, so a policy always sees the worker as it is now: a list
+    changed in place, an int where a float was, a session moved to the other list."""
+    src = (
+        "def schedule(task, workers, cluster):\n"
+        "    for w in workers:\n"
+        "        if w['recent_sessions'] == ['s-1', 's-2'] and type(w['tokens_per_s']) == "
+        "'float':\n"
+        "            return w['id']\n"
+        "    return None\n"
+    )
+    engine = PolicyEngine.from_source(src, observer=(obs := RecordingObserver()))
+    worker = make_worker("a", recent_sessions=["s-1"])
+    task, cluster = make_task(), make_cluster()
+    assert engine.schedule(task, [worker], cluster) is None
+    worker["recent_sessions"].append("s-2")  # the same list, changed in place
+    assert engine.schedule(task, [worker], cluster) == "a"
+    assert engine.schedule(task, [{**worker, "tokens_per_s": 20}], cluster) is None
+    assert engine.schedule(task, [worker], cluster) == "a"
+    moved = make_worker("a", recent_sessions=["s-1"], recent_prefixes=["s-2"])
+    assert engine.schedule(task, [moved], cluster) is None
+    assert engine.schedule(task, [worker], cluster) == "a"
+    assert obs.fallbacks == []
+
+
+def test_pol_051_inputs_json_cannot_hold_fall_back() -> None:
+    """POL-051: a NaN or a cycle in the inputs is bad_input, not an exception."""
+    engine = PolicyEngine.from_file(None, observer=(obs := RecordingObserver()))
+    cycle: list[object] = []
+    cycle.append(cycle)
+    nan = make_worker("a", tokens_per_s=float("nan"))
+    assert engine.schedule(make_task(), [nan], make_cluster()) is None
+    assert (
+        engine.schedule(make_task(), [make_worker("a", recent_sessions=cycle)], make_cluster())
+        is None
+    )
+    assert engine.admit(make_task(session_id=cycle), make_cluster()) == AdmitDecision(accept=True)
+    assert obs.fallbacks == [("schedule", "bad_input")] * 2 + [("admit", "bad_input")]
+
+
 # -- reload ------------------------------------------------------------------------------------
 
 
