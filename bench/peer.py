@@ -64,6 +64,11 @@ HISTORY = (
 )
 
 
+# Every request on a connection of its own, for both servers alike: llama-server may close a
+# kept-alive connection after a streamed reply, and a reused one then fails.
+FRESH = {"connection": "close"}
+
+
 @dataclass
 class Stream:
     sent: float
@@ -107,7 +112,7 @@ class Ours(Server):
     def complete(self, client: httpx.Client, url: str, prompt: str, n: int) -> Stream:
         body = {"prompt": prompt, "max_tokens": n, "ignore_eos": True, "temperature": 0}
         s = Stream(time.perf_counter())
-        with client.stream("POST", url + "/execute", json=body) as r:
+        with client.stream("POST", url + "/execute", json=body, headers=FRESH) as r:
             r.raise_for_status()
             event = ""
             for line in r.iter_lines():
@@ -149,7 +154,7 @@ class Theirs(Server):
             "cache_prompt": True,
         }
         s = Stream(time.perf_counter())
-        with client.stream("POST", url + "/completion", json=body) as r:
+        with client.stream("POST", url + "/completion", json=body, headers=FRESH) as r:
             r.raise_for_status()
             for line in r.iter_lines():
                 if not line.startswith("data: "):
