@@ -42,6 +42,8 @@ def record_trace(
     """Write `tasks` finished tasks on `workers` workers of model "m" into a database file,
     arriving as a Poisson process at `load` times the fleet's capacity."""
     rng = random.Random(seed)
+    # Prompt sizes from a stream of their own: the trace's other draws stay what they were.
+    prompts = random.Random(seed + 1)
     store = Store(f"sqlite:///{path}").open()
     try:
         fleet = [
@@ -79,6 +81,7 @@ def record_trace(
                     started_ms=start,
                     finished_ms=start + service,
                     tokens_out=out,
+                    prompt_tokens=prompts.randint(8, 1024),
                 )
             )
             if len(batch) == 10_000:
