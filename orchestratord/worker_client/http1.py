@@ -102,8 +102,9 @@ class _Exchange(asyncio.Protocol):
     """One request and its response, parsed as the bytes arrive.
 
     States: "head" until the status line and fields are in, then "chunked" or "plain" (by
-    Content-Length, or until the connection closes) for a 200, "error" collecting a non-200
-    answer's body. `done` resolves when the exchange is over, one way or another.
+    Content-Length, or until the connection closes). A non-200 answer's body is collected
+    (capped) instead of handed over, and the exchange ends in HttpStatusError. `done` resolves
+    when the exchange is over, one way or another.
     """
 
     def __init__(self, request: bytes, on_body: OnBody, read_timeout: float) -> None:
@@ -115,6 +116,7 @@ class _Exchange(asyncio.Protocol):
         self._buf = bytearray()
         self._state = "head"
         self._status = 0
+        self._error = bytearray()  # a non-200 answer's body
         self._remaining: int | None = None  # body bytes left ("plain" with a Content-Length)
         self._last_read = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
@@ -143,10 +145,8 @@ class _Exchange(asyncio.Protocol):
         if self.done.done():
             self.close()
             return
-        if self._state == "plain" and self._remaining is None:
-            self._end(None)  # a body delimited by the connection's end
-        elif self._state == "error":
-            self._end(HttpStatusError(self._status, bytes(self._buf[:MAX_ERROR_BODY])))
+        if (self._state == "plain" and self._remaining is None) or self._status not in (0, 200):
+            self._end(None)  # a body delimited by the connection's end, or an error's detail
         elif exc is not None:
             self._end(exc)
         elif self._state == "head":
@@ -165,9 +165,9 @@ class _Exchange(asyncio.Protocol):
                 return
             self._status, fields = _parse_head(bytes(buf[:end]))
             del buf[: end + 4]
-            if self._status != 200:
-                self._state = "error"
-            elif "chunked" in fields.get("transfer-encoding", ""):
+            if self._status != 200:  # the body (framed like any other) is the error's detail
+                self._on_body = self._collect_error
+            if "chunked" in fields.get("transfer-encoding", ""):
                 self._state = "chunked"
             else:
                 self._state = "plain"
@@ -180,8 +180,10 @@ class _Exchange(asyncio.Protocol):
             self._dechunk()
         elif self._state == "plain":
             self._plain()
-        elif self._state == "error" and len(buf) > MAX_ERROR_BODY:
-            self._end(HttpStatusError(self._status, bytes(buf[:MAX_ERROR_BODY])))
+
+    def _collect_error(self, piece: bytes) -> bool:
+        self._error += piece
+        return len(self._error) >= MAX_ERROR_BODY
 
     def _plain(self) -> None:
         buf = self._buf
@@ -237,6 +239,8 @@ class _Exchange(asyncio.Protocol):
         self.close()
         if self.done.done():
             return
+        if self._status not in (0, 200):  # whatever else happened, the answer was a refusal
+            error = HttpStatusError(self._status, bytes(self._error[:MAX_ERROR_BODY]))
         if error is None:
             self.done.set_result(None)
         else:

@@ -81,12 +81,23 @@ def test_error_status_and_plain_body() -> None:
         writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
         writer.close()
 
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(chunk(b'{"detail":') + chunk(b'"bad"}') + b"0\r\n\r\n")
+        await writer.drain()
+
     async def scenario() -> None:
         server, url = await serve(handler)
         async with server:
             with pytest.raises(HttpStatusError) as e:
                 await collect(url)
             assert (e.value.status, e.value.body) == (503, b"busy")
+        server, url = await serve(chunked)  # the detail arrives whole, without the framing
+        async with server:
+            with pytest.raises(HttpStatusError) as e:
+                await collect(url)
+            assert (e.value.status, e.value.body) == (400, b'{"detail":"bad"}')
 
     asyncio.run(scenario())
 
