@@ -326,6 +326,7 @@ def test_bad_admit_values_are_rejected() -> None:
 def test_fallback_is_logged_once_per_distinct_problem(
     failing: PolicyEngine, observer: RecordingObserver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """ORCH-071: every fallback is counted, each (function, reason) logged once."""
     caplog.set_level(logging.WARNING, logger="llorch.policy")
     for _ in range(5):
         failing.schedule(make_task(id="bad-type"), WORKERS, make_cluster())
