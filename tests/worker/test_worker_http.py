@@ -404,6 +404,7 @@ def test_wrk100_second_turn_reports_prompt_tokens_cached(worker: Proc) -> None:
 
 
 def test_wrk110_embeddings_of_a_string_and_a_list(worker: Proc) -> None:
+    """WRK-110: embeddings of a string and a list."""
     health = httpx.get(worker.url + "/health").json()
     assert health["embeddings"] == {
         "available": True,
@@ -426,6 +427,7 @@ def test_wrk110_embeddings_of_a_string_and_a_list(worker: Proc) -> None:
 
 
 def test_wrk113_embedding_input_errors_are_400_problems(worker: Proc) -> None:
+    """WRK-113: embedding input errors are 400 problems."""
     for bad, field in (
         ({}, "input"),
         ({"input": []}, "input"),
