@@ -189,7 +189,8 @@ def test_worker_register_heartbeat_deregister(orchd: AppFactory) -> None:
 
 def test_admin_policy_reload_is_validated(orchd: AppFactory) -> None:
     """ORCH-090, ORCH-030: an invalid policy is 400 and the running one stays; a valid one is
-    installed, and its admit() rejection is 429 ADMISSION_REJECT with its reason and Retry-After."""
+    installed, and its admit() rejection is 429 ADMISSION_REJECT with its reason and Retry-After.
+    (POL-031)"""
     admin = {"authorization": "Bearer at"}
     with orchd(cluster_token="ct", admin_token="at") as c:
         before = c.get("/v2/meta/capabilities").json()["policy"]
