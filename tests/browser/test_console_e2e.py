@@ -62,6 +62,7 @@ def submit(url: str, key: str, **body: Any) -> str:
 def test_orch_222_fleet_page_lists_the_workers_and_follows_a_kill(
     fleet: Fleet, tmp_path: Path, name: str, viewport: dict[str, int], dark: bool
 ) -> None:
+    """ORCH-222: fleet page lists the workers and follows a kill."""
     with browser(tmp_path / "profile", viewport=viewport, dark=dark) as ctx:
         page = ctx.new_page()
         errors = sign_in(page, fleet.url, ADMIN)
@@ -90,6 +91,7 @@ def test_orch_222_fleet_page_lists_the_workers_and_follows_a_kill(
 def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
     fleet: Fleet, tmp_path: Path
 ) -> None:
+    """ORCH-223: a task's tokens appear as they stream and replay."""
     with browser(tmp_path / "profile", viewport=LAPTOP) as ctx:
         page = ctx.new_page()
         errors = sign_in(page, fleet.url, ADMIN)
@@ -149,6 +151,7 @@ def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
 def test_orch_224_a_compare_run_over_two_workers_ends_with_figures_and_in_history(
     fleet: Fleet, tmp_path: Path, name: str, viewport: dict[str, int], dark: bool
 ) -> None:
+    """ORCH-224: a compare run over two workers ends with figures and in history."""
     with browser(tmp_path / "profile", viewport=viewport, dark=dark) as ctx:
         page = ctx.new_page()
         errors = sign_in(page, fleet.url, KEY_ACME)
@@ -183,6 +186,7 @@ def test_orch_224_a_compare_run_over_two_workers_ends_with_figures_and_in_histor
 
 
 def test_orch_225_a_client_key_sees_only_its_tenants_tasks(fleet: Fleet, tmp_path: Path) -> None:
+    """ORCH-225: a client key sees only its tenant's tasks."""
     with browser(tmp_path / "profile", viewport=PHONE, dark=True) as ctx:
         page = ctx.new_page()
         errors = sign_in(page, fleet.url, KEY_OTHER)

@@ -36,6 +36,7 @@ def test_orch_160_an_unserved_model_is_404_at_once_listing_the_models(orchd: App
 
 
 def test_orch_161_what_a_worker_refuses_is_refused_at_submit(orchd: AppFactory) -> None:
+    """ORCH-161: what a worker refuses is refused at submit."""
     with orchd(cluster_token="ct", expect_models=()) as c:
         assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
         tool = {**TASK, "prompt": None, "messages": [{"role": "tool", "content": "42"}]}
@@ -57,6 +58,7 @@ def test_orch_161_what_a_worker_refuses_is_refused_at_submit(orchd: AppFactory) 
 def test_orch_162_a_queued_task_whose_reader_left_stops_holding_its_place(
     orchd: AppFactory,
 ) -> None:
+    """ORCH-162: a queued task whose reader left stops holding its place."""
     with orchd(disconnect_grace_ms=50) as c:
         task = {"model": "m", "prompt": "hello", "max_tokens": 4}
         task_id = c.post("/v2/tasks", json=task).json()["task_id"]

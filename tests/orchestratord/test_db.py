@@ -41,6 +41,7 @@ def record(task_id: str, status: str = "queued") -> TaskRecord:
 
 
 def test_new_database_is_wal_and_current(tmp_path: Path) -> None:
+    """ORCH-060, ORCH-061: a new SQLite database is in WAL mode at the current schema version."""
     store = Store(f"sqlite:///{tmp_path / 'sub' / 'o.db'}").open()
     assert store.version() == SCHEMA_VERSION
     store.close()
@@ -49,6 +50,7 @@ def test_new_database_is_wal_and_current(tmp_path: Path) -> None:
 
 
 def test_upgrade_from_version_1_keeps_rows(tmp_path: Path) -> None:
+    """ORCH-061: a version-1 database is upgraded in place, keeping its rows."""
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as c:
         c.executescript(V1_SCHEMA)
@@ -72,6 +74,7 @@ def test_upgrade_from_version_1_keeps_rows(tmp_path: Path) -> None:
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """ORCH-061: a database newer than this code is refused."""
     path = tmp_path / "new.db"
     with sqlite3.connect(path) as c:
         c.executescript(
@@ -107,6 +110,7 @@ def test_batch_writer_coalesces_and_deletes(tmp_path: Path) -> None:
 
 
 def test_the_prompt_is_never_stored(tmp_path: Path) -> None:
+    """ORCH-062: only the prompt's hash is stored, never the prompt (database and WAL)."""
     from orchestratord.domain.tasks import parse_task_request
 
     req = parse_task_request({"model": "m", "prompt": "secret words"}, caller=OPEN)

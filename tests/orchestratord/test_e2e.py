@@ -67,6 +67,8 @@ def started_on(events: list[Event]) -> str:
 
 
 def test_a_task_streams(cluster: Cluster) -> None:
+    """ORCH-012, ORCH-020, ORCH-022: the submitting stream carries queued, started, tokens and end,
+    ids from 0; token i counts events; end has tokens_out and ttft_ms."""
     evs = stream_task(
         cluster.url,
         {"model": MODEL, "prompt": "hello", "max_tokens": 12, "ignore_eos": True, "seed": 3},
@@ -125,6 +127,7 @@ def test_cancel_mid_stream_frees_the_worker_slot(cluster: Cluster) -> None:
 
 
 def test_resume_with_last_event_id_loses_nothing(cluster: Cluster) -> None:
+    """ORCH-021: a reader resuming with Last-Event-ID gets every later event and nothing before."""
     body = {"model": MODEL, "prompt": "resume", "max_tokens": 400, "ignore_eos": True}
     r = httpx.post(cluster.url + "/v2/tasks", json=body)
     assert r.status_code == 202
@@ -182,6 +185,8 @@ def _pin(worker_id: str) -> str:
 
 
 def test_custom_policy_changes_placement_file_sighup_and_admin(cluster: Cluster) -> None:
+    """ORCH-090: SIGHUP and POST /v2/admin/policy install a valid policy; an invalid file keeps the
+    running one."""
     caps = cluster.url + "/v2/meta/capabilities"
     before = httpx.get(caps).json()["policy"]["sha256"]
     try:
@@ -241,6 +246,8 @@ def test_broken_policy_falls_back_and_the_metric_counts_it(cluster: Cluster) -> 
 
 
 def test_worker_sigkill_mid_task_and_before_first_token(tiny_model: Path, tmp_path: Path) -> None:
+    """ORCH-052: a worker lost after a token ends the task WORKER_RESET; before the first token the
+    task is retried elsewhere; ORCH-041: the killed worker is marked dead."""
     with (
         orchestratord(tmp_path, "--retry-attempts", "2") as orch,
         worker(tiny_model, tmp_path, orch.url, "k1") as k1,

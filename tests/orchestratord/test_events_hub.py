@@ -42,6 +42,7 @@ def test_orch_201_fleet_events_reach_all_task_events_only_their_tenant() -> None
 
 
 def test_orch_202_a_slow_reader_loses_its_oldest_events_and_is_told_how_many() -> None:
+    """ORCH-202: a slow reader loses its oldest events and is told how many."""
     hub = EventHub(buffer=4)
     slow = hub.subscribe(tenant=None, admin=True)
     fast = hub.subscribe(tenant=None, admin=True)
@@ -56,6 +57,7 @@ def test_orch_202_a_slow_reader_loses_its_oldest_events_and_is_told_how_many() -
 
 
 def test_orch_202_no_subscribers_nothing_is_framed_and_unsubscribe_stops_delivery() -> None:
+    """ORCH-202: no subscribers nothing is framed and unsubscribe stops delivery."""
     hub = EventHub()
     assert hub.publish("metrics", {}, scope="fleet") is None
     sub = hub.subscribe(tenant=None, admin=True)
@@ -81,6 +83,7 @@ def test_subscription_wait_wakes_on_publish_and_times_out_when_idle() -> None:
 
 
 def test_orch_203_latency_window_percentiles_forget_old_samples() -> None:
+    """ORCH-203: latency window percentiles forget old samples."""
     w = LatencyWindow(window_ms=1000)
     assert w.percentiles(0) == {"count": 0, "p50": None, "p90": None, "p99": None}
     for i in range(1, 101):
@@ -92,6 +95,7 @@ def test_orch_203_latency_window_percentiles_forget_old_samples() -> None:
 
 
 def test_orch_203_throughput_is_the_difference_of_counters_per_second() -> None:
+    """ORCH-203: throughput is the difference of counters per second."""
     m = ThroughputMeter()
     assert m.rates(1000, {"a": 10}) == {"a": 0.0}
     assert m.rates(2000, {"a": 110, "b": 5}) == {"a": 100.0, "b": 0.0}
@@ -123,6 +127,7 @@ def test_orch_204_worker_watch_reports_up_down_drained_and_removed() -> None:
 
 
 def test_orch_203_snapshot_has_slots_rates_lanes_and_percentiles() -> None:
+    """ORCH-203: snapshot has slots rates lanes and percentiles."""
     workers = [
         {
             "id": "w2",
@@ -191,6 +196,8 @@ def test_orch_200_feed_hello_then_changes_metrics_and_own_tenant_tasks() -> None
 
 
 def test_orch_202_feed_chunks_start_with_hello_and_report_lag() -> None:
+    """ORCH-202: feed chunks start with hello and report lag."""
+
     async def main() -> list[bytes]:
         feed = _feed([_w("a", "ready")], {"a": 0}, [1_000])
         sub, hello = feed.subscribe(tenant=None, admin=True)
@@ -212,6 +219,7 @@ def test_orch_202_feed_chunks_start_with_hello_and_report_lag() -> None:
 
 
 def test_orch_203_feed_latency_windows_come_from_task_changes() -> None:
+    """ORCH-203: feed latency windows come from task changes."""
     now = [5_000]
     feed = _feed([], {}, now)
     feed.task_changed(_Rec("t", None, status="running", attempts=1, started_ms=1_400))

@@ -106,6 +106,7 @@ def test_orch_201_task_events_reach_admins_and_their_own_tenant_only(fleet: Flee
 
 
 def test_orch_203_snapshots_every_second_with_live_tokens_per_second(fleet: Fleet) -> None:
+    """ORCH-203: snapshots every second with live tokens per second."""
     with read_feed(fleet.url, ADMIN) as admin:
         admin.wait(lambda f: len(f.of("metrics")) >= 2, "two snapshots")
         snap = admin.of("metrics")[-1]
@@ -174,6 +175,7 @@ def wait_run(url: str, key: str, run_id: str) -> dict[str, Any]:
 
 
 def test_orch_210_211_212_a_run_on_two_workers_pins_each_and_saves_figures(fleet: Fleet) -> None:
+    """ORCH-210, ORCH-211, ORCH-212: a run on two workers pins each and saves figures."""
     r = compare(fleet.url, KEY_ACME, targets=["worker:w1", "worker:w2"], label="two")
     assert r.status_code == 201, r.text
     started = r.json()

@@ -23,6 +23,8 @@ def events(client: TestClient, task_id: str, **headers: str) -> list[tuple[int, 
 
 
 def test_problem_shape_and_field_errors(orchd: AppFactory) -> None:
+    """ORCH-011, ORCH-082: a bad body is 400 INVALID_PARAMS (problem+json, code, retriable) listing
+    every bad field; a non-integer Last-Event-ID is 400 (ORCH-021)."""
     with orchd() as c:
         r = c.post("/v2/tasks", json={"prompt": "x", "max_tokens": -1})
         assert r.status_code == 400
@@ -42,6 +44,8 @@ def test_problem_shape_and_field_errors(orchd: AppFactory) -> None:
 
 
 def test_task_without_worker_waits_until_its_deadline(orchd: AppFactory) -> None:
+    """ORCH-012, ORCH-033: accepted is 202 queued with Location; with no worker the task waits, then
+    ends DEADLINE_UNMET."""
     with orchd() as c:
         r = c.post("/v2/tasks", json={**TASK, "deadline_ms": 200})
         assert r.status_code == 202
@@ -60,6 +64,8 @@ def test_task_without_worker_waits_until_its_deadline(orchd: AppFactory) -> None
 
 
 def test_queue_full_is_429_with_retry_after(orchd: AppFactory) -> None:
+    """ORCH-032, ORCH-082: a full queue under reject is 429 QUEUE_FULL with Retry-After and
+    retry_after_ms."""
     with orchd(queue_capacity=2) as c:
         for _ in range(2):
             assert c.post("/v2/tasks", json=TASK).status_code == 202
@@ -74,6 +80,7 @@ def test_queue_full_is_429_with_retry_after(orchd: AppFactory) -> None:
 
 
 def test_drop_lru_evicts_batch_work_with_an_error_event(orchd: AppFactory) -> None:
+    """ORCH-032: drop-lru evicts the queued batch task, which ends with error{QUEUE_FULL}."""
     with orchd(queue_capacity=1, queue_full_policy="drop-lru") as c:
         old = c.post("/v2/tasks", json={**TASK, "priority": "batch"}).json()["task_id"]
         assert c.post("/v2/tasks", json=TASK).status_code == 202
@@ -82,6 +89,8 @@ def test_drop_lru_evicts_batch_work_with_an_error_event(orchd: AppFactory) -> No
 
 
 def test_cancel_queued_task_is_idempotent_and_ends_the_stream(orchd: AppFactory) -> None:
+    """ORCH-015, ORCH-021: cancel is idempotent and ends the stream CANCELLED; Last-Event-ID resumes
+    after N."""
     with orchd() as c:
         tid = c.post("/v2/tasks", json=TASK).json()["task_id"]
         assert c.post(f"/v2/tasks/{tid}/cancel").status_code == 204
@@ -95,6 +104,8 @@ def test_cancel_queued_task_is_idempotent_and_ends_the_stream(orchd: AppFactory)
 
 
 def test_client_task_id_is_idempotent(orchd: AppFactory) -> None:
+    """ORCH-013: a known task_id with the same prompt returns that task; another prompt is 409
+    CONFLICT."""
     with orchd() as c:
         a = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"})
         b = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"})
@@ -106,6 +117,8 @@ def test_client_task_id_is_idempotent(orchd: AppFactory) -> None:
 
 
 def test_api_keys_and_cluster_token(orchd: AppFactory) -> None:
+    """ORCH-080, ORCH-081: client routes need a key (401 with WWW-Authenticate), TENANT:KEY sets the
+    tenant; worker routes need the cluster token, a client key there is 403."""
     with orchd(api_keys=("acme:k1", "k2"), cluster_token="ct") as c:
         r = c.post("/v2/tasks", json=TASK)
         assert r.status_code == 401 and r.json()["code"] == "UNAUTHORIZED"
@@ -129,6 +142,8 @@ def test_api_keys_and_cluster_token(orchd: AppFactory) -> None:
 
 
 def test_worker_register_heartbeat_deregister(orchd: AppFactory) -> None:
+    """ORCH-040: register 201, heartbeat 200 (404 for an unknown worker), bad bodies 400, delete 204
+    then 404, the listing's fields; busy slots follow two heartbeats (ORCH-042)."""
     with orchd(cluster_token="ct") as c:
         reg = {
             "worker_id": "w1",
@@ -173,6 +188,9 @@ def test_worker_register_heartbeat_deregister(orchd: AppFactory) -> None:
 
 
 def test_admin_policy_reload_is_validated(orchd: AppFactory) -> None:
+    """ORCH-090, ORCH-030: an invalid policy is 400 and the running one stays; a valid one is
+    installed, and its admit() rejection is 429 ADMISSION_REJECT with its reason and Retry-After.
+    (POL-031)"""
     admin = {"authorization": "Bearer at"}
     with orchd(cluster_token="ct", admin_token="at") as c:
         before = c.get("/v2/meta/capabilities").json()["policy"]
@@ -217,6 +235,8 @@ def test_metrics_expose_every_family(orchd: AppFactory) -> None:
 
 
 def test_unreachable_worker_exhausts_retries_then_waits_for_another(orchd: AppFactory) -> None:
+    """ORCH-043, ORCH-052: a worker that refuses connections is marked failed and gets no more work;
+    with no retries left the task ends WORKER_RESET retriable."""
     from tests.support import free_port
 
     ghost = {

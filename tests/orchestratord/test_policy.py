@@ -88,12 +88,14 @@ def default() -> PolicyEngine:
 
 
 def test_default_admits_every_task(default: PolicyEngine) -> None:
+    """POL-041: the built-in admit accepts every task; POL-002: from_file(None) is the built-in."""
     busy = make_cluster(queue_depth={"interactive": 500, "batch": 900}, workers={"busy": 3})
     for priority in ("interactive", "batch"):
         assert default.admit(make_task(priority=priority), busy) == AdmitDecision(accept=True)
 
 
 def test_default_picks_least_busy_worker_serving_the_model(default: PolicyEngine) -> None:
+    """POL-042, POL-043: only eligible workers; the lowest busy share, the faster among equals."""
     workers = [
         make_worker("other-model", model="x", slots_busy=0),
         make_worker("draining", state="draining", slots_busy=0),
@@ -110,12 +112,14 @@ def test_default_picks_least_busy_worker_serving_the_model(default: PolicyEngine
 
 
 def test_default_prefers_faster_worker_on_equal_load(default: PolicyEngine) -> None:
+    """POL-043: on equal load the highest tokens_per_s, whatever the order."""
     workers = [make_worker("slow", tokens_per_s=5.0), make_worker("fast", tokens_per_s=50.0)]
     assert default.schedule(make_task(), workers, make_cluster()) == "fast"
     assert default.schedule(make_task(), workers[::-1], make_cluster()) == "fast"
 
 
 def test_default_keeps_task_queued_without_an_eligible_worker(default: PolicyEngine) -> None:
+    """POL-042: no eligible worker: None."""
     cluster = make_cluster()
     assert default.schedule(make_task(), [], cluster) is None
     full = [make_worker("a", slots_busy=4, state="busy"), make_worker("b", model="other")]
@@ -123,6 +127,8 @@ def test_default_keeps_task_queued_without_an_eligible_worker(default: PolicyEng
 
 
 def test_session_affinity_is_stable_and_spreads_sessions(default: PolicyEngine) -> None:
+    """POL-044: rendezvous hashing: independent of order and process; only a removed worker's
+    sessions move."""
     workers = [make_worker(f"w{i}") for i in range(4)]
     cluster = make_cluster()
     chosen = {}
@@ -149,6 +155,7 @@ def test_session_affinity_is_stable_and_spreads_sessions(default: PolicyEngine) 
 
 
 def test_session_moves_while_its_worker_is_full_and_returns(default: PolicyEngine) -> None:
+    """POL-044: a session leaves its full worker and returns when a slot frees."""
     workers = [make_worker(f"w{i}") for i in range(3)]
     task = make_task(session_id="chat-42")
     home = default.schedule(task, workers, make_cluster())
@@ -164,7 +171,7 @@ def test_orch_235_default_prefers_the_worker_that_last_served_the_prefix(
     default: PolicyEngine,
 ) -> None:
     """ORCH-235: among eligible workers, the one that last served the task's session, else its
-    prefix, wins over the least busy one; a full worker is still avoided."""
+    prefix, wins over the least busy one; a full worker is still avoided. (POL-045)"""
     cluster = make_cluster()
     task = make_task(prefix_hash="p" * 16)
     idle = make_worker("idle", tokens_per_s=90.0)
@@ -185,6 +192,7 @@ def test_orch_235_default_prefers_the_worker_that_last_served_the_prefix(
 
 
 def test_builtin_source_is_shipped_with_the_package() -> None:
+    """POL-040: the built-in policy is default.star in the package; builtin_source() returns it."""
     text = builtin_source()
     assert "def admit(task, cluster)" in text and "def schedule(task, workers, cluster)" in text
     shipped = Path(__file__).parents[2] / "orchestratord" / "policies" / "default.star"
@@ -236,6 +244,7 @@ WORKERS = [make_worker("full", state="busy", slots_busy=4), make_worker("idle")]
 def test_policy_decisions_are_used_when_they_are_valid(
     failing: PolicyEngine, observer: RecordingObserver
 ) -> None:
+    """POL-030: a valid admit dict is taken as is; POL-004: observe once per call."""
     decision = failing.admit(make_task(id="ok"), make_cluster())
     assert decision == AdmitDecision(accept=False, reason="custom", retry_after_ms=250)
     assert failing.schedule(make_task(id="ok"), WORKERS, make_cluster()) is None
@@ -258,6 +267,8 @@ def test_policy_decisions_are_used_when_they_are_valid(
 def test_schedule_falls_back_to_builtin(
     failing: PolicyEngine, observer: RecordingObserver, task_id: str, reason: str
 ) -> None:
+    """POL-051, POL-032: an error, overrun or ineligible id is answered by the built-in and
+    reported."""
     assert failing.schedule(make_task(id=task_id), WORKERS, make_cluster()) == "idle"
     assert observer.fallbacks == [("schedule", reason)]
 
@@ -268,6 +279,8 @@ def test_schedule_falls_back_to_builtin(
 def test_admit_falls_back_to_builtin(
     failing: PolicyEngine, observer: RecordingObserver, task_id: str, reason: str
 ) -> None:
+    """POL-051, POL-030: an error, overrun or bad value is answered by the built-in admit and
+    reported."""
     assert failing.admit(make_task(id=task_id), make_cluster()) == AdmitDecision(accept=True)
     assert observer.fallbacks == [("admit", reason)]
 
@@ -287,6 +300,8 @@ class SteppingClock:
 def test_budget_and_latency_are_measured_by_the_injected_clock(
     observer: RecordingObserver,
 ) -> None:
+    """POL-050, POL-003, POL-004: the budget and the observed duration come from the injected
+    clock."""
     clock = SteppingClock()
     src = (
         "def schedule(task, workers, cluster):\n"
@@ -312,6 +327,7 @@ def test_budget_and_latency_are_measured_by_the_injected_clock(
 
 
 def test_bad_admit_values_are_rejected() -> None:
+    """POL-030, POL-071: a bad admit value fails the dry run."""
     for value in [
         '{"accept": 1}',
         '{"accept": False, "retry_after_ms": -5}',
@@ -326,6 +342,7 @@ def test_bad_admit_values_are_rejected() -> None:
 def test_fallback_is_logged_once_per_distinct_problem(
     failing: PolicyEngine, observer: RecordingObserver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """ORCH-071: every fallback is counted, each (function, reason) logged once. (POL-054)"""
     caplog.set_level(logging.WARNING, logger="llorch.policy")
     for _ in range(5):
         failing.schedule(make_task(id="bad-type"), WORKERS, make_cluster())
@@ -341,6 +358,7 @@ def test_fallback_is_logged_once_per_distinct_problem(
 def test_many_distinct_failures_do_not_flood_the_log(
     failing: PolicyEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """POL-054: after 64 distinct messages, further ones are suppressed, and that is logged."""
     caplog.set_level(logging.WARNING, logger="llorch.policy")
     for n in range(200):  # the task id is in each error message: 200 distinct messages
         assert failing.schedule(make_task(id=f"boom-{n}"), WORKERS, make_cluster()) == "idle"
@@ -351,6 +369,7 @@ def test_many_distinct_failures_do_not_flood_the_log(
 def test_missing_function_uses_the_builtin_without_counting_a_fallback(
     observer: RecordingObserver,
 ) -> None:
+    """POL-010: a function the file does not define is the built-in one, not a fallback."""
     only_admit = (
         "def admit(task, cluster):\n    return {'accept': task['priority'] == 'interactive'}\n"
     )
@@ -402,6 +421,8 @@ def test_malformed_inputs_fall_back_instead_of_raising(
     ],
 )
 def test_invalid_policies_are_rejected_with_a_clear_message(src: str, message: str) -> None:
+    """POL-006, POL-011, POL-070: parse, signatures, top level, types and dry runs are checked;
+    the error is INVALID_PARAMS with field policy."""
     with pytest.raises(PolicyError) as info:
         PolicyEngine.from_source(src, name="x.star")
     assert message in str(info.value)
@@ -410,6 +431,7 @@ def test_invalid_policies_are_rejected_with_a_clear_message(src: str, message: s
 
 
 def test_lint_warnings_are_reported_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    """POL-070: lint warnings are kept in engine.warnings and logged, not fatal."""
     caplog.set_level(logging.WARNING, logger="llorch.policy")
     src = "LIMIT = 1\nLIMIT = 2\ndef admit(task, cluster):\n    return {'accept': True}\n"
     engine = PolicyEngine.from_source(src, name="dup.star")
@@ -452,12 +474,14 @@ def test_budget_must_be_positive() -> None:
     ],
 )
 def test_policies_cannot_reach_the_host(src: str, message: str) -> None:
+    """POL-060: load() is refused; no print, json or host callables; no while."""
     with pytest.raises(PolicyError) as info:
         PolicyEngine.from_source(src)
     assert message in str(info.value)
 
 
 def test_policies_keep_no_state_between_calls() -> None:
+    """POL-012: module globals are frozen after load."""
     counter = (
         "SEEN = []\ndef admit(task, cluster):\n    SEEN.append(1)\n    return {'accept': True}\n"
     )
@@ -466,6 +490,7 @@ def test_policies_keep_no_state_between_calls() -> None:
 
 
 def test_policies_cannot_change_the_callers_values(default: PolicyEngine) -> None:
+    """POL-024: policies get copies; the caller's values are unchanged."""
     src = (
         "def schedule(task, workers, cluster):\n"
         "    task['model'] = 'changed'\n"
@@ -481,6 +506,7 @@ def test_policies_cannot_change_the_callers_values(default: PolicyEngine) -> Non
 
 
 def test_policies_see_only_documented_fields() -> None:
+    """POL-020, POL-021, POL-024: exactly the documented task fields, no prompt, no worker url."""
     src = (
         "def admit(task, cluster):\n"
         "    return {'accept': True, 'reason': ','.join(sorted(task.keys()))}\n"
@@ -543,6 +569,8 @@ def test_pol_051_inputs_json_cannot_hold_fall_back() -> None:
 
 
 def test_holder_swaps_only_valid_policies(tmp_path: Path, observer: RecordingObserver) -> None:
+    """POL-072: reload and reload_source validate first and swap only on success, keeping budget
+    and observer."""
     path = tmp_path / "p.star"
     path.write_text("def admit(task, cluster):\n    return {'accept': False, 'reason': 'v1'}\n")
     holder = PolicyHolder(PolicyEngine.from_file(path, budget_ms=30, observer=observer))

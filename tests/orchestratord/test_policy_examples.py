@@ -36,6 +36,7 @@ def test_every_example_loads_without_warnings() -> None:
 
 
 def test_shed_batch_under_load(observer: RecordingObserver) -> None:
+    """POL-010: shed_batch_under_load.star; without schedule() the built-in one places tasks."""
     engine = load("shed_batch_under_load.star", observer)
     calm = make_cluster(queue_depth={"interactive": 3, "batch": 40}, workers={"ready": 1})
     deep = make_cluster(queue_depth={"interactive": 4, "batch": 0}, workers={"ready": 2})

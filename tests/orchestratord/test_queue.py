@@ -21,6 +21,7 @@ def ids(q: TaskQueue) -> list[str]:
 
 
 def test_interactive_lane_is_served_before_batch_fifo_within_lanes() -> None:
+    """ORCH-031: every interactive task before any batch task, FIFO within a lane."""
     q = TaskQueue(10)
     for tid, lane in [
         ("b1", "batch"),
@@ -36,6 +37,7 @@ def test_interactive_lane_is_served_before_batch_fifo_within_lanes() -> None:
 
 
 def test_reject_policy_refuses_when_full() -> None:
+    """ORCH-031, ORCH-032: the queue is bounded; reject refuses when full."""
     q = TaskQueue(2, "reject")
     q.push(entry("a"))
     q.push(entry("b", "batch"))
@@ -45,6 +47,7 @@ def test_reject_policy_refuses_when_full() -> None:
 
 
 def test_drop_lru_evicts_oldest_batch_first() -> None:
+    """ORCH-032: drop-lru evicts the oldest batch task first."""
     q = TaskQueue(3, "drop-lru")
     q.push(entry("i1"))
     q.push(entry("b1", "batch"))
@@ -55,6 +58,8 @@ def test_drop_lru_evicts_oldest_batch_first() -> None:
 
 
 def test_drop_lru_evicts_oldest_interactive_only_for_interactive_work() -> None:
+    """ORCH-032: a batch task never evicts interactive work; an interactive one evicts the oldest
+    interactive."""
     q = TaskQueue(2, "drop-lru")
     q.push(entry("i1"))
     q.push(entry("i2"))
@@ -66,6 +71,8 @@ def test_drop_lru_evicts_oldest_interactive_only_for_interactive_work() -> None:
 
 
 def test_deadlines_expire_in_order_and_push_front_requeues_at_head() -> None:
+    """ORCH-033: queued tasks expire at their deadline; ORCH-052: a retried task goes back to the
+    head."""
     q = TaskQueue(10)
     q.push(entry("a", deadline=100))
     q.push(entry("b", deadline=50))

@@ -8,6 +8,7 @@ def worker(wid: str = "w1", model: str = "m", slots: int = 2) -> Worker:
 
 
 def test_heartbeat_staleness_and_death() -> None:
+    """ORCH-041: a silent worker is stale (no work), then dead (kept); a heartbeat revives it."""
     r = Registry(stale_ms=100, dead_ms=1000)
     r.register(worker(), now_ms=0)
     assert r.candidates("m", 50)
@@ -51,6 +52,7 @@ def test_slots_follow_reported_busy_beyond_our_own_jobs() -> None:
 
 
 def test_reported_state_other_than_ready_gets_no_work() -> None:
+    """ORCH-041: only ready workers get work."""
     r = Registry(100, 1000)
     r.register(worker(), 0)
     r.heartbeat("w1", "draining", 2, 0, 10)

@@ -56,6 +56,7 @@ def _record(task_id: str, status: str, finished_ms: int | None) -> TaskRecord:
 
 
 def test_orch_171_finished_records_are_pruned_after_retention(tmp_path: Path) -> None:
+    """ORCH-171: finished records are pruned after retention."""
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite3'}").open()
     try:
         store.save_tasks(
@@ -77,6 +78,7 @@ def test_orch_171_finished_records_are_pruned_after_retention(tmp_path: Path) ->
 def test_orch_172_task_records_are_read_off_the_event_loop(
     orchd: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """ORCH-172: task records are read off the event loop."""
     reads: list[bool] = []
     original = Store.get_task
 
@@ -102,6 +104,7 @@ def test_orch_172_task_records_are_read_off_the_event_loop(
 def test_orch_173_a_start_up_failing_half_way_leaks_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """ORCH-173: a start-up failing half way leaks nothing."""
     closed: list[str] = []
     store_close = Store.close
     client_close = httpx.AsyncClient.aclose

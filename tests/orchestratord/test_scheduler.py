@@ -30,6 +30,7 @@ def test_plan_fills_free_slots_and_leaves_the_rest_queued() -> None:
 
 
 def test_plan_never_overcommits_whatever_the_policy_says() -> None:
+    """ORCH-050: a policy can never over-commit a worker."""
     q, r = setup({"a": 1})
     q.push(QueueEntry("t1", "m", "interactive", 0, None))
     q.push(QueueEntry("t2", "m", "interactive", 0, None))
@@ -47,6 +48,7 @@ def test_plan_never_overcommits_whatever_the_policy_says() -> None:
 
 
 def test_plan_ignores_unknown_or_wrong_model_picks_and_other_models_proceed() -> None:
+    """ORCH-050: a pick that is unknown or of another model is ignored and the task stays queued."""
     q, r = setup({"a": 1})
     r.register(Worker(id="x", url="http://x", model="other", slots_total=1), 0)
     q.push(QueueEntry("t1", "m", "interactive", 0, None))
@@ -59,6 +61,7 @@ def test_plan_ignores_unknown_or_wrong_model_picks_and_other_models_proceed() ->
 
 
 def test_prefetch_sends_jobs_beyond_free_slots_and_policies_see_the_capacity() -> None:
+    """ORCH-042: with --worker-prefetch policies see slots + N; the listing shows the real slots."""
     q = TaskQueue(100)
     r = Registry(1000, 10_000, prefetch=1)
     r.register(Worker(id="a", url="http://a", model="m", slots_total=2), 0)
@@ -78,6 +81,7 @@ def test_prefetch_sends_jobs_beyond_free_slots_and_policies_see_the_capacity() -
 
 
 def test_orch_211_a_pinned_task_is_offered_only_its_worker_or_pool() -> None:
+    """ORCH-211: a pinned task is offered only its worker or pool."""
     q, r = setup({"a": 1, "b": 1})
     r.register(Worker(id="c", url="http://c", model="m", pool="gpu", slots_total=1), 0)
     q.push(QueueEntry("t-b", "m", "interactive", 0, None, pin="worker:b"))

@@ -69,6 +69,7 @@ def test_bad_env_value_names_the_variable() -> None:
 
 
 def test_listening_beyond_loopback_needs_keys_and_a_cluster_token(tmp_path: Path) -> None:
+    """ORCH-006: beyond loopback the daemon needs both --api-key and --cluster-token."""
     for host in ("0.0.0.0", "10.1.2.3", "box.example"):
         with pytest.raises(SettingsError, match="reachable from other machines"):
             Settings(host=host, state_dir=tmp_path)

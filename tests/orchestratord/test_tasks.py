@@ -19,6 +19,8 @@ def fields(body: Any) -> set[str]:
 
 
 def test_minimal_prompt_request_gets_defaults() -> None:
+    """ORCH-010: defaults apply and sampling fields left out stay out of the worker body; ORCH-062:
+    the prompt hash is a sha256, not the prompt."""
     req = parse_task_request({"model": "m", "prompt": "hi"}, caller=OPEN)
     assert (req.model, req.prompt, req.max_tokens, req.priority) == ("m", "hi", 128, "interactive")
     assert req.worker_body("j1") == {"job_id": "j1", "max_tokens": 128, "prompt": "hi"}
@@ -26,6 +28,8 @@ def test_minimal_prompt_request_gets_defaults() -> None:
 
 
 def test_full_request_passes_sampling_to_the_worker_body() -> None:
+    """ORCH-010: every sampling field reaches the worker body; ORCH-151: the key's tenant wins over
+    the body's."""
     req = parse_task_request(
         {
             "model": "m",
@@ -62,6 +66,7 @@ def test_full_request_passes_sampling_to_the_worker_body() -> None:
 
 
 def test_every_bad_field_is_listed() -> None:
+    """ORCH-010, ORCH-011: every bad field, unknown fields included, is listed at once."""
     assert fields({"prompt": "x"}) == {"model"}
     assert fields({"model": "m"}) == {"prompt"}
     assert fields({"model": "m", "prompt": "x", "messages": []}) == {"messages"}
@@ -83,6 +88,7 @@ def test_every_bad_field_is_listed() -> None:
 
 
 def test_event_frames_pass_raw_data_through() -> None:
+    """ORCH-022: token data is framed as the worker's JSON bytes, unchanged."""
     raw = b'{"t":"h\\u00e9","i":0}'
     ev = TaskEvent(3, "token", raw=raw)
     assert ev.frame == b"id: 3\nevent: token\ndata: " + raw + b"\n\n"

@@ -43,6 +43,7 @@ def test_orch_150_another_tenant_gets_404_on_read_events_and_cancel(orchd: AppFa
 
 
 def test_orch_151_the_keys_tenant_wins_over_the_body(orchd: AppFactory) -> None:
+    """ORCH-151: the key's tenant wins over the body."""
     with orchd(**SETTINGS) as c:
         r = c.post("/v2/tasks", json={**TASK, "tenant": "beta"}, headers=ACME)
         assert c.get(f"/v2/tasks/{r.json()['task_id']}", headers=ACME).json()["tenant"] == "acme"
@@ -54,6 +55,7 @@ def test_orch_151_the_keys_tenant_wins_over_the_body(orchd: AppFactory) -> None:
 
 
 def test_orch_151_task_ids_are_unguessable_and_not_shared(orchd: AppFactory) -> None:
+    """ORCH-151: task ids are unguessable and not shared."""
     with orchd(**SETTINGS) as c:
         ids = {c.post("/v2/tasks", json=TASK, headers=ACME).json()["task_id"] for _ in range(20)}
         assert len(ids) == 20
@@ -68,6 +70,7 @@ def test_orch_151_task_ids_are_unguessable_and_not_shared(orchd: AppFactory) -> 
 
 
 def test_orch_153_admin_routes_need_the_admin_token(orchd: AppFactory) -> None:
+    """ORCH-153: admin routes need the admin token."""
     reject_all = "def admit(task, cluster):\n    return {'accept': False, 'reason': 'no'}\n"
     body = {"source": reject_all}
     with orchd(**SETTINGS) as c:
@@ -88,6 +91,7 @@ def test_orch_153_admin_routes_need_the_admin_token(orchd: AppFactory) -> None:
 def test_orch_154_policy_compile_and_dry_run_leave_the_event_loop(
     orchd: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """ORCH-154: policy compile and dry run leave the event loop."""
     from orchestratord.policy.engine import PolicyEngine
 
     on_loop: list[bool] = []
@@ -132,6 +136,7 @@ def test_orch_155_bodies_over_the_cap_are_413_before_parsing(orchd: AppFactory) 
 def test_orch_152_list_tasks_is_tenant_scoped_newest_first_and_paged(
     orchd: AppFactory,
 ) -> None:
+    """ORCH-152: list tasks is tenant scoped newest first and paged."""
     with orchd(**SETTINGS) as c:
         acme = [c.post("/v2/tasks", json=TASK, headers=ACME).json()["task_id"] for _ in range(5)]
         beta = c.post("/v2/tasks", json=TASK, headers=BETA).json()["task_id"]

@@ -43,10 +43,12 @@ def llama(name: str, **extra: str) -> dict[str, str]:
     ],
 )
 def test_choose_template(metadata: dict[str, str] | None, expected: str) -> None:
+    """PC-022, PC-023: an embedded template wins, then architecture, then name; else raw."""
     assert choose_template(metadata) == expected
 
 
 def test_non_string_values_are_ignored() -> None:
+    """PC-024: metadata values that are not strings are treated as absent."""
     metadata = {"tokenizer.chat_template": 7, "general.architecture": "phi3", "general.name": None}
     assert choose_template(metadata) == "phi3"  # type: ignore[arg-type]
 
@@ -61,6 +63,7 @@ def test_non_string_values_are_ignored() -> None:
     ],
 )
 def test_build_prompt_follows_the_metadata(metadata: dict[str, str], expected: str) -> None:
+    """PC-021: without a name, build_prompt uses choose_template(metadata)."""
     prompt = build_prompt(USER, metadata=metadata)
     assert prompt.template == expected
     named = expected if expected != "embedded" else "qwen"

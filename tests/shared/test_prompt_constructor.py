@@ -242,6 +242,7 @@ def test_stop_strings_are_the_end_of_turn_markers(template: str, stop: tuple[str
 
 
 def test_templates_lists_every_name() -> None:
+    """PC-003: TEMPLATES lists every name build_prompt accepts."""
     assert set(TEMPLATES) == {"embedded", "qwen", "chatml", "llama3", "llama2", "mistral"} | {
         "phi3",
         "raw",
@@ -251,6 +252,7 @@ def test_templates_lists_every_name() -> None:
 
 
 def test_prompt_is_frozen() -> None:
+    """PC-002: Prompt is a frozen dataclass."""
     prompt = build_prompt(USER, "qwen")
     assert isinstance(prompt, Prompt)
     with pytest.raises(AttributeError):

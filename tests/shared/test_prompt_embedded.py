@@ -152,6 +152,7 @@ def test_embedded_stop_strings(source: str, eos: str | None, stop: tuple[str, ..
 
 
 def test_explicit_name_beats_embedded_template() -> None:
+    """PC-020: an explicit template name wins over the embedded template."""
     prompt = build_prompt(USER, "llama3", metadata=meta(CHATML_TEMPLATE))
     assert prompt.template == "llama3"
     assert prompt.text == build_prompt(USER, "llama3").text
@@ -250,6 +251,7 @@ def test_messages_reach_the_template_unchanged() -> None:
 
 @pytest.mark.parametrize("metadata", [None, {}, {"tokenizer.chat_template": "   "}])
 def test_embedded_without_a_template_in_metadata(metadata: dict[str, str] | None) -> None:
+    """PC-054: naming embedded without a non-blank chat template is rejected."""
     with pytest.raises(PromptError) as err:
         build_prompt(USER, "embedded", metadata=metadata)
     assert str(err.value) == (

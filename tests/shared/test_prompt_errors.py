@@ -46,6 +46,8 @@ HELLO = {"role": "user", "content": "Hello!"}
 )
 @pytest.mark.parametrize("template", ["qwen", "llama2", "raw"])
 def test_bad_messages(messages: object, message: str, template: str) -> None:
+    """PC-070, PC-071, PC-092: each bad-message case raises PromptError with its field and
+    reason."""
     with pytest.raises(PromptError) as err:
         build_prompt(messages, template)  # type: ignore[arg-type]
     assert str(err.value) == message
@@ -54,15 +56,18 @@ def test_bad_messages(messages: object, message: str, template: str) -> None:
 
 
 def test_prompt_error_is_a_value_error() -> None:
+    """PC-070: PromptError is a ValueError."""
     with pytest.raises(ValueError, match="must hold at least one message"):
         build_prompt([], "qwen")
 
 
 def test_empty_content_is_allowed() -> None:
+    """PC-012: empty content is accepted."""
     assert build_prompt([{"role": "user", "content": ""}], "raw").text == ""
 
 
 def test_unknown_template_name() -> None:
+    """PC-070: an unknown template name is a PromptError on field template."""
     with pytest.raises(PromptError) as err:
         build_prompt(USER, "gpt5")
     assert str(err.value) == (
@@ -78,6 +83,7 @@ def test_template_name_must_be_a_string() -> None:
 
 
 def test_names_are_exact() -> None:
+    """PC-003: template names are case-sensitive."""
     with pytest.raises(PromptError, match="unknown template 'Llama3'"):
         build_prompt(USER, "Llama3")
 
@@ -119,6 +125,8 @@ ASSISTANT = {"role": "assistant", "content": "A"}
 def test_llama2_and_mistral_need_alternating_turns(
     family: str, messages: list[dict[str, str]], message: str
 ) -> None:
+    """PC-014: llama2 and mistral reject a misplaced system message or non-alternating turns,
+    naming the message."""
     with pytest.raises(PromptError) as err:
         build_prompt(messages, family)
     assert str(err.value) == message.format(f=family)
@@ -126,6 +134,7 @@ def test_llama2_and_mistral_need_alternating_turns(
 
 @pytest.mark.parametrize("family", ["qwen", "chatml", "llama3", "phi3", "raw"])
 def test_free_order_formats_accept_any_order(family: str) -> None:
+    """PC-013: the role-tagged formats accept roles in any order."""
     # These formats tag every message with its role, so no order is ambiguous.
     roles = ["user", "system", "assistant", "assistant"]
     words = ["one", "two", "three", "four"]
@@ -136,5 +145,6 @@ def test_free_order_formats_accept_any_order(family: str) -> None:
 
 
 def test_template_checked_before_messages() -> None:
+    """PC-072: an unknown template is reported before problems in the messages."""
     with pytest.raises(PromptError, match=r"^template: unknown template"):
         build_prompt([], "nope")

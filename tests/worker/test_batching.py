@@ -35,6 +35,7 @@ def test_wrk090_every_generating_sequence_gets_one_token_per_step() -> None:
 
 
 def test_wrk091_a_long_prompt_is_chunked_and_never_starves_running_streams() -> None:
+    """WRK-091: a long prompt is chunked and never starves running streams."""
     b = Batcher(2, chunk=4)
     b.admit([1, 2])
     first = b.plan()
@@ -55,6 +56,7 @@ def test_wrk091_a_long_prompt_is_chunked_and_never_starves_running_streams() -> 
 
 
 def test_wrk092_logits_only_where_a_token_is_sampled() -> None:
+    """WRK-092: logits only where a token is sampled."""
     b = Batcher(1, chunk=4)
     b.admit(list(range(10)))
     samples = []
@@ -66,6 +68,7 @@ def test_wrk092_logits_only_where_a_token_is_sampled() -> None:
 
 
 def test_wrk092_prefill_budget_is_shared_oldest_admission_first() -> None:
+    """WRK-092: prefill budget is shared oldest admission first."""
     b = Batcher(3, chunk=5)
     b.admit([1, 2, 3, 4])
     b.admit([5, 6, 7])
@@ -97,6 +100,7 @@ def test_wrk100_at_least_one_token_is_decoded_even_for_a_repeated_prompt() -> No
 
 
 def test_wrk101_a_prefix_held_by_a_busy_sequence_is_copied() -> None:
+    """WRK-101: a prefix held by a busy sequence is copied."""
     b = Batcher(2, chunk=256, min_copy=8)
     system = list(range(100, 200))
     first = b.admit([*system, 1])
@@ -107,6 +111,7 @@ def test_wrk101_a_prefix_held_by_a_busy_sequence_is_copied() -> None:
 
 
 def test_wrk101_short_prefixes_are_recomputed_not_copied() -> None:
+    """WRK-101: short prefixes are recomputed not copied."""
     b = Batcher(2, chunk=256, min_copy=64)
     b.admit([1, 2, 3, 4, 5])
     run_prefill(b)
@@ -115,6 +120,7 @@ def test_wrk101_short_prefixes_are_recomputed_not_copied() -> None:
 
 
 def test_wrk102_a_new_prompt_overwrites_the_least_recently_used_cache() -> None:
+    """WRK-102: a new prompt overwrites the least recently used cache."""
     b = Batcher(2, chunk=64)
     for prompt in ([1, 2], [3, 4]):
         adm = b.admit(prompt)

@@ -76,7 +76,8 @@ def run_alone(e: LlamaEngine, j: GenerationJob) -> Outcome:
 def test_wrk094_four_jobs_at_once_produce_what_each_produces_alone(
     engine: LlamaEngine, steps: Steps, sampling: Sampling
 ) -> None:
-    """Same prompt, same seed, same tokens, whatever the batch company (greedy and seeded)."""
+    """Same prompt, same seed, same tokens, whatever the batch company (greedy and seeded).
+    (WRK-094)"""
     jobs = [job(engine, p, 48, sampling) for p in PROMPTS]
     alone = [run_alone(engine, j).tokens for j in jobs]
     first = len(steps)
@@ -91,6 +92,7 @@ def test_wrk094_four_jobs_at_once_produce_what_each_produces_alone(
 def test_wrk093_cancelling_one_sequence_leaves_the_others_streaming(
     engine: LlamaEngine, steps: Steps
 ) -> None:
+    """WRK-093: cancelling one sequence leaves the others streaming."""
     cancels = [threading.Event() for _ in range(3)]
     sinks = [Sink(5) for _ in range(3)]
     futures = [
@@ -116,6 +118,7 @@ def test_wrk093_cancelling_one_sequence_leaves_the_others_streaming(
 def test_wrk091_a_long_prompt_admitted_mid_stream_delays_the_others_by_at_most_one_chunk(
     engine: LlamaEngine, steps: Steps
 ) -> None:
+    """WRK-091: a long prompt admitted mid-stream delays the others by at most one chunk."""
     running = Sink(3)
     a = engine.submit(job(engine, "hello", 600), threading.Event(), running)
     assert running.reached.wait(60)
@@ -159,6 +162,7 @@ def test_wrk100_a_second_chat_turn_reuses_the_first_and_matches_a_cold_run(
 def test_wrk101_a_shared_prefix_is_copied_from_a_running_sequence(
     tiny_model: Path,
 ) -> None:
+    """WRK-101: a shared prefix is copied from a running sequence."""
     e = LlamaEngine.load(tiny_model, slots=2, n_ctx=2048, chunk=64, threads=1)
     try:
         system = " ".join(f"rule{i}" for i in range(120))
@@ -180,6 +184,7 @@ def test_wrk101_a_shared_prefix_is_copied_from_a_running_sequence(
 
 
 def test_wrk093_a_job_cancelled_before_its_first_step_ends_cancelled(engine: LlamaEngine) -> None:
+    """WRK-093: a job cancelled before its first step ends cancelled."""
     cancel = threading.Event()
     cancel.set()
     out = engine.generate(job(engine, "hello", 50), cancel, Sink())
@@ -187,6 +192,7 @@ def test_wrk093_a_job_cancelled_before_its_first_step_ends_cancelled(engine: Lla
 
 
 def test_wrk110_embeddings_are_normalized_vectors_of_the_model_width(engine: LlamaEngine) -> None:
+    """WRK-110: embeddings are normalized vectors of the model width."""
     vectors = engine.embed([engine.tokenize("cat"), engine.tokenize("a longer sentence here")])
     assert [len(v) for v in vectors] == [64, 64]
     for v in vectors:
@@ -213,7 +219,7 @@ def test_wrk112_a_reranking_model_cannot_embed(tmp_path: Path) -> None:
 def test_wrk094_eog_and_pieces_read_once_match_llama_cpp(engine: LlamaEngine) -> None:
     """The decode loop reads each token's bytes and the end-of-generation set from llama.cpp once
     and keeps them: they must be what llama.cpp says for every token of the vocabulary, on the
-    first read and from the cache alike."""
+    first read and from the cache alike. (WRK-094)"""
     import ctypes
 
     import llama_cpp as lc

@@ -74,7 +74,7 @@ def test_wrk120_wrk100_second_turn_is_cached_and_reproducible(
 def test_wrk120_wrk094_batched_jobs_equal_their_solo_runs(smollm2_model: Path) -> None:
     """Each solo run and the batched run start from a cold cache: a cached prefix changes how
     the prompt is split into ubatches, which on a quantized model may move logits in their last
-    bits (WRK-100); batching itself does not."""
+    bits (WRK-100); batching itself does not. (WRK-120, WRK-094)"""
     prompts = ["The sky is", "My favourite food is", "In 1969,", "Water boils at"]
 
     def engine() -> LlamaEngine:

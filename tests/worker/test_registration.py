@@ -49,6 +49,8 @@ async def until(predicate: Any, what: str, limit_s: float = 10.0) -> Any:
 
 
 def test_register_heartbeat_reregister_deregister(tmp_path: Path) -> None:
+    """ORCH-044: registers only once the worker is ready, heartbeats its slot counts, registers
+    again on 404 and deregisters on shutdown. (WRK-070)"""
     health: dict[str, Any] = {"status": "loading", "slots_total": 2, "slots_busy": 0}
 
     async def worker_health(request: Request) -> JSONResponse:
@@ -105,6 +107,8 @@ def test_register_heartbeat_reregister_deregister(tmp_path: Path) -> None:
 
 
 def test_from_settings_uses_the_worker_flags(tmp_path: Path) -> None:
+    """WRK-070: the registration carries the worker's id, advertised URL, model, backend, pool,
+    slots and context."""
     from worker.settings import WorkerSettings
 
     s = WorkerSettings(
@@ -133,7 +137,8 @@ def test_from_settings_uses_the_worker_flags(tmp_path: Path) -> None:
 
 
 def test_wrk103_wrk111_heartbeats_carry_prefix_cache_use_and_embeddings(tmp_path: Path) -> None:
-    """The real orchestratord app, with the heartbeat bodies it receives recorded on the way in."""
+    """The real orchestratord app, with the heartbeat bodies it receives recorded on the way in.
+    (WRK-103, WRK-111)"""
     cache = {"lookups": 3, "hits": 2, "tokens_reused": 40, "prompt_tokens": 90, "cached_tokens": 7}
     health: dict[str, Any] = {
         "status": "ready",

@@ -10,6 +10,8 @@ from worker.slots import SlotPool
 
 @pytest.mark.anyio
 async def test_free_slots_are_granted_at_once_then_waiters_queue_in_order() -> None:
+    """WRK-040, WRK-041: at most --slots run; waiters queue FIFO up to --max-queue; beyond, Busy
+    with retry_after_ms."""
     pool = SlotPool(2, max_queue=2)
     a, b = pool.reserve(), pool.reserve()
     assert {await a.slot(), await b.slot()} == {0, 1}
