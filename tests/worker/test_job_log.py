@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_one_log_line_per_job(tiny_model: Path, tmp_path: Path, log_format: str) -> None:
-    """WRK-090: a finished job leaves one line in the worker's log: `job ID prompt_tokens=N
+    """WRK-064: a finished job leaves one line in the worker's log: `job ID prompt_tokens=N
     tokens=N ttft_ms=... decode_ms=... outcome=REASON`, or with --log-format json one object
     with those keys (every line then is JSON)."""
     with spawn_worker(tiny_model, tmp_path, extra=["--log-format", log_format]) as w:
