@@ -147,6 +147,25 @@ def test_cancel_mid_stream(worker: Proc) -> None:
     assert again.status_code == 202 and again.json()["state"] == "unknown"
 
 
+def test_wrk030_a_job_id_already_running_is_409_conflict(worker: Proc) -> None:
+    """WRK-030: a second /execute with the job_id of a running job is refused with 409
+    CONFLICT (problem+json, WRK-063); the running job is untouched and ends by its own cancel."""
+    body = {"prompt": "hello", "max_tokens": 16000, "ignore_eos": True, "job_id": "twice"}
+    with httpx.stream("POST", worker.url + "/execute", json=body, headers=AUTH, timeout=60) as r:
+        stream = events(r)
+        for e in stream:
+            if e.event == "token":
+                break
+        again = httpx.post(worker.url + "/execute", json=body, headers=AUTH, timeout=10)
+        assert again.status_code == 409
+        assert again.headers["content-type"].startswith("application/problem+json")
+        assert again.json()["code"] == "CONFLICT"
+        ack = httpx.post(worker.url + "/cancel", json={"job_id": "twice"}, headers=AUTH)
+        assert ack.json()["state"] == "cancelled"
+        rest = list(stream)
+    assert rest[-1].event == "end" and rest[-1].data["stop_reason"] == "CANCELLED"
+
+
 def test_client_disconnect_frees_the_slot(worker: Proc) -> None:
     """WRK-053: a client that closes its connection cancels its job and frees the slot."""
     body = {"prompt": "hello", "max_tokens": 16000, "ignore_eos": True}
