@@ -113,6 +113,9 @@ def create_app(
         if settings.orchestrator_url:
             reg = Registration.from_settings(settings)
             registration = asyncio.create_task(run_registration(reg, state.health))
+        # The server calls this when a signal stops it: running streams end at once with a
+        # retriable error instead of being cut when the graceful period runs out (WRK-005).
+        app.state.stop_jobs = lambda: state.jobs.cancel_all(shutdown=True)
         try:
             yield {"worker": state}
         finally:

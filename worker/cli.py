@@ -7,15 +7,19 @@ glossary in README.md). Every start-up failure is one line on stderr and exit st
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
+from starlette.applications import Starlette
 
 from shared.cli import fail_line, run_typer
 from shared.logs import configure as configure_logs
@@ -189,9 +193,27 @@ def run(settings: WorkerSettings, sock: socket.socket | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, app)
     server.run(sockets=[sock] if sock is not None else None)
     return exit_code
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also ends the running jobs when a signal stops it (WRK-005)."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        stop_jobs = getattr(self._app.state, "stop_jobs", None)
+        if stop_jobs is None:
+            return
+        # A signal handler may interrupt the event loop anywhere: the jobs are ended from the
+        # loop's next iteration, not from inside the handler.
+        with contextlib.suppress(RuntimeError):  # no loop running (yet): nothing streams
+            asyncio.get_running_loop().call_soon_threadsafe(stop_jobs)
 
 
 def _fail(message: str) -> NoReturn:

@@ -24,6 +24,7 @@ class Job:
     id: str
     stop: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False
+    shutdown: bool = False  # cancelled because the worker is stopping, not by its client
     emitted: int = 0  # token events handed to the transport so far
     state: JobState = "queued"
     ticket: Ticket | None = None
@@ -55,8 +56,9 @@ class JobTable:
         if self._jobs.get(job.id) is job:
             del self._jobs[job.id]
 
-    def cancel_all(self) -> None:
+    def cancel_all(self, *, shutdown: bool = False) -> None:
         for job in self._jobs.values():
+            job.shutdown = job.shutdown or shutdown
             job.cancel()
 
 

@@ -163,6 +163,13 @@ async def stream_job(
         seq += 1
         return encode_event(name, data, seq - 1)
 
+    def shutdown_error() -> bytes:
+        """The worker is stopping (SIGTERM/SIGINT): not the client's cancel, so the stream ends
+        in a retriable error, which an orchestrator retries elsewhere or fails (WRK-005)."""
+        state.metrics.jobs.labels("WORKER_RESET").inc()
+        message = "the worker is shutting down"
+        return event("error", {"code": "WORKER_RESET", "message": message, "retriable": True})
+
     def on_done(_: object) -> None:
         ticket.release()
         state.finish(job)
@@ -173,6 +180,9 @@ async def stream_job(
     try:
         slot = await ticket.slot()  # admission only: the engine picks the sequence (its cache)
         state.metrics.queue_wait.observe(time.perf_counter() - received_at)
+        if job.shutdown:
+            yield shutdown_error()
+            return
         if slot is None or job.cancelled:
             yield event("end", _end(0, None, None, received_at, "CANCELLED", len(tokens)))
             return
@@ -221,6 +231,9 @@ async def stream_job(
             log.exception("job %s failed", job.id)
             state.metrics.jobs.labels("INTERNAL").inc()
             yield event("error", {"code": "INTERNAL", "message": f"inference failed: {e}"})
+            return
+        if job.shutdown:
+            yield shutdown_error()
             return
         reason = "CANCELLED" if job.cancelled else outcome.stop_reason
         state.metrics.jobs.labels(reason).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -331,6 +332,28 @@ def test_shutdown_drains_then_exits(tiny_model: Path, tmp_path: Path) -> None:
             rest = list(stream)
         assert rest[-1].data["stop_reason"] == "CANCELLED"
         assert w.proc.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_wrk005_a_signal_cancels_running_jobs_and_ends_their_streams(
+    tiny_model: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """WRK-005: SIGTERM or SIGINT stops the worker: a running job (asked for 16,000 tokens) is
+    ended at once, its stream closes with a retriable `error{WORKER_RESET}` (not the client's
+    cancel, and not a cut connection), and the process exits."""
+    with spawn_worker(tiny_model, tmp_path, extra=["--n-ctx", "16384"]) as w:
+        body = {"prompt": "hello", "max_tokens": 16000, "ignore_eos": True}
+        with httpx.stream("POST", w.url + "/execute", json=body, timeout=60) as r:
+            stream = events(r)
+            for e in stream:
+                if e.event == "token":
+                    break
+            w.proc.send_signal(sig)
+            rest = list(stream)
+        assert rest[-1].event == "error", rest[-3:]
+        assert rest[-1].data["code"] == "WORKER_RESET" and rest[-1].data["retriable"] is True
+        assert sum(e.event == "token" for e in rest) < 16000
+        assert w.proc.wait(timeout=15) in (0, -sig, 128 + sig)
 
 
 def test_gpu_backend_without_offload_fails_with_one_line(tiny_model: Path) -> None:
