@@ -105,3 +105,33 @@ def test_orch_140_the_domain_is_pure() -> None:
             )
             found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in banned]
     assert found == []
+
+
+def test_orch_004_two_apps_in_one_process_share_no_state(tmp_path: Path) -> None:
+    """ORCH-004: all runtime state lives in each app's lifespan: two orchestratord apps in one
+    process (as tests and embedders make them) see their own workers, tasks and metrics only."""
+    from starlette.testclient import TestClient
+
+    from orchestratord.app import create_app
+    from orchestratord.settings import Settings
+
+    def app(name: str) -> TestClient:
+        settings = Settings(state_dir=tmp_path / name, cluster_token="ct", expect_models=("m",))
+        return TestClient(create_app(settings))
+
+    ct = {"authorization": "Bearer ct"}
+    worker = {"worker_id": "w1", "url": "http://127.0.0.1:9", "model": "m", "slots_total": 1}
+    with app("a") as a, app("b") as b:
+        assert a.post("/v2/workers/register", json=worker, headers=ct).status_code == 201
+        task = a.post("/v2/tasks", json={"model": "m", "prompt": "hi", "max_tokens": 2})
+        task_id = task.json()["task_id"]
+        assert [w["id"] for w in a.get("/v2/workers", headers=ct).json()["workers"]] == ["w1"]
+        assert b.get("/v2/workers", headers=ct).json()["workers"] == []
+        assert b.get(f"/v2/tasks/{task_id}").status_code == 404
+        admits = 'llorch_orchestrator_policy_eval_seconds_count{fn="admit"}'
+
+        def admitted(client: TestClient) -> float:
+            lines = [x for x in client.get("/metrics").text.splitlines() if x.startswith(admits)]
+            return float(lines[0].split()[-1]) if lines else 0.0
+
+        assert (admitted(a), admitted(b)) == (1.0, 0.0)
