@@ -347,3 +347,35 @@ def test_queue_full_is_429_with_real_processes(tiny_model: Path, tmp_path: Path)
         r = httpx.post(orch.url + "/v2/tasks", json=body)
         assert r.status_code == 429 and r.json()["code"] == "QUEUE_FULL"
         assert int(r.headers["retry-after"]) >= 1
+
+
+def test_orch_063_orch_014_neither_prompt_nor_tokens_reach_the_database(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """ORCH-063, ORCH-014: the database keeps records, never a prompt or a generated token.
+    A task with a distinctive prompt runs to its end; the database files (main file and
+    write-ahead log) hold its record (its id) but not the prompt nor any run of the text."""
+    state = tmp_path / "state"
+    prompt = "zebra marmalade quintessence 4711"
+    body = {"model": MODEL, "prompt": prompt, "max_tokens": 48, "ignore_eos": True, "seed": 9}
+    with (
+        orchestratord(tmp_path, state_dir=state) as orch,
+        worker(tiny_model, tmp_path, orch.url, "p1"),
+        open_task_stream(orch.url, body) as s,
+    ):
+        evs = s.head + read_events(s.lines)
+        assert evs[-1].event == "end"
+        text = "".join(e.data["t"] for e in evs if e.event == "token")
+        assert len(text) >= 24
+        wait_for(
+            lambda: (
+                s.task_id.encode()
+                in b"".join(p.read_bytes() for p in state.rglob("*") if p.is_file())
+            ),
+            what="the task's record to reach the database",
+        )
+    stored = b"".join(p.read_bytes() for p in state.rglob("*") if p.is_file())
+    assert prompt.encode() not in stored
+    pieces = [text[i : i + 12] for i in range(0, len(text) - 12, 6)]
+    leaked = [p for p in pieces if p.strip() and p.encode() in stored]
+    assert not leaked, leaked
