@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Proc, spawn_worker
+from tests.support import Proc, free_port, spawn_worker
 from tests.worker.conftest import TOKEN
 from tests.worker.sse_client import Event, events, execute, text_of
 
@@ -383,6 +384,34 @@ def test_missing_model_fails_with_one_line(tmp_path: Path) -> None:
     assert (
         r.stderr.strip() == f"llorch-workerd: error: model file not found: {tmp_path / 'nope.gguf'}"
     )
+
+
+def test_wrk004_a_model_that_fails_to_load_is_failed_logged_and_exits_1(tmp_path: Path) -> None:
+    """WRK-004: a file that is there but is no model (GGUF magic, then junk): the server is
+    already listening while llama.cpp tries it, so /health answers `loading` or `failed` (never
+    ready) until the process logs the failure and exits 1."""
+    model = tmp_path / "junk.gguf"
+    model.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    port = free_port()
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "--model", str(model), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    seen: set[str] = set()
+    try:
+        while proc.poll() is None:
+            with contextlib.suppress(httpx.TransportError):
+                seen.add(httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()["status"])
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.wait(timeout=30) == 1
+    assert seen <= {"loading", "failed"}
+    assert f"could not load {model}" in log.read_text()
 
 
 def test_cancel_of_a_queued_job_ends_it_at_once(tiny_model: Path, tmp_path: Path) -> None:
