@@ -387,9 +387,9 @@ def test_missing_model_fails_with_one_line(tmp_path: Path) -> None:
 
 
 def test_wrk004_a_model_that_fails_to_load_is_failed_logged_and_exits_1(tmp_path: Path) -> None:
-    """WRK-004: a file that is there but is no model (GGUF magic, then junk): the server is
-    already listening while llama.cpp tries it, so /health answers `loading` or `failed` (never
-    ready) until the process logs the failure and exits 1."""
+    """WRK-004 (its failure half): a file that is there but is no model (GGUF magic, then
+    junk): whatever /health answers meanwhile is `loading` or `failed`, never ready, and the
+    process logs the failure and exits 1. (That it listens before loading is not timed here.)"""
     model = tmp_path / "junk.gguf"
     model.write_bytes(b"GGUF" + bytes(range(256)) * 64)
     port = free_port()
