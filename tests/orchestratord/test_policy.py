@@ -606,3 +606,53 @@ def test_holder_swaps_only_valid_policies(tmp_path: Path, observer: RecordingObs
 
     old = holder.replace(PolicyEngine.from_file(None))
     assert old.path == other and holder.engine.name == "default.star"
+
+
+def test_pol_005_admit_decision_is_frozen() -> None:
+    """POL-005: `AdmitDecision(accept, reason, retry_after_ms)` is a frozen dataclass."""
+    import dataclasses
+
+    from orchestratord.policy.types import AdmitDecision
+
+    decision = AdmitDecision(False, "busy", 500)
+    assert [f.name for f in dataclasses.fields(AdmitDecision)] == [
+        "accept",
+        "reason",
+        "retry_after_ms",
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.accept = True  # type: ignore[misc]
+
+
+def test_pol_023_cluster_has_exactly_the_documented_fields() -> None:
+    """POL-023, POL-024: a policy sees `cluster` with exactly queue_depth {interactive, batch},
+    now_ms, workers {state: count} and running_by_tenant, whatever else the caller passes."""
+    src = (
+        "def admit(task, cluster):\n"
+        "    keys = ','.join(sorted(cluster.keys()))\n"
+        "    depth = ','.join(sorted(cluster['queue_depth'].keys()))\n"
+        "    return {'accept': True, 'reason': keys + '|' + depth}\n"
+    )
+    engine = PolicyEngine.from_source(src, observer=(obs := RecordingObserver()))
+    cluster: Any = {**make_cluster(), "secret": "x"}
+    reason = engine.admit(make_task(), cluster).reason
+    assert reason == "now_ms,queue_depth,running_by_tenant,workers|batch,interactive"
+    assert obs.fallbacks == []
+
+
+def test_pol_052_a_failing_builtin_schedules_nothing_and_admits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """POL-052: the built-in policy failing anyway (here a worker that reports 0 slots and -1
+    busy, so the built-in divides by zero) makes `schedule` return None, not raise; `admit`
+    with no operator policy accepts."""
+    engine = PolicyEngine.from_file(None, observer=(obs := RecordingObserver()))
+    broken = make_worker("a", slots_total=0, slots_busy=-1)
+    assert (
+        engine.schedule(
+            make_task(), [broken, make_worker("b", slots_busy=-1, slots_total=0)], make_cluster()
+        )
+        is None
+    )
+    assert [fn for fn, _ in obs.fallbacks] == ["schedule"]
+    assert engine.admit(make_task(), make_cluster()).accept
