@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shared.aio import resolve
 from shared.problem import Conflict
 from worker.slots import Ticket
 
@@ -93,7 +94,7 @@ class Doorbell:
         self._rung = False
         ready = self._ready
         for _ in range(len(ready)):
-            _resolve(ready.popleft())
+            resolve(ready.popleft())
 
 
 _doorbells: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Doorbell] = (
@@ -166,14 +167,9 @@ class TokenChannel:
                 self._waiter = None
                 continue
             if patience_s is not None:
-                timer = self._loop.call_later(patience_s, _resolve, waiter)
+                timer = self._loop.call_later(patience_s, resolve, waiter)
             try:
                 await waiter
             finally:
                 if timer is not None:
                     timer.cancel()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

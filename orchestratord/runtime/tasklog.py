@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from shared.aio import resolve
 from shared.sse import dumps
 from shared.wire import TERMINAL_EVENTS
 
@@ -83,7 +84,7 @@ class TaskLog:
         if event in TERMINAL_EVENTS:
             self.closed = True
             for waiter in self._lingering:
-                _resolve(waiter)
+                resolve(waiter)
             self._lingering.clear()
         changed = self._changed
         if changed is not None:
@@ -100,7 +101,7 @@ class TaskLog:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._lingering.append(waiter)
-        timer = loop.call_later(wait_s, _resolve, waiter)
+        timer = loop.call_later(wait_s, resolve, waiter)
         try:
             await waiter
         finally:
@@ -120,8 +121,3 @@ class TaskLog:
         except TimeoutError:
             return False
         return True
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
