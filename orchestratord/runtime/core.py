@@ -26,6 +26,7 @@ from orchestratord.metrics import Metrics
 from orchestratord.runtime.tasklog import TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
+from orchestratord.worker_client.http1 import ConnectionPool
 
 log = logging.getLogger("llorch.orchestratord")
 
@@ -84,6 +85,8 @@ class Core:
         self.dirty: set[str] = set()  # models whose placement may have changed
         self._background: set[asyncio.Task[Any]] = set()
         self.observers: list[Callable[[TaskRecord], None]] = []
+        # Kept-alive connections to the workers, for the relay (worker_client/http1.py).
+        self.connections = ConnectionPool()
 
     @property
     def running_by_tenant(self) -> dict[str, int]:

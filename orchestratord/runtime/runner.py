@@ -166,6 +166,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
             on_event,
             connect_timeout=settings.connect_timeout_s,
             read_timeout=settings.read_timeout_s,
+            pool=service.connections,
         )
     except WorkerRefused as e:
         return _refused(service, active, worker, e)
@@ -188,6 +189,7 @@ async def _embed(service: Core, active: ActiveTask, worker: Worker) -> Outcome:
             active.req.embed_body(),
             connect_timeout=settings.connect_timeout_s,
             read_timeout=settings.read_timeout_s,
+            pool=service.connections,
         )
         reply = json.loads(raw)
         vectors = vectors_of(reply)

@@ -89,6 +89,7 @@ class TaskService(Core):
             )
         for bg in list(self._background):
             bg.cancel()
+        self.connections.close()
 
     def is_open(self, task_id: str) -> bool:
         """Whether the task is in memory and has not ended."""

@@ -13,7 +13,13 @@ from typing import Any
 
 import httpx
 
-from orchestratord.worker_client.http1 import BadUrl, HttpStatusError, ProtocolError, post
+from orchestratord.worker_client.http1 import (
+    BadUrl,
+    ConnectionPool,
+    HttpStatusError,
+    ProtocolError,
+    post,
+)
 
 # (event name, raw data) -> True when the stream has given all the caller needs.
 OnEvent = Callable[[str, bytes], bool]
@@ -88,6 +94,7 @@ async def execute(
     *,
     connect_timeout: float,
     read_timeout: float,
+    pool: ConnectionPool | None = None,
 ) -> None:
     """Run one job on a worker, handing each of its events to `on_event` as it arrives, until
     `on_event` returns True (the connection is then closed).
@@ -95,7 +102,8 @@ async def execute(
     Raises WorkerRefused for a non-200 answer, WorkerLost when the worker cannot be reached
     or the connection fails or goes silent, StreamBroken when the stream ends before `on_event`
     said it was done, and whatever `on_event` raises. Cancelling the call closes the
-    connection, which the worker treats as a cancel.
+    connection, which the worker treats as a cancel; a stream read to its end leaves its
+    connection in `pool` for the next job.
     """
     splitter = SseSplitter()
     finished = False
@@ -109,7 +117,7 @@ async def execute(
         return False
 
     url = url.rstrip("/") + "/execute"
-    await _post(url, token, body, on_body, connect_timeout, read_timeout)
+    await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
     if not finished:
         raise StreamBroken("the worker closed its stream without an end or error event")
 
@@ -121,6 +129,7 @@ async def embed(
     *,
     connect_timeout: float,
     read_timeout: float,
+    pool: ConnectionPool | None = None,
 ) -> bytes:
     """POST /embeddings on a worker and return its 200 body, with the same errors as `execute`
     (WorkerRefused for another status, WorkerLost when it cannot be reached or fails)."""
@@ -131,7 +140,7 @@ async def embed(
         return False
 
     url = url.rstrip("/") + "/embeddings"
-    await _post(url, token, body, on_body, connect_timeout, read_timeout)
+    await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
     return b"".join(pieces)
 
 
@@ -142,6 +151,7 @@ async def _post(
     on_body: Callable[[bytes], bool],
     connect_timeout: float,
     read_timeout: float,
+    pool: ConnectionPool | None,
 ) -> None:
     """One POST to a worker, its failures mapped to WorkerRefused and WorkerLost."""
     try:
@@ -152,6 +162,7 @@ async def _post(
             on_body,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            pool=pool,
         )
     except HttpStatusError as e:
         raise WorkerRefused(e.status, e.body) from None

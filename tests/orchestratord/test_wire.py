@@ -7,7 +7,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from orchestratord.worker_client.http1 import HttpStatusError, ProtocolError, post
+from orchestratord.worker_client.http1 import (
+    DRAIN_S,
+    ConnectionPool,
+    HttpStatusError,
+    ProtocolError,
+    post,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -209,5 +215,137 @@ def test_a_callback_that_has_enough_or_a_cancelled_caller_closes_the_connection(
                     break
                 await asyncio.sleep(0.02)
             assert len(closed) == 2
+
+    asyncio.run(scenario())
+
+
+# --- kept-alive connections (ORCH-051) ------------------------------------------------------
+
+SSE_END = chunk(b"event: end\ndata: {}\n\n") + b"0\r\n\r\n"
+
+
+async def keep_alive_server(
+    requests_per_connection: int, seen: list[tuple[int, bytes]], *, tail: bytes = SSE_END
+) -> tuple[asyncio.Server, str]:
+    """Answers up to `requests_per_connection` requests per connection with a chunked 200
+    stream, then closes it without saying so (as a server whose keep-alive ran out); `seen`
+    gets (connection number, request) per request."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        for _ in range(requests_per_connection):
+            try:
+                seen.append((number, await read_request(reader)))
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(chunk(b"event: token\ndata: {}\n\n"))
+            await writer.drain()
+            await asyncio.sleep(0.01)  # the end comes in a read of its own, after the token
+            writer.write(tail)
+            await writer.drain()
+
+    return await serve(handler)
+
+
+async def post_until_end(url: str, pool: ConnectionPool, read_timeout: float = 5.0) -> bytes:
+    """The relay's way: stop at the `end` event, before the stream's last chunk."""
+    pieces: list[bytes] = []
+
+    def on_body(piece: bytes) -> bool:
+        pieces.append(piece)
+        return b"event: end" in piece
+
+    await post(url, {}, {}, on_body, connect_timeout=2, read_timeout=read_timeout, pool=pool)
+    return b"".join(pieces)
+
+
+def test_orch_051_a_complete_response_leaves_its_connection_for_the_next_request() -> None:
+    """Three jobs in a row go over one connection: the relay stops reading at `end`, the rest
+    of the response (the last chunk) is read afterwards and the connection pooled."""
+    seen: list[tuple[int, bytes]] = []
+
+    async def scenario() -> None:
+        server, url = await keep_alive_server(10, seen)
+        async with server:
+            pool = ConnectionPool()
+            for _ in range(3):
+                assert (await post_until_end(url, pool)).endswith(b"event: end\ndata: {}\n\n")
+                for _ in range(100):  # the last chunk arrives after `end`
+                    if pool.idle() == 1:
+                        break
+                    await asyncio.sleep(0.01)
+                assert pool.idle() == 1
+            assert pool.opened == 1
+            pool.close()
+            assert pool.idle() == 0
+
+    asyncio.run(scenario())
+    assert [number for number, _ in seen] == [1, 1, 1]
+    assert all(b"Connection: close" not in request for _, request in seen)
+
+
+def test_orch_051_a_request_on_a_connection_the_worker_closed_is_sent_again_on_a_new_one() -> None:
+    """The worker closed the idle connection (its keep-alive ran out) without saying so: the
+    next request fails before any answer and goes once more on a new connection."""
+    seen: list[tuple[int, bytes]] = []
+
+    async def scenario() -> None:
+        server, url = await keep_alive_server(1, seen)
+        async with server:
+            pool = ConnectionPool()
+            await post_until_end(url, pool)
+            for _ in range(100):
+                if pool.idle() == 1:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # the server's close reaches us, or not: both must work
+            assert (await post_until_end(url, pool)).endswith(b"data: {}\n\n")
+            assert pool.opened == 2
+            pool.close()
+
+    asyncio.run(scenario())
+    assert [number for number, _ in seen] == [1, 2]
+
+
+def test_orch_051_refusals_cut_streams_and_connection_close_are_never_pooled() -> None:
+    """Only a 200 read to its end is reused: a refusal, a stream that does not end in time
+    after the caller's last event, and an answer with `Connection: close` close the socket."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+        await writer.drain()
+        await reader.read()
+
+    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(SSE_END)
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        pool = ConnectionPool()
+        server, url = await serve(refuse)
+        async with server:
+            with pytest.raises(HttpStatusError):
+                await post_until_end(url, pool)
+            assert pool.idle() == 0
+        server, url = await serve(closing)
+        async with server:
+            await post_until_end(url, pool)
+            await asyncio.sleep(0.05)
+            assert pool.idle() == 0
+        # `end` came but the stream never finishes: given up after DRAIN_S, not pooled.
+        server, url = await keep_alive_server(1, [], tail=chunk(b"event: end\ndata: {}\n\n"))
+        async with server:
+            await post_until_end(url, pool)
+            await asyncio.sleep(DRAIN_S + 0.3)
+            assert pool.idle() == 0
+        assert pool.opened == 3
 
     asyncio.run(scenario())
