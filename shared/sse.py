@@ -17,10 +17,17 @@ import contextlib
 import inspect
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from typing import Any
 
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -95,10 +102,17 @@ class EventStream(Response):
         self._closed = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Plain asyncio, no anyio task group: a task group and its cancel scopes cost more per
+        # response than the rest of a short stream. The response runs in the server's task for
+        # the request (`me`); a watcher task cancels it when the client goes away, and that
+        # cancellation is told apart from any other by `gone`.
+        me = asyncio.current_task()
+        assert me is not None
         # asyncio's lock takes an uncontended acquire without a trip through the event loop
         # (anyio's checkpoints on every acquire: a loop iteration per token written).
         lock = asyncio.Lock()
         last_write = time.monotonic()
+        gone = False
 
         async def write(chunk: bytes, more: bool = True) -> None:
             nonlocal last_write
@@ -106,38 +120,44 @@ class EventStream(Response):
                 await send({"type": "http.response.body", "body": chunk, "more_body": more})
                 last_write = time.monotonic()
 
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            me.cancel()
+
+        async def ping(every: float) -> None:
+            while True:
+                await asyncio.sleep(max(0.0, last_write + every - time.monotonic()))
+                if time.monotonic() - last_write >= every:
+                    await write(KEEPALIVE)
+
+        helpers = [asyncio.create_task(watch())]
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                async def ping(every: float) -> None:
-                    while True:
-                        await anyio.sleep(max(0.0, last_write + every - time.monotonic()))
-                        if time.monotonic() - last_write >= every:
-                            await write(KEEPALIVE)
-
-                tg.start_soon(watch)
-                with contextlib.suppress(OSError):  # ASGI 2.4: a write to a closed connection
-                    await send(
-                        {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                    )
-                    if self.keepalive_s:
-                        tg.start_soon(ping, self.keepalive_s)
-                    async for chunk in self.body_iter:
-                        await write(chunk or KEEPALIVE)
-                    await write(b"", more=False)
-                    self.completed = True
-                tg.cancel_scope.cancel()
+            with contextlib.suppress(OSError):  # ASGI 2.4: a write to a closed connection
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                if self.keepalive_s:
+                    helpers.append(asyncio.create_task(ping(self.keepalive_s)))
+                async for chunk in self.body_iter:
+                    await write(chunk or KEEPALIVE)
+                await write(b"", more=False)
+                self.completed = True
+        except asyncio.CancelledError:
+            if not gone or me.uncancel() > 0:  # not (only) the client leaving: pass it on
+                raise
         finally:
-            with anyio.CancelScope(shield=True):
-                aclose = getattr(self.body_iter, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-                await self.close()
+            for helper in helpers:  # no await since the body ended: `watch` cancels no more
+                helper.cancel()
+            await _shielded(self._end_body())
+
+    async def _end_body(self) -> None:
+        aclose = getattr(self.body_iter, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await self.close()
 
     async def close(self) -> None:
         """Run `on_close` once (also for a response that was never sent)."""
@@ -148,6 +168,21 @@ class EventStream(Response):
             result = self.on_close()
             if inspect.isawaitable(result):
                 await result
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end even if the calling task is cancelled meanwhile (then re-raise the
+    cancellation afterwards): a stream's cleanup must not be cut short by what ended it."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})  # unlike awaiting the task, never cancels it
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def chunks_of(frames: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
