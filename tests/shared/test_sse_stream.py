@@ -3,6 +3,7 @@ ends, also when its body was never iterated (ORCH-142); frames are escaped (ORCH
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
@@ -79,3 +80,63 @@ def test_orch_143_wrk080_a_run_of_token_events_is_framed_as_encode_event_frames_
     )
     assert encode_tokens(pieces, 7, 3) == want
     assert encode_tokens([], 0, 0) == b""
+
+
+def _endless_body(log: list[str]) -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"data: {}\n\n"
+                await asyncio.sleep(0.01)
+        finally:
+            log.append("body finally")
+
+    return body()
+
+
+@pytest.mark.anyio
+async def test_orch_142_a_client_that_leaves_mid_stream_ends_the_body_and_on_close_once() -> None:
+    """The disconnect ends the response quietly (no cancellation escapes to the server), the
+    body's `finally` runs, and `on_close` runs once."""
+    log: list[str] = []
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    async def leaves() -> dict[str, Any]:
+        await asyncio.sleep(0.1)
+        return {"type": "http.disconnect"}
+
+    response = EventStream(_endless_body(log), on_close=lambda: log.append("on_close"))
+    await response({"type": "http"}, leaves, send)
+    await response.close()
+    assert log == ["body finally", "on_close"]
+    assert not response.completed and len(sent) > 2
+
+
+@pytest.mark.anyio
+async def test_orch_142_on_close_runs_to_its_end_when_the_response_is_cancelled() -> None:
+    """A cancellation from outside (the server shutting down) is passed on, but only after
+    the cleanup finished, even when it is cancelled again during the cleanup."""
+    log: list[str] = []
+    closing = asyncio.Event()
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        pass
+
+    async def slow_close() -> None:
+        log.append("on_close started")
+        closing.set()
+        await asyncio.sleep(0.1)
+        log.append("on_close done")
+
+    response = EventStream(_endless_body(log), on_close=slow_close)
+    task = asyncio.create_task(response({"type": "http"}, receive, send))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await closing.wait()
+    task.cancel()  # again, in the middle of the cleanup
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["body finally", "on_close started", "on_close done"]
