@@ -51,6 +51,7 @@ from orchestratord.runtime.janitor import prune_loop
 from orchestratord.runtime.service import TaskService
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
+from shared.heap import freeze_startup_heap
 from shared.limits import BodyLimit
 from shared.problem import InvalidParams, install_problem_handlers
 
@@ -190,6 +191,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 loop.add_signal_handler(signal.SIGHUP, on_sighup)
                 stack.callback(loop.remove_signal_handler, signal.SIGHUP)
             app.state.service = service  # for the server's shutdown hook (orchestratord.__main__)
+            freeze_startup_heap()
             yield {
                 "service": service,
                 "metrics": m,

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.auth import BearerAuth
+from shared.heap import freeze_startup_heap
 from shared.limits import BodyLimit
 from shared.params import read_json
 from shared.problem import InvalidParams, install_problem_handlers
@@ -155,6 +156,7 @@ async def _load(state: WorkerState, load_engine: EngineLoader, app: Starlette) -
         log.error("could not load %s: %s", state.settings.model, e)
         app.state.exit_hook(1)
         return
+    freeze_startup_heap()
     state.status = "ready"
     log.info(
         "ready: %s on %s, %d slot(s)",
