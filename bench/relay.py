@@ -39,39 +39,19 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._fleet import CLUSTER_TOKEN, Fleet, cpu_s, fleet, percentile, sse_events
+from bench._fleet import CLUSTER_TOKEN, Fleet, LeanStream, cpu_s, fleet, percentile
 
 TENANT, KEY = "relay", "relay-key"
 WORKER_AUTH = {"authorization": f"Bearer {CLUSTER_TOKEN}"}
 
 
-async def one_stream(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]
-) -> tuple[float, int]:
-    """(ttft seconds, tokens_out) of one stream, timed by the client."""
-    start = time.perf_counter()
-    ttft: float | None = None
-    tokens = 0
-    async with client.stream("POST", url, json=body, headers=headers) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"{url}: {r.status_code} {(await r.aread())[:200]!r}")
-        async for event, data in sse_events(r):
-            if event == "token" and ttft is None:
-                ttft = time.perf_counter() - start
-            elif event == "end":
-                tokens = int(data["tokens_out"])
-            elif event == "error":
-                raise RuntimeError(f"{url}: error event {data!r}")
-    return (ttft if ttft is not None else float("nan")), tokens
-
-
 Target = tuple[str, dict[str, Any], dict[str, str]]
 
 
-async def run_batch(client: httpx.AsyncClient, targets: list[Target]) -> tuple[list[float], float]:
+async def run_batch(targets: list[Target]) -> tuple[list[float], float]:
     """One stream per target, all at once: (TTFT of each in ms, aggregate tokens/s)."""
     start = time.perf_counter()
-    results = await asyncio.gather(*(one_stream(client, *t) for t in targets))
+    results = await asyncio.gather(*(LeanStream.ttft(*t) for t in targets))
     wall = time.perf_counter() - start
     return [r[0] * 1000 for r in results], sum(r[1] for r in results) / wall
 
@@ -89,18 +69,24 @@ async def measure(f: Fleet, model: str, n: int, max_tokens: int, rounds: int) ->
     """Alternate direct and relayed batches; TTFT pooled over all streams, tokens/s the median
     over batches. Small batches get more rounds so every figure rests on >= 24 streams."""
     assert f.orch is not None
-    body = {
-        "prompt": "benchmark the relay",
-        "max_tokens": max_tokens,
-        "ignore_eos": True,
-        "temperature": 0.8,
-        "seed": 1,
-    }
+    # One prompt per stream, as independent clients send: with one shared prompt the default
+    # policy's prefix affinity (POL-045) fills one worker before the other, while the direct
+    # path deals the streams round-robin, and the two would differ in placement, not relay.
+    bodies = [
+        {
+            "prompt": f"benchmark the relay, stream {i:02d}",
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+            "temperature": 0.8,
+            "seed": 1,
+        }
+        for i in range(n)
+    ]
     workers = itertools.cycle(f.workers)
-    direct: list[Target] = [(next(workers).url + "/execute", body, WORKER_AUTH) for _ in range(n)]
+    direct: list[Target] = [(next(workers).url + "/execute", b, WORKER_AUTH) for b in bodies]
     relayed_headers = {**f.client_headers(TENANT), "accept": "text/event-stream"}
     relayed: list[Target] = [
-        (f.orch.url + "/v2/tasks", {"model": model, **body}, relayed_headers) for _ in range(n)
+        (f.orch.url + "/v2/tasks", {"model": model, **b}, relayed_headers) for b in bodies
     ]
     paths = {"direct": direct, "relayed": relayed}
     ttfts: dict[str, list[float]] = {"direct": [], "relayed": []}
@@ -115,12 +101,12 @@ async def measure(f: Fleet, model: str, n: int, max_tokens: int, rounds: int) ->
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=120, limits=limits, trust_env=False) as client:
         for targets in paths.values():  # warm up both paths (connections, caches)
-            await run_batch(client, targets[: min(n, 4)])
+            await run_batch(targets[: min(n, 4)])
         for r in range(max(rounds, -(-24 // n))):
             for path in ("direct", "relayed") if r % 2 == 0 else ("relayed", "direct"):
                 await f.wait_idle(client)  # each batch starts on an idle cluster
                 before = {k: sum(cpu_s(p) for p in pids) for k, pids in procs.items()}
-                t, rate = await run_batch(client, paths[path])
+                t, rate = await run_batch(paths[path])
                 for k, pids in procs.items():
                     cpu[path][k] += sum(cpu_s(p) for p in pids) - before[k]
                 tokens[path] += n * max_tokens
@@ -148,7 +134,13 @@ async def run(args: argparse.Namespace, f: Fleet) -> list[dict[str, Any]]:
     for wid in ids:
         # Frequent heartbeats: orchestratord sees the end of a direct batch sooner.
         f.add_worker(
-            wid, args.slots, "--max-queue", str(max(levels) * 2), "--heartbeat-interval", "0.2"
+            wid,
+            args.slots,
+            "--max-queue",
+            str(max(levels) * 2),
+            "--heartbeat-interval",
+            "0.2",
+            nice=args.worker_nice,
         )
     async with httpx.AsyncClient(trust_env=False) as client:
         await f.wait_registered(client, ids)
@@ -164,6 +156,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--slots", type=int, default=8, help="slots per worker")
+    p.add_argument(
+        "--worker-nice",
+        type=int,
+        default=0,
+        help="run the workers at this niceness (both paths alike; see the module docstring)",
+    )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="llorch-bench-relay-"))
     with fleet(tmp, args.model, {TENANT: KEY}) as f:
@@ -172,6 +170,7 @@ def main() -> None:
         "bench": "relay",
         "workers": args.workers,
         "worker_slots": args.slots,
+        "worker_nice": args.worker_nice,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "cpu_count": os.cpu_count(),
