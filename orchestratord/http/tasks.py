@@ -61,9 +61,10 @@ async def frames(batches: AsyncGenerator[list[TaskEvent], None]) -> AsyncIterato
 async def submit_task(request: Request) -> Response:
     service: TaskService = request.state.service
     req = parse_task_request(await read_json(request), caller=caller_of(request))
-    record = await service.submit(req)
+    streaming = "text/event-stream" in request.headers.get("accept", "")
+    record = await service.submit(req, start_now=streaming)
     events_url = f"/v2/tasks/{record.id}/events"
-    if "text/event-stream" in request.headers.get("accept", ""):
+    if streaming:
         task_id = record.id
 
         def detach() -> None:
