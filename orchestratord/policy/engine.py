@@ -141,6 +141,11 @@ class PolicyEngine:
         # A worker row's key (_schedule_payload) -> its JSON text: a cache of encodings, which never
         # changes what a policy sees, so the engine still keeps no state of consequence.
         self._encoded_rows: dict[tuple[object, ...], str] = {}
+        # POL-041: the built-in admit accepts every task, so for a policy without an admit of its
+        # own the answer is known without encoding the inputs and calling Starlark (~0.15 ms of
+        # every submission). Checked here on the dry-run inputs: a built-in that stopped
+        # accepting everything is called again.
+        self._accepts_all = "admit" not in policy.defines and self._builtin_accepts_all()
 
     @property
     def name(self) -> str:
@@ -242,6 +247,8 @@ class PolicyEngine:
             self.observer.observe("schedule", self.clock() - start)
 
     def _admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
+        if self._accepts_all:
+            return ACCEPT
         try:
             payload = _encode([_task_row(task), _cluster_row(cluster)])
         except _BAD_INPUT as e:
@@ -329,6 +336,17 @@ class PolicyEngine:
             log.warning("policy fallback (%s): %s", reason, message)
 
     # -- validation ----------------------------------------------------------------------
+
+    def _builtin_accepts_all(self) -> bool:
+        for task, _workers, cluster in dry_run_inputs().values():
+            payload = _encode([_task_row(task), _cluster_row(cluster)])
+            try:
+                decision = admit_decision(self._call(self._builtin, "admit", payload, None))
+            except CallFailed:
+                return False
+            if decision != ACCEPT:
+                return False
+        return True
 
     def _dry_run(self, budget_s: float) -> None:
         """Call each function the policy defines on synthetic inputs; PolicyError if one fails."""

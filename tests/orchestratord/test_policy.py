@@ -656,3 +656,30 @@ def test_pol_052_a_failing_builtin_schedules_nothing_and_admits(
     )
     assert [fn for fn, _ in obs.fallbacks] == ["schedule"]
     assert engine.admit(make_task(), make_cluster()).accept
+
+
+def test_pol_041_an_admit_left_to_a_builtin_that_rejects_is_still_called() -> None:
+    """The engine answers a policy without `admit` with no call only because POL-041 makes the
+    built-in accept everything; it checks that at load, so a built-in that rejected would be
+    called (and obeyed), not assumed."""
+    import time
+
+    from orchestratord.policy.compile import compile_policy
+
+    def engine(builtin_admit: str) -> PolicyEngine:
+        builtin = compile_policy(
+            builtin_admit + "\ndef schedule(task, workers, cluster):\n    return None\n",
+            "builtin.star",
+            clock=time.perf_counter,
+            budget_s=10.0,
+        )
+        own = compile_policy("X = 1\n", "own.star", clock=time.perf_counter, budget_s=10.0)
+        return PolicyEngine(
+            own, builtin, path=None, sha256="", budget_ms=50, observer=None, clock=time.perf_counter
+        )
+
+    rejecting = engine('def admit(task, cluster):\n    return {"accept": False, "reason": "no"}')
+    decision = rejecting.admit(make_task(), make_cluster())
+    assert decision.accept is False and decision.reason == "no"
+    accepting = engine('def admit(task, cluster):\n    return {"accept": True}')
+    assert accepting.admit(make_task(), make_cluster()) == AdmitDecision(accept=True)
