@@ -61,10 +61,9 @@ async def frames(batches: AsyncGenerator[list[TaskEvent], None]) -> AsyncIterato
 async def submit_task(request: Request) -> Response:
     service: TaskService = request.state.service
     req = parse_task_request(await read_json(request), caller=caller_of(request))
-    streaming = "text/event-stream" in request.headers.get("accept", "")
-    record = await service.submit(req, start_now=streaming)
+    record = await service.submit(req)
     events_url = f"/v2/tasks/{record.id}/events"
-    if streaming:
+    if "text/event-stream" in request.headers.get("accept", ""):
         task_id = record.id
 
         def detach() -> None:

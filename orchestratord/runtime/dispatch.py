@@ -53,16 +53,8 @@ def dispatch_pass(core: Core, models: Iterable[str] | None = None) -> int:
         )
         if core.writer:
             core.writer.worker(w, "dead")
-    return place(core, models)
-
-
-def place(core: Core, models: Iterable[str] | None = None) -> int:
-    """Start what can run of `models` (default: every queued model) now; returns how many
-    started. Submissions call this directly, so a task that can run starts (and its request
-    is sent) from the submitting request's handler, not a loop iteration or more later."""
     if not core.queue:
         return 0
-    now = core.clock()
     cluster: ClusterView | None = None
 
     def schedule(entry: QueueEntry, workers: list[WorkerView]) -> str | None:

@@ -21,11 +21,11 @@ from orchestratord.domain.registry import Worker
 from orchestratord.domain.reservations import Reservation
 from orchestratord.runtime.core import ActiveTask, Core
 from orchestratord.worker_client.relay import (
-    Execution,
     StreamBroken,
     WorkerLost,
     WorkerRefused,
     embed,
+    execute,
 )
 
 log = logging.getLogger("llorch.orchestratord.runtime.runner")
@@ -34,26 +34,13 @@ RETRY_CODES = frozenset({"WORKER_RESET", "BUSY", "DRAINING"})
 
 
 def start_runner(service: Core, active: ActiveTask, reservation: Reservation) -> None:
-    """Start the task's attempt on the worker the scheduler reserved, and its runner.
-
-    The attempt's request goes out here, synchronously, when a kept-alive connection to the
-    worker is free: in a burst, the first task's request is then on the wire before the next
-    submission is even parsed. The reservation is released, and the task ended, by the
+    """Start the task's runner. The reservation is released, and the task ended, by the
     runner's done callback too: a task cancelled before its first step never runs the
     `finally` inside it, and would otherwise hold its slot and running count for ever."""
-    worker = service.registry.get(reservation.worker_id)
-    attempt: _Attempt | Exception | None = None
-    if worker is not None:
-        try:
-            attempt = _Attempt(service, active, worker)
-        except Exception as e:  # the runner ends the task with it (INTERNAL)
-            attempt = e
-    runner = asyncio.create_task(run_task(service, active, reservation, attempt))
+    runner = asyncio.create_task(run_task(service, active, reservation))
     active.runner = runner
 
     def done(task: asyncio.Task[None]) -> None:
-        if isinstance(attempt, _Attempt):
-            attempt.close()  # sent but never run: the closed connection cancels it
         if reservation.release():
             service.wake(active.req.model)
         if active.runner is task:
@@ -69,20 +56,16 @@ def start_runner(service: Core, active: ActiveTask, reservation: Reservation) ->
     runner.add_done_callback(done)
 
 
-async def run_task(
-    service: Core,
-    active: ActiveTask,
-    reservation: Reservation,
-    attempt: _Attempt | Exception | None,
-) -> None:
-    """Run one attempt (None: the reserved worker is gone); requeue or finish afterwards."""
+async def run_task(service: Core, active: ActiveTask, reservation: Reservation) -> None:
+    """Run one attempt on the worker the scheduler reserved; requeue or finish afterwards."""
     rec = active.record
     worker_id = reservation.worker_id
     with reservation:
         try:
-            if isinstance(attempt, Exception):
-                raise attempt
-            outcome: Outcome = "retry" if attempt is None else await attempt.run()
+            worker = service.registry.get(worker_id)
+            outcome: Outcome = (
+                "retry" if worker is None else await _attempt(service, active, worker)
+            )
         except asyncio.CancelledError:
             if active.cancelling:
                 service.finish_cancelled(active)
@@ -122,58 +105,25 @@ async def run_task(
         service.wake(active.req.model)
 
 
-class _Attempt:
-    """One attempt of a task on one worker. Made at dispatch (the task's record says running,
-    and a generation's request is sent at once if a kept-alive connection is free); `run()`
-    relays the worker's stream into the task log and says what comes next."""
+async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome:
+    rec = active.record
+    rec.attempts += 1
+    rec.status = "running"
+    now = service.clock()
+    if rec.started_ms is None:
+        rec.started_ms = now
+        service.metrics.queue_time.observe(max(0.0, time.perf_counter() - active.submitted))
+    active.job_id = f"{rec.id}.{rec.attempts}"
+    active.worker_url = worker.url
+    service.save(rec)
+    if active.req.embed_input is not None:
+        return await _embed(service, active, worker)
+    tlog = active.log
+    body = active.req.worker_body(active.job_id)
+    outcome: list[Outcome] = []
 
-    def __init__(self, service: Core, active: ActiveTask, worker: Worker) -> None:
-        self.service, self.active, self.worker = service, active, worker
-        rec = active.record
-        rec.attempts += 1
-        rec.status = "running"
-        self.now = now = service.clock()
-        if rec.started_ms is None:
-            rec.started_ms = now
-            service.metrics.queue_time.observe(max(0.0, time.perf_counter() - active.submitted))
-        active.job_id = f"{rec.id}.{rec.attempts}"
-        active.worker_url = worker.url
-        service.save(rec)
-        self.outcome: list[Outcome] = []
-        self.execution: Execution | None = None
-        if active.req.embed_input is None:
-            settings = service.settings
-            self.execution = Execution(
-                worker.url,
-                settings.cluster_token,
-                active.req.worker_body(active.job_id),
-                self.on_event,
-                connect_timeout=settings.connect_timeout_s,
-                read_timeout=settings.read_timeout_s,
-                pool=service.connections,
-            )
-            self.execution.send_now()
-
-    async def run(self) -> Outcome:
-        service, active, worker = self.service, self.active, self.worker
-        if self.execution is None:
-            return await _embed(service, active, worker)
-        try:
-            await self.execution.run()
-        except WorkerRefused as e:
-            return _refused(service, active, worker, e)
-        except (WorkerLost, StreamBroken) as e:
-            return _lost(service, active, worker, e)
-        return self.outcome[0]
-
-    def close(self) -> None:
-        if self.execution is not None:
-            self.execution.close()
-
-    def on_event(self, name: str, raw: bytes) -> bool:
+    def on_event(name: str, raw: bytes) -> bool:
         """One event of the worker's stream, in the socket's read callback; True: the end."""
-        service, active, worker = self.service, self.active, self.worker
-        tlog, rec, outcome = active.log, active.record, self.outcome
         if name == "token":
             if active.first_token is None:
                 active.first_token = time.perf_counter()
@@ -185,7 +135,7 @@ class _Attempt:
             prompt_tokens = json.loads(raw).get("prompt_tokens")
             if isinstance(prompt_tokens, int):
                 active.prompt_tokens = rec.prompt_tokens = prompt_tokens
-            started = {"worker_id": worker.id, "queue_ms": self.now - rec.created_ms}
+            started = {"worker_id": worker.id, "queue_ms": now - rec.created_ms}
             if active.prompt_tokens is not None:
                 started["prompt_tokens"] = active.prompt_tokens
             tlog.append("started", started)
@@ -206,6 +156,23 @@ class _Attempt:
                 )
                 outcome.append("done")
         return bool(outcome)
+
+    settings = service.settings
+    try:
+        await execute(
+            worker.url,
+            settings.cluster_token,
+            body,
+            on_event,
+            connect_timeout=settings.connect_timeout_s,
+            read_timeout=settings.read_timeout_s,
+            pool=service.connections,
+        )
+    except WorkerRefused as e:
+        return _refused(service, active, worker, e)
+    except (WorkerLost, StreamBroken) as e:
+        return _lost(service, active, worker, e)
+    return outcome[0]
 
 
 async def _embed(service: Core, active: ActiveTask, worker: Worker) -> Outcome:

@@ -31,7 +31,7 @@ from orchestratord.domain.tasks import TaskQuery, TaskRecord, TaskRequest, parse
 from orchestratord.domain.tenancy import ADMIN, Caller
 from orchestratord.metrics import Metrics
 from orchestratord.runtime.core import ActiveTask, Core, wall_ms
-from orchestratord.runtime.dispatch import dispatch_loop, place
+from orchestratord.runtime.dispatch import dispatch_loop
 from orchestratord.runtime.follow import flatten, follow
 from orchestratord.runtime.tasklog import TaskEvent, TaskLog
 from orchestratord.settings import Settings
@@ -102,11 +102,8 @@ class TaskService(Core):
 
     # --- client API -----------------------------------------------------------------------
 
-    async def submit(self, req: TaskRequest, *, start_now: bool = True) -> TaskRecord:
-        """Admit and enqueue a task, and start it at once if a worker has a free slot (then its
-        request is on the wire when this returns); returns its record. With `start_now=False`
-        the scheduling loop starts it an iteration later and the record is returned as queued
-        (a 202 receipt reports the task as accepted, ORCH-012).
+    async def submit(self, req: TaskRequest) -> TaskRecord:
+        """Admit and enqueue a task; returns its record (status "queued").
 
         A `task_id` already known to the same tenant returns the existing record (idempotent
         resubmission); the same id with a different prompt, or an id another tenant used, is
@@ -176,11 +173,6 @@ class TaskService(Core):
                 retriable=True,
             )
         self.save(record)
-        if start_now:
-            try:
-                place(self, (req.model,))
-            except Exception:  # the scheduling loop tries again: it is woken below
-                log.exception("scheduling pass failed")
         self.wake(req.model)
         return record
 

@@ -122,124 +122,56 @@ async def post(
     server is silent for `read_timeout`, OSError for socket errors, and whatever `on_body`
     raises. Without a `pool` the connection is used once.
     """
-    call = Call(
-        url,
-        payload,
-        headers,
-        on_body,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        pool=pool,
-        ssl_context=ssl_context,
-    )
-    await call.run()
-
-
-class Call:
-    """One POST (see `post`), in two steps. `send_now()` writes the request at once, from
-    synchronous code, when the pool holds a connection to that server: a scheduling decision
-    puts its request on the wire in the same pass of the event loop, not after every other
-    callback already queued. `run()` does the rest, connecting first if nothing was sent.
-    `close()` ends a call whose `run()` will never be awaited."""
-
-    def __init__(
-        self,
-        url: str,
-        payload: Mapping[str, Any],
-        headers: Mapping[str, str],
-        on_body: OnBody,
-        *,
-        connect_timeout: float,
-        read_timeout: float,
-        pool: ConnectionPool | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        try:
-            parts = urlsplit(url)
-            tls = parts.scheme == "https"
-            host = parts.hostname or "127.0.0.1"
-            port = parts.port or (443 if tls else 80)
-        except ValueError as e:  # a port out of range or not a number, a broken IPv6 literal
-            raise BadUrl(f"{url!r}: {e}") from None
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        head = [
-            f"POST {parts.path or '/'} HTTP/1.1",
-            f"Host: {parts.netloc}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            "Accept: text/event-stream",
-        ]
-        if pool is None:
-            head.append("Connection: close")
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        self._request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
-        self._url = url
-        self._key: Key = (tls, host, port)
-        self._ssl = (ssl_context or ssl.create_default_context()) if tls else None
-        self._on_body = on_body
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._pool = pool
-        self._conn: _Connection | None = None
-        self._exchange: _Exchange | None = None
-        self._reused = False
-        self._over = False
-
-    def send_now(self) -> bool:
-        """Write the request on a kept-alive connection if the pool has one; True if sent."""
-        if self._exchange is not None:
-            return True
-        conn = self._pool.take(self._key) if self._pool is not None else None
+    try:
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if tls else 80)
+    except ValueError as e:  # a port out of range or not a number, a broken IPv6 literal
+        raise BadUrl(f"{url!r}: {e}") from None
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    head = [
+        f"POST {parts.path or '/'} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Accept: text/event-stream",
+    ]
+    if pool is None:
+        head.append("Connection: close")
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    key: Key = (tls, host, port)
+    conn = pool.take(key) if pool is not None else None
+    while True:
+        reused = conn is not None
         if conn is None:
-            return False
-        self._begin(conn, reused=True)
-        return True
-
-    def _begin(self, conn: _Connection, *, reused: bool) -> None:
-        self._conn, self._reused = conn, reused
-        self._exchange = conn.begin(self._request, self._on_body, self._read_timeout)
-
-    async def run(self) -> None:
-        self._over = True  # from here on, run() closes the connection however it ends
-        fresh = False  # a failed reuse is retried on a new connection only
-        while True:
-            if self._exchange is None and (fresh or not self.send_now()):
-                host, port = self._key[1], self._key[2]
-                new = await _connect(host, port, self._ssl, self._connect_timeout, self._url)
-                if self._pool is not None:
-                    self._pool.opened += 1
-                self._begin(new, reused=False)
-            conn, exchange = self._conn, self._exchange
-            assert conn is not None and exchange is not None
-            try:
-                await exchange.done
-            except (OSError, ProtocolError) as e:
-                conn.abort()
-                if self._reused and not exchange.answered and not isinstance(e, TimeoutError):
-                    # Closed by the worker while idle: it never read this request.
-                    self._exchange, fresh = None, True
-                    continue
-                raise
-            except BaseException:  # cancelled: the worker takes the closed connection as one
-                conn.abort()
-                raise
-            if self._pool is not None and exchange.reusable:
-                exchange.when_complete(functools.partial(self._pool.give, self._key, conn))
-            else:
-                conn.abort()
-            return
-
-    def close(self) -> None:
-        """Abort a request sent by `send_now` whose `run()` never ran (its task was cancelled
-        before its first step); after `run()` started this does nothing."""
-        if not self._over and self._conn is not None:
-            self._over = True
-            self._conn.abort()
+            conn = await _connect(host, port, tls, ssl_context, connect_timeout, url)
+            if pool is not None:
+                pool.opened += 1
+        exchange = conn.begin(request, on_body, read_timeout)
+        try:
+            await exchange.done
+        except (OSError, ProtocolError) as e:
+            conn.abort()
+            if reused and not exchange.answered and not isinstance(e, TimeoutError):
+                conn = None  # closed by the worker while idle: it never read this request
+                continue
+            raise
+        except BaseException:  # cancelled (the worker takes the closed connection as a cancel)
+            conn.abort()
+            raise
+        if pool is not None and exchange.reusable:
+            exchange.when_complete(functools.partial(pool.give, key, conn))
+        else:
+            conn.abort()
+        return
 
 
 async def _connect(
     host: str,
     port: int,
+    tls: bool,
     ssl_context: ssl.SSLContext | None,
     connect_timeout: float,
     url: str,
@@ -247,7 +179,12 @@ async def _connect(
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(connect_timeout):
         try:
-            _, conn = await loop.create_connection(_Connection, host, port, ssl=ssl_context)
+            _, conn = await loop.create_connection(
+                _Connection,
+                host,
+                port,
+                ssl=(ssl_context or ssl.create_default_context()) if tls else None,
+            )
         except ValueError as e:  # a NUL in the host, or one IDNA cannot encode (UnicodeError)
             raise BadUrl(f"{url!r}: {e}") from None
     return conn

@@ -15,10 +15,10 @@ import httpx
 
 from orchestratord.worker_client.http1 import (
     BadUrl,
-    Call,
     ConnectionPool,
     HttpStatusError,
     ProtocolError,
+    post,
 )
 
 # (event name, raw data) -> True when the stream has given all the caller needs.
@@ -86,68 +86,6 @@ class SseSplitter:
         return out
 
 
-class Execution:
-    """One job on a worker: its events go to `on_event` as they arrive, until `on_event` returns
-    True. In the two steps of http1.Call: `send_now()` puts the request on a kept-alive
-    connection from synchronous code (the dispatch), `run()` does the rest.
-
-    `run()` raises WorkerRefused for a non-200 answer, WorkerLost when the worker cannot be
-    reached (its URL included) or the connection fails or goes silent, StreamBroken when the
-    stream ends before `on_event` said it was done, and whatever `on_event` raises. Cancelling
-    it closes the connection, which the worker treats as a cancel; a stream read to its end
-    leaves its connection in `pool` for the next job. `close()` ends a job that was sent but
-    whose `run()` will never be awaited.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        token: str | None,
-        body: dict[str, Any],
-        on_event: OnEvent,
-        *,
-        connect_timeout: float,
-        read_timeout: float,
-        pool: ConnectionPool | None = None,
-    ) -> None:
-        self._splitter = SseSplitter()
-        self._on_event = on_event
-        self.finished = False
-        self._read_timeout = read_timeout
-        self._call: Call | BadUrl
-        try:
-            self._call = Call(
-                url.rstrip("/") + "/execute",
-                body,
-                auth_headers(token),
-                self._on_body,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                pool=pool,
-            )
-        except BadUrl as e:
-            self._call = e
-
-    def _on_body(self, piece: bytes) -> bool:
-        for name, raw in self._splitter.feed(piece):
-            if self._on_event(name, raw):
-                self.finished = True
-                return True
-        return False
-
-    def send_now(self) -> bool:
-        return isinstance(self._call, Call) and self._call.send_now()
-
-    def close(self) -> None:
-        if isinstance(self._call, Call):
-            self._call.close()
-
-    async def run(self) -> None:
-        await _run(self._call, self._read_timeout)
-        if not self.finished:
-            raise StreamBroken("the worker closed its stream without an end or error event")
-
-
 async def execute(
     url: str,
     token: str | None,
@@ -158,17 +96,30 @@ async def execute(
     read_timeout: float,
     pool: ConnectionPool | None = None,
 ) -> None:
-    """Run one job on a worker in one step (see Execution)."""
-    execution = Execution(
-        url,
-        token,
-        body,
-        on_event,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        pool=pool,
-    )
-    await execution.run()
+    """Run one job on a worker, handing each of its events to `on_event` as it arrives, until
+    `on_event` returns True (the connection is then closed).
+
+    Raises WorkerRefused for a non-200 answer, WorkerLost when the worker cannot be reached
+    or the connection fails or goes silent, StreamBroken when the stream ends before `on_event`
+    said it was done, and whatever `on_event` raises. Cancelling the call closes the
+    connection, which the worker treats as a cancel; a stream read to its end leaves its
+    connection in `pool` for the next job.
+    """
+    splitter = SseSplitter()
+    finished = False
+
+    def on_body(piece: bytes) -> bool:
+        nonlocal finished
+        for name, raw in splitter.feed(piece):
+            if on_event(name, raw):
+                finished = True
+                return True
+        return False
+
+    url = url.rstrip("/") + "/execute"
+    await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
+    if not finished:
+        raise StreamBroken("the worker closed its stream without an end or error event")
 
 
 async def embed(
@@ -180,18 +131,32 @@ async def embed(
     read_timeout: float,
     pool: ConnectionPool | None = None,
 ) -> bytes:
-    """POST /embeddings on a worker and return its 200 body, with the same errors as an
-    Execution (WorkerRefused for another status, WorkerLost when it cannot be reached or fails)."""
+    """POST /embeddings on a worker and return its 200 body, with the same errors as `execute`
+    (WorkerRefused for another status, WorkerLost when it cannot be reached or fails)."""
     pieces: list[bytes] = []
 
     def on_body(piece: bytes) -> bool:
         pieces.append(piece)
         return False
 
-    call: Call | BadUrl
+    url = url.rstrip("/") + "/embeddings"
+    await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
+    return b"".join(pieces)
+
+
+async def _post(
+    url: str,
+    token: str | None,
+    body: dict[str, Any],
+    on_body: Callable[[bytes], bool],
+    connect_timeout: float,
+    read_timeout: float,
+    pool: ConnectionPool | None,
+) -> None:
+    """One POST to a worker, its failures mapped to WorkerRefused and WorkerLost."""
     try:
-        call = Call(
-            url.rstrip("/") + "/embeddings",
+        await post(
+            url,
             body,
             auth_headers(token),
             on_body,
@@ -199,18 +164,6 @@ async def embed(
             read_timeout=read_timeout,
             pool=pool,
         )
-    except BadUrl as e:
-        call = e
-    await _run(call, read_timeout)
-    return b"".join(pieces)
-
-
-async def _run(call: Call | BadUrl, read_timeout: float) -> None:
-    """Run one POST to a worker, its failures mapped to WorkerRefused and WorkerLost."""
-    try:
-        if isinstance(call, BadUrl):
-            raise call
-        await call.run()
     except HttpStatusError as e:
         raise WorkerRefused(e.status, e.body) from None
     except TimeoutError as e:

@@ -22,7 +22,7 @@ def test_an_unexpected_relay_error_fails_the_task_and_frees_its_slot(
     orchd: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # It used to escape the runner: the task stayed open and its client waited forever.
-    monkeypatch.setattr("orchestratord.worker_client.relay.Execution.run", broken_relay)
+    monkeypatch.setattr("orchestratord.runtime.runner.execute", broken_relay)
     with orchd(cluster_token="ct") as c:
         assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
         r = c.post("/v2/tasks", json={"model": "m", "prompt": "hello", "max_tokens": 4})
