@@ -15,6 +15,15 @@ together, this client), which does not depend on how many cores there are. On th
 model a worker spends microseconds per token, so the relay's share is large; on a real model
 (`--model .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf`) it is what production sees.
 
+TTFT at 16 streams. On the tiny model it is orchestratord's CPU per submission that shows:
+a burst's submissions are handled one after another on one event loop (~0.85 ms each on
+this 2-core machine, idle), so the median stream's first token waits for about eight of them,
+while the two workers take their halves of the burst in parallel. On SmolLM2 a decode step of
+eight sequences takes tens of milliseconds, and whether a stream's prompt joins the first or
+the second step moves the p50 by a whole step: runs of the same build differ by 20-30 ms, so
+compare builds over several runs, alternated. The client is `LeanStream` (a few tens of
+microseconds per request and event), so that it does not pace either path.
+
 Black-box: only HTTP, so it measures any orchestratord build. (The policy decision cost is
 bench/policy_cost.py.)
 
