@@ -66,6 +66,7 @@ class ConnectionPool:
         self.max_idle = max_idle
         self._idle: dict[Key, list[_Connection]] = {}
         self.opened = 0  # connections opened, for tests and metrics
+        self.closed = False
 
     def take(self, key: Key) -> _Connection | None:
         conns = self._idle.get(key)
@@ -78,6 +79,9 @@ class ConnectionPool:
         return None
 
     def give(self, key: Key, conn: _Connection) -> None:
+        if self.closed:  # a response drained after shutdown: nothing more to keep
+            conn.abort()
+            return
         conns = self._idle.setdefault(key, [])
         if not conn.usable() or len(conns) >= self.max_idle:
             conn.abort()
@@ -97,6 +101,7 @@ class ConnectionPool:
         return sum(len(c) for c in self._idle.values())
 
     def close(self) -> None:
+        self.closed = True
         for conns in self._idle.values():
             for conn in conns:
                 conn.abort()

@@ -282,9 +282,12 @@ def test_orch_051_a_complete_response_leaves_its_connection_for_the_next_request
             assert pool.opened == 1
             pool.close()
             assert pool.idle() == 0
+            await post_until_end(url, pool)  # after close: used once, not kept
+            await asyncio.sleep(0.05)
+            assert pool.idle() == 0 and pool.opened == 2
 
     asyncio.run(scenario())
-    assert [number for number, _ in seen] == [1, 1, 1]
+    assert [number for number, _ in seen] == [1, 1, 1, 2]
     assert all(b"Connection: close" not in request for _, request in seen)
 
 
