@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import resource
 import signal
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import EventSource
@@ -97,7 +99,6 @@ class Daemon:
     log: Path
     health: str = "/health"
     ready: str | None = None
-    nice: int = 0  # added to the process's niceness (a lower CPU priority)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -119,7 +120,6 @@ class Daemon:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=functools.partial(os.nice, self.nice) if self.nice else None,
             )
         self.starts += 1
         try:
@@ -184,9 +184,7 @@ class Fleet:
         self.orch.start()
         return self.orch
 
-    def add_worker(
-        self, worker_id: str, slots: int, *extra: str, register: bool = True, nice: int = 0
-    ) -> Daemon:
+    def add_worker(self, worker_id: str, slots: int, *extra: str, register: bool = True) -> Daemon:
         port = free_port()
         args = [
             "worker",
@@ -205,7 +203,7 @@ class Fleet:
         if register:
             assert self.orch is not None
             args += ["--orchestrator-url", self.orch.url]
-        w = Daemon(args, port, self.tmp / f"worker-{worker_id}.log", ready="ready", nice=nice)
+        w = Daemon(args, port, self.tmp / f"worker-{worker_id}.log", ready="ready")
         w.start()
         self.workers.append(w)
         return w
@@ -275,67 +273,60 @@ def fleet(tmp: Path, model: Path, keys: dict[str, str]) -> Iterator[Fleet]:
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """(event, data) of an event stream; comments and keep-alives skipped."""
-    import json
-
     async for ev in EventSource(response).aiter_sse():
         if ev.data:
             yield ev.event, json.loads(ev.data)
 
 
-class LeanStream:
-    """A stripped HTTP/1.1 SSE client for latency figures: one POST on its own connection, the
-    response read with asyncio streams and split into events by hand.
+async def lean_sse_ttft(
+    url: str, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[float, int]:
+    """One POST on its own connection, read with asyncio streams and split into SSE events by
+    hand: (seconds to the first `token` event, `tokens_out` of `end`); raises on an error
+    event or a status other than 200. For latency figures.
 
     httpx with httpx-sse spends ~1.5 ms of CPU to send a request and more to take in each
     response's head and first events; a benchmark that opens 16 streams at once from one
     process then measures its own client, and a server that answers sooner (orchestratord's
-    `queued` event comes at once) slows the sending of the remaining requests. This client
-    costs a few tens of microseconds per request and per event, the same for every server.
+    `queued` event comes at once) slows the sending of the remaining requests. This costs a
+    few tens of microseconds per request and per event, the same for every server.
     """
-
-    @staticmethod
-    async def ttft(url: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[float, int]:
-        """(seconds to the first `token` event, `tokens_out` of `end`); raises on an error
-        event or a status other than 200."""
-        import json
-        from urllib.parse import urlsplit
-
-        start = time.perf_counter()
-        parts = urlsplit(url)
-        payload = json.dumps(body).encode()
-        head = [
-            f"POST {parts.path} HTTP/1.1",
-            f"Host: {parts.netloc}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(payload)}",
-            "Accept: text/event-stream",
-            "Connection: close",
-            *(f"{k}: {v}" for k, v in headers.items()),
-        ]
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        try:
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-            status = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1]
-            if status != b"200":
-                raise RuntimeError(f"{url}: {status.decode()} {(await reader.read(300))!r}")
-            ttft: float | None = None
-            buf = b""
-            while True:  # chunked: a size line, the data, CRLF; the last chunk has size 0
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    raise RuntimeError(f"{url}: the stream ended without an end event")
-                buf += (await reader.readexactly(size + 2))[:-2]
-                *frames, buf = buf.split(b"\n\n")
-                for frame in frames:
-                    if ttft is None and b"event: token" in frame:
-                        ttft = time.perf_counter() - start
-                    elif b"event: end" in frame:
-                        data = json.loads(frame.split(b"data: ", 1)[1])
-                        return (ttft if ttft is not None else float("nan")), data["tokens_out"]
-                    elif b"event: error" in frame:
-                        raise RuntimeError(f"{url}: error event {frame!r}")
-        finally:
-            writer.close()
+    start = time.perf_counter()
+    parts = urlsplit(url)
+    payload = json.dumps(body).encode()
+    head = [
+        f"POST {parts.path} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        "Accept: text/event-stream",
+        "Connection: close",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        status = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1]
+        if status != b"200":
+            raise RuntimeError(f"{url}: {status.decode()} {(await reader.read(300))!r}")
+        ttft: float | None = None
+        buf = b""
+        while True:  # chunked: a size line, the data, CRLF; the last chunk has size 0
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                raise RuntimeError(f"{url}: the stream ended without an end event")
+            buf += (await reader.readexactly(size + 2))[:-2]
+            *frames, buf = buf.split(b"\n\n")
+            for frame in frames:
+                if ttft is None and b"event: token" in frame:
+                    ttft = time.perf_counter() - start
+                elif b"event: end" in frame:
+                    data = json.loads(frame.split(b"data: ", 1)[1])
+                    return (ttft if ttft is not None else float("nan")), data["tokens_out"]
+                elif b"event: error" in frame:
+                    raise RuntimeError(f"{url}: error event {frame!r}")
+    finally:
+        writer.close()
 
 
 def percentile(values: Sequence[float], q: float) -> float:

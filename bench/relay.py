@@ -21,7 +21,7 @@ this 2-core machine, idle), so the median stream's first token waits for about e
 while the two workers take their halves of the burst in parallel. On SmolLM2 a decode step of
 eight sequences takes tens of milliseconds, and whether a stream's prompt joins the first or
 the second step moves the p50 by a whole step: runs of the same build differ by 20-30 ms, so
-compare builds over several runs, alternated. The client is `LeanStream` (a few tens of
+compare builds over several runs, alternated. The client is `lean_sse_ttft` (a few tens of
 microseconds per request and event), so that it does not pace either path.
 
 Black-box: only HTTP, so it measures any orchestratord build. (The policy decision cost is
@@ -48,7 +48,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._fleet import CLUSTER_TOKEN, Fleet, LeanStream, cpu_s, fleet, percentile
+from bench._fleet import CLUSTER_TOKEN, Fleet, cpu_s, fleet, lean_sse_ttft, percentile
 
 TENANT, KEY = "relay", "relay-key"
 WORKER_AUTH = {"authorization": f"Bearer {CLUSTER_TOKEN}"}
@@ -60,7 +60,7 @@ Target = tuple[str, dict[str, Any], dict[str, str]]
 async def run_batch(targets: list[Target]) -> tuple[list[float], float]:
     """One stream per target, all at once: (TTFT of each in ms, aggregate tokens/s)."""
     start = time.perf_counter()
-    results = await asyncio.gather(*(LeanStream.ttft(*t) for t in targets))
+    results = await asyncio.gather(*(lean_sse_ttft(*t) for t in targets))
     wall = time.perf_counter() - start
     return [r[0] * 1000 for r in results], sum(r[1] for r in results) / wall
 
@@ -149,7 +149,6 @@ async def run(args: argparse.Namespace, f: Fleet) -> list[dict[str, Any]]:
             str(max(levels) * 2),
             "--heartbeat-interval",
             "0.2",
-            nice=args.worker_nice,
         )
     async with httpx.AsyncClient(trust_env=False) as client:
         await f.wait_registered(client, ids)
@@ -165,12 +164,6 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--slots", type=int, default=8, help="slots per worker")
-    p.add_argument(
-        "--worker-nice",
-        type=int,
-        default=0,
-        help="run the workers at this niceness (both paths alike; see the module docstring)",
-    )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="llorch-bench-relay-"))
     with fleet(tmp, args.model, {TENANT: KEY}) as f:
@@ -179,7 +172,6 @@ def main() -> None:
         "bench": "relay",
         "workers": args.workers,
         "worker_slots": args.slots,
-        "worker_nice": args.worker_nice,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "cpu_count": os.cpu_count(),

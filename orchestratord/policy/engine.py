@@ -90,6 +90,13 @@ def _compact_encoder() -> Callable[[object], str]:
 
 
 _encode = _compact_encoder()
+
+
+def _task_and_cluster(task: TaskView, cluster: ClusterView) -> str:
+    """The JSON of `[task, cluster]`: admit's whole payload, and the head of schedule's."""
+    return _encode([_task_row(task), _cluster_row(cluster)])
+
+
 # What a caller's inputs may raise when encoded: a missing field, a value JSON cannot hold.
 _BAD_INPUT = (KeyError, TypeError, ValueError, RecursionError)
 # The rows the adapter turns back into dicts (compile._adapter_source): exactly the documented
@@ -250,7 +257,7 @@ class PolicyEngine:
         if self._accepts_all:
             return ACCEPT
         try:
-            payload = _encode([_task_row(task), _cluster_row(cluster)])
+            payload = _task_and_cluster(task, cluster)
         except _BAD_INPUT as e:
             self._fall_back("admit", "bad_input", f"cannot pass the task to the policy: {e!r}")
             return ACCEPT
@@ -312,7 +319,7 @@ class PolicyEngine:
                     cached[key] = text
             encoded.append(text)
         # [task, cluster, workers]: the first two encoded in one go, the rows spliced in.
-        head = _encode([_task_row(task), _cluster_row(cluster)])
+        head = _task_and_cluster(task, cluster)
         return f"{head[:-1]},[{','.join(encoded)}]]"
 
     def _call(
@@ -339,7 +346,7 @@ class PolicyEngine:
 
     def _builtin_accepts_all(self) -> bool:
         for task, _workers, cluster in dry_run_inputs().values():
-            payload = _encode([_task_row(task), _cluster_row(cluster)])
+            payload = _task_and_cluster(task, cluster)
             try:
                 decision = admit_decision(self._call(self._builtin, "admit", payload, None))
             except CallFailed:
@@ -356,7 +363,7 @@ class PolicyEngine:
             for case, (task, workers, cluster) in cases.items():
                 try:
                     if fn == "admit":
-                        payload = _encode([_task_row(task), _cluster_row(cluster)])
+                        payload = _task_and_cluster(task, cluster)
                         admit_decision(self._call(self._policy, fn, payload, budget_s * 1000))
                     else:
                         payload = self._schedule_payload(task, workers, cluster)
