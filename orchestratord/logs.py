@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shared.logs import FIELDS
@@ -39,9 +39,12 @@ def task_fields(record: Mapping[str, Any], now_ms: int | None = None) -> dict[st
     }
 
 
-def task_line(record: Mapping[str, Any]) -> None:
-    """Log one finished task: `task ID tenant=... model=... ... outcome=...`."""
-    fields = task_fields(record)
+def task_line(record: Callable[[], Mapping[str, Any]]) -> None:
+    """Log one finished task: `task ID tenant=... model=... ... outcome=...`. `record` gives
+    the task's record; it is not called when the line would not be written."""
+    if not TASK_LOG.isEnabledFor(logging.INFO):  # e.g. `--log-level warning`
+        return
+    fields = task_fields(record())
     text = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if k != "task_id")
     TASK_LOG.info("task %s %s", fields["task_id"], text, extra={FIELDS: fields})
 

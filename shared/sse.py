@@ -72,6 +72,11 @@ def encode_comment(text: str = "") -> bytes:
     return f": {text}\n\n".encode()
 
 
+class Last(bytes):
+    """A stream's last chunk: `EventStream` sends it with the end of the response, in one write
+    (the reader gets one packet and one wake-up fewer). The body yields nothing after it."""
+
+
 class EventStream(Response):
     """An SSE response over pre-framed chunks of bytes.
 
@@ -141,9 +146,14 @@ class EventStream(Response):
                 )
                 if self.keepalive_s:
                     helpers.append(asyncio.create_task(ping(self.keepalive_s)))
+                last = False
                 async for chunk in self.body_iter:
-                    await write(chunk or KEEPALIVE)
-                await write(b"", more=False)
+                    last = isinstance(chunk, Last)
+                    await write(chunk or KEEPALIVE, more=not last)
+                    if last:
+                        break
+                if not last:
+                    await write(b"", more=False)
                 self.completed = True
         except asyncio.CancelledError:
             if not gone or me.uncancel() > 0:  # not (only) the client leaving: pass it on

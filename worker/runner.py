@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from shared.logs import FIELDS
 from shared.problem import Draining, InvalidParams, ModelUnavailable
-from shared.sse import encode_event, encode_tokens
+from shared.sse import Last, encode_event, encode_tokens
+from shared.wire import TERMINAL_EVENTS
 from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
 from worker.jobs import Job, JobTable, TokenChannel
 from worker.metrics import WorkerMetrics
@@ -161,7 +162,8 @@ async def stream_job(
     def event(name: str, data: dict[str, Any]) -> bytes:
         nonlocal seq
         seq += 1
-        return encode_event(name, data, seq - 1)
+        frame = encode_event(name, data, seq - 1)
+        return Last(frame) if name in TERMINAL_EVENTS else frame
 
     def shutdown_error() -> bytes:
         """The worker is stopping (SIGTERM/SIGINT): not the client's cancel, so the stream ends

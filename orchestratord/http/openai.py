@@ -50,7 +50,8 @@ from orchestratord.http.tasks import caller_of
 from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent
 from shared.problem import PROBLEM_JSON, ApiError, Internal
-from shared.sse import EventStream
+from shared.sse import EventStream, Last
+from shared.wire import TERMINAL_EVENTS
 
 
 def error_response(err: ApiError, instance: str) -> Response:
@@ -225,14 +226,20 @@ class _Chunks:
         """One bytes object per batch of task events; a keep-alive comment while idle."""
         if self.shaper.kind == "chat":
             yield sse_data(self.shaper.chunk("", role=True))
+        done = sse_data("[DONE]")
         try:
             batches = await self.service.frames(self.task_id)
             async with contextlib.aclosing(batches):
                 async for batch in batches:
-                    yield b"".join([self.shape(ev) for ev in batch])
+                    chunk = b"".join([self.shape(ev) for ev in batch])
+                    if batch and batch[-1].event in TERMINAL_EVENTS:
+                        yield Last(chunk + done)
+                        return
+                    yield chunk
         except ApiError as err:
-            yield sse_data({"error": openai_error(err)})
-        yield sse_data("[DONE]")
+            yield Last(sse_data({"error": openai_error(err)}) + done)
+            return
+        yield Last(done)
 
     def shape(self, ev: TaskEvent) -> bytes:
         sh = self.shaper

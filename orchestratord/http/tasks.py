@@ -21,7 +21,8 @@ from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent
 from shared.params import read_json
 from shared.problem import InvalidParams
-from shared.sse import EventStream
+from shared.sse import EventStream, Last
+from shared.wire import TERMINAL_EVENTS
 
 
 def caller_of(request: Request) -> Caller:
@@ -53,7 +54,8 @@ async def frames(batches: AsyncGenerator[list[TaskEvent], None]) -> AsyncIterato
     """One chunk per batch of events; an empty batch becomes a keep-alive."""
     try:
         async for batch in batches:
-            yield b"".join([ev.frame for ev in batch])
+            chunk = b"".join([ev.frame for ev in batch])
+            yield Last(chunk) if batch and batch[-1].event in TERMINAL_EVENTS else chunk
     finally:
         await batches.aclose()
 

@@ -14,6 +14,7 @@ the clock is passed in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import json.encoder
@@ -148,11 +149,12 @@ class PolicyEngine:
         # A worker row's key (_schedule_payload) -> its JSON text: a cache of encodings, which never
         # changes what a policy sees, so the engine still keeps no state of consequence.
         self._encoded_rows: dict[tuple[object, ...], str] = {}
-        # POL-041: the built-in admit accepts every task, so for a policy without an admit of its
-        # own the answer is known without encoding the inputs and calling Starlark (~0.15 ms of
-        # every submission). Checked here on the dry-run inputs: a built-in that stopped
-        # accepting everything is called again.
-        self._accepts_all = "admit" not in policy.defines and self._builtin_accepts_all()
+        # POL-041: the built-in admit accepts every task, so for the built-in policy itself and
+        # for a policy without an admit of its own the answer is known without encoding the
+        # inputs and calling Starlark. Checked here on the dry-run inputs: a built-in that
+        # stopped accepting everything is called again.
+        builtin_admit = policy.adapter is builtin.adapter or "admit" not in policy.defines
+        self._accepts_all = builtin_admit and self._builtin_accepts_all()
 
     @property
     def name(self) -> str:
@@ -211,8 +213,11 @@ class PolicyEngine:
         # Loading may take longer than one call (compiling, a cold first run); it checks
         # that the policy works, while the latency histogram shows how fast it is.
         load_budget_s = max(1.0, budget_ms / 100)
-        policy = compile_policy(src, name, clock=clock, budget_s=load_budget_s)
         builtin = compile_policy(builtin_source(), "default.star", clock=clock, budget_s=10.0)
+        if src == builtin_source():  # the built-in itself (`from_file(None)`): one compile
+            policy = dataclasses.replace(builtin, name=name)
+        else:
+            policy = compile_policy(src, name, clock=clock, budget_s=load_budget_s)
         engine = cls(
             policy,
             builtin,

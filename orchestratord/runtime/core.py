@@ -206,7 +206,7 @@ class Core:
             active.grace.cancel()
             active.grace = None
         self.save(rec)
-        logs.task_line(rec.to_json())
+        logs.task_line(rec.to_json)
         self._retain(active)
 
     def _retain(self, active: ActiveTask) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -328,24 +329,32 @@ def _upsert_many(c: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) 
     """Insert or update rows by id: one executemany where the dialect has an upsert."""
     if not rows:
         return
-    dialect = c.dialect.name
+    statement = _upsert(c.dialect.name, table)
+    if statement is not None:
+        c.execute(statement, rows)
+        return
+    for row in rows:
+        if c.execute(table.update().where(table.c.id == row["id"]).values(row)).rowcount == 0:
+            c.execute(table.insert().values(row))
+
+
+@functools.cache
+def _upsert(dialect: str, table: sa.Table) -> sa.Executable | None:
+    """The dialect's insert-or-update-by-id statement for `table`, built once: building it
+    (the `excluded` alias and its columns) cost more than the batched write itself."""
     if dialect == "sqlite":
         from sqlalchemy.dialects import sqlite
 
         lite = sqlite.insert(table)
         set_ = {col.name: lite.excluded[col.name] for col in table.columns if col.name != "id"}
-        c.execute(lite.on_conflict_do_update(index_elements=["id"], set_=set_), rows)
-        return
+        return lite.on_conflict_do_update(index_elements=["id"], set_=set_)
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 
         pg = postgresql.insert(table)
         set_ = {col.name: pg.excluded[col.name] for col in table.columns if col.name != "id"}
-        c.execute(pg.on_conflict_do_update(index_elements=["id"], set_=set_), rows)
-        return
-    for row in rows:
-        if c.execute(table.update().where(table.c.id == row["id"]).values(row)).rowcount == 0:
-            c.execute(table.insert().values(row))
+        return pg.on_conflict_do_update(index_elements=["id"], set_=set_)
+    return None
 
 
 class BatchWriter:

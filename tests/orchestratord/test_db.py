@@ -109,6 +109,21 @@ def test_batch_writer_coalesces_and_deletes(tmp_path: Path) -> None:
     store.close()
 
 
+def test_saving_a_task_again_updates_its_row(tmp_path: Path) -> None:
+    """ORCH-063: records are upserted by id; the statement is built once per table and
+    dialect, and the same one inserts and then updates."""
+    store = Store(f"sqlite:///{tmp_path / 'o.db'}").open()
+    rec = record("t1")
+    store.save_tasks([rec, record("t2")])
+    rec.status, rec.tokens_out = "succeeded", 3
+    store.save_tasks([rec])
+    got = store.get_task("t1")
+    assert got is not None and (got.status, got.tokens_out) == ("succeeded", 3)
+    other = store.get_task("t2")
+    assert other is not None and other.status == "queued"
+    store.close()
+
+
 def test_the_prompt_is_never_stored(tmp_path: Path) -> None:
     """ORCH-062: only the prompt's hash is stored, never the prompt (database and WAL)."""
     from orchestratord.domain.tasks import parse_task_request

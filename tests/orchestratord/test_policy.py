@@ -683,3 +683,41 @@ def test_pol_041_an_admit_left_to_a_builtin_that_rejects_is_still_called() -> No
     assert decision.accept is False and decision.reason == "no"
     accepting = engine('def admit(task, cluster):\n    return {"accept": True}')
     assert accepting.admit(make_task(), make_cluster()) == AdmitDecision(accept=True)
+
+
+class _CountingAdapter:
+    """Stands in for a compiled module's adapter and counts the calls that reach Starlark."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.calls = real, Counter[str]()
+
+    def call(self, fn: str, payload: str) -> object:
+        self.calls[fn] += 1
+        return self.real.call(fn, payload)
+
+    def call_with(self, options: Any, fn: str, payload: str) -> Any:
+        self.calls[fn] += 1
+        return self.real.call_with(options, fn, payload)
+
+
+def test_pol_041_the_builtin_policy_itself_answers_admit_without_a_call() -> None:
+    """POL-041, POL-002: with no --policy (`from_file(None)`) the loaded policy is the built-in,
+    compiled once, and its admit is answered without encoding the inputs or calling Starlark;
+    its schedule is still called, without a budget (POL-052)."""
+    import dataclasses
+
+    engine = PolicyEngine.from_file(None)
+    assert engine.defines == {"admit", "schedule"}  # what the loaded file defines, as before
+    counting = _CountingAdapter(engine._builtin.adapter)
+    engine._builtin = dataclasses.replace(engine._builtin, adapter=counting)  # type: ignore[arg-type]
+    engine._policy = dataclasses.replace(engine._policy, adapter=counting)  # type: ignore[arg-type]
+    assert engine.admit(make_task(), make_cluster()) == AdmitDecision(accept=True)
+    workers = [make_worker("w1"), make_worker("w2", slots_busy=1)]
+    assert engine.schedule(make_task(), workers, make_cluster()) == "w1"
+    assert counting.calls == {"schedule": 1}
+    # The same text under another name is not the built-in: its admit is the operator's.
+    own = PolicyEngine.from_source(builtin_source() + "\n# edited\n")
+    counting = _CountingAdapter(own._policy.adapter)
+    own._policy = dataclasses.replace(own._policy, adapter=counting)  # type: ignore[arg-type]
+    assert own.admit(make_task(), make_cluster()) == AdmitDecision(accept=True)
+    assert counting.calls == {"admit": 1}

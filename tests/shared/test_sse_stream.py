@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from shared.sse import EventStream, encode_data, encode_event, encode_tokens
+from shared.sse import EventStream, Last, encode_data, encode_event, encode_tokens
 
 
 async def receive() -> dict[str, Any]:
@@ -60,6 +60,37 @@ async def test_orch_142_on_close_runs_once_after_a_complete_stream() -> None:
     await response.close()
     assert log == ["body started", "body finally", "on_close"]
     assert response.completed and sent[-1]["more_body"] is False
+
+
+def _recorder(sent: list[MutableMapping[str, Any]]) -> Any:
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    return send
+
+
+@pytest.mark.anyio
+async def test_a_last_chunk_goes_out_with_the_end_of_the_response() -> None:
+    """A body's `Last` chunk is sent with `more_body: False`: one write, not the chunk and then
+    an empty end of body; the body is not read past it. Without one, the end is its own
+    message, as before."""
+    read: list[bytes] = []
+
+    async def body(chunks: list[bytes]) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            read.append(chunk)
+            yield chunk
+
+    for chunks, want in (
+        ([b"a", Last(b"end"), b"never"], [(b"a", True), (b"end", False)]),
+        ([b"a", b"end"], [(b"a", True), (b"end", True), (b"", False)]),
+    ):
+        read.clear()
+        sent: list[MutableMapping[str, Any]] = []
+        response = EventStream(body(chunks))
+        await response({"type": "http"}, receive, _recorder(sent))
+        assert [(m["body"], m["more_body"]) for m in sent[1:]] == want
+        assert response.completed and b"never" not in read
 
 
 def test_orch_143_frames_escape_unicode_line_separators() -> None:
