@@ -1,10 +1,10 @@
 """One scheduling pass, pure: which queued tasks go to which workers now.
 
-The policy picks among the usable workers of the task's model; the pass checks the pick (model,
-liveness, room) before it reserves the slot, so a policy can delay work but never over-commit
-a worker. A model with no room anywhere is skipped without asking the policy. A task pinned to a
-worker or pool (compare runs) is offered only those workers, an embeddings task only workers
-that can embed. A worker's room
+The policy is offered every worker of the task's model that is not dead (POL-025) and picks
+among the usable ones; the pass checks the pick (model, liveness, room) before it reserves the
+slot, so a policy can delay work but never over-commit a worker. A model with no room anywhere
+is skipped without asking the policy. A task pinned to a worker or pool (compare runs) is
+offered only those workers, an embeddings task only workers that can embed. A worker's room
 is its free slots plus `prefetch` jobs waiting in its own queue (the registry's setting); the
 policy sees that capacity as the worker's `slots_total`.
 """
@@ -103,7 +103,10 @@ def plan(
     for model in list(queue.models() if models is None else models):
         if not queue.model_depth(model):
             continue
-        candidates = registry.candidates(model, now_ms)
+        # POL-025: the policy sees every worker of the model that is not dead, in the state it
+        # knows (busy, stale, draining); only the usable ones (ORCH-041) may take its pick.
+        listed = registry.serving(model)
+        candidates = [w for w in listed if registry.usable(w, now_ms)]
         room = sum(w.room(prefetch) for w in candidates)
         if room <= 0:
             continue
@@ -111,19 +114,20 @@ def plan(
         for entry in queue.head(model, room + MAX_DECLINED):
             if room <= 0 or declined >= MAX_DECLINED:
                 break
-            offered = candidates
+            offered, usable = listed, candidates
             if entry.pin is not None or entry.embed:
                 # A pinned task (compare runs) waits for its own worker or pool, an embeddings
                 # task for a worker that can embed; while none has room it is passed over
                 # without asking the policy (counted as a decline).
-                offered = [w for w in candidates if offers(w, entry)]
-                if not any(w.room(prefetch) > 0 for w in offered):
+                offered = [w for w in listed if offers(w, entry)]
+                usable = [w for w in candidates if offers(w, entry)]
+                if not any(w.room(prefetch) > 0 for w in usable):
                     declined += 1
                     continue
             views = [w.view(now_ms, registry.stale_ms, prefetch) for w in offered]
             pick = schedule(entry, views)
             worker = registry.get(pick) if isinstance(pick, str) else None
-            if worker is None or worker not in offered or worker.room(prefetch) == 0:
+            if worker is None or worker not in usable or worker.room(prefetch) == 0:
                 declined += 1
                 continue
             queue.remove(entry.task_id)

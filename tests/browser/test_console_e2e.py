@@ -1,7 +1,9 @@
 """The web console in a real headless Chromium against a real orchestratord and real workers
 (ORCH-220..227): the fleet page follows the workers, a task's tokens stream into its page, a
 compare run over two workers ends with figures and in the history, a client key sees only its
-tenant. Each page is saved as a screenshot (laptop and phone width, light and dark)."""
+tenant; every page is usable at both widths in light and dark (ORCH-226). Each page is saved as
+a screenshot (laptop and phone width, light and dark), taken by Debian's chromium through
+tests/browser/harness.py (ORCH-227)."""
 
 from __future__ import annotations
 
@@ -222,3 +224,99 @@ def test_orch_225_a_client_key_sees_only_its_tenants_tasks(fleet: Fleet, tmp_pat
         again = submit(fleet.url, KEY_ACME, prompt="seen by the admin", max_tokens=8)
         page.get_by_test_id(f"task-{again}").wait_for()
         shot(page, "tasks-admin-laptop-light")
+
+
+# What "usable" is checked as, on each page: the theme is the one asked for, with readable text
+# (WCAG contrast >= 4.5 between the page's text and background); the document needs no
+# sideways scrolling; and the header's controls and the page's own controls lie wholly inside
+# the viewport (a wide table scrolls inside its own `.scroll` box, which must fit); the page's
+# own controls must be there to be checked.
+LAYOUT = """sel => {
+  const lum = (c) => {
+    const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map((v) => {
+      v = Number(v) / 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const style = getComputedStyle(document.body);
+  const bg = lum(style.backgroundColor), fg = lum(style.color);
+  const width = document.documentElement.clientWidth;
+  const shown = (e) => e.checkVisibility() && e.getBoundingClientRect().width > 0;
+  const own = [...document.querySelectorAll(sel)].filter(shown);
+  const controls = [...document.querySelectorAll("header.top > *, header.top nav a")]
+    .filter(shown).concat(own);
+  const outside = controls.filter((e) => {
+    const r = e.getBoundingClientRect();
+    return r.left < 0 || r.right > width + 0.5;
+  }).map((e) => e.outerHTML.slice(0, 80));
+  return {
+    theme: document.documentElement.dataset.theme,
+    bg, contrast: (Math.max(bg, fg) + 0.05) / (Math.min(bg, fg) + 0.05),
+    sideways: document.documentElement.scrollWidth - window.innerWidth,
+    own: own.length, outside,
+  };
+}"""
+PAGES = {  # page -> (URL fragment, its own controls: at least one must be visible)
+    "fleet": ("#/fleet", "#fleet-cards .stat, .charts figure, [data-testid^=pool-] .scroll"),
+    "tasks": ("#/tasks", "#task-filters select, #task-filters input, main .scroll"),
+    "task": ("#/task/{task}", "[data-testid=task-text], #replay, #task-cards .stat"),
+    "compare": (
+        "#/compare",
+        "#compare-form select, #compare-form input, #compare-form textarea, [data-testid=cmp-run]",
+    ),
+}
+
+
+def assert_usable(page: Page, sel: str, width: int, theme: str) -> None:
+    got = page.evaluate(LAYOUT, sel)
+    assert got["theme"] == theme, got
+    assert (got["bg"] < 0.2) if theme == "dark" else (got["bg"] > 0.8), got
+    assert got["contrast"] >= 4.5, got
+    assert got["sideways"] <= 0, got
+    assert got["own"] > 0 and got["outside"] == [], got
+    assert page.viewport_size is not None and page.viewport_size["width"] == width
+
+
+@pytest.mark.parametrize(
+    ("viewport", "dark"),
+    [(LAPTOP, False), (LAPTOP, True), (PHONE, False), (PHONE, True)],
+    ids=["laptop-light", "laptop-dark", "phone-light", "phone-dark"],
+)
+def test_orch_226_every_page_is_usable_at_both_widths_in_light_and_dark(
+    fleet: Fleet, tmp_path: Path, viewport: dict[str, int], dark: bool
+) -> None:
+    """ORCH-226: sign-in, fleet, tasks, a task and compare, each at 1280 and 390 px wide, in
+    light and in dark (the system's colour scheme): the theme applies with readable text, no
+    page scrolls sideways, and the header's and the page's controls lie inside the viewport.
+    ORCH-227: each page's screenshot is saved."""
+    theme = "dark" if dark else "light"
+    size = "laptop" if viewport == LAPTOP else "phone"
+    task = submit(fleet.url, KEY_ACME, prompt=f"usable on the {size}", max_tokens=8)
+    wait_for(
+        lambda: httpx.get(f"{fleet.url}/v2/tasks/{task}", headers=bearer(ADMIN)).json()[
+            "finished_ms"
+        ],
+        what="the task to finish",
+    )
+    with browser(tmp_path / "profile", viewport=viewport, dark=dark) as ctx:
+        page = ctx.new_page()
+        page.goto(fleet.url + "/")
+        page.get_by_test_id("token").wait_for()
+        assert_usable(page, "#signin-form input, [data-testid=signin]", viewport["width"], theme)
+        shot(page, f"usable-signin-{size}-{theme}")
+        errors = sign_in(page, fleet.url, ADMIN)
+        for name, (fragment, sel) in PAGES.items():
+            page.goto(f"{fleet.url}/ui/{fragment.format(task=task)}")
+            page.locator(f"#page-{name}:not([hidden])").wait_for()
+            if name == "fleet":
+                page.get_by_test_id("worker-w2").wait_for()
+            elif name == "tasks":
+                page.get_by_test_id(f"task-{task}").wait_for()
+            elif name == "task":
+                page.wait_for_selector("[data-testid=task-text][data-done='1']")
+            else:
+                page.locator("#cmp-targets input[value='worker:w1']").wait_for()
+            assert_usable(page, sel, viewport["width"], theme)
+            shot(page, f"usable-{name}-{size}-{theme}")
+        assert errors == []

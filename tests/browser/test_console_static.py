@@ -1,8 +1,11 @@
 """The console's files in a real browser: they load without a script or CSP error, sign-in
-works at laptop and phone widths, light and dark (ORCH-220, ORCH-221)."""
+works at laptop and phone widths, light and dark (ORCH-220, ORCH-221); the harness drives
+Debian's chromium, and skips (strict: fails) without it (ORCH-227)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +16,16 @@ import uvicorn
 from starlette.applications import Starlette
 
 from orchestratord.http.console import routes as console_routes
-from tests.browser.harness import LAPTOP, PHONE, browser, require_browser, shot
+from tests.browser.harness import (
+    LAPTOP,
+    PHONE,
+    REPO,
+    browser,
+    chromium_path,
+    require_browser,
+    screenshot_dir,
+    shot,
+)
 from tests.support import free_port
 
 
@@ -74,3 +86,40 @@ def test_orch_220_console_loads_clean_and_keeps_the_token_out_of_urls(
         assert not any("secret-key-123" in u for u in requested)
         assert all(u.startswith(static_console) for u in requested), requested
         assert problems == []
+
+
+def test_orch_227_without_the_browser_the_tests_skip_or_fail_under_strict(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ORCH-227: no chromium (neither $LLORCH_CHROMIUM nor one on PATH): the browser tests
+    skip, or fail under LLORCH_TEST_STRICT=1; screenshots go to $LLORCH_SCREENSHOTS, by
+    default .cache/screenshots/."""
+    monkeypatch.setenv("LLORCH_CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert chromium_path() is None
+    monkeypatch.setattr("tests.support.STRICT", False)
+    with pytest.raises(pytest.skip.Exception):
+        require_browser()
+    monkeypatch.setattr("tests.support.STRICT", True)
+    with pytest.raises(pytest.fail.Exception):
+        require_browser()
+    monkeypatch.setenv("LLORCH_SCREENSHOTS", str(tmp_path / "shots"))
+    assert screenshot_dir() == tmp_path / "shots" and (tmp_path / "shots").is_dir()
+    monkeypatch.delenv("LLORCH_SCREENSHOTS")
+    assert screenshot_dir() == REPO / ".cache" / "screenshots"
+
+
+@pytest.mark.e2e
+def test_orch_227_the_browser_is_debians_chromium_headless(tmp_path: Path) -> None:
+    """ORCH-227: the browser Playwright drives is the system's `chromium` (its version), in
+    headless mode, not a browser Playwright downloaded."""
+    path = require_browser()
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = re.search(r"Chromium (\d+(?:\.\d+){3})", out)
+    assert version, out
+    with browser(tmp_path / "profile") as ctx:
+        page = ctx.new_page()
+        product = ctx.new_cdp_session(page).send("Browser.getVersion")["product"]
+        agent = page.evaluate("navigator.userAgent")
+    assert product.split("/")[-1] == version.group(1), (product, out)
+    assert "HeadlessChrome/" in agent, agent

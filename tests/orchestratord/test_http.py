@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from starlette.testclient import TestClient
 
+from orchestratord.policy import builtin_source
 from tests.orchestratord.conftest import AppFactory
 
 TASK = {"model": "m", "prompt": "hello", "max_tokens": 4}
@@ -185,6 +187,65 @@ def test_worker_register_heartbeat_deregister(orchd: AppFactory) -> None:
         assert c.delete("/v2/workers/w1", headers=CT).status_code == 204
         assert c.delete("/v2/workers/w1", headers=CT).status_code == 404
         assert c.get("/v2/workers", headers=CT).json()["workers"] == []
+
+
+def test_capabilities_and_health_describe_this_orchestrator(orchd: AppFactory) -> None:
+    """ORCH-016: capabilities carry api_version, the models of live workers only, the priorities,
+    the queue's settings, the limits the API enforces, the event names and the running policy;
+    /health (open) is {status, queue_depth, workers}; /metrics is open."""
+    with orchd(
+        queue_capacity=7, queue_full_policy="drop-lru", api_keys=("k",), cluster_token="ct"
+    ) as c:
+        key = {"authorization": "Bearer k"}
+        caps = c.get("/v2/meta/capabilities", headers=key).json()
+        assert set(caps) == {
+            "api_version",
+            "models",
+            "priorities",
+            "queue",
+            "limits",
+            "events",
+            "policy",
+        }
+        assert isinstance(caps["api_version"], str) and caps["api_version"]
+        assert caps["models"] == []  # no worker yet
+        assert caps["priorities"] == ["interactive", "batch"]
+        assert caps["queue"] == {"capacity": 7, "full_policy": "drop-lru"}
+        assert caps["events"] == ["queued", "started", "token", "end", "error"]
+        assert caps["policy"] == {
+            "name": "default.star",
+            "sha256": hashlib.sha256(builtin_source().encode()).hexdigest(),
+        }
+        # The limits are the ones requests are held to: at the limit accepted, past it refused.
+        limits = caps["limits"]
+        at = {**TASK, "max_tokens": limits["max_tokens"], "stop": ["s"] * limits["stop"]}
+        assert c.post("/v2/tasks", json=at, headers=key).status_code == 202
+        past = {**at, "max_tokens": limits["max_tokens"] + 1, "stop": ["s"] * (limits["stop"] + 1)}
+        r = c.post("/v2/tasks", json=past, headers=key)
+        assert r.status_code == 400
+        assert {e["field"] for e in r.json()["errors"]} == {"max_tokens", "stop"}
+
+        # Models: those of a live (ready) worker; a loading or removed one does not count.
+        # (Not "m": the task above stays queued.)
+        for wid, model in (("w1", "m1"), ("w2", "m2")):
+            reg = {"worker_id": wid, "url": "http://127.0.0.1:9", "model": model, "slots_total": 1}
+            assert c.post("/v2/workers/register", json=reg, headers=CT).status_code == 201
+        beat = {"state": "loading", "slots_total": 1, "slots_busy": 0}
+        assert c.post("/v2/workers/w2/heartbeat", json=beat, headers=CT).status_code == 200
+        assert c.get("/v2/meta/capabilities", headers=key).json()["models"] == ["m1"]
+
+        # /health and /metrics need no credentials.
+        health = c.get("/health")
+        assert health.status_code == 200
+        assert health.json() == {
+            "status": "ok",
+            "queue_depth": {"interactive": 1, "batch": 0},
+            "workers": {"ready": 1, "loading": 1},
+        }
+        assert c.get("/metrics").status_code == 200
+        assert c.delete("/v2/workers/w1", headers=CT).status_code == 204
+        assert c.get("/v2/meta/capabilities", headers=key).json()["models"] == []
+        assert c.get("/health").json()["workers"] == {"loading": 1}
 
 
 def test_admin_policy_reload_is_validated(orchd: AppFactory) -> None:

@@ -388,11 +388,18 @@ def test_missing_function_uses_the_builtin_without_counting_a_fallback(
 def test_malformed_inputs_fall_back_instead_of_raising(
     default: PolicyEngine, observer: RecordingObserver
 ) -> None:
+    """POL-051: a task the engine cannot hand to the policy is accepted by admit and kept
+    queued by schedule, reported as bad_input. The built-in admit needs no inputs (POL-041): it
+    accepts without a fallback; a policy with its own admit reports one."""
     engine = PolicyEngine.from_file(None, observer=observer)
     broken_task: Any = {"id": "t", "model": "m"}
     assert engine.admit(broken_task, make_cluster()) == AdmitDecision(accept=True)
     assert engine.schedule(broken_task, [make_worker("a")], make_cluster()) is None
-    assert observer.fallbacks == [("admit", "bad_input"), ("schedule", "bad_input")]
+    assert observer.fallbacks == [("schedule", "bad_input")]
+    own = PolicyEngine.from_source(builtin_source() + "\n# a copy\n", observer=observer)
+    assert own.admit(broken_task, make_cluster()) == AdmitDecision(accept=True)
+    assert own.schedule(broken_task, [make_worker("a")], make_cluster()) is None
+    assert observer.fallbacks[1:] == [("admit", "bad_input"), ("schedule", "bad_input")]
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -551,8 +558,11 @@ def test_pol_003_policies_see_each_workers_current_fields() -> None:
 
 
 def test_pol_051_inputs_json_cannot_hold_fall_back() -> None:
-    """POL-051: a NaN or a cycle in the inputs is bad_input, not an exception."""
-    engine = PolicyEngine.from_file(None, observer=(obs := RecordingObserver()))
+    """POL-051: a NaN or a cycle in the inputs is bad_input, not an exception. (The policy is
+    a copy of the built-in, so its admit is called: the built-in's own needs no inputs.)"""
+    engine = PolicyEngine.from_source(
+        builtin_source() + "\n# a copy\n", observer=(obs := RecordingObserver())
+    )
     cycle: list[object] = []
     cycle.append(cycle)
     nan = make_worker("a", tokens_per_s=float("nan"))
@@ -721,3 +731,262 @@ def test_pol_041_the_builtin_policy_itself_answers_admit_without_a_call() -> Non
     own._policy = dataclasses.replace(own._policy, adapter=counting)  # type: ignore[arg-type]
     assert own.admit(make_task(), make_cluster()) == AdmitDecision(accept=True)
     assert counting.calls == {"admit": 1}
+
+
+def test_pol_001_the_package_exports_the_documented_interface(tmp_path: Path) -> None:
+    """POL-001: `orchestratord.policy` exports the engine, the holder, the error, the observer,
+    the decision, the three views and `builtin_source`; the constructors, calls and attributes
+    have the documented signatures and values."""
+    import hashlib
+    import inspect
+    import time
+    import typing
+    from collections.abc import Callable, Sequence
+
+    import orchestratord.policy as policy
+
+    names = {
+        "PolicyEngine",
+        "PolicyHolder",
+        "PolicyError",
+        "PolicyObserver",
+        "AdmitDecision",
+        "TaskView",
+        "WorkerView",
+        "ClusterView",
+        "builtin_source",
+    }
+    assert set(policy.__all__) == names
+    assert all(hasattr(policy, name) for name in names)
+    assert getattr(policy.PolicyObserver, "_is_protocol", False)  # a typing.Protocol
+    for view in (policy.TaskView, policy.WorkerView, policy.ClusterView):
+        assert typing.is_typeddict(view)
+
+    def params(fn: Any) -> list[tuple[str, Any, object]]:
+        sig = inspect.signature(fn)
+        return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+
+    pos, kw = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+    empty = inspect.Parameter.empty
+    clock = time.perf_counter
+    assert params(PolicyEngine.from_file) == [
+        ("path", pos, empty),
+        ("budget_ms", kw, 50.0),
+        ("observer", kw, None),
+        ("clock", kw, clock),
+    ]
+    assert params(PolicyEngine.from_source) == [
+        ("src", pos, empty),
+        ("name", kw, "<inline>"),
+        ("budget_ms", kw, 50.0),
+        ("observer", kw, None),
+        ("clock", kw, clock),
+    ]
+    assert typing.get_type_hints(PolicyEngine.from_file) == {
+        "path": Path | None,
+        "budget_ms": float,
+        "observer": policy.PolicyObserver | None,
+        "clock": Callable[[], float],
+        "return": PolicyEngine,
+    }
+    assert typing.get_type_hints(PolicyEngine.admit) == {
+        "task": TaskView,
+        "cluster": ClusterView,
+        "return": AdmitDecision,
+    }
+    assert typing.get_type_hints(PolicyEngine.schedule) == {
+        "task": TaskView,
+        "workers": Sequence[WorkerView],
+        "cluster": ClusterView,
+        "return": str | None,
+    }
+
+    src = "def admit(task, cluster):\n    return {'accept': False, 'reason': 'file'}\n"
+    path = tmp_path / "p.star"
+    path.write_text(src)
+    engine = PolicyEngine.from_file(path)
+    assert (engine.name, engine.path, engine.budget_ms) == (str(path), path, 50.0)
+    assert engine.sha256 == hashlib.sha256(src.encode()).hexdigest()
+    assert engine.defines == {"admit"} and engine.warnings == ()
+    decision = engine.admit(make_task(), make_cluster())
+    assert isinstance(decision, AdmitDecision) and decision.reason == "file"
+    assert engine.schedule(make_task(), [make_worker("a")], make_cluster()) == "a"
+    inline = PolicyEngine.from_source(src, budget_ms=7.5)
+    assert (inline.name, inline.path, inline.budget_ms) == ("<inline>", None, 7.5)
+    assert inline.sha256 == engine.sha256
+    assert isinstance(PolicyHolder(inline).engine, PolicyEngine)
+    assert isinstance(builtin_source(), str)
+    with pytest.raises(PolicyError):
+        PolicyEngine.from_source("def (")
+
+
+class _RecordingAdapter(_CountingAdapter):
+    """A counting adapter that also keeps what each call was handed."""
+
+    def __init__(self, real: Any) -> None:
+        super().__init__(real)
+        self.payloads: list[tuple[str, object]] = []
+
+    def call(self, fn: str, payload: str) -> object:
+        self.payloads.append((fn, payload))
+        return super().call(fn, payload)
+
+    def call_with(self, options: Any, fn: str, payload: str) -> Any:
+        self.payloads.append((fn, payload))
+        return super().call_with(options, fn, payload)
+
+
+def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call() -> None:
+    """POL-061: each call hands the generated adapter one JSON string (the task, the cluster and
+    each worker as lists of their values in the order of section 3); the adapter `load()`s the
+    policy's functions and gives them plain Starlark dicts, lists, strings and numbers, so no
+    Python object of the host (a str subclass, the adapter's own globals) reaches the policy."""
+    import dataclasses
+    import json
+
+    from orchestratord.policy.compile import _adapter_source
+    from orchestratord.policy.types import CLUSTER_KEYS, TASK_KEYS, WORKER_KEYS
+
+    src = (
+        "def admit(task, cluster):\n"
+        "    values = [task, cluster, cluster['queue_depth'], task['id'], task['session_id'],\n"
+        "              task['tenant'], task['max_tokens'], cluster['running_by_tenant']]\n"
+        "    plain = dir(task['id']) == dir('') and dir(cluster['queue_depth']) == dir({})\n"
+        "    return {'accept': plain, 'reason': ','.join([type(v) for v in values])}\n"
+        "def schedule(task, workers, cluster):\n"
+        "    for w in workers:\n"
+        "        kinds = [type(w), type(w['tokens_per_s']), type(w['slots_total']),\n"
+        "                 type(w['recent_sessions'])] + [type(s) for s in w['recent_sessions']]\n"
+        "        if kinds[:4] != ['dict', 'float', 'int', 'list'] or dir(w['id']) != dir(''):\n"
+        "            fail('not plain: %s' % kinds)\n"
+        "        if [k for k in kinds[4:] if k != 'string']:\n"
+        "            fail('not plain: %s' % kinds)\n"
+        "    ok = [w['id'] for w in workers if w['model'] == task['model'] and\n"
+        "          w['state'] == 'ready']\n"
+        "    return ok[0] if ok else None\n"
+    )
+    engine = PolicyEngine.from_source(src, observer=(obs := RecordingObserver()))
+    recording = _RecordingAdapter(engine._policy.adapter)
+    engine._policy = dataclasses.replace(engine._policy, adapter=recording)  # type: ignore[arg-type]
+
+    class Tagged(str):
+        """A host string with something more on it."""
+
+        def secret(self) -> str:
+            return "host"
+
+    class HostDict(dict[str, int]):
+        def secret(self) -> str:
+            return "host"
+
+    task = make_task(id=Tagged("task-1"), session_id="s-1", tenant="acme")
+    cluster = make_cluster(
+        queue_depth=HostDict(interactive=3, batch=1), running_by_tenant={"acme": 2}
+    )
+    workers = [
+        make_worker("a", recent_sessions=["s-0"], tokens_per_s=12.5),
+        make_worker("b", state="draining", recent_sessions=["s-9"]),
+    ]
+    decision = engine.admit(task, cluster)
+    assert decision.accept is True
+    assert decision.reason == "dict,dict,dict,string,string,string,int,dict"
+    assert engine.schedule(task, workers, cluster) == "a"
+    assert obs.fallbacks == []
+
+    # One JSON string per call: rows of values in the documented order, nothing else.
+    assert TASK_KEYS == (
+        "id",
+        "model",
+        "priority",
+        "session_id",
+        "max_tokens",
+        "prompt_tokens",
+        "wait_ms",
+        "prefix_hash",
+        "tenant",
+    )
+    assert WORKER_KEYS == (
+        "id",
+        "pool",
+        "model",
+        "backend",
+        "state",
+        "slots_total",
+        "slots_busy",
+        "tokens_per_s",
+        "last_heartbeat_ms",
+        "recent_sessions",
+        "recent_prefixes",
+    )
+    assert CLUSTER_KEYS == ("queue_depth", "now_ms", "workers", "running_by_tenant")
+    [(fn1, admit_payload), (fn2, schedule_payload)] = recording.payloads
+    assert (fn1, fn2) == ("admit", "schedule")
+    assert type(admit_payload) is str and type(schedule_payload) is str
+    task_row = [task[k] for k in TASK_KEYS]
+    cluster_row = [cluster[k] for k in CLUSTER_KEYS]
+    worker_rows = [[w[k] for k in WORKER_KEYS] for w in workers]
+    assert json.loads(admit_payload) == [task_row, cluster_row]
+    assert json.loads(schedule_payload) == [task_row, cluster_row, worker_rows]
+
+    # The adapter load()s the policy's functions; the policy cannot see the adapter's globals.
+    adapter = _adapter_source(frozenset({"admit", "schedule"}))
+    assert 'load("policy", _admit="admit")' in adapter
+    assert 'load("policy", _schedule="schedule")' in adapter
+    for name in ("_ACCEPTED", "_admit", "json"):
+        with pytest.raises(PolicyError, match=f"Variable `{name}` not found"):
+            PolicyEngine.from_source(f"def admit(task, cluster):\n    return {name}\n")
+
+
+def test_pol_073_a_call_that_started_on_the_old_engine_finishes_on_it() -> None:
+    """POL-073: engines are immutable. A `schedule` call through the holder that started on the
+    old engine is held (by its own clock) while the holder swaps in a new engine; calls made
+    meanwhile get the new policy, and the held call finishes with the old policy's answer,
+    reported to the old engine's observer. The old engine itself still answers as before."""
+    import threading
+    import time
+
+    started, swapped = threading.Event(), threading.Event()
+    armed = threading.Event()
+
+    def clock() -> float:
+        if armed.is_set():  # the first read of the armed call: it is running on the old engine
+            armed.clear()
+            started.set()
+            assert swapped.wait(30), "the holder never swapped"
+        return time.perf_counter()
+
+    choose = (
+        "def schedule(task, workers, cluster):\n"
+        "    mine = [w['id'] for w in workers if w['id'] == {!r}]\n"
+        "    return mine[0] if mine else None\n"
+    )
+    workers = [make_worker("old"), make_worker("new")]
+    old_observer, new_observer = RecordingObserver(), RecordingObserver()
+    old = PolicyEngine.from_source(
+        choose.format("old"), name="old.star", observer=old_observer, clock=clock
+    )
+    new = PolicyEngine.from_source(choose.format("new"), name="new.star", observer=new_observer)
+    holder = PolicyHolder(old)
+    results: list[str | None] = []
+
+    def call() -> None:
+        results.append(holder.schedule(make_task(), workers, make_cluster()))
+
+    armed.set()
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        assert started.wait(30), "the call never started"
+        assert holder.replace(new) is old
+        # While the old call is still in flight, new calls run on the new engine.
+        assert holder.schedule(make_task(), workers, make_cluster()) == "new"
+    finally:
+        swapped.set()
+        thread.join(30)
+    assert results == ["old"]
+    assert [fn for fn, _ in old_observer.observed] == ["schedule"]
+    assert [fn for fn, _ in new_observer.observed] == ["schedule"]
+    assert old_observer.fallbacks == new_observer.fallbacks == []
+    # The replaced engine is unchanged: it still holds and answers with the old policy.
+    assert old.name == "old.star" and old.schedule(make_task(), workers, make_cluster()) == "old"
+    assert holder.schedule(make_task(), workers, make_cluster()) == "new"

@@ -100,3 +100,52 @@ def test_orch_211_a_pinned_task_is_offered_only_its_worker_or_pool() -> None:
     assert offered["t-b"] == ["b"] and offered["t-gpu"] == ["c"]
     # b is full: its second pinned task waits without holding back the unpinned one.
     assert "t-b2" not in offered and [e.task_id for e in q] == ["t-b2"]
+
+
+def test_pol_025_schedule_is_offered_every_worker_of_the_model_that_is_not_dead() -> None:
+    """POL-025: the policy is offered at least every worker that serves the task's model and is
+    not dead, whatever its state (busy, stale, draining, loading, failed, not yet verified), as
+    the state a policy knows; a dead worker and workers of other models may be left out, and a
+    pick of a worker that may not take work (ORCH-041, POL-032) is ignored."""
+    now = 20_000
+    r = Registry(1000, 10_000)
+    r.register(Worker(id="dead", url="http://dead", model="m"), 0)
+    r.register(Worker(id="stale", url="http://stale", model="m"), 15_000)
+    assert [w.id for w in r.sweep(now)] == ["dead"]
+    for wid in ("ready", "full", "drained", "draining", "loading", "failed"):
+        r.register(Worker(id=wid, url=f"http://{wid}", model="m"), now)
+    r.register(Worker(id="other", url="http://other", model="x"), now)
+    r.reserve("full", "t-running")
+    r.drain("drained")
+    for wid in ("draining", "loading", "failed"):
+        r.heartbeat(wid, wid, 1, 0, now)  # type: ignore[arg-type]
+    r.restore([Worker(id="unverified", url="http://unverified", model="m")])
+    q = TaskQueue(100)
+    q.push(QueueEntry("t1", "m", "interactive", 0, None))
+    seen: list[dict[str, str]] = []
+    picks = iter(["stale", "drained", "loading", "dead", "other", "ready"])
+
+    def record(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
+        seen.append({w["id"]: w["state"] for w in workers})
+        return next(picks)
+
+    for _ in range(5):  # each pick is of a worker that may not take work: the task stays
+        assert plan(q, r, now, record) == []
+        assert [e.task_id for e in q] == ["t1"]
+    [placed] = plan(q, r, now, record)
+    assert (placed.entry.task_id, placed.worker_id) == ("t1", "ready")
+    every = {
+        "ready": "ready",
+        "full": "busy",
+        "stale": "stale",
+        "drained": "draining",
+        "draining": "draining",
+        "loading": "stale",
+        "failed": "stale",
+        "unverified": "stale",
+    }
+    assert len(seen) == 6
+    for offered in seen:
+        assert {k: v for k, v in offered.items() if k in every} == every
+        assert "dead" not in offered or offered["dead"] == "dead"
+        assert all(k in every or k in ("dead", "other") for k in offered)

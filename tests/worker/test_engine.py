@@ -238,3 +238,121 @@ def test_wrk094_eog_and_pieces_read_once_match_llama_cpp(engine: LlamaEngine) ->
         want = buf.raw[:m]
         assert piece(t) == want
         assert piece(t) == want  # cached
+
+
+class ThreadSink:
+    """Keeps the pieces and the threads that delivered them."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.threads: set[tuple[int, str]] = set()
+
+    def token(self, text: str) -> None:
+        self.pieces.append(text)
+        current = threading.current_thread()
+        self.threads.add((threading.get_ident(), current.name))
+
+
+def test_wrk001_one_context_with_one_sequence_of_n_ctx_tokens_per_slot(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WRK-001: the model is loaded once, into one llama.cpp context with `n_seq_max = slots`,
+    each sequence its own KV stream of `n_ctx` tokens (`kv_unified` off: the context holds slots
+    x n_ctx, a sequence n_ctx), so every slot can fill its whole context at once; one decode
+    thread advances all the slots' jobs in shared steps."""
+    import llama_cpp as lc
+
+    loads: list[object] = []
+    contexts: list[object] = []
+    load_model, init_context = lc.llama_model_load_from_file, lc.llama_init_from_model
+
+    def counted_load(*args: object) -> object:
+        loads.append(args)
+        return load_model(*args)
+
+    def counted_init(*args: object) -> object:
+        contexts.append(args)
+        return init_context(*args)
+
+    monkeypatch.setattr(lc, "llama_model_load_from_file", counted_load)
+    monkeypatch.setattr(lc, "llama_init_from_model", counted_init)
+    steps = Steps()
+    e = LlamaEngine.load(tiny_model, slots=3, n_ctx=256, chunk=16, threads=1, on_step=steps)
+    try:
+        assert (e.slots, e.n_ctx) == (3, 256)
+        assert lc.llama_n_seq_max(e._ctx) == 3
+        assert lc.llama_n_ctx_seq(e._ctx) == 256  # per sequence: not one pool shared by all
+        assert lc.llama_n_ctx(e._ctx) == 3 * 256
+        sinks = [ThreadSink() for _ in PROMPTS[:3]]
+        jobs = []
+        for p in PROMPTS[:3]:
+            tokens = e.tokenize(p)
+            jobs.append(GenerationJob(tokens, 256 - len(tokens), GREEDY, ignore_eos=True))
+        futures = [e.submit(j, threading.Event(), s) for j, s in zip(jobs, sinks, strict=True)]
+        outcomes = [f.result(timeout=300) for f in futures]
+    finally:
+        e.close()
+    assert [(o.stop_reason, o.tokens_out) for o in outcomes] == [
+        ("MAX_TOKENS", j.max_tokens) for j in jobs
+    ]
+    assert any(len(s.sampled) == 3 for s in steps.log), "the three slots decoded together"
+    threads = set().union(*(s.threads for s in sinks))
+    assert len(threads) == 1 and next(iter(threads))[0] != threading.get_ident()
+    assert (len(loads), len(contexts)) == (1, 1)
+
+
+def test_wrk029_per_token_work_does_not_grow_with_the_output(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WRK-029: the loop never re-detokenizes the output. Each generated token's bytes are read
+    once, for that token alone; the text stream is fed exactly those bytes and holds back less
+    than the longest stop string; llama.cpp's whole-output `llama_detokenize` is never called;
+    the same holds for 16 tokens and for 512. The loop runs on the engine's decode thread, not
+    the caller's (an event loop's, in the worker)."""
+    import llama_cpp as lc
+
+    import worker.steploop as steploop
+    from worker.textstream import TextStream
+
+    detokenized: list[object] = []
+
+    def detokenize(*args: object) -> int:
+        detokenized.append(args)
+        return 0
+
+    monkeypatch.setattr(lc, "llama_detokenize", detokenize)
+    fed: list[tuple[bytes, int]] = []  # (what one feed got, what the stream then held back)
+
+    class RecordingStream(TextStream):
+        def feed(self, piece: bytes) -> str:
+            out = super().feed(piece)
+            fed.append((piece, len(self._hold)))
+            return out
+
+    monkeypatch.setattr(steploop, "TextStream", RecordingStream)
+    stop = "<a stop string the model does not write>"
+    e = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, threads=1)
+    try:
+        real_piece = e._loop._piece
+        reads: list[int] = []
+
+        def piece(token: int) -> bytes:
+            reads.append(token)
+            return real_piece(token)
+
+        e._loop._piece = piece
+        for n in (16, 512):
+            reads.clear()
+            fed.clear()
+            sink = ThreadSink()
+            work = GenerationJob(e.tokenize("hello"), n, GREEDY, (stop,), ignore_eos=True)
+            out = e.generate(work, threading.Event(), sink)
+            assert (out.stop_reason, out.tokens_out) == ("MAX_TOKENS", n)
+            assert reads == list(out.tokens), "one read per token, of that token alone"
+            assert [p for p, _ in fed] == [real_piece(t) for t in out.tokens]
+            assert max(held for _, held in fed) < len(stop)
+            [(ident, name)] = sink.threads
+            assert ident != threading.get_ident() and name == "llorch-decode"
+    finally:
+        e.close()
+    assert detokenized == []

@@ -544,3 +544,108 @@ def test_wrk112_a_model_that_cannot_embed_is_a_clear_400(tmp_path: Path) -> None
         r = httpx.post(w.url + "/embeddings", json={"input": "cat"})
     assert r.status_code == 400 and r.json()["code"] == "INVALID_PARAMS"
     assert "cannot embed" in r.json()["detail"] and r.json()["errors"][0]["field"] == "model"
+
+
+def test_wrk060_wrk062_health_fields_and_every_metric(worker: Proc) -> None:
+    """WRK-060: `GET /health`, with no token, answers exactly status, model, backend,
+    slots_total, slots_busy, queued, n_ctx, worker_id, prefix_cache (WRK-103) and embeddings
+    (WRK-111), as the worker was started (--slots 2, --n-ctx 16384). WRK-062: `GET /metrics` is
+    Prometheus text with every documented metric, each of its kind, moving with the work done."""
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wait_idle(worker.url)
+    r = httpx.get(worker.url + "/health")  # no Authorization header
+    assert r.status_code == 200
+    health = r.json()
+    assert set(health) == {
+        "status",
+        "model",
+        "backend",
+        "slots_total",
+        "slots_busy",
+        "queued",
+        "n_ctx",
+        "worker_id",
+        "prefix_cache",
+        "embeddings",
+    }
+    assert (health["status"], health["model"], health["backend"]) == ("ready", "llorch-tiny", "cpu")
+    assert (health["slots_total"], health["slots_busy"], health["queued"]) == (2, 0, 0)
+    assert health["n_ctx"] == 16384
+    assert re.fullmatch(r"w-[0-9a-f]{12}", health["worker_id"])
+    cache_keys = {"lookups", "hits", "tokens_reused", "prompt_tokens", "cached_tokens"}
+    assert set(health["prefix_cache"]) == cache_keys
+    assert all(type(v) is int for v in health["prefix_cache"].values())
+    assert set(health["embeddings"]) == {"available", "pooling", "reason"}
+
+    Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+    def scrape() -> tuple[dict[str, str], dict[Sample, float]]:
+        resp = httpx.get(worker.url + "/metrics", headers=AUTH)
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/plain; version=")
+        families = list(text_string_to_metric_families(resp.text))
+        kinds = {f.name: f.type for f in families}
+        values = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples
+        }
+        return kinds, values
+
+    _, before = scrape()
+    evs = execute(worker.url, TOKEN, {"prompt": "hello", "max_tokens": 5, "ignore_eos": True})
+    end = evs[-1].data
+    assert end["stop_reason"] == "MAX_TOKENS"
+    embedded = httpx.post(worker.url + "/embeddings", headers=AUTH, json={"input": ["a", "b", "c"]})
+    assert embedded.status_code == 200
+    wait_idle(worker.url)
+    kinds, after = scrape()
+    cached_now = httpx.get(worker.url + "/health").json()["prefix_cache"]["cached_tokens"]
+
+    # prometheus_client names a counter's family without its `_total` suffix.
+    assert {
+        name: kinds.get(name)
+        for name in (
+            "llorch_worker_jobs",
+            "llorch_worker_tokens_out",
+            "llorch_worker_prompt_tokens",
+            "llorch_worker_prompt_tokens_cached",
+            "llorch_worker_embedding_inputs",
+            "llorch_worker_ttft_seconds",
+            "llorch_worker_queue_wait_seconds",
+            "llorch_worker_slots_total",
+            "llorch_worker_slots_busy",
+            "llorch_worker_queued",
+            "llorch_worker_prefix_cache_tokens",
+        )
+    } == {
+        "llorch_worker_jobs": "counter",
+        "llorch_worker_tokens_out": "counter",
+        "llorch_worker_prompt_tokens": "counter",
+        "llorch_worker_prompt_tokens_cached": "counter",
+        "llorch_worker_embedding_inputs": "counter",
+        "llorch_worker_ttft_seconds": "histogram",
+        "llorch_worker_queue_wait_seconds": "histogram",
+        "llorch_worker_slots_total": "gauge",
+        "llorch_worker_slots_busy": "gauge",
+        "llorch_worker_queued": "gauge",
+        "llorch_worker_prefix_cache_tokens": "gauge",
+    }
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        assert key in after, key
+        return after[key] - before.get(key, 0.0)
+
+    assert delta("llorch_worker_jobs_total", outcome="MAX_TOKENS") == 1
+    assert delta("llorch_worker_tokens_out_total") == 5
+    assert delta("llorch_worker_prompt_tokens_total") == end["prompt_tokens"]
+    assert delta("llorch_worker_prompt_tokens_cached_total") == end["prompt_tokens_cached"]
+    assert delta("llorch_worker_embedding_inputs_total") == 3
+    assert delta("llorch_worker_ttft_seconds_count") == 1
+    assert delta("llorch_worker_queue_wait_seconds_count") == 1
+    assert after[("llorch_worker_slots_total", ())] == 2
+    assert after[("llorch_worker_slots_busy", ())] == 0
+    assert after[("llorch_worker_queued", ())] == 0
+    assert after[("llorch_worker_prefix_cache_tokens", ())] == cached_now
