@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from llorch_ctl.errors import ConfigError, UnknownPool
+from llorch_ctl.passthrough import MIN_CONNECT_TIMEOUT
 
 DEFAULT_CONFIG = Path("~/.config/llorch/config.toml")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -156,8 +157,14 @@ def parse_inventory(data: Mapping[str, Any], path: Path | None = None) -> Invent
         raise ConfigError(f"{where}: [pools] must be a table of pool tables")
     pools = {name: _parse_pool(name, t, where) for name, t in pools_table.items()}
     timeout = data.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-        raise ConfigError(f"{where}: connect_timeout must be a positive number of seconds")
+    if (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not timeout >= MIN_CONNECT_TIMEOUT
+    ):
+        raise ConfigError(
+            f"{where}: connect_timeout must be a number of seconds, at least {MIN_CONNECT_TIMEOUT}"
+        )
     orch = data.get("orchestrator", {})
     if not isinstance(orch, dict):
         raise ConfigError(f"{where}: [orchestrator] must be a table")
@@ -183,7 +190,9 @@ def load_inventory(path: Path | None) -> Inventory:
     p = (path or DEFAULT_CONFIG).expanduser()
     if not p.exists():
         if explicit:
-            raise ConfigError(f"inventory {p} does not exist")
+            raise ConfigError(
+                f"inventory {p} does not exist: create it, or name another with --config"
+            )
         return Inventory(path=None, pools={})
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -233,7 +242,10 @@ def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None =
         identities = tuple(_expand(f) for f in cfg.get("identityfile", []) if _expand(f).exists())
     for ident in identities:
         if not ident.is_file():
-            raise ConfigError(f"pool {name!r}: identity file {ident} does not exist")
+            raise ConfigError(
+                f"pool {name!r}: identity file {ident} does not exist: fix the pool's"
+                " identity_file in the inventory"
+            )
     if inv.known_hosts is not None:
         known_hosts = inv.known_hosts
     elif "userknownhostsfile" in cfg:
@@ -248,9 +260,13 @@ def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None =
     proxy = cfg.get("proxycommand")
     timeout = connect_timeout
     if timeout is None:
+        # ssh_config's ConnectTimeout when it is a usable number of seconds (CTL-014: at least
+        # MIN_CONNECT_TIMEOUT), else the inventory's.
         try:
             timeout = float(cfg.get("connecttimeout", inv.connect_timeout))
         except ValueError:
+            timeout = inv.connect_timeout
+        if not timeout >= MIN_CONNECT_TIMEOUT:
             timeout = inv.connect_timeout
     return SshTarget(
         pool=name,

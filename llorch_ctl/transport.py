@@ -94,7 +94,8 @@ def _tcp_connect(t: SshTarget) -> socket.socket:
         infos = socket.getaddrinfo(t.hostname, t.port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
         raise NameUnresolved(
-            f"cannot resolve host name {t.hostname!r} of pool {t.pool!r}: {e.strerror}"
+            f"cannot resolve host name {t.hostname!r} of pool {t.pool!r} ({e.strerror}): check"
+            " the pool's host in the inventory, or its HostName in ~/.ssh/config"
         ) from e
     last: OSError | None = None
     for family, kind, proto, _, addr in infos:
@@ -136,6 +137,14 @@ def _stuck_at_login(t: paramiko.Transport | None) -> bool:
     except paramiko.SSHException:
         return False
     return True
+
+
+def _login_unanswered(t: paramiko.Transport | None) -> bool:
+    """True when the server never answered our last login request (paramiko's auth timeout,
+    which it raises as the same AuthenticationException as a rejection)."""
+    handler = t.auth_handler if t is not None else None
+    event = handler.auth_event if handler is not None else None
+    return t is not None and t.is_active() and event is not None and not event.is_set()
 
 
 class ParamikoTransport:
@@ -197,7 +206,13 @@ class ParamikoTransport:
                 f"identity for pool {t.pool!r} is passphrase-protected: load it into ssh-agent"
             ) from e
         except paramiko.AuthenticationException as e:
+            unanswered = _login_unanswered(client.get_transport())
             client.close()
+            if unanswered:
+                raise ConnectTimeout(
+                    f"{t.user}@{t.hostname}:{t.port} (pool {t.pool!r}) did not answer our login"
+                    f" within {t.connect_timeout:g}s"
+                ) from e
             raise AuthFailed(
                 f"{t.user}@{t.hostname}:{t.port} (pool {t.pool!r}) rejected our keys: check"
                 " identity_file / ssh-agent and the host's authorized_keys"

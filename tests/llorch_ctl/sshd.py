@@ -63,7 +63,7 @@ class Sshd:
         return (self.dir / "sshd.log").read_text(errors="replace")
 
 
-def sshd_config(d: Path, host: str, port: int, authorized: Path) -> Path:
+def sshd_config(d: Path, host: str, port: int, authorized: Path, extra: str = "") -> Path:
     cfg = d / "sshd_config"
     cfg.write_text(
         f"ListenAddress {host}\n"
@@ -73,13 +73,16 @@ def sshd_config(d: Path, host: str, port: int, authorized: Path) -> Path:
         f"AuthorizedKeysFile {authorized}\n"
         "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
-        "MaxStartups 100\nMaxSessions 50\nLogLevel VERBOSE\n"
+        "MaxStartups 100\nMaxSessions 50\nLogLevel VERBOSE\n" + extra
     )
     return cfg
 
 
-def start_sshd(d: Path, host: str, client_key: Path, *, prefix: Sequence[str] = ()) -> Sshd:
-    """Start sshd (optionally under `prefix`, e.g. `ip netns exec NS`) listening on host."""
+def start_sshd(
+    d: Path, host: str, client_key: Path, *, prefix: Sequence[str] = (), extra_config: str = ""
+) -> Sshd:
+    """Start sshd (optionally under `prefix`, e.g. `ip netns exec NS`) listening on host;
+    `extra_config` is appended to its sshd_config."""
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     d.mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,7 @@ def start_sshd(d: Path, host: str, client_key: Path, *, prefix: Sequence[str] = 
     authorized = d / "authorized_keys"
     authorized.write_text(Path(f"{client_key}.pub").read_text())
     port = 22 if prefix else free_port(host)
-    cfg = sshd_config(d, host, port, authorized)
+    cfg = sshd_config(d, host, port, authorized, extra_config)
     log = d / "sshd.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(

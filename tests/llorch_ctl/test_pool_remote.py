@@ -36,6 +36,8 @@ def pool_home(tmp_path: Path) -> Iterator[Path]:
 def test_remote_import_spawn_list_infer_stop(
     tmp_path: Path, sshd: Sshd, tiny_model: Path, pool_home: Path
 ) -> None:
+    """CTL-050, CTL-020: the real llorch-pool over SSH imports a model and spawns a worker
+    that `llorch infer --worker` streams from; list, status and stop work the same way."""
     ctl: Ctl = write_inventory(
         tmp_path, {"box": pool_for(sshd, POOL_CMD, env={"LLORCH_HOME": str(pool_home)})}
     )
@@ -92,6 +94,8 @@ def test_remote_import_spawn_list_infer_stop(
 def test_remote_failure_exit_status_and_message_pass_through(
     tmp_path: Path, sshd: Sshd, pool_home: Path
 ) -> None:
+    """CTL-020, CTL-040: llorch-pool's own failure (status and message) passes through
+    unchanged."""
     ctl = write_inventory(
         tmp_path, {"box": pool_for(sshd, POOL_CMD, env={"LLORCH_HOME": str(pool_home)})}
     )

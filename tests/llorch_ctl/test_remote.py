@@ -32,6 +32,7 @@ from llorch_ctl.transport import remote_command_line
 
 
 def test_split_keeps_first_host_and_passes_the_rest_in_order() -> None:
+    """CTL-020: only the first --host is llorch's; the rest reaches llorch-pool in order."""
     ours, rest = split_remote_args(
         ["cpu", "--host", "box", "--model", "m", "--host", "0.0.0.0", "--json"]
     )
@@ -40,6 +41,8 @@ def test_split_keeps_first_host_and_passes_the_rest_in_order() -> None:
 
 
 def test_split_handles_equals_flags_and_double_dash() -> None:
+    """CTL-020: llorch keeps --host, --connect-timeout, --accept-new-host-key; after `--`
+    everything (`--help` included) is llorch-pool's."""
     ours, rest = split_remote_args(
         [
             "--host=box",
@@ -58,6 +61,8 @@ def test_split_handles_equals_flags_and_double_dash() -> None:
 
 
 def test_remote_line_survives_a_real_posix_shell() -> None:
+    """CTL-012: `[env 'K=V'...] POOL_CMD 'ARG'...`, every argument and env value quoted, so a
+    POSIX shell hands them over verbatim."""
     nasty = [
         "a b",
         "it's",
@@ -81,6 +86,7 @@ def test_remote_line_survives_a_real_posix_shell() -> None:
 
 
 def test_status_table_one_line_per_pool() -> None:
+    """CTL-022: `POOL ADDRESS STATE WORKERS DETAIL`, one line per pool in the order asked."""
     rows = [
         PoolStatus(
             "east",
@@ -97,6 +103,8 @@ def test_status_table_one_line_per_pool() -> None:
 
 
 def test_every_failure_has_its_own_exit_code() -> None:
+    """CTL-040: each error class has its own code: 200 and up, so llorch-pool's statuses
+    (1-10) pass through, but for 127 and 130, which mean what they mean in a shell."""
     classes: list[type[CtlError]] = [
         ConfigError,
         UnknownPool,
@@ -115,7 +123,8 @@ def test_every_failure_has_its_own_exit_code() -> None:
     ]
     codes = [c.exit_code for c in classes]
     assert len(set(codes)) == len(codes)
-    assert all(c not in (0, 1, 2) for c in codes)
+    assert all(c >= 200 or c in (127, 130) for c in codes)
+    assert (RemoteCommandMissing.exit_code, Interrupted.exit_code) == (127, 130)
 
 
 @pytest.mark.parametrize(
@@ -146,6 +155,7 @@ def test_every_failure_has_its_own_exit_code() -> None:
     ],
 )
 def test_fast_path_parses_valid_remote_lines(args: list[str], expected: RemoteCall) -> None:
+    """CTL-032, CTL-020: a valid pool command line is parsed without typer."""
     assert parse_remote_call(args, None) == expected
 
 
@@ -165,6 +175,7 @@ def test_fast_path_parses_valid_remote_lines(args: list[str], expected: RemoteCa
     ],
 )
 def test_fast_path_leaves_everything_else_to_typer(args: list[str]) -> None:
+    """CTL-032: `--help`, usage errors and every other command go to typer."""
     assert parse_remote_call(args, None) is None
 
 
@@ -173,3 +184,33 @@ def test_fast_path_reads_llorch_config_but_the_flag_wins() -> None:
     assert call is not None and call.config == Path("/env.toml")
     call = parse_remote_call(["--config=/flag.toml", "pool", "backends", "--host", "b"], "/e")
     assert call is not None and call.config == Path("/flag.toml")
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["models", "download"],
+        ["models", "list"],
+        ["models", "rm"],
+        ["models", "import"],
+        ["models", "verify"],
+        ["worker", "spawn"],
+        ["worker", "list"],
+        ["worker", "stop"],
+        ["worker", "logs"],
+        ["worker", "cleanup"],
+        ["backends"],
+    ],
+)
+def test_every_pool_command_runs_the_same_words_remotely(words: list[str]) -> None:
+    """CTL-020: each `llorch pool ...` command becomes `llorch-pool <same words> <same
+    arguments>`; a later --connect-timeout and --host, and all after `--`, are llorch-pool's."""
+    tail = ["x y", "--connect-timeout", "9", "--json", "--host", "h2", "--", "--help", "--host"]
+    args = ["pool", *words, "--connect-timeout", "2", "--host", "b", *tail]
+    assert parse_remote_call(args, None) == RemoteCall(
+        None,
+        "b",
+        [*words, "x y", "--connect-timeout", "9", "--json", "--host", "h2", "--help", "--host"],
+        False,
+        2.0,
+    )
