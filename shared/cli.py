@@ -6,8 +6,11 @@ easier to read and to grep as `PROG: error: <what>; run '<command> --help'` and 
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
@@ -21,6 +24,17 @@ def fail_line(prog: str, message: str) -> None:
 
 def run_typer(app: typer.Typer, prog: str, args: Sequence[str]) -> int:
     """Run `app` on `args`; the exit status. Exceptions of the program's own pass through."""
+    # typer turns Ctrl-C into a silent exit status 130; a flag tells that apart from a command
+    # returning 130 itself, so that an interrupted run still ends with its one line.
+    interrupted = False
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        interrupted = True
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         rv = app(args=list(args), prog_name=prog, standalone_mode=False)
     except NoArgsIsHelpError as e:
@@ -35,6 +49,11 @@ def run_typer(app: typer.Typer, prog: str, args: Sequence[str]) -> int:
         fail_line(prog, e.format_message())
         return e.exit_code
     except (Abort, KeyboardInterrupt):
+        interrupted = True
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
         fail_line(prog, "interrupted")
         return 130
     return rv if isinstance(rv, int) else 0

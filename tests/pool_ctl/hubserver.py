@@ -5,7 +5,12 @@
 - GET  /{repo}/resolve/{revision}/{file}   the bytes; Range: bytes=N- gives 206
 
 `cut_after[file] = N` makes the first GET of that file send N bytes of the body and then drop
-the connection; `chunk_delay` slows every transfer so runs overlap. Every request is recorded.
+the connection; `chunk_delay` slows every transfer so runs overlap; `hold[file]` makes a GET of
+that file wait until the event is set. The hub's refusals: `gated` repositories answer 403
+GatedRepo on resolve, `missing` files are listed but answer 404 EntryNotFound, `fail_with` answers
+every request with that HTTP status. `claimed_sha256[file]` makes the hub state another sha256
+(ETag and tree LFS oid) than the bytes have; files in `sha1_etag` get a git-blob ETag as files
+outside LFS do, so only the tree carries their sha256. Every request is recorded.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Request:
     path: str
     range: str | None
     authorization: str | None
+    query: str = ""
 
 
 @dataclass
@@ -42,12 +48,22 @@ class FakeHub:
     required_token: str | None = None
     cut_after: dict[str, int] = field(default_factory=dict)
     chunk_delay: float = 0.0
+    hold: dict[str, threading.Event] = field(default_factory=dict)
+    gated: set[str] = field(default_factory=set)
+    missing: set[str] = field(default_factory=set)
+    fail_with: int | None = None
+    claimed_sha256: dict[str, str] = field(default_factory=dict)
+    sha1_etag: set[str] = field(default_factory=set)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def gets(self, filename: str) -> list[Request]:
         return [r for r in self.requests if r.method == "GET" and r.path.endswith("/" + filename)]
+
+    def sha256(self, name: str, data: bytes) -> str:
+        """The sha256 the hub states for a file: its own, unless `claimed_sha256` says otherwise."""
+        return self.claimed_sha256.get(name) or hashlib.sha256(data).hexdigest()
 
 
 def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
@@ -94,7 +110,8 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self._serve()
 
         def _serve(self) -> None:
-            path = unquote(urlsplit(self.path).path)
+            url = urlsplit(self.path)
+            path = unquote(url.path)
             with hub._lock:
                 hub.requests.append(
                     Request(
@@ -102,20 +119,25 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                         path,
                         self.headers.get("Range"),
                         self.headers.get("Authorization"),
+                        url.query,
                     )
                 )
+            if hub.fail_with is not None:
+                return self._error(hub.fail_with, "", f"the hub answers {hub.fail_with}")
             if not self._authorized():
                 return
             if m := _TREE.match(path):
-                return self._tree(m["repo"])
+                return self._tree(m["repo"], m["rev"])
             if m := _RESOLVE.match(path):
                 return self._file(m["repo"], m["rev"], m["file"])
             self._error(404, "NotFound", f"no route {path}")
 
-        def _tree(self, repo: str) -> None:
+        def _tree(self, repo: str, rev: str) -> None:
             files = hub.repos.get(repo)
             if files is None:
                 return self._error(404, "RepoNotFound", f"Repository {repo} not found")
+            if rev not in ("main", COMMIT):
+                return self._error(404, "RevisionNotFound", f"Revision {rev} not found")
             entries = [
                 {
                     "type": "file",
@@ -123,7 +145,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     "size": len(data),
                     "oid": hashlib.sha1(data).hexdigest(),
                     "lfs": {
-                        "oid": hashlib.sha256(data).hexdigest(),
+                        "oid": hub.sha256(name, data),
                         "size": len(data),
                         "pointerSize": 134,
                     },
@@ -141,13 +163,18 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return self._error(404, "RepoNotFound", f"Repository {repo} not found")
             if rev not in ("main", COMMIT):
                 return self._error(404, "RevisionNotFound", f"Revision {rev} not found")
+            if repo in hub.gated:
+                return self._error(403, "GatedRepo", f"Access to {repo} is restricted")
             data = files.get(name)
-            if data is None:
+            if data is None or name in hub.missing:
                 return self._error(404, "EntryNotFound", f"{name} not found")
             start = 0
             status = 200
+            etag = (
+                hashlib.sha1(data).hexdigest() if name in hub.sha1_etag else hub.sha256(name, data)
+            )
             headers = {
-                "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                "ETag": f'"{etag}"',
                 "X-Repo-Commit": COMMIT,
                 "Accept-Ranges": "bytes",
                 "Content-Type": "application/octet-stream",
@@ -159,6 +186,8 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     status = 206
                     headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             headers["Content-Length"] = str(len(data) - start)
+            if self.command == "GET" and (gate := hub.hold.get(name)) is not None:
+                gate.wait()
             self._send(status, headers)
             if self.command == "HEAD":
                 return
@@ -197,6 +226,8 @@ def serve(hub: FakeHub) -> Iterator[FakeHub]:
     try:
         yield hub
     finally:
+        for gate in hub.hold.values():
+            gate.set()  # no request waits for ever
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)

@@ -22,6 +22,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_import_in_place_list_verify_rm(
     home: Path, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """POOL-016: rm of an in-place import keeps the user's file outside models/."""
     model = tmp_path / "My-Model.Q8_0.gguf"
     shutil.copyfile(tiny_model, model)
     r = call(["models", "import", str(model), "--json"], capsys)
@@ -61,6 +62,7 @@ def test_import_in_place_list_verify_rm(
 def test_import_copy_owns_the_file(
     home: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """POOL-016: rm deletes a file that lies under the home's models/."""
     r = call(["models", "import", str(tiny_model), "--copy", "--id", "tiny", "--json"], capsys)
     assert r.code == 0, r.err
     copied = Path(r.json()["path"])
@@ -75,6 +77,8 @@ def test_import_copy_owns_the_file(
 def test_import_refuses_what_is_not_a_gguf(
     home: Path, tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """POOL-011: no GGUF magic, or a file GGUFReader cannot parse, is exit 9 and never enters
+    the catalog."""
     text = tmp_path / "notes.gguf"
     text.write_text("hello")
     r = call(["models", "import", str(text)], capsys)

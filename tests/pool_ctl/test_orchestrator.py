@@ -63,6 +63,9 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
 
 
 def test_stop_deregisters_from_orchestratord(env: dict[str, str], orchestrator: Proc) -> None:
+    """POOL-041: the token is in no printed record (has_token instead); POOL-052: it reaches the
+    worker through its environment, not its command line; POOL-060: stop of a dead worker
+    deregisters it with the token as bearer."""
     r = run_pool(
         [
             "worker",
@@ -82,6 +85,7 @@ def test_stop_deregisters_from_orchestratord(env: dict[str, str], orchestrator: 
     record = r.json()
     wid = record["worker_id"]
     assert record["orchestrator"] == orchestrator.url and record["has_token"] is True
+    assert TOKEN not in r.out and "token" not in record
     # The token reaches the worker through its environment, never its command line.
     assert TOKEN not in " ".join(procs.cmdline(record["pid"]) or [])
     assert TOKEN not in run_pool(["worker", "list", "--json"], env).out
@@ -102,6 +106,7 @@ def test_stop_deregisters_from_orchestratord(env: dict[str, str], orchestrator: 
 
 
 def test_stop_tolerates_an_unreachable_orchestrator(env: dict[str, str]) -> None:
+    """POOL-060: an unreachable orchestrator does not fail the stop; it is reported."""
     gone = f"http://127.0.0.1:{free_port()}"
     r = run_pool(
         [
@@ -126,6 +131,8 @@ def test_stop_tolerates_an_unreachable_orchestrator(env: dict[str, str]) -> None
 
 
 def test_a_stopped_worker_leaves_the_registry(env: dict[str, str], orchestrator: Proc) -> None:
+    """POOL-052: --advertise-url reaches the worker; POOL-060: a worker that terminated on
+    SIGTERM deregistered itself."""
     port = free_port()
     advertised = f"http://pool-host.example:{port}"
     args = [
@@ -158,10 +165,45 @@ def test_a_stopped_worker_leaves_the_registry(env: dict[str, str], orchestrator:
     assert wid not in registered(orchestrator)
 
 
+def test_stop_reports_an_orchestrator_that_answers_an_error(
+    env: dict[str, str], orchestrator: Proc
+) -> None:
+    """POOL-060: orchestratord answering the DELETE with an error status (here 401: the worker
+    was given another token) does not fail the stop; it is reported, and the record goes."""
+    r = run_pool(
+        [
+            "worker",
+            "spawn",
+            "cpu",
+            "--model",
+            "tiny",
+            "--json",
+            "--orchestrator-url",
+            orchestrator.url,
+            "--cluster-token",
+            "not-the-cluster-token",
+        ],
+        env,
+    )
+    assert r.code == 0, r.err
+    wid = r.json()["worker_id"]
+    stopped = run_pool(["worker", "stop", wid, "--json"], env)
+    assert stopped.code == 0, stopped.err
+    assert stopped.json()["stopped"] == [
+        {
+            "worker_id": wid,
+            "process": "terminated",
+            "orchestrator": "orchestrator answered HTTP 401",
+        }
+    ]
+    assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}
+
+
 def test_cleanup_deregisters_the_dead_workers_it_removes(
     env: dict[str, str], orchestrator: Proc
 ) -> None:
-    """POOL-072: cleanup takes a dead worker out of orchestratord's registry with its record."""
+    """POOL-072: cleanup takes a dead worker out of orchestratord's registry with its record;
+    POOL-070: `remove-gone`."""
     r = run_pool(
         [
             "worker",

@@ -55,10 +55,12 @@ def test_bad_refs_say_what_to_write(text: str, words: str) -> None:
     ],
 )
 def test_select_file(selector: str, expected: str) -> None:
+    """POOL-021: a file name or a quantization bounded by start/end, '-', '.' or '/'."""
     assert select_file(Ref("o/r", None, selector), FILES) == expected
 
 
 def test_no_match_lists_every_gguf_and_ambiguity_lists_the_matches() -> None:
+    """POOL-021: none or several matches fail (BadReference, exit 4) listing the candidates."""
     with pytest.raises(BadReference) as e:
         select_file(Ref("o/r", None, "iq2_xs"), FILES)
     assert "no GGUF file in o/r matches quantization 'iq2_xs'" in e.value.message
@@ -71,6 +73,24 @@ def test_no_match_lists_every_gguf_and_ambiguity_lists_the_matches() -> None:
     with pytest.raises(BadReference) as e:
         select_file(Ref("o/r", None, "x.gguf"), ["README.md"])
     assert "GGUF files there: none" in e.value.message
+
+
+def test_a_file_name_matches_exactly_then_case_insensitively_then_by_base_name() -> None:
+    """POOL-021: an earlier kind of match wins over a later one; two of one kind are ambiguous."""
+    files = ["Model.gguf", "model.gguf", "sub/MODEL.gguf", "Other.gguf", "sub/other.gguf"]
+
+    def pick(name: str) -> str:
+        return select_file(Ref("o/r", None, name), files)
+
+    assert pick("model.gguf") == "model.gguf"  # exact, though two more match without case
+    assert pick("Model.gguf") == "Model.gguf"
+    assert pick("sub/model.gguf") == "sub/MODEL.gguf"  # case-insensitive path
+    assert pick("other.gguf") == "Other.gguf"  # case-insensitive path beats the base name
+    with pytest.raises(BadReference) as e:
+        pick("MODEL.GGUF")  # two paths equal it without case
+    assert "matches several files" in e.value.message
+    assert pick("sub/other.gguf") == "sub/other.gguf"
+    assert select_file(Ref("o/r", None, "x.gguf"), ["a/b/X.gguf", "README.md"]) == "a/b/X.gguf"
 
 
 def test_model_ids() -> None:

@@ -4,7 +4,10 @@ are never handed to two workers (real llorch-workerd processes)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 import httpx
@@ -14,6 +17,7 @@ from pool_ctl import procs
 from pool_ctl.models import import_file
 from pool_ctl.settings import Settings
 from tests.pool_ctl.helpers import pool_env, run_pool, start_pool
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -107,3 +111,71 @@ def test_concurrent_spawns_never_share_a_port_and_a_failed_load_is_not_ready(
     finally:
         run_pool(["worker", "stop", "--all", "--grace", "2"], good_env)
         run_pool(["worker", "stop", "--all", "--grace", "2"], bad_env)
+
+
+def test_the_worker_runs_detached_with_its_own_argv_and_environment(
+    home: Path, tiny_model: Path
+) -> None:
+    """POOL-052: the worker's argv (--pool passed on; a wildcard --host advertises this host's
+    FQDN), its own session, stdin /dev/null, stdout and stderr appended to logs/<id>.log,
+    working directory the home; the token in its environment only, and the caller's
+    LLORCH_WORKER_*, LLORCH_CLUSTER_TOKEN and LLORCH_ORCHESTRATOR_URL do not reach it.
+    POOL-004: progress on stderr, the record alone on stdout."""
+    entry = import_file(Settings.build(home), tiny_model, model_id="tiny")
+    nowhere = f"http://127.0.0.1:{free_port()}"  # an orchestratord that is down
+    env = pool_env(
+        home,
+        LLORCH_WORKER_SLOTS="7",
+        LLORCH_CLUSTER_TOKEN="token-of-the-caller",
+        LLORCH_ORCHESTRATOR_URL=f"http://127.0.0.1:{free_port()}",
+    )
+    log = home / "logs" / "w-detached.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("a line from an earlier run\n")
+    args = ["worker", "spawn", "cpu", "--model", "tiny", "--host", "0.0.0.0", "--json"]
+    args += ["--worker-id", "w-detached", "--pool", "blue", "--cluster-token", "tok-flag"]
+    args += ["--orchestrator-url", nowhere]
+    try:
+        r = run_pool(args, env)
+        assert r.code == 0, r.err
+        record = json.loads(r.out)
+        assert "waiting for worker w-detached" in r.err
+        pid, port = record["pid"], record["port"]
+        argv = procs.cmdline(pid) or []
+        assert argv == record["cmdline"] and argv[:3] == [sys.executable, "-m", "worker"]
+        flags = dict(zip(argv[3::2], argv[4::2], strict=True))
+        assert flags == {
+            "--model": entry["path"],
+            "--model-name": "tiny",
+            "--backend": "cpu",
+            "--host": "0.0.0.0",
+            "--port": str(port),
+            "--slots": "1",
+            "--worker-id": "w-detached",
+            "--listen-fd": flags["--listen-fd"],  # the reserved port's socket (POOL-051)
+            "--orchestrator-url": nowhere,
+            "--advertise-url": f"http://{socket.getfqdn()}:{port}",
+            "--pool": "blue",
+        }
+        assert "tok-flag" not in " ".join(argv)
+        proc = Path("/proc") / str(pid)
+        environ = dict(
+            item.split("=", 1)
+            for item in (proc / "environ").read_bytes().decode().split("\0")
+            if "=" in item
+        )
+        assert environ["LLORCH_CLUSTER_TOKEN"] == "tok-flag"
+        assert "LLORCH_ORCHESTRATOR_URL" not in environ
+        assert [k for k in environ if k.startswith("LLORCH_WORKER_")] == []
+        assert os.getsid(pid) == pid
+        assert os.readlink(proc / "cwd") == os.path.realpath(home)
+        assert os.readlink(proc / "fd" / "0") == os.devnull
+        for fd in ("1", "2"):
+            assert os.readlink(proc / "fd" / fd) == os.path.realpath(log)
+            info = (proc / "fdinfo" / fd).read_text().splitlines()
+            open_flags = next(line.split()[1] for line in info if line.startswith("flags:"))
+            assert int(open_flags, 8) & os.O_APPEND
+        text = log.read_text()
+        assert text.startswith("a line from an earlier run\n") and len(text.splitlines()) > 1
+    finally:
+        run_pool(["worker", "stop", "--all", "--grace", "2"], env)

@@ -43,6 +43,11 @@ def spawn(env: dict[str, str], *extra: str) -> dict[str, Any]:
     return record
 
 
+def snapshot(home: Path) -> dict[str, tuple[bytes, int]]:
+    """Every worker record file: its bytes and modification time."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (home / "workers").iterdir()}
+
+
 def wait_not_ours(record: dict[str, Any], timeout: float = 10.0) -> procs.Identity:
     deadline = time.monotonic() + timeout
     while True:
@@ -53,9 +58,14 @@ def wait_not_ours(record: dict[str, Any], timeout: float = 10.0) -> procs.Identi
 
 
 def test_spawn_list_logs_stop(env: dict[str, str], home: Path) -> None:
+    """POOL-041: the default worker id is <short hostname>-<port>; printed records carry
+    has_token, never the token. POOL-016: a model a live worker serves is removed only with
+    --force, and a file outside models/ is kept. POOL-060: stop terminates, reports, removes the
+    record and keeps the log; an unknown id is exit 3. POOL-055: list shows `ready`."""
     record = spawn(env, "--slots", "2")
     assert record["state"] == "ready" and record["model"] == "tiny" and record["slots"] == 2
-    assert "token" not in record
+    assert "token" not in record and record["has_token"] is False
+    assert record["worker_id"] == f"{os.uname().nodename.split('.')[0]}-{record['port']}"
     health = httpx.get(record["url"] + "/health", timeout=5).json()
     assert health["status"] == "ready" and health["slots_total"] == 2
     assert health["worker_id"] == record["worker_id"]
@@ -69,6 +79,7 @@ def test_spawn_list_logs_stop(env: dict[str, str], home: Path) -> None:
     listed = run_pool(["worker", "list", "--json"], env).json()["workers"]
     assert [(w["worker_id"], w["state"]) for w in listed] == [(record["worker_id"], "ready")]
     assert listed[0]["health"]["slots_total"] == 2
+    assert "token" not in listed[0] and listed[0]["has_token"] is False
     human = run_pool(["worker", "list"], env).out
     assert record["worker_id"] in human and "ready" in human
 
@@ -76,6 +87,10 @@ def test_spawn_list_logs_stop(env: dict[str, str], home: Path) -> None:
     assert logs.code == 0 and "ready" in logs.out
     in_use = run_pool(["models", "rm", "tiny"], env)
     assert in_use.code == 7 and f"in use by worker(s) {record['worker_id']}" in in_use.err
+    forced = run_pool(["models", "rm", "tiny", "--force", "--json"], env)
+    assert forced.code == 0, forced.err
+    assert forced.json()["deleted_file"] is False  # imported in place: the user's file
+    assert Path(record["model_path"]).is_file()
 
     stopped = run_pool(["worker", "stop", record["worker_id"], "--json"], env)
     assert stopped.code == 0, stopped.err
@@ -94,6 +109,8 @@ def test_spawn_list_logs_stop(env: dict[str, str], home: Path) -> None:
 
 
 def test_cleanup_removes_the_record_of_a_killed_worker(env: dict[str, str], home: Path) -> None:
+    """POOL-055: a worker whose process is gone is `exited`; POOL-070: cleanup removes its
+    record (`remove-gone`)."""
     record = spawn(env)
     os.kill(record["pid"], signal.SIGKILL)
     assert wait_not_ours(record) == "gone"
@@ -107,16 +124,36 @@ def test_cleanup_removes_the_record_of_a_killed_worker(env: dict[str, str], home
     assert not (home / "workers" / f"{record['worker_id']}.json").exists()
 
 
-def test_cleanup_stops_a_stuck_worker_after_the_grace_period(env: dict[str, str]) -> None:
+def test_cleanup_stops_a_stuck_worker_after_the_grace_period(
+    env: dict[str, str], home: Path
+) -> None:
+    """POOL-055: a worker that is ours but does not answer is `unreachable`, and list changes no
+    record. POOL-070: cleanup keeps a healthy worker and clears its unhealthy_since, marks the
+    silent one (persisting unhealthy_since) and stops it once unhealthy for --grace seconds."""
     keep = spawn(env)
     stuck = spawn(env)
+    records = Records(Settings.build(home).layout)
+    records.save({**records.load(keep["worker_id"]), "unhealthy_since": time.time() - 30})
     os.kill(stuck["pid"], signal.SIGSTOP)  # alive, but /health never answers
+    before = snapshot(home)
+    listed = run_pool(["worker", "list", "--json"], env).json()["workers"]
+    assert {w["worker_id"]: w["state"] for w in listed} == {
+        keep["worker_id"]: "ready",
+        stuck["worker_id"]: "unreachable",
+    }
+    assert snapshot(home) == before  # list only looks
     first = run_pool(["worker", "cleanup", "--json"], env).json()["cleanup"]
     actions = {c["worker_id"]: (c["state"], c["action"]) for c in first}
     assert actions == {
         keep["worker_id"]: ("ready", "keep"),
         stuck["worker_id"]: ("unreachable", "mark-unhealthy"),
     }
+    assert records.load(keep["worker_id"])["unhealthy_since"] is None
+    marked = records.load(stuck["worker_id"])["unhealthy_since"]
+    assert marked is not None
+    again = run_pool(["worker", "cleanup", "--json"], env).json()["cleanup"]
+    assert {c["worker_id"]: c["action"] for c in again}[stuck["worker_id"]] == "mark-unhealthy"
+    assert records.load(stuck["worker_id"])["unhealthy_since"] == marked  # counted from then
     assert procs.identify(stuck["pid"], stuck["start_time"], stuck["cmdline"]) == "ours"
     assert procs.state(stuck["pid"]) == "T"
     second = run_pool(["worker", "cleanup", "--grace", "0", "--json"], env).json()["cleanup"]
@@ -129,6 +166,10 @@ def test_cleanup_stops_a_stuck_worker_after_the_grace_period(env: dict[str, str]
 
 
 def test_a_reused_pid_is_never_signalled(env: dict[str, str], home: Path) -> None:
+    """POOL-042: a record whose pid now runs another program (other start time, or other
+    command line) is reused: stop and cleanup never signal it. POOL-055: list shows
+    `pid-reused` and changes nothing. POOL-070: cleanup removes those records
+    (`remove-reused`)."""
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         started = procs.start_time(sleeper.pid)
@@ -158,6 +199,14 @@ def test_a_reused_pid_is_never_signalled(env: dict[str, str], home: Path) -> Non
             {**base, "worker_id": "old-cmdline", "start_time": started, "cmdline": worker_argv}
         )
         records.save({**base, "worker_id": "stop-me", "start_time": started + 1})
+        before = snapshot(home)
+        listed = run_pool(["worker", "list", "--json"], env).json()["workers"]
+        assert sorted((w["worker_id"], w["state"]) for w in listed) == [
+            ("old-cmdline", "pid-reused"),
+            ("old-start", "pid-reused"),
+            ("stop-me", "pid-reused"),
+        ]
+        assert snapshot(home) == before
         stopped = run_pool(["worker", "stop", "stop-me", "--json", "--grace", "1"], env)
         assert stopped.json()["stopped"][0]["process"] == "reused"
         r = run_pool(["worker", "cleanup", "--json"], env)
@@ -174,6 +223,9 @@ def test_a_reused_pid_is_never_signalled(env: dict[str, str], home: Path) -> Non
 
 
 def test_spawn_refuses_what_cannot_work(env: dict[str, str]) -> None:
+    """POOL-033: spawn runs the backend detection and refuses an unavailable backend with exit 6
+    and its reason. POOL-041: an invalid --worker-id is exit 10. POOL-050: each refusal is one
+    line, before any worker exists."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -191,6 +243,8 @@ def test_spawn_refuses_what_cannot_work(env: dict[str, str]) -> None:
     assert r.code == 10 and "--cluster-token" in r.err
     for result in (r,):
         assert result.err.count("\n") == 1
+    r = run_pool(["worker", "spawn", "cpu", "--model", "tiny", "--worker-id", "a/b"], env)
+    assert r.code == 10 and "worker id 'a/b' is not valid" in r.err
     assert run_pool(["worker", "list", "--json"], env).json() == {"workers": []}
 
 
