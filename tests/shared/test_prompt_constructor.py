@@ -18,6 +18,7 @@ it (PC-030), so each test checks BOS + text against the documented string.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import pytest
 
@@ -54,6 +55,9 @@ def documented(template: str, messages: Messages, *, add_generation_prompt: bool
 
 @pytest.mark.parametrize("template", ["qwen", "chatml"])
 class TestChatML:
+    """PC-090: golden strings for qwen and chatml (PC-040, PC-041): single user message,
+    system message, multi-turn, and without a generation prompt."""
+
     def test_user(self, template: str) -> None:
         assert documented(template, USER) == (
             "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n"
@@ -88,6 +92,9 @@ class TestChatML:
 
 
 class TestLlama3:
+    """PC-090: golden strings for llama3 (PC-042): single user message, system message,
+    multi-turn, and without a generation prompt."""
+
     def test_user(self) -> None:
         assert documented("llama3", USER) == (
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|>"
@@ -125,6 +132,9 @@ class TestLlama3:
 
 
 class TestLlama2:
+    """PC-090: golden strings for llama2 (PC-043): single user message, system message,
+    multi-turn, and without a generation prompt."""
+
     def test_user(self) -> None:
         assert documented("llama2", USER) == "<s>[INST] Hello! [/INST]"
 
@@ -161,6 +171,9 @@ class TestLlama2:
 
 
 class TestMistral:
+    """PC-090: golden strings for mistral (PC-044): single user message, system message,
+    multi-turn, and without a generation prompt."""
+
     def test_user(self) -> None:
         assert documented("mistral", USER) == "<s> [INST] Hello! [/INST]"
 
@@ -187,6 +200,9 @@ class TestMistral:
 
 
 class TestPhi3:
+    """PC-090: golden strings for phi3 (PC-045): single user message, system message,
+    multi-turn, and without a generation prompt."""
+
     def test_user(self) -> None:
         assert documented("phi3", USER) == "<|user|>\nHello!<|end|>\n<|assistant|>\n"
 
@@ -213,6 +229,9 @@ class TestPhi3:
 
 
 class TestRaw:
+    """PC-090: golden strings for raw (PC-046): single user message, system message,
+    multi-turn, and without a generation prompt."""
+
     def test_one_message_is_its_content(self) -> None:
         assert documented("raw", [{"role": "user", "content": "Once upon a time"}]) == (
             "Once upon a time"
@@ -238,6 +257,7 @@ class TestRaw:
     ],
 )
 def test_stop_strings_are_the_end_of_turn_markers(template: str, stop: tuple[str, ...]) -> None:
+    """PC-032: Prompt.stop holds each built-in template's end-of-turn strings."""
     assert build_prompt(USER, template).stop == stop
 
 
@@ -260,8 +280,11 @@ def test_prompt_is_frozen() -> None:
 
 
 def test_extra_message_keys_are_ignored() -> None:
+    """PC-010: keys other than role and content are ignored; any sequence of mappings will do."""
     msgs = [{"role": "user", "content": "Hello!", "name": "alice"}]
     assert build_prompt(msgs, "qwen") == build_prompt(USER, "qwen")
+    as_tuple = (MappingProxyType({"role": "user", "content": "Hello!", "tool_calls": "[]"}),)
+    assert build_prompt(as_tuple, "qwen") == build_prompt(USER, "qwen")
 
 
 def test_unicode_content_kept() -> None:

@@ -104,6 +104,8 @@ def test_published_template_renders_like_the_builtin_format(
     conversations: list[Messages],
     add_generation_prompt: bool,
 ) -> None:
+    """PC-091: each family's published Jinja template, rendered through the embedded path,
+    gives the built-in format's text."""
     for messages in conversations:
         got = embedded(
             source,
@@ -144,9 +146,28 @@ def test_text_starting_like_bos_is_kept_when_no_bos_given() -> None:
         (PHI3_TEMPLATE, "<|endoftext|>", ("<|end|>", "<|endoftext|>")),
         (LLAMA2_TEMPLATE, "</s>", ("</s>",)),
         (LLAMA2_TEMPLATE, None, ()),
+        (LLAMA2_TEMPLATE, "", ()),
+        # Every marker, mentioned in reverse: the stop strings follow the spec's order.
+        (
+            "{{ '<|endoftext|><|end_of_text|><|END_OF_TURN_TOKEN|><end_of_turn><|end|>"
+            "<|eom_id|><|eot_id|><|im_end|>' }}",
+            "<|eot_id|>",
+            (
+                "<|im_end|>",
+                "<|eot_id|>",
+                "<|eom_id|>",
+                "<|end|>",
+                "<end_of_turn>",
+                "<|END_OF_TURN_TOKEN|>",
+                "<|end_of_text|>",
+                "<|endoftext|>",
+            ),
+        ),
     ],
 )
 def test_embedded_stop_strings(source: str, eos: str | None, stop: tuple[str, ...]) -> None:
+    """PC-053: the well-known end-of-turn markers the template mentions, in the spec's order,
+    then eos_token when given and not empty, without repeats."""
     prompt = build_prompt(USER, metadata=meta(source), bos_token="<s>", eos_token=eos)
     assert prompt.stop == stop
 
@@ -164,6 +185,8 @@ def test_embedded_named_explicitly() -> None:
 
 
 def test_template_rejecting_messages() -> None:
+    """PC-050: a template can call raise_exception(msg); the conversation is rejected with its
+    message."""
     user_then_system = [{"role": "user", "content": "Hi"}, {"role": "system", "content": "x"}]
     with pytest.raises(PromptError) as err:
         embedded(MISTRAL_V1_TEMPLATE, user_then_system, bos_token="<s>", eos_token="</s>")
@@ -215,6 +238,8 @@ def test_template_runtime_error() -> None:
     ],
 )
 def test_sandbox_refuses_unsafe_templates(source: str, reason: str) -> None:
+    """PC-052: no Python internals, no mutation of the inputs, bounded `*`, `**`, `range` and
+    rendered length (16,000,000 plus the contents' 6 characters)."""
     with pytest.raises(PromptError) as err:
         embedded(source, USER)
     assert err.value.field == "template"
@@ -222,12 +247,15 @@ def test_sandbox_refuses_unsafe_templates(source: str, reason: str) -> None:
 
 
 def test_strftime_now_reads_the_clock_passed_in() -> None:
+    """PC-050: strftime_now(fmt) formats the now() passed in."""
     source = "{{ strftime_now('%d %b %Y') }}|{{ messages[0]['content'] }}"
     text = embedded(source, USER, now=lambda: datetime(2024, 7, 26, 12, 0))
     assert text == "26 Jul 2024|Hello!"
 
 
 def test_hugging_face_environment_features() -> None:
+    """PC-050: trim_blocks, lstrip_blocks, loop controls and a tojson that does not HTML-escape,
+    as transformers' apply_chat_template has them."""
     # tojson without HTML escaping; loop controls; attribute access to message keys;
     # trim_blocks/lstrip_blocks; tools defined as none, as transformers passes them.
     msgs = [{"role": "user", "content": "<b>&'é"}, {"role": "user", "content": "second"}]
@@ -242,7 +270,44 @@ def test_hugging_face_environment_features() -> None:
     assert embedded(source, msgs) == "user:<b>&'é\nno tools"
 
 
+def test_tojson_takes_the_transformers_arguments() -> None:
+    """PC-050: tojson takes ensure_ascii, indent, separators and sort_keys, with transformers'
+    defaults (no ASCII escaping, no indent, default separators, keys unsorted)."""
+    value = "{{ {'b': 'é', 'a': [1, 2]} | tojson"
+    assert embedded(value + " }}", USER) == '{"b": "é", "a": [1, 2]}'
+    assert embedded(value + "(ensure_ascii=True) }}", USER) == '{"b": "\\u00e9", "a": [1, 2]}'
+    assert embedded(value + "(sort_keys=True) }}", USER) == '{"a": [1, 2], "b": "é"}'
+    assert embedded(value + "(separators=(',', ':')) }}", USER) == '{"b":"é","a":[1,2]}'
+    assert embedded(value + "(indent=1) }}", USER) == ('{\n "b": "é",\n "a": [\n  1,\n  2\n ]\n}')
+
+
+RENDER_CONTEXT = (
+    "{{ messages | tojson }}|{{ add_generation_prompt }}|{{ tools is none }}"
+    "|{{ documents is none }}|{{ bos_token is defined }}:{{ bos_token | default('') }}"
+    "|{{ eos_token is defined }}:{{ eos_token | default('') }}"
+)
+
+
+def test_render_context() -> None:
+    """PC-051: messages as fresh {role, content} dicts (other keys left out),
+    add_generation_prompt, tools and documents none, bos_token/eos_token only when given."""
+    msgs = [{"role": "user", "content": "Hi", "name": "alice"}]
+    assert embedded(RENDER_CONTEXT, msgs) == (
+        '[{"role": "user", "content": "Hi"}]|True|True|True|False:|False:'
+    )
+    assert embedded(
+        RENDER_CONTEXT, msgs, add_generation_prompt=False, bos_token="<s>", eos_token="</s>"
+    ) == ('[{"role": "user", "content": "Hi"}]|False|True|True|True:<s>|True:</s>')
+    # Given empty, they are defined (and empty), not left out.
+    assert embedded(RENDER_CONTEXT, msgs, bos_token="", eos_token="").endswith("|True:|True:")
+    # Without them, a template that concatenates them fails rather than rendering without.
+    for source in ("{{ bos_token + 'x' }}", "{{ 'x' + eos_token }}"):
+        with pytest.raises(PromptError, match=r"^template: .*_token' is undefined"):
+            embedded(source, USER)
+
+
 def test_messages_reach_the_template_unchanged() -> None:
+    """PC-051: the template sees each message's role and content as given."""
     source = "{% for m in messages %}[{{ m['role'] }}={{ m['content'] }}]{% endfor %}"
     assert embedded(source, MULTI_TURN) == (
         "[system=You are terse.][user=What is 2+2?][assistant=4][user=And 3+3?]"

@@ -46,8 +46,9 @@ HELLO = {"role": "user", "content": "Hello!"}
 )
 @pytest.mark.parametrize("template", ["qwen", "llama2", "raw"])
 def test_bad_messages(messages: object, message: str, template: str) -> None:
-    """PC-070, PC-071, PC-092: each bad-message case raises PromptError with its field and
-    reason."""
+    """PC-010, PC-011, PC-070, PC-071, PC-092: each bad-message case raises PromptError with its
+    field and reason: not a non-empty sequence, not a mapping, role or content missing or not a
+    string, a role other than system/user/assistant (tool included, case-sensitive)."""
     with pytest.raises(PromptError) as err:
         build_prompt(messages, template)  # type: ignore[arg-type]
     assert str(err.value) == message

@@ -38,6 +38,8 @@ def tokens(llm: llama_cpp.Llama, text: str, *, add_bos: bool = True) -> list[int
 
 
 def test_model_metadata_selects_its_embedded_template(vocab: llama_cpp.Llama) -> None:
+    """PC-093 (PC-030, PC-031): the model's own template, tokenized as a worker does, starts
+    with exactly one BOS, added by the tokenizer."""
     metadata = vocab.metadata
     assert choose_template(metadata) == "embedded"
     prompt = build_prompt(
@@ -59,6 +61,8 @@ def test_model_metadata_selects_its_embedded_template(vocab: llama_cpp.Llama) ->
 
 
 def test_leaving_out_the_leading_bos_gives_the_documented_tokens(vocab: llama_cpp.Llama) -> None:
+    """PC-093 (PC-030, PC-031): a built-in format that documents a leading BOS tokenizes to the
+    documented tokens, one leading BOS, later BOS strings kept."""
     # Tokenizing "<s>" + text without adding BOS is what the documented format means; the
     # prompt text tokenized the way a worker does gives the same ids, with a single BOS.
     prompt = build_prompt(CONVERSATION, "llama2")
@@ -68,3 +72,18 @@ def test_leaving_out_the_leading_bos_gives_the_documented_tokens(vocab: llama_cp
     # The second exchange's <s> and the first exchange's </s> stay as control tokens.
     assert ids.count(vocab.token_bos()) == 2
     assert ids.count(vocab.token_eos()) == 1
+
+
+def test_embedded_template_that_writes_bos(vocab: llama_cpp.Llama) -> None:
+    """PC-093 (PC-030, PC-031): an embedded template that starts with bos_token, given the
+    model's BOS text, tokenizes as a worker does to its documented tokens with one BOS."""
+    bos = special_text(vocab, vocab.token_bos())
+    metadata = dict(vocab.metadata)
+    metadata["tokenizer.chat_template"] = "{{ bos_token }}" + metadata["tokenizer.chat_template"]
+    prompt = build_prompt(CONVERSATION, metadata=metadata, bos_token=bos)
+    assert prompt.template == "embedded"
+    assert not prompt.text.startswith(bos)
+    assert tokens(vocab, prompt.text) == tokens(vocab, bos + prompt.text, add_bos=False)
+    ids = tokens(vocab, prompt.text)
+    assert ids[0] == vocab.token_bos()
+    assert ids.count(vocab.token_bos()) == 1
