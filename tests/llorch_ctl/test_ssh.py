@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -448,9 +449,9 @@ def test_ssh_config_proxy_command_is_used(tmp_path: Path, sshd: Sshd) -> None:
     assert "ProxyJump" in j.stderr
 
 
-def test_ssh_agent_keys_are_used(tmp_path: Path, sshd: Sshd) -> None:
-    """CTL-004: keys from ssh-agent (SSH_AUTH_SOCK) are used."""
-    require(shutil.which("ssh-agent") is not None, "ssh-agent is not installed")
+@contextlib.contextmanager
+def ssh_agent(tmp_path: Path) -> Iterator[Path]:
+    """A real ssh-agent of its own, holding no key yet; yields its socket."""
     sock = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
     try:
@@ -458,6 +459,16 @@ def test_ssh_agent_keys_are_used(tmp_path: Path, sshd: Sshd) -> None:
             if sock.exists():
                 break
             time.sleep(0.05)
+        yield sock
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+
+
+def test_ssh_agent_keys_are_used(tmp_path: Path, sshd: Sshd) -> None:
+    """CTL-004: keys from ssh-agent (SSH_AUTH_SOCK) are used."""
+    require(shutil.which("ssh-agent") is not None, "ssh-agent is not installed")
+    with ssh_agent(tmp_path) as sock:
         env = {"SSH_AUTH_SOCK": str(sock)}
         pool = pool_for(sshd, ECHO_ARGV)
         del pool["identity_file"]  # only the agent holds the key
@@ -474,9 +485,6 @@ def test_ssh_agent_keys_are_used(tmp_path: Path, sshd: Sshd) -> None:
         r = ctl.run("pool", "backends", "--host", "a", env=env)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["argv"] == ["backends"]
-    finally:
-        agent.terminate()
-        agent.wait(timeout=10)
 
 
 def test_remote_killed_by_a_signal_has_no_exit_status(tmp_path: Path, sshd: Sshd) -> None:
@@ -549,13 +557,7 @@ def test_identity_files_then_agent_then_home_keys(tmp_path: Path, sshd: Sshd) ->
         r = run_clean(ctl, "pool", "backends", "--host", pool, HOME=str(home))
         assert r.returncode == 205, (pool, r.stderr)
 
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            time.sleep(0.05)
+    with ssh_agent(tmp_path) as sock:
         subprocess.run(
             ["ssh-add", "-q", str(sshd.client_key)],
             env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
@@ -565,9 +567,6 @@ def test_identity_files_then_agent_then_home_keys(tmp_path: Path, sshd: Sshd) ->
         seen = len(sshd.log_text())
         r = run_clean(ctl, "pool", "backends", "--host", "inv-key", SSH_AUTH_SOCK=str(sock))
         assert r.returncode == 0, r.stderr
-    finally:
-        agent.terminate()
-        agent.wait(timeout=10)
     log = sshd.log_text()[seen:]
     rejected = log.index(f"Failed publickey for {user} from 127.0.0.1")
     assert log[rejected:].split("\n", 1)[0].endswith(fingerprint(stranger))

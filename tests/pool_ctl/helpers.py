@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from pool_ctl.cli import main
+from pool_ctl.records import WorkerRecord
 
 
 @dataclass
@@ -78,3 +80,28 @@ def call(args: list[str], capsys: pytest.CaptureFixture[str]) -> Result:
         code = 0
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def worker_record(pid: int, start_time: int, cmdline: list[str], **over: Any) -> WorkerRecord:
+    """A worker record for process `pid` as llorch-pool writes one; what a test does not care
+    about is filled in (no orchestrator, nothing listening at its URL)."""
+    record = WorkerRecord(
+        worker_id="w1",
+        pid=pid,
+        start_time=start_time,
+        cmdline=cmdline,
+        host="127.0.0.1",
+        port=1,
+        url="http://127.0.0.1:1",
+        model="m",
+        model_path="m.gguf",
+        backend="cpu",
+        slots=1,
+        log_path="/dev/null",
+        orchestrator=None,
+        token=None,
+        started_at=time.time(),
+        unhealthy_since=None,
+    )
+    record.update(over)  # type: ignore[typeddict-item]
+    return record

@@ -17,20 +17,12 @@ from pool_ctl import backends, catalog, jsonfile, models
 from pool_ctl.gguf_meta import read_info
 from pool_ctl.hub import Hub
 from pool_ctl.models import import_file
-from pool_ctl.records import Records, WorkerRecord
+from pool_ctl.records import Records
 from pool_ctl.settings import Settings
 from tests.pool_ctl.conftest import REPO
-from tests.pool_ctl.helpers import call
+from tests.pool_ctl.helpers import call, worker_record
 from tests.pool_ctl.hubserver import FakeHub
-
-CPU_HOST = backends.HostFacts(
-    system="Linux",
-    machine="x86_64",
-    nvidia_driver=None,
-    nvidia_gpus=(),
-    gpu_offload=False,
-    llama_backends=("CPU",),
-)
+from tests.pool_ctl.test_backends import LINUX
 
 WRITER = """
 import sys
@@ -94,25 +86,8 @@ def test_state_files_are_renamed_from_a_synced_temporary_in_their_directory(
     monkeypatch.setattr(os, "replace", replace)
     layout = Settings.build(tmp_path / "home").layout
     import_file(Settings.build(tmp_path / "home"), tiny_model, model_id="tiny")
-    backends.detect_and_save(layout.backends, CPU_HOST)
-    record = WorkerRecord(
-        worker_id="w1",
-        pid=1,
-        start_time=1,
-        cmdline=["x"],
-        host="127.0.0.1",
-        port=8001,
-        url="http://127.0.0.1:8001",
-        model="tiny",
-        model_path=str(tiny_model),
-        backend="cpu",
-        slots=1,
-        log_path="/dev/null",
-        orchestrator=None,
-        token="secret",
-        started_at=0.0,
-        unhealthy_since=None,
-    )
+    backends.detect_and_save(layout.backends, LINUX)
+    record = worker_record(1, 1, ["x"], model="tiny", model_path=str(tiny_model), token="secret")
     Records(layout).save(record)
     for target in (layout.catalog, layout.backends, layout.worker_record("w1")):
         renames = [i for i, e in enumerate(events) if e[0] == "replace" and e[2] == str(target)]

@@ -13,7 +13,7 @@ import pytest
 from pool_ctl import procs
 from pool_ctl.records import Records, WorkerRecord, check_worker_id
 from pool_ctl.settings import Settings
-from tests.pool_ctl.helpers import call, pool_env, run_pool, start_pool
+from tests.pool_ctl.helpers import call, pool_env, run_pool, start_pool, worker_record
 
 
 @pytest.mark.parametrize(
@@ -74,24 +74,7 @@ def test_an_internal_error_is_exit_1_and_shows_a_traceback_only_with_debug(
 def _record_for(pid: int, argv: list[str], log: Path) -> WorkerRecord:
     start = procs.start_time(pid)
     assert start is not None
-    return WorkerRecord(
-        worker_id="w1",
-        pid=pid,
-        start_time=start,
-        cmdline=argv,
-        host="127.0.0.1",
-        port=1,
-        url="http://127.0.0.1:1",
-        model="m",
-        model_path="m.gguf",
-        backend="cpu",
-        slots=1,
-        log_path=str(log),
-        orchestrator=None,
-        token=None,
-        started_at=time.time(),
-        unhealthy_since=None,
-    )
+    return worker_record(pid, start, argv, log_path=str(log))
 
 
 def test_ctrl_c_is_exit_130_with_one_line(tmp_path: Path) -> None:

@@ -15,11 +15,17 @@ import pytest
 from pool_ctl import procs
 from pool_ctl.models import import_file
 from pool_ctl.settings import Settings
-from tests.pool_ctl.helpers import pool_env, run_pool
+from tests.pool_ctl.helpers import Result, pool_env, run_pool
 from tests.support import Proc, free_port, spawn
 
 pytestmark = pytest.mark.e2e
 TOKEN = "cluster-secret"
+
+
+def spawn_worker(env: dict[str, str], orchestrator_url: str, token: str) -> Result:
+    """`worker spawn cpu --model tiny --json`, registering with orchestratord at the URL."""
+    args = ["worker", "spawn", "cpu", "--model", "tiny", "--json"]
+    return run_pool([*args, "--orchestrator-url", orchestrator_url, "--cluster-token", token], env)
 
 
 @pytest.fixture
@@ -66,21 +72,7 @@ def test_stop_deregisters_from_orchestratord(env: dict[str, str], orchestrator: 
     """POOL-041: the token is in no printed record (has_token instead); POOL-052: it reaches the
     worker through its environment, not its command line; POOL-060: stop of a dead worker
     deregisters it with the token as bearer."""
-    r = run_pool(
-        [
-            "worker",
-            "spawn",
-            "cpu",
-            "--model",
-            "tiny",
-            "--json",
-            "--orchestrator-url",
-            orchestrator.url,
-            "--cluster-token",
-            TOKEN,
-        ],
-        env,
-    )
+    r = spawn_worker(env, orchestrator.url, TOKEN)
     assert r.code == 0, r.err
     record = r.json()
     wid = record["worker_id"]
@@ -108,21 +100,7 @@ def test_stop_deregisters_from_orchestratord(env: dict[str, str], orchestrator: 
 def test_stop_tolerates_an_unreachable_orchestrator(env: dict[str, str]) -> None:
     """POOL-060: an unreachable orchestrator does not fail the stop; it is reported."""
     gone = f"http://127.0.0.1:{free_port()}"
-    r = run_pool(
-        [
-            "worker",
-            "spawn",
-            "cpu",
-            "--model",
-            "tiny",
-            "--json",
-            "--orchestrator-url",
-            gone,
-            "--cluster-token",
-            TOKEN,
-        ],
-        env,
-    )
+    r = spawn_worker(env, gone, TOKEN)
     assert r.code == 0, r.err
     stopped = run_pool(["worker", "stop", r.json()["worker_id"], "--json"], env)
     assert stopped.code == 0, stopped.err
@@ -170,21 +148,7 @@ def test_stop_reports_an_orchestrator_that_answers_an_error(
 ) -> None:
     """POOL-060: orchestratord answering the DELETE with an error status (here 401: the worker
     was given another token) does not fail the stop; it is reported, and the record goes."""
-    r = run_pool(
-        [
-            "worker",
-            "spawn",
-            "cpu",
-            "--model",
-            "tiny",
-            "--json",
-            "--orchestrator-url",
-            orchestrator.url,
-            "--cluster-token",
-            "not-the-cluster-token",
-        ],
-        env,
-    )
+    r = spawn_worker(env, orchestrator.url, "not-the-cluster-token")
     assert r.code == 0, r.err
     wid = r.json()["worker_id"]
     stopped = run_pool(["worker", "stop", wid, "--json"], env)
@@ -204,21 +168,7 @@ def test_cleanup_deregisters_the_dead_workers_it_removes(
 ) -> None:
     """POOL-072: cleanup takes a dead worker out of orchestratord's registry with its record;
     POOL-070: `remove-gone`."""
-    r = run_pool(
-        [
-            "worker",
-            "spawn",
-            "cpu",
-            "--model",
-            "tiny",
-            "--json",
-            "--orchestrator-url",
-            orchestrator.url,
-            "--cluster-token",
-            TOKEN,
-        ],
-        env,
-    )
+    r = spawn_worker(env, orchestrator.url, TOKEN)
     assert r.code == 0, r.err
     record = r.json()
     wid = record["worker_id"]

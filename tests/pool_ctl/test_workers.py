@@ -20,9 +20,9 @@ import pytest
 
 from pool_ctl import procs
 from pool_ctl.models import import_file
-from pool_ctl.records import Records, WorkerRecord
+from pool_ctl.records import Records
 from pool_ctl.settings import Settings
-from tests.pool_ctl.helpers import pool_env, run_pool, start_pool
+from tests.pool_ctl.helpers import pool_env, run_pool, start_pool, worker_record
 
 pytestmark = pytest.mark.e2e
 
@@ -176,23 +176,15 @@ def test_a_reused_pid_is_never_signalled(env: dict[str, str], home: Path) -> Non
         assert started is not None
         worker_argv = [sys.executable, "-m", "worker", "--model", "x.gguf", "--port", "8999"]
         records = Records(Settings.build(home).layout)
-        base = WorkerRecord(
+        base = worker_record(
+            sleeper.pid,
+            started + 7,
+            ["sleep", "60"],
             worker_id="old-start",
-            pid=sleeper.pid,
-            start_time=started + 7,
-            cmdline=["sleep", "60"],
-            host="127.0.0.1",
             port=8999,
             url="http://127.0.0.1:8999",
             model="tiny",
             model_path="x.gguf",
-            backend="cpu",
-            slots=1,
-            log_path="/dev/null",
-            orchestrator=None,
-            token=None,
-            started_at=time.time(),
-            unhealthy_since=None,
         )
         records.save(base)
         records.save(
