@@ -11,6 +11,10 @@ Then, in one run:
    orchestratord's RSS (target < 300 MB) and serial submit latency p50/p99 (target p99 <
    50 ms).
 
+The readers then leave, and orchestratord cancels their tasks after the disconnect grace (2 s
+here); the queue is filled to `--deep` once those are gone, so the deepest figure is a submit
+at that depth and not one queued behind a thousand cancellations.
+
 Prints one JSON object. Black-box: only HTTP and signals. The defaults are a tenth of the
 issue's sizes so `make bench` stays short; `--full` runs 1,000 streams, 10,000 queued, and
 latency at 0, 8,000 and 16,000 queued.
@@ -96,6 +100,16 @@ class Load:
         await asyncio.gather(*(one() for _ in range(max(0, missing))))
         return round(time.perf_counter() - start, 1)
 
+    async def wait_depth(self, client: httpx.AsyncClient, at_most: int, within_s: float) -> None:
+        """Until at most `at_most` tasks are queued, and one second more for the work that
+        follows them (records written, logs)."""
+        deadline = time.monotonic() + within_s
+        while await self.depth(client) > at_most:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the queue did not drain to {at_most} in {within_s:g} s")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+
     async def serial(self, client: httpx.AsyncClient, n: int) -> dict[str, Any]:
         queued = await self.depth(client)
         lat = [(await self.submit(client))[1] for _ in range(n)]
@@ -131,6 +145,9 @@ async def run(args: argparse.Namespace, f: Fleet) -> dict[str, Any]:
         "7200000",
         "--read-timeout-s",
         "3600",
+        # The event readers' tasks are cancelled this long after their readers leave.
+        "--disconnect-grace-ms",
+        "2000",
     )
     w = f.add_worker("load-w0", 1, "--n-ctx", str(HOLD_TOKENS + 64), "--threads", "1")
     timeout = httpx.Timeout(120.0, connect=10.0)
@@ -189,9 +206,14 @@ async def measure(
     rss["queued_and_streams"] = rss_mb(pid)
     under_load = await load.serial(client, args.serial_at_load)
     rss["after_submits_at_load"] = rss_mb(pid)
+    before_close = await load.depth(client)
     for s in streams:
         s.cancel()
     await asyncio.gather(*streams, return_exceptions=True)
+    # The readers' tasks are cancelled once their readers are gone for the disconnect grace
+    # (ORCH-024). Wait for that wave to pass: the deep figure is a submit at that depth, not a
+    # submit queued behind a thousand cancellations.
+    await load.wait_depth(client, before_close - args.streams, within_s=120)
 
     fills[str(args.deep)] = await load.fill(client, args.deep, ids)
     serial.append(await load.serial(client, args.serial))
