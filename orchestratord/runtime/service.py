@@ -43,6 +43,7 @@ from shared.wire import WorkerStatus
 __all__ = ["TaskEvent", "TaskRecord", "TaskRequest", "TaskService", "parse_task_request"]
 log = logging.getLogger("llorch.orchestratord")
 CANCEL_WAIT_S = 3.0
+KEEPALIVE_S = 15.0  # ORCH-025: an idle task stream writes a comment at least this often
 
 
 class TaskService(Core):
@@ -195,11 +196,13 @@ class TaskService(Core):
         caller: Caller = ADMIN,
         after: int | None = None,
         *,
-        keepalive_s: float = 15.0,
+        keepalive_s: float | None = None,
     ) -> AsyncGenerator[list[TaskEvent], None]:
         """Like `events`, in batches of whatever is ready (the SSE route writes one batch per
-        send); an empty batch means `keepalive_s` passed without an event."""
-        return follow(self, await self._active(task_id, caller), after, keepalive_s)
+        send); an empty batch means `keepalive_s` (default KEEPALIVE_S) passed without an
+        event."""
+        wait_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
+        return follow(self, await self._active(task_id, caller), after, wait_s)
 
     async def cancel(self, task_id: str, caller: Caller = ADMIN) -> TaskRecord:
         """Cancel a queued or running task; a finished task is left as it is. NotFound if

@@ -4,7 +4,6 @@ tokens after the first in bursts of `--stream-coalesce-ms`, the first never held
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 from collections.abc import AsyncIterator, MutableMapping
 from types import SimpleNamespace
@@ -14,8 +13,8 @@ import pytest
 
 from orchestratord.http import events as fleet_events
 from orchestratord.http.tasks import frames
+from orchestratord.runtime import service as service_module
 from orchestratord.runtime.follow import follow
-from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskLog
 from orchestratord.settings import Settings
 from shared.sse import KEEPALIVE, EventStream, Last
@@ -42,9 +41,7 @@ def test_orch_025_an_idle_task_stream_sends_keepalive_comments(
     """ORCH-025: a task stream with nothing to send (a task queued with no worker) writes SSE
     comments while it waits, both the events stream and the submitting stream. The interval is
     shortened here from the routes' default (whose value is checked in the next test)."""
-    defaults = TaskService.frames.__kwdefaults__
-    assert defaults is not None and "keepalive_s" in defaults
-    monkeypatch.setitem(defaults, "keepalive_s", 0.05)
+    monkeypatch.setattr(service_module, "KEEPALIVE_S", 0.05)
     with orchd() as c:
         tid = c.post("/v2/tasks", json={**TASK, "deadline_ms": 600}).json()["task_id"]
         with c.stream("GET", f"/v2/tasks/{tid}/events") as r:
@@ -66,8 +63,7 @@ def test_orch_025_an_idle_task_stream_sends_keepalive_comments(
 def test_orch_025_the_routes_keepalive_interval_is_at_most_15_s() -> None:
     """ORCH-025: the task streams (/v2 and /v1, through `TaskService.frames`) and the fleet feed
     send a keep-alive after at most 15 s without a write."""
-    default = inspect.signature(TaskService.frames).parameters["keepalive_s"].default
-    assert 0 < default <= 15
+    assert 0 < service_module.KEEPALIVE_S <= 15
     assert 0 < fleet_events.KEEPALIVE_S <= 15
 
 
