@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -289,6 +291,15 @@ def test_ctl_060_llorch_bench_prints_a_table_and_saves_the_run(fleet: Fleet) -> 
     assert bad.returncode != 0 and "zz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
+def saved_running(state: Path, task_ids: list[str]) -> bool:
+    """Whether orchestratord's database (in `state`) holds every task as running."""
+    with contextlib.closing(sqlite3.connect(state / "orchestratord.sqlite3")) as db:
+        rows = db.execute(
+            f"SELECT status FROM tasks WHERE id IN ({','.join('?' * len(task_ids))})", task_ids
+        ).fetchall()
+    return [status for (status,) in rows] == ["running"] * len(task_ids)
+
+
 def test_orch_212_a_run_cut_by_a_restart_is_saved_done_with_its_tasks_outcomes(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -297,12 +308,14 @@ def test_orch_212_a_run_cut_by_a_restart_is_saved_done_with_its_tasks_outcomes(
         r = compare(f.url, ADMIN, targets=["w1", "w2"], **LONG)
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
+        task_ids = [x["task_id"] for x in r.json()["runs"]]
         wait_for(
-            lambda: all(
-                record(f.url, ADMIN, x["task_id"])["status"] == "running" for x in r.json()["runs"]
-            ),
+            lambda: all(record(f.url, ADMIN, t)["status"] == "running" for t in task_ids),
             what="both tasks to run",
         )
+        # Records reach the database in batches (ORCH-063); a crash loses the last batch, and a
+        # run whose tasks were never written ends with them LOST. Kill once they are written.
+        wait_for(lambda: saved_running(state, task_ids), what="both tasks to be written")
         f.orchestrator.kill(signal.SIGKILL)
         port = f.orchestrator.port
     with orchestratord(tmp_path, "--admin-token", ADMIN, port=port, state_dir=state) as orch:
