@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,9 +28,10 @@ from llorch_ctl.errors import (
     SshError,
     UnknownPool,
 )
+from llorch_ctl.inventory import parse_inventory
 from llorch_ctl.passthrough import RemoteCall, parse_remote_call, split_remote_args
-from llorch_ctl.remote import PoolStatus, render_status
-from llorch_ctl.transport import remote_command_line
+from llorch_ctl.remote import PoolStatus, gather_status, render_status
+from llorch_ctl.transport import Sink, remote_command_line
 
 
 def test_split_keeps_first_host_and_passes_the_rest_in_order() -> None:
@@ -214,3 +217,38 @@ def test_every_pool_command_runs_the_same_words_remotely(words: list[str]) -> No
         False,
         2.0,
     )
+
+
+def test_pool_status_asks_at_most_16_pools_at_once() -> None:
+    """CTL-022: one thread per pool, at most 16. Twenty pools whose transports wait for a
+    seventeenth call in flight: sixteen are in flight at once, and the seventeenth never comes
+    (the wait gives up after a second). A unit test of the fan-out; the real SSH path is
+    test_ssh's pool status test."""
+    names = [f"p{i:02d}" for i in range(20)]
+    inv = parse_inventory({"pools": {n: {"host": "127.0.0.1"} for n in names}})
+    lock = threading.Lock()
+    inside, most = 0, 0
+    seventeen = threading.Barrier(17, timeout=1.0)
+    met: list[bool] = []
+
+    class Held:
+        def run(self, argv: Sequence[str], stdout: Sink, stderr: Sink) -> int:
+            nonlocal inside, most
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            try:
+                try:
+                    seventeen.wait()
+                    met.append(True)
+                except threading.BrokenBarrierError:
+                    pass
+                stdout(b'{"workers": []}')
+                return 0
+            finally:
+                with lock:
+                    inside -= 1
+
+    rows = gather_status(inv, names, lambda _target: Held(), timeout=None)
+    assert [r.pool for r in rows] == names and all(r.error is None for r in rows), rows
+    assert (most, met) == (16, [])
