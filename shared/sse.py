@@ -39,6 +39,7 @@ _LINE_BREAKERS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 OnClose = Callable[[], Awaitable[None] | None]
 KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE_S = 15.0  # an idle stream writes KEEPALIVE at least this often (ORCH-025)
 
 
 def dumps(data: Mapping[str, Any] | list[Any] | str) -> str:

@@ -22,7 +22,7 @@ from shared.heap import freeze_startup_heap
 from shared.limits import BodyLimit
 from shared.params import read_json
 from shared.problem import InvalidParams, install_problem_handlers
-from shared.sse import EventStream
+from shared.sse import KEEPALIVE_S, EventStream
 from worker.embed_api import embeddings
 from worker.engine import InferenceEngine
 from worker.params import parse_execute
@@ -55,7 +55,8 @@ async def execute(request: Request) -> Response:
             ticket.release()
             state.finish(job)
 
-    return EventStream(body, on_close=closed, keepalive_s=15, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    return EventStream(body, on_close=closed, keepalive_s=KEEPALIVE_S, headers=headers)
 
 
 async def cancel(request: Request) -> Response:

@@ -12,9 +12,8 @@ from starlette.routing import Route
 
 from orchestratord.http.tasks import caller_of
 from orchestratord.runtime.events_feed import EventsFeed
+from shared.sse import KEEPALIVE_S as KEEPALIVE_S  # the interval of the fleet feed
 from shared.sse import EventStream
-
-KEEPALIVE_S = 15.0
 
 
 async def fleet_events(request: Request) -> Response:

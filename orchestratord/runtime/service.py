@@ -38,12 +38,12 @@ from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from orchestratord.worker_client.relay import cancel_job
 from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull
+from shared.sse import KEEPALIVE_S as KEEPALIVE_S  # the interval of its task streams
 from shared.wire import WorkerStatus
 
 __all__ = ["TaskEvent", "TaskRecord", "TaskRequest", "TaskService", "parse_task_request"]
 log = logging.getLogger("llorch.orchestratord")
 CANCEL_WAIT_S = 3.0
-KEEPALIVE_S = 15.0  # ORCH-025: an idle task stream writes a comment at least this often
 
 
 class TaskService(Core):
@@ -195,14 +195,10 @@ class TaskService(Core):
         task_id: str,
         caller: Caller = ADMIN,
         after: int | None = None,
-        *,
-        keepalive_s: float | None = None,
     ) -> AsyncGenerator[list[TaskEvent], None]:
         """Like `events`, in batches of whatever is ready (the SSE route writes one batch per
-        send); an empty batch means `keepalive_s` (default KEEPALIVE_S) passed without an
-        event."""
-        wait_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
-        return follow(self, await self._active(task_id, caller), after, wait_s)
+        send); an empty batch means KEEPALIVE_S passed without an event."""
+        return follow(self, await self._active(task_id, caller), after, KEEPALIVE_S)
 
     async def cancel(self, task_id: str, caller: Caller = ADMIN) -> TaskRecord:
         """Cancel a queued or running task; a finished task is left as it is. NotFound if
