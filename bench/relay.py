@@ -24,10 +24,18 @@ the second step moves the p50 by a whole step: runs of the same build differ by 
 compare builds over several runs, alternated. The client is `lean_sse_ttft` (a few tens of
 microseconds per request and event), so that it does not pace either path.
 
+A third path is alternated with the other two (`--no-floor` leaves it out): the floor,
+bench/_floor_relay.py, a relay made of the same parts as orchestratord's (uvicorn, starlette,
+the SSE response, the worker client) that does nothing but pass each task to a worker and its
+bytes back. Its added TTFT is what any relay in this stack adds on this machine; what
+orchestratord adds beyond it is the cost of its own work (keys, validation, policy, queue,
+records, the task log). Its tokens/s ratio is the share of the CPU that relaying the tokens
+takes from the workers, whoever relays them.
+
 Black-box: only HTTP, so it measures any orchestratord build. (The policy decision cost is
 bench/policy_cost.py.)
 
-    python bench/relay.py --model .cache/models/llorch-tiny.gguf [--concurrency 1,16,64]
+    python bench/relay.py --model .cache/models/llorch-tiny.gguf [--concurrency 1,16] [--no-floor]
 """
 
 from __future__ import annotations
@@ -48,7 +56,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._fleet import CLUSTER_TOKEN, Fleet, cpu_s, fleet, lean_sse_ttft, percentile
+from bench._fleet import (
+    CLUSTER_TOKEN,
+    Daemon,
+    Fleet,
+    cpu_s,
+    fleet,
+    lean_sse_ttft,
+    percentile,
+)
+from tests.support import free_port
 
 TENANT, KEY = "relay", "relay-key"
 WORKER_AUTH = {"authorization": f"Bearer {CLUSTER_TOKEN}"}
@@ -74,9 +91,12 @@ def _summary(ttfts: list[float], rates: list[float]) -> dict[str, float]:
     }
 
 
-async def measure(f: Fleet, model: str, n: int, max_tokens: int, rounds: int) -> dict[str, Any]:
-    """Alternate direct and relayed batches; TTFT pooled over all streams, tokens/s the median
-    over batches. Small batches get more rounds so every figure rests on >= 24 streams."""
+async def measure(
+    f: Fleet, model: str, n: int, max_tokens: int, rounds: int, floor: Daemon | None = None
+) -> dict[str, Any]:
+    """Alternate direct and relayed batches (and floor ones, with `floor`); TTFT pooled over all
+    streams, tokens/s the median over batches. Small batches get more rounds so every figure
+    rests on >= 24 streams."""
     assert f.orch is not None
     # One prompt per stream, as independent clients send: with one shared prompt the default
     # policy's prefix affinity (POL-045) fills one worker before the other, while the direct
@@ -98,21 +118,27 @@ async def measure(f: Fleet, model: str, n: int, max_tokens: int, rounds: int) ->
         (f.orch.url + "/v2/tasks", {"model": model, **b}, relayed_headers) for b in bodies
     ]
     paths = {"direct": direct, "relayed": relayed}
-    ttfts: dict[str, list[float]] = {"direct": [], "relayed": []}
-    rates: dict[str, list[float]] = {"direct": [], "relayed": []}
     procs = {
         "orchestratord": [f.orch.pid],
         "workers": [w.pid for w in f.workers],
         "client": [os.getpid()],
     }
+    if floor is not None:
+        headers = {"accept": "text/event-stream"}
+        paths["floor"] = [(floor.url + "/v2/tasks", {"model": model, **b}, headers) for b in bodies]
+        procs["floor_relay"] = [floor.pid]
+    ttfts: dict[str, list[float]] = {path: [] for path in paths}
+    rates: dict[str, list[float]] = {path: [] for path in paths}
     cpu: dict[str, dict[str, float]] = {p: dict.fromkeys(procs, 0.0) for p in paths}
     tokens = dict.fromkeys(paths, 0)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=120, limits=limits, trust_env=False) as client:
         for targets in paths.values():  # warm up both paths (connections, caches)
             await run_batch(targets[: min(n, 4)])
+        names = list(paths)
         for r in range(max(rounds, -(-24 // n))):
-            for path in ("direct", "relayed") if r % 2 == 0 else ("relayed", "direct"):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for path in order if r % 2 == 0 else order[::-1]:
                 await f.wait_idle(client)  # each batch starts on an idle cluster
                 before = {k: sum(cpu_s(p) for p in pids) for k, pids in procs.items()}
                 t, rate = await run_batch(paths[path])
@@ -122,7 +148,7 @@ async def measure(f: Fleet, model: str, n: int, max_tokens: int, rounds: int) ->
                 ttfts[path] += t
                 rates[path].append(rate)
     d, o = _summary(ttfts["direct"], rates["direct"]), _summary(ttfts["relayed"], rates["relayed"])
-    return {
+    result: dict[str, Any] = {
         "concurrency": n,
         "direct": d,
         "relayed": o,
@@ -133,6 +159,14 @@ async def measure(f: Fleet, model: str, n: int, max_tokens: int, rounds: int) ->
             for path in paths
         },
     }
+    if floor is not None:
+        fl = _summary(ttfts["floor"], rates["floor"])
+        result["floor"] = {
+            **fl,
+            "added_ttft_p50_ms": round(fl["ttft_p50_ms"] - d["ttft_p50_ms"], 3),
+            "tokens_per_s_ratio": round(fl["tokens_per_s"] / d["tokens_per_s"], 3),
+        }
+    return result
 
 
 async def run(args: argparse.Namespace, f: Fleet) -> list[dict[str, Any]]:
@@ -153,7 +187,21 @@ async def run(args: argparse.Namespace, f: Fleet) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(trust_env=False) as client:
         await f.wait_registered(client, ids)
         model = str((await client.get(f.workers[0].url + "/health")).json()["model"])
-    return [await measure(f, model, n, args.max_tokens, args.rounds) for n in levels]
+    floor = None
+    if args.floor:
+        port = free_port()
+        worker_args = [a for w in f.workers for a in ("--worker", w.url)]
+        floor = Daemon(
+            ["bench._floor_relay", "--port", str(port), *worker_args, "--token", CLUSTER_TOKEN],
+            port,
+            f.tmp / "floor-relay.log",
+        )
+        floor.start()
+    try:
+        return [await measure(f, model, n, args.max_tokens, args.rounds, floor) for n in levels]
+    finally:
+        if floor is not None:
+            floor.stop()
 
 
 def main() -> None:
@@ -164,6 +212,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--slots", type=int, default=8, help="slots per worker")
+    p.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure bench/_floor_relay.py, the stack without orchestratord's own work",
+    )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="llorch-bench-relay-"))
     with fleet(tmp, args.model, {TENANT: KEY}) as f:

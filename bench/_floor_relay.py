@@ -1,0 +1,89 @@
+"""The least a relay can be in orchestratord's stack, for bench/relay.py --floor.
+
+    python -m bench._floor_relay --port PORT --worker URL [--worker URL ...] --token TOKEN
+
+The same parts as orchestratord's relay (uvicorn, starlette, `shared.sse.EventStream`, the
+keep-alive worker client of `orchestratord.worker_client.http1`) and nothing else: no keys,
+validation, policy, queue, records or task log. POST /v2/tasks takes a task body, sends it to
+the next worker round-robin as POST /execute, and passes the worker's SSE bytes through as
+they come. What it adds over going to the workers directly is what the stack costs on this
+machine; what orchestratord adds beyond it is orchestratord's own work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from orchestratord.worker_client.http1 import ConnectionPool, post
+from shared.sse import EventStream
+
+
+def create_app(workers: list[str], token: str) -> Starlette:
+    urls = itertools.cycle([w.rstrip("/") + "/execute" for w in workers])
+    headers = {"authorization": f"Bearer {token}"}
+    pools: list[ConnectionPool] = []  # made on the server's loop
+
+    async def relay(request: Request) -> Response:
+        body = json.loads(await request.body())
+        body.pop("model", None)
+        if not pools:
+            pools.append(ConnectionPool())
+        pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        def on_body(piece: bytes) -> bool:
+            pieces.put_nowait(piece)
+            return False
+
+        async def exchange() -> None:
+            try:
+                await post(
+                    next(urls),
+                    body,
+                    headers,
+                    on_body,
+                    connect_timeout=3.0,
+                    read_timeout=60.0,
+                    pool=pools[0],
+                )
+            finally:
+                pieces.put_nowait(None)
+
+        async def stream() -> AsyncIterator[bytes]:
+            task = asyncio.create_task(exchange())
+            try:
+                while (piece := await pieces.get()) is not None:
+                    yield piece
+                await task
+            finally:
+                task.cancel()
+
+        return EventStream(stream())
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/v2/tasks", relay, methods=["POST"]), Route("/health", health)])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--worker", action="append", required=True)
+    p.add_argument("--token", required=True)
+    args = p.parse_args()
+    app = create_app(args.worker, args.token)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
