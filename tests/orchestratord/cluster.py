@@ -28,8 +28,11 @@ class Event:
     data: dict[str, Any]
 
 
-def read_events(lines: Iterator[str], stop_after: int | None = None) -> list[Event]:
-    """Parse SSE lines into events (comments skipped); stop after `stop_after` tokens."""
+def read_events(
+    lines: Iterator[str], stop_after: int | None = None, until: str | None = None
+) -> list[Event]:
+    """Parse SSE lines into events (comments skipped); stop after `stop_after` tokens, or at
+    the first event named `until`."""
     out: list[Event] = []
     cur: dict[str, str] = {}
     for line in lines:
@@ -42,7 +45,7 @@ def read_events(lines: Iterator[str], stop_after: int | None = None) -> list[Eve
                         json.loads(cur["data"]),
                     )
                 )
-                if out[-1].event in ("end", "error"):
+                if out[-1].event in ("end", "error") or out[-1].event == until:
                     return out
                 tokens = sum(e.event == "token" for e in out)
                 if stop_after is not None and out[-1].event == "token" and tokens >= stop_after:
