@@ -41,6 +41,7 @@ DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_POOL_CMD = "llorch-pool"
 DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_S = 15.0  # SSH keepalive while a command runs (CTL-014)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class SshTarget:
     pool_cmd: str
     env: Mapping[str, str]
     proxy_command: str | None = None
+    keepalive_s: float = DEFAULT_KEEPALIVE_S  # 0: none
 
     @property
     def host_key_name(self) -> str:
@@ -220,8 +222,9 @@ def _ssh_config_for(path: Path, alias: str) -> Mapping[str, Any]:
 def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None = None) -> SshTarget:
     """Apply ~/.ssh/config under the inventory's explicit values, as OpenSSH does for flags.
 
-    Honoured: HostName, Port, User, IdentityFile, UserKnownHostsFile, ConnectTimeout and
-    ProxyCommand. ProxyJump is refused with a hint rather than silently bypassed.
+    Honoured: HostName, Port, User, IdentityFile, UserKnownHostsFile, ConnectTimeout,
+    ServerAliveInterval and ProxyCommand. ProxyJump is refused with a hint rather than silently
+    bypassed.
     """
     entry = inv.pool(name)
     alias = entry.host or entry.name
@@ -268,6 +271,14 @@ def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None =
             timeout = inv.connect_timeout
         if not timeout >= MIN_CONNECT_TIMEOUT:
             timeout = inv.connect_timeout
+    # ssh_config's ServerAliveInterval when it is a number of seconds (0: no keepalives, as in
+    # OpenSSH), else CTL-014's 15 s.
+    try:
+        keepalive = float(cfg.get("serveraliveinterval", DEFAULT_KEEPALIVE_S))
+    except ValueError:
+        keepalive = DEFAULT_KEEPALIVE_S
+    if not keepalive >= 0:
+        keepalive = DEFAULT_KEEPALIVE_S
     return SshTarget(
         pool=name,
         hostname=str(cfg.get("hostname", alias)),
@@ -279,4 +290,5 @@ def resolve_target(inv: Inventory, name: str, *, connect_timeout: float | None =
         pool_cmd=entry.pool_cmd,
         env=entry.env,
         proxy_command=str(proxy) if proxy else None,
+        keepalive_s=keepalive,
     )

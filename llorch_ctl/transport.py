@@ -244,7 +244,7 @@ class ParamikoTransport:
             transport = client.get_transport()
             if transport is None:
                 raise ConnectionLost(f"SSH connection to pool {t.pool!r} closed right after login")
-            transport.set_keepalive(15)
+            transport.set_keepalive(t.keepalive_s)
             try:
                 chan = transport.open_session(timeout=t.connect_timeout)
                 chan.exec_command(remote_command_line(t.pool_cmd, argv, t.env))

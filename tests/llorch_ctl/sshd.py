@@ -63,7 +63,9 @@ class Sshd:
         return (self.dir / "sshd.log").read_text(errors="replace")
 
 
-def sshd_config(d: Path, host: str, port: int, authorized: Path, extra: str = "") -> Path:
+def sshd_config(
+    d: Path, host: str, port: int, authorized: Path, extra: str = "", log_level: str = "VERBOSE"
+) -> Path:
     cfg = d / "sshd_config"
     cfg.write_text(
         f"ListenAddress {host}\n"
@@ -73,16 +75,22 @@ def sshd_config(d: Path, host: str, port: int, authorized: Path, extra: str = ""
         f"AuthorizedKeysFile {authorized}\n"
         "StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
-        "MaxStartups 100\nMaxSessions 50\nLogLevel VERBOSE\n" + extra
+        f"MaxStartups 100\nMaxSessions 50\nLogLevel {log_level}\n" + extra
     )
     return cfg
 
 
 def start_sshd(
-    d: Path, host: str, client_key: Path, *, prefix: Sequence[str] = (), extra_config: str = ""
+    d: Path,
+    host: str,
+    client_key: Path,
+    *,
+    prefix: Sequence[str] = (),
+    extra_config: str = "",
+    log_level: str = "VERBOSE",
 ) -> Sshd:
     """Start sshd (optionally under `prefix`, e.g. `ip netns exec NS`) listening on host;
-    `extra_config` is appended to its sshd_config."""
+    `extra_config` is appended to its sshd_config; it logs to sshd.log at `log_level`."""
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     d.mkdir(parents=True, exist_ok=True)
@@ -90,7 +98,7 @@ def start_sshd(
     authorized = d / "authorized_keys"
     authorized.write_text(Path(f"{client_key}.pub").read_text())
     port = 22 if prefix else free_port(host)
-    cfg = sshd_config(d, host, port, authorized, extra_config)
+    cfg = sshd_config(d, host, port, authorized, extra_config, log_level)
     log = d / "sshd.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(

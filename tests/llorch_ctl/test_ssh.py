@@ -733,6 +733,31 @@ def test_login_that_is_never_answered_times_out(tmp_path: Path, client_key: Path
     assert "did not answer our login within 1s" in r.stderr
 
 
+def test_ctl_014_keepalives_go_out_while_the_command_runs_silent(
+    tmp_path: Path, client_key: Path
+) -> None:
+    """CTL-014: while the remote command runs and prints nothing, the session sends SSH
+    keepalives, counted in the server's own log: every 15 s by default, at ssh_config's
+    ServerAliveInterval when it sets one (here 1 s, so that the test takes seconds), none with 0."""
+    chatty = start_test_sshd(tmp_path / "sshd", "127.0.0.1", client_key, log_level="DEBUG")
+    try:
+        ctl = trusted(tmp_path, chatty, f"sleep 3.5; {ECHO_ARGV}")
+        counts = {}
+        for interval in ("1", "0"):
+            (tmp_path / "ssh_config").write_text(f"Host *\n  ServerAliveInterval {interval}\n")
+            before = chatty.log_text().count("keepalive@lag.net")
+            r = ctl.run("pool", "worker", "list", "--host", "a")
+            assert r.returncode == 0, r.stderr
+            counts[interval] = chatty.log_text().count("keepalive@lag.net") - before
+    finally:
+        stop_sshd(chatty)
+    assert counts["1"] >= 2, counts
+    assert counts["0"] == 0, counts
+    (tmp_path / "ssh_config").write_text("")
+    inv = load_inventory(ctl.config)
+    assert resolve_target(inv, "a").keepalive_s == 15
+
+
 def test_connect_timeout_does_not_limit_the_running_command(tmp_path: Path, sshd: Sshd) -> None:
     """CTL-014: the connect timeout bounds connecting only, not the command; under 0.1 s it is
     a usage error."""
