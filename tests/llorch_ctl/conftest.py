@@ -8,9 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,22 +22,12 @@ from tests.support import free_port, require, spawn
 LLORCH = [sys.executable, "-m", "llorch_ctl"]
 
 
-def start_test_sshd(
-    d: Path,
-    host: str,
-    client_key: Path,
-    *,
-    prefix: Sequence[str] = (),
-    extra_config: str = "",
-    log_level: str = "VERBOSE",
-) -> Sshd:
-    """CTL-050: start_sshd, skipping (or failing under LLORCH_TEST_STRICT=1) where sshd is
-    missing."""
+def start_test_sshd(d: Path, host: str, client_key: Path, **options: Any) -> Sshd:
+    """CTL-050: start_sshd (its keyword options passed on), skipping (or failing under
+    LLORCH_TEST_STRICT=1) where sshd is missing."""
     require(Path(SSHD).exists(), "OpenSSH sshd is not installed (apt-get install openssh-server)")
     require(shutil.which("ssh-keygen") is not None, "ssh-keygen is not installed")
-    return start_sshd(
-        d, host, client_key, prefix=prefix, extra_config=extra_config, log_level=log_level
-    )
+    return start_sshd(d, host, client_key, **options)
 
 
 @dataclass
