@@ -1,4 +1,4 @@
-"""The least a relay can be in orchestratord's stack, for bench/relay.py --floor.
+"""The least a relay can be in orchestratord's stack: the floor path of bench/relay.py.
 
     python -m bench._floor_relay --port PORT --worker URL [--worker URL ...] --token TOKEN
 
