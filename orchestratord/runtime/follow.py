@@ -24,22 +24,36 @@ async def follow(
 ) -> AsyncGenerator[list[TaskEvent], None]:
     i = 0 if after is None else max(0, after + 1)
     coalesce_s = core.settings.stream_coalesce_ms / 1000
+    loop = asyncio.get_running_loop()
     tlog = active.log
     tlog.readers += 1
     if active.grace is not None:
         active.grace.cancel()
         active.grace = None
+    sent_token_at: float | None = None  # when a batch ending in a token went out
     try:
         while True:
-            n = len(tlog.events)
-            if i < n:
+            if i < len(tlog.events):
+                if sent_token_at is not None and not tlog.closed:
+                    # Tokens after the first go out in bursts, one send per window: what
+                    # comes within the window of the last send waits for its end (the first
+                    # token is never delayed, nor the final event).
+                    left = sent_token_at + coalesce_s - loop.time()
+                    if left > 0:
+                        await tlog.linger(left)
+                n = len(tlog.events)
                 batch = tlog.events[i:n]
                 i = n
                 yield batch
-                if coalesce_s and batch[-1].event == "token" and not tlog.closed:
-                    # Tokens after the first go out in bursts: one send per window
-                    # instead of one per token (the first token is never delayed).
-                    await tlog.linger(coalesce_s)
+                if coalesce_s and batch[-1].event == "token":
+                    now = loop.time()
+                    fast = sent_token_at is not None and now - sent_token_at < 2 * coalesce_s
+                    sent_token_at = now
+                    if fast and not tlog.closed:
+                        # Tokens come quicker than the window: wait it out at once, so that
+                        # the tokens appended meanwhile wake nobody. A slower stream waits
+                        # for its next token instead, and pays for no timer.
+                        await tlog.linger(coalesce_s)
                 continue
             if tlog.closed:
                 return
