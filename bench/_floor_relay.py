@@ -31,13 +31,11 @@ from shared.sse import EventStream
 def create_app(workers: list[str], token: str) -> Starlette:
     urls = itertools.cycle([w.rstrip("/") + "/execute" for w in workers])
     headers = {"authorization": f"Bearer {token}"}
-    pools: list[ConnectionPool] = []  # made on the server's loop
+    pool = ConnectionPool()
 
     async def relay(request: Request) -> Response:
         body = json.loads(await request.body())
         body.pop("model", None)
-        if not pools:
-            pools.append(ConnectionPool())
         pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
 
         def on_body(piece: bytes) -> bool:
@@ -53,7 +51,7 @@ def create_app(workers: list[str], token: str) -> Starlette:
                     on_body,
                     connect_timeout=3.0,
                     read_timeout=60.0,
-                    pool=pools[0],
+                    pool=pool,
                 )
             finally:
                 pieces.put_nowait(None)
