@@ -31,12 +31,18 @@ the SSE response, the worker client) that does nothing but pass each task to a w
 bytes back. Its added TTFT is what any relay in this stack adds on this machine; what
 orchestratord adds beyond it is the cost of its own work (keys, validation, policy, queue,
 records, the task log). Its tokens/s ratio is the share of the CPU that relaying the tokens
-takes from the workers, whoever relays them.
+takes from the workers, whoever relays them. With `--floor-work-us N` the floor spins N
+microseconds of CPU per task, a stand-in for a relay's own work: runs at a few values of N show
+what each microsecond of per-task work adds to the TTFT at this concurrency on this machine.
+(On the 2-core machine where this was written, tiny model, 16 streams, 40 rounds: the floor
+added 4 ms at N = 0, 5-7 ms at 100, 10.5 ms at 200; orchestratord measured as the floor does
+at 150-200.)
 
 Black-box: only HTTP, so it measures any orchestratord build. (The policy decision cost is
 bench/policy_cost.py.)
 
     python bench/relay.py --model .cache/models/llorch-tiny.gguf [--concurrency 1,16] [--no-floor]
+        [--floor-work-us N]
 """
 
 from __future__ import annotations
@@ -219,7 +225,16 @@ async def run(args: argparse.Namespace, f: Fleet) -> list[dict[str, Any]]:
         port = free_port()
         worker_args = [a for w in f.workers for a in ("--worker", w.url)]
         floor = Daemon(
-            ["bench._floor_relay", "--port", str(port), *worker_args, "--token", CLUSTER_TOKEN],
+            [
+                "bench._floor_relay",
+                "--port",
+                str(port),
+                *worker_args,
+                "--token",
+                CLUSTER_TOKEN,
+                "--work-us",
+                str(args.floor_work_us),
+            ],
             port,
             f.tmp / "floor-relay.log",
         )
@@ -245,6 +260,12 @@ def main() -> None:
         default=True,
         help="also measure bench/_floor_relay.py, the stack without orchestratord's own work",
     )
+    p.add_argument(
+        "--floor-work-us",
+        type=float,
+        default=0.0,
+        help="CPU microseconds the floor relay spends per task (what per-task work costs)",
+    )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="llorch-bench-relay-"))
     with fleet(tmp, args.model, {TENANT: KEY}) as f:
@@ -255,6 +276,7 @@ def main() -> None:
         "worker_slots": args.slots,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
+        "floor_work_us": args.floor_work_us if args.floor else None,
         "cpu_count": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "results": results,
