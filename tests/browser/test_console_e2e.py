@@ -117,6 +117,19 @@ def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
         page.wait_for_selector("[data-testid=task-text][data-done='1']")
         assert page.get_by_test_id("task-state").inner_text().startswith("ended: CANCELLED")
 
+        # The next task shown starts afresh: its text is not marked done while it runs.
+        running = submit(fleet.url, KEY_ACME, **LONG)
+        try:
+            page.goto(f"{fleet.url}/ui/#/task/{running}")
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=task-state]').textContent"
+                ".startsWith('running on')"
+            )
+            assert page.get_by_test_id("task-text").get_attribute("data-done") is None
+        finally:
+            httpx.post(f"{fleet.url}/v2/tasks/{running}/cancel", headers=bearer(KEY_ACME))
+        page.wait_for_selector("[data-testid=task-text][data-done='1']")
+
         # ignore_eos: the tiny model samples EOS at random, and the page must show all 24 tokens.
         short = submit(fleet.url, KEY_ACME, prompt="short one", max_tokens=24, ignore_eos=True)
         wait_for(

@@ -93,6 +93,7 @@ export async function showTask(id) {
   const w = { id, abort, events: [], replaying: false };
   watching = w;
   $("task-text").textContent = "";
+  delete $("task-text").dataset.done; // the flag belongs to the task shown before
   $("replay").hidden = true;
   $("task-state").textContent = "loading…";
   try {
