@@ -7,6 +7,7 @@ tests/browser/harness.py (ORCH-227)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +91,23 @@ def test_orch_222_fleet_page_lists_the_workers_and_follows_a_kill(
         assert errors == []
 
 
+@contextlib.contextmanager
+def long_task_page(page: Page, url: str) -> Iterator[str]:
+    """Submit a task that runs until cancelled and open its page; inside, it runs on a worker.
+    On the way out the task is cancelled and its page has taken in the end of the stream."""
+    task_id = submit(url, KEY_ACME, **LONG)
+    try:
+        page.goto(f"{url}/ui/#/task/{task_id}")
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=task-state]').textContent"
+            ".startsWith('running on')"
+        )
+        yield task_id
+    finally:
+        httpx.post(f"{url}/v2/tasks/{task_id}/cancel", headers=bearer(KEY_ACME))
+    page.wait_for_selector("[data-testid=task-text][data-done='1']")
+
+
 def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
     fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -97,14 +115,10 @@ def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
     with browser(tmp_path / "profile", viewport=LAPTOP) as ctx:
         page = ctx.new_page()
         errors = sign_in(page, fleet.url, ADMIN)
-        task_id = submit(fleet.url, KEY_ACME, **LONG)
-        try:
-            page.goto(f"{fleet.url}/ui/#/task/{task_id}")
+        with long_task_page(page, fleet.url):
             # Text on the page while the task still runs: the tokens arrive as they stream.
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=task-text]').textContent.length > 0"
-                " && document.querySelector('[data-testid=task-state]').textContent"
-                ".startsWith('running on')"
             )
             first = len(page.get_by_test_id("task-text").text_content() or "")
             page.wait_for_function(
@@ -112,23 +126,11 @@ def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
                 arg=first,
             )
             shot(page, "task-streaming-laptop-light")
-        finally:
-            httpx.post(f"{fleet.url}/v2/tasks/{task_id}/cancel", headers=bearer(KEY_ACME))
-        page.wait_for_selector("[data-testid=task-text][data-done='1']")
         assert page.get_by_test_id("task-state").inner_text().startswith("ended: CANCELLED")
 
         # The next task shown starts afresh: its text is not marked done while it runs.
-        running = submit(fleet.url, KEY_ACME, **LONG)
-        try:
-            page.goto(f"{fleet.url}/ui/#/task/{running}")
-            page.wait_for_function(
-                "() => document.querySelector('[data-testid=task-state]').textContent"
-                ".startsWith('running on')"
-            )
+        with long_task_page(page, fleet.url):
             assert page.get_by_test_id("task-text").get_attribute("data-done") is None
-        finally:
-            httpx.post(f"{fleet.url}/v2/tasks/{running}/cancel", headers=bearer(KEY_ACME))
-        page.wait_for_selector("[data-testid=task-text][data-done='1']")
 
         # ignore_eos: the tiny model samples EOS at random, and the page must show all 24 tokens.
         short = submit(fleet.url, KEY_ACME, prompt="short one", max_tokens=24, ignore_eos=True)
