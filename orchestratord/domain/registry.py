@@ -240,9 +240,13 @@ class Registry:
         """Whether a worker may receive new work at all (busy or not)."""
         return w.state(now_ms, self.stale_ms) == "ready"
 
-    def candidates(self, model: str, now_ms: int) -> list[Worker]:
-        """Usable workers serving `model`, busy ones included (a policy may wait for one)."""
-        return [w for w in self.workers.values() if w.model == model and self.usable(w, now_ms)]
+    def candidates(
+        self, model: str, now_ms: int, serving: list[Worker] | None = None
+    ) -> list[Worker]:
+        """Usable workers serving `model`, busy ones included (a policy may wait for one).
+        `serving`: what `self.serving(model)` returned, when the caller has it already."""
+        listed = self.serving(model) if serving is None else serving
+        return [w for w in listed if self.usable(w, now_ms)]
 
     def reserve(self, worker_id: str, task_id: str) -> None:
         self.workers[worker_id].inflight.add(task_id)

@@ -106,7 +106,7 @@ def plan(
         # POL-025: the policy sees every worker of the model that is not dead, in the state it
         # knows (busy, stale, draining); only the usable ones (ORCH-041) may take its pick.
         listed = registry.serving(model)
-        candidates = registry.candidates(model, now_ms)
+        candidates = registry.candidates(model, now_ms, listed)
         room = sum(w.room(prefetch) for w in candidates)
         if room <= 0:
             continue
