@@ -236,7 +236,7 @@ class StepLoop:
         lc.llama_sampler_free(run.sampler)
         self._batcher.release(seq_id)
         if reason in ("MAX_TOKENS", "EOS"):
-            tail = run.text.finish()
+            tail = run.text.finish(cut=reason == "MAX_TOKENS")
             if tail:
                 run.sub.sink.token(tail)
         last = time.perf_counter() if run.produced else None

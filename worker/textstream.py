@@ -32,9 +32,11 @@ class TextStream:
             return text
         return self._scan(self._hold + text)
 
-    def finish(self) -> str:
-        """Return the held-back tail at the end of generation (incomplete bytes become U+FFFD)."""
-        text = self._hold + self._decode(b"", True)
+    def finish(self, *, cut: bool = False) -> str:
+        """Return the held-back tail at the end of generation. Incomplete trailing bytes become
+        U+FFFD, unless the output was `cut` (by max_tokens): then they are the start of a
+        character the model did not get to finish, and are dropped (WRK-033)."""
+        text = self._hold + ("" if cut else self._decode(b"", True))
         self._hold = ""
         if not self._stops or self.stopped:
             return "" if self.stopped else text

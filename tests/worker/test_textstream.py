@@ -69,3 +69,27 @@ def test_concatenation_equals_one_shot_decode(stops: list[str]) -> None:
     ts = TextStream(stops)
     out = "".join(ts.feed(data[i : i + 3]) for i in range(0, len(data), 3)) + ts.finish()
     assert out == data.decode()
+
+
+@pytest.mark.parametrize("stops", [[], ["zz"]])
+def test_wrk033_a_character_cut_by_max_tokens_is_dropped_not_replaced(stops: list[str]) -> None:
+    """WRK-033: output cut mid-character (max_tokens) ends at the last complete character."""
+    data = "蓝🔥".encode()
+    ts = TextStream(stops)
+    out = feed_all(ts, [data[:3], data[3:5]])  # '蓝', then half of '🔥'
+    assert out == ["蓝", ""]
+    assert ts.finish(cut=True) == ""
+
+
+def test_wrk033_text_held_for_a_stop_string_is_still_released_when_cut() -> None:
+    """WRK-026, WRK-033: a cut drops only the incomplete bytes, not held complete text."""
+    ts = TextStream(["xyz"])
+    assert feed_all(ts, [b"ab", b"xy", "🔥".encode()[:2]]) == ["ab", "", ""]
+    assert ts.finish(cut=True) == "xy"
+
+
+def test_wrk033_incomplete_bytes_at_eos_still_become_a_replacement_character() -> None:
+    """WRK-025, WRK-033: only a cut drops them; a model that ended mid-character made them."""
+    ts = TextStream()
+    assert ts.feed("🔥".encode()[:2]) == ""
+    assert ts.finish() == "\ufffd"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import signal
 import subprocess
@@ -102,7 +103,7 @@ def test_multibyte_characters_are_never_split(worker: Proc, tiny_model: Path) ->
         pieces = [engine.piece(t) for t in outcome.tokens]
     finally:
         engine.close()
-    expected = b"".join(pieces).decode("utf-8", errors="replace")
+    expected = _decode_cut(b"".join(pieces))  # it ended by max_tokens (WRK-033)
     assert text_of(streamed) == expected
     # The case was exercised: some token was an incomplete UTF-8 sequence on its own.
     assert any(_incomplete(p) for p in pieces)
@@ -110,6 +111,44 @@ def test_multibyte_characters_are_never_split(worker: Proc, tiny_model: Path) ->
         if e.event == "token":
             assert e.data["t"], "no empty token events"
             e.data["t"].encode("utf-8")  # a lone surrogate (half a character) would raise
+
+
+def test_wrk033_a_character_cut_by_max_tokens_is_dropped(worker: Proc, tiny_model: Path) -> None:
+    """WRK-033: when max_tokens ends the output between the byte tokens of one character, the
+    text ends at the last complete character: no U+FFFD for the missing bytes."""
+    from worker.engine import GenerationJob, LlamaEngine, Sampling
+
+    engine = LlamaEngine.load(tiny_model)
+    try:
+
+        class Sink:
+            def token(self, text: str) -> None:
+                pass
+
+        job = GenerationJob(
+            engine.tokenize("hello"), 300, Sampling(0.8, 0.95, 40, 0.05, 1.0, 2), ignore_eos=True
+        )
+        import threading
+
+        pieces = [engine.piece(t) for t in engine.generate(job, threading.Event(), Sink()).tokens]
+    finally:
+        engine.close()
+    # The first place where the output so far ends inside a character.
+    heads = [b"".join(pieces[:k]) for k in range(len(pieces) + 1)]
+    cut = next(k for k, h in enumerate(heads) if _decode_cut(h) != h.decode(errors="replace"))
+    head = heads[cut]
+    body = {"prompt": "hello", "max_tokens": cut, "seed": 2, "ignore_eos": True}
+    streamed = execute(worker.url, TOKEN, body)
+    assert streamed[-1].data["stop_reason"] == "MAX_TOKENS"
+    assert streamed[-1].data["tokens_out"] == cut
+    assert text_of(streamed) == _decode_cut(head)
+    assert not text_of(streamed).endswith("\ufffd")
+    assert head.decode("utf-8", errors="replace").endswith("\ufffd"), "the case is exercised"
+
+
+def _decode_cut(data: bytes) -> str:
+    """`data` decoded, a trailing incomplete character dropped (invalid bytes as U+FFFD)."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data)
 
 
 def _incomplete(piece: bytes) -> bool:
