@@ -31,6 +31,8 @@ class ApiError(Exception):
     code: ClassVar[str] = "INTERNAL"
     title: ClassVar[str] = "Internal error"
     retriable: ClassVar[bool] = False
+    # The `code` of OpenAI's error shape on /v1 where OpenAI has its own (else `code`).
+    openai_code: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -77,6 +79,13 @@ class ApiError(Exception):
 
 class InvalidParams(ApiError):
     status, code, title = 400, "INVALID_PARAMS", "Invalid parameters"
+
+
+class ContextLengthExceeded(InvalidParams):
+    """The prompt plus `max_tokens` does not fit the model's context: INVALID_PARAMS on /v2,
+    OpenAI's `context_length_exceeded` on /v1."""
+
+    openai_code = "context_length_exceeded"
 
 
 class Unauthorized(ApiError):

@@ -45,8 +45,9 @@ async def execute(request: Request) -> Response:
     received_at = time.perf_counter()
     state = _state(request)
     req = parse_execute(await read_json(request))
-    job, ticket, tokens, stops = state.admit(req)
-    body = stream_job(state, req, job, ticket, tokens, stops, received_at)
+    prompt = await state.prepare(req)
+    job, ticket = state.admit(req, prompt)
+    body = stream_job(state, req, job, ticket, prompt.tokens, prompt.stops, received_at)
 
     def closed() -> None:
         # A body that never started never runs its `finally`: the job would keep its place.
@@ -57,6 +58,15 @@ async def execute(request: Request) -> Response:
 
     headers = {"Cache-Control": "no-store"}
     return EventStream(body, on_close=closed, keepalive_s=KEEPALIVE_S, headers=headers)
+
+
+async def tokenize(request: Request) -> Response:
+    """The prompt's length in this model's tokens, as /execute would count it (WRK-032): what
+    orchestratord asks when its own bound cannot tell whether a prompt fits (ORCH-163)."""
+    state = _state(request)
+    req = parse_execute(await read_json(request))
+    prompt = await state.prepare(req)
+    return JSONResponse({"n_tokens": len(prompt.tokens), "n_ctx": state.settings.n_ctx})
 
 
 async def cancel(request: Request) -> Response:
@@ -128,11 +138,13 @@ def create_app(
                     await registration
             state.jobs.cancel_all()
             state.executor.shutdown(wait=True, cancel_futures=True)
+            state.tokenizer.shutdown(wait=True, cancel_futures=True)
             if state.engine is not None:
                 state.engine.close()
 
     routes = [
         Route("/execute", execute, methods=["POST"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
         Route("/cancel", cancel, methods=["POST"]),
         Route("/embeddings", embeddings, methods=["POST"]),
         Route("/health", health, methods=["GET"]),

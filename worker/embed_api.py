@@ -58,7 +58,11 @@ async def embeddings(request: Request) -> Response:
             f"model {state.settings.model_name} cannot embed: {engine.embeddings.reason}",
             errors=[{"field": "model", "message": "this model cannot produce embeddings"}],
         )
-    tokens = [engine.tokenize(text) for text in inputs]
+    loop = asyncio.get_running_loop()
+    # Off the event loop, like a prompt (WRK-031): 64 inputs can be long.
+    tokens = await loop.run_in_executor(
+        state.tokenizer, lambda: [engine.tokenize(text) for text in inputs]
+    )
     limit = engine.embed_max_tokens
     too_long: list[FieldError] = [
         {"field": f"input[{i}]" if len(inputs) > 1 else "input", "message": f"{len(t)} tokens"}
@@ -67,7 +71,6 @@ async def embeddings(request: Request) -> Response:
     ]
     if too_long:
         raise InvalidParams(f"an input is longer than {limit} tokens", errors=too_long)
-    loop = asyncio.get_running_loop()
     try:
         vectors = await loop.run_in_executor(state.executor, engine.embed, tokens)
     except EngineError as e:

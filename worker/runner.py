@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.logs import FIELDS
-from shared.problem import Draining, InvalidParams, ModelUnavailable
+from shared.problem import ContextLengthExceeded, Draining, InvalidParams, ModelUnavailable
 from shared.sse import Last, encode_event, encode_tokens
 from shared.wire import TERMINAL_EVENTS
 from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
@@ -27,11 +27,20 @@ STARTED_WITHIN_S = 0.05
 log = logging.getLogger("llorch.worker")
 
 
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A request's prompt, tokenized, and the stop strings its chat template adds."""
+
+    tokens: list[int]
+    stops: tuple[str, ...]
+
+
 @dataclass(eq=False)
 class WorkerState:
     settings: WorkerSettings
     pool: SlotPool
     executor: ThreadPoolExecutor
+    tokenizer: ThreadPoolExecutor
     metrics: WorkerMetrics
     jobs: JobTable = field(default_factory=JobTable)
     engine: InferenceEngine | None = None
@@ -44,7 +53,11 @@ class WorkerState:
         # The decode loop has its own thread; this executor runs tokenization-free side work
         # (embeddings) off the event loop.
         executor = ThreadPoolExecutor(2, thread_name_prefix="llorch-embed")
-        state = cls(settings, pool, executor, WorkerMetrics(settings.slots))
+        # Rendering chat templates and tokenizing (a prompt may be 262,144 characters) would
+        # pause every stream if done on the event loop. llama.cpp's tokenizer releases the GIL,
+        # and two threads let a short prompt pass a long one.
+        tokenizer = ThreadPoolExecutor(2, thread_name_prefix="llorch-tokenize")
+        state = cls(settings, pool, executor, tokenizer, WorkerMetrics(settings.slots))
         state.metrics.watch(lambda: pool.busy, lambda: pool.queued, state.cached_tokens)
         state.idle.set()
         return state
@@ -93,18 +106,33 @@ class WorkerState:
         e = self.engine.embeddings
         return {"available": e.available, "pooling": e.pooling, "reason": e.reason}
 
-    def admit(self, req: ExecuteRequest) -> tuple[Job, Ticket, list[int], tuple[str, ...]]:
-        """Everything that can refuse a request, done before the stream starts."""
+    async def prepare(self, req: ExecuteRequest) -> Prompt:
+        """The request's prompt as tokens: the chat template rendered and the text tokenized in
+        the tokenizer's threads, never on the event loop (WRK-031). Refuses what `admit` would
+        refuse before the model is ready, without the work."""
+        engine = self._ready_engine()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.tokenizer, self._tokenize, engine, req)
+
+    def _tokenize(self, engine: InferenceEngine, req: ExecuteRequest) -> Prompt:
+        text, template_stops = self._prompt_text(engine, req)
+        return Prompt(engine.tokenize(text), template_stops)
+
+    def _ready_engine(self) -> InferenceEngine:
         if self.status == "draining":
             raise Draining("the worker is shutting down", retry_after_ms=1000)
         if self.engine is None or self.status != "ready":
             raise ModelUnavailable(f"the model is {self.status}", retry_after_ms=1000)
-        text, template_stops = self._prompt_text(req)
-        tokens = self.engine.tokenize(text)
-        if len(tokens) + req.gen.max_tokens > self.engine.n_ctx:
-            raise InvalidParams(
-                f"prompt ({len(tokens)} tokens) + max_tokens ({req.gen.max_tokens}) exceeds the "
-                f"context of {self.engine.n_ctx} tokens",
+        return self.engine
+
+    def admit(self, req: ExecuteRequest, prompt: Prompt) -> tuple[Job, Ticket]:
+        """Everything that can refuse a prepared request, done before the stream starts."""
+        engine = self._ready_engine()  # again: the state may have changed while tokenizing
+        n = len(prompt.tokens)
+        if n + req.gen.max_tokens > engine.n_ctx:
+            raise ContextLengthExceeded(
+                f"prompt ({n} tokens) + max_tokens ({req.gen.max_tokens}) exceeds the "
+                f"context of {engine.n_ctx} tokens",
                 errors=[{"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}],
             )
         ticket = self.pool.reserve()
@@ -115,21 +143,23 @@ class WorkerState:
             raise
         job.ticket = ticket
         self.idle.clear()
-        return job, ticket, tokens, template_stops
+        return job, ticket
 
-    def _prompt_text(self, req: ExecuteRequest) -> tuple[str, tuple[str, ...]]:
+    def _prompt_text(
+        self, engine: InferenceEngine, req: ExecuteRequest
+    ) -> tuple[str, tuple[str, ...]]:
         if req.gen.prompt is not None:
             return req.gen.prompt, ()
         from shared.prompt_constructor import PromptError, build_prompt
 
-        assert self.engine is not None and req.gen.messages is not None
+        assert req.gen.messages is not None
         try:
             prompt = build_prompt(
                 req.gen.messages,
                 req.template,
-                metadata=self.engine.metadata,
-                bos_token=self.engine.bos_text,
-                eos_token=self.engine.eos_text,
+                metadata=engine.metadata,
+                bos_token=engine.bos_text,
+                eos_token=engine.eos_text,
             )
         except PromptError as e:
             raise InvalidParams(str(e), errors=[{"field": e.field, "message": e.reason}]) from e

@@ -248,7 +248,8 @@ def openai_error(err: ApiError) -> dict[str, Any]:
     """The OpenAI `error` member for an ApiError."""
     param = err.errors[0]["field"] if err.errors else None
     kind = _ERROR_TYPES.get(err.status, "server_error" if err.status >= 500 else "api_error")
-    return {"message": err.detail, "type": kind, "param": param, "code": err.code}
+    code = err.openai_code or err.code
+    return {"message": err.detail, "type": kind, "param": param, "code": code}
 
 
 def event_error(data: Mapping[str, Any]) -> ApiError:

@@ -284,6 +284,23 @@ def test_chat_messages_use_the_embedded_template(worker: Proc) -> None:
     assert evs[-1].event == "end"
 
 
+def test_wrk032_tokenize_counts_as_execute_does(worker: Proc) -> None:
+    """WRK-032: /tokenize gives the prompt tokens /execute reports, for a prompt and for
+    messages (chat template included), with the context size; bad bodies are 400 as there."""
+    for prompt in ({"prompt": "hello world"}, {"messages": [{"role": "user", "content": "hi"}]}):
+        r = httpx.post(worker.url + "/tokenize", headers=AUTH, json=prompt)
+        assert r.status_code == 200, r.text
+        evs = execute(worker.url, TOKEN, {**prompt, "max_tokens": 1})
+        assert r.json() == {"n_tokens": evs[0].data["prompt_tokens"], "n_ctx": 16384}
+    role = httpx.post(
+        worker.url + "/tokenize",
+        headers=AUTH,
+        json={"messages": [{"role": "robot", "content": "y"}]},
+    )
+    assert role.status_code == 400 and role.json()["errors"][0]["field"] == "messages[0].role"
+    assert httpx.post(worker.url + "/tokenize", json={"prompt": "x"}).status_code == 401
+
+
 def test_bad_input_is_400_problem_listing_each_field(worker: Proc) -> None:
     """WRK-020, WRK-021: every bad field, unknown ones included, is listed in one 400 problem;
     prompt plus max_tokens beyond --n-ctx is max_tokens."""
