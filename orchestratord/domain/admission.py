@@ -6,6 +6,9 @@ are (unless the operator expects it: `--expect-model`), and a task whose prompt 
 `max_tokens` cannot fit the context of any worker of its model is 400, as the worker would
 answer. orchestratord cannot tokenize, so the prompt's size in tokens is a lower bound here
 (`MAX_TOKEN_BYTES`); the worker's own check stays the exact one.
+
+`max_prompt_tokens` is the other side: an upper bound that lets orchestratord accept a prompt
+that surely fits without asking a worker to count it (ORCH-163, runtime/context.py).
 """
 
 from __future__ import annotations
@@ -14,11 +17,20 @@ from collections.abc import Collection, Sequence
 
 from orchestratord.domain.registry import Worker
 from orchestratord.domain.tasks import TaskRequest
-from shared.problem import InvalidParams, ModelNotFound
+from shared.problem import ContextLengthExceeded, InvalidParams, ModelNotFound
 
 # No tokenizer llorch serves has tokens longer than this many bytes of text, so a prompt of
 # N bytes is at least N / MAX_TOKEN_BYTES tokens (plus the BOS token).
 MAX_TOKEN_BYTES = 64
+
+
+# Tokens a tokenizer adds to a text of N bytes beyond N: BOS, EOS, SentencePiece's space prefix.
+ADDED_TOKENS = 4
+# Tokens a chat template adds per message (ChatML, Llama 3, Gemma: about 6, markers and role)
+# and once (a default system prompt, a date line). Generous, as the bound must be: where a
+# template adds more, the worker's own check still refuses the task (WRK-021).
+MESSAGE_TOKENS = 32
+TEMPLATE_TOKENS = 512
 
 
 def min_prompt_tokens(req: TaskRequest) -> int:
@@ -28,6 +40,20 @@ def min_prompt_tokens(req: TaskRequest) -> int:
     else:
         size = sum(len(m.get("content", "").encode()) for m in req.messages or ())
     return 1 + size // MAX_TOKEN_BYTES
+
+
+def max_prompt_tokens(req: TaskRequest) -> int:
+    """An upper bound of the prompt's length in tokens, with no tokenizer: every token of a
+    byte-level or byte-fallback vocabulary is at least one byte of text."""
+    if req.prompt is not None:
+        return _utf8_len(req.prompt) + ADDED_TOKENS
+    messages = req.messages or ()
+    size = sum(_utf8_len(v) for m in messages for v in m.values())
+    return size + MESSAGE_TOKENS * len(messages) + TEMPLATE_TOKENS + ADDED_TOKENS
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def check_servable(
@@ -52,7 +78,7 @@ def check_servable(
     need = min_prompt_tokens(req) + req.max_tokens
     largest = max(sizes)
     if need > largest:
-        raise InvalidParams(
+        raise ContextLengthExceeded(
             f"prompt (at least {need - req.max_tokens} tokens) + max_tokens ({req.max_tokens}) "
             f"exceeds the context of every worker of {req.model} ({largest} tokens)",
             errors=[{"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}],

@@ -30,6 +30,7 @@ from orchestratord.domain.scheduler import Policy, cluster_view, task_view
 from orchestratord.domain.tasks import TaskQuery, TaskRecord, TaskRequest, parse_task_request
 from orchestratord.domain.tenancy import ADMIN, Caller
 from orchestratord.metrics import Metrics
+from orchestratord.runtime.context import check_context
 from orchestratord.runtime.core import ActiveTask, Core, wall_ms
 from orchestratord.runtime.dispatch import dispatch_loop
 from orchestratord.runtime.follow import flatten, follow
@@ -123,6 +124,7 @@ class TaskService(Core):
         reg = self.registry
         serving = reg.serving(req.model)
         check_servable(req, serving, self.expected_models, reg.known_models())
+        await check_context(self, req, serving)
         if req.embed_input is not None:
             check_embeddable(req, serving)
         now = self.clock()

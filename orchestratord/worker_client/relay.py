@@ -8,6 +8,7 @@ can pass it through to clients as is. The callback runs inside the socket's read
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -142,6 +143,34 @@ async def embed(
     url = url.rstrip("/") + "/embeddings"
     await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
     return b"".join(pieces)
+
+
+async def count_tokens(
+    url: str,
+    token: str | None,
+    body: dict[str, Any],
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    pool: ConnectionPool | None = None,
+) -> int:
+    """POST /tokenize on a worker: the prompt's length in the model's tokens (WRK-032), with the
+    same errors as `embed`."""
+    pieces: list[bytes] = []
+
+    def on_body(piece: bytes) -> bool:
+        pieces.append(piece)
+        return False
+
+    url = url.rstrip("/") + "/tokenize"
+    await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
+    try:
+        n = json.loads(b"".join(pieces))["n_tokens"]
+    except (ValueError, TypeError, KeyError) as e:
+        raise WorkerLost(f"/tokenize answered without n_tokens: {e}") from e
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise WorkerLost("/tokenize answered a non-integer n_tokens")
+    return n
 
 
 async def _post(

@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from orchestratord.domain.admission import max_prompt_tokens
+from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.tenancy import OPEN
 from tests.orchestratord.cluster import wait_for
 from tests.orchestratord.conftest import AppFactory
 
@@ -17,6 +24,7 @@ WORKER = {
     "n_ctx": 512,
 }
 TASK: dict[str, Any] = {"model": "llorch-tiny", "prompt": "hello", "max_tokens": 4}
+CONTEXT_LOG = "llorch.orchestratord.context"
 
 
 def test_orch_160_an_unserved_model_is_404_at_once_listing_the_models(orchd: AppFactory) -> None:
@@ -71,3 +79,59 @@ def test_orch_162_a_queued_task_whose_reader_left_stops_holding_its_place(
         )
         assert record["status"] == "cancelled" and record["stop_reason"] == "CANCELLED"
         assert c.get("/health").json()["queue_depth"] == {"interactive": 0, "batch": 0}
+
+
+def test_orch_163_a_prompt_nobody_can_count_is_accepted_and_a_short_one_is_never_counted(
+    orchd: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ORCH-163: a prompt within the bound without a tokenizer is accepted without asking a
+    worker; one beyond it is counted by a ready worker, and when that worker cannot answer (here
+    nothing listens at its URL) or none is ready, the task is accepted as before (WRK-021)."""
+    caplog.set_level(logging.INFO, logger=CONTEXT_LOG)
+    with orchd(cluster_token="ct", expect_models=()) as c:
+        assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
+        # Its one slot busy with work of its own (two heartbeats say so): nothing is sent there,
+        # and it stays ready to count.
+        busy = {"state": "ready", "slots_total": 1, "slots_busy": 1}
+        for _ in range(2):
+            assert c.post("/v2/workers/w1/heartbeat", json=busy, headers=CT).status_code == 200
+        # 600 bytes may be 604 tokens, + 200 > 512: asked, unanswered, accepted.
+        long = {**TASK, "prompt": "x " * 300, "max_tokens": 200}
+        assert c.post("/v2/tasks", json=long).status_code == 202
+        assert [r.levelno for r in caplog.records if r.name == CONTEXT_LOG] == [logging.WARNING]
+        assert c.get("/v2/workers", headers=CT).json()["workers"][0]["state"] == "ready"
+        # 300 + 4 tokens at most, + 200 <= 512: accepted without asking.
+        short = {**TASK, "prompt": "x" * 300, "max_tokens": 200}
+        assert c.post("/v2/tasks", json=short).status_code == 202
+        beat = {**busy, "state": "loading"}
+        assert c.post("/v2/workers/w1/heartbeat", json=beat, headers=CT).status_code == 200
+        assert c.post("/v2/tasks", json=long).status_code == 202  # nobody ready: not asked
+        assert len([r for r in caplog.records if r.name == CONTEXT_LOG]) == 1
+
+
+def test_orch_163_the_bound_without_a_tokenizer_is_above_the_tokenizer_count(
+    tiny_model: Path,
+) -> None:
+    """ORCH-163: `max_prompt_tokens` never undercounts what the worker counts (WRK-032): the
+    model's tokenizer, special tokens and chat template included."""
+    from shared.prompt_constructor import build_prompt
+    from worker.engine import LlamaEngine
+
+    texts = ["x", "hello world", "日本語 🙂 é" * 50, "<|im_start|>user\n" * 20, " a b" * 200]
+    engine = LlamaEngine.load(tiny_model)
+    try:
+        for text in texts:
+            req = parse_task_request({"model": "m", "prompt": text}, caller=OPEN)
+            assert len(engine.tokenize(text)) <= max_prompt_tokens(req)
+            messages = [{"role": "system", "content": text}, {"role": "user", "content": text}]
+            req = parse_task_request({"model": "m", "messages": messages}, caller=OPEN)
+            rendered = build_prompt(
+                req.messages or (),
+                None,
+                metadata=engine.metadata,
+                bos_token=engine.bos_text,
+                eos_token=engine.eos_text,
+            )
+            assert len(engine.tokenize(rendered.text)) <= max_prompt_tokens(req)
+    finally:
+        engine.close()

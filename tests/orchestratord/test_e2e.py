@@ -416,3 +416,41 @@ def test_orch_063_orch_014_neither_prompt_nor_tokens_reach_the_database(
     pieces = [text[i : i + 12] for i in range(0, len(text) - 12, 6)]
     leaked = [p for p in pieces if p.strip() and p.encode() in stored]
     assert not leaked, leaked
+
+
+# About 16,360 tokens of the tiny model (n_ctx 16384): far more than one per 64 bytes.
+NEAR_CONTEXT = "the quick brown fox " * 4090
+
+
+def task_ids(url: str) -> set[str]:
+    r = httpx.get(url + "/v2/tasks", params={"limit": 500}, headers=ADMIN, timeout=10)
+    r.raise_for_status()
+    return {t["id"] for t in r.json()["tasks"]}
+
+
+def test_orch_163_over_the_context_by_one_token_is_400_at_submit_and_no_task(
+    cluster: Cluster,
+) -> None:
+    """ORCH-163, WRK-032: the prompt is counted by the model's tokenizer at submit: one token
+    beyond the context is a 400 problem (JSON or streaming submit) and creates no task; exactly
+    at the context the task runs."""
+    counted = httpx.post(
+        cluster.workers["w1"].url + "/tokenize", json={"prompt": NEAR_CONTEXT}, headers=AUTH
+    ).json()
+    n, n_ctx = counted["n_tokens"], counted["n_ctx"]
+    assert n_ctx - 1000 < n < n_ctx, "the prompt is near the context, as the test needs"
+    before = task_ids(cluster.url)
+    over = {"model": MODEL, "prompt": NEAR_CONTEXT, "max_tokens": n_ctx - n + 1}
+    for accept in ("application/json", "text/event-stream"):
+        r = httpx.post(cluster.url + "/v2/tasks", json=over, headers={"accept": accept}, timeout=30)
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        problem = r.json()
+        assert problem["code"] == "INVALID_PARAMS"
+        assert problem["errors"] == [
+            {"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}
+        ]
+    assert task_ids(cluster.url) == before
+    evs = stream_task(cluster.url, {**over, "max_tokens": n_ctx - n}, timeout=120)
+    assert kinds(evs)[:2] == ["queued", "started"] and kinds(evs)[-1] == "end"
+    assert evs[-1].data["prompt_tokens"] == n

@@ -10,7 +10,14 @@ import openai
 import pytest
 
 from tests.orchestratord.cluster import wait_for
-from tests.orchestratord.sdk_cluster import API_KEY, MODEL, TENANT, Cluster, run_cluster
+from tests.orchestratord.sdk_cluster import (
+    API_KEY,
+    CLUSTER_TOKEN,
+    MODEL,
+    TENANT,
+    Cluster,
+    run_cluster,
+)
 
 pytestmark = pytest.mark.e2e
 QUEUE_CAPACITY = 2
@@ -109,6 +116,34 @@ def test_openai_errors_carry_status_and_code(cluster: Cluster, client: openai.Op
     stranger = openai.OpenAI(base_url=cluster.url + "/v1", api_key="wrong", max_retries=0)
     with stranger, pytest.raises(openai.AuthenticationError):
         stranger.models.list()
+
+
+def test_orch_163_a_prompt_beyond_the_context_is_a_bad_request_streamed_or_not(
+    cluster: Cluster, client: openai.OpenAI
+) -> None:
+    """ORCH-163: over the context is OpenAI's 400 `context_length_exceeded` at once, also with
+    stream=True (it used to be a 200 stream that ended in an error chunk). (That a prompt that
+    fits exactly still runs is in test_e2e.py.)"""
+    long: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": "the quick brown fox " * 4085}
+    ]
+    counted = httpx.post(
+        cluster.worker.url + "/tokenize",
+        json={"messages": long},
+        headers={"authorization": f"Bearer {CLUSTER_TOKEN}"},
+    ).json()
+    n, n_ctx = counted["n_tokens"], counted["n_ctx"]
+    assert n_ctx - 1000 < n < n_ctx, "the conversation is near the context, as the test needs"
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(
+                model=MODEL, messages=long, max_tokens=n_ctx - n + 1, stream=stream
+            )
+        assert bad.value.status_code == 400 and bad.value.code == "context_length_exceeded"
+        assert bad.value.param == "max_tokens" and f"{n_ctx} tokens" in bad.value.message
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model=MODEL, prompt="x " * 100, max_tokens=n_ctx)
+    assert bad.value.code == "context_length_exceeded"
 
 
 def test_a_full_queue_is_a_rate_limit_error(cluster: Cluster, client: openai.OpenAI) -> None:
