@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
         # Each resource is closed by the stack, in reverse order, however start-up or the
         # run ends: a start-up that fails half way leaks nothing.
         async with contextlib.AsyncExitStack() as stack:
+            openapi = await asyncio.to_thread(meta.openapi_document)
             m = Metrics()
             observer = MetricsPolicyObserver(m)
             policy = PolicyHolder(
@@ -202,6 +203,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 "fleet_source": ServiceFleetSource(service),
                 "events": feed,
                 "compare": runs,
+                "openapi": openapi,
             }
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
