@@ -42,6 +42,7 @@ from orchestratord.http import (
     workers,
 )
 from orchestratord.http.auth import OrchestratorAuth
+from orchestratord.http.errors import error_response
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
 from orchestratord.runtime.compare_service import CompareService
@@ -207,8 +208,8 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
             }
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
-    install_problem_handlers(app)
-    app.add_middleware(BodyLimit)
+    install_problem_handlers(app, render=error_response)
+    app.add_middleware(BodyLimit, render=error_response)
     app.add_middleware(
         OrchestratorAuth,
         key_tenants=settings.key_tenants,
