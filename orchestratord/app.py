@@ -42,6 +42,7 @@ from orchestratord.http import (
     workers,
 )
 from orchestratord.http.auth import OrchestratorAuth
+from orchestratord.http.errors import error_response
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
 from orchestratord.runtime.compare_service import CompareService
@@ -122,6 +123,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
         # Each resource is closed by the stack, in reverse order, however start-up or the
         # run ends: a start-up that fails half way leaks nothing.
         async with contextlib.AsyncExitStack() as stack:
+            openapi = await asyncio.to_thread(meta.openapi_document)
             m = Metrics()
             observer = MetricsPolicyObserver(m)
             policy = PolicyHolder(
@@ -202,11 +204,12 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 "fleet_source": ServiceFleetSource(service),
                 "events": feed,
                 "compare": runs,
+                "openapi": openapi,
             }
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
-    install_problem_handlers(app)
-    app.add_middleware(BodyLimit)
+    install_problem_handlers(app, render=error_response)
+    app.add_middleware(BodyLimit, render=error_response)
     app.add_middleware(
         OrchestratorAuth,
         key_tenants=settings.key_tenants,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.params import MAX_PROMPT_CHARS
-from shared.problem import PayloadTooLarge
+from shared.problem import PayloadTooLarge, Render, problem_response
 
 # The largest valid request: a prompt of MAX_PROMPT_CHARS characters, each escaped in JSON as
 # \\uXXXX (6 bytes), plus room for every other field.
@@ -20,9 +20,12 @@ MAX_BODY_BYTES = 6 * MAX_PROMPT_CHARS + 256 * 1024
 class BodyLimit:
     """Pure ASGI middleware: refuse request bodies over `max_bytes` with 413."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, render: Render = problem_response
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.render = render  # the app's error rendering: this answers before its handlers
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"the request body is over the limit of {self.max_bytes} bytes")
@@ -38,7 +41,8 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await self._too_large().response(scope.get("path"))(scope, receive, send)
+                    reply = self.render(self._too_large(), scope.get("path"))
+                    await reply(scope, receive, send)
                     return
         seen = 0
 
@@ -48,7 +52,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    # Raised inside the handler's body read: rendered as problem+json 413.
+                    # Raised inside the handler's body read: rendered by the app's handlers.
                     raise self._too_large()
             return message
 

@@ -2,12 +2,14 @@
 
 Each daemon raises subclasses of `ApiError`; `install_problem_handlers` renders every error,
 Starlette's own 404/405 and unexpected exceptions included, in this shape. Errors are classified
-by class, never by message text.
+by class, never by message text. A daemon that adds members for some paths (orchestratord's
+`/v1`) passes its `Render` to the handlers and to the middleware that answer before them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypedDict
 
 from starlette.applications import Starlette
@@ -65,12 +67,15 @@ class ApiError(Exception):
             body["errors"] = self.errors
         return body
 
-    def response(self, instance: str | None = None) -> Response:
+    def response(
+        self, instance: str | None = None, members: Mapping[str, Any] | None = None
+    ) -> Response:
+        """The problem+json reply; `members` are added to the body (OpenAI's `error`)."""
         headers = dict(self.headers)
         if self.retry_after_ms is not None:
             headers["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
         return JSONResponse(
-            self.to_problem(instance),
+            {**self.to_problem(instance), **(members or {})},
             status_code=self.status,
             headers=headers,
             media_type=PROBLEM_JSON,
@@ -167,31 +172,45 @@ class ClientClosedRequest(ApiError):
     status, code, title = 499, "CLIENT_CLOSED_REQUEST", "Client closed request"
 
 
-def install_problem_handlers(app: Starlette) -> None:
-    """Render ApiError, Starlette's HTTPException and anything unexpected as problem+json."""
+# How an error becomes a reply: the error and the request's path (the problem's `instance`).
+Render = Callable[[ApiError, str | None], Response]
+
+
+def problem_response(err: ApiError, path: str | None) -> Response:
+    """The plain rendering: problem+json and nothing else."""
+    return err.response(path)
+
+
+def install_problem_handlers(app: Starlette, render: Render = problem_response) -> None:
+    """Render ApiError, Starlette's HTTPException and anything unexpected through `render`."""
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return exc.response(request.url.path)
+        return render(exc, request.url.path)
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         cls = MethodNotAllowed if exc.status_code == 405 else _STATUS_ERRORS.get(exc.status_code)
         if cls is None:
             cls = Internal
-        err = cls(exc.detail or cls.title)
+        # Routing raises these with the bare status phrase ("Not Found"): say what was asked.
+        where = f"{request.method} {request.url.path}"
+        detail = {404: f"nothing is served at {where}", 405: f"{where} is not allowed"}.get(
+            exc.status_code, exc.detail or cls.title
+        )
+        err = cls(detail)
         err.status = exc.status_code  # type: ignore[misc]
-        return err.response(request.url.path)
+        return render(err, request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return Internal("internal error; see the server log").response(request.url.path)
+        return render(Internal("internal error; see the server log"), request.url.path)
 
     async def on_client_gone(request: Request, exc: Exception) -> Response:
         # The client closed the connection before its body arrived: nobody reads an answer and
         # nothing went wrong on our side, so this is no "unhandled error" (and no traceback).
         log.debug("client left during the body of %s %s", request.method, request.url.path)
-        return ClientClosedRequest("the client closed the connection").response(request.url.path)
+        return render(ClientClosedRequest("the client closed the connection"), request.url.path)
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(ClientDisconnect, on_client_gone)

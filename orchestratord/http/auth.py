@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestratord.domain.tenancy import ADMIN, OPEN, Caller
+from orchestratord.http.errors import error_response
 from shared.problem import ApiError, Forbidden, Unauthorized
 
 WORKER_PREFIX = "/v2/workers"
@@ -100,11 +101,15 @@ class OrchestratorAuth:
         elif self.keys:
             n = _match(presented, self.keys)
             if n is None:
-                err = Unauthorized()
+                err = Unauthorized(
+                    "an API key is required: send it as 'Authorization: Bearer <key>'"
+                    if presented is None
+                    else "the API key given is not valid"
+                )
             else:
                 caller = Caller(tenant=self.tenants[n])
         if err is not None:
-            await err.response(path)(scope, receive, send)
+            await error_response(err, path)(scope, receive, send)
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)

@@ -16,8 +16,10 @@ rather than silently ignored; unknown fields are ignored, as OpenAI does.
 
 Errors: the body is problem+json as on every llorch API (`code`, `retriable`, `retry_after_ms`)
 with an extra `error` member in OpenAI's shape (`message`, `type`, `param`, `code`), which is
-what OpenAI clients read. An error after a stream started is a `data: {"error": {...}}` chunk,
-which the `openai` package raises as `APIError`. A client that disconnects cancels its task.
+what OpenAI clients read; `http/errors.py` renders it for every `/v1` error, those of the auth
+middleware, the body limit and routing included (ORCH-084). An error after a stream started
+is a `data: {"error": {...}}` chunk, which the `openai` package raises as `APIError`.
+A client that disconnects cancels its task.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from starlette.types import Receive
 
 from orchestratord.domain.embeddings import embedding_reply, parse_embedding_request
 from orchestratord.domain.tasks import parse_task_request
+from orchestratord.http.errors import error_response
 from orchestratord.http.openai_shapes import (
     Kind,
     Shaper,
@@ -49,19 +52,9 @@ from orchestratord.http.openai_shapes import (
 from orchestratord.http.tasks import caller_of
 from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent
-from shared.problem import PROBLEM_JSON, ApiError, Internal
+from shared.problem import ApiError, Internal
 from shared.sse import EventStream, Last
 from shared.wire import TERMINAL_EVENTS
-
-
-def error_response(err: ApiError, instance: str) -> Response:
-    """problem+json with OpenAI's `error` member alongside (see the module docstring)."""
-    body = err.to_problem(instance)
-    body["error"] = openai_error(err)
-    headers = dict(err.headers)
-    if err.retry_after_ms is not None:
-        headers["Retry-After"] = str(max(1, -(-err.retry_after_ms // 1000)))
-    return JSONResponse(body, status_code=err.status, headers=headers, media_type=PROBLEM_JSON)
 
 
 async def _submit(request: Request, kind: Kind) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,6 +240,124 @@ def test_orch_225_a_client_key_sees_only_its_tenants_tasks(fleet: Fleet, tmp_pat
         again = submit(fleet.url, KEY_ACME, prompt="seen by the admin", max_tokens=8)
         page.get_by_test_id(f"task-{again}").wait_for()
         shot(page, "tasks-admin-laptop-light")
+
+
+# Everything the console holds as text: the document (hidden pages, attributes and test ids
+# included) and the current value of every form control, which the markup does not show.
+EVERYTHING = r"""() => document.documentElement.outerHTML + "\n" +
+  [...document.querySelectorAll("input, textarea, select")].map((e) => e.value).join("\n")"""
+
+
+def kept(page: Page, chart: str, points: int = 1) -> tuple[int, int]:
+    """The times (server ms) of the oldest and newest points a fleet chart keeps, once it keeps
+    `points` snapshots or more (one a second)."""
+    page.wait_for_function(
+        "([id, n]) => { const s = document.querySelector(`#${id} svg`)?.dataset;"
+        " return s && s.since !== '' && (n < 2 || Number(s.until) > Number(s.since)); }",
+        arg=[chart, points],
+    )
+    svg = page.locator(f"#{chart} svg")
+    return int(svg.get_attribute("data-since") or 0), int(svg.get_attribute("data-until") or 0)
+
+
+def test_orch_228_the_next_user_in_the_tab_sees_nothing_of_the_previous_session(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """ORCH-228: the admin lists tenant acme's tasks (filtered by tenant), watches the fleet log
+    and charts, runs a compare and opens acme's task; after sign-out, tenant other signs in in
+    the same tab: no row, card, lane, chart point, log line or form value of the admin's session
+    is left anywhere in the DOM, on the task page, Tasks, Compare or Fleet."""
+    mark = uuid.uuid4().hex[:8]
+    acme = submit(fleet.url, KEY_ACME, prompt="acme's own", max_tokens=8)
+    mine = submit(fleet.url, KEY_OTHER, prompt="other's own", max_tokens=8)
+    for task in (acme, mine):
+        wait_for(
+            lambda t=task: httpx.get(f"{fleet.url}/v2/tasks/{t}", headers=bearer(ADMIN)).json()[
+                "finished_ms"
+            ],
+            what="the task to finish",
+        )
+    with browser(tmp_path / "profile", viewport=LAPTOP) as ctx:
+        page = ctx.new_page()
+        errors = sign_in(page, fleet.url, ADMIN)
+
+        page.goto(f"{fleet.url}/ui/#/tasks")
+        page.locator("#task-filters input[name=tenant]").fill("acme")
+        page.get_by_test_id(f"task-{acme}").wait_for()
+        page.get_by_test_id(f"task-{mine}").wait_for(state="detached")
+
+        page.goto(f"{fleet.url}/ui/#/fleet")
+        gone = f"w-gone-{mark}"
+        with worker(fleet.model, fleet.tmp, fleet.url, gone, extra=["--pool", f"host-{mark}"]):
+            page.get_by_test_id(f"worker-{gone}").wait_for()
+        page.get_by_test_id(f"worker-{gone}").wait_for(state="detached")  # it deregistered
+        assert gone in page.locator("#fleet-log").inner_text()
+        # Two snapshots or more: the oldest kept is older than the newest.
+        _, admins_newest = kept(page, "chart-ttft", points=2)
+
+        page.goto(f"{fleet.url}/ui/#/compare")
+        page.get_by_test_id("cmp-model").select_option(MODEL)
+        page.locator("#cmp-targets input[value='worker:w1']").check()
+        page.locator("#cmp-targets input[value='worker:w2']").check()
+        page.get_by_test_id("cmp-prompt").fill(f"the admin's prompt {mark}")
+        page.locator("#compare-form input[name=label]").fill(f"admin-label-{mark}")
+        page.get_by_test_id("cmp-run").click()
+        page.wait_for_selector("[data-testid=lane][data-done='1'] >> nth=1")
+        run_id = page.get_by_test_id("cmp-lanes").get_attribute("data-run") or ""
+        page.get_by_test_id(f"run-{run_id}").wait_for()
+
+        page.goto(f"{fleet.url}/ui/#/task/{acme}")
+        page.wait_for_selector("[data-testid=task-text][data-done='1']")
+        assert page.get_by_test_id("tc-id").inner_text().endswith(acme[:16])
+
+        secrets = {
+            "acme's task": acme[:12],
+            "the tenant filter or column": "acme",
+            "the compare prompt": f"prompt {mark}",
+            "the compare label": f"admin-label-{mark}",
+            "the compare run": run_id[:10],
+            "the fleet log": gone,
+        }
+        before = page.evaluate(EVERYTHING)
+        assert all(s in before for s in secrets.values()), secrets  # all were on show
+
+        page.locator("#signout").click()
+        page.get_by_test_id("token").fill(KEY_OTHER)
+        page.get_by_test_id("signin").click()
+        page.locator("#live.on").wait_for()
+        assert page.get_by_test_id("who").inner_text() == "tenant other"
+
+        def nothing_left(where: str) -> None:
+            everything = page.evaluate(EVERYTHING)
+            left = [what for what, s in secrets.items() if s in everything]
+            assert left == [], f"{where}: still in the DOM: {left}"
+
+        # The hash still names acme's task: other gets no record, and no card of it either.
+        page.get_by_text("No such task (or not yours).").wait_for()
+        assert page.locator("#task-cards > *").count() == 0
+        assert page.get_by_test_id("task-text").text_content() == ""
+        nothing_left("the task page")
+
+        page.goto(f"{fleet.url}/ui/#/tasks")
+        page.get_by_test_id(f"task-{mine}").wait_for()
+        assert page.locator("#task-filters input[name=tenant]").input_value() == ""
+        nothing_left("Tasks")
+
+        page.goto(f"{fleet.url}/ui/#/compare")
+        page.locator("#cmp-targets input[value='worker:w1']").wait_for()
+        assert page.locator("[data-testid=lane]").count() == 0
+        assert page.get_by_test_id("cmp-lanes").get_attribute("data-run") is None
+        nothing_left("Compare")
+
+        page.goto(f"{fleet.url}/ui/#/fleet")
+        page.get_by_test_id("worker-w1").wait_for()
+        # The charts start with this session's first snapshot (the feed's latest when it
+        # connected): none older is kept from the admin's.
+        for chart in ("chart-ttft", "chart-tps"):
+            assert kept(page, chart)[0] >= admins_newest, chart
+        nothing_left("Fleet")
+        shot(page, "signed-in-after-another-user-laptop-light")
+        assert errors == []
 
 
 # What "usable" is checked as, on each page: the theme is the one asked for, with readable text

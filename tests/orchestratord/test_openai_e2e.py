@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from shared.limits import MAX_BODY_BYTES
 from tests.orchestratord.cluster import wait_for
 from tests.orchestratord.sdk_cluster import (
     API_KEY,
@@ -144,6 +145,24 @@ def test_orch_163_a_prompt_beyond_the_context_is_a_bad_request_streamed_or_not(
     with pytest.raises(openai.BadRequestError) as bad:
         client.completions.create(model=MODEL, prompt="x " * 100, max_tokens=n_ctx)
     assert bad.value.code == "context_length_exceeded"
+
+
+def test_orch_084_the_openai_client_reads_the_message_of_a_401_and_a_413(
+    cluster: Cluster, client: openai.OpenAI
+) -> None:
+    """ORCH-084: the auth middleware's 401 and the body limit's 413 carry OpenAI's `error`
+    member, so the `openai` package's exceptions say what went wrong, not just the status."""
+    stranger = openai.OpenAI(base_url=cluster.url + "/v1", api_key="wrong", max_retries=0)
+    with stranger, pytest.raises(openai.AuthenticationError) as refused:
+        stranger.chat.completions.create(model=MODEL, messages=MESSAGES)
+    assert refused.value.message == "Error code: 401 - the API key given is not valid"
+    assert refused.value.code == "UNAUTHORIZED" and refused.value.type == "authentication_error"
+    with pytest.raises(openai.APIStatusError) as too_large:
+        client.completions.create(model=MODEL, prompt="x" * (MAX_BODY_BYTES + 1))
+    assert too_large.value.status_code == 413 and too_large.value.code == "PAYLOAD_TOO_LARGE"
+    assert too_large.value.message == (
+        f"Error code: 413 - the request body is over the limit of {MAX_BODY_BYTES} bytes"
+    )
 
 
 def test_a_full_queue_is_a_rate_limit_error(cluster: Cluster, client: openai.OpenAI) -> None:

@@ -7,6 +7,23 @@ export function token() { return sessionStorage.getItem(KEY); }
 export function setToken(t) { sessionStorage.setItem(KEY, t); }
 export function clearToken() { sessionStorage.removeItem(KEY); }
 
+// Every request and stream belongs to the identity signed in when it started. Ending that
+// identity (sign-out, another sign-in, a refused key) aborts them all, and whatever of theirs is
+// still on its way goes nowhere: api() and sse() then never settle, so no caller, however it
+// handles errors, can paint the previous user's data on the next user's pages (ORCH-228).
+let identity = new AbortController();
+
+export function endIdentity() {
+  identity.abort();
+  identity = new AbortController();
+}
+
+const nowhere = () => new Promise(() => {});
+
+function signals(own, signal) {
+  return signal ? AbortSignal.any([signal, own]) : own;
+}
+
 export class ApiError extends Error {
   constructor(status, body) {
     super((body && (body.detail || body.title)) || `HTTP ${status}`);
@@ -23,10 +40,18 @@ function headers(extra) {
 }
 
 export async function api(path, { method = "GET", body, signal } = {}) {
-  const init = { method, signal, headers: headers(body ? { "Content-Type": "application/json" } : {}) };
+  const own = identity.signal;
+  const init = { method, signal: signals(own, signal), headers: headers(body ? { "Content-Type": "application/json" } : {}) };
   if (body !== undefined) init.body = JSON.stringify(body);
-  const r = await fetch(path, init);
-  const text = await r.text();
+  let r, text;
+  try {
+    r = await fetch(path, init);
+    text = await r.text();
+  } catch (e) {
+    if (own.aborted) return nowhere();
+    throw e;
+  }
+  if (own.aborted) return nowhere();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text.slice(0, 200) }; }
   if (!r.ok) throw new ApiError(r.status, data);
@@ -35,18 +60,34 @@ export async function api(path, { method = "GET", body, signal } = {}) {
 
 // Read an SSE response: calls onEvent(name, data, id) per event; resolves when the stream ends.
 export async function sse(path, onEvent, { signal, lastEventId } = {}) {
+  const own = identity.signal;
   const extra = { Accept: "text/event-stream" };
   if (lastEventId !== undefined && lastEventId !== null) extra["Last-Event-ID"] = String(lastEventId);
-  const r = await fetch(path, { headers: headers(extra), signal, cache: "no-store" });
+  let r;
+  try {
+    r = await fetch(path, { headers: headers(extra), signal: signals(own, signal), cache: "no-store" });
+  } catch (e) {
+    if (own.aborted) return nowhere();
+    throw e;
+  }
   if (!r.ok) {
     let body = null;
     try { body = await r.json(); } catch { /* not JSON */ }
+    if (own.aborted) return nowhere();
     throw new ApiError(r.status, body);
   }
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      if (own.aborted) return nowhere();
+      throw e;
+    }
+    if (own.aborted) return nowhere();
+    const { value, done } = chunk;
     if (done) break;
     buf += value;
     let cut;
@@ -63,6 +104,7 @@ export async function sse(path, onEvent, { signal, lastEventId } = {}) {
         else if (field === "data") data += (data ? "\n" : "") + val;
         else if (field === "id") id = val;
       }
+      if (own.aborted) return nowhere(); // an earlier event of this read ended the identity
       if (data) onEvent(name, JSON.parse(data), id);
     }
   }

@@ -1,13 +1,15 @@
 // The console's shell: sign-in, the router (#/fleet, #/tasks, #/task/ID, #/compare), the theme,
 // and the one live connection to GET /v2/events that feeds every page.
 
-import { ApiError, clearToken, setToken, sse, token } from "./api.js";
+import { ApiError, clearToken, endIdentity, setToken, sse, token } from "./api.js";
 import * as compare from "./compare.js";
 import * as fleet from "./fleet.js";
 import * as tasks from "./tasks.js";
 
 const $ = (id) => document.getElementById(id);
-const session = { role: null, tenant: null, abort: null, retry: 1000 };
+const session = { role: null, tenant: null, who: null, abort: null, retry: 1000 };
+// Each view forgets, in its reset(), all it shows: rows, cards, lanes, charts, form fields.
+const views = [fleet, tasks, compare];
 
 function setTheme(theme) {
   document.documentElement.dataset.theme = theme;
@@ -52,9 +54,34 @@ function route() {
   if (name !== "task") tasks.leaveTask();
 }
 
+// The signed-in identity ends (sign-out, another sign-in, a refused key): its requests and
+// streams stop, late answers go nowhere, and every view is emptied, so nothing of one user's
+// session is left for the next one in this tab (ORCH-228).
+function signedOut() {
+  endIdentity();
+  session.abort?.abort();
+  session.abort = null;
+  session.role = null;
+  session.tenant = null;
+  session.who = null;
+  session.retry = 1000;
+  forget();
+}
+
+function forget() {
+  for (const v of views) v.reset();
+  document.body.classList.remove("admin");
+  $("who").textContent = "";
+}
+
 function onEvent(name, data) {
   if (name === "hello") {
-    const first = session.role === null;
+    // A reconnect with the same token may find it mapped to another role or tenant.
+    const who = `${data.role}/${data.tenant}`;
+    const changed = session.who !== null && session.who !== who;
+    if (changed) forget();
+    const first = session.role === null || changed;
+    session.who = who;
     session.role = data.role;
     session.tenant = data.tenant;
     document.body.classList.toggle("admin", data.role === "admin");
@@ -87,7 +114,7 @@ async function connect() {
     if (abort.signal.aborted) return;
     if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
       clearToken();
-      session.role = null;
+      signedOut();
       showSignin(e.status === 401 ? "That token or key was refused." : e.message);
       return;
     }
@@ -98,11 +125,8 @@ async function connect() {
 }
 
 function signOut() {
-  session.abort?.abort();
-  session.abort = null;
-  session.role = null;
   clearToken();
-  tasks.leaveTask();
+  signedOut();
   showSignin("");
 }
 
@@ -116,6 +140,7 @@ function start() {
   $("signout").addEventListener("click", signOut);
   $("signin-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
+    signedOut(); // whatever was shown belongs to the identity before this one
     // Empty is allowed: an orchestratord run without tokens (loopback only) is open.
     setToken($("token").value.trim());
     $("token").value = "";

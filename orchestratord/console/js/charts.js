@@ -17,14 +17,21 @@ export class LineChart {
     this.points = []; // [t, v1, v2, ...]
   }
 
+  clear() {
+    this.points = [];
+    this.container.replaceChildren();
+  }
+
   push(t, values) {
     this.points.push([t, ...values]);
     if (this.points.length > this.capacity) this.points.shift();
   }
 
   draw() {
-    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
     const pts = this.points;
+    // The times (the server's clock, ms) of the oldest and the newest point kept.
+    const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+      "data-since": pts.length ? pts[0][0] : "", "data-until": pts.length ? pts[pts.length - 1][0] : "" });
     let max = 0;
     for (const p of pts) for (let i = 1; i < p.length; i++) if (p[i] !== null && p[i] > max) max = p[i];
     max = max > 0 ? max * 1.1 : 1;

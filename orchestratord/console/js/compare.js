@@ -15,6 +15,20 @@ export function init() {
 
 export function show() { renderChoices(); loadHistory(); }
 
+// Forget the run shown, the form, the choices and the history (ORCH-228).
+export function reset() {
+  current?.abort.abort();
+  current = null;
+  $("compare-form").reset();
+  $("compare-form").querySelector("button[type=submit]").disabled = false;
+  $("cmp-model").replaceChildren();
+  $("cmp-targets").replaceChildren();
+  $("cmp-error").textContent = "";
+  $("cmp-lanes").replaceChildren();
+  delete $("cmp-lanes").dataset.run;
+  $("cmp-rows").replaceChildren();
+}
+
 function renderChoices() {
   const snap = latest();
   const workers = snap ? snap.workers : [];
@@ -88,6 +102,8 @@ async function follow(taskId, view, t0, signal) {
     if (first !== null && tokens > 1) view.figs.tps.textContent = fmt(((tokens - 1) * 1000) / Math.max(1, now - first), 1);
   };
   timer = setInterval(tick, 200);
+  // An ended identity leaves sse() unsettled (api.js): the timer must not outlive the run.
+  signal.addEventListener("abort", () => clearInterval(timer));
   try {
     await sse(`/v2/tasks/${encodeURIComponent(taskId)}/events`, (name, data) => {
       if (name === "started") view.setStatus("running");

@@ -18,6 +18,15 @@ function visible() { return !$("page-fleet").hidden; }
 
 export function latest() { return last; }
 
+// Forget the snapshot, the charts' history and the event log (ORCH-228).
+export function reset() {
+  last = null;
+  recent.length = 0;
+  ttftChart.clear();
+  tpsChart.clear();
+  for (const id of ["fleet-cards", "pools", "fleet-log"]) $(id).replaceChildren();
+}
+
 export function onMetrics(snap) {
   last = snap;
   ttftChart.push(snap.now_ms, [snap.ttft_ms?.p50 ?? null, snap.ttft_ms?.p90 ?? null]);

@@ -16,6 +16,26 @@ export function init() {
 
 export function onHello() { refresh(); }
 
+// Forget the list, the filters and the task shown (ORCH-228).
+export function reset() {
+  leaveTask();
+  known.clear();
+  listNote = "";
+  $("task-filters").reset();
+  $("task-rows").replaceChildren();
+  $("tasks-note").textContent = "";
+  clearTask();
+}
+
+function clearTask() {
+  $("task-cards").replaceChildren();
+  $("task-text").textContent = "";
+  delete $("task-text").dataset.done;
+  $("task-state").textContent = "";
+  $("replay").hidden = true;
+  $("replay").disabled = false;
+}
+
 function filters() {
   const f = new FormData($("task-filters"));
   return { status: f.get("status") || "", model: (f.get("model") || "").trim(), tenant: (f.get("tenant") || "").trim() };
@@ -92,9 +112,7 @@ export async function showTask(id) {
   const abort = new AbortController();
   const w = { id, abort, events: [], replaying: false };
   watching = w;
-  $("task-text").textContent = "";
-  delete $("task-text").dataset.done; // the flag belongs to the task shown before
-  $("replay").hidden = true;
+  clearTask(); // the cards, text and done flag belong to the task shown before
   $("task-state").textContent = "loading…";
   try {
     const rec = await api(`/v2/tasks/${encodeURIComponent(id)}`, { signal: abort.signal });
