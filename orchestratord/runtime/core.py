@@ -48,7 +48,6 @@ class ActiveTask:
     prompt_tokens: int | None = None
     first_token: float | None = None
     job_id: str | None = None
-    worker_url: str | None = None
     runner: asyncio.Task[None] | None = None
     cancelling: bool = False
     grace: asyncio.TimerHandle | None = None
@@ -121,8 +120,22 @@ class Core:
         task.add_done_callback(self._background.discard)
 
     def cancel_soon(self, task_id: str) -> None:
-        """Cancel a task in the background (a reader left); set by the service."""
-        raise NotImplementedError
+        """Cancel the task if it is open (its reader left, its client asked); see `cancel_task`."""
+        active = self.tasks.get(task_id)
+        if active is not None:
+            self.cancel_task(active)
+
+    def cancel_task(self, active: ActiveTask) -> None:
+        """The one cancel path (ORCH-015): a queued task leaves the queue; a running one's
+        runner is cancelled, which closes its worker connection, and the worker takes that as
+        the job's cancel (WRK-053). The task ends `cancelled` here and now; the runner, when
+        it unwinds, finds it ended and releases its reservation."""
+        if active.log.closed:
+            return
+        active.cancelling = True
+        if active.runner is not None:
+            active.runner.cancel()
+        self.finish_cancelled(active)
 
     # --- outcomes -----------------------------------------------------------------------------
 

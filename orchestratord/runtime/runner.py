@@ -85,7 +85,7 @@ async def run_task(service: Core, active: ActiveTask, reservation: Reservation) 
             )
             outcome = "done"
         finally:
-            active.job_id = active.worker_url = None
+            active.job_id = None
     service.wake(active.req.model)
     if outcome == "done" or active.log.closed:
         return
@@ -114,7 +114,6 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
         rec.started_ms = now
         service.metrics.queue_time.observe(max(0.0, time.perf_counter() - active.submitted))
     active.job_id = f"{rec.id}.{rec.attempts}"
-    active.worker_url = worker.url
     service.save(rec)
     if active.req.embed_input is not None:
         return await _embed(service, active, worker)

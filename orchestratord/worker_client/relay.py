@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from orchestratord.worker_client.http1 import (
     BadUrl,
     ConnectionPool,
@@ -202,20 +200,3 @@ async def _post(
         raise WorkerLost(f"{type(e).__name__}: {e}") from e
     except BadUrl as e:
         raise WorkerLost(f"its URL is unusable: {e}") from e
-
-
-async def cancel_job(
-    client: httpx.AsyncClient, url: str, token: str | None, job_id: str, wait_s: float = 2.0
-) -> bool:
-    """Best-effort POST /cancel; True when the worker says it cancelled the running job (its
-    stream then ends with `end{CANCELLED}`), False when it did not know the job or failed."""
-    try:
-        r = await client.post(
-            url.rstrip("/") + "/cancel",
-            json={"job_id": job_id},
-            headers=auth_headers(token),
-            timeout=wait_s,
-        )
-        return r.status_code < 300 and r.json().get("state") == "cancelled"
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return False
