@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from orchestratord.runtime.tasklog import TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from orchestratord.worker_client.http1 import ConnectionPool
+from shared.wire import EndData, ErrorData, JobEndData
 
 log = logging.getLogger("llorch.orchestratord")
 
@@ -141,35 +142,27 @@ class Core:
 
     def fail(self, active: ActiveTask, code: str, message: str, *, retriable: bool) -> None:
         self.queue.remove(active.record.id)
-        self._close(
-            active,
-            "failed",
-            code,
-            "error",
-            {"code": code, "message": message, "retriable": retriable},
-            error_message=message,
-        )
+        error: ErrorData = {"code": code, "message": message, "retriable": retriable}
+        self._close(active, "failed", code, "error", error, error_message=message)
 
     def finish_cancelled(self, active: ActiveTask) -> None:
         self.queue.remove(active.record.id)
         active.record.stop_reason = "CANCELLED"
-        self._close(
-            active,
-            "cancelled",
-            "CANCELLED",
-            "end",
-            {
-                "tokens_out": active.tokens,
-                "ttft_ms": self.ttft_ms(active),
-                "decode_time_ms": 0.0,
-                "stop_reason": "CANCELLED",
-            },
-        )
+        end: EndData = {
+            "tokens_out": active.tokens,
+            "ttft_ms": self.ttft_ms(active),
+            "decode_time_ms": 0.0,
+            "stop_reason": "CANCELLED",
+        }
+        self._close(active, "cancelled", "CANCELLED", "end", end)
 
-    def finish_end(self, active: ActiveTask, data: dict[str, Any]) -> None:
-        stop = str(data.get("stop_reason", "EOS"))
+    def finish_end(
+        self, active: ActiveTask, data: JobEndData, embeddings: list[list[float]] | None = None
+    ) -> None:
+        """End the task with the worker's `end` (for an embeddings task, its vectors)."""
+        stop = data.get("stop_reason", "EOS")
         tokens = int(data.get("tokens_out", active.tokens))
-        end = {
+        end: EndData = {
             "tokens_out": tokens,
             "ttft_ms": self.ttft_ms(active),
             "decode_time_ms": data.get("decode_time_ms"),
@@ -180,8 +173,8 @@ class Core:
         cached = data.get("prompt_tokens_cached")
         if isinstance(cached, int):  # prompt tokens the worker took from its prefix cache (WRK-100)
             end["prompt_tokens_cached"] = cached
-        if "embeddings" in data:  # an embeddings task's vectors (ORCH-230)
-            end["embeddings"] = data["embeddings"]
+        if embeddings is not None:  # an embeddings task's vectors (ORCH-230)
+            end["embeddings"] = embeddings
         if active.log.closed:
             return
         active.record.stop_reason = stop
@@ -201,7 +194,7 @@ class Core:
         status: TaskStatus,
         code: str,
         event: str,
-        data: dict[str, Any],
+        data: Mapping[str, object],
         error_message: str | None = None,
     ) -> None:
         if active.log.closed:

@@ -38,7 +38,7 @@ from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull
 from shared.sse import KEEPALIVE_S as KEEPALIVE_S  # the interval of its task streams
-from shared.wire import WorkerStatus
+from shared.wire import QueuedData, WorkerStatus
 
 __all__ = ["TaskEvent", "TaskRecord", "TaskRequest", "TaskService", "parse_task_request"]
 log = logging.getLogger("llorch.orchestratord")
@@ -159,7 +159,8 @@ class TaskService(Core):
         )
         active = ActiveTask(req, record, TaskLog(), entry, time.perf_counter())
         self.tasks[task_id] = active
-        active.log.append("queued", {"queue_position": self.queue.position(task_id)})
+        queued: QueuedData = {"queue_position": self.queue.position(task_id)}
+        active.log.append("queued", queued)
         for d in dropped:
             self.fail(
                 self.tasks[d.task_id],
