@@ -3,7 +3,7 @@
 Layers (imports only point down; tests/orchestratord/test_layout.py checks it):
     http/           routes: parse, authorise, call the service, render
     runtime/        async adapters: the service (client API), dispatch loop, runners, readers
-    worker_client/  the HTTP client side of the worker protocol (relay, cancel)
+    worker_client/  the HTTP client side of the worker protocol (relay, embeddings)
     store/          the database (SQLAlchemy) and its batch writer
     policy/         the Starlark policy engine
     domain/         the pure core: tasks, queue, registry, scheduling, reservations

@@ -12,6 +12,9 @@ from typing import Final, Literal, NotRequired, TypedDict
 Priority = Literal["interactive", "batch"]
 PRIORITIES: Final[tuple[Priority, ...]] = ("interactive", "batch")
 
+Backend = Literal["cpu", "cuda", "metal"]
+Pooling = Literal["mean", "cls", "last"]  # how a worker's model pools embeddings (WRK-111)
+
 # What a worker reports about itself (GET /health, heartbeats).
 WorkerStatus = Literal["loading", "ready", "draining", "failed"]
 WORKER_STATUSES: Final[frozenset[str]] = frozenset({"loading", "ready", "draining", "failed"})
@@ -38,7 +41,9 @@ EventName = Literal["queued", "started", "token", "end", "error"]
 EVENT_NAMES: Final[tuple[EventName, ...]] = ("queued", "started", "token", "end", "error")
 TERMINAL_EVENTS: Final[frozenset[str]] = frozenset({"end", "error"})
 
-StopReason = Literal["EOS", "MAX_TOKENS", "STOP", "CANCELLED"]
+# Why a job, and so a task, ended: an `end` event's `stop_reason` (WRK-023, ORCH-022).
+StopReason = Literal["MAX_TOKENS", "EOS", "STOP_SEQUENCE", "CANCELLED"]
+STOP_REASONS: Final[tuple[StopReason, ...]] = ("MAX_TOKENS", "EOS", "STOP_SEQUENCE", "CANCELLED")
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TASK_STATUSES: Final[tuple[TaskStatus, ...]] = (
     "queued",
@@ -48,36 +53,67 @@ TASK_STATUSES: Final[tuple[TaskStatus, ...]] = (
     "cancelled",
 )
 
+# --- a job stream: worker -> orchestratord (POST /execute, WRK-023; specs/openapi/worker.yaml)
+
+
+class JobStartedData(TypedDict):
+    job_id: str
+    model: str
+    prompt_tokens: int
+
+
+class TokenData(TypedDict):
+    """A `token` event, in both streams (orchestratord passes the worker's bytes through)."""
+
+    t: str
+    i: int
+
+
+class JobEndData(TypedDict):
+    tokens_out: int
+    prompt_tokens: int
+    prompt_tokens_cached: int  # WRK-100
+    ttft_ms: float | None
+    decode_time_ms: float
+    stop_reason: StopReason
+
+
+class JobErrorData(TypedDict):
+    code: str
+    message: str
+    retriable: NotRequired[bool]  # WRK-005: set on WORKER_RESET (the worker is stopping)
+
+
+# --- a task stream: orchestratord -> client (ORCH-020; specs/openapi/orchestrator.yaml) ------
+
 
 class QueuedData(TypedDict):
     queue_position: int | None
 
 
 class StartedData(TypedDict):
-    worker_id: NotRequired[str]  # orchestratord's stream
-    job_id: NotRequired[str]  # the worker's stream
-    model: NotRequired[str]
-    queue_ms: NotRequired[int]
-    prompt_tokens: NotRequired[int]
-
-
-class TokenData(TypedDict):
-    t: str
-    i: int
+    worker_id: str
+    queue_ms: int
+    prompt_tokens: NotRequired[int]  # as the worker counted it; absent for embeddings
 
 
 class EndData(TypedDict):
     tokens_out: int
     ttft_ms: float | None
     decode_time_ms: float | None
-    stop_reason: str
+    stop_reason: StopReason
     prompt_tokens: NotRequired[int]
+    prompt_tokens_cached: NotRequired[int]  # WRK-100
+    embeddings: NotRequired[list[list[float]]]  # an embeddings task's vectors (ORCH-230)
 
 
 class ErrorData(TypedDict):
     code: str
     message: str
-    retriable: NotRequired[bool]
+    retriable: bool
+
+
+# --- the registry: worker -> orchestratord, and the worker's own endpoints -----------------
 
 
 class RegisterBody(TypedDict):
@@ -92,26 +128,52 @@ class RegisterBody(TypedDict):
     n_ctx: NotRequired[int]
 
 
-class HeartbeatBody(TypedDict):
-    """POST /v2/workers/{id}/heartbeat (worker -> orchestratord)."""
+class PrefixCacheStats(TypedDict):
+    """A worker's prefix-cache use since start (WRK-103)."""
 
-    state: WorkerStatus
-    slots_total: int
-    slots_busy: int
-    prefix_cache: NotRequired[dict[str, int]]  # WRK-103
-    embeddings: NotRequired[EmbeddingsStatus]  # WRK-111: orchestratord routes embeddings by it
+    lookups: int
+    hits: int
+    tokens_reused: int
+    prompt_tokens: int
+    cached_tokens: int
 
 
 class EmbeddingsStatus(TypedDict):
     """Whether a worker's model can embed (`GET /health` and heartbeats, WRK-111)."""
 
     available: bool
-    pooling: str | None
-    reason: str | None
+    pooling: Pooling | None  # None: the model cannot embed
+    reason: str  # why, either way
+
+
+class HeartbeatBody(TypedDict):
+    """POST /v2/workers/{id}/heartbeat (worker -> orchestratord); orchestratord takes a
+    missing `state` as ready and a missing `slots_busy` as 0."""
+
+    slots_total: int
+    state: NotRequired[WorkerStatus]
+    slots_busy: NotRequired[int]
+    prefix_cache: NotRequired[PrefixCacheStats]  # WRK-103
+    embeddings: NotRequired[EmbeddingsStatus]  # WRK-111: orchestratord routes embeddings by it
+
+
+class Health(TypedDict):
+    """A worker's GET /health (WRK-060); heartbeats carry part of it."""
+
+    status: WorkerStatus
+    model: str
+    backend: Backend
+    slots_total: int
+    slots_busy: int
+    queued: int
+    n_ctx: int
+    worker_id: str
+    prefix_cache: PrefixCacheStats
+    embeddings: EmbeddingsStatus
 
 
 class CancelReply(TypedDict):
-    """The worker's POST /cancel answer."""
+    """The worker's POST /cancel answer (WRK-050)."""
 
     job_id: str
     state: Literal["cancelled", "unknown"]

@@ -23,6 +23,7 @@ from shared.limits import BodyLimit
 from shared.params import read_json
 from shared.problem import InvalidParams, install_problem_handlers
 from shared.sse import KEEPALIVE_S, EventStream
+from shared.wire import CancelReply
 from worker.embed_api import embeddings
 from worker.engine import InferenceEngine
 from worker.params import parse_execute
@@ -78,12 +79,13 @@ async def cancel(request: Request) -> Response:
             "job_id is required", errors=[{"field": "job_id", "message": "must be a string"}]
         )
     job = state.jobs.get(job_id)
+    reply: CancelReply
     if job is None:
-        return JSONResponse({"job_id": job_id, "state": "unknown", "tokens_emitted": 0}, 202)
-    job.cancel()  # on the event loop: no token event is written after this line
-    return JSONResponse(
-        {"job_id": job_id, "state": "cancelled", "tokens_emitted": job.emitted}, 202
-    )
+        reply = {"job_id": job_id, "state": "unknown", "tokens_emitted": 0}
+    else:
+        job.cancel()  # on the event loop: no token event is written after this line
+        reply = {"job_id": job_id, "state": "cancelled", "tokens_emitted": job.emitted}
+    return JSONResponse(reply, 202)
 
 
 async def health(request: Request) -> Response:

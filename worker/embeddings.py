@@ -16,9 +16,10 @@ from typing import Any
 
 import llama_cpp as lc
 
+from shared.wire import Pooling
 from worker.types import EngineError
 
-_POOLING = {
+_POOLING: dict[int, Pooling] = {
     lc.LLAMA_POOLING_TYPE_MEAN: "mean",
     lc.LLAMA_POOLING_TYPE_CLS: "cls",
     lc.LLAMA_POOLING_TYPE_LAST: "last",
@@ -28,7 +29,7 @@ MAX_EMBED_TOKENS = 2048  # one input is one ubatch (pooling needs it whole): thi
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingSupport:
-    pooling: str | None  # "mean" | "cls" | "last"; None: the model cannot embed
+    pooling: Pooling | None  # None: the model cannot embed
     reason: str  # why (shown in /health and in the 400)
 
     @property

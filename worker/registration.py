@@ -19,17 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
-from shared.wire import RegisterBody
+from shared.wire import Health, HeartbeatBody, RegisterBody
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("llorch.worker.registration")
-Snapshot = Callable[[], Mapping[str, Any]]
+Snapshot = Callable[[], Health]
 
 
 @dataclass(frozen=True)
@@ -150,17 +149,17 @@ async def _register(http: httpx.AsyncClient, reg: Registration) -> None:
         )
 
 
-async def _heartbeat(http: httpx.AsyncClient, reg: Registration, health: Mapping[str, Any]) -> bool:
+async def _heartbeat(http: httpx.AsyncClient, reg: Registration, health: Health) -> bool:
     """Send one heartbeat; False when orchestratord answers 404 (unknown worker)."""
-    body = {
-        "state": health.get("status", "ready"),
-        "slots_total": int(health.get("slots_total", reg.slots_total)),
-        "slots_busy": int(health.get("slots_busy", 0)),
+    body: HeartbeatBody = {
+        "state": health["status"],
+        "slots_total": health["slots_total"],
+        "slots_busy": health["slots_busy"],
+        # WRK-103: orchestratord may prefer the worker holding a prefix.
+        "prefix_cache": health["prefix_cache"],
+        # WRK-111: orchestratord sends embeddings only where they work.
+        "embeddings": health["embeddings"],
     }
-    if "prefix_cache" in health:  # WRK-103: orchestratord may prefer the worker holding a prefix
-        body["prefix_cache"] = health["prefix_cache"]
-    if "embeddings" in health:  # WRK-111: orchestratord sends embeddings only where they work
-        body["embeddings"] = health["embeddings"]
     r = await http.post(
         f"{reg.orchestrator_url}/v2/workers/{reg.worker_id}/heartbeat",
         json=body,

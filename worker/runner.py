@@ -9,12 +9,22 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from shared.logs import FIELDS
 from shared.problem import ContextLengthExceeded, Draining, InvalidParams, ModelUnavailable
 from shared.sse import Last, encode_event, encode_tokens
-from shared.wire import TERMINAL_EVENTS
+from shared.wire import (
+    TERMINAL_EVENTS,
+    EmbeddingsStatus,
+    EventName,
+    Health,
+    JobEndData,
+    JobErrorData,
+    JobStartedData,
+    PrefixCacheStats,
+    StopReason,
+    WorkerStatus,
+)
 from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
 from worker.jobs import Job, JobTable, TokenChannel
 from worker.metrics import WorkerMetrics
@@ -22,7 +32,6 @@ from worker.params import ExecuteRequest
 from worker.settings import WorkerSettings
 from worker.slots import SlotPool, Ticket
 
-Status = Literal["loading", "ready", "draining", "failed"]
 STARTED_WITHIN_S = 0.05
 log = logging.getLogger("llorch.worker")
 
@@ -44,7 +53,7 @@ class WorkerState:
     metrics: WorkerMetrics
     jobs: JobTable = field(default_factory=JobTable)
     engine: InferenceEngine | None = None
-    status: Status = "loading"
+    status: WorkerStatus = "loading"
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -62,7 +71,7 @@ class WorkerState:
         state.idle.set()
         return state
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         s = self.settings
         return {
             "status": self.status,
@@ -80,7 +89,7 @@ class WorkerState:
     def cached_tokens(self) -> int:
         return self.engine.cached_tokens() if self.engine is not None else 0
 
-    def cache_view(self) -> dict[str, int]:
+    def cache_view(self) -> PrefixCacheStats:
         """Prefix-cache use since start (WRK-103)."""
         if self.engine is None:
             return {
@@ -99,7 +108,7 @@ class WorkerState:
             "cached_tokens": self.engine.cached_tokens(),
         }
 
-    def embeddings_view(self) -> dict[str, Any]:
+    def embeddings_view(self) -> EmbeddingsStatus:
         """Whether this model embeds, and how (WRK-111)."""
         if self.engine is None:
             return {"available": False, "pooling": None, "reason": f"the model is {self.status}"}
@@ -189,7 +198,7 @@ async def stream_job(
     seq = 0
     future: asyncio.Future[Outcome] | None = None
 
-    def event(name: str, data: dict[str, Any]) -> bytes:
+    def event(name: EventName, data: JobStartedData | JobEndData | JobErrorData) -> bytes:
         nonlocal seq
         seq += 1
         frame = encode_event(name, data, seq - 1)
@@ -200,7 +209,8 @@ async def stream_job(
         in a retriable error, which an orchestrator retries elsewhere or fails (WRK-005)."""
         state.metrics.jobs.labels("WORKER_RESET").inc()
         message = "the worker is shutting down"
-        return event("error", {"code": "WORKER_RESET", "message": message, "retriable": True})
+        error: JobErrorData = {"code": "WORKER_RESET", "message": message, "retriable": True}
+        return event("error", error)
 
     def on_done(_: object) -> None:
         ticket.release()
@@ -234,10 +244,12 @@ async def stream_job(
         submitted.add_done_callback(close_channel)
         future = asyncio.wrap_future(submitted, loop=loop)
         future.add_done_callback(on_done)
-        head = event(
-            "started",
-            {"job_id": job.id, "model": state.settings.model_name, "prompt_tokens": len(tokens)},
-        )
+        started: JobStartedData = {
+            "job_id": job.id,
+            "model": state.settings.model_name,
+            "prompt_tokens": len(tokens),
+        }
+        head = event("started", started)
         # `started` travels with the first tokens when they come quickly: a write of its own
         # would compete with the decode loop for the GIL just as the prompt is processed. A
         # long prompt gets it on its own after STARTED_WITHIN_S.
@@ -262,12 +274,13 @@ async def stream_job(
         except Exception as e:  # the engine failed: report it, the slot is already free
             log.exception("job %s failed", job.id)
             state.metrics.jobs.labels("INTERNAL").inc()
-            yield event("error", {"code": "INTERNAL", "message": f"inference failed: {e}"})
+            failed: JobErrorData = {"code": "INTERNAL", "message": f"inference failed: {e}"}
+            yield event("error", failed)
             return
         if job.shutdown:
             yield shutdown_error()
             return
-        reason = "CANCELLED" if job.cancelled else outcome.stop_reason
+        reason: StopReason = "CANCELLED" if job.cancelled else outcome.stop_reason
         state.metrics.jobs.labels(reason).inc()
         state.metrics.tokens.inc(outcome.tokens_out)
         state.metrics.prompt_tokens.inc(len(tokens))
@@ -292,7 +305,7 @@ async def stream_job(
             state.finish(job)
 
 
-def log_job(job_id: str, end: dict[str, Any]) -> None:
+def log_job(job_id: str, end: JobEndData) -> None:
     """One line per finished job: what an operator greps the worker's log for."""
     fields = {
         "job_id": job_id,
@@ -314,10 +327,10 @@ def _end(
     first: float | None,
     last: float | None,
     received_at: float,
-    reason: str,
+    reason: StopReason,
     prompt_tokens: int,
     prompt_tokens_cached: int = 0,
-) -> dict[str, Any]:
+) -> JobEndData:
     return {
         "tokens_out": tokens_out,
         "prompt_tokens": prompt_tokens,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-Backend = Literal["cpu", "cuda", "metal"]
-StopReason = Literal["MAX_TOKENS", "EOS", "STOP_SEQUENCE", "CANCELLED"]
+from shared.wire import Backend as Backend  # the wire's names (shared/wire.py), re-exported
+from shared.wire import StopReason as StopReason
 
 
 class EngineError(Exception):

@@ -118,8 +118,8 @@ async def embeddings(request: Request) -> Response:
     except ApiError as err:
         return error_response(err, path)
     finally:
-        if end is None:  # the client left before the task ended
-            await _cancel(service, record.id)
+        if end is None:  # the client left before the task ended: the one cancel path
+            service.cancel_soon(record.id)
     if end is None:
         return Response(status_code=499)  # nobody reads it
     if end["event"] == "error":
@@ -138,13 +138,6 @@ async def list_models(request: Request) -> Response:
         for name in service.models()
     ]
     return JSONResponse({"object": "list", "data": data})
-
-
-async def _cancel(service: TaskService, task_id: str) -> None:
-    """Cancel a task whose client went away; shielded, since the caller is being cancelled."""
-    # ApiError: the service no longer knows the task, so there is nothing left to stop.
-    with anyio.CancelScope(shield=True), contextlib.suppress(ApiError):
-        await service.cancel(task_id)
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -173,7 +166,7 @@ async def _until_done_or_gone(
             tg.start_soon(watch)
     finally:
         if result is None:  # the client left (or this failed) before the task ended
-            await _cancel(service, task_id)
+            service.cancel_soon(task_id)
     return result if result is not None else Response(status_code=499)  # nobody reads it
 
 
@@ -257,9 +250,9 @@ def _event_stream(
     """The OpenAI SSE stream of one task; when it ends before the task did (the client left),
     the task is cancelled: nobody wants its tokens."""
 
-    async def detach() -> None:
+    def detach() -> None:
         if service.is_open(task_id):
-            await _cancel(service, task_id)
+            service.cancel_soon(task_id)
 
     return EventStream(
         _Chunks(service, task_id, shaper, include_usage).chunks(),

@@ -14,7 +14,7 @@ from orchestratord.domain.registry import REPORTED_STATES, Worker
 from orchestratord.runtime.service import TaskService
 from shared.params import FieldReader, read_json
 from shared.problem import NotFound
-from shared.wire import WorkerStatus
+from shared.wire import EmbeddingsStatus, HeartbeatBody, RegisterBody, WorkerStatus
 
 
 def _url_problem(url: str) -> str | None:
@@ -45,18 +45,27 @@ async def register(request: Request) -> Response:
     problem = _url_problem(url) if url else None
     if problem:
         f.fail("url", problem)
-    worker = Worker(
-        id=f.string("worker_id", max_len=128, required=True) or "",
-        url=url.rstrip("/"),
-        model=f.string("model", max_len=256, required=True) or "",
-        backend=f.string("backend", "cpu", max_len=32) or "cpu",
-        pool=f.string("pool", "default", max_len=128) or "default",
-        slots_total=f.integer("slots_total", None, 1, MAX_SLOTS) or 1,
-        n_ctx=f.integer("n_ctx", 0, 0, MAX_N_CTX) or 0,
-    )
+    body: RegisterBody = {  # the wire's names: mypy checks them against shared/wire.py
+        "worker_id": f.string("worker_id", max_len=128, required=True) or "",
+        "url": url.rstrip("/"),
+        "model": f.string("model", max_len=256, required=True) or "",
+        "backend": f.string("backend", "cpu", max_len=32) or "cpu",
+        "pool": f.string("pool", "default", max_len=128) or "default",
+        "slots_total": f.integer("slots_total", None, 1, MAX_SLOTS) or 1,
+        "n_ctx": f.integer("n_ctx", 0, 0, MAX_N_CTX) or 0,
+    }
     if "slots_total" not in f.body:
         f.fail("slots_total", "is required")
     f.raise_if_failed()
+    worker = Worker(
+        id=body["worker_id"],
+        url=body["url"],
+        model=body["model"],
+        backend=body.get("backend", "cpu"),
+        pool=body.get("pool", "default"),
+        slots_total=body["slots_total"],
+        n_ctx=body.get("n_ctx", 0),
+    )
     service: TaskService = request.state.service
     w = service.register_worker(worker)
     return JSONResponse(w.listing(service.clock(), service.registry.stale_ms), status_code=201)
@@ -67,8 +76,11 @@ async def heartbeat(request: Request) -> Response:
     state = f.string("state", "ready", max_len=32) or "ready"
     if state not in REPORTED_STATES:
         f.fail("state", f"must be one of {sorted(REPORTED_STATES)}")
-    slots_total = f.integer("slots_total", None, 1, MAX_SLOTS) or 1
-    slots_busy = f.integer("slots_busy", 0, 0, MAX_SLOTS) or 0
+    beat: HeartbeatBody = {  # the wire's names: mypy checks them against shared/wire.py
+        "state": cast(WorkerStatus, state),
+        "slots_total": f.integer("slots_total", None, 1, MAX_SLOTS) or 1,
+        "slots_busy": f.integer("slots_busy", 0, 0, MAX_SLOTS) or 0,
+    }
     if "slots_total" not in f.body:
         f.fail("slots_total", "is required")
     embeddings = _embeddings_available(f)
@@ -76,7 +88,11 @@ async def heartbeat(request: Request) -> Response:
     service: TaskService = request.state.service
     worker_id = request.path_params["worker_id"]
     if not service.heartbeat(
-        worker_id, cast(WorkerStatus, state), slots_total, slots_busy, embeddings
+        worker_id,
+        beat.get("state", "ready"),
+        beat["slots_total"],
+        beat.get("slots_busy", 0),
+        embeddings,
     ):
         raise NotFound(f"worker {worker_id} is not registered; register again")
     return JSONResponse({"ok": True})
@@ -84,7 +100,7 @@ async def heartbeat(request: Request) -> Response:
 
 def _embeddings_available(f: FieldReader) -> bool | None:
     """`embeddings.available` of a heartbeat (WRK-111), None when it does not say."""
-    section = f.body.get("embeddings")
+    section: EmbeddingsStatus | None = f.body.get("embeddings")
     if section is None:
         return None
     available = section.get("available") if isinstance(section, dict) else None

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from orchestratord.runtime.tasklog import TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from orchestratord.worker_client.http1 import ConnectionPool
+from shared.wire import EndData, ErrorData, JobEndData
 
 log = logging.getLogger("llorch.orchestratord")
 
@@ -48,7 +49,6 @@ class ActiveTask:
     prompt_tokens: int | None = None
     first_token: float | None = None
     job_id: str | None = None
-    worker_url: str | None = None
     runner: asyncio.Task[None] | None = None
     cancelling: bool = False
     grace: asyncio.TimerHandle | None = None
@@ -121,42 +121,48 @@ class Core:
         task.add_done_callback(self._background.discard)
 
     def cancel_soon(self, task_id: str) -> None:
-        """Cancel a task in the background (a reader left); set by the service."""
-        raise NotImplementedError
+        """Cancel the task if it is open (its reader left, its client asked); see `cancel_task`."""
+        active = self.tasks.get(task_id)
+        if active is not None:
+            self.cancel_task(active)
+
+    def cancel_task(self, active: ActiveTask) -> None:
+        """The one cancel path (ORCH-015): a queued task leaves the queue; a running one's
+        runner is cancelled, which closes its worker connection, and the worker takes that as
+        the job's cancel (WRK-053). The task ends `cancelled` here and now; the runner, when
+        it unwinds, finds it ended and releases its reservation."""
+        if active.log.closed:
+            return
+        active.cancelling = True
+        if active.runner is not None:
+            active.runner.cancel()
+        self.finish_cancelled(active)
 
     # --- outcomes -----------------------------------------------------------------------------
 
     def fail(self, active: ActiveTask, code: str, message: str, *, retriable: bool) -> None:
         self.queue.remove(active.record.id)
-        self._close(
-            active,
-            "failed",
-            code,
-            "error",
-            {"code": code, "message": message, "retriable": retriable},
-            error_message=message,
-        )
+        error: ErrorData = {"code": code, "message": message, "retriable": retriable}
+        self._close(active, "failed", code, "error", error, error_message=message)
 
     def finish_cancelled(self, active: ActiveTask) -> None:
         self.queue.remove(active.record.id)
         active.record.stop_reason = "CANCELLED"
-        self._close(
-            active,
-            "cancelled",
-            "CANCELLED",
-            "end",
-            {
-                "tokens_out": active.tokens,
-                "ttft_ms": self.ttft_ms(active),
-                "decode_time_ms": 0.0,
-                "stop_reason": "CANCELLED",
-            },
-        )
+        end: EndData = {
+            "tokens_out": active.tokens,
+            "ttft_ms": self.ttft_ms(active),
+            "decode_time_ms": 0.0,
+            "stop_reason": "CANCELLED",
+        }
+        self._close(active, "cancelled", "CANCELLED", "end", end)
 
-    def finish_end(self, active: ActiveTask, data: dict[str, Any]) -> None:
-        stop = str(data.get("stop_reason", "EOS"))
+    def finish_end(
+        self, active: ActiveTask, data: JobEndData, embeddings: list[list[float]] | None = None
+    ) -> None:
+        """End the task with the worker's `end` (for an embeddings task, its vectors)."""
+        stop = data.get("stop_reason", "EOS")
         tokens = int(data.get("tokens_out", active.tokens))
-        end = {
+        end: EndData = {
             "tokens_out": tokens,
             "ttft_ms": self.ttft_ms(active),
             "decode_time_ms": data.get("decode_time_ms"),
@@ -167,8 +173,8 @@ class Core:
         cached = data.get("prompt_tokens_cached")
         if isinstance(cached, int):  # prompt tokens the worker took from its prefix cache (WRK-100)
             end["prompt_tokens_cached"] = cached
-        if "embeddings" in data:  # an embeddings task's vectors (ORCH-230)
-            end["embeddings"] = data["embeddings"]
+        if embeddings is not None:  # an embeddings task's vectors (ORCH-230)
+            end["embeddings"] = embeddings
         if active.log.closed:
             return
         active.record.stop_reason = stop
@@ -188,7 +194,7 @@ class Core:
         status: TaskStatus,
         code: str,
         event: str,
-        data: dict[str, Any],
+        data: Mapping[str, object],
         error_message: str | None = None,
     ) -> None:
         if active.log.closed:

@@ -27,6 +27,7 @@ from orchestratord.worker_client.relay import (
     embed,
     execute,
 )
+from shared.wire import JobEndData, JobErrorData, JobStartedData, StartedData
 
 log = logging.getLogger("llorch.orchestratord.runtime.runner")
 Outcome = Literal["done", "retry"]
@@ -85,7 +86,7 @@ async def run_task(service: Core, active: ActiveTask, reservation: Reservation) 
             )
             outcome = "done"
         finally:
-            active.job_id = active.worker_url = None
+            active.job_id = None
     service.wake(active.req.model)
     if outcome == "done" or active.log.closed:
         return
@@ -114,7 +115,6 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
         rec.started_ms = now
         service.metrics.queue_time.observe(max(0.0, time.perf_counter() - active.submitted))
     active.job_id = f"{rec.id}.{rec.attempts}"
-    active.worker_url = worker.url
     service.save(rec)
     if active.req.embed_input is not None:
         return await _embed(service, active, worker)
@@ -132,18 +132,20 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
             worker.tokens_relayed += 1
             tlog.append("token", raw=raw)
         elif name == "started":
-            prompt_tokens = json.loads(raw).get("prompt_tokens")
+            job: JobStartedData = json.loads(raw)
+            prompt_tokens = job.get("prompt_tokens")
             if isinstance(prompt_tokens, int):
                 active.prompt_tokens = rec.prompt_tokens = prompt_tokens
-            started = {"worker_id": worker.id, "queue_ms": now - rec.created_ms}
+            started: StartedData = {"worker_id": worker.id, "queue_ms": now - rec.created_ms}
             if active.prompt_tokens is not None:
                 started["prompt_tokens"] = active.prompt_tokens
             tlog.append("started", started)
         elif name == "end":
-            _end(service, active, worker, json.loads(raw))
+            end: JobEndData = json.loads(raw)
+            _end(service, active, worker, end)
             outcome.append("done")
         elif name == "error":
-            data = json.loads(raw)
+            data: JobErrorData = json.loads(raw)
             code = str(data.get("code") or "INTERNAL")
             if active.tokens == 0 and code in RETRY_CODES and not active.cancelling:
                 outcome.append("retry")
@@ -179,7 +181,7 @@ async def _embed(service: Core, active: ActiveTask, worker: Worker) -> Outcome:
     """An embeddings task: one POST /embeddings, its vectors in the task's `end` event
     (ORCH-230). Refusals and lost workers take the same paths as a generation's."""
     rec = active.record
-    started = {"worker_id": worker.id, "queue_ms": service.clock() - rec.created_ms}
+    started: StartedData = {"worker_id": worker.id, "queue_ms": service.clock() - rec.created_ms}
     active.log.append("started", started)
     settings = service.settings
     try:
@@ -202,7 +204,15 @@ async def _embed(service: Core, active: ActiveTask, worker: Worker) -> Outcome:
         service.fail(active, "INTERNAL", str(e), retriable=False)
         return "done"
     active.prompt_tokens = rec.prompt_tokens = prompt_tokens
-    service.finish_end(active, {"tokens_out": 0, "stop_reason": "EOS", "embeddings": vectors})
+    end: JobEndData = {
+        "tokens_out": 0,
+        "prompt_tokens": prompt_tokens,
+        "prompt_tokens_cached": 0,
+        "ttft_ms": None,
+        "decode_time_ms": 0.0,
+        "stop_reason": "EOS",
+    }
+    service.finish_end(active, end, vectors)
     return "done"
 
 
@@ -225,8 +235,8 @@ def _lost(service: Core, active: ActiveTask, worker: Worker, e: Exception) -> Ou
     return "done"
 
 
-def _end(service: Core, active: ActiveTask, worker: Worker, data: dict[str, object]) -> None:
-    service.finish_end(active, dict(data))
+def _end(service: Core, active: ActiveTask, worker: Worker, data: JobEndData) -> None:
+    service.finish_end(active, data)
     # Its prefix cache now holds this conversation: the policy may send the next turn here.
     service.registry.served(worker.id, active.req.session_id, active.req.prefix_hash)
     tokens = active.record.tokens_out

@@ -37,14 +37,12 @@ from orchestratord.runtime.follow import flatten, follow
 from orchestratord.runtime.tasklog import TaskEvent, TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
-from orchestratord.worker_client.relay import cancel_job
 from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull
 from shared.sse import KEEPALIVE_S as KEEPALIVE_S  # the interval of its task streams
-from shared.wire import WorkerStatus
+from shared.wire import QueuedData, WorkerStatus
 
 __all__ = ["TaskEvent", "TaskRecord", "TaskRequest", "TaskService", "parse_task_request"]
 log = logging.getLogger("llorch.orchestratord")
-CANCEL_WAIT_S = 3.0
 
 
 class TaskService(Core):
@@ -97,10 +95,6 @@ class TaskService(Core):
         """Whether the task is in memory and has not ended."""
         active = self.tasks.get(task_id)
         return active is not None and not active.log.closed
-
-    def cancel_soon(self, task_id: str) -> None:
-        if self.is_open(task_id):
-            self.spawn(self.cancel(task_id))
 
     # --- client API -----------------------------------------------------------------------
 
@@ -167,7 +161,8 @@ class TaskService(Core):
         )
         active = ActiveTask(req, record, TaskLog(), entry, time.perf_counter())
         self.tasks[task_id] = active
-        active.log.append("queued", {"queue_position": self.queue.position(task_id)})
+        queued: QueuedData = {"queue_position": self.queue.position(task_id)}
+        active.log.append("queued", queued)
         for d in dropped:
             self.fail(
                 self.tasks[d.task_id],
@@ -206,39 +201,18 @@ class TaskService(Core):
         """Cancel a queued or running task; a finished task is left as it is. NotFound if
         unknown or not the caller's. Returns the record as it is afterwards.
 
-        The stream ends with `end{stop_reason: CANCELLED}`; the worker's slot is freed.
+        The stream ends with `end{stop_reason: CANCELLED}` (Core.cancel_task); this returns
+        once the task's runner unwound: its connection is closed (the worker frees the slot
+        when it sees that) and its reservation released.
         """
         active = self.tasks.get(task_id)
         if active is None or not caller.sees(active.record.tenant):
             return await self.get(task_id, caller)
-        await self._cancel(active)
+        runner = active.runner
+        self.cancel_task(active)
+        if runner is not None:
+            await asyncio.wait([runner])  # never raises: the runner's own end is its business
         return active.record
-
-    async def _cancel(self, active: ActiveTask) -> None:
-        task_id = active.record.id
-        if active.log.closed:
-            return
-        if self.queue.remove(task_id) is not None:
-            self.finish_cancelled(active)
-            return
-        if active.cancelling:
-            return
-        active.cancelling = True
-        acknowledged = False
-        if active.job_id and active.worker_url:
-            acknowledged = await cancel_job(
-                self.client, active.worker_url, self.settings.cluster_token, active.job_id
-            )
-        if acknowledged:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed(active), CANCEL_WAIT_S)
-        if not active.log.closed and active.runner is not None:
-            # Closing the worker connection cancels the job there too.
-            active.runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await active.runner
-        if not active.log.closed:
-            self.finish_cancelled(active)
 
     async def get(self, task_id: str, caller: Caller = ADMIN) -> TaskRecord:
         """The task record; raises NotFound (also for another tenant's task)."""
@@ -338,7 +312,3 @@ class TaskService(Core):
                 "GET /v2/tasks/{id} has its outcome"
             )
         raise NotFound(f"no task {task_id}")
-
-    async def _closed(self, active: ActiveTask) -> None:
-        while not active.log.closed:
-            await active.log.wait(len(active.log.events))

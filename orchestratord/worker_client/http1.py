@@ -15,7 +15,8 @@ its last byte; an exchange that ends any other way (cancelled, refused, cut, tim
 closes its connection, which the worker takes as a cancel. A request that fails on a reused
 connection before any byte of the answer came is sent once more on a new connection: the
 worker closed that connection while it was idle, so it never read the request.
-Everything else (cancel, health) still goes through httpx.
+What a worker's answer can make this client hold is capped (ORCH-054): the head, the number of
+its fields, a chunk-size line and the trailers; chunk data is passed on as it arrives.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 MAX_ERROR_BODY = 1 << 16
+# Caps on what a worker's answer may make this client hold (ORCH-054): a host with the cluster
+# token can register any URL, and what answers there must not exhaust orchestratord's memory.
+MAX_HEAD = 1 << 16  # the status line and header fields, CRLFs included
+MAX_HEADER_FIELDS = 100
+MAX_CHUNK_LINE = 1 << 10  # a chunk-size line (hex size and extensions), and each trailer line
 
 # Called with each piece of the response body as it arrives; True ends the exchange there.
 OnBody = Callable[[bytes], bool]
@@ -47,9 +53,17 @@ class ProtocolError(Exception):
     """The response was not valid HTTP/1.1, or the connection ended mid-message."""
 
 
+class TooLarge(ProtocolError):
+    """A part of the response went past its cap (ORCH-054): the worker misbehaves."""
+
+
 class BadUrl(Exception):
     """The URL names no host and port that a connection can be opened to."""
 
+
+# `_Exchange._chunk_left` when no chunk data is due: a size line next, or the CRLF after data.
+_CHUNK_SIZE_LINE = -1
+_CHUNK_CRLF = -2
 
 Key = tuple[bool, str, int]  # (tls, host, port)
 IDLE_S = 2.0  # under uvicorn's keep-alive (5 s): the worker does not close it first, as a rule
@@ -284,6 +298,7 @@ class _Exchange:
         self._keep_alive = True
         self._error = bytearray()  # a non-200 answer's body
         self._remaining: int | None = None  # body bytes left ("plain" with a Content-Length)
+        self._chunk_left = _CHUNK_SIZE_LINE  # "chunked": data bytes left in the current chunk
         self.answered = False  # a byte of the response came
         self.ended = False  # the response was read to its end...
         self.complete = False  # ...and nothing came after it
@@ -343,8 +358,10 @@ class _Exchange:
         buf = self._buf
         buf += data
         if self._state == "head":
-            end = buf.find(b"\r\n\r\n")
+            end = buf.find(b"\r\n\r\n", 0, MAX_HEAD)
             if end < 0:
+                if len(buf) >= MAX_HEAD:
+                    raise TooLarge(f"response head over {MAX_HEAD} bytes")
                 return
             self._status, fields = _parse_head(bytes(buf[:end]))
             del buf[: end + 4]
@@ -388,29 +405,49 @@ class _Exchange:
             self._finish()
 
     def _dechunk(self) -> None:
-        """Hand over the data of every complete chunk in the buffer, in one call."""
+        """Hand over the chunk data in the buffer, in one call. A chunk's data is passed on as
+        it arrives, not held until the chunk is whole: what the buffer keeps is bounded by
+        MAX_CHUNK_LINE (a size line) or MAX_HEAD (the trailers), whatever size a chunk says."""
         buf = self._buf
         out = bytearray()
         pos = 0
         last = False
-        while True:
-            eol = buf.find(b"\r\n", pos)
+        while pos < len(buf):
+            left = self._chunk_left
+            if left > 0:  # inside a chunk's data
+                take = min(left, len(buf) - pos)
+                out += buf[pos : pos + take]
+                pos += take
+                self._chunk_left = left - take or _CHUNK_CRLF
+                continue
+            if left == _CHUNK_CRLF:  # the CRLF after a chunk's data
+                if len(buf) - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise ProtocolError("chunk data longer than its size")
+                pos += 2
+                self._chunk_left = _CHUNK_SIZE_LINE
+                continue
+            eol = buf.find(b"\r\n", pos, pos + MAX_CHUNK_LINE + 2)
             if eol < 0:
+                if len(buf) - pos > MAX_CHUNK_LINE + 1:  # + 1: a CR whose LF may follow
+                    raise TooLarge(f"chunk-size line over {MAX_CHUNK_LINE} bytes")
                 break
             try:
                 size = int(bytes(buf[pos:eol]).split(b";", 1)[0], 16)
             except ValueError:
                 raise ProtocolError("bad chunk size line") from None
+            if size < 0:
+                raise ProtocolError("bad chunk size line")
             if size == 0:  # the last chunk; the message ends at the empty line after trailers
-                end = buf.find(b"\r\n\r\n", eol)
+                end = buf.find(b"\r\n\r\n", eol, eol + MAX_HEAD)
                 if end >= 0:
                     pos, last = end + 4, True
+                elif len(buf) - eol >= MAX_HEAD:
+                    raise TooLarge(f"trailers over {MAX_HEAD} bytes")
                 break
-            start, stop = eol + 2, eol + 2 + size
-            if len(buf) < stop + 2:
-                break
-            out += buf[start:stop]
-            pos = stop + 2
+            pos = eol + 2
+            self._chunk_left = size
         del buf[:pos]
         self._deliver(bytes(out))
         if last:
@@ -472,6 +509,8 @@ class _Exchange:
 
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
+    if len(lines) > MAX_HEADER_FIELDS + 1:
+        raise TooLarge(f"over {MAX_HEADER_FIELDS} header fields")
     try:
         version, code, *_ = lines[0].split(" ", 2)
         status = int(code)

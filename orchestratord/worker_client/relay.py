@@ -12,18 +12,34 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from orchestratord.worker_client.http1 import (
     BadUrl,
     ConnectionPool,
     HttpStatusError,
     ProtocolError,
+    TooLarge,
     post,
 )
 
 # (event name, raw data) -> True when the stream has given all the caller needs.
 OnEvent = Callable[[str, bytes], bool]
+
+# Caps on what a worker's answer may make orchestratord hold (ORCH-054); past one, the
+# exchange fails as a lost worker's. An SSE event (a started/end, or a batch of tokens) is
+# a few hundred bytes; 1 MiB leaves room for any honest one.
+MAX_SSE_EVENT = 1 << 20
+# An /embeddings reply carries one vector per input: up to EMBED_MAX_DIM floats, each at most
+# EMBED_FLOAT_BYTES of JSON ("-1.2345678901234567e-05," is 24), plus the object around it.
+EMBED_MAX_DIM = 16384
+EMBED_FLOAT_BYTES = 32
+EMBED_ITEM_BYTES = 256
+EMBED_REPLY_BYTES = 1 << 16
+
+
+def embeddings_cap(n_inputs: int) -> int:
+    """The largest /embeddings reply accepted for `n_inputs` inputs (about 16 MiB for 32)."""
+    per_input = EMBED_MAX_DIM * EMBED_FLOAT_BYTES + EMBED_ITEM_BYTES
+    return EMBED_REPLY_BYTES + max(1, n_inputs) * per_input
 
 
 class WorkerRefused(Exception):
@@ -50,13 +66,15 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 class SseSplitter:
     """Split an SSE byte stream, fed in arbitrary pieces, into (event name, data bytes) frames;
-    comments are dropped. CRLF line ends are accepted, also when a piece ends between them."""
+    comments are dropped. CRLF line ends are accepted, also when a piece ends between them.
+    A frame longer than `max_event` bytes (whole or still incomplete) raises TooLarge."""
 
-    __slots__ = ("_buf", "_held")
+    __slots__ = ("_buf", "_held", "max_event")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event: int = MAX_SSE_EVENT) -> None:
         self._buf = b""
         self._held = b""  # a trailing CR whose LF may come in the next piece
+        self.max_event = max_event
 
     def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
         if self._held or b"\r" in chunk:
@@ -72,6 +90,8 @@ class SseSplitter:
             end = buf.find(b"\n\n", start)
             if end < 0:
                 break
+            if end - start > self.max_event:
+                raise TooLarge(f"an SSE event over {self.max_event} bytes")
             frame = buf[start:end]
             start = end + 2
             event = b"message"
@@ -84,6 +104,8 @@ class SseSplitter:
             if data:
                 out.append((event.decode(), b"\n".join(data)))
         self._buf = buf[start:]
+        if len(self._buf) > self.max_event:
+            raise TooLarge(f"an SSE event over {self.max_event} bytes")
         return out
 
 
@@ -133,10 +155,16 @@ async def embed(
     pool: ConnectionPool | None = None,
 ) -> bytes:
     """POST /embeddings on a worker and return its 200 body, with the same errors as `execute`
-    (WorkerRefused for another status, WorkerLost when it cannot be reached or fails)."""
+    (WorkerRefused for another status, WorkerLost when it cannot be reached or fails, or
+    answers more than `embeddings_cap` of the body's inputs)."""
     pieces: list[bytes] = []
+    cap = left = embeddings_cap(len(body.get("input") or ()))
 
     def on_body(piece: bytes) -> bool:
+        nonlocal left
+        left -= len(piece)
+        if left < 0:
+            raise TooLarge(f"an embeddings reply over {cap} bytes")
         pieces.append(piece)
         return False
 
@@ -201,20 +229,3 @@ async def _post(
         raise WorkerLost(f"{type(e).__name__}: {e}") from e
     except BadUrl as e:
         raise WorkerLost(f"its URL is unusable: {e}") from e
-
-
-async def cancel_job(
-    client: httpx.AsyncClient, url: str, token: str | None, job_id: str, wait_s: float = 2.0
-) -> bool:
-    """Best-effort POST /cancel; True when the worker says it cancelled the running job (its
-    stream then ends with `end{CANCELLED}`), False when it did not know the job or failed."""
-    try:
-        r = await client.post(
-            url.rstrip("/") + "/cancel",
-            json={"job_id": job_id},
-            headers=auth_headers(token),
-            timeout=wait_s,
-        )
-        return r.status_code < 300 and r.json().get("state") == "cancelled"
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return False

@@ -111,6 +111,8 @@ def test_twenty_concurrent_tasks_all_finish_on_both_workers(cluster: Cluster) ->
 
 
 def test_cancel_mid_stream_frees_the_worker_slot(cluster: Cluster) -> None:
+    """ORCH-015, WRK-053: the cancel closes the worker connection; the real worker frees the
+    slot, and the stream ends `CANCELLED`."""
     with open_task_stream(cluster.url, LONG) as s:
         task_id = s.task_id
         wid = started_on(s.head)

@@ -202,6 +202,8 @@ LONG = {"ignore_eos": True}
 
 
 def test_closing_a_stream_cancels_its_task(cluster: Cluster, client: openai.OpenAI) -> None:
+    """ORCH-015, WRK-053: a /v1 client that goes away cancels through the one cancel path; the
+    real worker frees the slot."""
     stream = client.chat.completions.create(
         model=MODEL,
         messages=MESSAGES,

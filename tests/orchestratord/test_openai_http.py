@@ -58,7 +58,7 @@ class ScriptedService:
         async for ev in self._events():
             yield [ev]
 
-    async def cancel(self, task_id: str) -> None:
+    def cancel_soon(self, task_id: str) -> None:
         self.cancelled.append(task_id)
 
     def is_open(self, task_id: str) -> bool:

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from orchestratord.worker_client.http1 import TooLarge
 from orchestratord.worker_client.relay import SseSplitter, WorkerLost, execute
 
 
@@ -45,3 +46,16 @@ def test_a_url_with_no_usable_host_or_port_is_a_lost_worker(url: str) -> None:
 
     with pytest.raises(WorkerLost, match="unusable"):
         asyncio.run(run())
+
+
+def test_orch_054_an_event_past_the_cap_whole_or_pending_raises() -> None:
+    """The splitter holds at most `max_event` bytes of one event, whether the event came whole
+    in one piece or is still waiting for its end."""
+    frame = b"event: token\ndata: 12345\n\n"  # 24 bytes before the blank line
+    assert SseSplitter(max_event=24).feed(frame) == [("token", b"12345")]
+    with pytest.raises(TooLarge):
+        SseSplitter(max_event=23).feed(frame)
+    splitter = SseSplitter(max_event=23)
+    splitter.feed(frame[:23])
+    with pytest.raises(TooLarge):
+        splitter.feed(frame[23:24])

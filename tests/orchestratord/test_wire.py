@@ -1,4 +1,4 @@
-"""The relay's HTTP/1.1 client against real sockets serving canned responses."""
+"""The relay's HTTP/1.1 client against real sockets serving canned (or misbehaving) responses."""
 
 from __future__ import annotations
 
@@ -9,10 +9,21 @@ import pytest
 
 from orchestratord.worker_client.http1 import (
     DRAIN_S,
+    MAX_CHUNK_LINE,
+    MAX_HEAD,
+    MAX_HEADER_FIELDS,
     ConnectionPool,
     HttpStatusError,
     ProtocolError,
+    TooLarge,
     post,
+)
+from orchestratord.worker_client.relay import (
+    MAX_SSE_EVENT,
+    WorkerLost,
+    embed,
+    embeddings_cap,
+    execute,
 )
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -350,5 +361,148 @@ def test_orch_051_refusals_cut_streams_and_connection_close_are_never_pooled() -
             await asyncio.sleep(DRAIN_S + 0.3)
             assert pool.idle() == 0
         assert pool.opened == 3
+
+    asyncio.run(scenario())
+
+
+# --- caps on what a worker's answer may make the client hold (ORCH-054) --------------------
+
+
+def misbehaving(head: bytes, piece: bytes, total: int) -> Handler:
+    """Answer with `head`, then `piece` again and again up to about `total` bytes (well past
+    the cap in question), then stay silent until the client closes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        try:
+            writer.write(head)
+            for _ in range(total // len(piece) + 1):
+                writer.write(piece)
+                await writer.drain()
+            await reader.read()
+        except (ConnectionError, OSError):
+            pass  # the client closed the connection, as it should
+
+    return handler
+
+
+OK_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("case", "head", "piece", "cap"),
+    [
+        ("endless head", b"HTTP/1.1 200 OK\r\n", b"X-Pad: " + b"a" * 1000 + b"\r\n", MAX_HEAD),
+        ("many fields", b"HTTP/1.1 200 OK\r\n", b"X: y\r\n", MAX_HEAD),
+        ("endless size line", OK_CHUNKED, b"0" * 4096, MAX_CHUNK_LINE),
+        ("endless trailers", OK_CHUNKED + b"0\r\n", b"X-T: " + b"b" * 1000 + b"\r\n", MAX_HEAD),
+    ],
+)
+def test_orch_054_an_endless_head_or_framing_line_stops_at_its_cap(
+    case: str, head: bytes, piece: bytes, cap: int
+) -> None:
+    """A server that never ends its head, a chunk-size line or its trailers: the client gives
+    up at the cap with TooLarge (a ProtocolError) and closes the connection."""
+
+    async def scenario() -> None:
+        server, url = await serve(misbehaving(head, piece, 4 * cap))
+        async with server:
+            with pytest.raises(TooLarge):
+                await collect(url, read_timeout=2)  # no cap: a timeout, after 4x the cap held
+
+    asyncio.run(scenario())
+
+
+def test_orch_054_too_many_header_fields_is_refused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        fields = b"".join(b"X-%d: y\r\n" % i for i in range(MAX_HEADER_FIELDS + 1))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + fields + b"\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> None:
+        server, url = await serve(handler)
+        async with server:
+            with pytest.raises(TooLarge, match="header fields"):
+                await collect(url)
+
+    asyncio.run(scenario())
+
+
+def test_orch_054_a_huge_chunk_streams_through_without_being_held_whole() -> None:
+    """A chunk that says it is 1 TiB is passed on as its bytes come, never held whole: what
+    the caller gets bounds what the client holds."""
+    got: list[int] = []
+    handler = misbehaving(OK_CHUNKED + b"%x\r\n" % (1 << 40), b"z" * 65536, 16 * MAX_HEAD)
+
+    async def scenario() -> None:
+        server, url = await serve(handler)
+        async with server:
+
+            def on_body(piece: bytes) -> bool:
+                got.append(len(piece))
+                return sum(got) > 8 * MAX_HEAD
+
+            await post(url, {}, {}, on_body, connect_timeout=2, read_timeout=2)
+
+    asyncio.run(scenario())
+    assert max(got) <= 8 * MAX_HEAD  # no piece waited for the whole chunk
+
+
+def test_orch_054_a_giant_sse_event_fails_the_exchange_as_a_lost_worker() -> None:
+    """One SSE line that never ends: the relay stops at MAX_SSE_EVENT with WorkerLost, what
+    the runner treats as any broken worker (retry elsewhere, the worker marked failed)."""
+    events: list[str] = []
+
+    def on_event(name: str, _: bytes) -> bool:
+        events.append(name)
+        return False
+
+    async def scenario() -> None:
+        head = OK_CHUNKED + chunk(b'event: started\ndata: {}\n\nevent: token\ndata: "')
+        server, url = await serve(misbehaving(head, chunk(b"t" * 65536), 4 * MAX_SSE_EVENT))
+        async with server:
+            with pytest.raises(WorkerLost, match="TooLarge"):
+                await execute(
+                    url.removesuffix("/execute"),
+                    None,
+                    {},
+                    on_event,
+                    connect_timeout=2,
+                    read_timeout=2,
+                )
+
+    asyncio.run(scenario())
+    assert events == ["started"]
+
+
+def test_orch_054_an_embeddings_reply_past_its_cap_fails_as_a_lost_worker() -> None:
+    """The cap follows the number of inputs: a reply one input's cap allows is taken, a reply
+    past it (here an endless body) is not."""
+    fits = b'{"data": []}'
+
+    async def honest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(fits), fits))
+        await writer.drain()
+
+    async def scenario() -> None:
+        server, url = await serve(honest)
+        async with server:
+            base = url.removesuffix("/execute")
+            got = await embed(base, None, {"input": ["a"]}, connect_timeout=2, read_timeout=5)
+            assert got == fits
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n["
+        server, url = await serve(misbehaving(head, b"0.1," * 16384, 2 * embeddings_cap(2)))
+        async with server:
+            with pytest.raises(WorkerLost, match="TooLarge"):
+                await embed(
+                    url.removesuffix("/execute"),
+                    None,
+                    {"input": ["a", "b"]},
+                    connect_timeout=2,
+                    read_timeout=2,
+                )
 
     asyncio.run(scenario())

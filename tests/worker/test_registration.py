@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from orchestratord.app import create_app
 from orchestratord.settings import Settings
+from shared.wire import Health, PrefixCacheStats, WorkerStatus
 from tests.support import free_port
 from worker.registration import Registration, run_registration
 
@@ -48,10 +49,29 @@ async def until(predicate: Any, what: str, limit_s: float = 10.0) -> Any:
     return value
 
 
+def health_of(
+    status: WorkerStatus, *, slots_total: int, cache: PrefixCacheStats | None = None
+) -> Health:
+    """A worker's GET /health, as WorkerState.health makes it: what heartbeats are made of."""
+    return {
+        "status": status,
+        "model": "m",
+        "backend": "cpu",
+        "slots_total": slots_total,
+        "slots_busy": 0,
+        "queued": 0,
+        "n_ctx": 512,
+        "worker_id": "w",
+        "prefix_cache": cache
+        or {"lookups": 0, "hits": 0, "tokens_reused": 0, "prompt_tokens": 0, "cached_tokens": 0},
+        "embeddings": {"available": True, "pooling": "mean", "reason": "mean pooling"},
+    }
+
+
 def test_register_heartbeat_reregister_deregister(tmp_path: Path) -> None:
     """ORCH-044: registers only once the worker is ready, heartbeats its slot counts, registers
     again on 404 and deregisters on shutdown. (WRK-070)"""
-    health: dict[str, Any] = {"status": "loading", "slots_total": 2, "slots_busy": 0}
+    health = health_of("loading", slots_total=2)
 
     async def worker_health(request: Request) -> JSONResponse:
         return JSONResponse(health)
@@ -139,14 +159,14 @@ def test_from_settings_uses_the_worker_flags(tmp_path: Path) -> None:
 def test_wrk103_wrk111_heartbeats_carry_prefix_cache_use_and_embeddings(tmp_path: Path) -> None:
     """The real orchestratord app, with the heartbeat bodies it receives recorded on the way in.
     (WRK-103, WRK-111)"""
-    cache = {"lookups": 3, "hits": 2, "tokens_reused": 40, "prompt_tokens": 90, "cached_tokens": 7}
-    health: dict[str, Any] = {
-        "status": "ready",
-        "slots_total": 1,
-        "slots_busy": 0,
-        "prefix_cache": cache,
-        "embeddings": {"available": True, "pooling": "mean", "reason": None},
+    cache: PrefixCacheStats = {
+        "lookups": 3,
+        "hits": 2,
+        "tokens_reused": 40,
+        "prompt_tokens": 90,
+        "cached_tokens": 7,
     }
+    health = health_of("ready", slots_total=1, cache=cache)
     seen: list[Any] = []
     orch_app = create_app(Settings(state_dir=tmp_path, cluster_token=TOKEN))
 
