@@ -22,7 +22,7 @@ from pool_ctl import spawn as spawn_mod
 from pool_ctl import workers as workers_mod
 from pool_ctl.catalog import Catalog
 from pool_ctl.errors import IntegrityError, InvalidInput, PoolError
-from pool_ctl.records import WorkerRecord, public
+from pool_ctl.records import WorkerRecord, check_pool_name, public
 from pool_ctl.settings import Settings
 from shared.cli import fail_line, run_typer
 from shared.version import version_option
@@ -268,6 +268,8 @@ def worker_spawn(
             f"waiting for worker {r['worker_id']} (pid {r['pid']}) at {r['url']} ...", err=True
         )
 
+    if pool is not None:
+        check_pool_name(pool)
     record = spawn_mod.spawn(
         _settings(ctx),
         backend,
