@@ -46,7 +46,8 @@ def test_every_setting_is_a_documented_option_with_its_variable() -> None:
 @pytest.mark.e2e
 def test_start_up_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
     """ORCH-003: a bad flag or value, a port in use and a database URL whose driver is not
-    installed end as `orchestratord: error: ...` on one line, exit 2, nothing served."""
+    installed end as `orchestratord: error: ...` on one line, exit 2, nothing served; so does
+    an --expect-model that is no model name (ORCH-045)."""
     state = ["--state-dir", str(tmp_path)]
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
@@ -65,6 +66,7 @@ def test_start_up_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
                 "install it with 'pip install psycopg[binary]'",
             ),
             (["--policy", str(tmp_path / "none.star")], {}, "none.star"),
+            (["--expect-model", "<img src=x>"], {}, "--expect-model '<img src=x>' must be"),
         ]
         for args, env, words in cases:
             r = orchestratord(*state, *args, env=env)
