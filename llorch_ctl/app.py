@@ -63,7 +63,7 @@ worker_app = typer.Typer(
 )
 tasks_app = typer.Typer(help="Tasks in orchestratord.", no_args_is_help=True)
 workers_app = typer.Typer(
-    help="orchestratord's worker registry: a table without a command, or list and rm.",
+    help="orchestratord's worker registry. Without a command, the table; or list and rm.",
     invoke_without_command=True,
 )
 app.add_typer(pool_app, name="pool")
@@ -160,7 +160,7 @@ for _name, _help in {
     "list": "List the pool host's models.",
     "rm": "Remove a model from the pool host.",
     "import": "Import a GGUF file already on the pool host.",
-    "verify": "Verify the pool host's model files against their recorded sha256.",
+    "verify": "Check the pool host's model files against their sha256.",
 }.items():
     _add_remote(models_app, ["models", _name], _help)
 for _name, _help in {
@@ -168,7 +168,7 @@ for _name, _help in {
     "list": "List the pool host's workers.",
     "stop": "Stop a worker on the pool host.",
     "logs": "Show a worker's log from the pool host.",
-    "cleanup": "Remove dead workers' records and stop unhealthy ones on the pool host.",
+    "cleanup": "Remove dead workers' records and stop unhealthy workers.",
 }.items():
     _add_remote(worker_app, ["worker", _name], _help)
 _add_remote(pool_app, ["backends"], "Show the backends the pool host can run (cpu, cuda, metal).")
@@ -184,7 +184,7 @@ def pool_status(
     connect_timeout: TimeoutOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> int:
-    """Ask every pool at once for its workers and print one table (exit 1 if any failed)."""
+    """Ask every pool at once for its workers; print one table. Exit 1 if any failed."""
     from llorch_ctl.remote import gather_status, paramiko_factory, render_status, status_json
 
     inv = _settings(ctx).inventory()
@@ -309,7 +309,7 @@ def infer(
         ),
     ] = False,
 ) -> int:
-    """Stream one generation, token by token, to stdout (Ctrl-C cancels it)."""
+    """Stream one generation to stdout, token by token. Ctrl-C cancels it."""
     from llorch_ctl import infer as direct
     from llorch_ctl import orch
 
@@ -390,7 +390,7 @@ def tasks_list(
     admin_token: AdminOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """List tasks, newest first: a client key sees its tenant's; the admin token sees all."""
+    """List tasks, newest first. A client key sees its tenant's; the admin token sees all."""
     import time
 
     from llorch_ctl import orch
@@ -429,7 +429,7 @@ def tasks_status(
 def tasks_cancel(
     ctx: typer.Context, task_id: str, orchestrator_url: UrlOpt = None, api_key: KeyOpt = None
 ) -> int:
-    """Cancel a task; one that already finished is left as it is, and the line says so."""
+    """Cancel a task. One that already finished is left as it is, and the line says so."""
     from llorch_ctl import orch
 
     sys.stderr.write(orch.task_cancel(_orch(ctx, orchestrator_url, api_key), task_id) + "\n")
@@ -464,7 +464,7 @@ def workers_list(
     cluster_token: ClusterOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Show orchestratord's worker registry (the workers' API: the cluster token)."""
+    """Show orchestratord's worker registry. The workers' API: it takes the cluster token."""
     settings = _orch(ctx, orchestrator_url, cluster_token, credential="cluster_token")
     return _show_workers(settings, as_json)
 
@@ -477,10 +477,10 @@ def workers_rm(
     admin_token: AdminOpt = None,
     cluster_token: ClusterOpt = None,
 ) -> int:
-    """Remove workers from orchestratord's registry (a dead one, or one you stop by hand).
+    """Remove workers from orchestratord's registry.
 
-    A live worker that is removed registers again at its next heartbeat: stop it first
-    (`llorch pool worker stop`), which also deregisters it.
+    A dead one, or one you stop by hand: a live worker that is removed registers again at its
+    next heartbeat, so stop it first (`llorch pool worker stop`), which also deregisters it.
     """
     from llorch_ctl import orch
 
@@ -529,7 +529,7 @@ def fleet_apply(
     accept_new_host_key: AcceptOpt = False,
     connect_timeout: TimeoutOpt = None,
 ) -> int:
-    """Read GET /v2/fleet/plan and run each action over SSH, printing it and its result."""
+    """Read GET /v2/fleet/plan and run each action over SSH. Each prints with its result."""
     from llorch_ctl import orch
     from llorch_ctl.fleet import FleetApi, apply_loop
     from llorch_ctl.inventory import resolve_target
@@ -595,8 +595,8 @@ def bench(
     api_key: KeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON.")] = False,
 ) -> int:
-    """Run one job at once on two or more workers or pools; print TTFT, tok/s and total time
-    of each (saved in orchestratord with the console's compare runs). Exit 1 if one failed."""
+    """Run one job at once on two or more workers or pools. Print TTFT, tok/s and total time
+    of each (saved in orchestratord with the console's compare runs); exit 1 if one failed."""
     from llorch_ctl import bench as b
 
     chosen = b.targets(workers or [], pools or [])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 import paramiko
+from paramiko.hostkeys import InvalidHostKey
 
 from llorch_ctl.errors import (
     AuthFailed,
@@ -86,6 +87,43 @@ def append_known_host(path: Path, name: str, key: paramiko.PKey) -> None:
             f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
     except OSError as e:
         raise ConfigError(f"cannot save host key to {path}: {e}") from e
+
+
+def load_known_hosts(client: paramiko.SSHClient, path: Path, *, system: bool = False) -> None:
+    """Load one known_hosts file into `client`; a file or line paramiko cannot read is a
+    ConfigError naming the file and the line (CTL-041), not a traceback."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read known_hosts {path}: {e.strerror or e}") from e
+    try:
+        raw.decode("utf-8")  # paramiko reads it as text: find a bad byte's line first
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise _bad_known_hosts(path, line, "it is not UTF-8 text") from e
+    try:
+        if system:
+            client.load_system_host_keys(str(path))
+        else:
+            client.load_host_keys(str(path))
+    except InvalidHostKey as e:
+        bad = e.line.strip()
+        lines = [ln.strip() for ln in raw.decode("utf-8").splitlines()]
+        number = lines.index(bad) + 1 if bad in lines else None
+        why = (
+            "paramiko does not support @cert-authority or @revoked lines"
+            if bad.startswith("@")
+            else f"its key is not valid base64 ({e.exc})"
+        )
+        raise _bad_known_hosts(path, number, why) from e
+    except (OSError, ValueError, paramiko.SSHException) as e:
+        raise _bad_known_hosts(path, None, str(e) or type(e).__name__) from e
+
+
+def _bad_known_hosts(path: Path, line: int | None, why: str) -> ConfigError:
+    if line is None:
+        return ConfigError(f"cannot read known_hosts {path}: {why}; fix the file")
+    return ConfigError(f"cannot read known_hosts {path} line {line}: {why}; fix or delete it")
 
 
 def _tcp_connect(t: SshTarget) -> socket.socket:
@@ -157,14 +195,11 @@ class ParamikoTransport:
     def connect(self) -> paramiko.SSHClient:
         t = self.target
         client = paramiko.SSHClient()
-        try:
-            system = Path("/etc/ssh/ssh_known_hosts")
-            if system.is_file():
-                client.load_system_host_keys(str(system))
-            if t.known_hosts.is_file():
-                client.load_host_keys(str(t.known_hosts))
-        except (OSError, paramiko.SSHException) as e:
-            raise ConfigError(f"cannot read known_hosts {t.known_hosts}: {e}") from e
+        system = Path("/etc/ssh/ssh_known_hosts")
+        if system.is_file():
+            load_known_hosts(client, system, system=True)
+        if t.known_hosts.is_file():
+            load_known_hosts(client, t.known_hosts)
         client.set_missing_host_key_policy(_KnownHostsPolicy(t, self.accept_new_host_key))
         sock: socket.socket | paramiko.ProxyCommand
         if t.proxy_command:

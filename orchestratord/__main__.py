@@ -1,7 +1,8 @@
-"""`python -m orchestratord` / `orchestratord`: run the daemon under uvicorn.
+"""`python -m orchestratord` / `orchestratord`: run the daemon under uvicorn, or a command of
+its command line (`orchestratord replay`, orchestratord/cli.py).
 
-Failures at start (bad flags, an invalid policy, an unusable database) are one line on stderr
-and exit status 2; `--debug` shows the traceback.
+Failures at start (bad flags, an invalid policy, an unusable database) and of a command are one
+line on stderr and exit status 2; `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 import uvicorn
 from starlette.applications import Starlette
 from typer._click.exceptions import UsageError
+from typer.exceptions import Abort
 
 from orchestratord import cli
 from orchestratord.settings import Settings
@@ -101,12 +103,11 @@ def _prepare(args: list[str]) -> tuple[Settings, socket.socket] | int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["replay"]:
-        from orchestratord.replay.cli import main as replay_main
-
-        return replay_main(args[1:])
     try:
         prepared = _prepare(args)
+    except (Abort, KeyboardInterrupt):  # Ctrl-C during a long replay
+        fail_line(cli.PROG, "interrupted")
+        return 130
     except UsageError as e:
         path = e.ctx.command_path if e.ctx else cli.PROG
         fail_line(cli.PROG, f"{e.format_message().rstrip('.')}; run '{path} --help'")

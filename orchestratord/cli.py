@@ -5,6 +5,10 @@ HELP) and nothing else: its flag is `--field-name`, its environment variable
 `LLORCH_FIELD_NAME` (the list-valued ones take a comma-separated value). Flags win over the
 environment, the environment over the field's default. Reading the environment happens here
 and nowhere else; a bad value names its variable.
+
+With no command the program is the daemon (those options); `orchestratord replay ...` is the
+what-if replay (orchestratord/replay/cli.py). Both are one typer app, so `--help` lists the
+commands and a bad flag of either is the same one line.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import typer
+from typer._click.core import ParameterSource
+from typer._click.exceptions import UsageError
 
+from orchestratord.replay.cli import command as replay_command
 from orchestratord.settings import Settings, SettingsError
 from shared.version import version_option
 
@@ -141,11 +148,33 @@ def _parameter(f: dataclasses.Field[Any], kind: Any) -> inspect.Parameter:
 
 
 def build_command(env: Mapping[str, str]) -> typer.Typer:
-    """A typer app whose one command returns the `Settings` the flags and `env` say."""
-    env_values = _env_defaults(env)
+    """A typer app that returns the `Settings` the flags and `env` say, or with a command
+    (`replay`) that command's exit status."""
+    env_error: SettingsError | None = None
+    try:
+        env_values = _env_defaults(env)
+    except SettingsError as e:
+        # The daemon's variables are not replay's: a bad one stops only the daemon.
+        env_error, env_values = e, {}
     fields = _fields()
 
-    def command(**given: Any) -> Settings:
+    def command(ctx: typer.Context, **given: Any) -> Settings | None:
+        if ctx.invoked_subcommand is not None:
+            daemon_only = [
+                flag(name)
+                for name in given
+                if name not in ("debug", "version")
+                and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+            ]
+            if daemon_only:
+                raise UsageError(
+                    f"{', '.join(daemon_only)}: an option of the daemon, not of "
+                    f"'{ctx.invoked_subcommand}'",
+                    ctx,
+                )
+            return None
+        if env_error is not None:
+            raise env_error
         given.pop("version", None)
         given.pop("debug", None)
         # The environment's values came in as the options' defaults (default_map).
@@ -155,7 +184,8 @@ def build_command(env: Mapping[str, str]) -> typer.Typer:
                 values[name] = tuple(values[name])
         return Settings(**values)
 
-    params = [_parameter(f, kind) for f, kind in fields]
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY, annotation=typer.Context)]
+    params += [_parameter(f, kind) for f, kind in fields]
     params.append(
         inspect.Parameter(
             "debug",
@@ -174,19 +204,27 @@ def build_command(env: Mapping[str, str]) -> typer.Typer:
             annotation=Annotated[bool, version_option(PROG)],
         )
     )
-    command.__signature__ = inspect.Signature(params, return_annotation=Settings)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": Settings}
+    returns = Settings | None
+    command.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
     command.__doc__ = (
         "llorch's orchestrator: the task API, the worker registry, policy-driven dispatch. "
-        f"Every flag may also be set as an environment variable {ENV_PREFIX}<FLAG>."
+        "With no command, runs the daemon with the options below; every one may also be set "
+        f"as an environment variable {ENV_PREFIX}<FLAG>."
     )
     app = typer.Typer(name=PROG, pretty_exceptions_enable=False, rich_markup_mode=None)
-    app.command(context_settings={"default_map": env_values})(command)
+    app.callback(
+        invoke_without_command=True,
+        subcommand_metavar="[COMMAND [ARGS]...]",
+        context_settings={"default_map": env_values},
+    )(command)
+    app.command("replay")(replay_command)
     return app
 
 
 def from_args(argv: Sequence[str], env: Mapping[str, str]) -> Settings | int:
-    """The settings of `argv` over `env`, or the exit status when --help/--version answered.
+    """The settings of `argv` over `env`, or the exit status when --help/--version or a
+    command (`replay`) answered.
 
     Raises SettingsError for a bad value and typer's (click's) UsageError for bad flags.
     """

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from shared.auth import is_loopback
+from shared.names import MODEL_NAME
 
 QueueFullPolicy = Literal["reject", "drop-lru"]
 LogFormat = Literal["text", "json"]
@@ -87,6 +88,10 @@ class Settings:
             raise SettingsError("--stream-coalesce-ms must be between 0 and 1000")
         if self.default_deadline_ms < 0 or self.disconnect_grace_ms < 0:
             raise SettingsError("--default-deadline-ms and --disconnect-grace-ms must be >= 0")
+        for model in self.expect_models:
+            problem = MODEL_NAME.problem(model)
+            if problem:  # the name tasks would be refused for (ORCH-045)
+                raise SettingsError(f"--expect-model {model!r} {problem}")
         if any(not k or (":" in k and not k.split(":", 1)[1]) for k in self.api_keys):
             raise SettingsError("--api-key must be KEY or TENANT:KEY with a non-empty KEY")
         if not is_loopback(self.host) and not (self.api_keys and self.cluster_token):

@@ -22,7 +22,7 @@ from pool_ctl import spawn as spawn_mod
 from pool_ctl import workers as workers_mod
 from pool_ctl.catalog import Catalog
 from pool_ctl.errors import IntegrityError, InvalidInput, PoolError
-from pool_ctl.records import WorkerRecord, public
+from pool_ctl.records import WorkerRecord, check_pool_name, public
 from pool_ctl.settings import Settings
 from shared.cli import fail_line, run_typer
 from shared.version import version_option
@@ -79,7 +79,8 @@ def models_download(
     force: Annotated[bool, typer.Option(help="Replace an entry with the same id.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download a GGUF from the Hugging Face hub (HF_ENDPOINT, HF_TOKEN) into the catalog."""
+    """Download a GGUF from the Hugging Face hub into the catalog. The hub is HF_ENDPOINT,
+    with HF_TOKEN."""
     entry = models_mod.download(_settings(ctx), ref, model_id=model_id, force=force)
     render.print_json(entry) if as_json else typer.echo(f"downloaded {render.model_line(entry)}")
 
@@ -137,7 +138,7 @@ def models_rm(
     force: Annotated[bool, typer.Option(help="Remove even while workers use it.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Remove a model from the catalog (and its file, when it lives under models/)."""
+    """Remove a model from the catalog. Its file goes too when it lives under models/."""
     gone = models_mod.remove(_settings(ctx), model_id, force=force)
     if as_json:
         render.print_json(
@@ -154,7 +155,8 @@ def models_verify(
     model_id: Annotated[str | None, typer.Argument(help="Catalog id [default: all]")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check model files against the catalog: present, size, sha256, readable GGUF."""
+    """Check model files against the catalog. Each must be there, of its size and sha256,
+    and a readable GGUF."""
     checks = models_mod.verify(_settings(ctx), model_id)
     if as_json:
         render.print_json({"results": [c.__dict__ for c in checks]})
@@ -174,7 +176,7 @@ def models_verify(
 
 @app.command("backends")
 def backends_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Detect the backends this host can run (cpu, cuda, metal); write backends.json."""
+    """Detect the backends this host can run: cpu, cuda, metal. Saved in backends.json."""
     report = backends_mod.detect_and_save(_settings(ctx).layout.backends)
     if as_json:
         render.print_json(report)
@@ -261,13 +263,16 @@ def worker_spawn(
     timeout: Annotated[float, typer.Option(help="Seconds to wait until ready")] = 120.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a detached llorch-workerd for a catalog model and wait until it is ready."""
+    """Start a detached llorch-workerd and wait until it is ready. It serves a catalog
+    model."""
 
     def waiting(r: WorkerRecord) -> None:
         typer.echo(
             f"waiting for worker {r['worker_id']} (pid {r['pid']}) at {r['url']} ...", err=True
         )
 
+    if pool is not None:
+        check_pool_name(pool)
     record = spawn_mod.spawn(
         _settings(ctx),
         backend,
@@ -330,7 +335,8 @@ def worker_stop(
     grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL")] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop workers (SIGTERM, grace, SIGKILL) and deregister them from orchestratord."""
+    """Stop workers and deregister them from orchestratord. SIGTERM first, SIGKILL after
+    --grace."""
     done = workers_mod.stop(_settings(ctx), worker_id, all_workers=all_workers, grace=grace)
     if as_json:
         render.print_json({"stopped": done})
@@ -370,7 +376,8 @@ def worker_cleanup(
     ] = workers_mod.CLEANUP_GRACE_S,
     as_json: JsonOpt = False,
 ) -> None:
-    """Remove records of exited workers and of reused pids; stop workers unhealthy past --grace."""
+    """Remove dead workers' records and stop unhealthy workers. Records of exited workers
+    and of reused pids go; workers unhealthy past --grace are stopped."""
     report = workers_mod.cleanup(_settings(ctx), grace=grace)
     if as_json:
         render.print_json({"cleanup": report})

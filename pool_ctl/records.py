@@ -8,15 +8,13 @@ token, so they are written mode 0600.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TypedDict
 
 from pool_ctl import jsonfile
 from pool_ctl.errors import InvalidInput, NotFound
 from pool_ctl.settings import Layout
-
-_WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+from shared.names import POOL_NAME, WORKER_ID
 
 
 class WorkerRecord(TypedDict):
@@ -39,12 +37,16 @@ class WorkerRecord(TypedDict):
 
 
 def check_worker_id(worker_id: str) -> str:
-    if not _WORKER_ID.match(worker_id):
-        raise InvalidInput(
-            f"worker id {worker_id!r} is not valid",
-            "use letters, digits, '.', '_' and '-' (at most 128)",
-        )
+    if not WORKER_ID.matches(worker_id):
+        raise InvalidInput(f"worker id {worker_id!r} is not valid", f"use {WORKER_ID.rule}")
     return worker_id
+
+
+def check_pool_name(pool: str) -> str:
+    """The `--pool` a worker reports (POOL-043): refused here, before anything starts."""
+    if not POOL_NAME.matches(pool):
+        raise InvalidInput(f"pool name {pool!r} is not valid", f"use {POOL_NAME.rule}")
+    return pool
 
 
 def public(record: WorkerRecord) -> dict[str, object]:

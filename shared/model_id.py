@@ -7,10 +7,9 @@ same way whichever started its worker.
 
 from __future__ import annotations
 
-import re
 from pathlib import PurePath
 
-_MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,127}$")
+from shared.names import CATALOG_ID
 
 
 def model_id_from_path(path: str | PurePath) -> str:
@@ -27,4 +26,4 @@ def model_id_from_path(path: str | PurePath) -> str:
 
 def is_model_id(text: str) -> bool:
     """Lower-case letters, digits, '.', '_' and '-', at most 128: safe in URLs, files, shells."""
-    return bool(_MODEL_ID.match(text))
+    return CATALOG_ID.matches(text)

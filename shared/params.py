@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from shared.names import MAX_NAME_CHARS, NameRule
 from shared.problem import FieldError, InvalidParams
 from shared.prompt_constructor.messages import ROLES as PROMPT_ROLES
 
@@ -97,6 +98,20 @@ class FieldReader:
             return default
         if not min_len <= len(value) <= max_len:
             self.fail(name, f"length must be between {min_len} and {max_len} characters")
+            return default
+        return value
+
+    def name(
+        self, name: str, rule: NameRule, default: str | None = None, *, required: bool = False
+    ) -> str | None:
+        """A worker id, pool name or model name (shared.names): a string of its charset."""
+        before = len(self.errors)
+        value = self.string(name, default, max_len=MAX_NAME_CHARS, required=required)
+        if value is None or len(self.errors) > before:
+            return value
+        problem = rule.problem(value)
+        if problem:
+            self.fail(name, problem)
             return default
         return value
 

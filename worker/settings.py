@@ -9,6 +9,7 @@ from pathlib import Path
 
 from shared.auth import is_loopback
 from shared.model_id import model_id_from_path
+from shared.names import MODEL_NAME, POOL_NAME, WORKER_ID
 from worker.types import Backend
 
 
@@ -36,8 +37,19 @@ class WorkerSettings:
     heartbeat_interval: float = 2.0
 
     def __post_init__(self) -> None:
-        if not self.model_name:
+        named = bool(self.model_name)
+        if not named:
             object.__setattr__(self, "model_name", model_id_from_path(self.model))
+        # The names orchestratord would refuse at registration (WRK-007), refused at start.
+        for flag, rule, value in (
+            ("--model-name", MODEL_NAME, self.model_name),
+            ("--worker-id", WORKER_ID, self.worker_id),
+            ("--pool", POOL_NAME, self.pool),
+        ):
+            problem = rule.problem(value)
+            if problem:
+                given = "" if named or flag != "--model-name" else " (from the file name)"
+                raise SettingsError(f"{flag} {value!r}{given} {problem}")
         if not 1 <= self.slots <= 256:
             raise SettingsError(f"--slots must be between 1 and 256, got {self.slots}")
         if self.max_queue < 0:

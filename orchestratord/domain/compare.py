@@ -8,18 +8,17 @@ for any task); the service adapter submits them together and saves the run when 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
+from shared.names import POOL_NAME, WORKER_ID
 from shared.problem import InvalidParams
 
 TargetKind = Literal["worker", "pool"]
 RunStatus = Literal["running", "done"]
 MIN_TARGETS = 2
 MAX_TARGETS = 8
-_NAME = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,13 @@ def parse_targets(value: object) -> tuple[Target, ...]:
     if not MIN_TARGETS <= len(value) <= MAX_TARGETS:
         raise _bad(f"must name {MIN_TARGETS} to {MAX_TARGETS} workers or pools")
     out: list[Target] = []
-    for raw in value:
+    for i, raw in enumerate(value):
         kind, sep, name = raw.partition(":")
         if not sep or kind not in ("worker", "pool"):
             kind, name = "worker", raw  # a bare name is a worker id
-        if not _NAME.match(name):
-            raise _bad(f"{raw!r} is not a worker id or pool name")
+        rule = POOL_NAME if kind == "pool" else WORKER_ID
+        if not rule.matches(name):  # not repeated: it may be anything (ORCH-045)
+            raise _bad(f"item {i} names no {rule.what}: a {rule.what} {rule.problem(name)}")
         t = Target("pool" if kind == "pool" else "worker", name)
         if t in out:
             raise _bad(f"{raw!r} is named twice")

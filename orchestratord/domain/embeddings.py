@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from orchestratord.domain.tasks import TaskRequest
 from orchestratord.domain.tenancy import Caller
+from shared.names import MODEL_NAME
 from shared.params import FieldReader
 
 EncodingFormat = Literal["float", "base64"]
@@ -29,7 +30,7 @@ def parse_embedding_request(body: object, *, caller: Caller) -> tuple[TaskReques
     (a model's vectors have its own width) and so refuses rather than ignores.
     """
     r = FieldReader(body)
-    model = r.string("model", max_len=256, required=True)
+    model = r.name("model", MODEL_NAME, required=True)
     raw = r.body.get("input")
     inputs: list[str] = []
     if isinstance(raw, str):

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from orchestratord.domain.tenancy import Caller
+from shared.names import MODEL_NAME
 from shared.params import FieldReader
 from shared.wire import Priority, TaskStatus
 
@@ -204,7 +205,7 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
     caller's key's, whatever the body says (`Caller.task_tenant`).
     """
     r = FieldReader(body, known=set(_FIELDS))
-    model = r.string("model", max_len=256)
+    model = r.name("model", MODEL_NAME)
     if model is None and not any(e["field"] == "model" for e in r.errors):
         r.fail("model", "is required")
     gen = r.generation()

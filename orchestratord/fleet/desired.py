@@ -24,19 +24,17 @@ problem at once as InvalidParams (400 over HTTP, one line on a CLI). Pure: the f
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from shared.names import CATALOG_ID, POOL_NAME
 from shared.params import FieldReader
 from shared.problem import FieldError, InvalidParams
 
 SourceKind = Literal["hf", "file", "catalog"]
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 BACKENDS = ("cpu", "cuda", "metal", "vulkan", "rocm")
 MAX_MODELS = 256
 MAX_REPLICAS = 64
@@ -148,16 +146,16 @@ def parse_source(text: str) -> Source:
             raise ValueError("a file source is an absolute path to a .gguf file on the pool host")
         return Source("file", value)
     if kind == "catalog":
-        if not MODEL_ID.match(value):
-            raise ValueError("a catalog source names a catalog id")
+        if not CATALOG_ID.matches(value):
+            raise ValueError(f"a catalog source names a catalog id: {CATALOG_ID.rule}")
         return Source("catalog", value)
     raise ValueError(f"unknown source kind {kind!r}: use hf:, file: or catalog:")
 
 
 def _model(model_id: str, body: object, errors: list[FieldError]) -> ModelSpec | None:
     where = f"models.{model_id}"
-    if not MODEL_ID.match(model_id):
-        errors.append({"field": where, "message": "a model id is 1-128 of A-Z a-z 0-9 . _ -"})
+    if not CATALOG_ID.matches(model_id):
+        errors.append({"field": where, "message": f"a model id is a catalog id: {CATALOG_ID.rule}"})
     if not isinstance(body, Mapping):
         errors.append({"field": where, "message": "must be an object"})
         return None
@@ -174,7 +172,7 @@ def _model(model_id: str, body: object, errors: list[FieldError]) -> ModelSpec |
     if (
         not isinstance(pools_value, list)
         or not pools_value
-        or not all(isinstance(p, str) and POOL_NAME.match(p) for p in pools_value)
+        or not all(isinstance(p, str) and POOL_NAME.matches(p) for p in pools_value)
     ):
         r.fail("pools", "must be a non-empty list of pool names")
     elif len(set(pools_value)) != len(pools_value):

@@ -12,8 +12,9 @@ from starlette.routing import Route
 
 from orchestratord.domain.registry import REPORTED_STATES, Worker
 from orchestratord.runtime.service import TaskService
+from shared.names import MODEL_NAME, POOL_NAME, WORKER_ID
 from shared.params import FieldReader, read_json
-from shared.problem import NotFound
+from shared.problem import InvalidParams, NotFound
 from shared.wire import EmbeddingsStatus, HeartbeatBody, RegisterBody, WorkerStatus
 
 
@@ -46,11 +47,11 @@ async def register(request: Request) -> Response:
     if problem:
         f.fail("url", problem)
     body: RegisterBody = {  # the wire's names: mypy checks them against shared/wire.py
-        "worker_id": f.string("worker_id", max_len=128, required=True) or "",
+        "worker_id": f.name("worker_id", WORKER_ID, required=True) or "",
         "url": url.rstrip("/"),
-        "model": f.string("model", max_len=256, required=True) or "",
+        "model": f.name("model", MODEL_NAME, required=True) or "",
         "backend": f.string("backend", "cpu", max_len=32) or "cpu",
-        "pool": f.string("pool", "default", max_len=128) or "default",
+        "pool": f.name("pool", POOL_NAME, "default") or "default",
         "slots_total": f.integer("slots_total", None, 1, MAX_SLOTS) or 1,
         "n_ctx": f.integer("n_ctx", 0, 0, MAX_N_CTX) or 0,
     }
@@ -72,6 +73,12 @@ async def register(request: Request) -> Response:
 
 
 async def heartbeat(request: Request) -> Response:
+    worker_id = request.path_params["worker_id"]
+    problem = WORKER_ID.problem(worker_id)
+    if problem:  # no such worker can have registered (ORCH-045); say why rather than 404
+        raise InvalidParams(
+            f"worker_id: {problem}", errors=[{"field": "worker_id", "message": problem}]
+        )
     f = FieldReader(await read_json(request))
     state = f.string("state", "ready", max_len=32) or "ready"
     if state not in REPORTED_STATES:
@@ -86,7 +93,6 @@ async def heartbeat(request: Request) -> Response:
     embeddings = _embeddings_available(f)
     f.raise_if_failed()
     service: TaskService = request.state.service
-    worker_id = request.path_params["worker_id"]
     if not service.heartbeat(
         worker_id,
         beat.get("state", "ready"),

@@ -2,16 +2,18 @@
 
 Replays the recorded tasks of an orchestratord database under the baseline policy (the
 built-in one unless --baseline) and the candidate, and prints the figures side by side as a
-table, or as JSON with --json. Failures are one line on stderr and exit status 2.
+table, or as JSON with --json. A subcommand of orchestratord's command line
+(orchestratord/cli.py), so failures are one line on stderr and exit status 2, as the daemon's.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from orchestratord.policy import PolicyEngine
 from orchestratord.replay.report import PolicyFigures, figures, table
@@ -47,38 +49,51 @@ def run(
     return results
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="orchestratord replay",
-        description="Replay recorded tasks under a candidate policy and a baseline.",
-    )
-    p.add_argument("--db", required=True, help="orchestratord database file (or a URL)")
-    p.add_argument("--policy", required=True, type=Path, help="candidate policy file")
-    p.add_argument("--baseline", type=Path, help="baseline policy file [default: built-in]")
-    p.add_argument("--queue-capacity", type=int, default=1024)
-    p.add_argument("--queue-full-policy", choices=("reject", "drop-lru"), default="reject")
-    p.add_argument("--worker-prefetch", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return p
+FULL_POLICIES = ("reject", "drop-lru")
 
 
-def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(list(argv))
-    try:
-        trace = load_trace(args.db)
-        baseline = ("baseline" if args.baseline else "built-in", args.baseline)
-        results = run(
-            trace,
-            [baseline, ("candidate", args.policy)],
-            queue_capacity=args.queue_capacity,
-            full_policy=args.queue_full_policy,
-            prefetch=args.worker_prefetch,
+def command(
+    db: Annotated[str, typer.Option("--db", help="orchestratord database file (or a URL)")],
+    policy: Annotated[Path, typer.Option("--policy", help="Candidate policy file")],
+    baseline: Annotated[
+        Path | None,
+        typer.Option("--baseline", help="Baseline policy file [default: the built-in policy]"),
+    ] = None,
+    queue_capacity: Annotated[
+        int, typer.Option("--queue-capacity", help="Tasks that may wait in the queue")
+    ] = 1024,
+    queue_full_policy: Annotated[
+        str, typer.Option("--queue-full-policy", help="When the queue is full: reject or drop-lru")
+    ] = "reject",
+    worker_prefetch: Annotated[
+        int, typer.Option("--worker-prefetch", help="Jobs sent to a worker beyond its free slots")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    debug: Annotated[  # read by orchestratord.__main__, which reports failures
+        bool, typer.Option("--debug", help="Show the traceback when it fails.")
+    ] = False,
+) -> int:
+    """Replay recorded tasks under a candidate policy and a baseline.
+
+    The tasks of an orchestratord database go through the real admission, queue and
+    scheduling code on a virtual clock; the figures of both policies print side by side
+    (specs/fleet.md FLT-050..FLT-055). The database is only read.
+    """
+    if queue_full_policy not in FULL_POLICIES:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(FULL_POLICIES)}", param_hint="'--queue-full-policy'"
         )
-    except Exception as e:
-        detail = getattr(e, "detail", None) or str(e) or type(e).__name__
-        print(f"orchestratord replay: {detail}", file=sys.stderr)
-        return 2
-    if args.json:
+    # Failures from here on (no database, a policy that does not parse) are the caller's to
+    # report as one line (orchestratord.__main__), as for the daemon's own start-up.
+    trace = load_trace(db)
+    results = run(
+        trace,
+        [("baseline" if baseline else "built-in", baseline), ("candidate", policy)],
+        queue_capacity=queue_capacity,
+        full_policy=queue_full_policy,
+        prefetch=worker_prefetch,
+    )
+    if as_json:
         body = {"estimated": trace.estimated, "skipped": trace.skipped, "policies": results}
         print(json.dumps(body, indent=2))
     else:

@@ -207,6 +207,30 @@ def test_unknown_host_key_is_refused_and_not_saved(tmp_path: Path, sshd: Sshd) -
     assert not ctl.known_hosts.exists()
 
 
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (b"host ssh-ed25519 !!!notbase64\n", "its key is not valid base64"),
+        (b"@cert-authority * ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n", "@cert-authority"),
+        (b"h\xff ssh-ed25519 AAAA\n", "it is not UTF-8 text"),
+    ],
+)
+def test_ctl_041_malformed_known_hosts_line_is_one_line_and_200(
+    tmp_path: Path, bad: bytes, why: str
+) -> None:
+    """CTL-041, CTL-040: a known_hosts line paramiko cannot read is one stderr line naming the
+    file and the line, exit 200 (ConfigError), before any connection: no sshd needed, and
+    none listens on the pool's port (a connection attempt would be 203)."""
+    pool = {"host": "127.0.0.1", "port": free_port(), "user": "u", "pool_cmd": "llorch-pool"}
+    ctl = write_inventory(tmp_path, {"a": pool})
+    ctl.known_hosts.write_bytes(b"# a comment\nother ssh-ed25519 AAAA\n" + bad)
+    r = ctl.run("pool", "worker", "list", "--host", "a")
+    assert r.returncode == 200, r.stderr
+    assert r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"llorch: cannot read known_hosts {ctl.known_hosts} line 3: ")
+    assert why in r.stderr
+
+
 def test_accept_new_host_key_saves_it_for_next_time(tmp_path: Path, sshd: Sshd) -> None:
     """CTL-013: --accept-new-host-key appends the key under OpenSSH's `[host]:port` name, which
     OpenSSH's own client then accepts."""

@@ -46,7 +46,8 @@ def test_every_setting_is_a_documented_option_with_its_variable() -> None:
 @pytest.mark.e2e
 def test_start_up_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
     """ORCH-003: a bad flag or value, a port in use and a database URL whose driver is not
-    installed end as `orchestratord: error: ...` on one line, exit 2, nothing served."""
+    installed end as `orchestratord: error: ...` on one line, exit 2, nothing served; so does
+    an --expect-model that is no model name (ORCH-045)."""
     state = ["--state-dir", str(tmp_path)]
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
@@ -65,12 +66,49 @@ def test_start_up_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
                 "install it with 'pip install psycopg[binary]'",
             ),
             (["--policy", str(tmp_path / "none.star")], {}, "none.star"),
+            (["--expect-model", "<img src=x>"], {}, "--expect-model '<img src=x>' must be"),
         ]
         for args, env, words in cases:
             r = orchestratord(*state, *args, env=env)
             assert r.returncode == 2, (args, r.stderr)
             assert r.stderr.startswith("orchestratord: error: "), r.stderr
             assert words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_orch_007_help_lists_every_command_with_one_line() -> None:
+    """ORCH-007: `orchestratord --help` lists its commands (replay), each with one line of
+    help, next to the daemon's own options."""
+    r = orchestratord("--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Usage: orchestratord [OPTIONS] [COMMAND [ARGS]...]"), r.stdout
+    commands = r.stdout.split("\nCommands:\n", 1)[1].strip().splitlines()
+    assert [line.split()[0] for line in commands] == ["replay"], commands
+    assert commands[0].split(None, 1)[1].startswith("Replay recorded tasks"), commands
+    assert "--queue-capacity" in r.stdout and "[env var: LLORCH_PORT]" in r.stdout
+
+
+def test_orch_007_flt_055_replay_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    """ORCH-007, FLT-055: a bad flag of `orchestratord replay`, a missing one, a bad value and
+    a daemon option given to replay are each one line `orchestratord: error: ...` and exit 2;
+    a bad LLORCH_* variable of the daemon does not stop replay."""
+    policy = tmp_path / "p.star"
+    policy.write_text("")
+    need = ["--db", str(tmp_path / "no.db"), "--policy", str(policy)]
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["replay", "--bogus"], {}, "No such option: --bogus; run 'orchestratord replay --help'"),
+        (["replay", "--policy", str(policy)], {}, "Missing option '--db'"),
+        (["replay", *need, "--queue-full-policy", "x"], {}, "must be one of reject, drop-lru"),
+        (["replay", *need, "--queue-capacity", "x"], {}, "Invalid value for '--queue-capacity'"),
+        (["--port", "9", "replay", *need], {}, "--port: an option of the daemon, not of 'replay'"),
+        (["nosuch"], {}, "No such command 'nosuch'"),
+        (["replay", *need], {"LLORCH_PORT": "eighty"}, "no database file"),
+    ]
+    for args, env, words in cases:
+        r = orchestratord(*args, env=env)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("orchestratord: error: "), r.stderr
+        assert words in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
+        assert r.stdout == ""
 
 
 def test_version() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 from starlette.testclient import TestClient
 
@@ -323,3 +324,70 @@ def test_unreachable_worker_exhausts_retries_then_waits_for_another(orchd: AppFa
         assert [e for _, e, _ in evs] == ["queued", "error"] and "DEADLINE_UNMET" in evs[-1][2]
         assert c.get(f"/v2/tasks/{tid}").json()["attempts"] == 1
         assert "llorch_orchestrator_dispatch_retries_total 1.0" in c.get("/metrics").text
+
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def _fields(r: Any) -> set[str]:
+    assert r.status_code == 400, r.text
+    errors = r.json()["errors"]
+    # The message says what a name must be, not what it was.
+    assert all(XSS not in e["message"] for e in errors), errors
+    return {e["field"] for e in errors}
+
+
+def test_orch_045_names_outside_their_charset_are_400_naming_the_field(
+    orchd: AppFactory,
+) -> None:
+    """ORCH-045: a worker id, pool or model name outside its charset is 400 INVALID_PARAMS
+    naming the field: at registration, in a heartbeat's path, as a task's model on /v2 and
+    /v1 (chat, embeddings), as a compare target; nothing of it is registered or queued."""
+    with orchd(cluster_token="ct", expect_models=()) as c:
+        reg = {"worker_id": XSS, "url": "http://127.0.0.1:9", "model": XSS, "pool": XSS}
+        r = c.post("/v2/workers/register", headers=CT, json={**reg, "slots_total": 1})
+        assert _fields(r) == {"worker_id", "model", "pool"}
+        assert r.json()["code"] == "INVALID_PARAMS"
+        for name in ("w1\n", "-w", "a/b", "x" * 129):
+            r = c.post(
+                "/v2/workers/register",
+                headers=CT,
+                json={**reg, "worker_id": name, "model": "m", "pool": "p", "slots_total": 1},
+            )
+            assert _fields(r) == {"worker_id"}, name
+        assert c.get("/v2/workers", headers=CT).json()["workers"] == []
+        r = c.post(
+            f"/v2/workers/{XSS}/heartbeat",
+            headers=CT,
+            json={"state": "ready", "slots_total": 1, "slots_busy": 0},
+        )
+        assert _fields(r) == {"worker_id"}
+        assert _fields(c.post("/v2/tasks", json={**TASK, "model": XSS})) == {"model"}
+        body = {"model": XSS, "messages": [{"role": "user", "content": "hi"}]}
+        r = c.post("/v1/chat/completions", json=body)
+        assert _fields(r) == {"model"} and r.json()["error"]["type"] == "invalid_request_error"
+        assert _fields(c.post("/v1/embeddings", json={"model": XSS, "input": "hi"})) == {"model"}
+        r = c.post("/v2/compare", json={**TASK, "targets": [f"worker:{XSS}", "pool:p"]})
+        assert _fields(r) == {"targets"}
+        assert c.get("/v2/tasks").json()["tasks"] == []
+
+
+def test_orch_045_real_names_register_and_take_tasks(orchd: AppFactory) -> None:
+    """ORCH-045: the names real deployments use pass: llorch-pool's HOST-PORT worker ids, a
+    host name as the pool, a catalog id or a Hugging Face reference as the model."""
+    with orchd(cluster_token="ct", expect_models=()) as c:
+        models = ["smollm2-135m-instruct.q4_1", "bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M"]
+        for i, model in enumerate(models):
+            reg = {
+                "worker_id": f"gpu-box-1.lan-800{i}",
+                "url": f"http://127.0.0.1:{9 + i}",
+                "model": model,
+                "pool": "gpu-box-1.lan",
+                "slots_total": 1,
+            }
+            assert c.post("/v2/workers/register", headers=CT, json=reg).status_code == 201
+        r = c.post("/v2/workers/gpu-box-1.lan-8000/heartbeat", headers=CT, json={"slots_total": 1})
+        assert r.status_code == 200
+        assert sorted(c.get("/v2/meta/capabilities").json()["models"]) == sorted(models)
+        r = c.post("/v2/tasks", json={**TASK, "model": models[1], "deadline_ms": 1})
+        assert r.status_code == 202, r.text

@@ -32,6 +32,11 @@ from tests.pool_ctl.helpers import call, pool_env, run_pool, start_pool, worker_
         (["worker", "stop", "w1", "--all"], 10, "give a worker id or --all, not both"),
         (["worker", "stop", "nope"], 3, "no worker 'nope'"),
         (["worker", "stop", "../etc"], 10, "worker id '../etc' is not valid"),
+        (
+            ["worker", "spawn", "cpu", "--model", "x", "--pool", "<img src=x>"],
+            10,
+            "pool name '<img src=x>' is not valid",  # POOL-043
+        ),
         (["worker", "logs", "nope"], 3, "no worker 'nope'"),
         (["models", "download", "nocolon"], 4, "no ':FILE.gguf' or ':QUANT' part"),
     ],
@@ -40,7 +45,8 @@ def test_failures_are_one_line_and_a_distinct_code(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int, words: str
 ) -> None:
     """POOL-005: one line, `llorch-pool: error: <what failed>; <what to do>`, its own exit code;
-    POOL-060: stop takes a worker id or --all, never both or neither (exit 10)."""
+    POOL-060: stop takes a worker id or --all, never both or neither (exit 10); POOL-043: a
+    --pool that is no pool name is refused before anything starts (exit 10)."""
     r = call(["--home", str(tmp_path / "home"), *args], capsys)
     assert r.code == code, r.err
     assert r.err.startswith("llorch-pool: error: ") and r.err.count("\n") == 1
@@ -130,7 +136,9 @@ def test_valid_worker_ids(good: str) -> None:
     assert check_worker_id(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", "-a", ".a", "_a", "a/b", "../etc", "a b", "é", "x" * 129])
+@pytest.mark.parametrize(
+    "bad", ["", "-a", ".a", "_a", "a/b", "../etc", "a b", "é", "x" * 129, "a\n", "a:b"]
+)
 def test_invalid_worker_ids(bad: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """POOL-041: anything else is refused (exit 10) wherever a worker id is given."""
     r = call(["--home", str(tmp_path / "home"), "worker", "stop", "--", bad], capsys)

@@ -47,6 +47,30 @@ def test_every_start_up_failure_is_one_line_and_exit_2(tiny_model: Path, tmp_pat
 
 
 @pytest.mark.e2e
+def test_wrk_007_names_outside_their_charset_stop_the_worker(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """WRK-007, ORCH-045: a worker id, pool or model name orchestratord would refuse stops the
+    worker at start with one line naming the flag, exit 2; so does a model name derived from a
+    file name that is none."""
+    xss = "<img src=x onerror=alert(1)>"
+    odd = tmp_path / "my model (1).gguf"
+    odd.symlink_to(tiny_model)
+    model = ("--model", str(tiny_model))
+    cases = [
+        ((*model, "--worker-id", xss), "--worker-id "),
+        ((*model, "--pool", "a/b"), "--pool 'a/b' must be 1-128 characters"),
+        ((*model, "--model-name", xss), "--model-name "),
+        (("--model", str(odd)), "--model-name 'my model (1)' (from the file name) must be"),
+    ]
+    for args, words in cases:
+        r = workerd(*args, "--port", "0")
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("llorch-workerd: error: "), r.stderr
+        assert words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+@pytest.mark.e2e
 def test_port_0_serves_on_the_port_the_kernel_chose(tiny_model: Path) -> None:
     """WRK-002: with --port 0 the worker listens where the kernel says and its log names it."""
     p = subprocess.Popen(
