@@ -246,6 +246,10 @@ def _refused(service: Core, active: ActiveTask, worker: Worker, e: WorkerRefused
     if e.status == 503:
         # Full or draining: nothing more goes there until its next heartbeat.
         worker.foreign = worker.slots_total + service.registry.prefetch
+    elif e.status == 409:
+        # The job id runs there already (ORCH-054): no fault of the worker's; the next
+        # attempt has a new job id.
+        log.warning("worker %s already runs job %s", worker.id, active.job_id)
     else:
         worker.reported = "failed"
         log.warning(

@@ -5,7 +5,8 @@ the daemon uses: it coalesces record changes and writes them in one transaction 
 the event loop, so the relay never waits on the database and no token is ever written.
 
 Schema versions: 1 (first release), 2 (adds workers.n_ctx/registered_ms and
-tasks.tenant/session_id/max_tokens/ttft_ms/attempts). `Store.open` upgrades older files in place.
+tasks.tenant/session_id/max_tokens/ttft_ms/attempts), 3 (tasks.prompt_tokens), 4
+(tasks.client_id, unique per tenant). `Store.open` upgrades older files in place.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from orchestratord.domain.registry import Worker
 from orchestratord.domain.tasks import TaskQuery, TaskRecord
 
 log = logging.getLogger("llorch.orchestratord.store.db")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 schema_version = sa.Table(
@@ -69,12 +70,14 @@ tasks = sa.Table(
     sa.Column("ttft_ms", sa.Float),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("prompt_tokens", sa.Integer),  # as the worker counted them (replay uses them)
+    sa.Column("client_id", sa.String(128)),  # the client's task_id, unique per tenant (ORCH-156)
 )
 # Listings page newest first; retention deletes by finish time (created in `migrate` too,
 # so databases made before they existed get them).
 INDEXES = (
     sa.Index("ix_tasks_created", tasks.c.created_ms, tasks.c.id),
     sa.Index("ix_tasks_finished", tasks.c.finished_ms),
+    sa.Index("ix_tasks_client", tasks.c.tenant, tasks.c.client_id, unique=True),
 )
 # Compare runs (specs ORCH-212): the run record as JSON, with the columns it is listed by.
 # A table added after a release is created when missing (migrate), without a version bump.
@@ -102,6 +105,7 @@ _UPGRADES: dict[int, list[tuple[str, str]]] = {
         ("tasks", "attempts INTEGER NOT NULL DEFAULT 0"),
     ],
     3: [("tasks", "prompt_tokens INTEGER")],
+    4: [("tasks", "client_id VARCHAR(128)")],
 }
 _TASK_COLUMNS = [c.name for c in tasks.columns]
 
@@ -243,6 +247,24 @@ class Store:
         if row is None:
             return None
         return TaskRecord(**row._asdict())
+
+    def find_task(self, task_id: str, tenant: str | None) -> TaskRecord | None:
+        """The task a caller of `tenant` means by `task_id` (ORCH-156): its tenant's task of
+        that client-chosen id, else the task of that server-made id, whoever's it is (the
+        caller checks that it may see it)."""
+        own = sa.and_(
+            tasks.c.client_id == task_id,
+            tasks.c.tenant.is_(None) if tenant is None else tasks.c.tenant == tenant,
+        )
+        q = (
+            sa.select(tasks)
+            .where(sa.or_(own, tasks.c.id == task_id))
+            .order_by(sa.case((own, 0), else_=1))
+            .limit(1)
+        )
+        with self.engine.connect() as c:
+            row = c.execute(q).first()
+        return TaskRecord(**row._asdict()) if row is not None else None
 
     def prune_finished(self, before_ms: int) -> int:
         """Delete the records of tasks that finished before `before_ms`; returns how many."""
