@@ -136,7 +136,10 @@ class TaskService(Core):
     async def _submit(self, req: TaskRequest) -> TaskRecord:
         reg = self.registry
         serving = reg.serving(req.model)
-        check_servable(req, serving, self.expected_models, reg.known_models())
+        recent = not serving and reg.seen_within(
+            req.model, self.clock(), self.settings.model_grace_ms
+        )
+        check_servable(req, serving, self.expected_models, reg.known_models(), recent=recent)
         if req.embed_input is not None:
             check_embeddable(req, serving)
         now = self.clock()

@@ -376,6 +376,35 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
                 wait_for(lambda: httpx.get(w.url + "/health").json()["slots_busy"] == 0)
 
 
+def test_orch_163_a_task_for_a_restarting_workers_model_queues_and_runs(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """ORCH-163: while the only worker of a model restarts (it deregistered on its way out),
+    a task for that model is queued, not 404, and runs once the worker is back."""
+    with orchestratord(tmp_path, "--model-grace-ms", "600000") as orch:
+        with worker(tiny_model, tmp_path, orch.url, "g1"):
+            pass
+        wait_for(
+            lambda: workers(orch.url).get("g1", {"state": "dead"})["state"] == "dead",
+            what="the worker to be gone",
+        )
+        r = httpx.post(
+            orch.url + "/v2/tasks", json={"model": MODEL, "prompt": "hi", "max_tokens": 4}
+        )
+        assert r.status_code == 202, r.text
+        task_id = r.json()["task_id"]
+        with worker(tiny_model, tmp_path, orch.url, "g1"):
+            rec = wait_for(
+                lambda: (
+                    (x := httpx.get(f"{orch.url}/v2/tasks/{task_id}").json())["status"]
+                    == "succeeded"
+                    and x
+                ),
+                what="the queued task to run",
+            )
+        assert rec["worker_id"] == "g1"
+
+
 def test_queue_full_is_429_with_real_processes(tiny_model: Path, tmp_path: Path) -> None:
     with orchestratord(tmp_path, "--queue-capacity", "2", "--expect-model", "not-served") as orch:
         body = {"model": "not-served", "prompt": "x", "max_tokens": 1}
