@@ -129,6 +129,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
                 active.first_token = time.perf_counter()
                 service.metrics.ttft.observe(active.first_token - active.submitted)
             active.tokens += 1
+            rec.tokens_out = active.tokens  # the batch writer saves it now and then (ORCH-065)
             worker.tokens_relayed += 1
             tlog.append("token", raw=raw)
         elif name == "started":

@@ -380,18 +380,34 @@ def _upsert(dialect: str, table: sa.Table) -> sa.Executable | None:
 
 
 class BatchWriter:
-    """Coalesce task and worker changes and write them in one transaction per interval."""
+    """Coalesce task and worker changes and write them in one transaction per interval.
 
-    def __init__(self, store: Store, interval_s: float = 0.05) -> None:
+    The token counts of running tasks change with every token and are no change of state:
+    they are written with the next flush after `count_interval_s`, so that a record keeps
+    about the tokens it sent when orchestratord dies (ORCH-065), at one write per interval
+    however many tokens flow.
+    """
+
+    def __init__(
+        self, store: Store, interval_s: float = 0.05, count_interval_s: float = 1.0
+    ) -> None:
         self.store = store
         self.interval_s = interval_s
+        self.count_interval_s = count_interval_s
         self._tasks: dict[str, TaskRecord] = {}
+        self._running: dict[str, TaskRecord] = {}  # whose tokens_out may move
+        self._counted: dict[str, int] = {}  # the tokens_out last written of each
         self._workers: dict[str, dict[str, Any] | None] = {}  # None: delete
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
     def task(self, record: TaskRecord) -> None:
         self._tasks[record.id] = record
+        if record.status == "running":
+            self._running[record.id] = record
+        elif record.done:
+            self._running.pop(record.id, None)
+            self._counted.pop(record.id, None)
         self._wake.set()
 
     def worker(self, w: Worker, state: str) -> None:
@@ -406,21 +422,36 @@ class BatchWriter:
         self._runner = asyncio.create_task(self._run(), name="db-writer")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        counts_due = loop.time()
         while True:
-            await self._wake.wait()
+            # With tasks running, wake for their token counts too, when nothing else does.
+            wait = max(0.0, counts_due - loop.time()) if self._running else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             await asyncio.sleep(self.interval_s)
             self._wake.clear()
+            counts = loop.time() >= counts_due
+            if counts:
+                counts_due = loop.time() + self.count_interval_s
             try:
-                await self.flush()
+                await self.flush(counts=counts)
             except Exception:
                 log.exception("database write failed; will retry")
                 await asyncio.sleep(1.0)
                 self._wake.set()
 
-    async def flush(self) -> None:
+    async def flush(self, counts: bool = True) -> None:
+        """Write what changed; with `counts`, also the running tasks whose token count moved."""
         # Snapshot values now: records keep changing on the loop while the thread writes.
         pending_tasks, pending_workers = self._tasks, self._workers
         self._tasks, self._workers = {}, {}
+        if counts:
+            for task_id, record in self._running.items():
+                if self._counted.get(task_id, 0) != record.tokens_out:
+                    self._counted[task_id] = record.tokens_out
+                    pending_tasks.setdefault(task_id, record)
         if not pending_tasks and not pending_workers:
             return
         task_rows = [copy.copy(r) for r in pending_tasks.values()]
