@@ -37,7 +37,7 @@ from orchestratord.runtime.tasklog import TaskEvent, TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from orchestratord.worker_client.relay import cancel_job
-from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull
+from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull, WorkerReset
 from shared.sse import KEEPALIVE_S as KEEPALIVE_S  # the interval of its task streams
 from shared.wire import WorkerStatus
 
@@ -357,6 +357,13 @@ class TaskService(Core):
             return active
         record = await self._known(task_id, caller.tenant) if active is None else None
         if record is not None and caller.sees(record.tenant):
+            if record.error_code == "WORKER_RESET":
+                # Its log went with the orchestratord that ran it (or expired since): the
+                # task's own retriable error, not "no such task" (ORCH-026).
+                raise WorkerReset(
+                    f"task {task_id} failed ({record.error_message}); its events are gone; "
+                    "submit it again"
+                )
             raise NotFound(
                 f"the events of task {task_id} are no longer retained; "
                 "GET /v2/tasks/{id} has its outcome"
