@@ -6,7 +6,7 @@ the event loop, so the relay never waits on the database and no token is ever wr
 
 Schema versions: 1 (first release), 2 (adds workers.n_ctx/registered_ms and
 tasks.tenant/session_id/max_tokens/ttft_ms/attempts), 3 (tasks.prompt_tokens), 4
-(tasks.client_id, unique per tenant). `Store.open` upgrades older files in place.
+(tasks.client_id, looked up with the tenant). `Store.open` upgrades older files in place.
 """
 
 from __future__ import annotations
@@ -70,14 +70,16 @@ tasks = sa.Table(
     sa.Column("ttft_ms", sa.Float),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("prompt_tokens", sa.Integer),  # as the worker counted them (replay uses them)
-    sa.Column("client_id", sa.String(128)),  # the client's task_id, unique per tenant (ORCH-156)
+    sa.Column("client_id", sa.String(128)),  # the client's task_id, the tenant's own (ORCH-156)
 )
 # Listings page newest first; retention deletes by finish time (created in `migrate` too,
 # so databases made before they existed get them).
 INDEXES = (
     sa.Index("ix_tasks_created", tasks.c.created_ms, tasks.c.id),
     sa.Index("ix_tasks_finished", tasks.c.finished_ms),
-    sa.Index("ix_tasks_client", tasks.c.tenant, tasks.c.client_id, unique=True),
+    # Not a unique index: the service keeps (tenant, client_id) unique (ORCH-157), and a
+    # constraint would turn one stray duplicate into a batch the writer retries for ever.
+    sa.Index("ix_tasks_client", tasks.c.tenant, tasks.c.client_id),
 )
 # Compare runs (specs ORCH-212): the run record as JSON, with the columns it is listed by.
 # A table added after a release is created when missing (migrate), without a version bump.
