@@ -116,7 +116,8 @@ class AsyncClient:
         return Submitted.from_json(response.json())
 
     async def events(self, task_id: str, last_event_id: int | None = None) -> AsyncIterator[Event]:
-        """Yield the task's events until `end` or `error`, reconnecting with `Last-Event-ID`."""
+        """Yield the task's events until `end` or `error`, reconnecting with `Last-Event-ID`;
+        a task lost to an orchestratord restart raises the retriable `WorkerReset`."""
         cursor = Cursor(last_event_id, self.max_reconnects)
         path = f"/v2/tasks/{task_id}/events"
         timeout = httpx.Timeout(self._timeout, read=None)

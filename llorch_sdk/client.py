@@ -134,7 +134,9 @@ class Client:
     def events(self, task_id: str, last_event_id: int | None = None) -> Iterator[Event]:
         """Yield the task's events until `end` or `error`, reconnecting with `Last-Event-ID`.
 
-        A dropped connection is resumed where it broke, so no event is lost or repeated.
+        A dropped connection is resumed where it broke, so no event is lost or repeated. A task
+        whose events went with a restarted orchestratord raises `WorkerReset` (retriable:
+        submit it again), not `NotFound`.
         """
         cursor = Cursor(last_event_id, self.max_reconnects)
         path = f"/v2/tasks/{task_id}/events"

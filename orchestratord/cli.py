@@ -57,6 +57,8 @@ HELP: dict[str, str] = {
     "connect_timeout_s": "Seconds to connect to a worker",
     "read_timeout_s": "Longest silence tolerated from a worker stream, in seconds",
     "disconnect_grace_ms": "A running task with no event reader for this long is cancelled",
+    "model_grace_ms": "A model whose last worker was heard from this long ago still queues "
+    "tasks (a worker restarting); later it is 404 MODEL_NOT_FOUND. 0: no grace",
     "stream_coalesce_ms": "After the first token, send a stream's tokens in bursts at most "
     "this often (0: one write per event)",
     "worker_prefetch": "Jobs sent to a worker beyond its free slots, to wait in its own queue",

@@ -52,6 +52,7 @@ class Settings:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 60.0
     disconnect_grace_ms: int = 10_000
+    model_grace_ms: int = 60_000
     stream_coalesce_ms: float = 4.0
     worker_prefetch: int = 0
     policy_budget_ms: float = 50.0
@@ -92,6 +93,8 @@ class Settings:
             problem = MODEL_NAME.problem(model)
             if problem:  # the name tasks would be refused for (ORCH-045)
                 raise SettingsError(f"--expect-model {model!r} {problem}")
+        if self.model_grace_ms < 0:
+            raise SettingsError("--model-grace-ms must be >= 0")
         if any(not k or (":" in k and not k.split(":", 1)[1]) for k in self.api_keys):
             raise SettingsError("--api-key must be KEY or TENANT:KEY with a non-empty KEY")
         if not is_loopback(self.host) and not (self.api_keys and self.cluster_token):

@@ -2,7 +2,8 @@
 
 A task no worker could run is refused at once (ORCH-160, ORCH-161) instead of failing after it
 waited: a model no registered worker serves is 404 `MODEL_NOT_FOUND` listing the models there
-are (unless the operator expects it: `--expect-model`), and a task whose prompt plus
+are (unless the operator expects it: `--expect-model`, or a worker served it within
+`--model-grace-ms`: ORCH-164), and a task whose prompt plus
 `max_tokens` cannot fit the context of any worker of its model is 400, as the worker would
 answer. orchestratord cannot tokenize, so the prompt's size in tokens is a lower bound here
 (`MAX_TOKEN_BYTES`); the worker's own check stays the exact one.
@@ -57,15 +58,21 @@ def _utf8_len(text: str) -> int:
 
 
 def check_servable(
-    req: TaskRequest, workers: Sequence[Worker], expected: Collection[str], models: Sequence[str]
+    req: TaskRequest,
+    workers: Sequence[Worker],
+    expected: Collection[str],
+    models: Sequence[str],
+    *,
+    recent: bool = False,
 ) -> None:
     """Raise ModelNotFound or InvalidParams for a task no worker could run.
 
     `workers` are the registered, not dead, workers of the task's model; `models` what every
-    such worker serves, for the message.
+    such worker serves, for the message; `recent` whether a worker served the model within
+    the grace (it is likely restarting: the task waits for it).
     """
     if not workers:
-        if req.model in expected:
+        if req.model in expected or recent:
             return
         listing = ", ".join(models) if models else "none yet"
         raise ModelNotFound(

@@ -163,6 +163,9 @@ class Registry:
         self.dead_ms = dead_ms
         self.prefetch = prefetch
         self.workers: dict[str, Worker] = {}
+        # Model -> the last heartbeat of a removed worker of it: "served a moment ago" outlives
+        # the worker's restart (ORCH-164).
+        self.last_seen: dict[str, int] = {}
 
     def register(self, w: Worker, now_ms: int) -> Worker:
         """Add or replace a worker. Jobs in flight on a re-registering worker stay counted."""
@@ -222,7 +225,10 @@ class Registry:
         return w
 
     def remove(self, worker_id: str) -> Worker | None:
-        return self.workers.pop(worker_id, None)
+        w = self.workers.pop(worker_id, None)
+        if w is not None:
+            self.last_seen[w.model] = max(self.last_seen.get(w.model, 0), w.last_heartbeat_ms)
+        return w
 
     def get(self, worker_id: str) -> Worker | None:
         return self.workers.get(worker_id)
@@ -275,6 +281,16 @@ class Registry:
 
     def known_models(self) -> list[str]:
         return sorted({w.model for w in self.workers.values() if not w.dead})
+
+    def seen_within(self, model: str, now_ms: int, grace_ms: int) -> bool:
+        """Whether a worker of `model` was heard from within the last `grace_ms`, even if it
+        died or was removed since (a worker restarting: ORCH-164)."""
+        if grace_ms <= 0:
+            return False
+        beats = [w.last_heartbeat_ms for w in self.workers.values() if w.model == model]
+        if model in self.last_seen:
+            beats.append(self.last_seen[model])
+        return bool(beats) and now_ms - max(beats) <= grace_ms
 
     def models(self, now_ms: int) -> list[str]:
         return sorted({w.model for w in self.workers.values() if self.usable(w, now_ms)})

@@ -33,7 +33,9 @@ class Policy(Protocol):
 
 def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
     return {
-        "id": task_id,
+        # The id its client knows it by (with `tenant`, unique: ORCH-156), as before ids
+        # were scoped; the server-made one is orchestratord's own.
+        "id": req.task_id or task_id,
         "model": req.model,
         "priority": req.priority,
         "session_id": req.session_id,

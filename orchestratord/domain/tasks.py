@@ -141,9 +141,18 @@ class TaskRecord:
     error_message: str | None = None
     attempts: int = 0
     prompt_tokens: int | None = None  # as the worker counted them, once it started the task
+    # The client's own `task_id`, scoped to its tenant (ORCH-156); `id` is always server-made.
+    client_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
+
+    def id_for(self, tenant: str | None) -> str:
+        """The id a caller of `tenant` knows the task by: the client-chosen id for its own
+        tenant's task, the server's id otherwise (what the admin sees of other tenants)."""
+        if self.client_id is not None and self.tenant == tenant:
+            return self.client_id
+        return self.id
 
     @property
     def done(self) -> bool:

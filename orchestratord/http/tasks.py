@@ -62,9 +62,11 @@ async def frames(batches: AsyncGenerator[list[TaskEvent], None]) -> AsyncIterato
 
 async def submit_task(request: Request) -> Response:
     service: TaskService = request.state.service
-    req = parse_task_request(await read_json(request), caller=caller_of(request))
+    caller = caller_of(request)
+    req = parse_task_request(await read_json(request), caller=caller)
     record = await service.submit(req)
-    events_url = f"/v2/tasks/{record.id}/events"
+    shown = record.id_for(caller.tenant)  # the client's own task_id, if it chose one
+    events_url = f"/v2/tasks/{shown}/events"
     if "text/event-stream" in request.headers.get("accept", ""):
         task_id = record.id
 
@@ -74,17 +76,17 @@ async def submit_task(request: Request) -> Response:
         return EventStream(
             frames(await service.frames(task_id)),
             on_close=detach,
-            headers={"X-Llorch-Task-Id": task_id, "Content-Location": events_url},
+            headers={"X-Llorch-Task-Id": shown, "Content-Location": events_url},
         )
     return JSONResponse(
         {
-            "task_id": record.id,
+            "task_id": shown,
             "status": record.status,
             "queue_position": service.queue_position(record.id),
             "events_url": events_url,
         },
         status_code=202,
-        headers={"Location": f"/v2/tasks/{record.id}"},
+        headers={"Location": f"/v2/tasks/{shown}"},
     )
 
 
@@ -103,25 +105,29 @@ async def cancel_task(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def task_json(service: TaskService, record: TaskRecord) -> dict[str, Any]:
+def task_json(service: TaskService, record: TaskRecord, caller: Caller) -> dict[str, Any]:
     body = record.to_json()
+    body["id"] = record.id_for(caller.tenant)
     body["queue_position"] = service.queue_position(record.id)
     return body
 
 
 async def get_task(request: Request) -> Response:
     service: TaskService = request.state.service
-    record = await service.get(request.path_params["task_id"], caller_of(request))
-    return JSONResponse(task_json(service, record))
+    caller = caller_of(request)
+    record = await service.get(request.path_params["task_id"], caller)
+    return JSONResponse(task_json(service, record, caller))
 
 
 async def list_tasks(request: Request) -> Response:
     """GET /v2/tasks: the caller's tasks (every tenant's for the admin), newest first, paged."""
     service: TaskService = request.state.service
-    query = parse_list_query(request.query_params, caller_of(request))
+    caller = caller_of(request)
+    query = parse_list_query(request.query_params, caller)
     records, more = await service.list_tasks(query)
     cursor = encode_cursor(records[-1]) if more and records else None
-    return JSONResponse({"tasks": [task_json(service, r) for r in records], "next_cursor": cursor})
+    tasks = [task_json(service, r, caller) for r in records]
+    return JSONResponse({"tasks": tasks, "next_cursor": cursor})
 
 
 routes = [

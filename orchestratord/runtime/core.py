@@ -79,6 +79,8 @@ class Core:
         )
         self.ledger = Ledger(self.registry)
         self.tasks: dict[str, ActiveTask] = {}
+        # (tenant, client-chosen task_id) -> the id of that task in `tasks` (ORCH-156).
+        self.client_ids: dict[tuple[str | None, str], str] = {}
         self._finished: deque[str] = deque()
         self.retained_bytes = 0  # event logs of finished tasks kept for Last-Event-ID
         self._wake = asyncio.Event()
@@ -228,6 +230,8 @@ class Core:
             gone = self.tasks.pop(self._finished.popleft(), None)
             if gone is not None:
                 self.retained_bytes -= gone.log.nbytes
+                if gone.record.client_id is not None:
+                    self.client_ids.pop((gone.record.tenant, gone.record.client_id), None)
 
     def save(self, record: TaskRecord) -> None:
         """Every change of a task's state passes here: the database, then the observers

@@ -129,6 +129,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
                 active.first_token = time.perf_counter()
                 service.metrics.ttft.observe(active.first_token - active.submitted)
             active.tokens += 1
+            rec.tokens_out = active.tokens  # the batch writer saves it now and then (ORCH-065)
             worker.tokens_relayed += 1
             tlog.append("token", raw=raw)
         elif name == "started":
@@ -256,6 +257,10 @@ def _refused(service: Core, active: ActiveTask, worker: Worker, e: WorkerRefused
     if e.status == 503:
         # Full or draining: nothing more goes there until its next heartbeat.
         worker.foreign = worker.slots_total + service.registry.prefetch
+    elif e.status == 409:
+        # The job id runs there already (ORCH-055): no fault of the worker's; the next
+        # attempt has a new job id.
+        log.warning("worker %s already runs job %s", worker.id, active.job_id)
     else:
         worker.reported = "failed"
         log.warning(

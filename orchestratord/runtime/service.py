@@ -37,7 +37,7 @@ from orchestratord.runtime.follow import flatten, follow
 from orchestratord.runtime.tasklog import TaskEvent, TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
-from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull
+from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull, WorkerReset
 from shared.sse import KEEPALIVE_S as KEEPALIVE_S  # the interval of its task streams
 from shared.wire import QueuedData, WorkerStatus
 
@@ -65,6 +65,9 @@ class TaskService(Core):
         self.client = client
         self.expected_models = frozenset(settings.expect_models)
         self._loop: asyncio.Task[None] | None = None
+        # Client task ids being submitted right now: a second submit of one waits for the
+        # first to settle, so an id never makes two tasks (ORCH-157).
+        self._claims: dict[tuple[str | None, str], asyncio.Future[None]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -101,29 +104,44 @@ class TaskService(Core):
     async def submit(self, req: TaskRequest) -> TaskRecord:
         """Admit and enqueue a task; returns its record (status "queued").
 
-        A `task_id` already known to the same tenant returns the existing record (idempotent
-        resubmission); the same id with a different prompt, or an id another tenant used, is
-        a Conflict. Raises QueueFull or AdmissionReject (429 with retry_after_ms).
+        A client `task_id` is the tenant's own (ORCH-156): one its tenant already used returns
+        the existing record (idempotent resubmission), or is a Conflict when the model or the
+        prompt differ; another tenant's use of the same id is another task. Concurrent
+        submits of one id make one task (ORCH-157). Raises QueueFull or AdmissionReject (429
+        with retry_after_ms).
         """
-        if req.task_id is not None:
-            existing = await self._known(req.task_id)
-            if existing is not None:
-                if (
-                    existing.tenant != req.tenant
-                    or existing.prompt_hash != req.prompt_hash
-                    or existing.model != req.model
-                ):
-                    raise Conflict(f"task_id {req.task_id} was used for a different task")
-                return existing
+        if req.task_id is None:
+            return await self._submit(req)
+        key = (req.tenant, req.task_id)
+        while (other := self._claims.get(key)) is not None:
+            await asyncio.shield(other)  # its outcome is in memory when it settles
+        # Claimed before the first await: no other submit of this id gets past the loop above.
+        claim = self._claims[key] = asyncio.get_running_loop().create_future()
+        try:
+            existing = await self._known(req.task_id, req.tenant)
+            if existing is None or existing.tenant != req.tenant:
+                return await self._submit(req)
+            if existing.prompt_hash != req.prompt_hash or existing.model != req.model:
+                raise Conflict(f"task_id {req.task_id} was used for a different task")
+            return existing
+        finally:
+            del self._claims[key]
+            claim.set_result(None)
+
+    async def _submit(self, req: TaskRequest) -> TaskRecord:
         reg = self.registry
         serving = reg.serving(req.model)
-        check_servable(req, serving, self.expected_models, reg.known_models())
+        recent = not serving and reg.seen_within(
+            req.model, self.clock(), self.settings.model_grace_ms
+        )
+        check_servable(req, serving, self.expected_models, reg.known_models(), recent=recent)
         await check_context(self, req, serving)
         if req.embed_input is not None:
             check_embeddable(req, serving)
         now = self.clock()
         # Server-made ids are 128 random bits: unguessable, so an id is no capability leak.
-        task_id = req.task_id or secrets.token_hex(16)
+        # A client-chosen id is kept beside it, scoped to the tenant (ORCH-156).
+        task_id = secrets.token_hex(16)
         cluster = cluster_view(self.queue, self.registry, self.running_by_tenant, now)
         decision = self.policy.admit(task_view(task_id, req, 0), cluster)
         if not decision.accept:
@@ -158,9 +176,12 @@ class TaskService(Core):
             max_tokens=req.max_tokens,
             tenant=req.tenant,
             session_id=req.session_id,
+            client_id=req.task_id,
         )
         active = ActiveTask(req, record, TaskLog(), entry, time.perf_counter())
         self.tasks[task_id] = active
+        if req.task_id is not None:
+            self.client_ids[(req.tenant, req.task_id)] = task_id
         queued: QueuedData = {"queue_position": self.queue.position(task_id)}
         active.log.append("queued", queued)
         for d in dropped:
@@ -205,7 +226,7 @@ class TaskService(Core):
         once the task's runner unwound: its connection is closed (the worker frees the slot
         when it sees that) and its reservation released.
         """
-        active = self.tasks.get(task_id)
+        active = self._in_memory(task_id, caller.tenant)
         if active is None or not caller.sees(active.record.tenant):
             return await self.get(task_id, caller)
         runner = active.runner
@@ -216,7 +237,7 @@ class TaskService(Core):
 
     async def get(self, task_id: str, caller: Caller = ADMIN) -> TaskRecord:
         """The task record; raises NotFound (also for another tenant's task)."""
-        record = await self._known(task_id)
+        record = await self._known(task_id, caller.tenant)
         if record is None or not caller.sees(record.tenant):
             raise NotFound(f"no task {task_id}")
         return record
@@ -292,21 +313,33 @@ class TaskService(Core):
 
     # --- internals ------------------------------------------------------------------------
 
-    async def _known(self, task_id: str) -> TaskRecord | None:
-        active = self.tasks.get(task_id)
+    def _in_memory(self, task_id: str, tenant: str | None) -> ActiveTask | None:
+        """The task a caller of `tenant` means by `task_id`, if in memory: its tenant's task of
+        that client-chosen id, else the task of that server-made id (ORCH-156)."""
+        return self.tasks.get(self.client_ids.get((tenant, task_id), task_id))
+
+    async def _known(self, task_id: str, tenant: str | None) -> TaskRecord | None:
+        active = self._in_memory(task_id, tenant)
         if active is not None:
             return active.record
         if self.store is None:
             return None
         # The database is read off the event loop: a slow disk must not stall every stream.
-        return await asyncio.to_thread(self.store.get_task, task_id)
+        return await asyncio.to_thread(self.store.find_task, task_id, tenant)
 
     async def _active(self, task_id: str, caller: Caller) -> ActiveTask:
-        active = self.tasks.get(task_id)
+        active = self._in_memory(task_id, caller.tenant)
         if active is not None and caller.sees(active.record.tenant):
             return active
-        record = await self._known(task_id) if active is None else None
+        record = await self._known(task_id, caller.tenant) if active is None else None
         if record is not None and caller.sees(record.tenant):
+            if record.error_code == "WORKER_RESET":
+                # Its log went with the orchestratord that ran it (or expired since): the
+                # task's own retriable error, not "no such task" (ORCH-026).
+                raise WorkerReset(
+                    f"task {task_id} failed ({record.error_message}); its events are gone; "
+                    "submit it again"
+                )
             raise NotFound(
                 f"the events of task {task_id} are no longer retained; "
                 "GET /v2/tasks/{id} has its outcome"

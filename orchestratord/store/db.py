@@ -5,7 +5,8 @@ the daemon uses: it coalesces record changes and writes them in one transaction 
 the event loop, so the relay never waits on the database and no token is ever written.
 
 Schema versions: 1 (first release), 2 (adds workers.n_ctx/registered_ms and
-tasks.tenant/session_id/max_tokens/ttft_ms/attempts). `Store.open` upgrades older files in place.
+tasks.tenant/session_id/max_tokens/ttft_ms/attempts), 3 (tasks.prompt_tokens), 4
+(tasks.client_id, looked up with the tenant). `Store.open` upgrades older files in place.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from orchestratord.domain.registry import Worker
 from orchestratord.domain.tasks import TaskQuery, TaskRecord
 
 log = logging.getLogger("llorch.orchestratord.store.db")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 schema_version = sa.Table(
@@ -69,12 +70,16 @@ tasks = sa.Table(
     sa.Column("ttft_ms", sa.Float),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("prompt_tokens", sa.Integer),  # as the worker counted them (replay uses them)
+    sa.Column("client_id", sa.String(128)),  # the client's task_id, the tenant's own (ORCH-156)
 )
 # Listings page newest first; retention deletes by finish time (created in `migrate` too,
 # so databases made before they existed get them).
 INDEXES = (
     sa.Index("ix_tasks_created", tasks.c.created_ms, tasks.c.id),
     sa.Index("ix_tasks_finished", tasks.c.finished_ms),
+    # Not a unique index: the service keeps (tenant, client_id) unique (ORCH-157), and a
+    # constraint would turn one stray duplicate into a batch the writer retries for ever.
+    sa.Index("ix_tasks_client", tasks.c.tenant, tasks.c.client_id),
 )
 # Compare runs (specs ORCH-212): the run record as JSON, with the columns it is listed by.
 # A table added after a release is created when missing (migrate), without a version bump.
@@ -102,6 +107,7 @@ _UPGRADES: dict[int, list[tuple[str, str]]] = {
         ("tasks", "attempts INTEGER NOT NULL DEFAULT 0"),
     ],
     3: [("tasks", "prompt_tokens INTEGER")],
+    4: [("tasks", "client_id VARCHAR(128)")],
 }
 _TASK_COLUMNS = [c.name for c in tasks.columns]
 
@@ -244,6 +250,24 @@ class Store:
             return None
         return TaskRecord(**row._asdict())
 
+    def find_task(self, task_id: str, tenant: str | None) -> TaskRecord | None:
+        """The task a caller of `tenant` means by `task_id` (ORCH-156): its tenant's task of
+        that client-chosen id, else the task of that server-made id, whoever's it is (the
+        caller checks that it may see it)."""
+        own = sa.and_(
+            tasks.c.client_id == task_id,
+            tasks.c.tenant.is_(None) if tenant is None else tasks.c.tenant == tenant,
+        )
+        q = (
+            sa.select(tasks)
+            .where(sa.or_(own, tasks.c.id == task_id))
+            .order_by(sa.case((own, 0), else_=1))
+            .limit(1)
+        )
+        with self.engine.connect() as c:
+            row = c.execute(q).first()
+        return TaskRecord(**row._asdict()) if row is not None else None
+
     def prune_finished(self, before_ms: int) -> int:
         """Delete the records of tasks that finished before `before_ms`; returns how many."""
         with self.engine.begin() as c:
@@ -358,18 +382,34 @@ def _upsert(dialect: str, table: sa.Table) -> sa.Executable | None:
 
 
 class BatchWriter:
-    """Coalesce task and worker changes and write them in one transaction per interval."""
+    """Coalesce task and worker changes and write them in one transaction per interval.
 
-    def __init__(self, store: Store, interval_s: float = 0.05) -> None:
+    The token counts of running tasks change with every token and are no change of state:
+    they are written with the next flush after `count_interval_s`, so that a record keeps
+    about the tokens it sent when orchestratord dies (ORCH-065), at one write per interval
+    however many tokens flow.
+    """
+
+    def __init__(
+        self, store: Store, interval_s: float = 0.05, count_interval_s: float = 1.0
+    ) -> None:
         self.store = store
         self.interval_s = interval_s
+        self.count_interval_s = count_interval_s
         self._tasks: dict[str, TaskRecord] = {}
+        self._running: dict[str, TaskRecord] = {}  # whose tokens_out may move
+        self._counted: dict[str, int] = {}  # the tokens_out last written of each
         self._workers: dict[str, dict[str, Any] | None] = {}  # None: delete
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
     def task(self, record: TaskRecord) -> None:
         self._tasks[record.id] = record
+        if record.status == "running":
+            self._running[record.id] = record
+        elif record.done:
+            self._running.pop(record.id, None)
+            self._counted.pop(record.id, None)
         self._wake.set()
 
     def worker(self, w: Worker, state: str) -> None:
@@ -384,21 +424,36 @@ class BatchWriter:
         self._runner = asyncio.create_task(self._run(), name="db-writer")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        counts_due = loop.time()
         while True:
-            await self._wake.wait()
+            # With tasks running, wake for their token counts too, when nothing else does.
+            wait = max(0.0, counts_due - loop.time()) if self._running else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             await asyncio.sleep(self.interval_s)
             self._wake.clear()
+            counts = loop.time() >= counts_due
+            if counts:
+                counts_due = loop.time() + self.count_interval_s
             try:
-                await self.flush()
+                await self.flush(counts=counts)
             except Exception:
                 log.exception("database write failed; will retry")
                 await asyncio.sleep(1.0)
                 self._wake.set()
 
-    async def flush(self) -> None:
+    async def flush(self, counts: bool = True) -> None:
+        """Write what changed; with `counts`, also the running tasks whose token count moved."""
         # Snapshot values now: records keep changing on the loop while the thread writes.
         pending_tasks, pending_workers = self._tasks, self._workers
         self._tasks, self._workers = {}, {}
+        if counts:
+            for task_id, record in self._running.items():
+                if self._counted.get(task_id, 0) != record.tokens_out:
+                    self._counted[task_id] = record.tokens_out
+                    pending_tasks.setdefault(task_id, record)
         if not pending_tasks and not pending_workers:
             return
         task_rows = [copy.copy(r) for r in pending_tasks.values()]

@@ -135,3 +135,21 @@ def test_orch_163_the_bound_without_a_tokenizer_is_above_the_tokenizer_count(
             assert len(engine.tokenize(rendered.text)) <= max_prompt_tokens(req)
     finally:
         engine.close()
+
+
+def test_orch_164_a_model_served_a_moment_ago_queues_then_is_404(orchd: AppFactory) -> None:
+    """ORCH-164, ORCH-160: after its only worker is removed, a model still takes tasks within
+    `--model-grace-ms`; once the grace has passed it is 404 `MODEL_NOT_FOUND` again."""
+    with orchd(cluster_token="ct", expect_models=(), model_grace_ms=60_000) as c:
+        assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
+        assert c.delete("/v2/workers/w1", headers=CT).status_code == 204
+        r = c.post("/v2/tasks", json=TASK)
+        assert r.status_code == 202 and r.json()["status"] == "queued"
+    with orchd(cluster_token="ct", expect_models=(), model_grace_ms=300) as c:
+        assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
+        assert c.delete("/v2/workers/w1", headers=CT).status_code == 204
+        refused = wait_for(
+            lambda: (r := c.post("/v2/tasks", json=TASK)).status_code == 404 and r,
+            what="the grace to pass",
+        )
+        assert refused.json()["code"] == "MODEL_NOT_FOUND"

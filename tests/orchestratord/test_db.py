@@ -109,6 +109,43 @@ def test_batch_writer_coalesces_and_deletes(tmp_path: Path) -> None:
     store.close()
 
 
+def test_orch_065_running_token_counts_are_written_per_interval_not_per_token(
+    tmp_path: Path,
+) -> None:
+    """ORCH-065, ORCH-063: a running record whose tokens_out moves is written with the flushes
+    that carry counts (one per count interval), whatever the number of tokens; an ordinary
+    flush in between does not write it; a record that ended is no longer tracked."""
+    store = Store(f"sqlite:///{tmp_path / 'o.db'}").open()
+
+    def stored(task_id: str) -> tuple[str, int]:
+        got = store.get_task(task_id)
+        assert got is not None
+        return got.status, got.tokens_out
+
+    async def scenario() -> None:
+        writer = BatchWriter(store)
+        rec = record("t1")
+        rec.status = "running"
+        writer.task(rec)
+        await writer.flush(counts=False)
+        for _ in range(50):
+            rec.tokens_out += 1  # what the runner does per token: no call to the writer
+        await writer.flush(counts=False)
+        assert stored("t1") == ("running", 0)
+        await writer.flush(counts=True)
+        assert stored("t1") == ("running", 50)
+        rec.status, rec.tokens_out = "failed", 60
+        writer.task(rec)
+        await writer.flush(counts=True)
+        assert stored("t1") == ("failed", 60)
+        rec.tokens_out = 99  # ended: no longer written by counts
+        await writer.flush(counts=True)
+        assert stored("t1") == ("failed", 60)
+
+    asyncio.run(scenario())
+    store.close()
+
+
 def test_saving_a_task_again_updates_its_row(tmp_path: Path) -> None:
     """ORCH-063: records are upserted by id; the statement is built once per table and
     dialect, and the same one inserts and then updates."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -376,6 +378,65 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
                 assert rest[-1].event == "error" and rest[-1].data["code"] == "WORKER_RESET"
                 orch2.proc.wait(timeout=15)
                 wait_for(lambda: httpx.get(w.url + "/health").json()["slots_busy"] == 0)
+
+
+def test_orch_065_tokens_out_survives_an_orchestratord_crash(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """ORCH-065, ORCH-064: a running task's token count reaches the database while it streams
+    (it used to be written only when the task ended), so after a SIGKILL and a restart its
+    record is failed WORKER_RESET and still shows the tokens it had sent."""
+    state = tmp_path / "state"
+    db = state / "orchestratord.sqlite3"
+
+    def stored_tokens(task_id: str) -> int:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+            row = c.execute("SELECT tokens_out FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    with orchestratord(tmp_path, state_dir=state) as orch:
+        port = orch.port
+        with worker(tiny_model, tmp_path, orch.url, "c1"):
+            with open_task_stream(orch.url, LONG, head=25) as s:
+                task_id = s.task_id
+                assert sum(e.event == "token" for e in s.head) == 25
+                live = httpx.get(f"{orch.url}/v2/tasks/{task_id}").json()
+                assert live["status"] == "running" and live["tokens_out"] >= 25
+                wait_for(lambda: stored_tokens(task_id) >= 25, what="tokens_out on disk")
+                orch.kill(signal.SIGKILL)
+            with orchestratord(tmp_path, port=port, state_dir=state) as orch2:
+                rec = httpx.get(f"{orch2.url}/v2/tasks/{task_id}").json()
+                assert (rec["status"], rec["error_code"]) == ("failed", "WORKER_RESET")
+                assert rec["tokens_out"] >= 25
+
+
+def test_orch_164_a_task_for_a_restarting_workers_model_queues_and_runs(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """ORCH-164: while the only worker of a model restarts (it deregistered on its way out),
+    a task for that model is queued, not 404, and runs once the worker is back."""
+    with orchestratord(tmp_path, "--model-grace-ms", "600000") as orch:
+        with worker(tiny_model, tmp_path, orch.url, "g1"):
+            pass
+        wait_for(
+            lambda: workers(orch.url).get("g1", {"state": "dead"})["state"] == "dead",
+            what="the worker to be gone",
+        )
+        r = httpx.post(
+            orch.url + "/v2/tasks", json={"model": MODEL, "prompt": "hi", "max_tokens": 4}
+        )
+        assert r.status_code == 202, r.text
+        task_id = r.json()["task_id"]
+        with worker(tiny_model, tmp_path, orch.url, "g1"):
+            rec = wait_for(
+                lambda: (
+                    (x := httpx.get(f"{orch.url}/v2/tasks/{task_id}").json())["status"]
+                    == "succeeded"
+                    and x
+                ),
+                what="the queued task to run",
+            )
+        assert rec["worker_id"] == "g1"
 
 
 def test_queue_full_is_429_with_real_processes(tiny_model: Path, tmp_path: Path) -> None:

@@ -82,3 +82,22 @@ def test_reregistration_keeps_jobs_in_flight() -> None:
     assert w is not None and w.inflight == {"t1"}
     view = r.listings(5)[0]
     assert view["slots_busy"] == 1 and view["state"] == "ready"
+
+
+def test_orch_164_a_model_is_seen_within_the_grace_after_its_workers_go() -> None:
+    """ORCH-164: a model counts as served a moment ago for `grace_ms` after the last heartbeat
+    of a worker of it, whether that worker died or was removed; never with no grace."""
+    r = Registry(stale_ms=1_000, dead_ms=5_000)
+    assert not r.seen_within("m", 0, 60_000)
+    r.register(Worker(id="a", url="u", model="m"), 1_000)
+    r.register(Worker(id="b", url="u", model="m"), 1_000)
+    r.heartbeat("b", "ready", 1, 0, 3_000)
+    assert r.sweep(7_000) == [r.workers["a"]]  # a died (its last heartbeat at 1000)
+    r.remove("b")  # b left after its heartbeat at 3000
+    assert r.serving("m") == [] and r.known_models() == []
+    assert r.seen_within("m", 3_000 + 10_000, 10_000)
+    assert not r.seen_within("m", 3_000 + 10_001, 10_000)
+    assert not r.seen_within("m", 3_001, 0)
+    r.remove("a")  # the dead one's last heartbeat does not move the time forward
+    assert r.seen_within("m", 13_000, 10_000) and not r.seen_within("m", 13_001, 10_000)
+    assert not r.seen_within("other", 3_000, 10_000)

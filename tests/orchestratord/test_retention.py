@@ -80,13 +80,13 @@ def test_orch_172_task_records_are_read_off_the_event_loop(
 ) -> None:
     """ORCH-172: task records are read off the event loop."""
     reads: list[bool] = []
-    original = Store.get_task
+    original = Store.find_task
 
-    def spy(self: Store, task_id: str) -> TaskRecord | None:
+    def spy(self: Store, task_id: str, tenant: str | None) -> TaskRecord | None:
         reads.append(_on_loop())
-        return original(self, task_id)
+        return original(self, task_id, tenant)
 
-    monkeypatch.setattr(Store, "get_task", spy)
+    monkeypatch.setattr(Store, "find_task", spy)
     with orchd(retain_tasks=1) as c:
         first = c.post("/v2/tasks", json=TASK).json()["task_id"]
         c.post(f"/v2/tasks/{first}/cancel")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from orchestratord.worker_client.relay import WorkerRefused
 from tests.orchestratord.cluster import wait_for
 from tests.orchestratord.conftest import AppFactory
 
@@ -40,3 +41,27 @@ def test_an_unexpected_relay_error_fails_the_task_and_frees_its_slot(
         assert error["code"] == "INTERNAL" and "a relay bug" in error["message"]
         (worker,) = c.get("/v2/workers", headers=CT).json()["workers"]
         assert worker["slots_busy"] == 0
+
+
+async def already_running(*args: Any, **kwargs: Any) -> None:
+    raise WorkerRefused(409, b'{"code": "CONFLICT", "detail": "job is already running"}')
+
+
+def test_orch_055_a_workers_409_does_not_mark_it_failed(
+    orchd: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORCH-055: a worker answering 409 (that job id runs there already: orchestratord's own
+    duplicate) stays ready; the task is retried as for a 503, then fails WORKER_RESET."""
+    monkeypatch.setattr("orchestratord.runtime.runner.execute", already_running)
+    with orchd(cluster_token="ct", retry_attempts=1) as c:
+        assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
+        r = c.post("/v2/tasks", json={"model": "m", "prompt": "hello", "max_tokens": 4})
+        task_id = r.json()["task_id"]
+        record = wait_for(
+            lambda: (rec := c.get(f"/v2/tasks/{task_id}").json())["status"] == "failed" and rec,
+            timeout=10,
+            what="the task to fail",
+        )
+        assert (record["error_code"], record["attempts"]) == ("WORKER_RESET", 2)
+        (worker,) = c.get("/v2/workers", headers=CT).json()["workers"]
+        assert (worker["state"], worker["slots_busy"]) == ("ready", 0)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +24,9 @@ from llorch_sdk import (
     NotFound,
     QueueFull,
     Unauthorized,
+    WorkerReset,
 )
+from tests.orchestratord.cluster import orchestratord, wait_for, worker
 from tests.orchestratord.sdk_cluster import (
     API_KEY,
     CLUSTER_TOKEN,
@@ -291,3 +296,41 @@ def test_the_demo_command_streams_a_task(cluster: Cluster) -> None:
     denied = run("--api-key", "wrong")
     assert denied.returncode == 1
     assert denied.stderr.count("\n") == 1 and "UNAUTHORIZED" in denied.stderr
+
+
+def test_orch_026_a_task_lost_to_a_restart_raises_a_retriable_error(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """ORCH-026, ORCH-064: a stream whose orchestratord was killed reconnects to the restarted
+    one and gets the task's own retriable WORKER_RESET (it used to be NotFound, which says
+    the task never existed); reading the events afresh says the same."""
+    state = tmp_path / "state"
+    keys = ("--api-key", f"{TENANT}:{API_KEY}")
+
+    def stored_running() -> int:
+        """Tasks running in the database (the only task here, once on disk)."""
+        db = f"file:{state / 'orchestratord.sqlite3'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(db, uri=True)) as c:
+            return int(
+                c.execute("SELECT count(*) FROM tasks WHERE status = 'running'").fetchone()[0]
+            )
+
+    with orchestratord(tmp_path, *keys, state_dir=state) as orch:
+        port = orch.port
+        with (
+            worker(tiny_model, tmp_path, orch.url, "s1"),
+            Client(orch.url, api_key=API_KEY) as client,
+        ):
+            client.submit(MODEL, **LONG, task_id="sdk-restart")
+            events = client.events("sdk-restart")
+            assert [next(events).event for _ in range(3)] == ["queued", "started", "token"]
+            wait_for(stored_running, what="the task's record on disk")
+            orch.kill(signal.SIGKILL)
+            with orchestratord(tmp_path, *keys, port=port, state_dir=state):
+                with pytest.raises(WorkerReset) as lost:
+                    for _ in events:
+                        pass
+                assert lost.value.retriable and lost.value.status == 502
+                with pytest.raises(WorkerReset):
+                    list(client.events("sdk-restart", last_event_id=-1))
+                assert client.get("sdk-restart")["error_code"] == "WORKER_RESET"

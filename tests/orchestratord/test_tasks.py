@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
-from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.tasks import TaskRecord, TaskRequest, parse_task_request
 from orchestratord.domain.tenancy import OPEN, Caller
+from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent, TaskLog
-from shared.problem import InvalidParams
+from shared.problem import Conflict, InvalidParams
+from tests.orchestratord.conftest import AppFactory
 
 
 def fields(body: Any) -> set[str]:
@@ -124,3 +126,26 @@ def test_task_log_wakes_readers_and_closes_on_terminal_event() -> None:
         return seen
 
     assert asyncio.run(scenario()) == ["queued", "end"]
+
+
+def test_orch_157_concurrent_submits_of_one_task_id_make_one_task(orchd: AppFactory) -> None:
+    """ORCH-157, ORCH-013: two submits of one task_id at once (each looks the id up in the
+    database, off the event loop) make one task: the same record for the same task, 409 for a
+    different one; it used to be a 500 from the queue, or a second run of the task."""
+    body = {"model": "m", "prompt": "hello", "max_tokens": 4}
+    same = parse_task_request({**body, "task_id": "twice"}, caller=OPEN)
+    with orchd() as c:
+        service: TaskService = c.app.state.service
+
+        async def together(*reqs: TaskRequest) -> list[TaskRecord | BaseException]:
+            return await asyncio.gather(*(service.submit(r) for r in reqs), return_exceptions=True)
+
+        first, second = c.portal.call(together, same, same)
+        assert isinstance(first, TaskRecord) and second is first
+        assert [r["client_id"] for r in c.get("/v2/tasks").json()["tasks"]] == ["twice"]
+        one = parse_task_request({**body, "task_id": "race-2"}, caller=OPEN)
+        two = parse_task_request({**body, "task_id": "race-2", "prompt": "bye"}, caller=OPEN)
+        won, lost = c.portal.call(together, one, two)
+        assert isinstance(won, TaskRecord) and won.prompt_hash == one.prompt_hash
+        assert isinstance(lost, Conflict)
+        assert len(c.get("/v2/tasks").json()["tasks"]) == 2

@@ -60,13 +60,57 @@ def test_orch_151_task_ids_are_unguessable_and_not_shared(orchd: AppFactory) -> 
         ids = {c.post("/v2/tasks", json=TASK, headers=ACME).json()["task_id"] for _ in range(20)}
         assert len(ids) == 20
         assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)  # 128 random bits
+
+
+def test_orch_156_client_task_ids_are_scoped_per_tenant(orchd: AppFactory) -> None:
+    """ORCH-156, ORCH-013, ORCH-150: another tenant's use of a client-chosen task_id is another
+    task (202, not a 409 telling that the id exists); each tenant reads, follows, lists and
+    cancels its own by that id, the admin tells them apart by their server-made ids, and all
+    of it holds once the records come from the database (after a restart)."""
+    other = {**TASK, "prompt": "another prompt"}
+    with orchd(**SETTINGS) as c:
         mine = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"}, headers=ACME)
-        assert mine.status_code == 202
-        # Another tenant reusing a client-chosen id gets a conflict, not acme's task.
-        theirs = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"}, headers=BETA)
-        assert theirs.status_code == 409 and "tenant" not in theirs.text
+        assert mine.status_code == 202 and mine.json()["task_id"] == "job-1"
+        assert mine.headers["location"] == "/v2/tasks/job-1"
+        theirs = c.post("/v2/tasks", json={**other, "task_id": "job-1"}, headers=BETA)
+        assert theirs.status_code == 202 and theirs.json()["task_id"] == "job-1"
         again = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"}, headers=ACME)
         assert again.status_code == 202 and again.json()["task_id"] == "job-1"
+        differs = c.post("/v2/tasks", json={**other, "task_id": "job-1"}, headers=ACME)
+        assert differs.status_code == 409
+        acme = c.get("/v2/tasks/job-1", headers=ACME).json()
+        beta = c.get("/v2/tasks/job-1", headers=BETA).json()
+        assert (acme["id"], acme["tenant"], beta["id"], beta["tenant"]) == (
+            "job-1",
+            "acme",
+            "job-1",
+            "beta",
+        )
+        assert acme["prompt_hash"] != beta["prompt_hash"]
+        # The admin (and the bare key's unnamed tenant) has no task job-1 of its own.
+        assert c.get("/v2/tasks/job-1", headers=ADMIN).status_code == 404
+        assert c.get("/v2/tasks/job-1", headers=BARE).status_code == 404
+        listed = c.get("/v2/tasks", headers=ADMIN).json()["tasks"]
+        server_ids = {t["tenant"]: t["id"] for t in listed if t["client_id"] == "job-1"}
+        assert set(server_ids) == {"acme", "beta"} and "job-1" not in server_ids.values()
+        assert c.get(f"/v2/tasks/{server_ids['beta']}", headers=ADMIN).json()["tenant"] == "beta"
+        assert c.get(f"/v2/tasks/{server_ids['beta']}", headers=ACME).status_code == 404
+        assert [t["id"] for t in c.get("/v2/tasks", headers=BETA).json()["tasks"]] == ["job-1"]
+        assert c.post("/v2/tasks/job-1/cancel", headers=BETA).status_code == 204
+        assert c.get("/v2/tasks/job-1", headers=BETA).json()["status"] == "cancelled"
+        assert c.get("/v2/tasks/job-1", headers=ACME).json()["status"] == "queued"
+    with orchd(**SETTINGS) as c:  # a restart: the records come from the database
+        acme = c.get("/v2/tasks/job-1", headers=ACME).json()
+        beta = c.get("/v2/tasks/job-1", headers=BETA).json()
+        assert (acme["tenant"], acme["error_code"]) == ("acme", "WORKER_RESET")
+        assert (beta["tenant"], beta["status"]) == ("beta", "cancelled")
+        assert acme["id"] == beta["id"] == "job-1"
+        assert c.get("/v2/tasks/job-1", headers=BARE).status_code == 404
+        # Resubmitting is idempotent from the database too; a third tenant's id is its own.
+        again = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"}, headers=ACME)
+        assert again.status_code == 202 and again.json()["status"] == "failed"
+        bare = c.post("/v2/tasks", json={**TASK, "task_id": "job-1"}, headers=BARE)
+        assert bare.status_code == 202 and bare.json()["status"] == "queued"
 
 
 def test_orch_153_admin_routes_need_the_admin_token(orchd: AppFactory) -> None:
