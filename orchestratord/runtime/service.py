@@ -322,6 +322,8 @@ class TaskService(Core):
         active = self._in_memory(task_id, tenant)
         if active is not None:
             return active.record
+        if self.writer is not None and (pending := self.writer.pending(task_id, tenant)):
+            return pending
         if self.store is None:
             return None
         # The database is read off the event loop: a slow disk must not stall every stream.

@@ -397,6 +397,7 @@ class BatchWriter:
         self.interval_s = interval_s
         self.count_interval_s = count_interval_s
         self._tasks: dict[str, TaskRecord] = {}
+        self._writing: dict[str, TaskRecord] = {}  # the batch the thread is writing now
         self._running: dict[str, TaskRecord] = {}  # whose tokens_out may move
         self._counted: dict[str, int] = {}  # the tokens_out last written of each
         self._workers: dict[str, dict[str, Any] | None] = {}  # None: delete
@@ -411,6 +412,17 @@ class BatchWriter:
             self._running.pop(record.id, None)
             self._counted.pop(record.id, None)
         self._wake.set()
+
+    def pending(self, task_id: str, tenant: str | None) -> TaskRecord | None:
+        """A record changed but not yet committed, as `Store.find_task` would find it once it
+        is: a task evicted from memory right after it ended is read back from here, not as
+        the database's older row."""
+        for batch in (self._tasks, self._writing):
+            own = [r for r in batch.values() if r.client_id == task_id and r.tenant == tenant]
+            record = own[0] if own else batch.get(task_id)
+            if record is not None:
+                return record
+        return None
 
     def worker(self, w: Worker, state: str) -> None:
         self._workers[w.id] = worker_row(w, state)
@@ -457,6 +469,7 @@ class BatchWriter:
         if not pending_tasks and not pending_workers:
             return
         task_rows = [copy.copy(r) for r in pending_tasks.values()]
+        self._writing = pending_tasks
         try:
             await asyncio.to_thread(self._write, task_rows, pending_workers)
         except Exception:
@@ -464,6 +477,8 @@ class BatchWriter:
             self._tasks = {**pending_tasks, **self._tasks}
             self._workers = {**pending_workers, **self._workers}
             raise
+        finally:
+            self._writing = {}
 
     def _write(
         self, task_rows: list[TaskRecord], worker_rows: dict[str, dict[str, Any] | None]

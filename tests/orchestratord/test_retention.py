@@ -14,7 +14,7 @@ from orchestratord.app import create_app
 from orchestratord.domain.tasks import TaskRecord
 from orchestratord.http.openai_shapes import sse_data
 from orchestratord.settings import Settings
-from orchestratord.store.db import Store
+from orchestratord.store.db import BatchWriter, Store
 from tests.orchestratord.conftest import AppFactory
 
 TASK = {"model": "m", "prompt": "hello", "max_tokens": 4}
@@ -134,3 +134,23 @@ def test_orch_143_openai_stream_frames_escape_line_separators() -> None:
     text = frame.decode()
     assert not {"\u2028", "\u2029", "\x85"} & set(text)
     assert len(text.strip().splitlines()) == 1
+
+
+def test_orch_170_an_evicted_record_not_yet_written_is_read_from_the_writer(
+    tmp_path: Path,
+) -> None:
+    """ORCH-170, ORCH-156: a task evicted from memory right after it ended is read back as it
+    ended, by its server id or its tenant's client id, before the batch writer committed it
+    (the database still has the older row, or none)."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite3'}").open()
+    try:
+        writer = BatchWriter(store, interval_s=3600)
+        record = _record("t1", "cancelled", 5)
+        record.client_id, record.tenant = "mine", "acme"
+        writer.task(record)
+        assert store.find_task("t1", None) is None
+        assert writer.pending("t1", None) is record
+        assert writer.pending("mine", "acme") is record
+        assert writer.pending("mine", "other") is None
+    finally:
+        store.close()
