@@ -68,6 +68,7 @@ class TaskService(Core):
         # Client task ids being submitted right now: a second submit of one waits for the
         # first to settle, so an id never makes two tasks (ORCH-157).
         self._claims: dict[tuple[str | None, str], asyncio.Future[None]] = {}
+        self._seq_ms, self._seq = -1, 0  # the last id's millisecond, and its number in it
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -139,9 +140,8 @@ class TaskService(Core):
         if req.embed_input is not None:
             check_embeddable(req, serving)
         now = self.clock()
-        # Server-made ids are 128 random bits: unguessable, so an id is no capability leak.
-        # A client-chosen id is kept beside it, scoped to the tenant (ORCH-156).
-        task_id = secrets.token_hex(16)
+        # A client-chosen id is kept beside the server's, scoped to the tenant (ORCH-156).
+        task_id = self._new_id(now)
         cluster = cluster_view(self.queue, self.registry, self.running_by_tenant, now)
         decision = self.policy.admit(task_view(task_id, req, 0), cluster)
         if not decision.accept:
@@ -312,6 +312,14 @@ class TaskService(Core):
         return self.registry.listings(self.clock())
 
     # --- internals ------------------------------------------------------------------------
+
+    def _new_id(self, now_ms: int) -> str:
+        """A server-made task id (ORCH-151): 48 hex digits, the creation time and a sequence
+        number, then 128 random bits that keep it unguessable. Listings sort by (created_ms,
+        id), so tasks made in the same millisecond still list newest first."""
+        self._seq = self._seq + 1 if now_ms == self._seq_ms else 0
+        self._seq_ms = now_ms
+        return f"{now_ms & 0xFFFF_FFFF_FFFF:012x}{self._seq:04x}{secrets.token_hex(16)}"
 
     def _in_memory(self, task_id: str, tenant: str | None) -> ActiveTask | None:
         """The task a caller of `tenant` means by `task_id`, if in memory: its tenant's task of

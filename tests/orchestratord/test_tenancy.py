@@ -59,7 +59,7 @@ def test_orch_151_task_ids_are_unguessable_and_not_shared(orchd: AppFactory) -> 
     with orchd(**SETTINGS) as c:
         ids = {c.post("/v2/tasks", json=TASK, headers=ACME).json()["task_id"] for _ in range(20)}
         assert len(ids) == 20
-        assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)  # 128 random bits
+        assert all(len(i) == 48 and int(i, 16) >= 0 for i in ids)  # time, sequence, 128 random
 
 
 def test_orch_156_client_task_ids_are_scoped_per_tenant(orchd: AppFactory) -> None:
