@@ -134,9 +134,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
             )
             fleet_control = FleetControl(
                 load_fleet_file(settings.fleet) if settings.fleet else FleetSpec(),
-                PlanHook.from_file(
-                    settings.policy, budget_ms=settings.policy_budget_ms, observer=observer
-                ),
+                PlanHook.following(policy),
                 path=settings.fleet,
             )
             store = Store(settings.database_url)
@@ -224,13 +222,8 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 def _reload_on_sighup(policy: PolicyHolder, fleet_control: FleetControl) -> None:
     try:
-        # The file's plan() is checked before anything is swapped: all of the policy or none.
-        hook = fleet_control.hook
-        new_hook = PlanHook.from_file(
-            policy.engine.path, budget_ms=hook.budget_ms, observer=hook.observer, clock=hook.clock
-        )
+        # admit, schedule and plan come from one read of the file: all of it or none.
         engine = policy.reload()
-        fleet_control.hook = new_hook
     except PolicyError as e:
         log.error("SIGHUP: %s; keeping the running policy", e.detail)
     else:
