@@ -5,8 +5,9 @@ Layers (imports only point down; tests/orchestratord/test_layout.py checks it):
     runtime/        async adapters: the service (client API), dispatch loop, runners, readers
     worker_client/  the HTTP client side of the worker protocol (relay, cancel)
     store/          the database (SQLAlchemy) and its batch writer
-    policy/         the Starlark policy engine
-    domain/         the pure core: tasks, queue, registry, scheduling, reservations
+    fleet/          the fleet controller: desired state, plan hook, actions
+    policy/         the Starlark policy engine (admit, schedule, plan)
+    domain/         the pure core: tasks, queue, registry, scheduling, reservations, views
 
 Everything with runtime state (task service, database, policy, metrics, HTTP client) is made in
 the lifespan and reaches handlers as `request.state.*`; nothing lives at module level.
