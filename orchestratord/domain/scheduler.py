@@ -81,7 +81,7 @@ def offers(worker: Worker, entry: QueueEntry) -> bool:
     return worker.can_embed or not entry.embed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs microseconds to make, per pass
 class ModelPass:
     """What one pass may place of one model, taken from the queue and the registry at once:
     the head of its queue, the policy's view of each of its workers (not dead, POL-025), and
@@ -183,19 +183,23 @@ def apply(
     registry: Registry,
     now_ms: int,
     reserve: Callable[[QueueEntry, str], object] | None = None,
+    *,
+    recheck: bool = True,
 ) -> list[Assignment]:
     """Carry out the assignments that still hold: the task is still queued, the worker still
     usable, with room, and allowed for the task. Each is removed from the queue and its slot
     reserved with `reserve(entry, worker_id)` (default: the registry's bare reservation); the
-    others stay queued for the next pass."""
+    others stay queued for the next pass. `recheck=False`: the snapshot was taken in the same
+    step (nothing could change since), so the checks `decide` made on it hold."""
     out: list[Assignment] = []
     prefetch = registry.prefetch
     for a in assignments:
         entry = a.entry
         worker = registry.get(a.worker_id)
-        if (
+        if worker is None:
+            continue
+        if recheck and (
             queue.get(entry.task_id) is not entry
-            or worker is None
             or worker.model != entry.model
             or not registry.usable(worker, now_ms)
             or worker.room(prefetch) <= 0
@@ -227,4 +231,4 @@ def plan(
     and `apply` on the event loop, `decide` away from it.
     """
     assignments, _ = decide(snapshot(queue, registry, now_ms, models), schedule)
-    return apply(assignments, queue, registry, now_ms, reserve)
+    return apply(assignments, queue, registry, now_ms, reserve, recheck=False)
