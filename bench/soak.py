@@ -22,9 +22,9 @@ Black-box: only HTTP and signals, so it runs against any orchestratord build.
     python bench/soak.py --model .cache/models/llorch-tiny.gguf            # 1,500 tasks
     python bench/soak.py --model .cache/models/llorch-tiny.gguf --full     # 100,000 tasks
 
---full takes about half an hour on a 2-core machine (~75 tasks accepted per second there, then
-one GET per task); its baseline is at 10,000 tasks, so it checks the growth from 10,000 tasks
-to 100,000.
+--full took 14 minutes on a shared 2-core machine (~160 tasks accepted per second, then one GET
+per task); its baseline is at 10,000 tasks, so it checks the growth from 10,000 tasks to
+100,000.
 """
 
 from __future__ import annotations
