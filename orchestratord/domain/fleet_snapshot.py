@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
@@ -31,29 +31,55 @@ class Percentiles(TypedDict):
 
 
 class LatencyWindow:
-    """Samples (ms) with their time; percentiles over the ones younger than `window_ms`."""
+    """Samples (ms) with their time; percentiles over the ones younger than `window_ms`.
+
+    The newest `max_samples` are kept in a ring of two flat arrays made at the start: every
+    task feeds the windows whether or not anyone reads them, and samples as Python objects
+    (a tuple, an int, a float: ~120 bytes each) made orchestratord's memory grow by about
+    5 MB over its first 20,000 tasks; the arrays take 16 bytes a sample, from the start.
+    """
 
     def __init__(self, window_ms: int = WINDOW_MS, max_samples: int = MAX_SAMPLES) -> None:
+        if max_samples < 1:
+            raise ValueError("max_samples must be at least 1")
         self.window_ms = window_ms
-        self._samples: deque[tuple[int, float]] = deque(maxlen=max_samples)
+        self._times = array("q", bytes(8 * max_samples))
+        self._values = array("d", bytes(8 * max_samples))
+        self._first = 0  # index of the oldest sample
+        self._count = 0
 
     def add(self, now_ms: int, value_ms: float) -> None:
-        self._samples.append((now_ms, value_ms))
+        size = len(self._times)
+        i = self._first + self._count
+        if i >= size:
+            i -= size
+        self._times[i] = now_ms
+        self._values[i] = value_ms
+        if self._count < size:
+            self._count += 1
+        else:  # full: the oldest goes
+            self._first = self._first + 1 if self._first + 1 < size else 0
 
     def _prune(self, now_ms: int) -> None:
         horizon = now_ms - self.window_ms
-        while self._samples and self._samples[0][0] < horizon:
-            self._samples.popleft()
+        size = len(self._times)
+        while self._count and self._times[self._first] < horizon:
+            self._first = self._first + 1 if self._first + 1 < size else 0
+            self._count -= 1
 
     def percentiles(self, now_ms: int) -> Percentiles:
         """Nearest-rank percentiles of the window; None when it holds no sample."""
         self._prune(now_ms)
-        values = sorted(v for _, v in self._samples)
-        out: Percentiles = {"count": len(values), "p50": None, "p90": None, "p99": None}
-        if values:
+        end = self._first + self._count
+        values = self._values[self._first : end]
+        if end > len(self._values):  # the window wraps around the ring's end
+            values += self._values[: end - len(self._values)]
+        ordered = sorted(values)
+        out: Percentiles = {"count": len(ordered), "p50": None, "p90": None, "p99": None}
+        if ordered:
             for p in PERCENTILES:
-                rank = max(1, -(-p * len(values) // 100))  # ceil(p/100 * n)
-                out[f"p{p}"] = round(values[rank - 1], 3)  # type: ignore[literal-required]
+                rank = max(1, -(-p * len(ordered) // 100))  # ceil(p/100 * n)
+                out[f"p{p}"] = round(ordered[rank - 1], 3)  # type: ignore[literal-required]
         return out
 
 

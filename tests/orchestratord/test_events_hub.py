@@ -1,8 +1,10 @@
-"""The fleet event hub and the 1-second snapshot, pure (ORCH-201..ORCH-204)."""
+"""The fleet event hub and the 1-second snapshot, pure (ORCH-201..ORCH-204; ORCH-112)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -92,6 +94,43 @@ def test_orch_203_latency_window_percentiles_forget_old_samples() -> None:
     assert p == {"count": 100, "p50": 50.0, "p90": 90.0, "p99": 99.0}
     w.add(1600, 7.0)
     assert w.percentiles(1600) == {"count": 1, "p50": 7.0, "p90": 7.0, "p99": 7.0}
+
+
+def test_orch_203_latency_window_keeps_the_newest_max_samples_in_its_window() -> None:
+    """ORCH-203: past `max_samples` the oldest samples go first, and the age bound still holds,
+    across the window's wrap-around (compared with a plain list of every sample)."""
+    rng = random.Random(7)
+    w = LatencyWindow(window_ms=1_000, max_samples=50)
+    every: list[tuple[int, float]] = []
+    now = 1_700_000_000_000
+    for step in range(2_000):
+        now += rng.choice((0, 1, 3, 40))
+        value = round(rng.uniform(0, 500), 3)
+        w.add(now, value)
+        every.append((now, value))
+        if step % 37 == 0:
+            kept = sorted(v for t, v in every[-50:] if t >= now - 1_000)
+            p = w.percentiles(now)
+            assert p["count"] == len(kept)
+            assert p["p50"] == (kept[max(1, -(-50 * len(kept) // 100)) - 1] if kept else None)
+            assert p["p99"] == (kept[max(1, -(-99 * len(kept) // 100)) - 1] if kept else None)
+
+
+def test_orch_112_latency_window_memory_does_not_grow_with_its_samples() -> None:
+    """ORCH-112: the fleet feed's TTFT and queue-time windows are fed by every task whether or
+    not anyone reads `GET /v2/events`; each holds up to MAX_SAMPLES samples, so their memory
+    must be fixed from the start, not grow with the first tens of thousands of tasks."""
+    tracemalloc.start()
+    try:
+        w = LatencyWindow(window_ms=10**9, max_samples=1_000)
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(5_000):
+            w.add(1_700_000_000_000 + i, i * 0.37)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert w.percentiles(1_700_000_005_000)["count"] == 1_000
+    assert grown < 4_096, f"{grown} bytes for 1,000 samples"
 
 
 def test_orch_203_throughput_is_the_difference_of_counters_per_second() -> None:
