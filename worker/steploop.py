@@ -22,6 +22,7 @@ import llama_cpp as lc
 
 from shared.wire import TokenLogprob
 from worker.batching import Batcher, Step
+from worker.constrained import ConstrainedSampler, GrammarDeadEnd
 from worker.logprobs import LogprobReader
 from worker.textstream import TextStream
 from worker.types import (
@@ -49,6 +50,7 @@ class _Submission:
 class _Running:
     sub: _Submission
     sampler: Any
+    grammar: Any  # the job's grammar sampler, outside its chain (WRK-130), or None
     text: TextStream
     cached: int
     produced: int = 0
@@ -97,6 +99,7 @@ class StepLoop:
         self._eog = eog_tokens(vocab)
         self._sample = holding_gil(lc.llama_sampler_sample)
         self._logprobs = LogprobReader(ctx, lc.llama_vocab_n_tokens(vocab), piece)
+        self.constrained = ConstrainedSampler(ctx, lc.llama_vocab_n_tokens(vocab))
         self._capacity = batcher.max_step_tokens()
         self._batch = lc.llama_batch_init(self._capacity, 0, 1)
         # The batch's arrays as ctypes arrays: a run of tokens is one slice assignment.
@@ -191,12 +194,20 @@ class StepLoop:
         if adm.keep:
             self.cache.hits += 1
             self.cache.tokens_reused += adm.keep
+        grammar = None
         try:
             sampler = self._make_sampler(sub.job)
+            if sub.job.grammar is not None:
+                grammar = lc.llama_sampler_init_grammar(
+                    self._vocab, sub.job.grammar.encode(), b"root"
+                )
+                if not grammar:
+                    lc.llama_sampler_free(sampler)
+                    raise EngineError("the grammar does not parse")
         except BaseException:
             self._batcher.release(seq)
             raise
-        run = _Running(sub, sampler, TextStream(sub.job.stops), adm.keep)
+        run = _Running(sub, sampler, grammar, TextStream(sub.job.stops), adm.keep)
         if sub.job.logprobs and isinstance(sub.sink, LogprobSink):
             run.lp_sink = sub.sink
         self._running[seq] = run
@@ -237,7 +248,14 @@ class StepLoop:
     def _advance(self, seq_id: int, idx: int) -> None:
         run = self._running[seq_id]
         job = run.sub.job
-        tok = self._sample(run.sampler, self._ctx, idx)
+        if run.grammar is None:
+            tok = self._sample(run.sampler, self._ctx, idx)
+        else:
+            try:
+                tok = self.constrained.sample(run.sampler, run.grammar, idx)
+            except GrammarDeadEnd as e:
+                self._fail(seq_id, e)
+                return
         if tok in self._eog:
             self._finish(seq_id, "EOS")
             return
@@ -259,7 +277,7 @@ class StepLoop:
 
     def _finish(self, seq_id: int, reason: StopReason) -> None:
         run = self._running.pop(seq_id)
-        lc.llama_sampler_free(run.sampler)
+        _free(run)
         self._batcher.release(seq_id)
         if reason in ("MAX_TOKENS", "EOS"):
             tail = run.text.finish(cut=reason == "MAX_TOKENS")
@@ -271,10 +289,16 @@ class StepLoop:
 
     def _fail(self, seq_id: int, error: Exception) -> None:
         run = self._running.pop(seq_id)
-        lc.llama_sampler_free(run.sampler)
+        _free(run)
         self._batcher.forget(seq_id)
         lc.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
         run.sub.future.set_exception(EngineError(f"inference failed: {error}"))
+
+
+def _free(run: _Running) -> None:
+    lc.llama_sampler_free(run.sampler)
+    if run.grammar is not None:
+        lc.llama_sampler_free(run.grammar)
 
 
 def _array(ctype: Any, pointer: Any, n: int) -> Any:

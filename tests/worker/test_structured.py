@@ -189,6 +189,27 @@ def test_wrk130_constrained_and_free_sequences_share_steps_unaffected(
     assert shared, "the two sequences never shared a step"
 
 
+def test_wrk130_eos_is_refused_until_the_grammar_is_complete(eos_model: Path) -> None:
+    """WRK-130: a model whose EOS logit dominates ends within a few tokens unconstrained;
+    constrained, every EOS it picks is refused (and the token drawn again) until the grammar is
+    complete, then taken."""
+    e = LlamaEngine.load(eos_model, slots=1, n_ctx=512, threads=1)
+    try:
+        prompt = e.tokenize("hello")
+        free = e.generate(GenerationJob(prompt, 50, GREEDY), threading.Event(), Sink())
+        assert free.stop_reason == "EOS" and free.tokens_out < 9
+        sink = Sink()
+        grammar = 'root ::= "id-" [0-9]{6}'
+        job = GenerationJob(prompt, 50, GREEDY, grammar=grammar)
+        done = e.generate(job, threading.Event(), sink)
+        text = "".join(sink.pieces)
+        assert done.stop_reason == "EOS"
+        assert text.startswith("id-") and len(text) == 9 and text[3:].isdigit()
+        assert e._loop.constrained.resampled >= 1
+    finally:
+        e.close()
+
+
 def test_wrk132_max_tokens_inside_the_structure_is_max_tokens(worker: Proc) -> None:
     """WRK-132: cut inside the structure, the stream says MAX_TOKENS, and the text is
     indeed not a complete value."""
