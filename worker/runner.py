@@ -33,7 +33,7 @@ from worker.metrics import WorkerMetrics
 from worker.params import ExecuteRequest
 from worker.settings import WorkerSettings
 from worker.slots import SlotPool, Ticket
-from worker.structured import SchemaError, schema_to_grammar
+from worker.structured import SchemaError, nesting_problem, schema_to_grammar
 
 STARTED_WITHIN_S = 0.05
 log = logging.getLogger("llorch.worker")
@@ -202,7 +202,7 @@ def _grammar(engine: InferenceEngine, req: ExecuteRequest) -> str | None:
         field, grammar = "grammar", req.grammar
     else:
         return None
-    problem = engine.grammar_error(grammar)
+    problem = nesting_problem(grammar) or engine.grammar_error(grammar)
     if problem is not None:
         raise InvalidParams(f"{field}: {problem}", errors=[{"field": field, "message": problem}])
     return grammar

@@ -21,7 +21,7 @@ from tests.worker.conftest import TOKEN
 from tests.worker.sse_client import Event, events, execute, text_of
 from worker.batching import Step
 from worker.engine import GenerationJob, LlamaEngine, Sampling
-from worker.structured import SchemaError, schema_to_grammar
+from worker.structured import SchemaError, nesting_problem, schema_to_grammar
 
 pytestmark = pytest.mark.e2e
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -227,6 +227,8 @@ def test_wrk132_max_tokens_inside_the_structure_is_max_tokens(worker: Proc) -> N
     [
         ("grammar", "root ::= missing-rule", "GBNF"),
         ("grammar", 'start ::= "a"', "root"),
+        # 30,000 nested groups crash llama.cpp's recursive parser: refused before it sees them.
+        ("grammar", "root ::= " + "(" * 30_000 + '"a"' + ")" * 30_000, "nests"),
         ("json_schema", {"type": "array", "items": {"type": "string"}, "uniqueItems": True}, ""),
         ("json_schema", {"type": "number", "minimum": 0}, "minimum"),
         ("json_schema", {"type": "string", "format": "email"}, "email"),
@@ -295,6 +297,8 @@ def test_schema_converter_refuses_what_it_would_ignore() -> None:
     with pytest.raises(SchemaError, match="1024"):
         schema_to_grammar({"type": "integer", "minimum": 0, "maximum": 5000})
     assert "root ::=" in schema_to_grammar({"type": "integer", "minimum": -2, "maximum": 2})
+    assert nesting_problem('root ::= "((((" [(] # (((\nx ::= (("a"))') is None
+    assert nesting_problem(schema_to_grammar({"type": "string", "maxLength": 3000})) is not None
     # The port's `char` admits control characters; ours does not (JSON forbids them raw).
     assert r'char ::= [^"\\\x00-\x1F\x7F] | ' in schema_to_grammar({"type": "string"})
 
