@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Callable
 from typing import Any
 
 import llama_cpp as lc
@@ -30,8 +31,15 @@ class GrammarDeadEnd(Exception):
 class ConstrainedSampler:
     """Owned by the decode thread: one candidate buffer reused for every constrained token."""
 
-    def __init__(self, ctx: Any, n_vocab: int) -> None:
+    def __init__(
+        self, ctx: Any, n_vocab: int, quick: Callable[[Any], Callable[..., Any]] = lambda f: f
+    ) -> None:
+        """`quick` wraps a short foreign call so that it keeps the GIL (steploop.holding_gil);
+        only the grammar's pass over the whole vocabulary (milliseconds) lets it go."""
         self._ctx = ctx
+        self._logits = quick(lc.llama_get_logits_ith)
+        self._apply = quick(lc.llama_sampler_apply)
+        self._accept = quick(lc.llama_sampler_accept)
         self._n_vocab = n_vocab
         self._ids = np.arange(n_vocab, dtype=np.int32)
         self._cur = np.zeros(n_vocab, dtype=_TOKEN_DATA)
@@ -44,7 +52,7 @@ class ConstrainedSampler:
     def sample(self, chain: Any, grammar: Any, idx: int) -> int:
         """The token for batch row `idx`; the chain and the grammar have accepted it."""
         self._fill(idx)
-        lc.llama_sampler_apply(chain, ctypes.byref(self._all))
+        self._apply(chain, ctypes.byref(self._all))
         token = self._selected()
         if not self._allowed(grammar, token):
             self.resampled += 1
@@ -52,14 +60,14 @@ class ConstrainedSampler:
             lc.llama_sampler_apply(grammar, ctypes.byref(self._all))
             if not np.isfinite(self._cur["logit"]).any():
                 raise GrammarDeadEnd("the grammar admits no token of this vocabulary here")
-            lc.llama_sampler_apply(chain, ctypes.byref(self._all))
+            self._apply(chain, ctypes.byref(self._all))
             token = self._selected()
-        lc.llama_sampler_accept(grammar, token)
-        lc.llama_sampler_accept(chain, token)
+        self._accept(grammar, token)
+        self._accept(chain, token)
         return token
 
     def _fill(self, idx: int) -> None:
-        ptr = lc.llama_get_logits_ith(self._ctx, idx)
+        ptr = self._logits(self._ctx, idx)
         cur = self._cur
         cur["id"] = self._ids
         cur["logit"] = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
@@ -79,5 +87,5 @@ class ConstrainedSampler:
     def _allowed(self, grammar: Any, token: int) -> bool:
         self._one_data[0] = lc.llama_token_data(token, 0.0, 0.0)
         self._one.size, self._one.selected, self._one.sorted = 1, -1, False
-        lc.llama_sampler_apply(grammar, ctypes.byref(self._one))
+        self._apply(grammar, ctypes.byref(self._one))
         return not math.isinf(self._one_data[0].logit)

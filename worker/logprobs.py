@@ -19,13 +19,20 @@ from shared.wire import TokenLogprob, TopLogprob
 class LogprobReader:
     """`entry(idx, token, top)`: the OpenAI-shaped entry of `token` sampled at batch row `idx`."""
 
-    def __init__(self, ctx: Any, n_vocab: int, piece: Callable[[int], bytes]) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        n_vocab: int,
+        piece: Callable[[int], bytes],
+        quick: Callable[[Any], Callable[..., Any]] = lambda f: f,
+    ) -> None:
         self._ctx = ctx
+        self._logits = quick(lc.llama_get_logits_ith)  # keeps the GIL (steploop.holding_gil)
         self._n_vocab = n_vocab
         self._piece = piece
 
     def entry(self, idx: int, token: int, top: int) -> TokenLogprob:
-        ptr = lc.llama_get_logits_ith(self._ctx, idx)
+        ptr = self._logits(self._ctx, idx)
         logits = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
         peak = logits.max()
         logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))

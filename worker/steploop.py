@@ -98,8 +98,9 @@ class StepLoop:
         self._on_step = on_step
         self._eog = eog_tokens(vocab)
         self._sample = holding_gil(lc.llama_sampler_sample)
-        self._logprobs = LogprobReader(ctx, lc.llama_vocab_n_tokens(vocab), piece)
-        self.constrained = ConstrainedSampler(ctx, lc.llama_vocab_n_tokens(vocab))
+        n_vocab = lc.llama_vocab_n_tokens(vocab)
+        self._logprobs = LogprobReader(ctx, n_vocab, piece, holding_gil)
+        self.constrained = ConstrainedSampler(ctx, n_vocab, holding_gil)
         self._capacity = batcher.max_step_tokens()
         self._batch = lc.llama_batch_init(self._capacity, 0, 1)
         # The batch's arrays as ctypes arrays: a run of tokens is one slice assignment.
