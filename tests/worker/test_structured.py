@@ -6,6 +6,7 @@ grammar sampler made it so."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -327,6 +328,7 @@ def test_wrk134_logprobs_of_each_token_and_its_top_alternatives(worker: Proc) ->
         assert [t["logprob"] for t in top] == sorted((t["logprob"] for t in top), reverse=True)
         assert (top[0]["token"], top[0]["bytes"]) == (entry["token"], entry["bytes"])
         assert top[0]["logprob"] == pytest.approx(entry["logprob"])
+        assert sum(math.exp(t["logprob"]) for t in top) <= 1 + 1e-9  # a normalized distribution
     text = b"".join(bytes(entry["bytes"]) for entry in entries).decode(errors="replace")
     assert text.startswith(text_of(evs)[:20])
 
