@@ -64,6 +64,8 @@ class InferenceEngine(Protocol):
 
     def tokenize(self, text: str) -> list[int]: ...
 
+    def grammar_error(self, grammar: str) -> str | None: ...
+
     def submit(
         self, job: GenerationJob, cancel: threading.Event, sink: TokenSink
     ) -> Future[Outcome]: ...
@@ -253,6 +255,15 @@ class LlamaEngine:
     def embed_max_tokens(self) -> int:
         return min(self.n_ctx, MAX_EMBED_TOKENS)
 
+    def grammar_error(self, grammar: str) -> str | None:
+        """Why llama.cpp cannot use `grammar` (GBNF, start rule `root`), or None when it can.
+        Parses it once, as the job's sampler will (WRK-130); safe on any thread."""
+        sampler = lc.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+        if not sampler:
+            return "is not valid GBNF with a 'root' rule (llama.cpp could not parse it)"
+        lc.llama_sampler_free(sampler)
+        return None
+
     def _sampler_for(self, job: GenerationJob) -> Any:
         ban = self._eog_tokens() if job.ignore_eos else ()
         return _make_sampler(job.sampling, lc.llama_vocab_n_tokens(self._vocab), ban)
@@ -262,7 +273,11 @@ class LlamaEngine:
         return tuple(i for i in ids if i >= 0)
 
 
-def _make_sampler(s: Sampling, n_vocab: int, ban: Sequence[int] = ()) -> Any:
+def _make_sampler(
+    s: Sampling,
+    n_vocab: int,
+    ban: Sequence[int] = (),
+) -> Any:
     params = lc.llama_sampler_chain_default_params()
     params.no_perf = True
     chain = lc.llama_sampler_chain_init(params)

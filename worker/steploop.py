@@ -20,9 +20,19 @@ from typing import Any
 
 import llama_cpp as lc
 
+from shared.wire import TokenLogprob
 from worker.batching import Batcher, Step
+from worker.constrained import ConstrainedSampler, GrammarDeadEnd
+from worker.logprobs import LogprobReader
 from worker.textstream import TextStream
-from worker.types import EngineError, GenerationJob, Outcome, StopReason, TokenSink
+from worker.types import (
+    EngineError,
+    GenerationJob,
+    LogprobSink,
+    Outcome,
+    StopReason,
+    TokenSink,
+)
 
 log = logging.getLogger("llorch.worker.steploop")
 _PIECE_BUF = 256
@@ -40,11 +50,20 @@ class _Submission:
 class _Running:
     sub: _Submission
     sampler: Any
+    grammar: Any  # the job's grammar sampler, outside its chain (WRK-130), or None
     text: TextStream
     cached: int
     produced: int = 0
     generated: list[int] = field(default_factory=list)
     first: float | None = None
+    lp_sink: LogprobSink | None = None  # the job asked for logprobs (WRK-134)
+    lp_pending: list[TokenLogprob] = field(default_factory=list)  # tokens not yet sent with text
+
+    def emit(self, piece: str) -> None:
+        if self.lp_sink is not None:
+            self.lp_sink.logprobs(self.lp_pending)
+            self.lp_pending = []
+        self.sub.sink.token(piece)
 
 
 @dataclass
@@ -79,6 +98,9 @@ class StepLoop:
         self._on_step = on_step
         self._eog = eog_tokens(vocab)
         self._sample = holding_gil(lc.llama_sampler_sample)
+        n_vocab = lc.llama_vocab_n_tokens(vocab)
+        self._logprobs = LogprobReader(ctx, n_vocab, piece, holding_gil)
+        self.constrained = ConstrainedSampler(ctx, n_vocab, holding_gil)
         self._capacity = batcher.max_step_tokens()
         self._batch = lc.llama_batch_init(self._capacity, 0, 1)
         # The batch's arrays as ctypes arrays: a run of tokens is one slice assignment.
@@ -104,6 +126,9 @@ class StepLoop:
         future: Future[Outcome] = Future()
         if not job.prompt_tokens:
             future.set_exception(EngineError("the prompt has no tokens"))
+            return future
+        if job.logprobs and not isinstance(sink, LogprobSink):
+            future.set_exception(EngineError("a job with logprobs needs a LogprobSink"))
             return future
         with self._cv:
             if self._closing:
@@ -170,12 +195,23 @@ class StepLoop:
         if adm.keep:
             self.cache.hits += 1
             self.cache.tokens_reused += adm.keep
+        grammar = None
         try:
             sampler = self._make_sampler(sub.job)
+            if sub.job.grammar is not None:
+                grammar = lc.llama_sampler_init_grammar(
+                    self._vocab, sub.job.grammar.encode(), b"root"
+                )
+                if not grammar:
+                    lc.llama_sampler_free(sampler)
+                    raise EngineError("the grammar does not parse")
         except BaseException:
             self._batcher.release(seq)
             raise
-        self._running[seq] = _Running(sub, sampler, TextStream(sub.job.stops), adm.keep)
+        run = _Running(sub, sampler, grammar, TextStream(sub.job.stops), adm.keep)
+        if sub.job.logprobs and isinstance(sub.sink, LogprobSink):
+            run.lp_sink = sub.sink
+        self._running[seq] = run
 
     def _step(self) -> None:
         for seq_id, run in list(self._running.items()):
@@ -213,7 +249,14 @@ class StepLoop:
     def _advance(self, seq_id: int, idx: int) -> None:
         run = self._running[seq_id]
         job = run.sub.job
-        tok = self._sample(run.sampler, self._ctx, idx)
+        if run.grammar is None:
+            tok = self._sample(run.sampler, self._ctx, idx)
+        else:
+            try:
+                tok = self.constrained.sample(run.sampler, run.grammar, idx)
+            except GrammarDeadEnd as e:
+                self._fail(seq_id, e)
+                return
         if tok in self._eog:
             self._finish(seq_id, "EOS")
             return
@@ -221,9 +264,11 @@ class StepLoop:
         run.produced += 1
         if run.first is None:
             run.first = time.perf_counter()
+        if run.lp_sink is not None:
+            run.lp_pending.append(self._logprobs.entry(idx, tok, job.top_logprobs))
         piece = run.text.feed(self._piece(tok))
         if piece:
-            run.sub.sink.token(piece)
+            run.emit(piece)
         if run.text.stopped:
             self._finish(seq_id, "STOP_SEQUENCE")
         elif run.produced >= job.max_tokens:
@@ -233,22 +278,28 @@ class StepLoop:
 
     def _finish(self, seq_id: int, reason: StopReason) -> None:
         run = self._running.pop(seq_id)
-        lc.llama_sampler_free(run.sampler)
+        _free(run)
         self._batcher.release(seq_id)
         if reason in ("MAX_TOKENS", "EOS"):
             tail = run.text.finish(cut=reason == "MAX_TOKENS")
             if tail:
-                run.sub.sink.token(tail)
+                run.emit(tail)
         last = time.perf_counter() if run.produced else None
         outcome = Outcome(reason, run.produced, run.first, last, tuple(run.generated), run.cached)
         run.sub.future.set_result(outcome)
 
     def _fail(self, seq_id: int, error: Exception) -> None:
         run = self._running.pop(seq_id)
-        lc.llama_sampler_free(run.sampler)
+        _free(run)
         self._batcher.forget(seq_id)
         lc.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
         run.sub.future.set_exception(EngineError(f"inference failed: {error}"))
+
+
+def _free(run: _Running) -> None:
+    lc.llama_sampler_free(run.sampler)
+    if run.grammar is not None:
+        lc.llama_sampler_free(run.grammar)
 
 
 def _array(ctype: Any, pointer: Any, n: int) -> Any:
