@@ -39,7 +39,7 @@ class TaskRequest:
 
     model: str
     prompt: str | None = None
-    messages: tuple[Mapping[str, str], ...] | None = None
+    messages: tuple[Mapping[str, Any], ...] | None = None
     max_tokens: int = 128
     temperature: float | None = None
     top_p: float | None = None
@@ -58,13 +58,20 @@ class TaskRequest:
     pin: str | None = None
     # An embeddings task (POST /v1/embeddings): the inputs to embed, instead of a generation.
     embed_input: tuple[str, ...] | None = None
+    # OpenAI tool definitions the worker renders into the prompt (PC-100).
+    tools: tuple[Mapping[str, Any], ...] | None = None
+    # A JSON Schema the output must match (CONTRACT21; set by /v1 to force a tool call).
+    json_schema: Mapping[str, Any] | None = None
 
     @property
     def text(self) -> str:
         """The task's input as one string, for hashing and size estimates."""
         if self.embed_input is not None:
             return _dumps(list(self.embed_input))
-        return self.prompt if self.prompt is not None else _dumps(list(self.messages or ()))
+        if self.prompt is not None:
+            return self.prompt
+        text = _dumps(list(self.messages or ()))
+        return text + _dumps(list(self.tools)) if self.tools else text
 
     @cached_property
     def prompt_hash(self) -> str:
@@ -115,6 +122,10 @@ class TaskRequest:
             body["stop"] = list(self.stop)
         if self.ignore_eos:
             body["ignore_eos"] = True
+        if self.tools:
+            body["tools"] = [dict(t) for t in self.tools]
+        if self.json_schema is not None:
+            body["json_schema"] = dict(self.json_schema)
         return body
 
 
@@ -202,6 +213,7 @@ _FIELDS = frozenset(
         "task_id",
         "tenant",
         "ignore_eos",
+        "tools",
     }
 )
 
@@ -251,4 +263,5 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
         task_id=task_id,
         tenant=caller.task_tenant(body_tenant),
         ignore_eos=ignore_eos,
+        tools=gen.tools,
     )

@@ -11,8 +11,9 @@ Parameter mapping: `max_completion_tokens` (or `max_tokens`), `temperature`, `to
 `top_k`, `min_p`, `repeat_penalty` and llorch's `priority`, `session_id`, `deadline_ms`,
 `ignore_eos`, `task_id` are accepted as extensions (OpenAI clients send them through
 `extra_body`). The task's id is in the `X-Llorch-Task-Id` header and in the object `id`.
-Features llorch does not offer (tools, logprobs, n > 1, penalties, ...) are refused with 400
-rather than silently ignored; unknown fields are ignored, as OpenAI does.
+Features llorch does not offer (logprobs, n > 1, penalties, ...) are refused with 400
+rather than silently ignored; unknown fields are ignored, as OpenAI does. Tool calling is
+`openai_tools` (ORCH-240..ORCH-245).
 
 Errors: the body is problem+json as on every llorch API (`code`, `retriable`, `retry_after_ms`)
 with an extra `error` member in OpenAI's shape (`message`, `type`, `param`, `code`), which is
@@ -25,6 +26,7 @@ A client that disconnects cancels its task.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,6 +39,7 @@ from starlette.types import Receive
 
 from orchestratord.domain.embeddings import embedding_reply, parse_embedding_request
 from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.toolcalls import ToolStream
 from orchestratord.http.errors import error_response
 from orchestratord.http.openai_shapes import (
     Kind,
@@ -49,6 +52,7 @@ from orchestratord.http.openai_shapes import (
     sse_data,
     usage,
 )
+from orchestratord.http.openai_tools import tool_fields
 from orchestratord.http.tasks import caller_of
 from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent
@@ -65,10 +69,14 @@ async def _submit(request: Request, kind: Kind) -> Response:
         except ValueError:
             raise invalid([("body", "must be valid JSON")]) from None
         task, stream, include_usage = openai_task_body(kind, body)
-        record = await service.submit(parse_task_request(task, caller=caller_of(request)))
+        req = parse_task_request(task, caller=caller_of(request))
+        tools = tool_fields(body, {}, []) if kind == "chat" else None  # validated above
+        if tools is not None and tools.schema is not None:
+            req = dataclasses.replace(req, json_schema=tools.schema)
+        record = await service.submit(req)
     except ApiError as err:
         return error_response(err, request.url.path)
-    shaper = Shaper(kind, record.id, task["model"], int(time.time()))
+    shaper = Shaper(kind, record.id, task["model"], int(time.time()), tools)
     if stream:
         return _event_stream(service, record.id, shaper, include_usage)
     return await _until_done_or_gone(request, service, record.id, shaper)
@@ -207,6 +215,8 @@ class _Chunks:
         self.service, self.task_id, self.shaper = service, task_id, shaper
         self.include_usage = include_usage
         self.prompt_tokens = 0
+        mode = shaper.tools
+        self.calls = ToolStream(mode.names, forced=mode.forced) if mode is not None else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """One bytes object per batch of task events; a keep-alive comment while idle."""
@@ -230,11 +240,23 @@ class _Chunks:
     def shape(self, ev: TaskEvent) -> bytes:
         sh = self.shaper
         if ev.event == "token":
-            return sse_data(sh.chunk(str(ev.data.get("t", ""))))
+            text = str(ev.data.get("t", ""))
+            if self.calls is not None:  # hold back what may be a tool call (ORCH-244)
+                text = self.calls.feed(text)
+                if not text:
+                    return b""
+            return sse_data(sh.chunk(text))
         if ev.event == "started":
             self.prompt_tokens = _int(ev.data.get("prompt_tokens"), 0)
         elif ev.event == "end":
-            out = sse_data(sh.chunk(None, finish_reason(ev.data.get("stop_reason"))))
+            finish, out = finish_reason(ev.data.get("stop_reason")), b""
+            if self.calls is not None:
+                content, deltas = self.calls.finish()
+                out += sse_data(sh.chunk(content)) if content else b""
+                if deltas:
+                    out += sse_data(sh.tool_calls_chunk(deltas))
+                    finish = "tool_calls"
+            out += sse_data(sh.chunk(None, finish))
             if self.include_usage:
                 tokens = _int(ev.data.get("tokens_out"), 0)
                 out += sse_data(sh.usage_chunk(usage(self.prompt_tokens, tokens)))

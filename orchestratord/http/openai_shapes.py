@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from orchestratord.http.openai_tools import ToolMode, tool_fields, tool_message
 from shared.problem import ApiError, Internal, InvalidParams
 from shared.sse import encode_data
 
@@ -19,9 +20,6 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # OpenAI fields llorch refuses when set to anything but their "off" value.
 _UNSUPPORTED: dict[str, str] = {
-    "tools": "tool calling is not supported",
-    "functions": "function calling is not supported",
-    "tool_choice": "tool calling is not supported",
     "logit_bias": "logit_bias is not supported",
     "logprobs": "logprobs are not supported",
     "top_logprobs": "logprobs are not supported",
@@ -43,7 +41,14 @@ _PASS_THROUGH = (
     "ignore_eos",
     "task_id",
 )
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",  # legacy function result (ORCH-241)
+}
 _FINISH = {"MAX_TOKENS": "length", "EOS": "stop", "STOP_SEQUENCE": "stop", "CANCELLED": "stop"}
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -70,6 +75,7 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
         errors.append(("model", "is required and must be a non-empty string"))
     if kind == "chat":
         task["messages"] = _messages(body.get("messages"), errors)
+        tool_fields(body, task, errors)
         limit = body.get("max_completion_tokens")
         if limit is None:
             limit = body.get("max_tokens")
@@ -126,11 +132,11 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
     return task, bool(stream), include_usage
 
 
-def _messages(raw: Any, errors: list[tuple[str, str]]) -> list[dict[str, str]]:
+def _messages(raw: Any, errors: list[tuple[str, str]]) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         errors.append(("messages", "must be a non-empty list of messages"))
         return []
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     for n, m in enumerate(raw):
         where = f"messages[{n}]"
         if not isinstance(m, Mapping):
@@ -139,16 +145,17 @@ def _messages(raw: Any, errors: list[tuple[str, str]]) -> list[dict[str, str]]:
         raw_role = m.get("role")
         role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
-            errors.append((f"{where}.role", "must be system, developer, user or assistant"))
+            errors.append((f"{where}.role", "must be system, developer, user, assistant or tool"))
             continue
-        if m.get("tool_calls") or m.get("function_call"):
-            errors.append((where, "tool calls are not supported"))
+        message = tool_message(m, role) or {"role": role, "content": m.get("content")}
+        if message["content"] is None and "tool_calls" in message:
+            out.append(message)
             continue
-        content = _content(m.get("content"))
+        content = _content(message["content"])
         if content is None:
             errors.append((f"{where}.content", "must be a string or a list of text parts"))
             continue
-        out.append({"role": role, "content": content})
+        out.append({**message, "content": content})
     return out
 
 
@@ -191,8 +198,11 @@ def invalid(errors: list[tuple[str, str]]) -> InvalidParams:
 class Shaper:
     """Builds OpenAI objects for one task: stream chunks, the final object, errors."""
 
-    def __init__(self, kind: Kind, task_id: str, model: str, created: int) -> None:
+    def __init__(
+        self, kind: Kind, task_id: str, model: str, created: int, tools: ToolMode | None = None
+    ) -> None:
         self.kind = kind
+        self.tools = tools  # how to read tool calls from the output (ORCH-242)
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + task_id
         self.model = model
         self.created = created
@@ -217,13 +227,24 @@ class Shaper:
         choice["finish_reason"] = finish
         return {**self._base(self.chunk_object), "choices": [choice]}
 
+    def tool_calls_chunk(self, deltas: list[dict[str, Any]]) -> dict[str, Any]:
+        """A chunk of OpenAI's streamed `tool_calls` entries (ORCH-244)."""
+        choice = {"index": 0, "delta": {"tool_calls": deltas}, "logprobs": None}
+        return {**self._base(self.chunk_object), "choices": [{**choice, "finish_reason": None}]}
+
     def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
         return {**self._base(self.chunk_object), "choices": [], "usage": usage}
 
     def final(self, text: str, finish: str, usage: dict[str, int]) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0}
         if self.kind == "chat":
-            choice["message"] = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.tools is not None:
+                message["content"], calls = self.tools.parse(text)
+                if calls:
+                    message["tool_calls"] = [c.to_openai() for c in calls]
+                    finish = "tool_calls"
+            choice["message"] = message
         else:
             choice["text"] = text
         choice["logprobs"] = None

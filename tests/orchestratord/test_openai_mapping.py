@@ -97,7 +97,7 @@ def test_completion_body_accepts_a_one_string_list_and_extensions() -> None:
         ("chat", {"model": "m", "messages": []}, "messages"),
         (
             "chat",
-            {"model": "m", "messages": [{"role": "tool", "content": "x"}]},
+            {"model": "m", "messages": [{"role": "robot", "content": "x"}]},
             "messages[0].role",
         ),
         (
@@ -110,7 +110,7 @@ def test_completion_body_accepts_a_one_string_list_and_extensions() -> None:
         (
             "chat",
             {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]},
-            "tools",
+            "tools[0].function",
         ),
         (
             "chat",
