@@ -19,8 +19,8 @@ def _calls(text: str) -> tuple[str, list[tuple[str, object]]]:
     return content, [(c.name, json.loads(c.arguments)) for c in calls]
 
 
-PARIS = ("get_weather", {"city": "Paris"})
-TIME = ("get_time", {})
+PARIS: tuple[str, object] = ("get_weather", {"city": "Paris"})
+TIME: tuple[str, object] = ("get_time", {})
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,8 @@ TIME = ("get_time", {})
         ('<tool_call>{"name": "get_time", "arguments": "{}"}', "", [TIME]),  # no closing tag
         # Mistral (v3 JSON list; v11 name[ARGS])
         (
-            '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "a1b2c3d4e"}]',
+            '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, '
+            '"id": "a1b2c3d4e"}]',
             "",
             [PARIS],
         ),
@@ -62,7 +63,8 @@ TIME = ("get_time", {})
         ('{"type": "function", "function": {"name": "get_time", "parameters": {}}}', "", [TIME]),
         # generic JSON: a list, a code fence
         (
-            '[{"name": "get_time", "arguments": {}}, {"name": "get_weather", "arguments": {"city": "Paris"}}]',
+            '[{"name": "get_time", "arguments": {}}, '
+            '{"name": "get_weather", "arguments": {"city": "Paris"}}]',
             "",
             [TIME, PARIS],
         ),

@@ -8,10 +8,10 @@ import json
 import subprocess
 import sys
 import typing
-from typing import Any
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
