@@ -182,12 +182,14 @@ def parse_forced_call(text: str, names: Collection[str]) -> ParsedCall | None:
 
 
 class ToolStream:
-    """Content deltas and OpenAI `tool_calls` deltas from a stream of output text (ORCH-244).
+    """Content deltas and OpenAI `tool_calls` deltas from a stream of output text (ORCH-255).
 
     Text is passed on at once except for what may be the start of a call: a suffix that is a
     prefix of a marker, and, while nothing but whitespace was written, an opening ``{``,
     ``[`` or code fence. From a marker on, the rest is held and parsed when the output ends;
-    if it holds no call, it is passed on as content then.
+    if it holds no call, it is passed on as content then. A forced call (ORCH-252) streams as
+    it is written: its name once complete, then its arguments as they come, holding back only
+    what may be the closing brace of the call object.
     """
 
     def __init__(self, names: Collection[str], *, forced: bool = False) -> None:
@@ -197,42 +199,99 @@ class ToolStream:
         self.started = False  # some non-whitespace content was passed on
         self.holding = forced  # a call (may have) begun: hold everything to the end
         self.calls: list[ParsedCall] = []
+        # A forced call being streamed: its id and name, where its arguments start in
+        # `pending`, and how much of them was sent.
+        self.forced_call: tuple[str, str] | None = None
+        self.args_at = 0
+        self.args_sent = 0
 
-    def feed(self, text: str) -> str:
-        """Pass `text` in; returns the content that can be passed on now."""
+    def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+        """Pass `text` in; returns the content and the `tool_calls` deltas to pass on now."""
         self.pending += text
+        if self.forced:
+            return "", self._forced_deltas()
         if self.holding:
-            return ""
+            return "", []
         if not self.started:
             head = self.pending.lstrip()
             if not head:
-                return ""
+                return "", []
             if head[0] in "{[`":
                 self.holding = True
-                return ""
+                return "", []
         cut = min((i for m in MARKERS if (i := self.pending.find(m)) >= 0), default=-1)
         if cut >= 0:
             self.holding = True
             out, self.pending = self.pending[:cut], self.pending[cut:]
         else:
-            keep = _partial_marker(self.pending)
-            out, self.pending = (
-                self.pending[: len(self.pending) - keep],
-                self.pending[len(self.pending) - keep :],
-            )
+            keep = len(self.pending) - _partial_marker(self.pending)
+            out, self.pending = self.pending[:keep], self.pending[keep:]
         self.started = self.started or bool(out.strip())
+        return out, []
+
+    def _forced_deltas(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.forced_call is None:
+            head = _FORCED_HEAD.match(self.pending)
+            if head is None:
+                return out
+            try:
+                name = json.loads(head.group(1))
+            except ValueError:
+                return out
+            if name not in self.names:
+                return out  # not a valid call: finish() reports it as content
+            self.forced_call = (new_call_id(), name)
+            self.args_at = head.end()
+            out.append(_name_delta(0, *self.forced_call))
+        args = self.pending[self.args_at :]
+        upto = len(_without_close(args))
+        if upto > self.args_sent:
+            out.append({"index": 0, "function": {"arguments": args[self.args_sent : upto]}})
+            self.args_sent = upto
         return out
 
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
-        """At the end: the content still held, and the `tool_calls` deltas (none if no call)."""
+        """At the end: the content still held, and the `tool_calls` deltas still to send."""
         text, self.pending = self.pending, ""
-        if self.forced:
-            call = parse_forced_call(text, self.names)
-            content, calls = ("", [call]) if call else (text, [])
-        else:
-            content, calls = parse_tool_calls(text, self.names)
-        self.calls = calls
-        return content, call_deltas(calls)
+        if not self.forced:
+            content, self.calls = parse_tool_calls(text, self.names)
+            return content, call_deltas(self.calls)
+        call = parse_forced_call(text, self.names)
+        if self.forced_call is None:  # nothing was sent: all of it is content unless a call
+            if call is None:
+                return text, []
+            self.calls = [call]
+            return "", call_deltas(self.calls)
+        args = _without_close(text[self.args_at :])
+        if call is not None:  # complete: the arguments as sent
+            self.calls = [ParsedCall(self.forced_call[0], self.forced_call[1], args)]
+        rest = args[self.args_sent :]
+        return "", [{"index": 0, "function": {"arguments": rest}}] if rest else []
+
+    @property
+    def called(self) -> bool:
+        """Whether the output held complete calls (finish_reason `tool_calls`)."""
+        return bool(self.calls)
+
+
+# The start of a forced call up to its arguments, as the forcing schema's grammar writes it.
+_FORCED_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*')
+
+
+def _without_close(args: str) -> str:
+    """`args` without what may be the call object's closing brace (and whitespace) after it."""
+    body = args.rstrip()
+    return body[:-1].rstrip() if body.endswith("}") else body
+
+
+def _name_delta(index: int, call_id: str, name: str) -> dict[str, Any]:
+    return {
+        "index": index,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": ""},
+    }
 
 
 def _partial_marker(text: str) -> int:
@@ -248,13 +307,6 @@ def call_deltas(calls: list[ParsedCall]) -> list[dict[str, Any]]:
     (arguments empty), then one with its arguments."""
     out: list[dict[str, Any]] = []
     for i, c in enumerate(calls):
-        out.append(
-            {
-                "index": i,
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": ""},
-            }
-        )
+        out.append(_name_delta(i, c.id, c.name))
         out.append({"index": i, "function": {"arguments": c.arguments}})
     return out

@@ -241,11 +241,11 @@ class _Chunks:
         sh = self.shaper
         if ev.event == "token":
             text = str(ev.data.get("t", ""))
-            if self.calls is not None:  # hold back what may be a tool call (ORCH-244)
-                text = self.calls.feed(text)
-                if not text:
-                    return b""
-            return sse_data(sh.chunk(text))
+            if self.calls is None:
+                return sse_data(sh.chunk(text))
+            text, deltas = self.calls.feed(text)  # what may be a tool call is held (ORCH-255)
+            out = sse_data(sh.chunk(text)) if text else b""
+            return out + (sse_data(sh.tool_calls_chunk(deltas)) if deltas else b"")
         if ev.event == "started":
             self.prompt_tokens = _int(ev.data.get("prompt_tokens"), 0)
         elif ev.event == "end":
@@ -255,6 +255,7 @@ class _Chunks:
                 out += sse_data(sh.chunk(content)) if content else b""
                 if deltas:
                     out += sse_data(sh.tool_calls_chunk(deltas))
+                if self.calls.called:
                     finish = "tool_calls"
             out += sse_data(sh.chunk(None, finish))
             if self.include_usage:

@@ -102,9 +102,14 @@ def test_orch_252_forced_call() -> None:
 
 def _stream(pieces: list[str], forced: bool = False) -> tuple[str, list[dict[str, object]]]:
     s = ToolStream(NAMES, forced=forced)
-    passed = [s.feed(p) for p in pieces]
-    content, deltas = s.finish()
-    return "".join(passed) + content, deltas
+    passed, deltas = [], []
+    for p in pieces:
+        text, more = s.feed(p)
+        passed.append(text)
+        deltas += more
+    content, more = s.finish()
+    assert s.called == bool(s.calls)
+    return "".join(passed) + content, deltas + more
 
 
 def _assemble(deltas: list[dict[str, object]]) -> list[tuple[str, object]]:
@@ -127,13 +132,14 @@ def test_orch_255_text_streams_at_once_and_markers_are_held() -> None:
     """ORCH-255: plain text passes at once; a suffix that may start a marker is held, then
     passed on when it turns out not to be one."""
     s = ToolStream(NAMES)
-    assert s.feed("Hello") == "Hello"
-    assert s.feed(" wor") == " wor"
-    assert s.feed("ld <tool") == "ld "
-    assert s.feed("box>") == "<toolbox>"
-    assert s.feed(" [TOOL") == " "
-    assert s.feed("_CALLS]") == ""  # a marker: the rest is held to the end
+    assert s.feed("Hello") == ("Hello", [])
+    assert s.feed(" wor") == (" wor", [])
+    assert s.feed("ld <tool") == ("ld ", [])
+    assert s.feed("box>") == ("<toolbox>", [])
+    assert s.feed(" [TOOL") == (" ", [])
+    assert s.feed("_CALLS]") == ("", [])  # a marker: the rest is held to the end
     assert s.finish() == ("[TOOL_CALLS]", [])
+    assert not s.called
 
 
 def test_orch_255_hermes_call_after_text_streams_as_deltas() -> None:
@@ -160,4 +166,34 @@ def test_orch_255_leading_json_is_held_and_forced_streams() -> None:
     forced = _stream(['{"name": "get_weather",', ' "arguments": {"city": "Paris"}}'], forced=True)
     assert forced[0] == "" and _assemble(forced[1]) == [PARIS]
     assert _stream(["{not json"]) == ("{not json", [])
-    assert _stream(['{"name": "get_time", "arguments": {'], forced=True)[1] == []
+    assert _stream(['{"name": "rm", "arguments": {}}'], forced=True) == (
+        '{"name": "rm", "arguments": {}}',
+        [],
+    )
+
+
+def test_orch_255_a_forced_call_streams_its_arguments_as_they_come() -> None:
+    """ORCH-255: a forced call's name goes out once complete, then its arguments in fragments
+    as they are written, never the call object's own closing brace."""
+    s = ToolStream(NAMES, forced=True)
+    assert s.feed('{ "name" :"get_wea') == ("", [])
+    text, (head, first) = s.feed('ther", "arguments": {"ci')
+    assert head["function"] == {"name": "get_weather", "arguments": ""} and head["index"] == 0
+    assert CALL_ID.match(head["id"]) and text == ""
+    assert first == {"index": 0, "function": {"arguments": '{"ci'}}
+    assert s.feed('ty": "Paris"}') == (
+        "",
+        [{"index": 0, "function": {"arguments": 'ty": "Paris"'}}],
+    )
+    assert s.feed(" } ") == ("", [{"index": 0, "function": {"arguments": "}"}}])
+    assert s.finish() == ("", [])
+    assert s.called and s.calls[0].id == head["id"] and s.calls[0].arguments == '{"city": "Paris"}'
+    # Nested objects: the held brace is the arguments' own when more follows.
+    nested = ['{"name": "get_time", "arguments": {"a": {}', "}", "}"]
+    content, deltas = _stream(nested, forced=True)
+    assert content == "" and _assemble(deltas) == [("get_time", {"a": {}})]
+    # Cut by max_tokens after the name: what was sent stays, it is not a complete call.
+    s = ToolStream(NAMES, forced=True)
+    sent = s.feed('{"name": "get_time", "arguments": {"a": ')[1]
+    assert [d["function"].get("arguments") for d in sent] == ["", '{"a":']
+    assert s.finish() == ("", []) and not s.called
