@@ -76,7 +76,7 @@ async def _submit(request: Request, kind: Kind) -> Response:
         record = await service.submit(req)
     except ApiError as err:
         return error_response(err, request.url.path)
-    shaper = Shaper(kind, record.id, task["model"], int(time.time()), tools)
+    shaper = Shaper(kind, record.id, task["model"], int(time.time()), tools=tools)
     if stream:
         return _event_stream(service, record.id, shaper, include_usage)
     return await _until_done_or_gone(request, service, record.id, shaper)

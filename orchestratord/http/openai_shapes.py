@@ -199,7 +199,13 @@ class Shaper:
     """Builds OpenAI objects for one task: stream chunks, the final object, errors."""
 
     def __init__(
-        self, kind: Kind, task_id: str, model: str, created: int, tools: ToolMode | None = None
+        self,
+        kind: Kind,
+        task_id: str,
+        model: str,
+        created: int,
+        *,
+        tools: ToolMode | None = None,
     ) -> None:
         self.kind = kind
         self.tools = tools  # how to read tool calls from the output (ORCH-242)

@@ -174,7 +174,7 @@ def test_orch_254_a_reply_with_calls() -> None:
     """ORCH-254: calls give message.tool_calls, null content and finish_reason tool_calls;
     text without a call stays the content with its own finish reason."""
     mode = ToolMode(("get_weather",), forced=False)
-    sh = Shaper("chat", "t1", "m", 0, mode)
+    sh = Shaper("chat", "t1", "m", 0, tools=mode)
     out = sh.final(
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>', "stop", {}
     )
