@@ -62,11 +62,29 @@ class JobStartedData(TypedDict):
     prompt_tokens: int
 
 
+class TopLogprob(TypedDict):
+    """OpenAI's shape: one alternative at a token's position."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+
+
+class TokenLogprob(TypedDict):
+    """OpenAI's ChatCompletionTokenLogprob: a generated token and the most likely ones (WRK-134)."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+    top_logprobs: list[TopLogprob]
+
+
 class TokenData(TypedDict):
     """A `token` event, in both streams (orchestratord passes the worker's bytes through)."""
 
     t: str
     i: int
+    logprobs: NotRequired[list[TokenLogprob]]  # only when the job asked (WRK-134)
 
 
 class JobEndData(TypedDict):

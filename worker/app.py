@@ -48,7 +48,9 @@ async def execute(request: Request) -> Response:
     req = parse_execute(await read_json(request))
     prompt = await state.prepare(req)
     job, ticket = state.admit(req, prompt)
-    body = stream_job(state, req, job, ticket, prompt.tokens, prompt.stops, received_at)
+    body = stream_job(
+        state, req, job, ticket, prompt.tokens, prompt.stops, received_at, prompt.grammar
+    )
 
     def closed() -> None:
         # A body that never started never runs its `finally`: the job would keep its place.

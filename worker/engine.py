@@ -64,6 +64,8 @@ class InferenceEngine(Protocol):
 
     def tokenize(self, text: str) -> list[int]: ...
 
+    def grammar_error(self, grammar: str) -> str | None: ...
+
     def submit(
         self, job: GenerationJob, cancel: threading.Event, sink: TokenSink
     ) -> Future[Outcome]: ...
@@ -253,20 +255,46 @@ class LlamaEngine:
     def embed_max_tokens(self) -> int:
         return min(self.n_ctx, MAX_EMBED_TOKENS)
 
+    def grammar_error(self, grammar: str) -> str | None:
+        """Why llama.cpp cannot use `grammar` (GBNF, start rule `root`), or None when it can.
+        Parses it once, as the job's sampler will (WRK-130); safe on any thread."""
+        sampler = lc.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+        if not sampler:
+            return "is not valid GBNF with a 'root' rule (llama.cpp could not parse it)"
+        lc.llama_sampler_free(sampler)
+        return None
+
     def _sampler_for(self, job: GenerationJob) -> Any:
         ban = self._eog_tokens() if job.ignore_eos else ()
-        return _make_sampler(job.sampling, lc.llama_vocab_n_tokens(self._vocab), ban)
+        return _make_sampler(
+            job.sampling, lc.llama_vocab_n_tokens(self._vocab), ban, job.grammar, self._vocab
+        )
 
     def _eog_tokens(self) -> tuple[int, ...]:
         ids = (lc.llama_vocab_eos(self._vocab), lc.llama_vocab_eot(self._vocab))
         return tuple(i for i in ids if i >= 0)
 
 
-def _make_sampler(s: Sampling, n_vocab: int, ban: Sequence[int] = ()) -> Any:
+def _make_sampler(
+    s: Sampling,
+    n_vocab: int,
+    ban: Sequence[int] = (),
+    grammar: str | None = None,
+    vocab: Any = None,
+) -> Any:
     params = lc.llama_sampler_chain_default_params()
     params.no_perf = True
     chain = lc.llama_sampler_chain_init(params)
     add = lc.llama_sampler_chain_add
+    if grammar is not None:
+        # First in the chain: every token the grammar rejects (EOS until the grammar is
+        # complete) is -inf before any other sampler sees the candidates, and the chain's
+        # accept advances the grammar with the chosen token (WRK-130).
+        constraint = lc.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        if not constraint:
+            lc.llama_sampler_free(chain)
+            raise EngineError("the grammar does not parse")
+        add(chain, constraint)
     if ban:
         biases = (lc.llama_logit_bias * len(ban))(
             *[lc.llama_logit_bias(t, float("-inf")) for t in ban]

@@ -12,6 +12,7 @@ from typing import Literal
 
 from shared.aio import resolve
 from shared.problem import Conflict
+from shared.wire import TokenLogprob
 from worker.slots import Ticket
 
 JobState = Literal["queued", "running", "finished"]
@@ -121,12 +122,24 @@ class TokenChannel:
     come together (one decode step) into one.
     """
 
-    __slots__ = ("_bell", "_closed", "_coalesce_s", "_items", "_last_wake", "_loop", "_waiter")
+    __slots__ = (
+        "_bell",
+        "_closed",
+        "_coalesce_s",
+        "_items",
+        "_last_wake",
+        "_logprobs",
+        "_loop",
+        "_waiter",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, coalesce_s: float = 0.001) -> None:
         self._loop = loop
         self._bell = doorbell(loop)
         self._items: deque[str] = deque()
+        # Each piece's logprob entries, for jobs that ask (WRK-134): appended before the piece,
+        # so a consumer that took n pieces always finds n entries lists here.
+        self._logprobs: deque[list[TokenLogprob]] = deque()
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
         self._coalesce_s = coalesce_s
@@ -139,6 +152,13 @@ class TokenChannel:
             if now - self._last_wake >= self._coalesce_s:
                 self._last_wake = now
                 self._wake()
+
+    def logprobs(self, entries: list[TokenLogprob]) -> None:
+        self._logprobs.append(entries)
+
+    def take_logprobs(self, n: int) -> list[list[TokenLogprob]]:
+        """The entries of the next `n` pieces `drain` returned, in order."""
+        return [self._logprobs.popleft() for _ in range(n)]
 
     def close(self) -> None:
         self._closed = True

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shared.params import GENERATION_FIELDS, FieldReader, GenerationParams
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-EXECUTE_FIELDS = set(GENERATION_FIELDS | {"job_id", "template", "ignore_eos"})
+EXECUTE_FIELDS = set(
+    GENERATION_FIELDS
+    | {"job_id", "template", "ignore_eos", "grammar", "json_schema", "logprobs", "top_logprobs"}
+)
+MAX_GRAMMAR_CHARS = 65_536
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +25,10 @@ class ExecuteRequest:
     gen: GenerationParams
     template: str | None
     ignore_eos: bool
+    grammar: str | None = None  # GBNF with a `root` rule (WRK-130)
+    json_schema: Mapping[str, Any] | None = None  # converted to GBNF off the loop (WRK-131)
+    logprobs: bool = False  # WRK-134
+    top_logprobs: int = 0
 
 
 def parse_execute(body: object) -> ExecuteRequest:
@@ -29,5 +40,21 @@ def parse_execute(body: object) -> ExecuteRequest:
     gen = r.generation()
     template = r.string("template", max_len=64)
     ignore_eos = r.boolean("ignore_eos", False)
+    grammar = r.string("grammar", max_len=MAX_GRAMMAR_CHARS)
+    schema = r.body.get("json_schema")
+    if schema is not None and not isinstance(schema, Mapping):
+        r.fail("json_schema", "must be a JSON object (a JSON Schema)")
+        schema = None
+    if grammar is not None and schema is not None:
+        r.fail("grammar", "at most one of grammar or json_schema")
+    if ignore_eos and (grammar is not None or schema is not None):
+        # A complete grammar admits only EOS: banning it would leave nothing to sample.
+        r.fail("ignore_eos", "cannot be combined with grammar or json_schema")
+    logprobs = r.boolean("logprobs", False)
+    top = r.integer("top_logprobs", 0, 0, MAX_TOP_LOGPROBS) or 0
+    if top and not logprobs:
+        r.fail("top_logprobs", "needs logprobs: true")
     r.raise_if_failed()
-    return ExecuteRequest(job_id or uuid.uuid4().hex, gen, template, ignore_eos)
+    return ExecuteRequest(
+        job_id or uuid.uuid4().hex, gen, template, ignore_eos, grammar, schema, logprobs, top
+    )

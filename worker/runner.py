@@ -23,6 +23,8 @@ from shared.wire import (
     JobStartedData,
     PrefixCacheStats,
     StopReason,
+    TokenData,
+    TokenLogprob,
     WorkerStatus,
 )
 from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
@@ -31,6 +33,7 @@ from worker.metrics import WorkerMetrics
 from worker.params import ExecuteRequest
 from worker.settings import WorkerSettings
 from worker.slots import SlotPool, Ticket
+from worker.structured import SchemaError, schema_to_grammar
 
 STARTED_WITHIN_S = 0.05
 log = logging.getLogger("llorch.worker")
@@ -42,6 +45,7 @@ class Prompt:
 
     tokens: list[int]
     stops: tuple[str, ...]
+    grammar: str | None = None  # the request's grammar or converted schema, known to parse
 
 
 @dataclass(eq=False)
@@ -124,8 +128,9 @@ class WorkerState:
         return await loop.run_in_executor(self.tokenizer, self._tokenize, engine, req)
 
     def _tokenize(self, engine: InferenceEngine, req: ExecuteRequest) -> Prompt:
+        grammar = _grammar(engine, req)
         text, template_stops = self._prompt_text(engine, req)
-        return Prompt(engine.tokenize(text), template_stops)
+        return Prompt(engine.tokenize(text), template_stops, grammar)
 
     def _ready_engine(self) -> InferenceEngine:
         if self.status == "draining":
@@ -181,6 +186,28 @@ class WorkerState:
             self.idle.set()
 
 
+def _grammar(engine: InferenceEngine, req: ExecuteRequest) -> str | None:
+    """The GBNF that constrains the job, converted and parsed here, in the tokenizer's threads,
+    so a bad one is a 400 before any slot is taken (WRK-130, WRK-131)."""
+    if req.json_schema is not None:
+        field = "json_schema"
+        try:
+            grammar = schema_to_grammar(req.json_schema)
+        except SchemaError as e:
+            message = str(e)
+            raise InvalidParams(
+                f"json_schema: {message}", errors=[{"field": field, "message": message}]
+            ) from None
+    elif req.grammar is not None:
+        field, grammar = "grammar", req.grammar
+    else:
+        return None
+    problem = engine.grammar_error(grammar)
+    if problem is not None:
+        raise InvalidParams(f"{field}: {problem}", errors=[{"field": field, "message": problem}])
+    return grammar
+
+
 async def stream_job(
     state: WorkerState,
     req: ExecuteRequest,
@@ -189,6 +216,7 @@ async def stream_job(
     tokens: list[int],
     template_stops: tuple[str, ...],
     received_at: float,
+    prompt_grammar: str | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE body of one job. Cancellation (client gone) stops the token loop at its next
     token; the slot is released when the loop's thread returns, not when this generator ends."""
@@ -238,6 +266,9 @@ async def stream_job(
             ),
             gen.stop + template_stops,
             req.ignore_eos,
+            prompt_grammar,
+            req.logprobs,
+            req.top_logprobs,
         )
         channel = TokenChannel(loop)
         submitted = engine.submit(work, job.stop, channel)
@@ -260,7 +291,10 @@ async def stream_job(
             pieces = await channel.drain()
         i = 0
         while pieces and not job.cancelled:
-            chunk = encode_tokens(pieces, i, seq)
+            if req.logprobs:
+                chunk = encode_logprob_tokens(pieces, channel.take_logprobs(len(pieces)), i, seq)
+            else:
+                chunk = encode_tokens(pieces, i, seq)
             seq += len(pieces)
             i += len(pieces)
             job.emitted = i
@@ -303,6 +337,18 @@ async def stream_job(
         if future is None:  # never reached the decode loop
             ticket.release()
             state.finish(job)
+
+
+def encode_logprob_tokens(
+    pieces: list[str], logprobs: list[list[TokenLogprob]], first_index: int, first_id: int
+) -> bytes:
+    """`token` events that carry their tokens' logprobs (WRK-134): the slower, general framing,
+    only for jobs that asked."""
+    frames = []
+    for k, (t, lp) in enumerate(zip(pieces, logprobs, strict=True)):
+        data: TokenData = {"t": t, "i": first_index + k, "logprobs": lp}
+        frames.append(encode_event("token", data, first_id + k))
+    return b"".join(frames)
 
 
 def log_job(job_id: str, end: JobEndData) -> None:

@@ -20,9 +20,18 @@ from typing import Any
 
 import llama_cpp as lc
 
+from shared.wire import TokenLogprob
 from worker.batching import Batcher, Step
+from worker.logprobs import LogprobReader
 from worker.textstream import TextStream
-from worker.types import EngineError, GenerationJob, Outcome, StopReason, TokenSink
+from worker.types import (
+    EngineError,
+    GenerationJob,
+    LogprobSink,
+    Outcome,
+    StopReason,
+    TokenSink,
+)
 
 log = logging.getLogger("llorch.worker.steploop")
 _PIECE_BUF = 256
@@ -45,6 +54,14 @@ class _Running:
     produced: int = 0
     generated: list[int] = field(default_factory=list)
     first: float | None = None
+    lp_sink: LogprobSink | None = None  # the job asked for logprobs (WRK-134)
+    lp_pending: list[TokenLogprob] = field(default_factory=list)  # tokens not yet sent with text
+
+    def emit(self, piece: str) -> None:
+        if self.lp_sink is not None:
+            self.lp_sink.logprobs(self.lp_pending)
+            self.lp_pending = []
+        self.sub.sink.token(piece)
 
 
 @dataclass
@@ -79,6 +96,7 @@ class StepLoop:
         self._on_step = on_step
         self._eog = eog_tokens(vocab)
         self._sample = holding_gil(lc.llama_sampler_sample)
+        self._logprobs = LogprobReader(ctx, lc.llama_vocab_n_tokens(vocab), piece)
         self._capacity = batcher.max_step_tokens()
         self._batch = lc.llama_batch_init(self._capacity, 0, 1)
         # The batch's arrays as ctypes arrays: a run of tokens is one slice assignment.
@@ -104,6 +122,9 @@ class StepLoop:
         future: Future[Outcome] = Future()
         if not job.prompt_tokens:
             future.set_exception(EngineError("the prompt has no tokens"))
+            return future
+        if job.logprobs and not isinstance(sink, LogprobSink):
+            future.set_exception(EngineError("a job with logprobs needs a LogprobSink"))
             return future
         with self._cv:
             if self._closing:
@@ -175,7 +196,10 @@ class StepLoop:
         except BaseException:
             self._batcher.release(seq)
             raise
-        self._running[seq] = _Running(sub, sampler, TextStream(sub.job.stops), adm.keep)
+        run = _Running(sub, sampler, TextStream(sub.job.stops), adm.keep)
+        if sub.job.logprobs and isinstance(sub.sink, LogprobSink):
+            run.lp_sink = sub.sink
+        self._running[seq] = run
 
     def _step(self) -> None:
         for seq_id, run in list(self._running.items()):
@@ -221,9 +245,11 @@ class StepLoop:
         run.produced += 1
         if run.first is None:
             run.first = time.perf_counter()
+        if run.lp_sink is not None:
+            run.lp_pending.append(self._logprobs.entry(idx, tok, job.top_logprobs))
         piece = run.text.feed(self._piece(tok))
         if piece:
-            run.sub.sink.token(piece)
+            run.emit(piece)
         if run.text.stopped:
             self._finish(seq_id, "STOP_SEQUENCE")
         elif run.produced >= job.max_tokens:
@@ -238,7 +264,7 @@ class StepLoop:
         if reason in ("MAX_TOKENS", "EOS"):
             tail = run.text.finish(cut=reason == "MAX_TOKENS")
             if tail:
-                run.sub.sink.token(tail)
+                run.emit(tail)
         last = time.perf_counter() if run.produced else None
         outcome = Outcome(reason, run.produced, run.first, last, tuple(run.generated), run.cached)
         run.sub.future.set_result(outcome)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from shared.wire import Backend as Backend  # the wire's names (shared/wire.py), re-exported
 from shared.wire import StopReason as StopReason
+from shared.wire import TokenLogprob
 
 
 class EngineError(Exception):
@@ -31,6 +32,9 @@ class GenerationJob:
     sampling: Sampling
     stops: tuple[str, ...] = ()
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
+    grammar: str | None = None  # GBNF, root rule `root`, already known to parse (WRK-130)
+    logprobs: bool = False  # WRK-134: the sink must be a LogprobSink
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +51,11 @@ class TokenSink(Protocol):
     """Receives text from the decode thread. Must be cheap and thread-safe."""
 
     def token(self, text: str) -> None: ...
+
+
+@runtime_checkable
+class LogprobSink(TokenSink, Protocol):
+    """A sink for jobs that ask for logprobs: `logprobs` is called just before each `token` with
+    the entries of the tokens whose text that piece carries (WRK-134)."""
+
+    def logprobs(self, entries: list[TokenLogprob]) -> None: ...
