@@ -1,11 +1,11 @@
 """A task's output constraints and logprobs request, validated at the HTTP edge; pure.
 
 `grammar` (GBNF) or `json_schema` (a JSON Schema object) constrain what the worker may sample
-(WRK contract of issue 21: the worker compiles either to a grammar); `logprobs` and
-`top_logprobs` ask the worker for each token's log-probability and its `top_logprobs` most
-likely alternatives. orchestratord checks only the shape and size of these fields (ORCH-240):
-whether a schema or grammar compiles is the worker's call, and its 400 fails the task with
-`INVALID_PARAMS` (ORCH-052).
+(the worker compiles either to a grammar, WRK-130/131); `logprobs` and `top_logprobs` ask the
+worker for each token's log-probability and its `top_logprobs` most likely alternatives
+(WRK-134). orchestratord checks only the shape and size of these fields, with the worker's
+limits (ORCH-240): whether a schema or grammar compiles is the worker's call, and its 400 fails
+the task with `INVALID_PARAMS` (ORCH-052).
 """
 
 from __future__ import annotations
