@@ -128,8 +128,12 @@ def test_orch_240_constraint_and_logprobs_reach_the_worker_body() -> None:
     ],
 )
 def test_orch_240_bad_constraint_or_logprobs_is_named(extra: dict[str, Any], field: str) -> None:
-    """ORCH-240, ORCH-011: each bad field is refused at the edge, named, before anything queues."""
-    assert field in fields({"model": "m", "prompt": "x", **extra})
+    """ORCH-240, ORCH-011: each bad field is refused at the edge, named, before anything queues;
+    for what it holds, not as an unknown field."""
+    with pytest.raises(InvalidParams) as e:
+        parse_task_request({"model": "m", "prompt": "x", **extra}, caller=OPEN)
+    problems = {err["field"]: err["message"] for err in e.value.errors}
+    assert field in problems and problems[field] != "unknown field"
 
 
 def test_event_frames_pass_raw_data_through() -> None:
