@@ -83,15 +83,13 @@ def _prepare(args: list[str]) -> tuple[Settings, socket.socket] | int:
     parsed = cli.from_args(args, os.environ)
     if isinstance(parsed, int):
         return parsed  # --help or --version answered
+    from orchestratord.fleet.desired import load_fleet_file
     from orchestratord.policy import PolicyEngine
     from orchestratord.store.db import Store
 
-    # Fail before listening: a bad policy file or database is the operator's to fix.
+    # Fail before listening: a bad policy file (its admit, schedule and plan) or database is
+    # the operator's to fix.
     PolicyEngine.from_file(parsed.policy, budget_ms=parsed.policy_budget_ms)
-    from orchestratord.fleet.desired import load_fleet_file
-    from orchestratord.fleet.plan_hook import PlanHook
-
-    PlanHook.from_file(parsed.policy, budget_ms=parsed.policy_budget_ms)
     if parsed.fleet is not None:
         load_fleet_file(parsed.fleet)
     try:

@@ -5,8 +5,9 @@ Layers (imports only point down; tests/orchestratord/test_layout.py checks it):
     runtime/        async adapters: the service (client API), dispatch loop, runners, readers
     worker_client/  the HTTP client side of the worker protocol (relay, embeddings)
     store/          the database (SQLAlchemy) and its batch writer
-    policy/         the Starlark policy engine
-    domain/         the pure core: tasks, queue, registry, scheduling, reservations
+    fleet/          the fleet controller: desired state, plan hook, actions
+    policy/         the Starlark policy engine (admit, schedule, plan)
+    domain/         the pure core: tasks, queue, registry, scheduling, reservations, views
 
 Everything with runtime state (task service, database, policy, metrics, HTTP client) is made in
 the lifespan and reaches handlers as `request.state.*`; nothing lives at module level.
@@ -136,9 +137,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
             )
             fleet_control = FleetControl(
                 load_fleet_file(settings.fleet) if settings.fleet else FleetSpec(),
-                PlanHook.from_file(
-                    settings.policy, budget_ms=settings.policy_budget_ms, observer=observer
-                ),
+                PlanHook.following(policy),
                 path=settings.fleet,
             )
             store = Store(settings.database_url)
@@ -227,13 +226,8 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 def _reload_on_sighup(policy: PolicyHolder, fleet_control: FleetControl) -> None:
     try:
-        # The file's plan() is checked before anything is swapped: all of the policy or none.
-        hook = fleet_control.hook
-        new_hook = PlanHook.from_file(
-            policy.engine.path, budget_ms=hook.budget_ms, observer=hook.observer, clock=hook.clock
-        )
+        # admit, schedule and plan come from one read of the file: all of it or none.
         engine = policy.reload()
-        fleet_control.hook = new_hook
     except PolicyError as e:
         log.error("SIGHUP: %s; keeping the running policy", e.detail)
     else:

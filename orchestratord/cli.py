@@ -63,6 +63,11 @@ HELP: dict[str, str] = {
     "this often (0: one write per event)",
     "worker_prefetch": "Jobs sent to a worker beyond its free slots, to wait in its own queue",
     "policy_budget_ms": "Time a policy call may take before it is cut off",
+    "policy_pass_budget_ms": "Time the policy calls of one scheduling pass may take together; "
+    "the rest of the queue waits for the next pass",
+    "policy_breaker_failures": "Policy calls in a row that fail or overrun (or passes that "
+    "overrun) before the built-in policy takes over for a cool-down",
+    "policy_breaker_cooldown_s": "Seconds the built-in policy stands in after the breaker trips",
     "events_buffer": "Events a GET /v2/events reader may fall behind by before its oldest "
     "are dropped",
     "log_level": "debug, info, warning or error",

@@ -83,6 +83,17 @@ class Metrics:
             ["fn", "reason"],
             registry=r,
         )
+        self.policy_breaker_trips = Counter(
+            "llorch_orchestrator_policy_breaker_trips",
+            "Times the policy's own functions were set aside for the built-in ones after "
+            "repeated failures or overruns (POL-092)",
+            registry=r,
+        )
+        self.policy_breaker_open = Gauge(
+            "llorch_orchestrator_policy_breaker_open",
+            "1 while the built-in policy stands in for the policy's own functions",
+            registry=r,
+        )
         self.retries = Counter(
             "llorch_orchestrator_dispatch_retries",
             "Tasks re-dispatched after a worker failed before a token",
@@ -101,7 +112,7 @@ class Metrics:
             "INVALID_PARAMS",
         ):
             self.tasks.labels(code)
-        for fn in ("admit", "schedule"):
+        for fn in ("admit", "schedule", "plan"):
             self.policy_eval.labels(fn)
             for reason in ("error", "timeout", "bad_return", "bad_input"):
                 self.policy_fallbacks.labels(fn, reason)

@@ -56,6 +56,9 @@ class Settings:
     stream_coalesce_ms: float = 4.0
     worker_prefetch: int = 0
     policy_budget_ms: float = 50.0
+    policy_pass_budget_ms: float = 200.0
+    policy_breaker_failures: int = 5
+    policy_breaker_cooldown_s: float = 30.0
     events_buffer: int = 256
     log_level: str = "info"
     log_format: LogFormat = "text"
@@ -67,6 +70,12 @@ class Settings:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in ("text", "json"):
             raise SettingsError("--log-format must be 'text' or 'json'")
+        if not 0 < self.policy_budget_ms <= self.policy_pass_budget_ms:
+            raise SettingsError("need 0 < --policy-budget-ms <= --policy-pass-budget-ms")
+        if self.policy_breaker_failures < 1 or self.policy_breaker_cooldown_s < 0:
+            raise SettingsError(
+                "--policy-breaker-failures must be at least 1, --policy-breaker-cooldown-s >= 0"
+            )
         if self.events_buffer < 2:
             raise SettingsError("--events-buffer must be at least 2")
         if self.queue_capacity < 1:

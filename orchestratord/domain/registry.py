@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
-from orchestratord.policy.types import PolicyWorkerState, WorkerView
+from orchestratord.domain.views import PolicyWorkerState, WorkerView
 from shared.wire import WORKER_STATUSES, WorkerState, WorkerStatus
 
 REPORTED_STATES = WORKER_STATUSES

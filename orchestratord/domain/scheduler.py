@@ -18,11 +18,11 @@ from typing import Any, Protocol
 from orchestratord.domain.queue import QueueEntry, TaskQueue
 from orchestratord.domain.registry import Registry, Worker
 from orchestratord.domain.tasks import TaskRequest
-from orchestratord.policy.types import AdmitDecision, ClusterView, TaskView, WorkerView
+from orchestratord.domain.views import AdmitDecision, ClusterView, TaskView, WorkerView
 
 
 class Policy(Protocol):
-    """What orchestratord needs from the policy engine (orchestratord.policy.PolicyHolder)."""
+    """What a scheduling pass needs from a policy (orchestratord.policy.PolicyEngine)."""
 
     def admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision: ...
 
@@ -44,6 +44,8 @@ def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
         "wait_ms": wait_ms,
         "prefix_hash": req.prefix_hash,
         "tenant": req.tenant,
+        "constrained": req.constrained,
+        "logprobs": req.logprobs,
     }
 
 
@@ -83,6 +85,140 @@ def offers(worker: Worker, entry: QueueEntry) -> bool:
     return worker.can_embed or not entry.embed
 
 
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs microseconds to make, per pass
+class ModelPass:
+    """What one pass may place of one model, taken from the queue and the registry at once:
+    the head of its queue, the policy's view of each of its workers (not dead, POL-025), and
+    the room of the usable ones (ORCH-041). `offered[i]` names the workers entry i may go to
+    when it is pinned or asks for embeddings (None: all)."""
+
+    model: str
+    entries: list[QueueEntry]
+    offered: list[list[str] | None]
+    views: dict[str, WorkerView]
+    room: dict[str, int]
+
+
+def snapshot(
+    queue: TaskQueue, registry: Registry, now_ms: int, models: Iterable[str] | None = None
+) -> list[ModelPass]:
+    """The part of the queue and the fleet a pass over `models` (default: every model with
+    queued work) looks at. A model whose workers have no room costs one look at its workers
+    and is left out; a model with room is read from its head, at most its room plus
+    MAX_DECLINED tasks."""
+    out: list[ModelPass] = []
+    prefetch = registry.prefetch
+    for model in list(queue.models() if models is None else models):
+        if not queue.model_depth(model):
+            continue
+        listed = registry.serving(model)
+        candidates = registry.candidates(model, now_ms, listed)
+        room = {w.id: w.room(prefetch) for w in candidates}
+        total = sum(room.values())
+        if total <= 0:
+            continue
+        entries = queue.head(model, total + MAX_DECLINED)
+        offered: list[list[str] | None] = [
+            None if e.pin is None and not e.embed else [w.id for w in listed if offers(w, e)]
+            for e in entries
+        ]
+        views = {w.id: w.view(now_ms, registry.stale_ms, prefetch) for w in listed}
+        out.append(ModelPass(model, entries, offered, views, room))
+    return out
+
+
+def _taken(view: WorkerView) -> WorkerView:
+    """`view` after one more task was reserved on the worker (Worker.view's arithmetic)."""
+    busy = min(view["slots_total"], view["slots_busy"] + 1)
+    state = view["state"]
+    if state == "ready" and busy >= view["slots_total"]:
+        state = "busy"
+    return {**view, "slots_busy": busy, "state": state}
+
+
+def decide(
+    parts: Iterable[ModelPass],
+    schedule: Callable[[QueueEntry, list[WorkerView]], str | None],
+    stop: Callable[[], bool] | None = None,
+) -> tuple[list[Assignment], bool]:
+    """Ask `schedule` where each task of the snapshot goes; returns the assignments and
+    whether `stop()` cut the pass short (checked before each call). Reads and changes only the
+    snapshot (the room and views of the workers it placed on), so it may run away from the
+    live queue and registry: `apply` re-checks every assignment against them."""
+    out: list[Assignment] = []
+    for part in parts:
+        room = dict(part.room)
+        views = dict(part.views)
+        left = sum(room.values())
+        declined = 0
+        for entry, offered in zip(part.entries, part.offered, strict=True):
+            if left <= 0 or declined >= MAX_DECLINED:
+                break
+            if offered is not None:
+                # A pinned task (compare runs) waits for its own worker or pool, an embeddings
+                # task for a worker that can embed; while none has room it is passed over
+                # without asking the policy (counted as a decline).
+                if not any(room.get(w, 0) > 0 for w in offered):
+                    declined += 1
+                    continue
+                shown = [views[w] for w in offered]
+            else:
+                shown = list(views.values())
+            if stop is not None and stop():
+                return out, True
+            pick = schedule(entry, shown)
+            if (
+                not isinstance(pick, str)
+                or room.get(pick, 0) <= 0
+                or (offered is not None and pick not in offered)
+            ):
+                declined += 1
+                continue
+            room[pick] -= 1
+            views[pick] = _taken(views[pick])
+            left -= 1
+            out.append(Assignment(entry, pick))
+    return out, False
+
+
+def apply(
+    assignments: Iterable[Assignment],
+    queue: TaskQueue,
+    registry: Registry,
+    now_ms: int,
+    reserve: Callable[[QueueEntry, str], object] | None = None,
+    *,
+    recheck: bool = True,
+) -> list[Assignment]:
+    """Carry out the assignments that still hold: the task is still queued, the worker still
+    usable, with room, and allowed for the task. Each is removed from the queue and its slot
+    reserved with `reserve(entry, worker_id)` (default: the registry's bare reservation); the
+    others stay queued for the next pass. `recheck=False`: the snapshot was taken in the same
+    step (nothing could change since), so the checks `decide` made on it hold."""
+    out: list[Assignment] = []
+    prefetch = registry.prefetch
+    for a in assignments:
+        entry = a.entry
+        worker = registry.get(a.worker_id)
+        if worker is None:
+            continue
+        if recheck and (
+            queue.get(entry.task_id) is not entry
+            or worker.model != entry.model
+            or not registry.usable(worker, now_ms)
+            or worker.room(prefetch) <= 0
+            or not offers(worker, entry)
+        ):
+            continue
+        queue.remove(entry.task_id)
+        if reserve is None:
+            registry.reserve(worker.id, entry.task_id)
+        else:
+            reserve(entry, worker.id)
+        out.append(a)
+    return out
+
+
 def plan(
     queue: TaskQueue,
     registry: Registry,
@@ -91,52 +227,12 @@ def plan(
     reserve: Callable[[QueueEntry, str], object] | None = None,
     models: Iterable[str] | None = None,
 ) -> list[Assignment]:
-    """Assign queued tasks of `models` (default: every model with queued work) to workers;
-    removes them from the queue and reserves their slots with `reserve(entry, worker_id)`
-    (default: the registry's bare reservation) at once, so the rest of the pass sees the room
-    that is left.
+    """One whole pass at once: assign queued tasks of `models` (default: every model with
+    queued work) to workers, remove them from the queue and reserve their slots.
 
-    The work is proportional to what can start, not to the queue: a model whose workers have
-    no room costs one look at its workers, and a model with room is read from its head, at
-    most its room plus MAX_DECLINED tasks.
+    The work is proportional to what can start, not to the queue (see `snapshot`). The
+    runtime splits the same three steps when the policy runs on its own thread: `snapshot`
+    and `apply` on the event loop, `decide` away from it.
     """
-    out: list[Assignment] = []
-    prefetch = registry.prefetch
-    for model in list(queue.models() if models is None else models):
-        if not queue.model_depth(model):
-            continue
-        # POL-025: the policy sees every worker of the model that is not dead, in the state it
-        # knows (busy, stale, draining); only the usable ones (ORCH-041) may take its pick.
-        listed = registry.serving(model)
-        candidates = registry.candidates(model, now_ms, listed)
-        room = sum(w.room(prefetch) for w in candidates)
-        if room <= 0:
-            continue
-        declined = 0
-        for entry in queue.head(model, room + MAX_DECLINED):
-            if room <= 0 or declined >= MAX_DECLINED:
-                break
-            offered, usable = listed, candidates
-            if entry.pin is not None or entry.embed:
-                # A pinned task (compare runs) waits for its own worker or pool, an embeddings
-                # task for a worker that can embed; while none has room it is passed over
-                # without asking the policy (counted as a decline).
-                offered = [w for w in listed if offers(w, entry)]
-                usable = [w for w in candidates if offers(w, entry)]
-                if not any(w.room(prefetch) > 0 for w in usable):
-                    declined += 1
-                    continue
-            views = [w.view(now_ms, registry.stale_ms, prefetch) for w in offered]
-            pick = schedule(entry, views)
-            worker = registry.get(pick) if isinstance(pick, str) else None
-            if worker is None or worker not in usable or worker.room(prefetch) == 0:
-                declined += 1
-                continue
-            queue.remove(entry.task_id)
-            if reserve is None:
-                registry.reserve(worker.id, entry.task_id)
-            else:
-                reserve(entry, worker.id)
-            room -= 1
-            out.append(Assignment(entry, worker.id))
-    return out
+    assignments, _ = decide(snapshot(queue, registry, now_ms, models), schedule)
+    return apply(assignments, queue, registry, now_ms, reserve, recheck=False)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from orchestratord.domain.structured import FIELDS as STRUCTURE_FIELDS
+from orchestratord.domain.structured import read_structure
 from orchestratord.domain.tenancy import Caller
 from shared.names import MODEL_NAME
 from shared.params import FieldReader
@@ -60,8 +62,15 @@ class TaskRequest:
     embed_input: tuple[str, ...] | None = None
     # OpenAI tool definitions the worker renders into the prompt (PC-100).
     tools: tuple[Mapping[str, Any], ...] | None = None
-    # A JSON Schema the output must match (CONTRACT21; set by /v1 to force a tool call).
-    json_schema: Mapping[str, Any] | None = None
+    # Output constraint (at most one) and logprobs, passed to the worker (ORCH-240).
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @property
+    def constrained(self) -> bool:
+        return self.grammar is not None or self.json_schema is not None
 
     @property
     def text(self) -> str:
@@ -124,8 +133,14 @@ class TaskRequest:
             body["ignore_eos"] = True
         if self.tools:
             body["tools"] = [dict(t) for t in self.tools]
+        if self.grammar is not None:
+            body["grammar"] = self.grammar
         if self.json_schema is not None:
-            body["json_schema"] = dict(self.json_schema)
+            body["json_schema"] = self.json_schema
+        if self.logprobs:
+            body["logprobs"] = True
+            if self.top_logprobs:
+                body["top_logprobs"] = self.top_logprobs
         return body
 
 
@@ -214,6 +229,7 @@ _FIELDS = frozenset(
         "tenant",
         "ignore_eos",
         "tools",
+        *STRUCTURE_FIELDS,
     }
 )
 
@@ -238,6 +254,7 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
     session_id = r.string("session_id", max_len=256)
     deadline_ms = r.integer("deadline_ms", None, 1, 86_400_000)
     body_tenant = r.string("tenant", max_len=128)
+    structure = read_structure(r)
     r.raise_if_failed()
     assert model is not None
 
@@ -264,4 +281,8 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
         tenant=caller.task_tenant(body_tenant),
         ignore_eos=ignore_eos,
         tools=gen.tools,
+        grammar=structure.grammar,
+        json_schema=structure.json_schema,
+        logprobs=structure.logprobs,
+        top_logprobs=structure.top_logprobs,
     )

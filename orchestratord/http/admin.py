@@ -9,8 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestratord.fleet.control import FleetControl
-from orchestratord.fleet.plan_hook import PlanHook
 from orchestratord.policy import PolicyHolder
 from shared.params import read_json
 from shared.problem import InvalidParams
@@ -26,35 +24,18 @@ async def reload_policy(request: Request) -> Response:
             errors=[{"field": "body", "message": "expected {source: <starlark text>, name?: str}"}],
         )
     source = payload.get("source")
-    fleet: FleetControl = request.state.fleet
-    old = fleet.hook
-    # Compiling and dry-running a policy takes a while: never on the event loop. The policy's
-    # plan() (specs/fleet.md FLT-010) is checked first: all of it changes or none.
+    # Compiling and dry-running a policy takes a while: never on the event loop. admit,
+    # schedule and plan (specs/fleet.md FLT-010) come from one compile: all of it changes or
+    # none (POL-074).
     if source is None:
-        new_hook = await asyncio.to_thread(
-            PlanHook.from_file,
-            holder.engine.path,
-            budget_ms=old.budget_ms,
-            observer=old.observer,
-            clock=old.clock,
-        )
         engine = await asyncio.to_thread(holder.reload)
     elif isinstance(source, str):
         name = str(payload.get("name") or "<admin>")
-        new_hook = await asyncio.to_thread(
-            PlanHook.from_source,
-            source,
-            name=name,
-            budget_ms=old.budget_ms,
-            observer=old.observer,
-            clock=old.clock,
-        )
         engine = await asyncio.to_thread(holder.reload_source, source, name=name)
     else:
         raise InvalidParams(
             "source must be a string", errors=[{"field": "source", "message": "must be a string"}]
         )
-    fleet.hook = new_hook
     return JSONResponse(
         {
             "name": engine.name,

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from orchestratord.http.openai_structured import Logprobs, structure_fields
 from orchestratord.http.openai_tools import ToolMode, tool_fields, tool_message
 from shared.problem import ApiError, Internal, InvalidParams
 from shared.sse import encode_data
@@ -21,8 +22,6 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # OpenAI fields llorch refuses when set to anything but their "off" value.
 _UNSUPPORTED: dict[str, str] = {
     "logit_bias": "logit_bias is not supported",
-    "logprobs": "logprobs are not supported",
-    "top_logprobs": "logprobs are not supported",
     "echo": "echo is not supported",
     "suffix": "suffix (insertion) is not supported",
     "audio": "audio output is not supported",
@@ -110,9 +109,7 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
     for name, why in _UNSUPPORTED.items():
         if body.get(name) not in (None, False, 0, "", [], {}, "none"):
             errors.append((name, why))
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
-        errors.append(("response_format", 'only {"type": "text"} is supported'))
+    task.update(structure_fields(kind, body, errors))  # response_format, logprobs (ORCH-242)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -205,10 +202,12 @@ class Shaper:
         model: str,
         created: int,
         *,
+        logprobs: Logprobs | None = None,
         tools: ToolMode | None = None,
     ) -> None:
         self.kind = kind
-        self.tools = tools  # how to read tool calls from the output (ORCH-242)
+        self.logprobs = logprobs  # set when the request asked for them (ORCH-243)
+        self.tools = tools  # how to read tool calls from the output (ORCH-253)
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + task_id
         self.model = model
         self.created = created
@@ -219,7 +218,12 @@ class Shaper:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
     def chunk(
-        self, text: str | None, finish: str | None = None, *, role: bool = False
+        self,
+        text: str | None,
+        finish: str | None = None,
+        *,
+        role: bool = False,
+        logprobs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0}
         if self.kind == "chat":
@@ -229,7 +233,7 @@ class Shaper:
             choice["delta"] = delta
         else:
             choice["text"] = text or ""
-        choice["logprobs"] = None
+        choice["logprobs"] = logprobs
         choice["finish_reason"] = finish
         return {**self._base(self.chunk_object), "choices": [choice]}
 
@@ -238,10 +242,10 @@ class Shaper:
         choice = {"index": 0, "delta": {"tool_calls": deltas}, "logprobs": None}
         return {**self._base(self.chunk_object), "choices": [{**choice, "finish_reason": None}]}
 
-    def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
+    def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
         return {**self._base(self.chunk_object), "choices": [], "usage": usage}
 
-    def final(self, text: str, finish: str, usage: dict[str, int]) -> dict[str, Any]:
+    def final(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0}
         if self.kind == "chat":
             message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -253,7 +257,7 @@ class Shaper:
             choice["message"] = message
         else:
             choice["text"] = text
-        choice["logprobs"] = None
+        choice["logprobs"] = self.logprobs.whole() if self.logprobs is not None else None
         choice["finish_reason"] = finish
         return {**self._base(self.object), "choices": [choice], "usage": usage}
 
@@ -263,12 +267,19 @@ def finish_reason(stop_reason: Any) -> str:
     return _FINISH.get(str(stop_reason), "stop")
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+) -> dict[str, Any]:
+    """OpenAI's `usage`; `cached_tokens`: the prompt tokens the worker took from its prefix
+    cache, when it said (ORCH-246)."""
+    out: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return out
 
 
 def openai_error(err: ApiError) -> dict[str, Any]:

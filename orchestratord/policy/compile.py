@@ -14,6 +14,7 @@ else the daemon may keep about them.
 from __future__ import annotations
 
 import ast
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,8 +33,10 @@ from orchestratord.policy.types import (
 SIGNATURES: dict[PolicyFunction, tuple[str, ...]] = {
     "admit": ("task", "cluster"),
     "schedule": ("task", "workers", "cluster"),
+    "plan": ("fleet", "cluster"),  # specs/fleet.md FLT-010
 }
 _POLICY_MODULE = "policy"
+_YIELD_S = 0.001  # a long call lets other threads run at least this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,12 @@ def _adapter_source(defines: frozenset[PolicyFunction]) -> str:
             "    t, c, ws = json.decode(j)",
             f"    return _schedule({task}, [{worker} for w in ws], {cluster})",
         ]
+    if "plan" in defines:
+        lines += [
+            "def plan(j):",
+            "    f, c = json.decode(j)",
+            "    return _plan(f, c)",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -203,9 +212,16 @@ def call_budgeted(
             raise CallFailed("error", describe(e)) from None
     deadline = clock() + budget_ms / 1000
     overran = False
+    yield_at = time.perf_counter() + _YIELD_S
 
     def cancelled() -> bool:
-        nonlocal overran
+        nonlocal overran, yield_at
+        # starlark-pyo3 holds the GIL for the whole call; this callback (about every 1000
+        # steps) is where another thread, the event loop, can get it back (POL-091).
+        now = time.perf_counter()
+        if now >= yield_at:
+            time.sleep(0)
+            yield_at = now + _YIELD_S
         overran = clock() > deadline
         return overran
 

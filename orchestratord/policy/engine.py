@@ -3,13 +3,17 @@
     engine = PolicyEngine.from_file(path)            # None: the built-in policies/default.star
     engine.admit(task, cluster) -> AdmitDecision      # never raises
     engine.schedule(task, workers, cluster) -> worker id | None   # never raises
+    engine.plan(fleet, cluster) -> PlanDecision       # never raises (specs/fleet.md)
     holder = PolicyHolder(engine); holder.reload()    # SIGHUP / POST /v2/admin/policy
 
-Loading validates (parse, lint, signatures, a dry run); a file that fails raises PolicyError
-and the running policy stays. At run time every call has a time budget; an error, an overrun
-or a bad return value falls back to the built-in policy for that call, is reported to the
-observer, and is logged once per distinct problem. The engine is pure: no I/O after loading,
-the clock is passed in.
+One engine is one read of the policy file: its admit, schedule and plan (each the file's own
+or the built-in one) always come from the same version. Loading validates (parse, lint,
+signatures, a dry run); a file that fails raises PolicyError and the running policy stays.
+At run time every call has a time budget; an error, an overrun or a bad return value falls
+back to the built-in policy for that call, is reported to the observer, and is logged once per
+distinct problem. The engine is pure: no I/O after loading, the clock is passed in. It does
+not choose its thread: the runtime runs the policy's own code off the event loop
+(runtime/policy_calls.py).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import json
 import json.encoder
 import logging
 import operator
+import threading
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from orchestratord.policy.checks import (
     CallFailed,
@@ -36,6 +42,14 @@ from orchestratord.policy.compile import (
     CompiledPolicy,
     call_budgeted,
     compile_policy,
+)
+from orchestratord.policy.fleet_plan import (
+    ClusterInput,
+    FleetInput,
+    PlanDecision,
+    check_decision,
+    dry_run_input,
+    keep_current,
 )
 from orchestratord.policy.types import (
     ACCEPT,
@@ -66,6 +80,7 @@ __all__ = [
 
 log = logging.getLogger("llorch.policy")
 Clock = Callable[[], float]
+T = TypeVar("T")
 _MAX_LOGGED = 64  # distinct fallback messages logged per engine; a policy can't flood the log
 
 
@@ -116,6 +131,15 @@ def builtin_source() -> str:
     return (resources.files("orchestratord") / "policies" / "default.star").read_text("utf-8")
 
 
+def builtin_plan_source() -> str:
+    """The text of the built-in plan() (orchestratord/policies/plan.star, specs/fleet.md)."""
+    return (resources.files("orchestratord") / "policies" / "plan.star").read_text("utf-8")
+
+
+def _compile_builtin_plan(clock: Clock) -> CompiledPolicy:
+    return compile_policy(builtin_plan_source(), "plan.star", clock=clock, budget_s=10.0)
+
+
 class _NoObserver:
     def observe(self, fn: str, seconds: float) -> None:
         pass
@@ -132,6 +156,7 @@ class PolicyEngine:
         policy: CompiledPolicy,
         builtin: CompiledPolicy,
         *,
+        builtin_plan: CompiledPolicy | None = None,
         path: Path | None,
         sha256: str,
         budget_ms: float,
@@ -140,6 +165,11 @@ class PolicyEngine:
     ) -> None:
         self._policy = policy
         self._builtin = builtin
+        self._builtins: dict[PolicyFunction, CompiledPolicy] = {
+            "admit": builtin,
+            "schedule": builtin,
+            "plan": builtin_plan or _compile_builtin_plan(clock),
+        }
         self.path = path
         self.sha256 = sha256
         self.budget_ms = budget_ms
@@ -154,7 +184,8 @@ class PolicyEngine:
         # inputs and calling Starlark. Checked here on the dry-run inputs: a built-in that
         # stopped accepting everything is called again.
         builtin_admit = policy.adapter is builtin.adapter or "admit" not in policy.defines
-        self._accepts_all = builtin_admit and self._builtin_accepts_all()
+        self._builtin_accepts = self._builtin_accepts_all()
+        self._accepts_all = builtin_admit and self._builtin_accepts
 
     @property
     def name(self) -> str:
@@ -234,69 +265,124 @@ class PolicyEngine:
 
     # -- calls ---------------------------------------------------------------------------
 
+    def own(self, fn: PolicyFunction) -> bool:
+        """Whether calls of `fn` run the policy file's own code, which may be slow: the
+        built-in functions are ours and bounded, and an admit known to accept everything is
+        not called at all (POL-041)."""
+        if fn == "admit":
+            return not self._accepts_all
+        return fn in self._policy.defines
+
     def admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
         """Decide whether to queue `task`. Never raises."""
-        start = self.clock()
-        try:
-            return self._admit(task, cluster)
-        except Exception:  # a bug of ours must not fail the request either
-            log.exception("policy engine failed in admit(); accepting the task")
-            return ACCEPT
-        finally:
-            self.observer.observe("admit", self.clock() - start)
+        return self.admit_checked(task, cluster)[0]
 
     def schedule(
         self, task: TaskView, workers: Sequence[WorkerView], cluster: ClusterView
     ) -> str | None:
         """The id of the worker to run `task` on, or None to keep it queued. Never raises."""
+        return self.schedule_checked(task, workers, cluster)[0]
+
+    def admit_checked(
+        self, task: TaskView, cluster: ClusterView, *, builtin: bool = False
+    ) -> tuple[AdmitDecision, FallbackReason | None]:
+        """admit(), and why the policy's own admit fell back (None: it did not). `builtin`
+        asks the built-in admit only (the runtime's breaker is open)."""
         start = self.clock()
         try:
-            return self._schedule(task, workers, cluster)
+            return self._admit(task, cluster, not builtin)
+        except Exception:  # a bug of ours must not fail the request either
+            log.exception("policy engine failed in admit(); accepting the task")
+            return ACCEPT, None
+        finally:
+            self.observer.observe("admit", self.clock() - start)
+
+    def schedule_checked(
+        self,
+        task: TaskView,
+        workers: Sequence[WorkerView],
+        cluster: ClusterView,
+        *,
+        builtin: bool = False,
+    ) -> tuple[str | None, FallbackReason | None]:
+        """schedule(), and why the policy's own schedule fell back (None: it did not)."""
+        start = self.clock()
+        try:
+            return self._schedule(task, workers, cluster, not builtin)
         except Exception:  # a bug of ours must not stop scheduling either
             log.exception("policy engine failed in schedule(); keeping the task queued")
-            return None
+            return None, None
         finally:
             self.observer.observe("schedule", self.clock() - start)
 
-    def _admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
-        if self._accepts_all:
-            return ACCEPT
+    def plan(self, fleet: FleetInput, cluster: ClusterInput) -> PlanDecision:
+        """Replicas per model of the fleet, with reasons (specs/fleet.md FLT-010, FLT-011).
+        Never raises: when even the built-in plan fails (a bug of ours), every model keeps its
+        current count."""
+        start = self.clock()
+        try:
+            payload = _encode([fleet, cluster])
+            (replicas, reasons), reason = self._decide(
+                "plan", payload, lambda v: check_decision(v, fleet), True
+            )
+            return PlanDecision(
+                replicas, reasons, "policy" if self.own("plan") and reason is None else "builtin"
+            )
+        except (CallFailed, *_BAD_INPUT) as e:
+            self._log_once("plan", "builtin", f"built-in plan failed: {e}")
+            return keep_current(fleet, cluster)
+        finally:
+            self.observer.observe("plan", self.clock() - start)
+
+    def _decide(
+        self, fn: PolicyFunction, payload: str, check: Callable[[object], T], use_policy: bool
+    ) -> tuple[T, FallbackReason | None]:
+        """The policy's answer, checked; on an error, an overrun or a bad value the built-in
+        function's answer and why. Raises CallFailed only when the built-in fails too."""
+        reason: FallbackReason | None = None
+        if use_policy and fn in self._policy.defines:
+            try:
+                return check(self._call(self._policy, fn, payload, self.budget_ms)), None
+            except CallFailed as failed:
+                self._fall_back(fn, failed.reason, failed.message)
+                reason = failed.reason
+        return check(self._call(self._builtins[fn], fn, payload, None)), reason
+
+    def _admit(
+        self, task: TaskView, cluster: ClusterView, use_policy: bool
+    ) -> tuple[AdmitDecision, FallbackReason | None]:
+        if self._accepts_all or (not use_policy and self._builtin_accepts):
+            return ACCEPT, None
         try:
             payload = _task_and_cluster(task, cluster)
         except _BAD_INPUT as e:
             self._fall_back("admit", "bad_input", f"cannot pass the task to the policy: {e!r}")
-            return ACCEPT
-        if "admit" in self._policy.defines:
-            try:
-                return admit_decision(self._call(self._policy, "admit", payload, self.budget_ms))
-            except CallFailed as failed:
-                self._fall_back("admit", failed.reason, failed.message)
+            return ACCEPT, "bad_input"
         try:
-            return admit_decision(self._call(self._builtin, "admit", payload, None))
+            return self._decide("admit", payload, admit_decision, use_policy)
         except CallFailed as failed:
             self._log_once("admit", "builtin", f"built-in admit failed: {failed.message}")
-            return ACCEPT
+            return ACCEPT, None
 
     def _schedule(
-        self, task: TaskView, workers: Sequence[WorkerView], cluster: ClusterView
-    ) -> str | None:
+        self,
+        task: TaskView,
+        workers: Sequence[WorkerView],
+        cluster: ClusterView,
+        use_policy: bool,
+    ) -> tuple[str | None, FallbackReason | None]:
         try:
             payload = self._schedule_payload(task, workers, cluster)
         except _BAD_INPUT as e:
             self._fall_back("schedule", "bad_input", f"cannot pass the inputs to the policy: {e!r}")
-            return None
-        if "schedule" in self._policy.defines:
-            try:
-                value = self._call(self._policy, "schedule", payload, self.budget_ms)
-                return worker_choice(value, task, workers)
-            except CallFailed as failed:
-                self._fall_back("schedule", failed.reason, failed.message)
+            return None, "bad_input"
         try:
-            value = self._call(self._builtin, "schedule", payload, None)
-            return worker_choice(value, task, workers)
+            return self._decide(
+                "schedule", payload, lambda v: worker_choice(v, task, workers), use_policy
+            )
         except CallFailed as failed:
             self._log_once("schedule", "builtin", f"built-in schedule failed: {failed.message}")
-            return None
+            return None, None
 
     def _schedule_payload(
         self, task: TaskView, workers: Sequence[WorkerView], cluster: ClusterView
@@ -364,18 +450,27 @@ class PolicyEngine:
         """Call each function the policy defines on synthetic inputs; PolicyError if one fails."""
         problems = []
         cases = dry_run_inputs()
+        budget_ms = budget_s * 1000
         for fn in sorted(self._policy.defines):
+            call = f"{fn}({', '.join(SIGNATURES[fn])})"
+            if fn == "plan":
+                fleet, load = dry_run_input()
+                try:
+                    value = self._call(self._policy, fn, _encode([fleet, load]), budget_ms)
+                    check_decision(value, fleet)
+                except CallFailed as failed:
+                    problems.append(f"dry run of {call} failed: {failed.message}")
+                continue
             for case, (task, workers, cluster) in cases.items():
                 try:
                     if fn == "admit":
                         payload = _task_and_cluster(task, cluster)
-                        admit_decision(self._call(self._policy, fn, payload, budget_s * 1000))
+                        admit_decision(self._call(self._policy, fn, payload, budget_ms))
                     else:
                         payload = self._schedule_payload(task, workers, cluster)
-                        value = self._call(self._policy, fn, payload, budget_s * 1000)
+                        value = self._call(self._policy, fn, payload, budget_ms)
                         worker_choice(value, task, workers)
                 except CallFailed as failed:
-                    call = f"{fn}({', '.join(SIGNATURES[fn])})"
                     problems.append(f"dry run of {call} with {case} failed: {failed.message}")
                     break  # one failure per function says enough
         if problems:
@@ -387,12 +482,17 @@ class PolicyHolder:
 
     Callers go through the holder (`holder.admit`, `holder.schedule`) or take
     `holder.engine` once per decision; an engine is immutable, so a call that started on the
-    old policy finishes on it.
+    old policy finishes on it. The engine is the one reference to the running policy: its
+    admit, schedule and plan change together (POL-074). Reloads run one at a time, each from
+    its read of the file to its swap, so two reloads (SIGHUP, the admin endpoint) never
+    interleave and the last to start is the one that stays (POL-075). They block: call them
+    off the event loop.
     """
 
     def __init__(self, engine: PolicyEngine) -> None:
         self._engine = engine
         self._path = engine.path  # the file reload() re-reads: --policy, or None (built-in)
+        self._reloading = threading.Lock()
 
     @property
     def engine(self) -> PolicyEngine:
@@ -411,30 +511,32 @@ class PolicyHolder:
         reload_source() is replaced. Raises PolicyError and keeps the running policy when the
         new one is not valid.
         """
-        current = self._engine
-        engine = PolicyEngine.from_file(
-            path if path is not None else self._path,
-            budget_ms=current.budget_ms,
-            observer=current.observer,
-            clock=current.clock,
-        )
-        self.replace(engine)
-        if path is not None:
-            self._path = path
-        return engine
+        with self._reloading:
+            current = self._engine
+            engine = PolicyEngine.from_file(
+                path if path is not None else self._path,
+                budget_ms=current.budget_ms,
+                observer=current.observer,
+                clock=current.clock,
+            )
+            self.replace(engine)
+            if path is not None:
+                self._path = path
+            return engine
 
     def reload_source(self, src: str, *, name: str = "<admin>") -> PolicyEngine:
         """Validate policy text (e.g. from POST /v2/admin/policy) and swap it in."""
-        current = self._engine
-        engine = PolicyEngine.from_source(
-            src,
-            name=name,
-            budget_ms=current.budget_ms,
-            observer=current.observer,
-            clock=current.clock,
-        )
-        self.replace(engine)
-        return engine
+        with self._reloading:
+            current = self._engine
+            engine = PolicyEngine.from_source(
+                src,
+                name=name,
+                budget_ms=current.budget_ms,
+                observer=current.observer,
+                clock=current.clock,
+            )
+            self.replace(engine)
+            return engine
 
     def admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
         return self._engine.admit(task, cluster)

@@ -1,81 +1,49 @@
 """The values a policy sees and returns, and the seam to the daemon's metrics.
 
-These are the wire shapes of specs/policy.md: what orchestratord hands to a Starlark policy
-(never the prompt), the decision it gets back, and the observer it reports to.
+The wire shapes of specs/policy.md (what orchestratord hands to a Starlark policy, never the
+prompt, and the decision it gets back) are the domain's (orchestratord.domain.views), re-exported
+here; this module adds the policy's own: its functions, why a call fell back, the observer it
+reports to, and the error a policy that cannot be loaded raises.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol, TypedDict
+from typing import Literal, Protocol
 
+from orchestratord.domain.views import (
+    ACCEPT,
+    CLUSTER_KEYS,
+    TASK_KEYS,
+    WORKER_KEYS,
+    AdmitDecision,
+    ClusterView,
+    PolicyWorkerState,
+    QueueDepth,
+    TaskView,
+    WorkerView,
+)
 from shared.problem import FieldError, InvalidParams
-from shared.wire import Priority
 
-# A worker's state as a policy sees it (specs/policy.md): `busy` is a ready worker with no room.
-PolicyWorkerState = Literal["ready", "busy", "draining", "stale", "dead"]
-PolicyFunction = Literal["admit", "schedule"]
+__all__ = [
+    "ACCEPT",
+    "CLUSTER_KEYS",
+    "TASK_KEYS",
+    "WORKER_KEYS",
+    "AdmitDecision",
+    "ClusterView",
+    "FallbackReason",
+    "PolicyError",
+    "PolicyFunction",
+    "PolicyObserver",
+    "PolicyWorkerState",
+    "QueueDepth",
+    "TaskView",
+    "WorkerView",
+]
+
+PolicyFunction = Literal["admit", "schedule", "plan"]
 FallbackReason = Literal["error", "timeout", "bad_return", "bad_input"]
 """Why a call fell back to the built-in policy: the `reason` label of the fallback metric."""
-
-
-class TaskView(TypedDict):
-    id: str
-    model: str
-    priority: Priority
-    session_id: str | None
-    max_tokens: int
-    prompt_tokens: int
-    wait_ms: int
-    prefix_hash: str
-    tenant: str | None
-
-
-class WorkerView(TypedDict):
-    """A worker as a policy sees it."""
-
-    id: str
-    pool: str
-    model: str
-    backend: str
-    state: PolicyWorkerState
-    slots_total: int
-    slots_busy: int
-    tokens_per_s: float
-    last_heartbeat_ms: int
-    # The sessions and prompt prefixes (TaskView.prefix_hash) it served last, newest last:
-    # its prefix cache likely still holds them (ORCH-235).
-    recent_sessions: list[str]
-    recent_prefixes: list[str]
-
-
-class QueueDepth(TypedDict):
-    interactive: int
-    batch: int
-
-
-class ClusterView(TypedDict):
-    queue_depth: QueueDepth
-    now_ms: int
-    workers: dict[str, int]
-    running_by_tenant: dict[str, int]
-
-
-TASK_KEYS: tuple[str, ...] = tuple(TaskView.__annotations__)
-WORKER_KEYS: tuple[str, ...] = tuple(WorkerView.__annotations__)
-CLUSTER_KEYS: tuple[str, ...] = tuple(ClusterView.__annotations__)
-
-
-@dataclass(frozen=True, slots=True)
-class AdmitDecision:
-    """What admit() decided. A rejection becomes 429 ADMISSION_REJECT with Retry-After."""
-
-    accept: bool
-    reason: str | None = None
-    retry_after_ms: int | None = None
-
-
-ACCEPT = AdmitDecision(accept=True)
 
 
 class PolicyObserver(Protocol):

@@ -20,9 +20,10 @@ from orchestratord import logs
 from orchestratord.domain.queue import QueueEntry, TaskQueue
 from orchestratord.domain.registry import Registry
 from orchestratord.domain.reservations import Ledger
-from orchestratord.domain.scheduler import Policy
 from orchestratord.domain.tasks import TaskRecord, TaskRequest, TaskStatus
 from orchestratord.metrics import Metrics
+from orchestratord.policy import PolicyHolder
+from orchestratord.runtime.policy_calls import PolicyCalls
 from orchestratord.runtime.tasklog import TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
@@ -61,7 +62,7 @@ class Core:
         self,
         settings: Settings,
         *,
-        policy: Policy,
+        policy: PolicyHolder,
         metrics: Metrics,
         store: Store | None = None,
         writer: BatchWriter | None = None,
@@ -69,6 +70,8 @@ class Core:
     ) -> None:
         self.settings = settings
         self.policy = policy
+        # The policy's own code runs on a thread of its own, behind a breaker (POL-090).
+        self.policy_calls = PolicyCalls(policy, settings, metrics)
         self.metrics = metrics
         self.store = store
         self.writer = writer

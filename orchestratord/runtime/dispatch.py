@@ -1,6 +1,8 @@
 """The scheduling loop: wake on events, expire deadlines, sweep dead workers, place tasks.
 
-The placement itself is the pure `domain.scheduler.plan`; this module is its async adapter.
+The placement itself is the pure `domain.scheduler` (snapshot, decide, apply); this module is
+its async adapter. The built-in schedule runs the whole pass inline; a policy's own schedule
+decides on its thread (runtime.policy_calls) while the loop keeps relaying tokens.
 """
 
 from __future__ import annotations
@@ -8,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from functools import partial
 
 from orchestratord.domain.queue import QueueEntry
-from orchestratord.domain.scheduler import cluster_view, plan, task_view
-from orchestratord.policy.types import ClusterView, WorkerView
+from orchestratord.domain.scheduler import apply, cluster_view, plan, snapshot, task_view
+from orchestratord.domain.views import ClusterView, WorkerView
+from orchestratord.policy import PolicyEngine
 from orchestratord.runtime.core import Core
 from orchestratord.runtime.runner import start_runner
 
@@ -30,13 +34,13 @@ async def dispatch_loop(core: Core) -> None:
             timeout = max(0.0, min(timeout, (next_deadline - now) / 1000))
         models = await core.wait_for_work(timeout)
         try:
-            dispatch_pass(core, models)
+            await dispatch_pass(core, models)
         except Exception:
             log.exception("scheduling pass failed")
             await asyncio.sleep(0.1)
 
 
-def dispatch_pass(core: Core, models: Iterable[str] | None = None) -> int:
+async def dispatch_pass(core: Core, models: Iterable[str] | None = None) -> int:
     """Expire deadlines, sweep dead workers, and start what can run of `models` (default:
     every queued model); returns how many started."""
     now = core.clock()
@@ -55,7 +59,13 @@ def dispatch_pass(core: Core, models: Iterable[str] | None = None) -> int:
             core.writer.worker(w, "dead")
     if not core.queue:
         return 0
+    engine, own = core.policy_calls.engine("schedule")
+    if own:
+        return await _pass_off_loop(core, engine, now, models)
     cluster: ClusterView | None = None
+    # The built-in schedule answers inline; `builtin` makes it stand in for the policy's own
+    # while the breaker is open.
+    builtin = engine.own("schedule")
 
     def schedule(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
         nonlocal cluster
@@ -63,16 +73,36 @@ def dispatch_pass(core: Core, models: Iterable[str] | None = None) -> int:
             cluster = cluster_view(core.queue, core.registry, core.running_by_tenant, now)
         active = core.tasks[entry.task_id]
         view = task_view(entry.task_id, active.req, now - entry.enqueued_ms)
-        try:
-            return core.policy.schedule(view, workers, cluster)
-        except Exception:
-            log.exception("policy.schedule raised")
-            return None
+        return engine.schedule_checked(view, workers, cluster, builtin=builtin)[0]
 
-    def reserve(entry: QueueEntry, worker_id: str) -> None:
-        active = core.tasks[entry.task_id]
-        active.record.worker_id = worker_id
-        # The reservation owns the slot and the tenant's running count from here on.
-        start_runner(core, active, core.ledger.reserve(worker_id, entry.task_id, active.req.tenant))
+    return len(plan(core.queue, core.registry, now, schedule, partial(_reserve, core), models))
 
-    return len(plan(core.queue, core.registry, now, schedule, reserve, models))
+
+async def _pass_off_loop(
+    core: Core, engine: PolicyEngine, now: int, models: Iterable[str] | None
+) -> int:
+    """A pass whose decisions the policy's own schedule makes on its thread (POL-090): the
+    snapshot is taken and the assignments applied here, on the loop, where the queue, the
+    registry and the ledger change; the policy sees only the snapshot."""
+    parts = snapshot(core.queue, core.registry, now, models)
+    if not parts:
+        return 0
+    cluster = cluster_view(core.queue, core.registry, core.running_by_tenant, now)
+    tasks = {
+        e.task_id: task_view(e.task_id, core.tasks[e.task_id].req, now - e.enqueued_ms)
+        for part in parts
+        for e in part.entries
+    }
+    assignments, cut = await core.policy_calls.schedule_pass(engine, parts, tasks, cluster)
+    started = apply(assignments, core.queue, core.registry, core.clock(), partial(_reserve, core))
+    if cut or len(started) < len(assignments):
+        for part in parts:  # what this pass left undecided gets the next one
+            core.wake(part.model)
+    return len(started)
+
+
+def _reserve(core: Core, entry: QueueEntry, worker_id: str) -> None:
+    active = core.tasks[entry.task_id]
+    active.record.worker_id = worker_id
+    # The reservation owns the slot and the tenant's running count from here on.
+    start_runner(core, active, core.ledger.reserve(worker_id, entry.task_id, active.req.tenant))

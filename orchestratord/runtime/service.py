@@ -26,10 +26,11 @@ import httpx
 from orchestratord.domain.admission import check_embeddable, check_servable
 from orchestratord.domain.queue import QueueEntry, QueueFullError
 from orchestratord.domain.registry import Worker, WorkerListing
-from orchestratord.domain.scheduler import Policy, cluster_view, task_view
+from orchestratord.domain.scheduler import cluster_view, task_view
 from orchestratord.domain.tasks import TaskQuery, TaskRecord, TaskRequest, parse_task_request
 from orchestratord.domain.tenancy import ADMIN, Caller
 from orchestratord.metrics import Metrics
+from orchestratord.policy import PolicyHolder
 from orchestratord.runtime.context import check_context
 from orchestratord.runtime.core import ActiveTask, Core, wall_ms
 from orchestratord.runtime.dispatch import dispatch_loop
@@ -52,7 +53,7 @@ class TaskService(Core):
         self,
         settings: Settings,
         *,
-        policy: Policy,
+        policy: PolicyHolder,
         metrics: Metrics,
         client: httpx.AsyncClient,
         store: Store | None = None,
@@ -94,6 +95,7 @@ class TaskService(Core):
         for bg in list(self._background):
             bg.cancel()
         self.connections.close()
+        self.policy_calls.close()
 
     def is_open(self, task_id: str) -> bool:
         """Whether the task is in memory and has not ended."""
@@ -142,8 +144,11 @@ class TaskService(Core):
         now = self.clock()
         # A client-chosen id is kept beside the server's, scoped to the tenant (ORCH-156).
         task_id = self._new_id(now)
-        cluster = cluster_view(self.queue, self.registry, self.running_by_tenant, now)
-        decision = self.policy.admit(task_view(task_id, req, 0), cluster)
+        decision = await self.policy_calls.admit(
+            task_view(task_id, req, 0),
+            lambda: cluster_view(self.queue, self.registry, self.running_by_tenant, now),
+        )
+        # Nothing below awaits until the task is queued: the next admission sees it (POL-093).
         if not decision.accept:
             self.metrics.tasks.labels("ADMISSION_REJECT").inc()
             retry = decision.retry_after_ms

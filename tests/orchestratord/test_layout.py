@@ -10,12 +10,14 @@ import orchestratord
 
 ROOT = Path(orchestratord.__file__).parent
 # Lower layers never import higher ones. Same rank: either way, as long as there is no cycle.
+# The policy engine sits above the domain: the domain builds what a policy sees
+# (domain/views.py) and knows nothing of Starlark or the engine.
 RANK = {
     "settings": 0,
     "metrics": 0,
-    "policy": 0,
-    "domain": 1,
-    "fleet": 1,
+    "domain": 0,
+    "policy": 1,
+    "fleet": 2,
     "store": 2,
     "worker_client": 2,
     "runtime": 3,

@@ -158,3 +158,19 @@ def test_orch_250_a_bad_tool_choice_is_a_bad_request(client: openai.OpenAI) -> N
             tool_choice=FORCE,
         )
     assert err.value.param == "tool_choice"
+
+
+def test_orch_252_a_forced_call_with_a_response_format_is_a_bad_request(
+    client: openai.OpenAI,
+) -> None:
+    """ORCH-252, ORCH-242: a forced call and a response_format would both constrain the output:
+    refused naming tool_choice."""
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=ASK,
+            tools=[TIME],
+            tool_choice="required",
+            response_format={"type": "json_object"},
+        )
+    assert err.value.param == "tool_choice"

@@ -47,7 +47,7 @@ async def test_orch_141_a_runner_cancelled_before_its_first_step_frees_its_slot(
         service.register_worker(Worker("w1", "http://127.0.0.1:1", "m", slots_total=1))
         req = parse_task_request({"model": "m", "prompt": "hi"}, caller=Caller("acme"))
         record = await service.submit(req)
-        assert dispatch_pass(service) == 1  # a runner is created, and has not run a step
+        assert await dispatch_pass(service) == 1  # a runner is created, and has not run a step
         assert service.running_by_tenant == {"acme": 1}
         await service.cancel(record.id)
         worker = service.registry.get("w1")
