@@ -13,7 +13,7 @@ Parameter mapping: `max_completion_tokens` (or `max_tokens`), `temperature`, `to
 `extra_body`). The task's id is in the `X-Llorch-Task-Id` header and in the object `id`.
 Features llorch does not offer (logprobs, n > 1, penalties, ...) are refused with 400
 rather than silently ignored; unknown fields are ignored, as OpenAI does. Tool calling is
-`openai_tools` (ORCH-240..ORCH-245).
+`openai_tools` (ORCH-250..ORCH-257).
 
 Errors: the body is problem+json as on every llorch API (`code`, `retriable`, `retry_after_ms`)
 with an extra `error` member in OpenAI's shape (`message`, `type`, `param`, `code`), which is
@@ -255,8 +255,8 @@ class _Chunks:
                 out += sse_data(sh.chunk(content)) if content else b""
                 if deltas:
                     out += sse_data(sh.tool_calls_chunk(deltas))
-                if self.calls.called:
-                    finish = "tool_calls"
+                if self.calls.called and sh.tools is not None:
+                    finish = sh.tools.finish
             out += sse_data(sh.chunk(None, finish))
             if self.include_usage:
                 tokens = _int(ev.data.get("tokens_out"), 0)
