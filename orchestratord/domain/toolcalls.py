@@ -1,4 +1,4 @@
-"""Tool calls in a model's output, per model family; pure (ORCH-240..ORCH-244).
+"""Tool calls in a model's output, per model family; pure (ORCH-253..ORCH-255).
 
 `parse_tool_calls` splits a finished output into its text and its calls, trying each known
 format: Hermes/Qwen ``<tool_call>{json}</tool_call>`` (any number, what the fallback prompt
@@ -176,7 +176,7 @@ def parse_tool_calls(text: str, names: Collection[str]) -> tuple[str, list[Parse
 
 
 def parse_forced_call(text: str, names: Collection[str]) -> ParsedCall | None:
-    """The single call a `json_schema`-forced output holds (ORCH-243), or None if it is cut."""
+    """The single call a `json_schema`-forced output holds (ORCH-252), or None if it is cut."""
     calls = _calls(_whole_json(text), names)
     return calls[0] if calls and len(calls) == 1 else None
 

@@ -12,7 +12,7 @@ Parameter mapping: `max_completion_tokens` (or `max_tokens`), `temperature`, `to
 `ignore_eos`, `task_id` are accepted as extensions (OpenAI clients send them through
 `extra_body`). `response_format` and logprobs map onto the task's output constraint and
 logprobs (`openai_structured`, ORCH-242/243); tools onto the prompt and, when a call is forced,
-the output constraint (`openai_tools`, ORCH-250..ORCH-256). The task's id is in the
+the output constraint (`openai_tools`, ORCH-250..ORCH-257). The task's id is in the
 `X-Llorch-Task-Id` header and in the object `id`. Features llorch does not offer (n > 1,
 penalties, ...) are refused with 400 rather than silently ignored; unknown fields are ignored,
 as OpenAI does.
@@ -290,8 +290,8 @@ class _Chunks:
                 out += sse_data(sh.chunk(content)) if content else b""
                 if deltas:
                     out += sse_data(sh.tool_calls_chunk(deltas))
-                if self.calls.called:
-                    finish = "tool_calls"
+                if self.calls.called and sh.tools is not None:
+                    finish = sh.tools.finish
             out += sse_data(sh.chunk(None, finish))
             if self.include_usage:
                 tokens = _int(ev.data.get("tokens_out"), 0)

@@ -46,7 +46,7 @@ _ROLES = {
     "user": "user",
     "assistant": "assistant",
     "tool": "tool",
-    "function": "tool",  # legacy function result (ORCH-241)
+    "function": "tool",  # legacy function result (ORCH-251)
 }
 _FINISH = {"MAX_TOKENS": "length", "EOS": "stop", "STOP_SEQUENCE": "stop", "CANCELLED": "stop"}
 _ERROR_TYPES = {
@@ -238,8 +238,9 @@ class Shaper:
         return {**self._base(self.chunk_object), "choices": [choice]}
 
     def tool_calls_chunk(self, deltas: list[dict[str, Any]]) -> dict[str, Any]:
-        """A chunk of OpenAI's streamed `tool_calls` entries (ORCH-244)."""
-        choice = {"index": 0, "delta": {"tool_calls": deltas}, "logprobs": None}
+        """A chunk of OpenAI's streamed `tool_calls` entries (ORCH-255)."""
+        delta = self.tools.delta(deltas) if self.tools else {"tool_calls": deltas}
+        choice = {"index": 0, "delta": delta, "logprobs": None}
         return {**self._base(self.chunk_object), "choices": [{**choice, "finish_reason": None}]}
 
     def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
@@ -252,8 +253,8 @@ class Shaper:
             if self.tools is not None:
                 message["content"], calls = self.tools.parse(text)
                 if calls:
-                    message["tool_calls"] = [c.to_openai() for c in calls]
-                    finish = "tool_calls"
+                    message.update(self.tools.message_fields(calls))
+                    finish = self.tools.finish
             choice["message"] = message
         else:
             choice["text"] = text

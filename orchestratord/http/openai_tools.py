@@ -1,4 +1,4 @@
-"""Tool calling on `/v1/chat/completions`, pure (ORCH-240..ORCH-245).
+"""Tool calling on `/v1/chat/completions`, pure (ORCH-250..ORCH-257).
 
 `tool_fields` maps OpenAI's `tools` / `tool_choice` (and the legacy `functions` /
 `function_call`) onto the task: the tools go to the worker, which renders them with the model's
@@ -29,6 +29,31 @@ class ToolMode:
     names: tuple[str, ...]  # the functions a call may name
     forced: bool  # the output is exactly one call, forced by `schema`
     schema: dict[str, Any] | None = None
+    # Asked with the legacy `functions`: answered with `function_call` (ORCH-257).
+    legacy: bool = False
+
+    @property
+    def finish(self) -> str:
+        """The finish_reason of a reply with a call."""
+        return "function_call" if self.legacy else "tool_calls"
+
+    def message_fields(self, calls: list[ParsedCall]) -> dict[str, Any]:
+        """The reply message's `tool_calls`, or the legacy `function_call` (the first call)."""
+        if self.legacy:
+            return {"function_call": {"name": calls[0].name, "arguments": calls[0].arguments}}
+        return {"tool_calls": [c.to_openai() for c in calls]}
+
+    def delta(self, deltas: list[dict[str, Any]]) -> dict[str, Any]:
+        """A stream chunk's delta for `tool_calls` deltas (legacy: the first call's, as
+        `function_call` fragments)."""
+        if not self.legacy:
+            return {"tool_calls": deltas}
+        fn: dict[str, Any] = {}
+        for d in deltas:
+            if d["index"] == 0:
+                fn.update({k: v for k, v in d["function"].items() if k != "arguments"})
+                fn["arguments"] = fn.get("arguments", "") + d["function"]["arguments"]
+        return {"function_call": fn} if fn else {}
 
     def parse(self, text: str) -> tuple[str | None, list[ParsedCall]]:
         """The message content (None beside calls, as OpenAI sends it) and the calls."""
@@ -63,9 +88,9 @@ def tool_fields(
 ) -> ToolMode | None:
     """Put `body`'s tools on `task` and return how to read the output, or None for plain text.
     Problems are appended to `errors` as (field, message)."""
-    raw, field = body.get("tools"), "tools"
+    raw, field, legacy = body.get("tools"), "tools", False
     if raw is None and body.get("functions") is not None:  # legacy: bare function objects
-        raw, field = body["functions"], "functions"
+        raw, field, legacy = body["functions"], "functions", True
         if isinstance(raw, list):
             raw = [{"type": "function", "function": f} for f in raw]
     choice, choice_field = body.get("tool_choice"), "tool_choice"
@@ -89,10 +114,10 @@ def tool_fields(
         return None
     if choice == "auto":
         task["tools"] = tools
-        return ToolMode(names, forced=False)
+        return ToolMode(names, forced=False, legacy=legacy)
     if choice == "required":
         task["tools"] = tools
-        return ToolMode(names, forced=True, schema=_forcing_schema(tools))
+        return ToolMode(names, forced=True, schema=_forcing_schema(tools), legacy=legacy)
     fn = choice.get("function") if isinstance(choice, Mapping) else None
     name = fn.get("name") if isinstance(fn, Mapping) else None
     if not isinstance(name, str):
@@ -108,7 +133,7 @@ def tool_fields(
         return None
     task["tools"] = tools
     chosen = [t for t in tools if t["function"]["name"] == name]
-    return ToolMode((name,), forced=True, schema=_forcing_schema(chosen))
+    return ToolMode((name,), forced=True, schema=_forcing_schema(chosen), legacy=legacy)
 
 
 def tool_message(m: Mapping[str, Any], role: str | None) -> dict[str, Any] | None:

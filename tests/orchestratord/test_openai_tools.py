@@ -187,3 +187,35 @@ def test_orch_254_a_reply_with_calls() -> None:
     plain = sh.final("Rain.", "length", {})["choices"][0]
     assert plain["message"] == {"role": "assistant", "content": "Rain."}
     assert plain["finish_reason"] == "length"
+
+
+def test_orch_257_legacy_functions_are_answered_with_function_call() -> None:
+    """ORCH-257: asked with `functions`, a call is `message.function_call`, streamed as
+    `delta.function_call` fragments, with finish_reason function_call."""
+    _, mode = _mode(_body(functions=[WEATHER["function"]]))
+    assert mode is not None and mode.legacy and mode.finish == "function_call"
+    sh = Shaper("chat", "t1", "m", 0, tools=mode)
+    out = sh.final('{"name": "get_weather", "arguments": {"city": "Oslo"}}', "stop", {})
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "function_call"
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": None,
+        "function_call": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+    }
+    head = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    frag = {"index": 0, "function": {"arguments": '{"city"'}}
+    assert sh.tool_calls_chunk([head, frag])["choices"][0]["delta"] == {
+        "function_call": {"name": "get_weather", "arguments": '{"city"'}
+    }
+    assert (
+        sh.tool_calls_chunk([{"index": 1, "function": {"arguments": "{}"}}])["choices"][0]["delta"]
+        == {}
+    )
+    _, modern = _mode(_body(tools=[WEATHER]))
+    assert modern is not None and not modern.legacy and modern.finish == "tool_calls"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -174,3 +175,36 @@ def test_orch_252_a_forced_call_with_a_response_format_is_a_bad_request(
             response_format={"type": "json_object"},
         )
     assert err.value.param == "tool_choice"
+
+
+def test_orch_257_legacy_functions_stream_a_function_call(cluster: Cluster) -> None:
+    """ORCH-257: legacy `functions` with a forced `function_call`, streamed: the chunks carry
+    `delta.function_call` (the name, then argument fragments that join into valid arguments)
+    and finish with function_call."""
+    body = {
+        "model": MODEL,
+        "messages": ASK,
+        "functions": [WEATHER["function"]],
+        "function_call": {"name": "get_weather"},
+        "max_tokens": 120,
+        "seed": 5,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    name, arguments, finishes = "", "", []
+    with httpx.stream(
+        "POST", cluster.url + "/v1/chat/completions", json=body, headers=headers
+    ) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choice = json.loads(line[6:])["choices"][0]
+            assert "tool_calls" not in choice["delta"]
+            call = choice["delta"].get("function_call")
+            if call is not None:
+                name += call.get("name", "")
+                arguments += call["arguments"]
+            finishes.append(choice["finish_reason"])
+    assert name == "get_weather" and finishes[-1] == "function_call"
+    jsonschema.validate(json.loads(arguments), PARAMETERS)
