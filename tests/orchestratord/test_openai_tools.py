@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
+from orchestratord.domain.admission import max_prompt_tokens
 from orchestratord.domain.tasks import parse_task_request
 from orchestratord.domain.tenancy import Caller
 from orchestratord.http.openai_shapes import Shaper, openai_task_body
 from orchestratord.http.openai_tools import ToolMode, tool_fields
 from shared.problem import InvalidParams
+from shared.prompt_constructor.tools import tools_system_prompt
 
 OPEN = Caller(tenant=None, admin=True)
 WEATHER: dict[str, Any] = {
@@ -219,3 +221,16 @@ def test_orch_257_legacy_functions_are_answered_with_function_call() -> None:
     )
     _, modern = _mode(_body(tools=[WEATHER]))
     assert modern is not None and not modern.legacy and modern.finish == "tool_calls"
+
+
+def test_orch_251_the_prompt_bound_counts_tools_and_calls() -> None:
+    """ORCH-251, ORCH-163: the upper bound of a prompt's tokens counts the tool listing, the
+    fallback's text around it and the calls' arguments, which the worker renders."""
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "x" * 500}}
+    history = [*USER, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    plain = parse_task_request(_body(), caller=OPEN)
+    with_tools = parse_task_request(_body(tools=[WEATHER]), caller=OPEN)
+    with_call = parse_task_request(_body(messages=history), caller=OPEN)
+    listing = len(tools_system_prompt([WEATHER]))
+    assert max_prompt_tokens(with_tools) >= max_prompt_tokens(plain) + listing
+    assert max_prompt_tokens(with_call) >= max_prompt_tokens(plain) + 500
