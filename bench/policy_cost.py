@@ -58,6 +58,8 @@ def fleet(n_workers: int, seed: int = 7) -> tuple[TaskView, list[WorkerView], Cl
         "wait_ms": 12,
         "prefix_hash": "9f2c1e0b7a3d4c5e",
         "tenant": "acme",
+        "constrained": False,
+        "logprobs": False,
     }
     cluster: ClusterView = {
         "queue_depth": {"interactive": 3, "batch": 10},

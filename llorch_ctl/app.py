@@ -300,6 +300,14 @@ def infer(
     temperature: Annotated[float | None, typer.Option(min=0.0)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    json_schema: Annotated[
+        Path | None,
+        typer.Option(
+            "--json-schema",
+            help="A JSON Schema file: the output is JSON that matches it.",
+            show_default=False,
+        ),
+    ] = None,
     orchestrator_url: UrlOpt = None,
     api_key: KeyOpt = None,
     stats: Annotated[
@@ -331,6 +339,8 @@ def infer(
         params["seed"] = seed
     if stop:
         params["stop"] = list(stop)
+    if json_schema is not None:
+        params["json_schema"] = read_schema(json_schema, ctx)
     if worker is not None:
         token = cluster_token or _settings(ctx).inventory().cluster_token
         end = direct.stream_execute(
@@ -351,6 +361,20 @@ def infer(
     if stats:
         sys.stderr.write(json.dumps(end) + "\n")
     return 0
+
+
+def read_schema(path: Path, ctx: typer.Context) -> dict[str, Any]:
+    """The JSON Schema of `infer --json-schema FILE` (ORCH-247): a JSON object, else a usage
+    error."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UsageError(f"--json-schema {path}: cannot read it: {e.strerror or e}", ctx) from None
+    except ValueError as e:
+        raise UsageError(f"--json-schema {path}: not valid JSON: {e}", ctx) from None
+    if not isinstance(schema, dict):
+        raise UsageError(f"--json-schema {path}: must hold a JSON object (a JSON Schema)", ctx)
+    return schema
 
 
 def chat_messages(system: str | None, user: Sequence[str]) -> list[dict[str, str]]:

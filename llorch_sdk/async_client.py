@@ -17,6 +17,7 @@ from llorch_sdk.models import (
     Event,
     Submitted,
     TaskPage,
+    output_params,
     parse_event,
     task_body,
     task_query,
@@ -108,10 +109,17 @@ class AsyncClient:
         model: str,
         prompt: str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+        grammar: str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         **params: Any,
     ) -> Submitted:
-        """Queue a task (`POST /v2/tasks`); raises `LlorchError` when it is refused."""
-        body = task_body(model, prompt, messages, params)
+        """Queue a task (`POST /v2/tasks`); raises `LlorchError` when it is refused. The
+        keyword fields are `Client.submit`'s."""
+        structure = output_params(json_schema, grammar, logprobs, top_logprobs)
+        body = task_body(model, prompt, messages, {**params, **structure})
         response = await self._request("POST", "/v2/tasks", json=body)
         return Submitted.from_json(response.json())
 
@@ -146,10 +154,24 @@ class AsyncClient:
         model: str,
         prompt: str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+        grammar: str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         **params: Any,
     ) -> AsyncStream:
         """Submit a task and return its events as an `AsyncStream`."""
-        submitted = await self.submit(model, prompt, messages, **params)
+        submitted = await self.submit(
+            model,
+            prompt,
+            messages,
+            json_schema=json_schema,
+            grammar=grammar,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            **params,
+        )
         return AsyncStream(submitted, self.events(submitted.task_id))
 
     async def cancel(self, task_id: str) -> None:

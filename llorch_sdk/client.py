@@ -16,6 +16,7 @@ from llorch_sdk.models import (
     Event,
     Submitted,
     TaskPage,
+    output_params,
     parse_event,
     task_body,
     task_query,
@@ -121,13 +122,22 @@ class Client:
         model: str,
         prompt: str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+        grammar: str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         **params: Any,
     ) -> Submitted:
         """Queue a task (`POST /v2/tasks`); `params` are the API's fields (`max_tokens`, ...).
 
+        `json_schema` (a JSON Schema) or `grammar` (GBNF) binds the output; `logprobs` makes
+        each `token` event carry its tokens' logprobs, with `top_logprobs` alternatives each.
+
         Raises `LlorchError` (e.g. `QueueFull` with `retry_after_ms`) when it is refused.
         """
-        body = task_body(model, prompt, messages, params)
+        structure = output_params(json_schema, grammar, logprobs, top_logprobs)
+        body = task_body(model, prompt, messages, {**params, **structure})
         response = self._request("POST", "/v2/tasks", json=body)
         return Submitted.from_json(response.json())
 
@@ -164,10 +174,24 @@ class Client:
         model: str,
         prompt: str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+        grammar: str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         **params: Any,
     ) -> Stream:
         """Submit a task and return its events as a `Stream` (`stream.task_id` to cancel it)."""
-        submitted = self.submit(model, prompt, messages, **params)
+        submitted = self.submit(
+            model,
+            prompt,
+            messages,
+            json_schema=json_schema,
+            grammar=grammar,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            **params,
+        )
         return Stream(submitted, self.events(submitted.task_id))
 
     def cancel(self, task_id: str) -> None:

@@ -117,6 +117,28 @@ def task_body(
     return body
 
 
+def output_params(
+    json_schema: Mapping[str, Any] | None,
+    grammar: str | None,
+    logprobs: bool | None,
+    top_logprobs: int | None,
+) -> dict[str, Any]:
+    """The task fields of an output constraint and logprobs (ORCH-240); unset ones are left out.
+    A `top_logprobs` alone asks for logprobs too."""
+    out: dict[str, Any] = {}
+    if json_schema is not None:
+        out["json_schema"] = dict(json_schema)
+    if grammar is not None:
+        out["grammar"] = grammar
+    if top_logprobs and logprobs is None:
+        logprobs = True
+    if logprobs is not None:
+        out["logprobs"] = logprobs
+    if top_logprobs is not None:
+        out["top_logprobs"] = top_logprobs
+    return out
+
+
 def parse_event(sse: ServerSentEvent) -> Event | None:
     """An `Event` from one SSE frame; keep-alives and frames without a JSON object give None."""
     if not sse.data:

@@ -16,7 +16,10 @@ from starlette.requests import Request
 
 from shared.names import MAX_NAME_CHARS, NameRule
 from shared.problem import FieldError, InvalidParams
+from shared.prompt_constructor.errors import PromptError
 from shared.prompt_constructor.messages import ROLES as PROMPT_ROLES
+from shared.prompt_constructor.messages import message_json, validate_message
+from shared.prompt_constructor.tools import validate_tools
 
 # Limits, after llama-orch's: generous for real prompts, tight enough to refuse nonsense early.
 MAX_PROMPT_CHARS = 262_144
@@ -35,7 +38,7 @@ class GenerationParams:
     """What both APIs accept about generation itself."""
 
     prompt: str | None
-    messages: tuple[dict[str, str], ...] | None
+    messages: tuple[dict[str, Any], ...] | None
     max_tokens: int
     temperature: float
     top_p: float
@@ -44,6 +47,8 @@ class GenerationParams:
     repeat_penalty: float
     seed: int | None
     stop: tuple[str, ...]
+    # OpenAI tool definitions the prompt lists (specs/prompt_constructor.md PC-100).
+    tools: tuple[dict[str, Any], ...] | None = None
 
 
 async def read_json(request: Request) -> Any:
@@ -170,7 +175,7 @@ class FieldReader:
             return ()
         return tuple(value)
 
-    def messages(self, name: str = "messages") -> tuple[dict[str, str], ...] | None:
+    def messages(self, name: str = "messages") -> tuple[dict[str, Any], ...] | None:
         value = self.body.get(name)
         if value is None:
             return None
@@ -180,7 +185,7 @@ class FieldReader:
         if len(value) > MAX_MESSAGES:
             self.fail(name, f"at most {MAX_MESSAGES} messages")
             return None
-        out: list[dict[str, str]] = []
+        out: list[dict[str, Any]] = []
         total = 0
         for i, m in enumerate(value):
             where = f"{name}[{i}]"
@@ -190,14 +195,30 @@ class FieldReader:
             role, content = m.get("role"), m.get("content")
             if role not in ROLES:
                 self.fail(f"{where}.role", f"must be one of {', '.join(ROLES)}")
-            if not isinstance(content, str):
+                continue
+            if not isinstance(content, str) and not (role == "assistant" and m.get("tool_calls")):
                 self.fail(f"{where}.content", "must be a string")
                 continue
-            total += len(content)
-            out.append({"role": str(role), "content": content})
+            try:  # tool calls and results (PC-101, PC-102)
+                msg = validate_message(m, where)
+            except PromptError as e:
+                self.fail(e.field, e.reason)
+                continue
+            total += len(msg.content) + sum(len(c.arguments) for c in msg.tool_calls)
+            out.append(message_json(msg, arguments_as_text=True))
         if total > MAX_PROMPT_CHARS:
             self.fail(name, f"total content is at most {MAX_PROMPT_CHARS} characters")
         return tuple(out)
+
+    def tools(self, name: str = "tools") -> tuple[dict[str, Any], ...] | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        try:
+            return validate_tools(value)
+        except PromptError as e:
+            self.fail(e.field, e.reason)
+            return None
 
     def _repeat_penalty(self) -> float:
         value = self.number("repeat_penalty", 1.0, 0.0, 2.0)
@@ -227,6 +248,7 @@ class FieldReader:
             repeat_penalty=self._repeat_penalty(),
             seed=self.integer("seed", None, 0, SEED_MAX),
             stop=self.stop_strings(),
+            tools=self.tools(),
         )
 
 
@@ -242,5 +264,6 @@ GENERATION_FIELDS = frozenset(
         "repeat_penalty",
         "seed",
         "stop",
+        "tools",
     }
 )

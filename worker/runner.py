@@ -174,6 +174,7 @@ class WorkerState:
                 metadata=engine.metadata,
                 bos_token=engine.bos_text,
                 eos_token=engine.eos_text,
+                tools=req.gen.tools,
             )
         except PromptError as e:
             raise InvalidParams(str(e), errors=[{"field": e.field, "message": e.reason}]) from e

@@ -14,11 +14,17 @@ that surely fits without asking a worker to count it (ORCH-163, runtime/context.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 
 from orchestratord.domain.registry import Worker
 from orchestratord.domain.tasks import TaskRequest
 from shared.problem import ContextLengthExceeded, InvalidParams, ModelNotFound
+from shared.prompt_constructor.tools import TOOLS_POSTAMBLE, TOOLS_PREAMBLE
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# The fallback's text around the tool listing, and a call's markup per message (PC-103).
+TOOLS_PROMPT_CHARS = len(TOOLS_PREAMBLE) + len(TOOLS_POSTAMBLE) + 64
 
 # No tokenizer llorch serves has tokens longer than this many bytes of text, so a prompt of
 # N bytes is at least N / MAX_TOKEN_BYTES tokens (plus the BOS token).
@@ -49,7 +55,11 @@ def max_prompt_tokens(req: TaskRequest) -> int:
     if req.prompt is not None:
         return _utf8_len(req.prompt) + ADDED_TOKENS
     messages = req.messages or ()
-    size = sum(_utf8_len(v) for m in messages for v in m.values())
+    size = sum(
+        _utf8_len(v if isinstance(v, str) else _dumps(v)) for m in messages for v in m.values()
+    )
+    if req.tools:  # the listing and the fallback's instructions around it (PC-103)
+        size += _utf8_len(_dumps(list(req.tools))) + TOOLS_PROMPT_CHARS
     return size + MESSAGE_TOKENS * len(messages) + TEMPLATE_TOKENS + ADDED_TOKENS
 
 

@@ -44,6 +44,8 @@ def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
         "wait_ms": wait_ms,
         "prefix_hash": req.prefix_hash,
         "tenant": req.tenant,
+        "constrained": req.constrained,
+        "logprobs": req.logprobs,
     }
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from orchestratord.domain.structured import FIELDS as STRUCTURE_FIELDS
+from orchestratord.domain.structured import read_structure
 from orchestratord.domain.tenancy import Caller
 from shared.names import MODEL_NAME
 from shared.params import FieldReader
@@ -39,7 +41,7 @@ class TaskRequest:
 
     model: str
     prompt: str | None = None
-    messages: tuple[Mapping[str, str], ...] | None = None
+    messages: tuple[Mapping[str, Any], ...] | None = None
     max_tokens: int = 128
     temperature: float | None = None
     top_p: float | None = None
@@ -58,13 +60,27 @@ class TaskRequest:
     pin: str | None = None
     # An embeddings task (POST /v1/embeddings): the inputs to embed, instead of a generation.
     embed_input: tuple[str, ...] | None = None
+    # OpenAI tool definitions the worker renders into the prompt (PC-100).
+    tools: tuple[Mapping[str, Any], ...] | None = None
+    # Output constraint (at most one) and logprobs, passed to the worker (ORCH-240).
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @property
+    def constrained(self) -> bool:
+        return self.grammar is not None or self.json_schema is not None
 
     @property
     def text(self) -> str:
         """The task's input as one string, for hashing and size estimates."""
         if self.embed_input is not None:
             return _dumps(list(self.embed_input))
-        return self.prompt if self.prompt is not None else _dumps(list(self.messages or ()))
+        if self.prompt is not None:
+            return self.prompt
+        text = _dumps(list(self.messages or ()))
+        return text + _dumps(list(self.tools)) if self.tools else text
 
     @cached_property
     def prompt_hash(self) -> str:
@@ -115,6 +131,16 @@ class TaskRequest:
             body["stop"] = list(self.stop)
         if self.ignore_eos:
             body["ignore_eos"] = True
+        if self.tools:
+            body["tools"] = [dict(t) for t in self.tools]
+        if self.grammar is not None:
+            body["grammar"] = self.grammar
+        if self.json_schema is not None:
+            body["json_schema"] = self.json_schema
+        if self.logprobs:
+            body["logprobs"] = True
+            if self.top_logprobs:
+                body["top_logprobs"] = self.top_logprobs
         return body
 
 
@@ -202,6 +228,8 @@ _FIELDS = frozenset(
         "task_id",
         "tenant",
         "ignore_eos",
+        "tools",
+        *STRUCTURE_FIELDS,
     }
 )
 
@@ -226,6 +254,7 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
     session_id = r.string("session_id", max_len=256)
     deadline_ms = r.integer("deadline_ms", None, 1, 86_400_000)
     body_tenant = r.string("tenant", max_len=128)
+    structure = read_structure(r)
     r.raise_if_failed()
     assert model is not None
 
@@ -251,4 +280,9 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
         task_id=task_id,
         tenant=caller.task_tenant(body_tenant),
         ignore_eos=ignore_eos,
+        tools=gen.tools,
+        grammar=structure.grammar,
+        json_schema=structure.json_schema,
+        logprobs=structure.logprobs,
+        top_logprobs=structure.top_logprobs,
     )

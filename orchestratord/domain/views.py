@@ -26,6 +26,10 @@ class TaskView(TypedDict):
     wait_ms: int
     prefix_hash: str
     tenant: str | None
+    # What the task asks of the worker beyond sampling (ORCH-244): an output grammar or JSON
+    # schema, and per-token logprobs.
+    constrained: bool
+    logprobs: bool
 
 
 class WorkerView(TypedDict):

@@ -10,9 +10,12 @@ Parameter mapping: `max_completion_tokens` (or `max_tokens`), `temperature`, `to
 (so one end user's requests stick to one worker) unless `session_id` is given. llama.cpp's
 `top_k`, `min_p`, `repeat_penalty` and llorch's `priority`, `session_id`, `deadline_ms`,
 `ignore_eos`, `task_id` are accepted as extensions (OpenAI clients send them through
-`extra_body`). The task's id is in the `X-Llorch-Task-Id` header and in the object `id`.
-Features llorch does not offer (tools, logprobs, n > 1, penalties, ...) are refused with 400
-rather than silently ignored; unknown fields are ignored, as OpenAI does.
+`extra_body`). `response_format` and logprobs map onto the task's output constraint and
+logprobs (`openai_structured`, ORCH-242/243); tools onto the prompt and, when a call is forced,
+the output constraint (`openai_tools`, ORCH-250..ORCH-257). The task's id is in the
+`X-Llorch-Task-Id` header and in the object `id`. Features llorch does not offer (n > 1,
+penalties, ...) are refused with 400 rather than silently ignored; unknown fields are ignored,
+as OpenAI does.
 
 Errors: the body is problem+json as on every llorch API (`code`, `retriable`, `retry_after_ms`)
 with an extra `error` member in OpenAI's shape (`message`, `type`, `param`, `code`), which is
@@ -25,6 +28,7 @@ A client that disconnects cancels its task.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,6 +41,7 @@ from starlette.types import Receive
 
 from orchestratord.domain.embeddings import embedding_reply, parse_embedding_request
 from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.toolcalls import ToolStream
 from orchestratord.http.errors import error_response
 from orchestratord.http.openai_shapes import (
     Kind,
@@ -49,10 +54,12 @@ from orchestratord.http.openai_shapes import (
     sse_data,
     usage,
 )
+from orchestratord.http.openai_structured import logprobs_for
+from orchestratord.http.openai_tools import tool_fields
 from orchestratord.http.tasks import caller_of
 from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent
-from shared.problem import ApiError, Internal
+from shared.problem import ApiError, Internal, ModelNotFound
 from shared.sse import EventStream, Last
 from shared.wire import TERMINAL_EVENTS
 
@@ -65,10 +72,23 @@ async def _submit(request: Request, kind: Kind) -> Response:
         except ValueError:
             raise invalid([("body", "must be valid JSON")]) from None
         task, stream, include_usage = openai_task_body(kind, body)
-        record = await service.submit(parse_task_request(task, caller=caller_of(request)))
+        req = parse_task_request(task, caller=caller_of(request))
+        tools = tool_fields(body, {}, []) if kind == "chat" else None  # validated above
+        if tools is not None and tools.schema is not None:
+            if req.constrained:  # response_format already constrains the output
+                raise invalid([("tool_choice", "cannot force a call with a response_format")])
+            req = dataclasses.replace(req, json_schema=tools.schema)
+        record = await service.submit(req)
     except ApiError as err:
         return error_response(err, request.url.path)
-    shaper = Shaper(kind, record.id, task["model"], int(time.time()))
+    shaper = Shaper(
+        kind,
+        record.id,
+        task["model"],
+        int(time.time()),
+        logprobs=logprobs_for(kind, task),
+        tools=tools,
+    )
     if stream:
         return _event_stream(service, record.id, shaper, include_usage)
     return await _until_done_or_gone(request, service, record.id, shaper)
@@ -133,11 +153,25 @@ async def embeddings(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """GET /v1/models: the models at least one live worker serves."""
     service: TaskService = request.state.service
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "llorch"}
-        for name in service.models()
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": [_model(n) for n in service.models()]})
+
+
+async def get_model(request: Request) -> Response:
+    """GET /v1/models/{id}: one served model (`client.models.retrieve`); 404 otherwise
+    (ORCH-245)."""
+    service: TaskService = request.state.service
+    name = request.path_params["model"]
+    if name not in service.models():
+        err = ModelNotFound(
+            f"no live worker serves model {name!r}",
+            errors=[{"field": "model", "message": "no live worker serves it"}],
+        )
+        return error_response(err, request.url.path)
+    return JSONResponse(_model(name))
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "llorch"}
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -173,10 +207,13 @@ async def _until_done_or_gone(
 async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str) -> Response:
     parts: list[str] = []
     prompt_tokens = 0
+    logprobs = shaper.logprobs
     try:
         async for ev in await service.events(task_id):
             if ev.event == "token":
                 parts.append(str(ev.data.get("t", "")))
+                if logprobs is not None:
+                    logprobs.add(ev.data.get("logprobs"))
             elif ev.event in ("started", "end"):
                 prompt_tokens = _int(ev.data.get("prompt_tokens"), prompt_tokens)
             if ev.event == "end":
@@ -184,7 +221,7 @@ async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str
                 body = shaper.final(
                     "".join(parts),
                     finish_reason(ev.data.get("stop_reason")),
-                    usage(prompt_tokens, tokens),
+                    usage(prompt_tokens, tokens, _cached(ev.data)),
                 )
                 return JSONResponse(body, headers={"X-Llorch-Task-Id": task_id})
             if ev.event == "error":
@@ -198,6 +235,11 @@ def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def _cached(end: dict[str, Any]) -> int | None:
+    cached = end.get("prompt_tokens_cached")
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) else None
+
+
 class _Chunks:
     """The OpenAI SSE body of one task, shaped from its events."""
 
@@ -207,6 +249,8 @@ class _Chunks:
         self.service, self.task_id, self.shaper = service, task_id, shaper
         self.include_usage = include_usage
         self.prompt_tokens = 0
+        mode = shaper.tools
+        self.calls = ToolStream(mode.names, forced=mode.forced) if mode is not None else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """One bytes object per batch of task events; a keep-alive comment while idle."""
@@ -230,14 +274,29 @@ class _Chunks:
     def shape(self, ev: TaskEvent) -> bytes:
         sh = self.shaper
         if ev.event == "token":
-            return sse_data(sh.chunk(str(ev.data.get("t", ""))))
+            text = str(ev.data.get("t", ""))
+            lp = None if sh.logprobs is None else sh.logprobs.chunk(ev.data.get("logprobs"))
+            if self.calls is None:
+                return sse_data(sh.chunk(text, logprobs=lp))
+            text, deltas = self.calls.feed(text)  # what may be a tool call is held (ORCH-255)
+            out = sse_data(sh.chunk(text, logprobs=lp)) if text or lp else b""
+            return out + (sse_data(sh.tool_calls_chunk(deltas)) if deltas else b"")
         if ev.event == "started":
             self.prompt_tokens = _int(ev.data.get("prompt_tokens"), 0)
         elif ev.event == "end":
-            out = sse_data(sh.chunk(None, finish_reason(ev.data.get("stop_reason"))))
+            finish, out = finish_reason(ev.data.get("stop_reason")), b""
+            if self.calls is not None:
+                content, deltas = self.calls.finish()
+                out += sse_data(sh.chunk(content)) if content else b""
+                if deltas:
+                    out += sse_data(sh.tool_calls_chunk(deltas))
+                if self.calls.called and sh.tools is not None:
+                    finish = sh.tools.finish
+            out += sse_data(sh.chunk(None, finish))
             if self.include_usage:
                 tokens = _int(ev.data.get("tokens_out"), 0)
-                out += sse_data(sh.usage_chunk(usage(self.prompt_tokens, tokens)))
+                cached = _cached(ev.data)
+                out += sse_data(sh.usage_chunk(usage(self.prompt_tokens, tokens, cached)))
             return out
         elif ev.event == "error":
             return sse_data({"error": openai_error(event_error(ev.data))})
@@ -266,4 +325,5 @@ routes: list[Route] = [
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
 ]

@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from orchestratord.http.openai_structured import Logprobs, structure_fields
+from orchestratord.http.openai_tools import ToolMode, tool_fields, tool_message
 from shared.problem import ApiError, Internal, InvalidParams
 from shared.sse import encode_data
 
@@ -19,12 +21,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # OpenAI fields llorch refuses when set to anything but their "off" value.
 _UNSUPPORTED: dict[str, str] = {
-    "tools": "tool calling is not supported",
-    "functions": "function calling is not supported",
-    "tool_choice": "tool calling is not supported",
     "logit_bias": "logit_bias is not supported",
-    "logprobs": "logprobs are not supported",
-    "top_logprobs": "logprobs are not supported",
     "echo": "echo is not supported",
     "suffix": "suffix (insertion) is not supported",
     "audio": "audio output is not supported",
@@ -43,7 +40,14 @@ _PASS_THROUGH = (
     "ignore_eos",
     "task_id",
 )
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",  # legacy function result (ORCH-251)
+}
 _FINISH = {"MAX_TOKENS": "length", "EOS": "stop", "STOP_SEQUENCE": "stop", "CANCELLED": "stop"}
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -70,6 +74,7 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
         errors.append(("model", "is required and must be a non-empty string"))
     if kind == "chat":
         task["messages"] = _messages(body.get("messages"), errors)
+        tool_fields(body, task, errors)
         limit = body.get("max_completion_tokens")
         if limit is None:
             limit = body.get("max_tokens")
@@ -104,9 +109,7 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
     for name, why in _UNSUPPORTED.items():
         if body.get(name) not in (None, False, 0, "", [], {}, "none"):
             errors.append((name, why))
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
-        errors.append(("response_format", 'only {"type": "text"} is supported'))
+    task.update(structure_fields(kind, body, errors))  # response_format, logprobs (ORCH-242)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -126,11 +129,11 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
     return task, bool(stream), include_usage
 
 
-def _messages(raw: Any, errors: list[tuple[str, str]]) -> list[dict[str, str]]:
+def _messages(raw: Any, errors: list[tuple[str, str]]) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         errors.append(("messages", "must be a non-empty list of messages"))
         return []
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     for n, m in enumerate(raw):
         where = f"messages[{n}]"
         if not isinstance(m, Mapping):
@@ -139,16 +142,17 @@ def _messages(raw: Any, errors: list[tuple[str, str]]) -> list[dict[str, str]]:
         raw_role = m.get("role")
         role = _ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
-            errors.append((f"{where}.role", "must be system, developer, user or assistant"))
+            errors.append((f"{where}.role", "must be system, developer, user, assistant or tool"))
             continue
-        if m.get("tool_calls") or m.get("function_call"):
-            errors.append((where, "tool calls are not supported"))
+        message = tool_message(m, role) or {"role": role, "content": m.get("content")}
+        if message["content"] is None and "tool_calls" in message:
+            out.append(message)
             continue
-        content = _content(m.get("content"))
+        content = _content(message["content"])
         if content is None:
             errors.append((f"{where}.content", "must be a string or a list of text parts"))
             continue
-        out.append({"role": role, "content": content})
+        out.append({**message, "content": content})
     return out
 
 
@@ -191,8 +195,19 @@ def invalid(errors: list[tuple[str, str]]) -> InvalidParams:
 class Shaper:
     """Builds OpenAI objects for one task: stream chunks, the final object, errors."""
 
-    def __init__(self, kind: Kind, task_id: str, model: str, created: int) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        task_id: str,
+        model: str,
+        created: int,
+        *,
+        logprobs: Logprobs | None = None,
+        tools: ToolMode | None = None,
+    ) -> None:
         self.kind = kind
+        self.logprobs = logprobs  # set when the request asked for them (ORCH-243)
+        self.tools = tools  # how to read tool calls from the output (ORCH-253)
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + task_id
         self.model = model
         self.created = created
@@ -203,7 +218,12 @@ class Shaper:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
     def chunk(
-        self, text: str | None, finish: str | None = None, *, role: bool = False
+        self,
+        text: str | None,
+        finish: str | None = None,
+        *,
+        role: bool = False,
+        logprobs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0}
         if self.kind == "chat":
@@ -213,20 +233,32 @@ class Shaper:
             choice["delta"] = delta
         else:
             choice["text"] = text or ""
-        choice["logprobs"] = None
+        choice["logprobs"] = logprobs
         choice["finish_reason"] = finish
         return {**self._base(self.chunk_object), "choices": [choice]}
 
-    def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
+    def tool_calls_chunk(self, deltas: list[dict[str, Any]]) -> dict[str, Any]:
+        """A chunk of OpenAI's streamed `tool_calls` entries (ORCH-255)."""
+        delta = self.tools.delta(deltas) if self.tools else {"tool_calls": deltas}
+        choice = {"index": 0, "delta": delta, "logprobs": None}
+        return {**self._base(self.chunk_object), "choices": [{**choice, "finish_reason": None}]}
+
+    def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
         return {**self._base(self.chunk_object), "choices": [], "usage": usage}
 
-    def final(self, text: str, finish: str, usage: dict[str, int]) -> dict[str, Any]:
+    def final(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0}
         if self.kind == "chat":
-            choice["message"] = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.tools is not None:
+                message["content"], calls = self.tools.parse(text)
+                if calls:
+                    message.update(self.tools.message_fields(calls))
+                    finish = self.tools.finish
+            choice["message"] = message
         else:
             choice["text"] = text
-        choice["logprobs"] = None
+        choice["logprobs"] = self.logprobs.whole() if self.logprobs is not None else None
         choice["finish_reason"] = finish
         return {**self._base(self.object), "choices": [choice], "usage": usage}
 
@@ -236,12 +268,19 @@ def finish_reason(stop_reason: Any) -> str:
     return _FINISH.get(str(stop_reason), "stop")
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+) -> dict[str, Any]:
+    """OpenAI's `usage`; `cached_tokens`: the prompt tokens the worker took from its prefix
+    cache, when it said (ORCH-246)."""
+    out: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return out
 
 
 def openai_error(err: ApiError) -> dict[str, Any]:

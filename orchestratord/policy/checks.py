@@ -99,6 +99,8 @@ def dry_run_inputs() -> dict[str, tuple[TaskView, list[WorkerView], ClusterView]
         "wait_ms": 0,
         "prefix_hash": "0" * 16,
         "tenant": None,
+        "constrained": False,
+        "logprobs": False,
     }
     batch: TaskView = {**task, "priority": "batch", "session_id": "s-1", "tenant": "t-1"}
     workers = [

@@ -63,6 +63,9 @@ def _view(t: RecordedTask, wait_ms: int) -> TaskView:
         "wait_ms": wait_ms,
         "prefix_hash": "",
         "tenant": t.tenant,
+        # Not recorded: a replayed task asks for neither.
+        "constrained": False,
+        "logprobs": False,
     }
 
 

@@ -15,12 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
 from shared.prompt_constructor.choose import CHAT_TEMPLATE_KEY, choose_template
 from shared.prompt_constructor.embedded import embedded_stop, render_embedded
 from shared.prompt_constructor.errors import PromptError
 from shared.prompt_constructor.families import FAMILIES
-from shared.prompt_constructor.messages import ROLES, Message, validate_messages
+from shared.prompt_constructor.messages import ROLES, Message, ToolCall, validate_messages
+from shared.prompt_constructor.tools import lower_messages, template_takes_tools, validate_tools
 
 __all__ = [
     "ROLES",
@@ -28,6 +30,7 @@ __all__ = [
     "Message",
     "Prompt",
     "PromptError",
+    "ToolCall",
     "build_prompt",
     "choose_template",
 ]
@@ -56,7 +59,7 @@ class Prompt:
 
 
 def build_prompt(
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     template: str | None = None,
     *,
     metadata: Mapping[str, str] | None = None,
@@ -64,12 +67,16 @@ def build_prompt(
     bos_token: str | None = None,
     eos_token: str | None = None,
     now: Callable[[], datetime] = datetime.now,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> Prompt:
     """Render `messages` with `template`, or with the template `metadata` calls for.
 
     An explicit `template` name always wins; without one, `choose_template(metadata)` picks.
     `bos_token`/`eos_token` are the model's BOS/EOS strings, passed to an embedded template
     (the built-in formats know their own). `now` is the clock behind ``strftime_now``.
+    `tools` (OpenAI tool definitions) go to an embedded template that reads ``tools``, with
+    the messages' tool calls and results as its own; every other template gets them written
+    as plain text by the documented fallback (`tools.lower_messages`, PC-103).
     Raises `PromptError` naming the bad message, field or template.
     """
     if template is not None and not isinstance(template, str):
@@ -80,23 +87,26 @@ def build_prompt(
             "template", f"unknown template {name!r}; expected one of {', '.join(TEMPLATES)}"
         )
     msgs = validate_messages(messages)
+    tool_defs = validate_tools(tools) if tools is not None else ()
     if name == EMBEDDED:
         source = (metadata or {}).get(CHAT_TEMPLATE_KEY)
         if not isinstance(source, str) or not source.strip():
             raise PromptError(
                 "template", f"'embedded' needs metadata with a non-empty {CHAT_TEMPLATE_KEY}"
             )
+        native = template_takes_tools(source)
         text = render_embedded(
             source,
-            msgs,
+            msgs if native else lower_messages(msgs, tool_defs),
             add_generation_prompt=add_generation_prompt,
             bos_token=bos_token,
             eos_token=eos_token,
             now=now,
+            tools=tool_defs if native else None,
         )
         return Prompt(_strip_bos(text, bos_token), EMBEDDED, embedded_stop(source, eos_token))
     family = FAMILIES[name]
-    text = family.render(msgs, add_generation_prompt)
+    text = family.render(lower_messages(msgs, tool_defs), add_generation_prompt)
     return Prompt(_strip_bos(text, family.bos), name, family.stop)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -24,7 +24,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from shared.prompt_constructor.errors import PromptError
-from shared.prompt_constructor.messages import Message
+from shared.prompt_constructor.messages import Message, message_json
 
 # The largest string or list that `*` may build, and the largest exponent `**` may use.
 MAX_REPEAT = 1_000_000
@@ -103,8 +103,13 @@ def render_embedded(
     bos_token: str | None,
     eos_token: str | None,
     now: Callable[[], datetime],
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """Render `source` for `messages` the way transformers' apply_chat_template does.
+
+    `tools` (OpenAI tool definitions) are passed as the template's ``tools``, and messages
+    carry their ``tool_calls`` / ``tool_call_id`` as Hugging Face's tool-use templates read
+    them (PC-105).
 
     `bos_token`/`eos_token` are passed to the template when given; when not given they are
     undefined, so a template that concatenates them fails loudly instead of rendering a prompt
@@ -122,9 +127,9 @@ def render_embedded(
         return now().strftime(fmt)
 
     context: dict[str, Any] = {
-        "messages": [{"role": m.role, "content": m.content} for m in messages],
+        "messages": [message_json(m) for m in messages],
         "add_generation_prompt": add_generation_prompt,
-        "tools": None,
+        "tools": [dict(t) for t in tools] if tools else None,
         "documents": None,
         "strftime_now": strftime_now,
     }
@@ -133,6 +138,7 @@ def render_embedded(
     if eos_token is not None:
         context["eos_token"] = eos_token
     limit = MAX_RENDERED_EXTRA + sum(len(m.content) for m in messages)
+    limit += sum(len(c.arguments) for m in messages for c in m.tool_calls)
     try:
         return _render_bounded(template, context, limit)
     except _TemplateRaised as e:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 
 from tests.llorch_ctl.conftest import LLORCH
@@ -354,3 +355,29 @@ def test_infer_straight_from_a_worker_takes_the_inventorys_cluster_token(
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stderr.strip().splitlines()[-1])["tokens_out"] == 2
+
+
+def test_orch_247_infer_with_a_json_schema_file(fleet: tuple[Proc, Proc], tmp_path: Path) -> None:
+    """ORCH-247: `llorch infer --json-schema FILE` prints JSON that matches the file's schema,
+    through orchestratord and straight from a worker; a file that is not a JSON object is a
+    usage error (exit 2, one line)."""
+    orchd, worker = fleet
+    schema = {
+        "type": "object",
+        "properties": {"color": {"enum": ["red", "green", "blue"]}, "ok": {"type": "boolean"}},
+        "required": ["color", "ok"],
+    }
+    path = tmp_path / "pick.json"
+    path.write_text(json.dumps(schema))
+    common = ["--prompt", "JSON:", "--max-tokens", "200", "--seed", "7", "--json-schema", str(path)]
+    r = llorch("infer", "--model", "llorch-tiny", *common, env=orch_env(orchd))
+    assert r.returncode == 0, r.stderr
+    jsonschema.validate(json.loads(r.stdout), schema)
+    address = worker.url.removeprefix("http://")
+    direct = llorch("infer", "--worker", address, "--cluster-token", CLUSTER, *common)
+    assert direct.returncode == 0, direct.stderr
+    jsonschema.validate(json.loads(direct.stdout), schema)
+    path.write_text("[1, 2]")
+    bad = llorch("infer", "--model", "llorch-tiny", *common, env=orch_env(orchd))
+    assert bad.returncode == 2 and "--json-schema" in bad.stderr
+    assert "must hold a JSON object" in bad.stderr

@@ -47,7 +47,7 @@ def test_orch_161_what_a_worker_refuses_is_refused_at_submit(orchd: AppFactory) 
     """ORCH-161: what a worker refuses is refused at submit."""
     with orchd(cluster_token="ct", expect_models=()) as c:
         assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
-        tool = {**TASK, "prompt": None, "messages": [{"role": "tool", "content": "42"}]}
+        tool = {**TASK, "prompt": None, "messages": [{"role": "robot", "content": "42"}]}
         del tool["prompt"]
         r = c.post("/v2/tasks", json=tool)
         assert r.status_code == 400 and r.json()["errors"][0]["field"] == "messages[0].role"

@@ -246,6 +246,8 @@ def test_orch_235_second_turn_lands_where_the_first_was_served(
             "wait_ms": 0,
             "prefix_hash": "0" * 16,
             "tenant": None,
+            "constrained": False,
+            "logprobs": False,
         }
         return engine.schedule(task, [_view("w-x"), _view("w-y")], cluster)
 

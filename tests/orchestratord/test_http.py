@@ -391,3 +391,16 @@ def test_orch_045_real_names_register_and_take_tasks(orchd: AppFactory) -> None:
         assert sorted(c.get("/v2/meta/capabilities").json()["models"]) == sorted(models)
         r = c.post("/v2/tasks", json={**TASK, "model": models[1], "deadline_ms": 1})
         assert r.status_code == 202, r.text
+
+
+def test_orch_240_a_compare_job_takes_the_constraint_fields(orchd: AppFactory) -> None:
+    """ORCH-240: a /v2/compare job is a task body: the constraint and logprobs fields are read
+    (a bad one is named), not refused as unknown."""
+    with orchd() as c:
+        r = c.post(
+            "/v2/compare",
+            json={**TASK, "targets": ["pool:a", "pool:b"], "json_schema": [], "logprobs": True},
+        )
+    assert r.status_code == 400
+    problems = {e["field"]: e["message"] for e in r.json()["errors"]}
+    assert set(problems) == {"json_schema"} and problems["json_schema"] != "unknown field"

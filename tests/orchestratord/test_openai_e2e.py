@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -249,3 +251,150 @@ def test_the_task_belongs_to_the_key_tenant_and_user_is_the_session(
     ).json()
     assert (record["tenant"], record["session_id"]) == (TENANT, "end-user-7")
     assert record["status"] == "succeeded"
+
+
+# Small and bounded, so even the tiny random model closes it well within max_tokens.
+PICK = {
+    "type": "object",
+    "properties": {"color": {"enum": ["red", "green", "blue"]}, "ok": {"type": "boolean"}},
+    "required": ["color", "ok"],
+    "additionalProperties": False,
+}
+PICK_FORMAT: openai.types.shared_params.ResponseFormatJSONSchema = {
+    "type": "json_schema",
+    "json_schema": {"name": "pick", "schema": PICK, "strict": True},
+}
+
+
+def test_orch_248_a_json_schema_response_format_gives_valid_json(client: openai.OpenAI) -> None:
+    """ORCH-242, ORCH-248: the `openai` package's response_format yields JSON that validates
+    against the schema, streamed and not, on chat and legacy completions; json_object yields
+    a JSON object."""
+    for seed in (1, 2):
+        done = client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=200, seed=seed, response_format=PICK_FORMAT
+        )
+        assert done.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(done.choices[0].message.content or ""), PICK)
+    chunks = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=200,
+        seed=3,
+        response_format=PICK_FORMAT,
+        stream=True,
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    jsonschema.validate(json.loads(streamed), PICK)
+    text = client.completions.create(
+        model=MODEL,
+        prompt="JSON:",
+        max_tokens=200,
+        seed=4,
+        extra_body={"response_format": PICK_FORMAT},
+    )
+    jsonschema.validate(json.loads(text.choices[0].text), PICK)
+    free = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=300,
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
+    if free.choices[0].finish_reason == "stop":  # a random model may ramble past max_tokens
+        assert isinstance(json.loads(free.choices[0].message.content or ""), dict)
+    else:
+        assert (free.choices[0].message.content or "").lstrip().startswith("{")
+
+
+def test_orch_240_a_schema_the_worker_cannot_compile_is_a_bad_request(
+    client: openai.OpenAI,
+) -> None:
+    """ORCH-240: the worker's 400 for a schema keyword it cannot honour fails the task with
+    INVALID_PARAMS, which the `openai` package raises as BadRequestError naming the keyword."""
+    fmt: openai.types.shared_params.ResponseFormatJSONSchema = {
+        "type": "json_schema",
+        "json_schema": {"name": "mail", "schema": {"type": "string", "format": "email"}},
+    }
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, response_format=fmt)
+    assert bad.value.code == "INVALID_PARAMS" and "email" in bad.value.message
+
+
+def test_orch_248_chat_logprobs_streamed_and_not(client: openai.OpenAI) -> None:
+    """ORCH-243, ORCH-248: greedy, so each chosen token heads its own top_logprobs; every
+    logprob is <= 0; the stream's per-chunk entries are the whole reply's."""
+    ask: dict[str, object] = {"model": MODEL, "messages": MESSAGES, "max_tokens": 8}
+    whole = client.chat.completions.create(
+        **ask, temperature=0, logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True}
+    )  # type: ignore[call-overload]
+    content = whole.choices[0].logprobs.content
+    assert content is not None and len(content) == 8
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert all(t.logprob <= 0 for t in entry.top_logprobs)
+        assert entry.token in [t.token for t in entry.top_logprobs]
+        assert entry.token == entry.top_logprobs[0].token
+    stream = client.chat.completions.create(
+        **ask,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )  # type: ignore[call-overload]
+    streamed = [
+        e
+        for c in stream
+        if c.choices and c.choices[0].logprobs and c.choices[0].logprobs.content
+        for e in c.choices[0].logprobs.content
+    ]
+    assert [e.token for e in streamed] == [e.token for e in content]
+    plain = client.chat.completions.create(**ask, temperature=0)  # type: ignore[call-overload]
+    assert plain.choices[0].logprobs is None
+
+
+def test_orch_248_completion_logprobs_are_the_legacy_object(client: openai.OpenAI) -> None:
+    """ORCH-243, ORCH-248: `logprobs: 2` gives tokens whose text is the completion's, their
+    logprobs (<= 0), the top alternatives holding each chosen token, offsets after the prompt."""
+    prompt = "Once upon a time"
+    done = client.completions.create(
+        model=MODEL,
+        prompt=prompt,
+        max_tokens=6,
+        temperature=0,
+        logprobs=2,
+        extra_body={"ignore_eos": True},
+    )
+    lp = done.choices[0].logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs
+    assert lp.text_offset is not None and lp.text_offset[0] == len(prompt)
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 6
+    for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        assert logprob <= 0 and len(top) <= 2 and token in top
+
+
+def test_orch_245_the_openai_client_retrieves_a_model(client: openai.OpenAI) -> None:
+    """ORCH-245: client.models.retrieve finds a served model; an unknown one is NotFoundError."""
+    model = client.models.retrieve(MODEL)
+    assert (model.id, model.object, model.owned_by) == (MODEL, "model", "llorch")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("no-such/model")
+    assert missing.value.code == "MODEL_NOT_FOUND"
+
+
+def test_orch_246_usage_reports_the_prefix_cache_hit(client: openai.OpenAI) -> None:
+    """ORCH-246: the same conversation twice (one session, so one worker): the second reply's
+    usage says how many prompt tokens came from the worker's prefix cache."""
+    ask: dict[str, object] = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "max_tokens": 2,
+        "user": "cache-user",
+    }
+    first = client.chat.completions.create(**ask)  # type: ignore[call-overload]
+    second = client.chat.completions.create(**ask)  # type: ignore[call-overload]
+    for done in (first, second):
+        assert done.usage is not None and done.usage.prompt_tokens_details is not None
+    assert second.usage.prompt_tokens_details.cached_tokens
+    assert 0 < second.usage.prompt_tokens_details.cached_tokens <= second.usage.prompt_tokens

@@ -204,3 +204,111 @@ def test_models_list() -> None:
         "object": "list",
         "data": [{"id": "llorch-tiny", "object": "model", "created": 0, "owned_by": "llorch"}],
     }
+
+
+def _entry(token: str, logprob: float) -> dict[str, Any]:
+    alt = {"token": token, "bytes": list(token.encode()), "logprob": logprob}
+    return {**alt, "top_logprobs": [alt]}
+
+
+HEL, LO = _entry("Hel", -0.25), _entry("lo", -0.5)
+WITH_LOGPROBS: list[tuple[str, dict[str, Any]]] = [
+    ("started", {"worker_id": "w1", "queue_ms": 1, "prompt_tokens": 4}),
+    ("token", {"t": "Hel", "i": 0, "logprobs": [HEL]}),
+    ("token", {"t": "lo", "i": 1, "logprobs": [LO]}),
+    (
+        "end",
+        {
+            "tokens_out": 2,
+            "ttft_ms": 1.0,
+            "decode_time_ms": 1.0,
+            "stop_reason": "EOS",
+            "prompt_tokens": 4,
+            "prompt_tokens_cached": 3,
+        },
+    ),
+]
+
+
+def test_orch_242_response_format_reaches_the_task() -> None:
+    """ORCH-242: json_schema / json_object response formats become the task's json_schema;
+    text is no constraint; another type is 400 naming response_format."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    service = ScriptedService(OK)
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}}
+    with client(service) as c:
+        assert c.post("/v1/chat/completions", json={**CHAT, "response_format": fmt}).is_success
+        fmt = {"type": "json_object"}
+        assert c.post("/v1/chat/completions", json={**CHAT, "response_format": fmt}).is_success
+        fmt = {"type": "text"}
+        assert c.post("/v1/chat/completions", json={**CHAT, "response_format": fmt}).is_success
+        bad = c.post("/v1/chat/completions", json={**CHAT, "response_format": {"type": "yaml"}})
+    assert [r.json_schema for r in service.submitted] == [schema, {"type": "object"}, None]
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
+
+
+def test_orch_243_chat_logprobs_whole_and_streamed() -> None:
+    """ORCH-243, ORCH-246: logprobs.content holds the worker's entries, in the final object and
+    per chunk; usage carries the worker's cached prompt tokens."""
+    service = ScriptedService(WITH_LOGPROBS)
+    asked = {**CHAT, "logprobs": True, "top_logprobs": 1}
+    with client(service) as c:
+        whole = c.post("/v1/chat/completions", json=asked).json()
+        stream = {**asked, "stream": True, "stream_options": {"include_usage": True}}
+        text = c.post("/v1/chat/completions", json=stream).text
+    assert (service.submitted[0].logprobs, service.submitted[0].top_logprobs) == (True, 1)
+    assert whole["choices"][0]["logprobs"] == {"content": [HEL, LO], "refusal": None}
+    assert whole["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+    chunks = [json.loads(x) for x in data_lines(text)[:-1]]
+    per_chunk = [c["choices"][0]["logprobs"] for c in chunks if c["choices"]]
+    assert per_chunk == [
+        None,
+        {"content": [HEL], "refusal": None},
+        {"content": [LO], "refusal": None},
+        None,
+    ]
+    assert chunks[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+
+
+def test_orch_243_completion_logprobs_are_the_legacy_object() -> None:
+    """ORCH-243: `logprobs: k` on /v1/completions gives tokens, token_logprobs, top_logprobs
+    dicts and text_offset counted from the prompt's start."""
+    service = ScriptedService(WITH_LOGPROBS)
+    body = {"model": "llorch-tiny", "prompt": "Say:", "logprobs": 1}
+    with client(service) as c:
+        whole = c.post("/v1/completions", json=body).json()
+        text = c.post("/v1/completions", json={**body, "stream": True}).text
+    legacy = {
+        "tokens": ["Hel", "lo"],
+        "token_logprobs": [-0.25, -0.5],
+        "top_logprobs": [{"Hel": -0.25}, {"lo": -0.5}],
+        "text_offset": [4, 7],
+    }
+    assert whole["choices"][0]["logprobs"] == legacy
+    chunks = [json.loads(x)["choices"][0]["logprobs"] for x in data_lines(text)[:-1]]
+    assert [c["text_offset"] for c in chunks if c] == [[4], [7]]
+
+
+def test_no_logprobs_asked_leaves_them_null() -> None:
+    """ORCH-243: without logprobs asked, logprobs stay null even if an event had entries."""
+    with client(ScriptedService(WITH_LOGPROBS)) as c:
+        whole = c.post("/v1/chat/completions", json=CHAT).json()
+    assert whole["choices"][0]["logprobs"] is None
+
+
+def test_orch_245_retrieve_a_model_or_404() -> None:
+    """ORCH-245: GET /v1/models/{id} gives the model object; an unknown one is 404 with
+    OpenAI's error member naming `model`."""
+    with client(ScriptedService(OK)) as c:
+        found = c.get("/v1/models/llorch-tiny")
+        missing = c.get("/v1/models/org/other-model")
+    assert found.json() == {
+        "id": "llorch-tiny",
+        "object": "model",
+        "created": 0,
+        "owned_by": "llorch",
+    }
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "MODEL_NOT_FOUND"
+    assert missing.json()["error"]["type"] == "not_found_error"
+    assert missing.json()["error"]["param"] == "model"

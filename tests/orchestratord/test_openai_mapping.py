@@ -17,6 +17,7 @@ from orchestratord.http.openai_shapes import (
     sse_data,
     usage,
 )
+from orchestratord.http.openai_structured import Logprobs
 from shared.problem import InvalidParams, QueueFull, WorkerReset
 
 
@@ -97,7 +98,7 @@ def test_completion_body_accepts_a_one_string_list_and_extensions() -> None:
         ("chat", {"model": "m", "messages": []}, "messages"),
         (
             "chat",
-            {"model": "m", "messages": [{"role": "tool", "content": "x"}]},
+            {"model": "m", "messages": [{"role": "robot", "content": "x"}]},
             "messages[0].role",
         ),
         (
@@ -110,12 +111,27 @@ def test_completion_body_accepts_a_one_string_list_and_extensions() -> None:
         (
             "chat",
             {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]},
-            "tools",
+            "tools[0].function",
         ),
         (
             "chat",
-            {"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": True},
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": "yes"},
             "logprobs",
+        ),
+        (
+            "chat",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3},
+            "top_logprobs",
+        ),
+        (
+            "chat",
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "logprobs": True,
+                "top_logprobs": 21,
+            },
+            "top_logprobs",
         ),
         (
             "chat",
@@ -132,10 +148,26 @@ def test_completion_body_accepts_a_one_string_list_and_extensions() -> None:
             {
                 "model": "m",
                 "messages": [{"role": "user", "content": "x"}],
-                "response_format": {"type": "json_object"},
+                "response_format": {"type": "xml"},
             },
             "response_format",
         ),
+        (
+            "chat",
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema", "json_schema": {"schema": {}}},
+            },
+            "response_format",
+        ),
+        (
+            "completion",
+            {"model": "m", "prompt": "x", "response_format": {"type": "json_schema"}},
+            "response_format",
+        ),
+        ("completion", {"model": "m", "prompt": "x", "logprobs": True}, "logprobs"),
+        ("completion", {"model": "m", "prompt": "x", "logprobs": 21}, "logprobs"),
         ("completion", {"model": "m", "prompt": [1, 2, 3]}, "prompt"),
         ("completion", {"model": "m", "prompt": "x", "best_of": 3}, "best_of"),
         ("completion", {"model": "m", "prompt": "x", "echo": True}, "echo"),
@@ -217,3 +249,103 @@ def test_openai_error_member() -> None:
 def test_sse_data_framing() -> None:
     assert sse_data("[DONE]") == b"data: [DONE]\n\n"
     assert sse_data({"a": "é"}) == 'data: {"a":"é"}\n\n'.encode()
+
+
+# --- response_format and logprobs (ORCH-242, ORCH-243, ORCH-246) ---------------------------
+
+_USER = [{"role": "user", "content": "x"}]
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "schema"),
+    [
+        ({"type": "text"}, None),
+        ({"type": "json_object"}, {"type": "object"}),
+        (
+            {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON, "strict": True}},
+            PERSON,
+        ),
+        ({"type": "json_schema", "json_schema": {"name": "any"}}, {"type": "object"}),
+    ],
+)
+def test_response_format_becomes_the_tasks_json_schema(
+    fmt: dict[str, Any], schema: dict[str, Any] | None
+) -> None:
+    """ORCH-242: response_format maps onto the task's json_schema, which reaches the worker."""
+    for kind, text in (("chat", {"messages": _USER}), ("completion", {"prompt": "x"})):
+        task, _, _ = openai_task_body(kind, {"model": "m", **text, "response_format": fmt})  # type: ignore[arg-type]
+        assert task.get("json_schema") == schema
+        req = parse_task_request(task, caller=OPEN)
+        assert req.json_schema == schema and req.constrained is (schema is not None)
+        assert req.worker_body("j").get("json_schema") == schema
+
+
+def test_chat_logprobs_map_to_the_task() -> None:
+    """ORCH-243: chat's logprobs/top_logprobs become the task's; false or unset asks nothing."""
+    body = {"model": "m", "messages": _USER, "logprobs": True, "top_logprobs": 3}
+    task, _, _ = openai_task_body("chat", body)
+    assert (task["logprobs"], task["top_logprobs"]) == (True, 3)
+    req = parse_task_request(task, caller=OPEN)
+    body = req.worker_body("j")
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 3)
+    for off in ({"logprobs": False, "top_logprobs": 0}, {"logprobs": None}, {}):
+        task, _, _ = openai_task_body("chat", {"model": "m", "messages": _USER, **off})
+        assert "logprobs" not in task and "top_logprobs" not in task
+
+
+def test_completion_logprobs_int_maps_to_the_task() -> None:
+    """ORCH-243: the legacy `logprobs: k` asks for logprobs with k alternatives."""
+    task, _, _ = openai_task_body("completion", {"model": "m", "prompt": "x", "logprobs": 2})
+    assert (task["logprobs"], task["top_logprobs"]) == (True, 2)
+    task, _, _ = openai_task_body("completion", {"model": "m", "prompt": "x", "logprobs": 0})
+    assert task["logprobs"] is True and "top_logprobs" not in task
+
+
+def _entry(token: str, logprob: float, *alts: tuple[str, float]) -> dict[str, Any]:
+    top = [{"token": t, "bytes": list(t.encode()), "logprob": lp} for t, lp in alts]
+    return {"token": token, "bytes": list(token.encode()), "logprob": logprob, "top_logprobs": top}
+
+
+def test_chat_logprobs_shapes() -> None:
+    """ORCH-243: chat chunks carry the event's entries as logprobs.content; the final object
+    every entry; a chunk of an event without entries says null."""
+    a, b = _entry("Hi", -0.1, ("Hi", -0.1), ("Yo", -2.5)), _entry("!", -0.5, ("!", -0.5))
+    sh = Shaper("chat", "t", "m", 1, logprobs=Logprobs("chat"))
+    assert sh.logprobs is not None
+    chunk = sh.chunk("Hi", logprobs=sh.logprobs.chunk([a]))
+    assert chunk["choices"][0]["logprobs"] == {"content": [a], "refusal": None}
+    assert sh.logprobs.chunk(None) is None
+    sh.logprobs.add([b])
+    final = sh.final("Hi!", "stop", usage(1, 2))
+    assert final["choices"][0]["logprobs"] == {"content": [a, b], "refusal": None}
+
+
+def test_completion_logprobs_are_the_legacy_object() -> None:
+    """ORCH-243: tokens, token_logprobs, top_logprobs dicts, text_offset from the prompt's end."""
+    a, b = _entry("Hi", -0.1, ("Hi", -0.1), ("Yo", -2.5)), _entry("é", -0.5)
+    lp = Logprobs("completion", start=5)
+    assert lp.chunk([a]) == {
+        "tokens": ["Hi"],
+        "token_logprobs": [-0.1],
+        "top_logprobs": [{"Hi": -0.1, "Yo": -2.5}],
+        "text_offset": [5],
+    }
+    assert lp.chunk([b])["text_offset"] == [7]  # type: ignore[index]
+    assert lp.whole() == {
+        "tokens": ["Hi", "é"],
+        "token_logprobs": [-0.1, -0.5],
+        "top_logprobs": [{"Hi": -0.1, "Yo": -2.5}, {}],
+        "text_offset": [5, 7],
+    }
+
+
+def test_usage_reports_cached_prompt_tokens() -> None:
+    """ORCH-246: the worker's prefix-cache hit is usage.prompt_tokens_details.cached_tokens."""
+    assert usage(10, 2, 8)["prompt_tokens_details"] == {"cached_tokens": 8}
+    assert "prompt_tokens_details" not in usage(10, 2)

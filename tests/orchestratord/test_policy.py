@@ -33,6 +33,8 @@ def make_task(**over: Any) -> TaskView:
         "wait_ms": 0,
         "prefix_hash": "ab12",
         "tenant": None,
+        "constrained": False,
+        "logprobs": False,
     }
     task.update(over)
     return task  # type: ignore[return-value]
@@ -904,6 +906,8 @@ def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call
         "wait_ms",
         "prefix_hash",
         "tenant",
+        "constrained",
+        "logprobs",
     )
     assert WORKER_KEYS == (
         "id",
@@ -990,3 +994,34 @@ def test_pol_073_a_call_that_started_on_the_old_engine_finishes_on_it() -> None:
     # The replaced engine is unchanged: it still holds and answers with the old policy.
     assert old.name == "old.star" and old.schedule(make_task(), workers, make_cluster()) == "old"
     assert holder.schedule(make_task(), workers, make_cluster()) == "new"
+
+
+def test_pol_026_a_policy_sees_what_a_task_asks_of_its_worker() -> None:
+    """POL-026, ORCH-244: `task.constrained` and `task.logprobs` come from the request (through
+    the scheduler's task_view) and a policy can route on them."""
+    from orchestratord.domain.scheduler import task_view
+    from orchestratord.domain.tasks import parse_task_request
+    from orchestratord.domain.tenancy import OPEN
+
+    src = (
+        "def schedule(task, workers, cluster):\n"
+        "    free = [w for w in workers if w['model'] == task['model']\n"
+        "            and w['state'] in ('ready', 'busy') and w['slots_busy'] < w['slots_total']]\n"
+        "    if not free:\n"
+        "        return None\n"
+        "    return free[-1]['id'] if task['constrained'] or task['logprobs'] else free[0]['id']\n"
+    )
+    engine = PolicyEngine.from_source(src)
+    workers = [make_worker("slow"), make_worker("fast")]
+    cluster = make_cluster()
+    cases: list[tuple[dict[str, Any], bool, bool, str]] = [
+        ({}, False, False, "slow"),
+        ({"json_schema": {"type": "object"}}, True, False, "fast"),
+        ({"grammar": 'root ::= "a"'}, True, False, "fast"),
+        ({"logprobs": True}, False, True, "fast"),
+    ]
+    for extra, constrained, logprobs, pick in cases:
+        req = parse_task_request({"model": "m", "prompt": "x", **extra}, caller=OPEN)
+        view = task_view("t1", req, 0)
+        assert (view["constrained"], view["logprobs"]) == (constrained, logprobs)
+        assert engine.schedule(view, workers, cluster) == pick

@@ -65,3 +65,38 @@ def test_orch_055_a_workers_409_does_not_mark_it_failed(
         assert (record["error_code"], record["attempts"]) == ("WORKER_RESET", 2)
         (worker,) = c.get("/v2/workers", headers=CT).json()["workers"]
         assert (worker["state"], worker["slots_busy"]) == ("ready", 0)
+
+
+TOKEN_WITH_LOGPROBS = (
+    b'{"t":"Hi","i":0,"logprobs":[{"token":"Hi","bytes":[72,105],"logprob":-0.5,'
+    b'"top_logprobs":[{"token":"Hi","bytes":[72,105],"logprob":-0.5}]}]}'
+)
+
+
+def test_orch_241_token_logprobs_pass_through_and_the_worker_gets_the_fields(
+    orchd: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORCH-240, ORCH-241: the task's constraint and logprobs fields reach the worker body, and
+    a token event's `logprobs` reach the task's stream byte for byte."""
+    bodies: list[dict[str, Any]] = []
+
+    async def scripted(
+        url: str, token: str | None, body: dict[str, Any], on_event: Any, **_: Any
+    ) -> None:
+        bodies.append(body)
+        on_event("started", b'{"job_id":"j","model":"m","prompt_tokens":2}')
+        on_event("token", TOKEN_WITH_LOGPROBS)
+        end = b'{"tokens_out":1,"prompt_tokens":2,"prompt_tokens_cached":0,"ttft_ms":1.0,'
+        on_event("end", end + b'"decode_time_ms":1.0,"stop_reason":"EOS"}')
+
+    monkeypatch.setattr("orchestratord.runtime.runner.execute", scripted)
+    schema = {"type": "object"}
+    task = {"model": "m", "prompt": "x", "json_schema": schema, "logprobs": True, "top_logprobs": 1}
+    with orchd(cluster_token="ct") as c:
+        assert c.post("/v2/workers/register", json=WORKER, headers=CT).status_code == 201
+        task_id = c.post("/v2/tasks", json=task).json()["task_id"]
+        with c.stream("GET", f"/v2/tasks/{task_id}/events") as stream:
+            frames = [line for line in stream.iter_lines() if line.startswith("data: ")]
+    (body,) = bodies
+    assert (body["json_schema"], body["logprobs"], body["top_logprobs"]) == (schema, True, 1)
+    assert TOKEN_WITH_LOGPROBS.decode() in [f.removeprefix("data: ") for f in frames]

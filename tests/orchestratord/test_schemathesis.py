@@ -99,7 +99,7 @@ def test_the_spec_lists_exactly_the_routes_the_app_serves(tmp_path: Path) -> Non
 
     app = create_app(Settings(state_dir=tmp_path))
     served = {
-        (method, route.path)
+        (method, route.path.replace(":path}", "}"))  # a converter is not part of the path
         for route in app.routes
         if isinstance(route, Route)
         for method in (route.methods or set()) - {"HEAD"}

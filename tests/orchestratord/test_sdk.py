@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 
 from llorch_sdk import (
@@ -334,3 +336,50 @@ def test_orch_026_a_task_lost_to_a_restart_raises_a_retriable_error(
                 with pytest.raises(WorkerReset):
                     list(client.events("sdk-restart", last_event_id=-1))
                 assert client.get("sdk-restart")["error_code"] == "WORKER_RESET"
+
+
+PICK = {
+    "type": "object",
+    "properties": {"color": {"enum": ["red", "green", "blue"]}, "ok": {"type": "boolean"}},
+    "required": ["color", "ok"],
+}
+
+
+def test_orch_247_the_sdk_asks_for_a_schema_and_logprobs(cluster: Cluster, client: Client) -> None:
+    """ORCH-247, ORCH-241: `json_schema=` binds the output (it validates), `logprobs=` and
+    `top_logprobs=` make the task's token events carry the worker's entries; sync and async."""
+    stream = client.stream(
+        MODEL,
+        prompt="JSON:",
+        max_tokens=200,
+        seed=5,
+        json_schema=PICK,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    events = list(stream)
+    tokens = [e for e in events if e.event == "token"]
+    text = "".join(str(e.data["t"]) for e in tokens)
+    jsonschema.validate(json.loads(text), PICK)
+    entries = [entry for e in tokens for entry in e.data["logprobs"]]
+    assert entries and all(e["logprob"] <= 0 and len(e["top_logprobs"]) == 2 for e in entries)
+    assert events[-1].event == "end" and len(entries) == events[-1].data["tokens_out"]
+
+    async def main() -> str:
+        async with AsyncClient(cluster.url, api_key=API_KEY) as aclient:
+            return await (
+                await aclient.stream(
+                    MODEL, prompt="JSON:", max_tokens=200, seed=6, json_schema=PICK
+                )
+            ).text()
+
+    jsonschema.validate(json.loads(asyncio.run(main())), PICK)
+    with pytest.raises(InvalidParams) as bad:
+        client.submit(MODEL, prompt="x", grammar="root ::= x", json_schema=PICK)
+    assert bad.value.errors[0]["field"] == "grammar"
+    assert (
+        "logprobs"
+        not in next(
+            e for e in client.stream(MODEL, prompt="x", max_tokens=2) if e.event == "token"
+        ).data
+    )

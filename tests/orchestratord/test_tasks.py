@@ -89,6 +89,53 @@ def test_every_bad_field_is_listed() -> None:
     assert fields([1, 2]) == {"body"}
 
 
+def test_orch_240_constraint_and_logprobs_reach_the_worker_body() -> None:
+    """ORCH-240: grammar / json_schema / logprobs / top_logprobs are validated and passed to the
+    worker's /execute as given; left out, none of them is sent."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    req = parse_task_request(
+        {"model": "m", "prompt": "x", "json_schema": schema, "logprobs": True, "top_logprobs": 5},
+        caller=OPEN,
+    )
+    assert req.constrained and req.logprobs and req.top_logprobs == 5
+    body = req.worker_body("j")
+    assert (body["json_schema"], body["logprobs"], body["top_logprobs"]) == (schema, True, 5)
+    assert "grammar" not in body
+    req = parse_task_request(
+        {"model": "m", "prompt": "x", "grammar": 'root ::= "yes" | "no"'}, caller=OPEN
+    )
+    assert req.worker_body("j")["grammar"] == 'root ::= "yes" | "no"' and req.constrained
+    plain = parse_task_request({"model": "m", "prompt": "x", "logprobs": False}, caller=OPEN)
+    assert not plain.constrained
+    assert set(plain.worker_body("j")) == {"job_id", "max_tokens", "prompt"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"json_schema": "object"}, "json_schema"),
+        ({"json_schema": ["type", "object"]}, "json_schema"),
+        ({"json_schema": {"enum": ["x" * 70_000]}}, "json_schema"),
+        ({"grammar": 42}, "grammar"),
+        ({"grammar": ""}, "grammar"),
+        ({"grammar": "x" * 70_000}, "grammar"),
+        ({"grammar": "root ::= x", "json_schema": {}}, "grammar"),
+        ({"logprobs": "yes"}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": -1}, "top_logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"json_schema": {}, "ignore_eos": True}, "ignore_eos"),
+    ],
+)
+def test_orch_240_bad_constraint_or_logprobs_is_named(extra: dict[str, Any], field: str) -> None:
+    """ORCH-240, ORCH-011: each bad field is refused at the edge, named, before anything queues;
+    for what it holds, not as an unknown field."""
+    with pytest.raises(InvalidParams) as e:
+        parse_task_request({"model": "m", "prompt": "x", **extra}, caller=OPEN)
+    problems = {err["field"]: err["message"] for err in e.value.errors}
+    assert field in problems and problems[field] != "unknown field"
+
+
 def test_event_frames_pass_raw_data_through() -> None:
     """ORCH-022: token data is framed as the worker's JSON bytes, unchanged."""
     raw = b'{"t":"h\\u00e9","i":0}'

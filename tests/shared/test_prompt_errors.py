@@ -25,15 +25,15 @@ HELLO = {"role": "user", "content": "Hello!"}
         ([HELLO, {"role": 1, "content": "x"}], "messages[1].role: expected a string, got int"),
         (
             [HELLO, {"role": "assistant", "content": "Hi"}, {"role": "robot", "content": "x"}],
-            "messages[2].role: unknown role 'robot'; expected system, user, assistant",
+            "messages[2].role: unknown role 'robot'; expected system, user, assistant, tool",
         ),
         (
-            [{"role": "tool", "content": "42"}],
-            "messages[0].role: unknown role 'tool'; expected system, user, assistant",
+            [{"role": "function", "content": "42"}],
+            "messages[0].role: unknown role 'function'; expected system, user, assistant, tool",
         ),
         (
             [{"role": "User", "content": "x"}],
-            "messages[0].role: unknown role 'User'; expected system, user, assistant",
+            "messages[0].role: unknown role 'User'; expected system, user, assistant, tool",
         ),
         ([{"role": "user"}], "messages[0].content: missing"),
         ([{"role": "user", "content": None}], "messages[0].content: expected a string, got null"),
@@ -48,7 +48,8 @@ HELLO = {"role": "user", "content": "Hello!"}
 def test_bad_messages(messages: object, message: str, template: str) -> None:
     """PC-010, PC-011, PC-070, PC-071, PC-092: each bad-message case raises PromptError with its
     field and reason: not a non-empty sequence, not a mapping, role or content missing or not a
-    string, a role other than system/user/assistant (tool included, case-sensitive)."""
+    string, a role other than system/user/assistant/tool (PC-102; function included,
+    case-sensitive)."""
     with pytest.raises(PromptError) as err:
         build_prompt(messages, template)  # type: ignore[arg-type]
     assert str(err.value) == message

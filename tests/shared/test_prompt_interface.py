@@ -11,6 +11,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,15 +49,17 @@ def test_package_exports_the_documented_interface() -> None:
         ("bos_token", P.KEYWORD_ONLY, None),
         ("eos_token", P.KEYWORD_ONLY, None),
         ("now", P.KEYWORD_ONLY, datetime.now),
+        ("tools", P.KEYWORD_ONLY, None),
     ]
     assert typing.get_type_hints(build_prompt) == {
-        "messages": Sequence[Mapping[str, str]],
+        "messages": Sequence[Mapping[str, Any]],
         "template": str | None,
         "metadata": Mapping[str, str] | None,
         "add_generation_prompt": bool,
         "bos_token": str | None,
         "eos_token": str | None,
         "now": Callable[[], datetime],
+        "tools": Sequence[Mapping[str, Any]] | None,
         "return": Prompt,
     }
     params = inspect.signature(choose_template).parameters
