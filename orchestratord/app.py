@@ -39,6 +39,7 @@ from orchestratord.http import (
     fleet,
     meta,
     openai,
+    openai_responses,
     tasks,
     workers,
 )
@@ -68,6 +69,7 @@ def _routes() -> list[BaseRoute]:
         *workers.routes,
         *admin.routes,
         *openai.routes,
+        *openai_responses.routes,
         *events.routes,
         *compare.routes,
         *console.routes,

@@ -40,7 +40,7 @@ from starlette.routing import Route
 from starlette.types import Receive
 
 from orchestratord.domain.embeddings import embedding_reply, parse_embedding_request
-from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.tasks import TaskRecord, parse_task_request
 from orchestratord.domain.toolcalls import ToolStream
 from orchestratord.http.errors import error_response
 from orchestratord.http.openai_shapes import (
@@ -55,7 +55,7 @@ from orchestratord.http.openai_shapes import (
     usage,
 )
 from orchestratord.http.openai_structured import logprobs_for
-from orchestratord.http.openai_tools import tool_fields
+from orchestratord.http.openai_tools import ToolMode, tool_fields
 from orchestratord.http.tasks import caller_of
 from orchestratord.runtime.service import TaskService
 from orchestratord.runtime.tasklog import TaskEvent
@@ -64,23 +64,48 @@ from shared.sse import EventStream, Last
 from shared.wire import TERMINAL_EVENTS
 
 
+async def json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise invalid([("body", "must be valid JSON")]) from None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Submitted:
+    record: TaskRecord
+    task: dict[str, Any]  # the /v2 task body
+    stream: bool
+    include_usage: bool
+    tools: ToolMode | None
+
+
+async def submit(request: Request, kind: Kind, body: Any) -> Submitted:
+    """Map an OpenAI body onto a task and submit it (also the path of /v1/responses)."""
+    service: TaskService = request.state.service
+    task, stream, include_usage = openai_task_body(kind, body)
+    req = parse_task_request(task, caller=caller_of(request))
+    tools = tool_fields(body, {}, []) if kind == "chat" else None  # validated above
+    if tools is not None and tools.schema is not None:
+        if req.constrained:  # response_format already constrains the output
+            raise invalid([("tool_choice", "cannot force a call with a response_format")])
+        req = dataclasses.replace(req, json_schema=tools.schema)
+    return Submitted(await service.submit(req), task, stream, include_usage, tools)
+
+
 async def _submit(request: Request, kind: Kind) -> Response:
     service: TaskService = request.state.service
     try:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise invalid([("body", "must be valid JSON")]) from None
-        task, stream, include_usage = openai_task_body(kind, body)
-        req = parse_task_request(task, caller=caller_of(request))
-        tools = tool_fields(body, {}, []) if kind == "chat" else None  # validated above
-        if tools is not None and tools.schema is not None:
-            if req.constrained:  # response_format already constrains the output
-                raise invalid([("tool_choice", "cannot force a call with a response_format")])
-            req = dataclasses.replace(req, json_schema=tools.schema)
-        record = await service.submit(req)
+        done = await submit(request, kind, await json_body(request))
     except ApiError as err:
         return error_response(err, request.url.path)
+    record, task, stream, include_usage, tools = (
+        done.record,
+        done.task,
+        done.stream,
+        done.include_usage,
+        done.tools,
+    )
     shaper = Shaper(
         kind,
         record.id,
