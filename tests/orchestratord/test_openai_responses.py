@@ -129,6 +129,8 @@ def test_orch_260_orch_265_flat_tools_choice_and_text_format_map_to_the_chat_one
         ({"include": ["message.output_text.logprobs"]}, "include"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"truncation": "auto"}, "truncation"),
+        ({"text": {"verbosity": "low"}}, "text.verbosity"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt"),
         ({"reasoning": {"effort": "high"}}, "reasoning"),
         ({"max_output_tokens": -1}, "max_output_tokens"),
         ({"instructions": 5}, "instructions"),

@@ -50,7 +50,7 @@ def tame(body: Any) -> None:
         return
     if isinstance(body.get("model"), str) and body["model"]:
         body["model"] = MODEL
-    for name in ("max_tokens", "max_completion_tokens"):
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 8:
             body[name] = 8
