@@ -62,6 +62,7 @@ def _echo(body: Mapping[str, Any], task: Mapping[str, Any]) -> dict[str, Any]:
         "tools": body.get("tools") or [],
         "text": {"format": (fmt or {}).get("format") or {"type": "text"}},
         "truncation": "disabled",
+        "metadata": body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {},
     }
 
 

@@ -18,6 +18,7 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from tests.orchestratord.cluster import wait_for
 from tests.orchestratord.sdk_cluster import API_KEY, MODEL, Cluster, run_cluster
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +85,11 @@ def test_orch_263_orch_266_a_text_response_reads_back_as_the_clients_response(
     message of output_text, its usage, and `incomplete` at max_output_tokens; the raw JSON
     validates as the openai package's Response."""
     reply = client.responses.create(
-        model=MODEL, instructions="Be brief.", input="Hello there", max_output_tokens=6
+        model=MODEL,
+        instructions="Be brief.",
+        input="Hello there",
+        max_output_tokens=6,
+        metadata={"run": "r1"},
     )
     assert reply.object == "response" and reply.id.startswith("resp_")
     assert reply.status == "incomplete" and reply.incomplete_details is not None
@@ -97,6 +102,7 @@ def test_orch_263_orch_266_a_text_response_reads_back_as_the_clients_response(
     assert reply.usage.total_tokens == reply.usage.input_tokens + 6
     assert reply.usage.input_tokens_details.cached_tokens >= 0
     assert reply.model == MODEL and reply.instructions == "Be brief."
+    assert reply.metadata == {"run": "r1"}
     raw = httpx.post(
         cluster.url + "/v1/responses",
         json={"model": MODEL, "input": "Hi", "max_output_tokens": 3},
@@ -229,6 +235,59 @@ def test_orch_260_orch_266_a_two_turn_loop_with_function_call_output(
     # The call and its output reached the prompt.
     assert second.usage is not None and alone.usage is not None
     assert second.usage.input_tokens > alone.usage.input_tokens
+
+
+def _status(cluster: Cluster, task_id: str) -> str:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    return str(httpx.get(f"{cluster.url}/v2/tasks/{task_id}", headers=auth).json()["status"])
+
+
+def test_orch_264_closing_a_stream_cancels_its_task(
+    cluster: Cluster, client: openai.OpenAI
+) -> None:
+    """ORCH-264, ORCH-015: a Responses stream whose client leaves cancels its task."""
+    stream = client.responses.create(
+        model=MODEL,
+        input="Tell me everything",
+        max_output_tokens=16000,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    task_id = stream.response.headers["x-llorch-task-id"]
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    assert _status(cluster, task_id) == "running"
+    stream.close()
+    wait_for(lambda: _status(cluster, task_id) == "cancelled", what="the task to be cancelled")
+
+
+def test_orch_263_orch_264_a_task_cancelled_elsewhere_ends_the_stream_cancelled(
+    cluster: Cluster, client: openai.OpenAI
+) -> None:
+    """ORCH-263, ORCH-264: a task cancelled through /v2 ends its Responses stream with
+    `response.incomplete`, status `cancelled`, its message closed `incomplete`."""
+    stream = client.responses.create(
+        model=MODEL,
+        input="Tell me everything",
+        max_output_tokens=16000,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    task_id = stream.response.headers["x-llorch-task-id"]
+    kinds: list[str] = []
+    for event in stream:
+        kinds.append(event.type)
+        if kinds.count("response.output_text.delta") == 1:
+            httpx.post(
+                f"{cluster.url}/v2/tasks/{task_id}/cancel",
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            )
+    last = event
+    assert last.type == "response.incomplete" and last.response.status == "cancelled"
+    assert kinds[-2] == "response.output_item.done"
+    (item,) = last.response.output
+    assert item.type == "message" and item.status == "incomplete"
 
 
 @pytest.mark.parametrize(
