@@ -17,6 +17,8 @@ the output constraint (`openai_tools`, ORCH-250..ORCH-257). The task's id is in 
 penalties, ...) are refused with 400 rather than silently ignored; unknown fields are ignored,
 as OpenAI does.
 
+`POST /v1/responses` (OpenAI's Responses API) goes through `submit` too: `openai_responses`.
+
 Errors: the body is problem+json as on every llorch API (`code`, `retriable`, `retry_after_ms`)
 with an extra `error` member in OpenAI's shape (`message`, `type`, `param`, `code`), which is
 what OpenAI clients read; `http/errors.py` renders it for every `/v1` error, those of the auth
@@ -99,24 +101,18 @@ async def _submit(request: Request, kind: Kind) -> Response:
         done = await submit(request, kind, await json_body(request))
     except ApiError as err:
         return error_response(err, request.url.path)
-    record, task, stream, include_usage, tools = (
-        done.record,
-        done.task,
-        done.stream,
-        done.include_usage,
-        done.tools,
-    )
+    task_id = done.record.id
     shaper = Shaper(
         kind,
-        record.id,
-        task["model"],
+        task_id,
+        done.task["model"],
         int(time.time()),
-        logprobs=logprobs_for(kind, task),
-        tools=tools,
+        logprobs=logprobs_for(kind, done.task),
+        tools=done.tools,
     )
-    if stream:
-        return _event_stream(service, record.id, shaper, include_usage)
-    return await _until_done_or_gone(request, service, record.id, shaper)
+    if done.stream:
+        return _event_stream(service, task_id, shaper, done.include_usage)
+    return await _until_done_or_gone(request, service, task_id, shaper)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -155,7 +151,7 @@ async def embeddings(request: Request) -> Response:
                 tg.cancel_scope.cancel()
 
             async def watch() -> None:
-                await _wait_disconnect(request.receive)
+                await wait_disconnect(request.receive)
                 tg.cancel_scope.cancel()
 
             tg.start_soon(wait_end)
@@ -171,7 +167,7 @@ async def embeddings(request: Request) -> Response:
         return error_response(event_error(end), path)
     if "embeddings" not in end:  # cancelled by someone else (DELETE /v2/tasks/{id})
         return error_response(event_error({"code": "CANCELLED", "message": "cancelled"}), path)
-    reply = embedding_reply(end["embeddings"], _int(end.get("prompt_tokens"), 0), req.model, fmt)
+    reply = embedding_reply(end["embeddings"], int_or(end.get("prompt_tokens"), 0), req.model, fmt)
     return JSONResponse(reply, headers={"X-Llorch-Task-Id": record.id})
 
 
@@ -199,7 +195,7 @@ def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "llorch"}
 
 
-async def _wait_disconnect(receive: Receive) -> None:
+async def wait_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
 
@@ -218,7 +214,7 @@ async def _until_done_or_gone(
                 tg.cancel_scope.cancel()
 
             async def watch() -> None:
-                await _wait_disconnect(request.receive)
+                await wait_disconnect(request.receive)
                 tg.cancel_scope.cancel()
 
             tg.start_soon(collect)
@@ -240,13 +236,13 @@ async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str
                 if logprobs is not None:
                     logprobs.add(ev.data.get("logprobs"))
             elif ev.event in ("started", "end"):
-                prompt_tokens = _int(ev.data.get("prompt_tokens"), prompt_tokens)
+                prompt_tokens = int_or(ev.data.get("prompt_tokens"), prompt_tokens)
             if ev.event == "end":
-                tokens = _int(ev.data.get("tokens_out"), len(parts))
+                tokens = int_or(ev.data.get("tokens_out"), len(parts))
                 body = shaper.final(
                     "".join(parts),
                     finish_reason(ev.data.get("stop_reason")),
-                    usage(prompt_tokens, tokens, _cached(ev.data)),
+                    usage(prompt_tokens, tokens, cached_tokens(ev.data)),
                 )
                 return JSONResponse(body, headers={"X-Llorch-Task-Id": task_id})
             if ev.event == "error":
@@ -256,11 +252,11 @@ async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str
     return error_response(Internal("the task's event stream ended without an end event"), path)
 
 
-def _int(value: Any, default: int) -> int:
+def int_or(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _cached(end: dict[str, Any]) -> int | None:
+def cached_tokens(end: dict[str, Any]) -> int | None:
     cached = end.get("prompt_tokens_cached")
     return cached if isinstance(cached, int) and not isinstance(cached, bool) else None
 
@@ -307,7 +303,7 @@ class _Chunks:
             out = sse_data(sh.chunk(text, logprobs=lp)) if text or lp else b""
             return out + (sse_data(sh.tool_calls_chunk(deltas)) if deltas else b"")
         if ev.event == "started":
-            self.prompt_tokens = _int(ev.data.get("prompt_tokens"), 0)
+            self.prompt_tokens = int_or(ev.data.get("prompt_tokens"), 0)
         elif ev.event == "end":
             finish, out = finish_reason(ev.data.get("stop_reason")), b""
             if self.calls is not None:
@@ -319,8 +315,8 @@ class _Chunks:
                     finish = sh.tools.finish
             out += sse_data(sh.chunk(None, finish))
             if self.include_usage:
-                tokens = _int(ev.data.get("tokens_out"), 0)
-                cached = _cached(ev.data)
+                tokens = int_or(ev.data.get("tokens_out"), 0)
+                cached = cached_tokens(ev.data)
                 out += sse_data(sh.usage_chunk(usage(self.prompt_tokens, tokens, cached)))
             return out
         elif ev.event == "error":

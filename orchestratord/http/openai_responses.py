@@ -1,4 +1,4 @@
-"""`POST /v1/responses`: OpenAI's Responses API over the chat completions path (ORCH-260..).
+"""`POST /v1/responses`: OpenAI's Responses API over the chat completions path (ORCH-260..ORCH-266).
 
 The body is mapped to a chat body (`openai_responses_request`), submitted as a chat task
 (`openai.submit`: same validation, tools, output constraint, queue), and the task's events are
@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestratord.http.errors import error_response
-from orchestratord.http.openai import _cached, _int, _wait_disconnect, json_body, submit
+from orchestratord.http.openai import cached_tokens, int_or, json_body, submit, wait_disconnect
 from orchestratord.http.openai_responses_request import chat_body, rename_params
 from orchestratord.http.openai_responses_shapes import Event, ResponseWriter
 from orchestratord.http.openai_shapes import event_error, openai_error
@@ -78,11 +78,11 @@ class _Run:
         if ev.event == "token":
             return w.text(str(ev.data.get("t", "")))
         if ev.event == "started":
-            self.input_tokens = _int(ev.data.get("prompt_tokens"), 0)
+            self.input_tokens = int_or(ev.data.get("prompt_tokens"), 0)
         elif ev.event == "end":
-            self.input_tokens = _int(ev.data.get("prompt_tokens"), self.input_tokens)
-            out = _int(ev.data.get("tokens_out"), 0)
-            return w.end(ev.data.get("stop_reason"), self.input_tokens, out, _cached(ev.data))
+            self.input_tokens = int_or(ev.data.get("prompt_tokens"), self.input_tokens)
+            out = int_or(ev.data.get("tokens_out"), 0)
+            return w.end(ev.data.get("stop_reason"), self.input_tokens, out, cached_tokens(ev.data))
         return []
 
 
@@ -114,7 +114,7 @@ async def _whole(
                 tg.cancel_scope.cancel()
 
             async def watch() -> None:
-                await _wait_disconnect(request.receive)
+                await wait_disconnect(request.receive)
                 tg.cancel_scope.cancel()
 
             tg.start_soon(collect)
