@@ -252,3 +252,16 @@ def test_orch_264_an_error_event_validates() -> None:
     w = ResponseWriter("t6", 100, ECHO, None)
     events = [*w.start(), w.error("WORKER_LOST", "the worker was lost", None)]
     assert check(events)[-1] == "error" and events[-1]["sequence_number"] == 2
+
+
+def test_orch_263_a_forced_call_cut_at_max_output_tokens_is_incomplete() -> None:
+    """ORCH-263: a call still being written when the token limit ends the output is an
+    `incomplete` function_call item in an `incomplete` Response."""
+    chat, _ = chat_body({"model": "m", "input": "x", "tools": [TOOL], "tool_choice": "required"})
+    w = ResponseWriter("t7", 100, ECHO, tool_fields(chat, {}, []))
+    events = run(w, ['{"name": "get_weather", ', '"arguments": {"ci'], stop="MAX_TOKENS")
+    check(events)
+    final = Response.model_validate(events[-1]["response"])
+    (call,) = final.output
+    assert call.type == "function_call" and call.arguments == '{"ci'
+    assert final.status == "incomplete" and call.status == "incomplete"
