@@ -367,6 +367,7 @@ def test_orch_045_names_outside_their_charset_are_400_naming_the_field(
         r = c.post("/v1/chat/completions", json=body)
         assert _fields(r) == {"model"} and r.json()["error"]["type"] == "invalid_request_error"
         assert _fields(c.post("/v1/embeddings", json={"model": XSS, "input": "hi"})) == {"model"}
+        assert _fields(c.post("/v1/responses", json={"model": XSS, "input": "hi"})) == {"model"}
         r = c.post("/v2/compare", json={**TASK, "targets": [f"worker:{XSS}", "pool:p"]})
         assert _fields(r) == {"targets"}
         assert c.get("/v2/tasks").json()["tasks"] == []
