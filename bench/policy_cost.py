@@ -60,6 +60,7 @@ def fleet(n_workers: int, seed: int = 7) -> tuple[TaskView, list[WorkerView], Cl
         "tenant": "acme",
         "constrained": False,
         "logprobs": False,
+        "tools": 0,
     }
     cluster: ClusterView = {
         "queue_depth": {"interactive": 3, "batch": 10},

@@ -46,6 +46,7 @@ def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
         "tenant": req.tenant,
         "constrained": req.constrained,
         "logprobs": req.logprobs,
+        "tools": len(req.tools or ()),
     }
 
 

@@ -27,9 +27,10 @@ class TaskView(TypedDict):
     prefix_hash: str
     tenant: str | None
     # What the task asks of the worker beyond sampling (ORCH-244): an output grammar or JSON
-    # schema, and per-token logprobs.
+    # schema, per-token logprobs, and how many functions it offers the model (ORCH-250).
     constrained: bool
     logprobs: bool
+    tools: int
 
 
 class WorkerView(TypedDict):

@@ -101,6 +101,7 @@ def dry_run_inputs() -> dict[str, tuple[TaskView, list[WorkerView], ClusterView]
         "tenant": None,
         "constrained": False,
         "logprobs": False,
+        "tools": 0,
     }
     batch: TaskView = {**task, "priority": "batch", "session_id": "s-1", "tenant": "t-1"}
     workers = [

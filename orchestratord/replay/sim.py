@@ -66,6 +66,7 @@ def _view(t: RecordedTask, wait_ms: int) -> TaskView:
         # Not recorded: a replayed task asks for neither.
         "constrained": False,
         "logprobs": False,
+        "tools": 0,
     }
 
 

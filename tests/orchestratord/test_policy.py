@@ -35,6 +35,7 @@ def make_task(**over: Any) -> TaskView:
         "tenant": None,
         "constrained": False,
         "logprobs": False,
+        "tools": 0,
     }
     task.update(over)
     return task  # type: ignore[return-value]
@@ -908,6 +909,7 @@ def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call
         "tenant",
         "constrained",
         "logprobs",
+        "tools",
     )
     assert WORKER_KEYS == (
         "id",
@@ -997,8 +999,8 @@ def test_pol_073_a_call_that_started_on_the_old_engine_finishes_on_it() -> None:
 
 
 def test_pol_026_a_policy_sees_what_a_task_asks_of_its_worker() -> None:
-    """POL-026, ORCH-244: `task.constrained` and `task.logprobs` come from the request (through
-    the scheduler's task_view) and a policy can route on them."""
+    """POL-026, ORCH-244: `task.constrained`, `task.logprobs` and `task.tools` come from the
+    request (through the scheduler's task_view) and a policy can route on them."""
     from orchestratord.domain.scheduler import task_view
     from orchestratord.domain.tasks import parse_task_request
     from orchestratord.domain.tenancy import OPEN
@@ -1009,19 +1011,36 @@ def test_pol_026_a_policy_sees_what_a_task_asks_of_its_worker() -> None:
         "            and w['state'] in ('ready', 'busy') and w['slots_busy'] < w['slots_total']]\n"
         "    if not free:\n"
         "        return None\n"
-        "    return free[-1]['id'] if task['constrained'] or task['logprobs'] else free[0]['id']\n"
+        "    asks = task['constrained'] or task['logprobs'] or task['tools'] > 0\n"
+        "    return free[-1]['id'] if asks else free[0]['id']\n"
     )
     engine = PolicyEngine.from_source(src)
     workers = [make_worker("slow"), make_worker("fast")]
     cluster = make_cluster()
-    cases: list[tuple[dict[str, Any], bool, bool, str]] = [
-        ({}, False, False, "slow"),
-        ({"json_schema": {"type": "object"}}, True, False, "fast"),
-        ({"grammar": 'root ::= "a"'}, True, False, "fast"),
-        ({"logprobs": True}, False, True, "fast"),
+
+    def tool(name: str) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+
+    cases: list[tuple[dict[str, Any], bool, bool, int, str]] = [
+        ({}, False, False, 0, "slow"),
+        ({"json_schema": {"type": "object"}}, True, False, 0, "fast"),
+        ({"grammar": 'root ::= "a"'}, True, False, 0, "fast"),
+        ({"logprobs": True}, False, True, 0, "fast"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "tools": [tool("f"), tool("g")]},
+            False,
+            False,
+            2,
+            "fast",
+        ),
     ]
-    for extra, constrained, logprobs, pick in cases:
-        req = parse_task_request({"model": "m", "prompt": "x", **extra}, caller=OPEN)
+    for extra, constrained, logprobs, tools, pick in cases:
+        body = {"model": "m", **({"prompt": "x"} if "messages" not in extra else {}), **extra}
+        req = parse_task_request(body, caller=OPEN)
         view = task_view("t1", req, 0)
-        assert (view["constrained"], view["logprobs"]) == (constrained, logprobs)
+        assert (view["constrained"], view["logprobs"], view["tools"]) == (
+            constrained,
+            logprobs,
+            tools,
+        )
         assert engine.schedule(view, workers, cluster) == pick
