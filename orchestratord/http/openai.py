@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -112,7 +112,10 @@ async def _submit(request: Request, kind: Kind) -> Response:
     )
     if done.stream:
         return _event_stream(service, task_id, shaper, done.include_usage)
-    return await _until_done_or_gone(request, service, task_id, shaper)
+    path = request.url.path
+    return await until_done_or_gone(
+        request, service, task_id, lambda: _collect(service, task_id, shaper, path)
+    )
 
 
 async def chat_completions(request: Request) -> Response:
@@ -200,17 +203,21 @@ async def wait_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _until_done_or_gone(
-    request: Request, service: TaskService, task_id: str, shaper: Shaper
+async def until_done_or_gone(
+    request: Request,
+    service: TaskService,
+    task_id: str,
+    collect_task: Callable[[], Awaitable[Response]],
 ) -> Response:
-    """Collect the task into one response, cancelling it if the client disconnects first."""
+    """The whole answer `collect_task` makes of the task, cancelling the task if the client
+    disconnects first (the one place a non-streamed `/v1` reply watches its client)."""
     result: Response | None = None
     try:
         async with anyio.create_task_group() as tg:
 
             async def collect() -> None:
                 nonlocal result
-                result = await _collect(service, task_id, shaper, request.url.path)
+                result = await collect_task()
                 tg.cancel_scope.cancel()
 
             async def watch() -> None:

@@ -14,13 +14,18 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestratord.http.errors import error_response
-from orchestratord.http.openai import cached_tokens, int_or, json_body, submit, wait_disconnect
+from orchestratord.http.openai import (
+    cached_tokens,
+    int_or,
+    json_body,
+    submit,
+    until_done_or_gone,
+)
 from orchestratord.http.openai_responses_request import chat_body, rename_params
 from orchestratord.http.openai_responses_shapes import Event, ResponseWriter
 from orchestratord.http.openai_shapes import event_error, openai_error
@@ -90,39 +95,27 @@ async def _whole(
     request: Request, service: TaskService, task_id: str, writer: ResponseWriter
 ) -> Response:
     """Collect the task into one Response, cancelling it if the client disconnects first."""
-    result: Response | None = None
     path = request.url.path
-    try:
-        async with anyio.create_task_group() as tg:
 
-            async def collect() -> None:
-                nonlocal result
-                run = _Run(writer)
-                try:
-                    async for ev in await service.events(task_id):
-                        run.events(ev)
-                        if ev.event == "end":
-                            headers = {"X-Llorch-Task-Id": task_id}
-                            result = JSONResponse(writer.response(), headers=headers)
-                        elif ev.event == "error":
-                            result = error_response(event_error(ev.data), path)
-                except ApiError as err:
-                    result = error_response(err, path)
-                if result is None:
-                    lost = Internal("the task's event stream ended without an end event")
-                    result = error_response(lost, path)
-                tg.cancel_scope.cancel()
+    async def collect() -> Response:
+        run = _Run(writer)
+        result: Response | None = None
+        try:
+            async for ev in await service.events(task_id):  # ends after end or error
+                run.events(ev)
+                if ev.event == "end":
+                    headers = {"X-Llorch-Task-Id": task_id}
+                    result = JSONResponse(writer.response(), headers=headers)
+                elif ev.event == "error":
+                    result = error_response(event_error(ev.data), path)
+        except ApiError as err:
+            result = error_response(err, path)
+        if result is None:
+            lost = Internal("the task's event stream ended without an end event")
+            result = error_response(lost, path)
+        return result
 
-            async def watch() -> None:
-                await wait_disconnect(request.receive)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(collect)
-            tg.start_soon(watch)
-    finally:
-        if result is None:  # the client left (or this failed) before the task ended
-            service.cancel_soon(task_id)
-    return result if result is not None else Response(status_code=499)  # nobody reads it
+    return await until_done_or_gone(request, service, task_id, collect)
 
 
 def _sse(events: list[Event]) -> bytes:
