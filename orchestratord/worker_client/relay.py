@@ -28,6 +28,8 @@ OnEvent = Callable[[str, bytes], bool]
 # exchange fails as a lost worker's. An SSE event (a started/end, or a batch of tokens) is
 # a few hundred bytes; 1 MiB leaves room for any honest one.
 MAX_SSE_EVENT = 1 << 20
+# A small JSON answer (`/tokenize`'s count) is tens of bytes.
+MAX_SMALL_REPLY = 1 << 16
 # An /embeddings reply carries one vector per input: up to EMBED_MAX_DIM floats, each at most
 # EMBED_FLOAT_BYTES of JSON ("-1.2345678901234567e-05," is 24), plus the object around it.
 EMBED_MAX_DIM = 16384
@@ -157,20 +159,9 @@ async def embed(
     """POST /embeddings on a worker and return its 200 body, with the same errors as `execute`
     (WorkerRefused for another status, WorkerLost when it cannot be reached or fails, or
     answers more than `embeddings_cap` of the body's inputs)."""
-    pieces: list[bytes] = []
-    cap = left = embeddings_cap(len(body.get("input") or ()))
-
-    def on_body(piece: bytes) -> bool:
-        nonlocal left
-        left -= len(piece)
-        if left < 0:
-            raise TooLarge(f"an embeddings reply over {cap} bytes")
-        pieces.append(piece)
-        return False
-
+    cap = embeddings_cap(len(body.get("input") or ()))
     url = url.rstrip("/") + "/embeddings"
-    await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
-    return b"".join(pieces)
+    return await _post_whole(url, token, body, cap, connect_timeout, read_timeout, pool)
 
 
 async def count_tokens(
@@ -184,21 +175,43 @@ async def count_tokens(
 ) -> int:
     """POST /tokenize on a worker: the prompt's length in the model's tokens (WRK-032), with the
     same errors as `embed`."""
-    pieces: list[bytes] = []
-
-    def on_body(piece: bytes) -> bool:
-        pieces.append(piece)
-        return False
-
     url = url.rstrip("/") + "/tokenize"
-    await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
+    answer = await _post_whole(
+        url, token, body, MAX_SMALL_REPLY, connect_timeout, read_timeout, pool
+    )
     try:
-        n = json.loads(b"".join(pieces))["n_tokens"]
+        n = json.loads(answer)["n_tokens"]
     except (ValueError, TypeError, KeyError) as e:
         raise WorkerLost(f"/tokenize answered without n_tokens: {e}") from e
     if not isinstance(n, int) or isinstance(n, bool):
         raise WorkerLost("/tokenize answered a non-integer n_tokens")
     return n
+
+
+async def _post_whole(
+    url: str,
+    token: str | None,
+    body: dict[str, Any],
+    cap: int,
+    connect_timeout: float,
+    read_timeout: float,
+    pool: ConnectionPool | None,
+) -> bytes:
+    """One POST to a worker and its whole 200 body, which may not pass `cap` bytes (ORCH-054:
+    past it the exchange fails as a lost worker's)."""
+    pieces: list[bytes] = []
+    left = cap
+
+    def on_body(piece: bytes) -> bool:
+        nonlocal left
+        left -= len(piece)
+        if left < 0:
+            raise TooLarge(f"a reply over {cap} bytes from {url}")
+        pieces.append(piece)
+        return False
+
+    await _post(url, token, body, on_body, connect_timeout, read_timeout, pool)
+    return b"".join(pieces)
 
 
 async def _post(

@@ -19,8 +19,10 @@ from orchestratord.worker_client.http1 import (
     post,
 )
 from orchestratord.worker_client.relay import (
+    MAX_SMALL_REPLY,
     MAX_SSE_EVENT,
     WorkerLost,
+    count_tokens,
     embed,
     embeddings_cap,
     execute,
@@ -501,6 +503,26 @@ def test_orch_054_an_embeddings_reply_past_its_cap_fails_as_a_lost_worker() -> N
                     url.removesuffix("/execute"),
                     None,
                     {"input": ["a", "b"]},
+                    connect_timeout=2,
+                    read_timeout=2,
+                )
+
+    asyncio.run(scenario())
+
+
+def test_orch_054_a_tokenize_reply_past_its_cap_fails_as_a_lost_worker() -> None:
+    """`POST /tokenize`'s answer (ORCH-163) is capped too: an endless body is refused at
+    MAX_SMALL_REPLY rather than held."""
+
+    async def scenario() -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"
+        server, url = await serve(misbehaving(head, b" " * 4096, 4 * MAX_SMALL_REPLY))
+        async with server:
+            with pytest.raises(WorkerLost, match="TooLarge"):
+                await count_tokens(
+                    url.removesuffix("/execute"),
+                    None,
+                    {"prompt": "x"},
                     connect_timeout=2,
                     read_timeout=2,
                 )
