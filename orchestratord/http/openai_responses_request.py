@@ -18,28 +18,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from orchestratord.http.openai_shapes import invalid
+from orchestratord.http.openai_shapes import PASS_THROUGH, invalid
 from shared.problem import ApiError, InvalidParams
 
 _ROLES = ("system", "developer", "user", "assistant")
 _TEXT_PARTS = ("input_text", "output_text", "text")
-# Passed to the chat body as they are: OpenAI's own and llorch's extensions (ORCH-240).
-_PASS_THROUGH = (
-    "model",
-    "temperature",
-    "top_p",
-    "stream",
-    "user",
-    "seed",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "priority",
-    "session_id",
-    "deadline_ms",
-    "ignore_eos",
-    "task_id",
-)
+# Passed to the chat body as they are: the chat route's own and these (ORCH-240).
+_PASS_THROUGH = ("model", "stream", "user", *PASS_THROUGH)
 # Refused unless unset or "off": each needs state or a feature llorch does not have.
 _REFUSED: dict[str, str] = {
     "previous_response_id": "is not supported: llorch stores no responses; send the whole "

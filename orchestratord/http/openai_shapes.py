@@ -27,7 +27,8 @@ _UNSUPPORTED: dict[str, str] = {
     "audio": "audio output is not supported",
     "prediction": "predicted outputs are not supported",
 }
-_PASS_THROUGH = (
+# Sampling and llorch's extensions, passed to the task as they are.
+PASS_THROUGH = (
     "temperature",
     "top_p",
     "seed",
@@ -83,7 +84,7 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
         limit = body.get("max_tokens")
     if limit is not None:
         task["max_tokens"] = limit
-    for name in _PASS_THROUGH:
+    for name in PASS_THROUGH:
         if body.get(name) is not None:
             task[name] = body[name]
     stop = body.get("stop")
