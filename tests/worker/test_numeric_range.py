@@ -1,0 +1,108 @@
+"""WRK-135: the digit-range grammars admit exactly the integers inside the bounds, and only
+numbers inside them, checked exhaustively over a window by translating the GBNF (our own small
+subset: one-character literals, classes, groups, alternation, counted repetition) to a regex."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+
+from worker.numeric_range import EmptyRange, integer_range, number_bounds
+from worker.structured import SchemaError, schema_to_grammar
+
+POINTS = (None, -1000, -101, -100, -99, -10, -9, -1, 0, 1, 9, 10, 11, 99, 100, 101, 999, 1000)
+BIG = (10**15, 10**16 - 1, 10**16, -(10**16) + 1, -(10**16))
+
+
+def regex(gbnf: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r'"(.)"', lambda m: re.escape(m.group(1)), gbnf).replace(" ", ""))
+
+
+def test_wrk135_integer_ranges_are_exact() -> None:
+    for lo, hi in itertools.product(POINTS, POINTS):
+        if lo is not None and hi is not None and hi < lo:
+            with pytest.raises(EmptyRange):
+                integer_range(lo, hi)
+            continue
+        g = regex(integer_range(lo, hi))
+        for v in itertools.chain(range(-1200, 1200), BIG):
+            inside = (lo is None or v >= lo) and (hi is None or v <= hi) and abs(v) < 10**16
+            assert bool(g.fullmatch(str(v))) == inside, (lo, hi, v)
+        for text in ("-0", "01", "-01", "00", "1.0", "1e3", "+1", ""):
+            assert not g.fullmatch(text), (lo, hi, text)
+
+
+BOUNDS = (None, -3, -2.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 10.25)
+TEXTS = [
+    f"{sign}{i}.{f}"
+    for sign in ("", "-")
+    for i in range(13)
+    for f in ("0", "5", "99", "999999999999999")
+] + [str(v) for v in range(-13, 13)]
+
+
+def test_wrk135_numbers_written_lie_inside_the_bounds() -> None:
+    """Sound (every admitted number satisfies the bounds, after parsing to a double) and not
+    empty-handed: the integers inside and whole unit cells' fractions are admitted."""
+    for a, b, ex_a, ex_b in itertools.product(BOUNDS, BOUNDS, (False, True), (False, True)):
+        args = (None if ex_a else a, None if ex_b else b, a if ex_a else None, b if ex_b else None)
+        try:
+            g = regex(number_bounds(*args))
+        except EmptyRange:
+            # Only narrow ranges holding no integer: a unit cell plus exclusive margins won't fit.
+            assert a is not None and b is not None and b - a <= 2, args
+            assert not any(
+                (v > a if ex_a else v >= a) and (v < b if ex_b else v <= b) for v in range(-4, 12)
+            ), args
+            continue
+        for text in TEXTS:
+            x = json_number(text)
+            above = a is None or (x > a if ex_a else x >= a)
+            below = b is None or (x < b if ex_b else x <= b)
+            if g.fullmatch(text):
+                assert above and below, (args, text)
+            elif "." not in text:  # integers inside are never lost
+                assert not (above and below), (args, text)
+
+
+def json_number(text: str) -> float:
+    return float(text) if "." in text else int(text)
+
+
+def test_wrk135_fractions_next_to_an_exclusive_bound_keep_clear_of_rounding() -> None:
+    """0.9999999999999999999 parses to 1.0: next to exclusiveMaximum 1 no fraction is written."""
+    g = regex(number_bounds(0, None, None, 1))
+    assert g.fullmatch("0") and not g.fullmatch("0.5") and not g.fullmatch("1")
+
+
+@pytest.mark.parametrize(
+    ("schema", "needle"),
+    [
+        ({"type": "number", "minimum": 0.2, "maximum": 0.7}, "minimum, maximum"),
+        ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum, maximum"),
+        ({"type": "integer", "exclusiveMinimum": True}, "exclusiveMinimum"),
+        ({"type": "number", "maximum": "9"}, "maximum"),
+        ({"type": "integer", "minimum": 0, "multipleOf": 2}, "multipleOf"),
+        ({"type": ["integer", "null"], "minimum": 0}, "minimum"),
+    ],
+)
+def test_wrk133_wrk135_bounds_the_grammar_cannot_write_are_refused(
+    schema: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(SchemaError, match=needle):
+        schema_to_grammar(schema)
+
+
+def test_wrk135_a_user_literal_like_the_placeholder_is_left_alone() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"const": "llorch-range-0-0"},
+            "b": {"type": "integer", "minimum": 7},
+        },
+        "required": ["a", "b"],
+    }
+    grammar = schema_to_grammar(schema)
+    assert "llorch-range-0-0" in grammar and "[7-9]" in grammar
