@@ -134,3 +134,41 @@ def test_wrk131_wrk135_wrk120_smollm2_answers_five_schemas(smol_cluster: Cluster
     """WRK-131, WRK-135, WRK-120: a real model, one round of five schemas."""
     overlapped = run_rounds(smol_cluster, schemas()[:ROUND], free_tokens=150)
     assert overlapped == 1
+
+
+SEARCH: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "query": {"type": "string", "pattern": "^[a-z]{1,8}$"},
+        "limit": {"type": "integer", "minimum": 1},
+        "offset": {"type": "integer", "exclusiveMinimum": -1, "maximum": 10000},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "score": {"type": "number", "exclusiveMaximum": 0},
+    },
+    "required": ["query", "limit", "offset", "temperature", "score"],
+    "additionalProperties": False,
+}
+
+
+def test_wrk135_orch_252_a_tool_with_one_sided_bounds_is_called_within_them(
+    tiny_cluster: Cluster,
+) -> None:
+    """WRK-135, ORCH-252: tool parameters with one-sided and number bounds (refused before)
+    give forced calls whose arguments validate."""
+    tool: Any = {"type": "function", "function": {"name": "search", "parameters": SEARCH}}
+    force: Any = {"type": "function", "function": {"name": "search"}}
+    model = str(workers(tiny_cluster.url)[WORKER_ID]["model"])
+    with openai.OpenAI(base_url=tiny_cluster.url + "/v1", api_key=API_KEY, max_retries=0) as c:
+        for seed in range(5):
+            reply = c.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "Search for cats"}],
+                tools=[tool],
+                tool_choice=force,
+                max_tokens=300,
+                seed=seed,
+            )
+            assert reply.choices[0].finish_reason == "tool_calls", reply.choices[0].message
+            (call,) = reply.choices[0].message.tool_calls or []
+            assert call.type == "function"
+            jsonschema.validate(json.loads(call.function.arguments), SEARCH)
