@@ -118,7 +118,8 @@ def nesting_problem(grammar: str) -> str | None:
 
 
 def _check(node: Any, path: str, depth: int, ranges: _Ranges) -> Any:
-    """A copy of `node` the port enforces fully (integer ranges rewritten), or SchemaError."""
+    """A copy of `node` the port enforces fully (bounded numbers as placeholders), or
+    SchemaError."""
     where = path or "/"
     if depth > MAX_SCHEMA_DEPTH:
         raise SchemaError(f"nested deeper than {MAX_SCHEMA_DEPTH} at {where}")
@@ -187,7 +188,7 @@ def _branch(node: Mapping[str, Any], keys: set[str], path: str) -> set[str]:
     if t == "string":
         return {"type", "minLength", "maxLength"}
     if t in ("integer", "number") and keys & set(_BOUNDS):
-        for k in keys & set(_BOUNDS):
+        for k in (b for b in _BOUNDS if b in keys):
             v = node[k]
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise SchemaError(f"{k} at {where} must be a finite number")
