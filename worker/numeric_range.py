@@ -8,20 +8,25 @@ before a range of magnitudes. An unbounded side stops at 16 digits, as the port'
 does (runaway digits from a model would otherwise fill `max_tokens`).
 
 Non-integer numbers are enforced conservatively: the integers of the range, plus fractions
-"I.ddd" ("-I.ddd") only where the closed unit interval [I, I+1] ([-(I+1), -I]) lies inside the
-bounds, strictly inside an exclusive one: a fraction may parse (rounded to a double) to its
-interval's end, never beyond it. No exponent is written. A bounded number whose range holds no
-value so written (e.g. [0.2, 0.7]) is refused by the caller.
+cut into cells at the scale of the bounds' decimals (10^-k, k at most MAX_SCALE): the cell c
+holds the texts "I.f..." whose first k decimals make c, i.e. values in [c, c + 1] / 10^k, and
+is admitted only if the doubles of both its ends satisfy the bounds. A text parses to the double
+nearest its value and rounding is monotonic, so every value of an admitted cell does too, even
+beside an exclusive bound. No exponent is written. A bounded number whose range holds no such
+cell nor integer (e.g. [0.25, 0.2500001]) is refused by the caller.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
+from fractions import Fraction
 
 MAX_DIGITS = 16
-# Fraction cells stop where I + 1 may no longer be exact as a double (2**53 > 10**15).
-_MAX_CELL = 10**15 - 1
+# Fractions are cut into cells of 10^-MAX_SCALE at the finest (bounds with more decimals are
+# enforced conservatively at that scale).
+MAX_SCALE = 6
 _CAP = 10**MAX_DIGITS - 1
 _FRACTION = '"." [0-9]{1,15}'
 
@@ -134,30 +139,76 @@ def number_bounds(
     """GBNF for `type: number` with these bounds (a sound subset, see the module), or
     EmptyRange."""
     alts = []
-    with contextlib.suppress(EmptyRange):  # then no unit cell fits either: refused below
+    with contextlib.suppress(EmptyRange):
         alts.append(integer_bounds(minimum, maximum, ex_min, ex_max))
-    low = [(minimum, False), (ex_min, True)]
-    high = [(maximum, False), (ex_max, True)]
-    # "I.f" (I >= 0) lies in [I, I + 1): needs I >= lo (I > lo) and I + 1 <= hi (I + 1 < hi).
-    pos_lo = max(
-        [0] + [math.floor(v) + 1 if ex else math.ceil(v) for v, ex in low if v is not None]
+    k = min(MAX_SCALE, max(_decimals(v) for v in (minimum, maximum, ex_min, ex_max)))
+    unit = 10**k
+
+    # The double a fraction's text parses to is the double nearest its exact value, and
+    # rounding is monotonic: the doubles of a cell's ends bound those of its values.
+    def above(value: Fraction) -> bool:
+        x = float(value)
+        return (minimum is None or x >= minimum) and (ex_min is None or x > ex_min)
+
+    def below(value: Fraction) -> bool:
+        x = float(value)
+        return (maximum is None or x <= maximum) and (ex_max is None or x < ex_max)
+
+    # Cell c >= 0 holds "I.f..." (c = I * unit + f, f written with k digits): [c, c + 1] / unit.
+    cells = _cells(lambda c: above(Fraction(c, unit)), lambda c: below(Fraction(c + 1, unit)), unit)
+    if cells is not None:
+        alts.append(_fractions(*cells, k))
+    # "-I.f..." lies in [-(c + 1), -c] / unit.
+    cells = _cells(
+        lambda c: below(Fraction(-c, unit)), lambda c: above(Fraction(-c - 1, unit)), unit
     )
-    pos_hi = min(
-        [_MAX_CELL]
-        + [math.ceil(v) - 2 if ex else math.floor(v) - 1 for v, ex in high if v is not None]
-    )
-    if pos_lo <= pos_hi:
-        alts.append(_seq(magnitudes(pos_lo, pos_hi), _FRACTION))
-    # "-I.f" lies in (-(I + 1), -I]: needs -I <= hi (-I < hi) and -(I + 1) >= lo (-(I + 1) > lo).
-    neg_lo = max(
-        [0] + [math.floor(-v) + 1 if ex else math.ceil(-v) for v, ex in high if v is not None]
-    )
-    neg_hi = min(
-        [_MAX_CELL]
-        + [math.ceil(-v) - 2 if ex else math.floor(-v) - 1 for v, ex in low if v is not None]
-    )
-    if neg_lo <= neg_hi:
-        alts.append(_seq('"-"', magnitudes(neg_lo, neg_hi), _FRACTION))
+    if cells is not None:
+        alts.append(_seq('"-"', _fractions(*cells, k)))
     if not alts:
         raise EmptyRange
     return _alt(alts)
+
+
+def _decimals(bound: float | None) -> int:
+    """How many decimals the bound is written with (repr: its shortest round-trip form)."""
+    if bound is None or isinstance(bound, int) or bound.is_integer():
+        return 0
+    mantissa, _, exp = repr(bound).partition("e")
+    digits = len(mantissa.partition(".")[2])
+    return max(0, digits - int(exp or 0))
+
+
+def _cells(
+    rising: Callable[[int], bool], falling: Callable[[int], bool], unit: int
+) -> tuple[int, int] | None:
+    """The cells c (integer part of at most 16 digits) where `rising` (false, then true) and
+    `falling` (true, then false) both hold, as (first, last), or None."""
+    top = (_CAP + 1) * unit - 1
+    lo, hi = 0, top + 1
+    while lo < hi:  # the first c with rising(c), or top + 1
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if rising(mid) else (mid + 1, hi)
+    first = lo
+    lo, hi = -1, top
+    while lo < hi:  # the last c with falling(c), or -1
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if falling(mid) else (lo, mid - 1)
+    return (first, lo) if first <= lo else None
+
+
+def _fractions(first: int, last: int, k: int) -> str:
+    """'I.f' then up to 15 decimals in all, for the cells first..last at scale 10^-k."""
+    if k == 0:
+        return _seq(magnitudes(first, last), _FRACTION)
+    unit = 10**k
+    (i_a, f_a), (i_b, f_b) = divmod(first, unit), divmod(last, unit)
+    pad = f"{{:0{k}d}}".format
+    if i_a == i_b:
+        head = _seq(magnitudes(i_a, i_a), '"."', _same_length(pad(f_a), pad(f_b)))
+    else:
+        heads = [_seq(magnitudes(i_a, i_a), '"."', _same_length(pad(f_a), "9" * k))]
+        if i_a + 1 <= i_b - 1:
+            heads.append(_seq(magnitudes(i_a + 1, i_b - 1), '"."', _any_digits(k)))
+        heads.append(_seq(magnitudes(i_b, i_b), '"."', _same_length("0" * k, pad(f_b))))
+        head = _alt(heads)
+    return head if k == 15 else _seq(head, f"[0-9]{{0,{15 - k}}}")

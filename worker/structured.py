@@ -210,8 +210,8 @@ def _descend(
         except EmptyRange:
             raise SchemaError(
                 f"{', '.join(present)} at {path or '/'} admit no {t} the grammar can write "
-                "(an integer of at most 16 digits, or a fraction in a whole unit inside the "
-                "bounds)"
+                "(an integer of at most 16 digits, or a fraction whose whole cell at the scale "
+                "of the bounds' decimals, at most 6, lies inside them)"
             ) from None
         rest = {k: v for k, v in out.items() if k not in _BOUNDS and k != "type"}
         return {**rest, "const": ranges.add(rule)}

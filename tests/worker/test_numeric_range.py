@@ -5,6 +5,7 @@ subset: one-character literals, classes, groups, alternation, counted repetition
 from __future__ import annotations
 
 import itertools
+import random
 import re
 
 import pytest
@@ -39,7 +40,7 @@ TEXTS = [
     f"{sign}{i}.{f}"
     for sign in ("", "-")
     for i in range(13)
-    for f in ("0", "5", "99", "999999999999999")
+    for f in ("0", "05", "1", "24", "25", "251", "5", "75", "99", "999999999999999")
 ] + [str(v) for v in range(-13, 13)]
 
 
@@ -72,15 +73,46 @@ def json_number(text: str) -> float:
 
 
 def test_wrk135_fractions_next_to_an_exclusive_bound_keep_clear_of_rounding() -> None:
-    """0.9999999999999999999 parses to 1.0: next to exclusiveMaximum 1 no fraction is written."""
+    """0.9999999999999999999 parses to 1.0: next to exclusiveMaximum 1 no fraction is written
+    whose double could be the bound; cells are as fine as the bounds' decimals."""
     g = regex(number_bounds(0, None, None, 1))
     assert g.fullmatch("0") and not g.fullmatch("0.5") and not g.fullmatch("1")
+    g = regex(number_bounds(None, None, 0, 0.3))
+    assert g.fullmatch("0.15") and not g.fullmatch("0.29999999999999999")
+    g = regex(number_bounds(0.1, 0.9, None, None))
+    assert all(g.fullmatch(t) for t in ("0.1", "0.5", "0.85", "0.899999"))
+    assert not any(g.fullmatch(t) for t in ("0.05", "0.95", "1", "0", "0.9"))
+
+
+def test_wrk135_random_bounds_and_texts_stay_sound() -> None:
+    r = random.Random(135)
+    admitted = 0
+    for _ in range(300):
+        values = sorted(round(r.uniform(-30, 30), r.randint(0, 4)) for _ in range(2))
+        ex_a, ex_b = r.random() < 0.5, r.random() < 0.5
+        a, b = values[0] if r.random() < 0.9 else None, values[1] if r.random() < 0.9 else None
+        args = (None if ex_a else a, None if ex_b else b, a if ex_a else None, b if ex_b else None)
+        try:
+            g = regex(number_bounds(*args))
+        except EmptyRange:
+            continue
+        for _ in range(300):
+            whole = str(r.randint(-31, 31))
+            text = whole + (
+                "." + str(r.randint(0, 10 ** r.randint(1, 17))) if r.random() < 0.8 else ""
+            )
+            if g.fullmatch(text):
+                admitted += 1
+                x = json_number(text)
+                assert a is None or (x > a if ex_a else x >= a), (args, text)
+                assert b is None or (x < b if ex_b else x <= b), (args, text)
+    assert admitted > 10_000, admitted
 
 
 @pytest.mark.parametrize(
     ("schema", "needle"),
     [
-        ({"type": "number", "minimum": 0.2, "maximum": 0.7}, "minimum, maximum"),
+        ({"type": "number", "minimum": 0.25, "maximum": 0.2500001}, "minimum, maximum"),
         ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum, maximum"),
         ({"type": "integer", "exclusiveMinimum": True}, "exclusiveMinimum"),
         ({"type": "number", "maximum": "9"}, "maximum"),
