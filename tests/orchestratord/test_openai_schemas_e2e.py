@@ -40,9 +40,10 @@ def _free(client: openai.OpenAI, model: str, n: int, tokens: int) -> openai.Stre
         prompt=FREE_PROMPTS[n % len(FREE_PROMPTS)],
         max_tokens=tokens,
         seed=n,
-        # Greedy: on CPU a sequence's logits round slightly differently in a step shared with
-        # others, which a temperature-1.0 draw from the random model's flat distribution can
-        # turn into a different token hundreds of tokens later (WRK-094 promises greedy).
+        # Greedy: on CPU a sequence's logits round slightly differently (~1e-5) in a step
+        # shared with others, which a temperature-1.0 draw from the random model's flat
+        # distribution can turn into another token hundreds of tokens later (measured on
+        # unconstrained neighbours alike); WRK-094's seeded equality does not survive that.
         temperature=0.0,
         stream=True,
         extra_body={"ignore_eos": True},
