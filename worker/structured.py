@@ -10,21 +10,24 @@ The port silently ignores what it cannot express (`minimum` on a number, `format
 `uniqueItems`, a `minLength` next to a `pattern`, ...). A grammar that ignores a keyword would
 let through JSON that the schema rejects, so every schema is walked first, mirroring the port's
 own dispatch, and a keyword the chosen branch would not enforce is refused, named with its path.
-One rewrite extends the port: an integer with both bounds and at most `MAX_INT_ENUM` values
-becomes an `enum` of them. One fix corrects it: its `char` rule admits control characters, which
+One rewrite extends the port: a bounded integer or number gets a digit-range grammar of our own
+(numeric_range.py, WRK-135), spliced in where the port wrote a placeholder `const`. One fix
+corrects it: its `char` rule admits control characters, which
 JSON strings may not contain unescaped (RFC 8259), so a random model wrote unparseable strings.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-MAX_INT_ENUM = 1024
+from worker.numeric_range import EmptyRange, integer_bounds, number_bounds
+
 MAX_SCHEMA_DEPTH = 64
 # llama.cpp parses GBNF groups recursively on the calling thread's stack: 32,000 nested
 # parentheses crash the process (measured: SIGSEGV in a default 8 MiB thread; 10,000 parse).
@@ -65,14 +68,40 @@ def schema_to_grammar(schema: object) -> str:
     """GBNF (root rule `root`) that admits exactly JSON valid under `schema`, or SchemaError."""
     if not isinstance(schema, Mapping):
         raise SchemaError("must be a JSON object (a JSON Schema)")
-    checked = _check(schema, "", 0)
+    ranges = _Ranges(json.dumps(schema))
+    checked = _check(schema, "", 0, ranges)
     try:
         grammar = str(json_schema_to_gbnf(json.dumps(checked)))
     except (RecursionError, MemoryError) as e:
         raise SchemaError(f"too deeply nested to convert ({type(e).__name__})") from None
     except Exception as e:  # the port reports bad input with asserts, KeyErrors, ValueErrors
         raise SchemaError(f"cannot be converted to a grammar: {type(e).__name__}: {e}") from None
-    return grammar.replace(_PORT_CHAR, _JSON_CHAR)
+    return ranges.splice(grammar.replace(_PORT_CHAR, _JSON_CHAR))
+
+
+class _Ranges:
+    """Bounded numbers' grammars, each standing in the schema as a `const` placeholder that the
+    port writes as a literal; `splice` puts the grammar where the literal is. The placeholders
+    use a prefix the schema's own text does not contain, so no literal of the user's matches."""
+
+    def __init__(self, text: str) -> None:
+        n = 0
+        while f"llorch-range-{n}-" in text:
+            n += 1
+        self.prefix = f"llorch-range-{n}-"
+        self.rules: dict[str, str] = {}
+
+    def add(self, rule: str) -> str:
+        marker = f"{self.prefix}{len(self.rules)}"
+        self.rules[marker] = rule
+        return marker
+
+    def splice(self, grammar: str) -> str:
+        for marker, rule in self.rules.items():
+            grammar = grammar.replace(f'"\\"{marker}\\""', f"({rule}) space")
+        if self.prefix in grammar:  # a placeholder left in would leave its bounds unenforced
+            raise SchemaError("a bounded number could not be placed in the grammar")
+        return grammar
 
 
 def nesting_problem(grammar: str) -> str | None:
@@ -88,8 +117,9 @@ def nesting_problem(grammar: str) -> str | None:
     return None
 
 
-def _check(node: Any, path: str, depth: int) -> Any:
-    """A copy of `node` the port enforces fully (integer ranges rewritten), or SchemaError."""
+def _check(node: Any, path: str, depth: int, ranges: _Ranges) -> Any:
+    """A copy of `node` the port enforces fully (bounded numbers as placeholders), or
+    SchemaError."""
     where = path or "/"
     if depth > MAX_SCHEMA_DEPTH:
         raise SchemaError(f"nested deeper than {MAX_SCHEMA_DEPTH} at {where}")
@@ -102,13 +132,13 @@ def _check(node: Any, path: str, depth: int) -> Any:
     for defs in ("$defs", "definitions"):
         if isinstance(node.get(defs), Mapping):
             out[defs] = {
-                k: _check(v, f"{path}/{defs}/{k}", depth + 1) for k, v in node[defs].items()
+                k: _check(v, f"{path}/{defs}/{k}", depth + 1, ranges) for k, v in node[defs].items()
             }
     allowed = _branch(node, keys, path)
     extra = sorted(keys - allowed)
     if extra:
         raise SchemaError(f"keyword '{extra[0]}' at {where} is not supported here")
-    return _descend(node, out, path, depth)
+    return _descend(node, out, path, depth, ranges)
 
 
 def _branch(node: Mapping[str, Any], keys: set[str], path: str) -> set[str]:
@@ -157,55 +187,50 @@ def _branch(node: Mapping[str, Any], keys: set[str], path: str) -> set[str]:
         return {"type", "format"}
     if t == "string":
         return {"type", "minLength", "maxLength"}
-    if t == "integer" and keys & set(_BOUNDS):
-        _int_range(node, where)
+    if t in ("integer", "number") and keys & set(_BOUNDS):
+        for k in (b for b in _BOUNDS if b in keys):
+            v = node[k]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise SchemaError(f"{k} at {where} must be a finite number")
         return {"type", *_BOUNDS}
     if t is None and keys:
         raise SchemaError(f"keyword '{sorted(keys)[0]}' at {where} needs a type")
     return {"type"}
 
 
-def _int_range(node: Mapping[str, Any], where: str) -> range:
-    lo, hi = node.get("minimum"), node.get("maximum")
-    if "exclusiveMinimum" in node:
-        lo = _bound(node["exclusiveMinimum"], where) + 1
-    if "exclusiveMaximum" in node:
-        hi = _bound(node["exclusiveMaximum"], where) - 1
-    if lo is None or hi is None:
-        raise SchemaError(
-            f"an integer bound at {where} needs both a minimum and a maximum "
-            f"(at most {MAX_INT_ENUM} values)"
-        )
-    lo, hi = _bound(lo, where), _bound(hi, where)
-    if hi < lo:
-        raise SchemaError(f"the integer range at {where} is empty")
-    if hi - lo + 1 > MAX_INT_ENUM:
-        raise SchemaError(f"the integer range at {where} has more than {MAX_INT_ENUM} values")
-    return range(lo, hi + 1)
-
-
-def _bound(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SchemaError(f"integer bounds at {where} must be integers")
-    return value
-
-
-def _descend(node: Mapping[str, Any], out: dict[str, Any], path: str, depth: int) -> Any:
-    if node.get("type") == "integer" and set(node) & set(_BOUNDS) and "enum" not in node:
-        rest = {k: v for k, v in out.items() if k not in _BOUNDS}
-        return {**rest, "enum": list(_int_range(node, path or "/"))}
+def _descend(
+    node: Mapping[str, Any], out: dict[str, Any], path: str, depth: int, ranges: _Ranges
+) -> Any:
+    t = node.get("type")
+    present = [k for k in _BOUNDS if k in node]
+    if t in ("integer", "number") and present and "enum" not in node and "const" not in node:
+        build = integer_bounds if t == "integer" else number_bounds
+        try:
+            rule = build(*(node.get(k) for k in _BOUNDS))
+        except EmptyRange:
+            raise SchemaError(
+                f"{', '.join(present)} at {path or '/'} admit no {t} the grammar can write "
+                "(an integer of at most 16 digits, or a fraction whose whole cell at the scale "
+                "of the bounds' decimals, at most 6, lies inside them)"
+            ) from None
+        rest = {k: v for k, v in out.items() if k not in _BOUNDS and k != "type"}
+        return {**rest, "const": ranges.add(rule)}
     props = node.get("properties")
     if isinstance(props, Mapping):
         out["properties"] = {
-            k: _check(v, f"{path}/properties/{k}", depth + 1) for k, v in props.items()
+            k: _check(v, f"{path}/properties/{k}", depth + 1, ranges) for k, v in props.items()
         }
     extra = node.get("additionalProperties")
     if isinstance(extra, Mapping):
-        out["additionalProperties"] = _check(extra, f"{path}/additionalProperties", depth + 1)
+        out["additionalProperties"] = _check(
+            extra, f"{path}/additionalProperties", depth + 1, ranges
+        )
     for key in ("items", "prefixItems", "anyOf", "oneOf"):
         sub = node.get(key)
         if isinstance(sub, list):
-            out[key] = [_check(s, f"{path}/{key}/{i}", depth + 1) for i, s in enumerate(sub)]
+            out[key] = [
+                _check(s, f"{path}/{key}/{i}", depth + 1, ranges) for i, s in enumerate(sub)
+            ]
         elif isinstance(sub, Mapping):
-            out[key] = _check(sub, f"{path}/{key}", depth + 1)
+            out[key] = _check(sub, f"{path}/{key}", depth + 1, ranges)
     return out
