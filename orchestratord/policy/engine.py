@@ -271,7 +271,9 @@ class PolicyEngine:
         not called at all (POL-041)."""
         if fn == "admit":
             return not self._accepts_all
-        return fn in self._policy.defines
+        # The built-in policy defines its functions too, but they are the built-in ones: the
+        # default policy answers inline, with no thread hop per scheduling pass (POL-090).
+        return fn in self._policy.defines and self._policy.adapter is not self._builtin.adapter
 
     def admit(self, task: TaskView, cluster: ClusterView) -> AdmitDecision:
         """Decide whether to queue `task`. Never raises."""

@@ -17,7 +17,7 @@ import copy
 import functools
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -353,17 +353,45 @@ def _upsert_many(c: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) 
     """Insert or update rows by id: one executemany where the dialect has an upsert."""
     if not rows:
         return
-    statement = _upsert(c.dialect.name, table)
-    if statement is not None:
-        c.execute(statement, rows)
+    prepared = _prepared_upsert(c.dialect, table)
+    if prepared is not None:
+        sql, binds = prepared
+        if c.dialect.positional:
+            params: list[Any] = [
+                tuple(row[k] if f is None else f(row[k]) for k, f in binds) for row in rows
+            ]
+        else:
+            params = [{k: row[k] if f is None else f(row[k]) for k, f in binds} for row in rows]
+        c.exec_driver_sql(sql, params)
         return
     for row in rows:
         if c.execute(table.update().where(table.c.id == row["id"]).values(row)).rowcount == 0:
             c.execute(table.insert().values(row))
 
 
+Bind = tuple[str, Callable[[Any], Any] | None]
+
+
 @functools.cache
-def _upsert(dialect: str, table: sa.Table) -> sa.Executable | None:
+def _prepared_upsert(dialect: sa.Dialect, table: sa.Table) -> tuple[str, list[Bind]] | None:
+    """The upsert compiled once for the dialect, and its parameters in order, each with its
+    type's conversion: executed on the driver, it skips the per-execution work of a statement
+    (cache key, compiled-cache lookup, parameter processing), most of the writer's time for
+    the few rows of a batch."""
+    statement = _upsert(dialect.name, table)
+    if statement is None:
+        return None
+    compiled = statement.compile(dialect=dialect)
+    names = compiled.positiontup if compiled.positional else list(compiled.binds)
+    assert names is not None
+    binds: list[Bind] = [
+        (n, table.c[n].type.dialect_impl(dialect).bind_processor(dialect)) for n in names
+    ]
+    return str(compiled), binds
+
+
+@functools.cache
+def _upsert(dialect: str, table: sa.Table) -> sa.Insert | None:
     """The dialect's insert-or-update-by-id statement for `table`, built once: building it
     (the `excluded` alias and its columns) cost more than the batched write itself."""
     if dialect == "sqlite":

@@ -9,6 +9,7 @@ can pass it through to clients as is. The callback runs inside the socket's read
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,12 @@ def auth_headers(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
+# A frame as the worker writes every one (shared.sse): an id, an event and one data line. Such
+# a frame is read with one match; any other shape goes through the general parse below, and
+# both give the same result for it. (Per event, on the relay's hot path: ~60 per task.)
+_WORKER_FRAME = re.compile(rb"id: [0-9]+\nevent: ([a-z_]+)\ndata: ([^\n]*)\n\n")
+
+
 class SseSplitter:
     """Split an SSE byte stream, fed in arbitrary pieces, into (event name, data bytes) frames;
     comments are dropped. CRLF line ends are accepted, also when a piece ends between them.
@@ -88,7 +95,13 @@ class SseSplitter:
         buf = self._buf + chunk if self._buf else chunk
         out: list[tuple[str, bytes]] = []
         start = 0
+        match = _WORKER_FRAME.match
         while True:
+            m = match(buf, start)
+            if m is not None and m.end() - 2 - start <= self.max_event:
+                out.append((m[1].decode(), m[2]))
+                start = m.end()
+                continue
             end = buf.find(b"\n\n", start)
             if end < 0:
                 break

@@ -136,6 +136,45 @@ async def test_pol_090_the_loop_keeps_turning_during_a_long_schedule_call(
         await svc.stop()
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("own_schedule", [False, True])
+async def test_pol_090_the_default_policy_schedules_inline_a_policy_file_off_the_loop(
+    tmp_path: Path, client: httpx.AsyncClient, own_schedule: bool
+) -> None:
+    """POL-090: the default policy's schedule() is the built-in one and answers on the loop
+    (it paid a thread hop per scheduling pass); a policy file's own schedule() runs on the
+    policy's thread."""
+    threads: list[str] = []  # where each schedule() call ran
+
+    class Where:
+        def observe(self, fn: str, seconds: float) -> None:
+            if fn == "schedule":
+                threads.append(threading.current_thread().name)
+
+        def fallback(self, fn: str, reason: str) -> None:
+            pass
+
+    if own_schedule:
+        engine = PolicyEngine.from_source(SLOW_SCHEDULE % 1, observer=Where())
+    else:
+        engine = PolicyEngine.from_file(None, observer=Where())
+    threads.clear()  # the dry run's calls, at load
+    svc = service(tmp_path, client, engine)
+    svc.start()
+    try:
+        svc.register_worker(Worker("w1", "http://127.0.0.1:9", "m", slots_total=1))
+        await svc.submit(parse_task_request({"model": "m", "prompt": "hi"}, caller=ANON))
+        for _ in range(500):
+            if threads:
+                break
+            await asyncio.sleep(0.01)
+        assert threads
+        on_loop = threads[0] == threading.current_thread().name
+        assert on_loop is not own_schedule
+    finally:
+        await svc.stop()
+
+
 def idle_cluster(queued: int) -> ClusterView:
     return {
         "queue_depth": {"interactive": queued, "batch": 0},

@@ -48,14 +48,21 @@ def test_a_url_with_no_usable_host_or_port_is_a_lost_worker(url: str) -> None:
         asyncio.run(run())
 
 
-def test_orch_054_an_event_past_the_cap_whole_or_pending_raises() -> None:
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"event: token\ndata: 12345\n\n",
+        b"id: 7\nevent: token\ndata: 12345\n\n",  # the worker's own shape, read in one match
+    ],
+)
+def test_orch_054_an_event_past_the_cap_whole_or_pending_raises(frame: bytes) -> None:
     """The splitter holds at most `max_event` bytes of one event, whether the event came whole
     in one piece or is still waiting for its end."""
-    frame = b"event: token\ndata: 12345\n\n"  # 24 bytes before the blank line
-    assert SseSplitter(max_event=24).feed(frame) == [("token", b"12345")]
+    size = len(frame) - 2  # the bytes before the blank line
+    assert SseSplitter(max_event=size).feed(frame) == [("token", b"12345")]
     with pytest.raises(TooLarge):
-        SseSplitter(max_event=23).feed(frame)
-    splitter = SseSplitter(max_event=23)
-    splitter.feed(frame[:23])
+        SseSplitter(max_event=size - 1).feed(frame)
+    splitter = SseSplitter(max_event=size - 1)
+    splitter.feed(frame[: size - 1])
     with pytest.raises(TooLarge):
-        splitter.feed(frame[23:24])
+        splitter.feed(frame[size - 1 : size])
