@@ -85,15 +85,25 @@ class TokenData(TypedDict):
     t: str
     i: int
     logprobs: NotRequired[list[TokenLogprob]]  # only when the job asked (WRK-134)
+    index: NotRequired[int]  # the choice, only when the job asked for n > 1 (WRK-140)
+
+
+class ChoiceEnd(TypedDict):
+    """How one choice of an n > 1 job ended (WRK-140)."""
+
+    index: int
+    stop_reason: StopReason
+    tokens_out: int
 
 
 class JobEndData(TypedDict):
-    tokens_out: int
+    tokens_out: int  # all choices together
     prompt_tokens: int
     prompt_tokens_cached: int  # WRK-100
     ttft_ms: float | None
     decode_time_ms: float
-    stop_reason: StopReason
+    stop_reason: StopReason  # choice 0's (the job's, when n = 1)
+    choices: NotRequired[list[ChoiceEnd]]  # only when the job asked for n > 1 (WRK-140)
 
 
 class JobErrorData(TypedDict):

@@ -104,6 +104,10 @@ class Batcher:
         return sum(1 for s in self.seqs if s.busy)
 
     @property
+    def idle(self) -> int:
+        return len(self.seqs) - self.busy
+
+    @property
     def cached_tokens(self) -> int:
         """Tokens held in idle sequences' caches, ready for reuse."""
         return sum(len(s.kv) for s in self.seqs if not s.busy)
@@ -136,6 +140,22 @@ class Batcher:
         target.next_token = None
         target.admitted = self._clock
         return Admission(target.seq_id, keep, source, len(prompt))
+
+    def hold(self) -> int:
+        """Take an idle sequence for a choice that will copy another's cache (WRK-140): it is
+        busy, but in no step until `fork`. The least recently used idle cache is given up."""
+        idle = [s for s in self.seqs if not s.busy]
+        if not idle:
+            raise RuntimeError("no idle sequence: admission control lets in at most n_seq jobs")
+        target = min(idle, key=lambda s: s.released)
+        self._clock += 1
+        target.busy, target.kv, target.pending, target.next_token = True, [], [], None
+        target.admitted = self._clock
+        return target.seq_id
+
+    def fork(self, src: int, dst: int) -> None:
+        """`dst` (held) now holds a copy of `src`'s cache."""
+        self.seqs[dst].kv = list(self.seqs[src].kv)
 
     def plan(self) -> Step:
         entries: list[Entry] = []

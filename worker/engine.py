@@ -70,6 +70,10 @@ class InferenceEngine(Protocol):
         self, job: GenerationJob, cancel: threading.Event, sink: TokenSink
     ) -> Future[Outcome]: ...
 
+    def submit_n(
+        self, jobs: list[GenerationJob], cancel: threading.Event, sinks: list[TokenSink]
+    ) -> list[Future[Outcome]]: ...
+
     def cache_stats(self) -> CacheStats: ...
 
     def cached_tokens(self) -> int: ...
@@ -227,6 +231,12 @@ class LlamaEngine:
     ) -> Future[Outcome]:
         """Queue a job for the next step; the future resolves when it ends (any reason)."""
         return self._loop.submit(job, cancel, sink)
+
+    def submit_n(
+        self, jobs: list[GenerationJob], cancel: threading.Event, sinks: list[TokenSink]
+    ) -> list[Future[Outcome]]:
+        """Choices of one prompt, prefilled once (WRK-140); one sequence each."""
+        return self._loop.submit_n(jobs, cancel, sinks)
 
     def generate(self, job: GenerationJob, cancel: threading.Event, sink: TokenSink) -> Outcome:
         """`submit` and wait: for scripts and tests."""

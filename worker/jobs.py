@@ -126,6 +126,7 @@ class TokenChannel:
         "_bell",
         "_closed",
         "_coalesce_s",
+        "_indexes",
         "_items",
         "_last_wake",
         "_logprobs",
@@ -140,6 +141,7 @@ class TokenChannel:
         # Each piece's logprob entries, for jobs that ask (WRK-134): appended before the piece,
         # so a consumer that took n pieces always finds n entries lists here.
         self._logprobs: deque[list[TokenLogprob]] = deque()
+        self._indexes: deque[int] = deque()  # each piece's choice, for n > 1 jobs (WRK-140)
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
         self._coalesce_s = coalesce_s
@@ -155,6 +157,13 @@ class TokenChannel:
 
     def logprobs(self, entries: list[TokenLogprob]) -> None:
         self._logprobs.append(entries)
+
+    def index(self, choice: int) -> None:
+        self._indexes.append(choice)
+
+    def take_indexes(self, n: int) -> list[int]:
+        """The choices of the next `n` pieces `drain` returned, in order."""
+        return [self._indexes.popleft() for _ in range(n)]
 
     def take_logprobs(self, n: int) -> list[list[TokenLogprob]]:
         """The entries of the next `n` pieces `drain` returned, in order."""

@@ -13,10 +13,20 @@ from shared.params import GENERATION_FIELDS, FieldReader, GenerationParams
 _JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 EXECUTE_FIELDS = set(
     GENERATION_FIELDS
-    | {"job_id", "template", "ignore_eos", "grammar", "json_schema", "logprobs", "top_logprobs"}
+    | {
+        "job_id",
+        "template",
+        "ignore_eos",
+        "grammar",
+        "json_schema",
+        "logprobs",
+        "top_logprobs",
+        "n",
+    }
 )
 MAX_GRAMMAR_CHARS = 65_536
 MAX_TOP_LOGPROBS = 20
+MAX_CHOICES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +39,7 @@ class ExecuteRequest:
     json_schema: Mapping[str, Any] | None = None  # converted to GBNF off the loop (WRK-131)
     logprobs: bool = False  # WRK-134
     top_logprobs: int = 0
+    n: int = 1  # choices of one prompt (WRK-140)
 
 
 def parse_execute(body: object) -> ExecuteRequest:
@@ -54,7 +65,8 @@ def parse_execute(body: object) -> ExecuteRequest:
     top = r.integer("top_logprobs", 0, 0, MAX_TOP_LOGPROBS) or 0
     if top and not logprobs:
         r.fail("top_logprobs", "needs logprobs: true")
+    n = r.integer("n", 1, 1, MAX_CHOICES) or 1
     r.raise_if_failed()
     return ExecuteRequest(
-        job_id or uuid.uuid4().hex, gen, template, ignore_eos, grammar, schema, logprobs, top
+        job_id or uuid.uuid4().hex, gen, template, ignore_eos, grammar, schema, logprobs, top, n
     )

@@ -15,6 +15,7 @@ from shared.problem import ContextLengthExceeded, Draining, InvalidParams, Model
 from shared.sse import Last, encode_event, encode_tokens
 from shared.wire import (
     TERMINAL_EVENTS,
+    ChoiceEnd,
     EmbeddingsStatus,
     EventName,
     Health,
@@ -27,7 +28,7 @@ from shared.wire import (
     TokenLogprob,
     WorkerStatus,
 )
-from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling
+from worker.engine import GenerationJob, InferenceEngine, Outcome, Sampling, TokenSink
 from worker.jobs import Job, JobTable, TokenChannel
 from worker.metrics import WorkerMetrics
 from worker.params import ExecuteRequest
@@ -149,7 +150,10 @@ class WorkerState:
                 f"context of {engine.n_ctx} tokens",
                 errors=[{"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}],
             )
-        ticket = self.pool.reserve()
+        if req.n > self.pool.total:
+            message = f"n ({req.n}) exceeds this worker's {self.pool.total} slots"
+            raise InvalidParams(message, errors=[{"field": "n", "message": message}])
+        ticket = self.pool.reserve_n(req.n)
         try:
             job = self.jobs.add(req.job_id)
         except BaseException:
@@ -259,6 +263,12 @@ async def stream_job(
             return
         job.state = "running"
         gen = req.gen
+        if req.n > 1:
+            async for frame in stream_choices(
+                state, req, job, ticket, tokens, template_stops, received_at, prompt_grammar
+            ):
+                yield frame
+            return
         work = GenerationJob(
             tokens,
             gen.max_tokens,
@@ -338,6 +348,147 @@ async def stream_job(
         if future is None:  # never reached the decode loop
             ticket.release()
             state.finish(job)
+
+
+async def stream_choices(
+    state: WorkerState,
+    req: ExecuteRequest,
+    job: Job,
+    ticket: Ticket,
+    tokens: list[int],
+    template_stops: tuple[str, ...],
+    received_at: float,
+    prompt_grammar: str | None,
+) -> AsyncIterator[bytes]:
+    """The body of an n > 1 job after its slots are granted (WRK-140): `started`, `token` events
+    that carry their choice's `index`, one `end` with each choice's outcome. Choice k samples
+    with seed + k (OpenAI does not say; this makes a seeded request reproducible)."""
+    loop = asyncio.get_running_loop()
+    engine = state.engine
+    assert engine is not None
+    gen = req.gen
+    works = [
+        GenerationJob(
+            tokens,
+            gen.max_tokens,
+            Sampling(
+                gen.temperature,
+                gen.top_p,
+                gen.top_k,
+                gen.min_p,
+                gen.repeat_penalty,
+                None if gen.seed is None else gen.seed + k,
+            ),
+            gen.stop + template_stops,
+            req.ignore_eos,
+            prompt_grammar,
+            req.logprobs,
+            req.top_logprobs,
+        )
+        for k in range(req.n)
+    ]
+    channel = TokenChannel(loop)
+    sinks: list[TokenSink] = [_ChoiceSink(channel, k) for k in range(req.n)]
+    submitted = engine.submit_n(works, job.stop, sinks)
+
+    def close_channel(_: object) -> None:  # on the decode thread, after the last choice ends
+        if all(f.done() for f in submitted):
+            channel.close()
+
+    for f in submitted:
+        f.add_done_callback(close_channel)
+    futures = [asyncio.wrap_future(f, loop=loop) for f in submitted]
+    done = asyncio.gather(*futures, return_exceptions=True)
+
+    def on_done(_: object) -> None:
+        ticket.release()
+        state.finish(job)
+
+    done.add_done_callback(on_done)
+    seq = 0
+    started: JobStartedData = {
+        "job_id": job.id,
+        "model": state.settings.model_name,
+        "prompt_tokens": len(tokens),
+    }
+    yield encode_event("started", started, seq)
+    seq += 1
+    counts = [0] * req.n
+    try:
+        pieces = await channel.drain()
+        while pieces and not job.cancelled:
+            indexes = channel.take_indexes(len(pieces))
+            lps = channel.take_logprobs(len(pieces)) if req.logprobs else None
+            frames = []
+            for k, (t, index) in enumerate(zip(pieces, indexes, strict=True)):
+                data: TokenData = {"t": t, "i": counts[index], "index": index}
+                if lps is not None:
+                    data["logprobs"] = lps[k]
+                counts[index] += 1
+                frames.append(encode_event("token", data, seq))
+                seq += 1
+            job.emitted = sum(counts)
+            yield b"".join(frames)
+            pieces = await channel.drain()
+        results = await done
+    finally:
+        job.stop.set()
+    outcomes = [r for r in results if isinstance(r, Outcome)]
+    if len(outcomes) != len(results) or job.shutdown:
+        code = "WORKER_RESET" if job.shutdown else "INTERNAL"
+        state.metrics.jobs.labels(code).inc()
+        error: JobErrorData = {"code": code, "message": "inference failed"}
+        if job.shutdown:
+            error["retriable"] = True
+        yield Last(encode_event("error", error, seq))
+        return
+    cancelled = job.cancelled
+    choices: list[ChoiceEnd] = [
+        {
+            "index": k,
+            "stop_reason": "CANCELLED" if cancelled else o.stop_reason,
+            "tokens_out": o.tokens_out,
+        }
+        for k, o in enumerate(outcomes)
+    ]
+    firsts = [o.first_token_at for o in outcomes if o.first_token_at is not None]
+    lasts = [o.last_token_at for o in outcomes if o.last_token_at is not None]
+    total = sum(o.tokens_out for o in outcomes)
+    reason = choices[0]["stop_reason"]
+    state.metrics.jobs.labels(reason).inc()
+    state.metrics.tokens.inc(total)
+    state.metrics.prompt_tokens.inc(len(tokens))
+    state.metrics.prompt_tokens_cached.inc(outcomes[0].prompt_tokens_cached)
+    end = _end(
+        total,
+        min(firsts) if firsts else None,
+        max(lasts) if lasts else None,
+        received_at,
+        reason,
+        len(tokens),
+        outcomes[0].prompt_tokens_cached,
+    )
+    end["choices"] = choices
+    log_job(job.id, end)
+    yield Last(encode_event("end", end, seq))
+
+
+class _ChoiceSink:
+    """Choice k's text into the job's one channel; called on the decode thread only, so the
+    index and the piece land in the same order."""
+
+    __slots__ = ("_channel", "_index")
+
+    def __init__(self, channel: TokenChannel, index: int) -> None:
+        self._channel = channel
+        self._index = index
+
+    def token(self, text: str) -> None:
+        self._channel.index(self._index)
+        self._channel.token(text)
+
+    def logprobs(self, entries: list[TokenLogprob]) -> None:
+        self._channel.logprobs(entries)
 
 
 def encode_logprob_tokens(

@@ -16,13 +16,14 @@ from shared.problem import Busy
 class Ticket:
     """A place in line for a slot. Await `slot()`; call `release()` exactly once when done."""
 
-    __slots__ = ("_future", "_pool", "_released", "_slot")
+    __slots__ = ("_extra", "_future", "_pool", "_released", "_slot")
 
     def __init__(self, pool: SlotPool, slot: int | None, future: asyncio.Future[int] | None):
         self._pool = pool
         self._slot = slot
         self._future = future
         self._released = False
+        self._extra: list[Ticket] = []  # the other slots of an n > 1 job (WRK-141)
 
     async def slot(self) -> int | None:
         """The granted slot, or None when the ticket was released while waiting."""
@@ -41,6 +42,8 @@ class Ticket:
         if self._released:
             return
         self._released = True
+        for other in self._extra:
+            other.release()
         if self._slot is None and self._future is not None and not self._future.done():
             self._pool._leave(self._future)
             return
@@ -76,6 +79,21 @@ class SlotPool:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         return Ticket(self, None, future)
+
+    def reserve_n(self, n: int) -> Ticket:
+        """One ticket for `n` slots, granted now or refused: a job of n choices never waits in
+        line (it would hold slots while waiting for more), and is busy when fewer are free
+        (WRK-141)."""
+        if n == 1:
+            return self.reserve()
+        if len(self._free) < n or self._waiters:
+            raise Busy(
+                f"{n} slots asked, {len(self._free)} of {self.total} free",
+                retry_after_ms=1000,
+            )
+        ticket = Ticket(self, self._free.popleft(), None)
+        ticket._extra = [Ticket(self, self._free.popleft(), None) for _ in range(n - 1)]
+        return ticket
 
     def _give_back(self, slot: int) -> None:
         while self._waiters:

@@ -44,6 +44,9 @@ class _Submission:
     cancel: threading.Event
     sink: TokenSink
     future: Future[Outcome]
+    # WRK-140: the other choices of an `n > 1` job; they share this prompt, held sequences
+    # wait for its prefill and then copy its cache and sample from its logits.
+    forks: list[_Submission] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -58,6 +61,7 @@ class _Running:
     first: float | None = None
     lp_sink: LogprobSink | None = None  # the job asked for logprobs (WRK-134)
     lp_pending: list[TokenLogprob] = field(default_factory=list)  # tokens not yet sent with text
+    forks: list[tuple[int, _Submission]] = field(default_factory=list)  # held, not yet copied
 
     def emit(self, piece: str) -> None:
         if self.lp_sink is not None:
@@ -123,20 +127,38 @@ class StepLoop:
     def submit(
         self, job: GenerationJob, cancel: threading.Event, sink: TokenSink
     ) -> Future[Outcome]:
-        future: Future[Outcome] = Future()
-        if not job.prompt_tokens:
-            future.set_exception(EngineError("the prompt has no tokens"))
-            return future
-        if job.logprobs and not isinstance(sink, LogprobSink):
-            future.set_exception(EngineError("a job with logprobs needs a LogprobSink"))
-            return future
+        return self.submit_n([job], cancel, [sink])[0]
+
+    def submit_n(
+        self, jobs: list[GenerationJob], cancel: threading.Event, sinks: list[TokenSink]
+    ) -> list[Future[Outcome]]:
+        """Jobs with one prompt, one sequence each (WRK-140): the prompt is decoded once, in the
+        first job's sequence, whose cache the others then copy; each samples with its own chain."""
+        futures: list[Future[Outcome]] = [Future() for _ in jobs]
+
+        def refuse(message: str) -> list[Future[Outcome]]:
+            for f in futures:
+                f.set_exception(EngineError(message))
+            return futures
+
+        if not jobs or len(jobs) != len(sinks):
+            return refuse("one sink per job, at least one job")
+        if any(j.prompt_tokens != jobs[0].prompt_tokens for j in jobs):
+            return refuse("the jobs of one submission share their prompt")
+        if not jobs[0].prompt_tokens:
+            return refuse("the prompt has no tokens")
+        if any(
+            j.logprobs and not isinstance(s, LogprobSink) for j, s in zip(jobs, sinks, strict=True)
+        ):
+            return refuse("a job with logprobs needs a LogprobSink")
+        subs = [_Submission(j, cancel, s, f) for j, s, f in zip(jobs, sinks, futures, strict=True)]
+        subs[0].forks = subs[1:]
         with self._cv:
             if self._closing:
-                future.set_exception(EngineError("the engine is closed"))
-                return future
-            self._inbox.append(_Submission(job, cancel, sink, future))
+                return refuse("the engine is closed")
+            self._inbox.append(subs[0])
             self._cv.notify()
-        return future
+        return futures
 
     def wake(self) -> None:
         """A cancel was requested: make sure an idle-waiting loop looks at it."""
@@ -161,7 +183,8 @@ class StepLoop:
                 closing = self._closing
             if closing:
                 for sub in incoming:
-                    sub.future.set_exception(EngineError("the engine is closed"))
+                    for one in (sub, *sub.forks):
+                        one.future.set_exception(EngineError("the engine is closed"))
                 for seq_id in list(self._running):
                     self._finish(seq_id, "CANCELLED")
                 return
@@ -169,7 +192,9 @@ class StepLoop:
                 try:
                     self._start(sub)
                 except Exception as e:
-                    sub.future.set_exception(EngineError(f"could not start the job: {e}"))
+                    for one in (sub, *sub.forks):
+                        if not one.future.done():
+                            one.future.set_exception(EngineError(f"could not start the job: {e}"))
             try:
                 self._step()
             except Exception as e:  # a failed decode: fail the jobs, keep serving new ones
@@ -179,11 +204,15 @@ class StepLoop:
 
     def _start(self, sub: _Submission) -> None:
         if sub.cancel.is_set():
-            sub.future.set_result(Outcome("CANCELLED", 0, None, None))
+            for one in (sub, *sub.forks):
+                one.future.set_result(Outcome("CANCELLED", 0, None, None))
             return
         prompt = sub.job.prompt_tokens
+        if self._batcher.idle < 1 + len(sub.forks):
+            raise EngineError(f"{1 + len(sub.forks)} sequences asked, {self._batcher.idle} idle")
         adm = self._batcher.admit(prompt)
         seq = adm.seq_id
+        held = [self._batcher.hold() for _ in sub.forks]
         if adm.copy_from is not None:
             lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
             # Across KV streams llama.cpp copies whole streams only; the tail is dropped below.
@@ -206,12 +235,50 @@ class StepLoop:
                     lc.llama_sampler_free(sampler)
                     raise EngineError("the grammar does not parse")
         except BaseException:
-            self._batcher.release(seq)
+            for s in (seq, *held):
+                self._batcher.release(s)
             raise
-        run = _Running(sub, sampler, grammar, TextStream(sub.job.stops), adm.keep)
+        run = self._run(sub, sampler, grammar, adm.keep)
+        run.forks = list(zip(held, sub.forks, strict=True))
+        self._running[seq] = run
+
+    def _run(self, sub: _Submission, sampler: Any, grammar: Any, cached: int) -> _Running:
+        run = _Running(sub, sampler, grammar, TextStream(sub.job.stops), cached)
         if sub.job.logprobs and isinstance(sub.sink, LogprobSink):
             run.lp_sink = sub.sink
-        self._running[seq] = run
+        return run
+
+    def _fork(self, run: _Running, seq_id: int, idx: int) -> None:
+        """The prompt is decoded: each held sequence takes a copy of its cache and samples its
+        first token from the same logits (WRK-140)."""
+        forks, run.forks = run.forks, []
+        started: list[int] = []
+        for dst, sub in forks:
+            lc.llama_memory_seq_rm(self._mem, dst, -1, -1)
+            # Across KV streams llama.cpp copies whole streams only (as in _start).
+            lc.llama_memory_seq_cp(self._mem, seq_id, dst, -1, -1)
+            self._batcher.fork(seq_id, dst)
+            self.cache.copies += 1
+            grammar = None
+            sampler = self._make_sampler(sub.job)
+            if sub.job.grammar is not None:
+                grammar = lc.llama_sampler_init_grammar(
+                    self._vocab, sub.job.grammar.encode(), b"root"
+                )
+            self._running[dst] = self._run(sub, sampler, grammar, run.cached)
+            started.append(dst)
+        for dst in started:
+            self._advance(dst, idx)
+
+    def _drop_forks(self, run: _Running, outcome: Outcome | None, error: Exception | None) -> None:
+        """The first job ended before its prompt was decoded: its held choices end with it."""
+        for dst, sub in run.forks:
+            self._batcher.release(dst)
+            if error is not None:
+                sub.future.set_exception(EngineError(f"inference failed: {error}"))
+            else:
+                sub.future.set_result(outcome or Outcome("CANCELLED", 0, None, None))
+        run.forks = []
 
     def _step(self) -> None:
         for seq_id, run in list(self._running.items()):
@@ -249,6 +316,8 @@ class StepLoop:
     def _advance(self, seq_id: int, idx: int) -> None:
         run = self._running[seq_id]
         job = run.sub.job
+        if run.forks:
+            self._fork(run, seq_id, idx)
         if run.grammar is None:
             tok = self._sample(run.sampler, self._ctx, idx)
         else:
@@ -280,6 +349,7 @@ class StepLoop:
         run = self._running.pop(seq_id)
         _free(run)
         self._batcher.release(seq_id)
+        self._drop_forks(run, Outcome(reason, 0, None, None), None)
         if reason in ("MAX_TOKENS", "EOS"):
             tail = run.text.finish(cut=reason == "MAX_TOKENS")
             if tail:
@@ -293,6 +363,7 @@ class StepLoop:
         _free(run)
         self._batcher.forget(seq_id)
         lc.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        self._drop_forks(run, None, error)
         run.sub.future.set_exception(EngineError(f"inference failed: {error}"))
 
 
