@@ -61,6 +61,7 @@ def fleet(n_workers: int, seed: int = 7) -> tuple[TaskView, list[WorkerView], Cl
         "constrained": False,
         "logprobs": False,
         "tools": 0,
+        "n": 1,
     }
     cluster: ClusterView = {
         "queue_depth": {"interactive": 3, "batch": 10},

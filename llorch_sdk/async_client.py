@@ -17,6 +17,7 @@ from llorch_sdk.models import (
     Event,
     Submitted,
     TaskPage,
+    choice_index,
     output_params,
     parse_event,
     task_body,
@@ -43,6 +44,15 @@ class AsyncStream:
                 parts.append(str(event.data.get("t", "")))
             event.raise_for_error()
         return "".join(parts)
+
+    async def texts(self) -> list[str]:
+        """Each choice's text, by index (ORCH-270): as `Stream.texts`."""
+        parts: dict[int, list[str]] = {}
+        async for event in self._events:
+            if event.event == "token":
+                parts.setdefault(choice_index(event), []).append(str(event.data.get("t", "")))
+            event.raise_for_error()
+        return [("".join(parts.get(k, []))) for k in range(max(parts, default=0) + 1)]
 
     async def aclose(self) -> None:
         aclose = getattr(self._events, "aclose", None)

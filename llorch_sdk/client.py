@@ -16,6 +16,7 @@ from llorch_sdk.models import (
     Event,
     Submitted,
     TaskPage,
+    choice_index,
     output_params,
     parse_event,
     task_body,
@@ -51,6 +52,16 @@ class Stream:
                 parts.append(str(event.data.get("t", "")))
             event.raise_for_error()
         return "".join(parts)
+
+    def texts(self) -> list[str]:
+        """Read to the end and return each choice's text, by index: one for a task without `n`,
+        `n` for a task that asked for `n` choices (ORCH-270); an `error` event raises."""
+        parts: dict[int, list[str]] = {}
+        for event in self._events:
+            if event.event == "token":
+                parts.setdefault(choice_index(event), []).append(str(event.data.get("t", "")))
+            event.raise_for_error()
+        return [("".join(parts.get(k, []))) for k in range(max(parts, default=0) + 1)]
 
     def close(self) -> None:
         close = getattr(self._events, "close", None)
@@ -129,7 +140,8 @@ class Client:
         top_logprobs: int | None = None,
         **params: Any,
     ) -> Submitted:
-        """Queue a task (`POST /v2/tasks`); `params` are the API's fields (`max_tokens`, ...).
+        """Queue a task (`POST /v2/tasks`); `params` are the API's fields (`max_tokens`, `n`
+        for several choices of the prompt, ...).
 
         `json_schema` (a JSON Schema) or `grammar` (GBNF) binds the output; `logprobs` makes
         each `token` event carry its tokens' logprobs, with `top_logprobs` alternatives each.

@@ -101,6 +101,12 @@ class Event:
             )
 
 
+def choice_index(event: Event) -> int:
+    """The choice a `token` event belongs to: its `index`, 0 for a task without `n` (ORCH-270)."""
+    index = event.data.get("index", 0)
+    return index if isinstance(index, int) and not isinstance(index, bool) else 0
+
+
 def task_body(
     model: str,
     prompt: str | None,

@@ -133,6 +133,7 @@ class EndData(TypedDict):
     prompt_tokens: NotRequired[int]
     prompt_tokens_cached: NotRequired[int]  # WRK-100
     embeddings: NotRequired[list[list[float]]]  # an embeddings task's vectors (ORCH-230)
+    choices: NotRequired[list[ChoiceEnd]]  # a task of n > 1 choices: how each ended (ORCH-270)
 
 
 class ErrorData(TypedDict):

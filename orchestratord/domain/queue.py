@@ -40,6 +40,7 @@ class QueueEntry:
     seq: int = field(default=0, compare=False)  # place in its lane, set by the queue
     pin: str | None = None  # "worker:ID" or "pool:NAME": only there (compare runs)
     embed: bool = False  # an embeddings task: only workers whose model can embed (ORCH-231)
+    n: int = 1  # slots the task takes: its choices (ORCH-270)
 
 
 class _Lane:

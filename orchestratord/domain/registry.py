@@ -66,6 +66,8 @@ class Worker:
     verified: bool = True
     dead: bool = False
     inflight: set[str] = field(default_factory=set)
+    # Slots beyond one that inflight tasks of n > 1 choices hold, by task (ORCH-270).
+    extra: dict[str, int] = field(default_factory=dict)
     foreign: int = 0
     excess_seen: int = 0
     tokens_per_s: float = 0.0
@@ -96,8 +98,13 @@ class Worker:
         return self.embeddings is not False
 
     @property
+    def held(self) -> int:
+        """Slots our own tasks hold: one each, n for a task of n choices (ORCH-270)."""
+        return len(self.inflight) + (sum(self.extra.values()) if self.extra else 0)
+
+    @property
     def slots_busy(self) -> int:
-        return min(self.slots_total, len(self.inflight) + self.foreign)
+        return min(self.slots_total, self.held + self.foreign)
 
     @property
     def free_slots(self) -> int:
@@ -106,7 +113,7 @@ class Worker:
     def room(self, prefetch: int) -> int:
         """Jobs that may still be sent: free slots plus `prefetch` places in the worker's own
         queue, so a slot that frees there starts the next job without a round trip."""
-        return max(0, self.slots_total + prefetch - len(self.inflight) - self.foreign)
+        return max(0, self.slots_total + prefetch - self.held - self.foreign)
 
     def state(self, now_ms: int, stale_ms: int) -> WorkerState:
         if self.dead:
@@ -138,7 +145,7 @@ class Worker:
         """The worker as policies see it: its capacity is its slots plus the places
         orchestratord may use in its queue (`prefetch`); a ready worker with no room is busy."""
         total = self.slots_total + prefetch
-        busy = min(total, len(self.inflight) + self.foreign)
+        busy = min(total, self.held + self.foreign)
         state = self.state(now_ms, stale_ms)
         return {
             "id": self.id,
@@ -171,7 +178,7 @@ class Registry:
         """Add or replace a worker. Jobs in flight on a re-registering worker stay counted."""
         old = self.workers.get(w.id)
         if old is not None:
-            w.inflight = old.inflight
+            w.inflight, w.extra = old.inflight, old.extra
             w.tokens_per_s = old.tokens_per_s
             w.draining = old.draining  # a drain holds until the worker is removed
             w.tokens_relayed = old.tokens_relayed
@@ -187,7 +194,7 @@ class Registry:
     def restore(self, workers: Iterable[Worker]) -> None:
         """Load workers kept from a previous run: unverified until they heartbeat."""
         for w in workers:
-            w.verified, w.inflight, w.foreign = False, set(), 0
+            w.verified, w.inflight, w.foreign, w.extra = False, set(), 0, {}
             self.workers[w.id] = w
 
     def heartbeat(
@@ -209,7 +216,7 @@ class Registry:
         w.slots_total = max(0, slots_total)
         # Busy slots beyond our own jobs count only when two heartbeats in a row report them:
         # one report can lag a job that just ended here, and would block a free slot.
-        excess = max(0, slots_busy - len(w.inflight))
+        excess = max(0, slots_busy - w.held)
         w.foreign = min(excess, w.excess_seen)
         w.excess_seen = excess
         w.last_heartbeat_ms = now_ms
@@ -254,13 +261,17 @@ class Registry:
         listed = self.serving(model) if serving is None else serving
         return [w for w in listed if self.usable(w, now_ms)]
 
-    def reserve(self, worker_id: str, task_id: str) -> None:
-        self.workers[worker_id].inflight.add(task_id)
+    def reserve(self, worker_id: str, task_id: str, slots: int = 1) -> None:
+        w = self.workers[worker_id]
+        w.inflight.add(task_id)
+        if slots > 1:
+            w.extra[task_id] = slots - 1
 
     def release(self, worker_id: str, task_id: str) -> None:
         w = self.workers.get(worker_id)
         if w is not None:
             w.inflight.discard(task_id)
+            w.extra.pop(task_id, None)
 
     def served(self, worker_id: str, session_id: str | None, prefix_hash: str) -> None:
         w = self.workers.get(worker_id)

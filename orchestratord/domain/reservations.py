@@ -22,8 +22,10 @@ class Ledger:
         self.registry = registry
         self.running_by_tenant: Counter[str] = Counter()
 
-    def reserve(self, worker_id: str, task_id: str, tenant: str | None) -> Reservation:
-        return Reservation(self, worker_id, task_id, tenant or "")
+    def reserve(
+        self, worker_id: str, task_id: str, tenant: str | None, slots: int = 1
+    ) -> Reservation:
+        return Reservation(self, worker_id, task_id, tenant or "", slots)
 
     @property
     def running(self) -> int:
@@ -35,10 +37,13 @@ class Reservation:
 
     __slots__ = ("_ledger", "released", "task_id", "tenant", "worker_id")
 
-    def __init__(self, ledger: Ledger, worker_id: str, task_id: str, tenant: str) -> None:
+    def __init__(
+        self, ledger: Ledger, worker_id: str, task_id: str, tenant: str, slots: int = 1
+    ) -> None:
         self._ledger = ledger
         self.worker_id, self.task_id, self.tenant = worker_id, task_id, tenant
-        ledger.registry.reserve(worker_id, task_id)
+        # A task of n choices holds n slots (ORCH-270); the tenant's running count is one task.
+        ledger.registry.reserve(worker_id, task_id, slots)
         ledger.running_by_tenant[tenant] += 1
         self.released = False
 

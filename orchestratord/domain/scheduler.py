@@ -47,6 +47,7 @@ def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
         "constrained": req.constrained,
         "logprobs": req.logprobs,
         "tools": len(req.tools or ()),
+        "n": req.n,
     }
 
 
@@ -98,6 +99,7 @@ class ModelPass:
     offered: list[list[str] | None]
     views: dict[str, WorkerView]
     room: dict[str, int]
+    free: dict[str, int]  # free slots (without prefetch): a task of n > 1 needs n (ORCH-270)
 
 
 def snapshot(
@@ -124,13 +126,21 @@ def snapshot(
             for e in entries
         ]
         views = {w.id: w.view(now_ms, registry.stale_ms, prefetch) for w in listed}
-        out.append(ModelPass(model, entries, offered, views, room))
+        free = {w.id: w.free_slots for w in candidates}
+        out.append(ModelPass(model, entries, offered, views, room, free))
     return out
 
 
-def _taken(view: WorkerView) -> WorkerView:
-    """`view` after one more task was reserved on the worker (Worker.view's arithmetic)."""
-    busy = min(view["slots_total"], view["slots_busy"] + 1)
+def fits(n: int, room: int, free: int) -> bool:
+    """Whether a task of `n` choices may go to a worker with this room and these free slots:
+    one choice may wait in the worker's queue (prefetch), n > 1 needs n free slots at once, as
+    the worker takes them or answers BUSY (WRK-141, ORCH-270)."""
+    return room >= n and (n == 1 or free >= n)
+
+
+def _taken(view: WorkerView, n: int = 1) -> WorkerView:
+    """`view` after a task of `n` slots was reserved on the worker (Worker.view's arithmetic)."""
+    busy = min(view["slots_total"], view["slots_busy"] + n)
     state = view["state"]
     if state == "ready" and busy >= view["slots_total"]:
         state = "busy"
@@ -149,6 +159,7 @@ def decide(
     out: list[Assignment] = []
     for part in parts:
         room = dict(part.room)
+        free = dict(part.free)
         views = dict(part.views)
         left = sum(room.values())
         declined = 0
@@ -159,7 +170,7 @@ def decide(
                 # A pinned task (compare runs) waits for its own worker or pool, an embeddings
                 # task for a worker that can embed; while none has room it is passed over
                 # without asking the policy (counted as a decline).
-                if not any(room.get(w, 0) > 0 for w in offered):
+                if not any(fits(entry.n, room.get(w, 0), free.get(w, 0)) for w in offered):
                     declined += 1
                     continue
                 shown = [views[w] for w in offered]
@@ -170,14 +181,15 @@ def decide(
             pick = schedule(entry, shown)
             if (
                 not isinstance(pick, str)
-                or room.get(pick, 0) <= 0
+                or not fits(entry.n, room.get(pick, 0), free.get(pick, 0))
                 or (offered is not None and pick not in offered)
             ):
                 declined += 1
                 continue
-            room[pick] -= 1
-            views[pick] = _taken(views[pick])
-            left -= 1
+            room[pick] -= entry.n
+            free[pick] = max(0, free.get(pick, 0) - entry.n)
+            views[pick] = _taken(views[pick], entry.n)
+            left -= entry.n
             out.append(Assignment(entry, pick))
     return out, False
 
@@ -207,13 +219,13 @@ def apply(
             queue.get(entry.task_id) is not entry
             or worker.model != entry.model
             or not registry.usable(worker, now_ms)
-            or worker.room(prefetch) <= 0
+            or not fits(entry.n, worker.room(prefetch), worker.free_slots)
             or not offers(worker, entry)
         ):
             continue
         queue.remove(entry.task_id)
         if reserve is None:
-            registry.reserve(worker.id, entry.task_id)
+            registry.reserve(worker.id, entry.task_id, entry.n)
         else:
             reserve(entry, worker.id)
         out.append(a)

@@ -30,6 +30,7 @@ __all__ = [
     "parse_task_request",
 ]
 
+MAX_CHOICES = 8  # the worker's limit (WRK-140)
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -67,6 +68,8 @@ class TaskRequest:
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    # Choices of one prompt, one worker slot each (ORCH-270).
+    n: int = 1
 
     @property
     def constrained(self) -> bool:
@@ -141,6 +144,8 @@ class TaskRequest:
             body["logprobs"] = True
             if self.top_logprobs:
                 body["top_logprobs"] = self.top_logprobs
+        if self.n > 1:
+            body["n"] = self.n
         return body
 
 
@@ -229,6 +234,7 @@ _FIELDS = frozenset(
         "tenant",
         "ignore_eos",
         "tools",
+        "n",
         *STRUCTURE_FIELDS,
     }
 )
@@ -255,6 +261,7 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
     deadline_ms = r.integer("deadline_ms", None, 1, 86_400_000)
     body_tenant = r.string("tenant", max_len=128)
     structure = read_structure(r)
+    n = r.integer("n", 1, 1, MAX_CHOICES) or 1
     r.raise_if_failed()
     assert model is not None
 
@@ -285,4 +292,5 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
         json_schema=structure.json_schema,
         logprobs=structure.logprobs,
         top_logprobs=structure.top_logprobs,
+        n=n,
     )

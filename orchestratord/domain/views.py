@@ -31,6 +31,7 @@ class TaskView(TypedDict):
     constrained: bool
     logprobs: bool
     tools: int
+    n: int  # choices: slots the task takes on its worker (ORCH-270)
 
 
 class WorkerView(TypedDict):

@@ -6,14 +6,15 @@ A thin adapter over the same `TaskService` as `/v2`: an OpenAI body becomes a `/
 events are shaped back into OpenAI objects (`Shaper`, pure).
 
 Parameter mapping: `max_completion_tokens` (or `max_tokens`), `temperature`, `top_p`, `seed`,
-`stop` (a string or a list) pass through; `n` must be 1; `user` becomes the task's `session_id`
-(so one end user's requests stick to one worker) unless `session_id` is given. llama.cpp's
+`stop` (a string or a list) pass through; `n` (1..8) asks for choices (ORCH-270); `user`
+becomes the task's `session_id` (so one end user's requests stick to one worker) unless
+`session_id` is given. llama.cpp's
 `top_k`, `min_p`, `repeat_penalty` and llorch's `priority`, `session_id`, `deadline_ms`,
 `ignore_eos`, `task_id` are accepted as extensions (OpenAI clients send them through
 `extra_body`). `response_format` and logprobs map onto the task's output constraint and
 logprobs (`openai_structured`, ORCH-242/243); tools onto the prompt and, when a call is forced,
 the output constraint (`openai_tools`, ORCH-250..ORCH-257). The task's id is in the
-`X-Llorch-Task-Id` header and in the object `id`. Features llorch does not offer (n > 1,
+`X-Llorch-Task-Id` header and in the object `id`. Features llorch does not offer (best_of,
 penalties, ...) are refused with 400 rather than silently ignored; unknown fields are ignored,
 as OpenAI does.
 
@@ -110,11 +111,13 @@ async def _submit(request: Request, kind: Kind) -> Response:
         logprobs=logprobs_for(kind, done.task),
         tools=done.tools,
     )
+    n = int_or(done.task.get("n"), 1)
     if done.stream:
-        return _event_stream(service, task_id, shaper, done.include_usage)
+        return _event_stream(service, task_id, shaper, done.include_usage, n)
     path = request.url.path
+    collect = _collect if n == 1 else _collect_choices
     return await until_done_or_gone(
-        request, service, task_id, lambda: _collect(service, task_id, shaper, path)
+        request, service, task_id, lambda: collect(service, task_id, shaper, path)
     )
 
 
@@ -259,6 +262,52 @@ async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str
     return error_response(Internal("the task's event stream ended without an end event"), path)
 
 
+async def _collect_choices(
+    service: TaskService, task_id: str, shaper: Shaper, path: str
+) -> Response:
+    """The whole object of a task of n > 1 choices: each token event names its choice, the end
+    says how each ended (ORCH-270)."""
+    parts: dict[int, list[str]] = {}
+    prompt_tokens = 0
+    try:
+        async for ev in await service.events(task_id):
+            if ev.event == "token":
+                index = int_or(ev.data.get("index"), 0)
+                parts.setdefault(index, []).append(str(ev.data.get("t", "")))
+            elif ev.event in ("started", "end"):
+                prompt_tokens = int_or(ev.data.get("prompt_tokens"), prompt_tokens)
+            if ev.event == "end":
+                ends = choice_ends(ev.data)
+                count = max([len(ends), *(k + 1 for k in parts)])
+                choices = [
+                    (
+                        "".join(parts.get(k, [])),
+                        ends.get(k, finish_reason(ev.data.get("stop_reason"))),
+                    )
+                    for k in range(count)
+                ]
+                tokens = int_or(ev.data.get("tokens_out"), 0)
+                body = shaper.final_choices(
+                    choices, usage(prompt_tokens, tokens, cached_tokens(ev.data))
+                )
+                return JSONResponse(body, headers={"X-Llorch-Task-Id": task_id})
+            if ev.event == "error":
+                return error_response(event_error(ev.data), path)
+    except ApiError as err:
+        return error_response(err, path)
+    return error_response(Internal("the task's event stream ended without an end event"), path)
+
+
+def choice_ends(end: dict[str, Any]) -> dict[int, str]:
+    """Each choice's finish_reason, from the `choices` of a task's end event (ORCH-270)."""
+    out: dict[int, str] = {}
+    raw = end.get("choices")
+    for c in raw if isinstance(raw, list) else []:
+        if isinstance(c, dict):
+            out[int_or(c.get("index"), 0)] = finish_reason(c.get("stop_reason"))
+    return out
+
+
 def int_or(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
@@ -272,10 +321,11 @@ class _Chunks:
     """The OpenAI SSE body of one task, shaped from its events."""
 
     def __init__(
-        self, service: TaskService, task_id: str, shaper: Shaper, include_usage: bool
+        self, service: TaskService, task_id: str, shaper: Shaper, include_usage: bool, n: int = 1
     ) -> None:
         self.service, self.task_id, self.shaper = service, task_id, shaper
         self.include_usage = include_usage
+        self.n = n  # choices: chunks carry their index (ORCH-270)
         self.prompt_tokens = 0
         mode = shaper.tools
         self.calls = ToolStream(mode.names, forced=mode.forced) if mode is not None else None
@@ -283,7 +333,9 @@ class _Chunks:
     async def chunks(self) -> AsyncIterator[bytes]:
         """One bytes object per batch of task events; a keep-alive comment while idle."""
         if self.shaper.kind == "chat":
-            yield sse_data(self.shaper.chunk("", role=True))
+            yield b"".join(
+                sse_data(self.shaper.chunk("", role=True, index=k)) for k in range(self.n)
+            )
         done = sse_data("[DONE]")
         try:
             batches = await self.service.frames(self.task_id)
@@ -301,6 +353,8 @@ class _Chunks:
 
     def shape(self, ev: TaskEvent) -> bytes:
         sh = self.shaper
+        if self.n > 1 and ev.event in ("token", "end"):
+            return self.shape_choice(ev)
         if ev.event == "token":
             text = str(ev.data.get("t", ""))
             lp = None if sh.logprobs is None else sh.logprobs.chunk(ev.data.get("logprobs"))
@@ -330,9 +384,26 @@ class _Chunks:
             return sse_data({"error": openai_error(event_error(ev.data))})
         return b""
 
+    def shape_choice(self, ev: TaskEvent) -> bytes:
+        """A token or the end of a task of n > 1 choices: chunks name their choice (ORCH-270)."""
+        sh = self.shaper
+        if ev.event == "token":
+            index = int_or(ev.data.get("index"), 0)
+            return sse_data(sh.chunk(str(ev.data.get("t", "")), index=index))
+        ends = choice_ends(ev.data)
+        default = finish_reason(ev.data.get("stop_reason"))
+        out = b"".join(
+            sse_data(sh.chunk(None, ends.get(k, default), index=k)) for k in range(self.n)
+        )
+        if self.include_usage:
+            tokens = int_or(ev.data.get("tokens_out"), 0)
+            cached = cached_tokens(ev.data)
+            out += sse_data(sh.usage_chunk(usage(self.prompt_tokens, tokens, cached)))
+        return out
+
 
 def _event_stream(
-    service: TaskService, task_id: str, shaper: Shaper, include_usage: bool
+    service: TaskService, task_id: str, shaper: Shaper, include_usage: bool, n: int = 1
 ) -> EventStream:
     """The OpenAI SSE stream of one task; when it ends before the task did (the client left),
     the task is cancelled: nobody wants its tokens."""
@@ -342,7 +413,7 @@ def _event_stream(
             service.cancel_soon(task_id)
 
     return EventStream(
-        _Chunks(service, task_id, shaper, include_usage).chunks(),
+        _Chunks(service, task_id, shaper, include_usage, n).chunks(),
         on_close=detach,
         headers={"X-Llorch-Task-Id": task_id},
     )

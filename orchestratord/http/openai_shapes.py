@@ -99,8 +99,13 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
         else:
             errors.append(("user", "must be a non-empty string"))
     n = body.get("n")
-    if n is not None and (n != 1 or isinstance(n, bool)):
-        errors.append(("n", "only n=1 is supported"))
+    if n is not None and n != 1:
+        # Choices of one prompt (ORCH-270): parse_task_request checks the range. Their text
+        # goes out as is; tool calls and logprobs are read from one stream per task.
+        task["n"] = n
+        for name in ("tools", "logprobs"):
+            if body.get(name):
+                errors.append(("n", f"n > 1 cannot be combined with {name}"))
     best_of = body.get("best_of")
     if best_of is not None and (best_of != 1 or isinstance(best_of, bool)):
         errors.append(("best_of", "only best_of=1 is supported"))
@@ -225,8 +230,9 @@ class Shaper:
         *,
         role: bool = False,
         logprobs: dict[str, Any] | None = None,
+        index: int = 0,
     ) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0}
+        choice: dict[str, Any] = {"index": index}
         if self.kind == "chat":
             delta: dict[str, Any] = {"role": "assistant"} if role else {}
             if text is not None:
@@ -248,7 +254,17 @@ class Shaper:
         return {**self._base(self.chunk_object), "choices": [], "usage": usage}
 
     def final(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0}
+        return {**self._base(self.object), "choices": [self._choice(text, finish)], "usage": usage}
+
+    def final_choices(
+        self, choices: list[tuple[str, str]], usage: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The object of a task of n > 1 choices: (text, finish_reason) by index (ORCH-270)."""
+        out = [self._choice(text, finish, k) for k, (text, finish) in enumerate(choices)]
+        return {**self._base(self.object), "choices": out, "usage": usage}
+
+    def _choice(self, text: str, finish: str, index: int = 0) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": index}
         if self.kind == "chat":
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if self.tools is not None:
@@ -261,7 +277,7 @@ class Shaper:
             choice["text"] = text
         choice["logprobs"] = self.logprobs.whole() if self.logprobs is not None else None
         choice["finish_reason"] = finish
-        return {**self._base(self.object), "choices": [choice], "usage": usage}
+        return choice
 
 
 def finish_reason(stop_reason: Any) -> str:

@@ -102,6 +102,7 @@ def dry_run_inputs() -> dict[str, tuple[TaskView, list[WorkerView], ClusterView]
         "constrained": False,
         "logprobs": False,
         "tools": 0,
+        "n": 1,
     }
     batch: TaskView = {**task, "priority": "batch", "session_id": "s-1", "tenant": "t-1"}
     workers = [

@@ -67,6 +67,7 @@ def _view(t: RecordedTask, wait_ms: int) -> TaskView:
         "constrained": False,
         "logprobs": False,
         "tools": 0,
+        "n": 1,
     }
 
 

@@ -178,6 +178,9 @@ class Core:
         cached = data.get("prompt_tokens_cached")
         if isinstance(cached, int):  # prompt tokens the worker took from its prefix cache (WRK-100)
             end["prompt_tokens_cached"] = cached
+        choices = data.get("choices")
+        if choices is not None:  # a task of n > 1 choices (ORCH-270)
+            end["choices"] = choices
         if embeddings is not None:  # an embeddings task's vectors (ORCH-230)
             end["embeddings"] = embeddings
         if active.log.closed:

@@ -105,4 +105,6 @@ def _reserve(core: Core, entry: QueueEntry, worker_id: str) -> None:
     active = core.tasks[entry.task_id]
     active.record.worker_id = worker_id
     # The reservation owns the slot and the tenant's running count from here on.
-    start_runner(core, active, core.ledger.reserve(worker_id, entry.task_id, active.req.tenant))
+    start_runner(
+        core, active, core.ledger.reserve(worker_id, entry.task_id, active.req.tenant, entry.n)
+    )

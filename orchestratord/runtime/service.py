@@ -165,6 +165,7 @@ class TaskService(Core):
             now + deadline if deadline else None,
             pin=req.pin,
             embed=req.embed_input is not None,
+            n=req.n,
         )
         try:
             dropped = self.queue.push(entry)

@@ -110,7 +110,7 @@ def test_openai_lists_the_served_models(client: openai.OpenAI) -> None:
 
 def test_openai_errors_carry_status_and_code(cluster: Cluster, client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
-        client.chat.completions.create(model=MODEL, messages=MESSAGES, n=2)
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, n=9)
     assert bad.value.status_code == 400 and bad.value.code == "INVALID_PARAMS"
     assert bad.value.param == "n"
     with pytest.raises(openai.BadRequestError) as bad:

@@ -107,7 +107,16 @@ def test_completion_body_accepts_a_one_string_list_and_extensions() -> None:
             "messages[0].content",
         ),
         ("chat", {"messages": [{"role": "user", "content": "x"}]}, "model"),
-        ("chat", {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
+        (
+            "chat",
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "n": 2,
+                "logprobs": True,
+            },
+            "n",
+        ),
         (
             "chat",
             {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]},

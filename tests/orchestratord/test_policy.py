@@ -36,6 +36,7 @@ def make_task(**over: Any) -> TaskView:
         "constrained": False,
         "logprobs": False,
         "tools": 0,
+        "n": 1,
     }
     task.update(over)
     return task  # type: ignore[return-value]
@@ -910,6 +911,7 @@ def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call
         "constrained",
         "logprobs",
         "tools",
+        "n",
     )
     assert WORKER_KEYS == (
         "id",
