@@ -230,6 +230,7 @@ async def stream_job(
     assert engine is not None
     seq = 0
     future: asyncio.Future[Outcome] | None = None
+    handed = False
 
     def event(name: EventName, data: JobStartedData | JobEndData | JobErrorData) -> bytes:
         nonlocal seq
@@ -264,6 +265,9 @@ async def stream_job(
         job.state = "running"
         gen = req.gen
         if req.n > 1:
+            # stream_choices hands the job to the engine at once and frees the slots when
+            # every choice has ended there, not when this body ends (the client may go first).
+            handed = True
             async for frame in stream_choices(
                 state, req, job, ticket, tokens, template_stops, received_at, prompt_grammar
             ):
@@ -345,7 +349,7 @@ async def stream_job(
         yield event("end", end)
     finally:
         job.stop.set()  # the client may be gone: the decode loop ends the job at its next step
-        if future is None:  # never reached the decode loop
+        if future is None and not handed:  # never reached the decode loop
             ticket.release()
             state.finish(job)
 

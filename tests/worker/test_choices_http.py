@@ -103,3 +103,18 @@ def test_wrk140_cancel_ends_every_choice_and_frees_all_slots(worker: Proc) -> No
     assert end.event == "end" and end.data["stop_reason"] == "CANCELLED"
     assert [c["stop_reason"] for c in end.data["choices"]] == ["CANCELLED"] * 3
     assert wait_idle(worker.url)["slots_busy"] == 0
+
+
+def test_wrk140_a_client_gone_mid_stream_frees_all_n_slots(worker: Proc) -> None:
+    """WRK-140: closing the connection of an n=3 job cancels every choice; its slots free once
+    the engine ended them, and the next n=3 job runs."""
+    body = {"prompt": "hello", "max_tokens": 4000, "ignore_eos": True, "n": 3}
+    with httpx.stream("POST", worker.url + "/execute", json=body, headers=AUTH, timeout=60) as r:
+        stream = events(r)  # keep a reference: a finalized reader closes the connection
+        for e in stream:
+            if e.event == "token":
+                break
+        assert httpx.get(worker.url + "/health").json()["slots_busy"] == 3
+    assert wait_idle(worker.url)["slots_busy"] == 0
+    again = execute(worker.url, TOKEN, {"prompt": "a", "n": 3, "max_tokens": 4})
+    assert again[-1].event == "end" and len(again[-1].data["choices"]) == 3
