@@ -111,3 +111,13 @@ def check_embeddable(req: TaskRequest, workers: Sequence[Worker]) -> None:
             "use an embedding model or a generative model with mean pooling",
             errors=[{"field": "model", "message": "this model cannot produce embeddings"}],
         )
+
+
+def check_choices(req: TaskRequest, workers: Sequence[Worker]) -> None:
+    """Raise InvalidParams for a task of `n` choices that no worker of its model could ever
+    run: each takes `n` slots of one worker at once (ORCH-270), and queued it would only wait
+    for its deadline. Without workers (an expected model) it queues like any task."""
+    if req.n > 1 and workers and all(w.slots_total < req.n for w in workers):
+        most = max(w.slots_total for w in workers)
+        message = f"n ({req.n}) exceeds the slots of every worker of {req.model} (at most {most})"
+        raise InvalidParams(message, errors=[{"field": "n", "message": message}])

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import httpx
 
-from orchestratord.domain.admission import check_embeddable, check_servable
+from orchestratord.domain.admission import check_choices, check_embeddable, check_servable
 from orchestratord.domain.queue import QueueEntry, QueueFullError
 from orchestratord.domain.registry import Worker, WorkerListing
 from orchestratord.domain.scheduler import cluster_view, task_view
@@ -141,6 +141,7 @@ class TaskService(Core):
         await check_context(self, req, serving)
         if req.embed_input is not None:
             check_embeddable(req, serving)
+        check_choices(req, serving)
         now = self.clock()
         # A client-chosen id is kept beside the server's, scoped to the tenant (ORCH-156).
         task_id = self._new_id(now)

@@ -95,7 +95,7 @@ def test_orch270_n3_streamed_assembles_three_choices(client: openai.OpenAI) -> N
 
 def test_orch270_v2_events_carry_the_index_and_n_takes_n_slots(cluster: Cluster) -> None:
     """ORCH-270: a /v2 task with n=3 streams token events with `index` and ends with each
-    choice's outcome; n above 8 is a 400."""
+    choice's outcome; n above 8, or above every worker's slots, is a 400."""
     headers = {"Authorization": f"Bearer {API_KEY}"}
     body = {"model": MODEL, "prompt": "hello", "max_tokens": 4, "temperature": 0, "n": 3}
     r = httpx.post(cluster.url + "/v2/tasks", json=body, headers=headers, timeout=30)
@@ -106,6 +106,8 @@ def test_orch270_v2_events_carry_the_index_and_n_takes_n_slots(cluster: Cluster)
     assert '"index":2' in text and '"choices"' in text
     bad = httpx.post(cluster.url + "/v2/tasks", json={**body, "n": 9}, headers=headers)
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "n"
+    never = httpx.post(cluster.url + "/v2/tasks", json={**body, "n": 4}, headers=headers)
+    assert never.status_code == 400 and never.json()["errors"][0]["field"] == "n", "3 slots"
 
 
 def test_orch270_the_sdk_takes_n_and_reads_each_choice(cluster: Cluster) -> None:
