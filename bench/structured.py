@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import sys
@@ -56,6 +57,7 @@ from bench.peer import (  # noqa: E402
     find_llama_server,
     together,
 )
+from worker.engine import default_threads  # noqa: E402
 
 DEFAULT_MODEL = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = (
@@ -132,6 +134,9 @@ def side_by_side(args: argparse.Namespace, binary: Path) -> dict[str, Any]:
                 for server in servers if r % 2 == 0 else list(reversed(servers)):
                     with server.start(SLOTS) as url, httpx.Client(timeout=600) as client:
                         runs[server.name].append(measure(server, client, url))
+                    # Progress on stderr: a run cut short still leaves its rounds.
+                    line = {"threads": label, "round": r, server.name: runs[server.name][-1]}
+                    print(json.dumps(line), file=sys.stderr, flush=True)
             med = {name: _median(rs) for name, rs in runs.items()}
             ours, theirs = med["llorch-workerd"], med["llama-server"]
             result[label] = {
@@ -141,11 +146,24 @@ def side_by_side(args: argparse.Namespace, binary: Path) -> dict[str, Any]:
                 "llama_server_constrained_vs_free": round(
                     theirs["json_tok_s"] / theirs["free_tok_s"], 3
                 ),
+                "threads_used": {
+                    "llorch-workerd": threads or default_threads(),
+                    "llama-server": _llama_server_threads(logs),
+                },
                 "median": med,
                 "runs": runs,
             }
     result["loadavg_after"] = os.getloadavg()
     return result
+
+
+def _llama_server_threads(logs: Path) -> int | None:
+    """The threads llama-server says it decodes with (its latest log in `logs`)."""
+    for log in sorted(logs.glob("llama-server-*.log"), key=lambda p: p.stat().st_mtime)[::-1]:
+        found = re.search(r"n_threads = (\d+)", log.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def _median(rs: list[dict[str, float]]) -> dict[str, float]:
@@ -196,6 +214,10 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
             lp = GenerationJob(prompt, n, greedy, ignore_eos=True, logprobs=True, top_logprobs=20)
             modes["lp20"].append(run(lp))
         report: dict[str, Any] = {name: figures(s) for name, s in modes.items()}
+        # Tokens the grammar rejected after the chain chose them, each costing a grammar pass
+        # over the whole vocabulary (worker/constrained.py): the constrained path's slow case.
+        resampled = engine._loop.constrained.resampled
+        report["json_schema"]["resampled_per_run"] = resampled / args.rounds
         report["model"] = args.model.name
         report["loadavg"] = os.getloadavg()[0]
         return report
