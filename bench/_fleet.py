@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,6 +292,23 @@ async def lean_sse_ttft(
     few tens of microseconds per request and per event, the same for every server.
     """
     start = time.perf_counter()
+    ttft: float | None = None
+    async with contextlib.aclosing(lean_sse_frames(url, body, headers)) as frames:
+        async for now, frame in frames:
+            if ttft is None and b"event: token" in frame:
+                ttft = now - start
+            elif b"event: end" in frame:
+                data = json.loads(frame.split(b"data: ", 1)[1])
+                return (ttft if ttft is not None else float("nan")), data["tokens_out"]
+    raise AssertionError("unreachable: lean_sse_frames ends with an end event")
+
+
+async def lean_sse_frames(
+    url: str, body: dict[str, Any], headers: dict[str, str]
+) -> AsyncGenerator[tuple[float, bytes], None]:
+    """The hand-read stream under `lean_sse_ttft`: (arrival time by perf_counter, frame) of
+    each SSE frame, the `end` frame last; raises on an error event, a status other than 200,
+    or a stream that ends without `end`."""
     parts = urlsplit(url)
     payload = json.dumps(body).encode()
     head = [
@@ -309,22 +326,20 @@ async def lean_sse_ttft(
         status = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1]
         if status != b"200":
             raise RuntimeError(f"{url}: {status.decode()} {(await reader.read(300))!r}")
-        ttft: float | None = None
         buf = b""
         while True:  # chunked: a size line, the data, CRLF; the last chunk has size 0
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:
                 raise RuntimeError(f"{url}: the stream ended without an end event")
             buf += (await reader.readexactly(size + 2))[:-2]
+            now = time.perf_counter()
             *frames, buf = buf.split(b"\n\n")
             for frame in frames:
-                if ttft is None and b"event: token" in frame:
-                    ttft = time.perf_counter() - start
-                elif b"event: end" in frame:
-                    data = json.loads(frame.split(b"data: ", 1)[1])
-                    return (ttft if ttft is not None else float("nan")), data["tokens_out"]
-                elif b"event: error" in frame:
+                if b"event: error" in frame:
                     raise RuntimeError(f"{url}: error event {frame!r}")
+                yield now, frame
+                if b"event: end" in frame:
+                    return
     finally:
         writer.close()
 

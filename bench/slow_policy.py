@@ -33,14 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import starlark as sl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._fleet import Fleet, fleet, percentile
+from bench._fleet import Fleet, fleet, lean_sse_frames, percentile
 
 TENANT, KEY = "bench", "bench-key"
 HEADERS = {"authorization": f"Bearer {KEY}"}
@@ -85,41 +84,9 @@ def calibrate(ms: float) -> int:
 
 async def stream_times(url: str, body: dict[str, Any], headers: dict[str, str]) -> list[float]:
     """The arrival time (perf_counter) of each token event of one SSE task stream."""
-    parts = urlsplit(url)
-    payload = json.dumps(body).encode()
-    head = [
-        f"POST {parts.path} HTTP/1.1",
-        f"Host: {parts.netloc}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(payload)}",
-        "Accept: text/event-stream",
-        "Connection: close",
-        *(f"{k}: {v}" for k, v in headers.items()),
+    return [
+        now async for now, frame in lean_sse_frames(url, body, headers) if b"event: token" in frame
     ]
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    times: list[float] = []
-    try:
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-        status = (await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1]
-        if status != b"200":
-            raise RuntimeError(f"{url}: {status.decode()} {(await reader.read(300))!r}")
-        buf = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                raise RuntimeError("the stream ended without an end event")
-            buf += (await reader.readexactly(size + 2))[:-2]
-            now = time.perf_counter()
-            *frames, buf = buf.split(b"\n\n")
-            for frame in frames:
-                if b"event: token" in frame:
-                    times.append(now)
-                elif b"event: end" in frame:
-                    return times
-                elif b"event: error" in frame:
-                    raise RuntimeError(f"error event {frame!r}")
-    finally:
-        writer.close()
 
 
 def gaps_ms(times: list[float]) -> list[float]:
