@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import openai
 import pytest
 
 from tests.orchestratord.cluster import (
+    ADMIN,
     AT,
     MODEL,
     open_task_stream,
@@ -164,9 +166,11 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
             assert tail[-1].data["code"] == "UNAUTHORIZED" and key_id in tail[-1].data["message"]
         [chat_err] = chat_error
         assert "revoked" in str(chat_err)
+        chat.close()
+        client.close()
         # The submitting stream owned its task: it ended, cancelled.
         wait_for(
-            lambda: httpx.get(url + f"/v2/tasks/{submitted.task_id}", headers={"authorization": f"Bearer {AT}"}).json()["status"] == "cancelled",  # noqa: E501
+            lambda: httpx.get(url + f"/v2/tasks/{submitted.task_id}", headers=ADMIN).json()["status"] == "cancelled",  # noqa: E501
             what="the revoked key's task to be cancelled",
         )  # fmt: skip
         # The other key and the flag key are unaffected.
@@ -255,5 +259,14 @@ def test_ctl_072_rotate_and_audit_through_the_cli(tmp_path: Path, state: Path) -
         assert old not in audit.stdout and new not in audit.stdout
         shown = llorch(orch.url, "audit", "--action", "keys.revoke")
         assert shown.returncode == 0 and shown.stdout.count("keys.") == 1
+        # A SIGHUP reload is recorded too, as `sighup`.
+        orch.proc.send_signal(signal.SIGHUP)
+
+        def reloads() -> list[Any]:
+            r = httpx.get(orch.url + "/v2/admin/audit", params={"action": "reload"}, headers=ADMIN)
+            return list(r.json()["entries"])
+
+        [reload] = wait_for(reloads, what="the SIGHUP reload's audit entry")
+        assert (reload["who"], reload["target"]) == ("sighup", "policy+fleet")
         bad = llorch(orch.url, "keys", "create", "--tenant", "acme", "--expires-in", "soon")
         assert bad.returncode == 200 and bad.stderr.startswith("llorch: --expires-in 'soon'")
