@@ -84,9 +84,10 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
     """ORCH-300, ORCH-301, ORCH-302, ORCH-303, CTL-070, CTL-071, CTL-072: a key made with
     `llorch keys create` works on the next request, /v2 and /v1; `llorch keys revoke` refuses
     the next request with 401 and ends the streams open with it (the /v2 submission, a /v2
-    follower and an OpenAI stream, read by the `openai` client) with an error naming the
-    revocation; another key, and the flag key, keep working; keys and their revocation outlive
-    a restart on the same database; the secret is in no log, nor in the database's bytes."""
+    follower, the fleet feed and an OpenAI stream, read by the `openai` client) with an error
+    naming the revocation; another key, and the flag key, keep working; keys and their
+    revocation outlive a restart on the same database; the secret is in no log, nor in the
+    database's bytes."""
     port = free_port()
     logs: list[str] = []
     with (
@@ -137,6 +138,11 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
             )
             follow_lines = follow.iter_lines()
             assert read_events(follow_lines, stop_after=1)[-1].event == "token"
+            feed = streams.enter_context(
+                httpx.stream("GET", url + "/v2/events", headers=bearer(secret), timeout=30)
+            )
+            feed_lines = feed.iter_lines()
+            assert read_events(feed_lines, until="hello")[-1].event == "hello"
             chat_error: list[BaseException] = []
 
             def drain_chat() -> None:
@@ -159,9 +165,10 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
             # The open streams end with an error event.
             sub_tail = read_events(submitted.lines)
             follow_tail = read_events(follow_lines)
+            feed_tail = read_events(feed_lines)
             reader.join(timeout=30)
         assert not reader.is_alive()
-        for tail in (sub_tail, follow_tail):
+        for tail in (sub_tail, follow_tail, feed_tail):
             assert tail[-1].event == "error"
             assert tail[-1].data["code"] == "UNAUTHORIZED" and key_id in tail[-1].data["message"]
         [chat_err] = chat_error
