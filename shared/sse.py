@@ -159,11 +159,13 @@ class EventStream(Response):
         last_write = time.monotonic()
         gone = False
         stopped: ApiError | None = None
+        ending = False
         stop = scope.get("state", {}).get(STREAM_STOP)
 
         async def write(chunk: bytes, more: bool = True) -> None:
-            nonlocal last_write
+            nonlocal last_write, ending
             async with lock:
+                ending = ending or not more  # nothing may follow the end, a stop frame neither
                 await send({"type": "http.response.body", "body": chunk, "more_body": more})
                 last_write = time.monotonic()
 
@@ -186,15 +188,13 @@ class EventStream(Response):
                     await write(KEEPALIVE)
 
         helpers = [asyncio.create_task(watch())]
-        if isinstance(stop, StreamStop):
-            helpers.append(asyncio.create_task(halt(stop)))
-        started = False
         try:
             with contextlib.suppress(OSError):  # ASGI 2.4: a write to a closed connection
                 await send(
                     {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 )
-                started = True
+                if isinstance(stop, StreamStop):  # once started: the stop frame needs a start
+                    helpers.append(asyncio.create_task(halt(stop)))
                 if self.keepalive_s:
                     helpers.append(asyncio.create_task(ping(self.keepalive_s)))
                 last = False
@@ -209,7 +209,7 @@ class EventStream(Response):
         except asyncio.CancelledError:
             if not (gone or stopped) or me.uncancel() > 0:  # not (only) ours: pass it on
                 raise
-            if stopped is not None and not gone and started:
+            if stopped is not None and not gone and not ending:
                 for helper in helpers:  # nothing may cancel or interleave with the last write
                     helper.cancel()
                 with contextlib.suppress(OSError):
