@@ -84,10 +84,10 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
     """ORCH-300, ORCH-301, ORCH-302, ORCH-303, CTL-070, CTL-071, CTL-072: a key made with
     `llorch keys create` works on the next request, /v2 and /v1; `llorch keys revoke` refuses
     the next request with 401 and ends the streams open with it (the /v2 submission, a /v2
-    follower, the fleet feed and an OpenAI stream, read by the `openai` client) with an error
-    naming the revocation; another key, and the flag key, keep working; keys and their
-    revocation outlive a restart on the same database; the secret is in no log, nor in the
-    database's bytes."""
+    follower, the fleet feed, and OpenAI chat and Responses streams read by the `openai` client)
+    with an error naming the revocation; another key, and the flag key, keep working; keys and
+    their revocation outlive a restart on the same database; the secret is in no log, nor in
+    the database's bytes."""
     port = free_port()
     logs: list[str] = []
     with (
@@ -95,7 +95,7 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
             tmp_path, "--api-key", "flagco:flag-key", "--log-level", "debug", port=port,
             state_dir=state,
         ) as orch,
-        worker(tiny_model, tmp_path, orch.url, "w1", slots=3),
+        worker(tiny_model, tmp_path, orch.url, "w1", slots=4),
     ):  # fmt: skip
         url = orch.url
         secret, key_id, created_err = create_key(url, "--tenant", "acme", "--label", "ci")
@@ -124,6 +124,17 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
         chat_iter = iter(chat)
         next(chat_iter)
         next(chat_iter)
+        responses = client.responses.create(
+            model=MODEL,
+            input="hi",
+            max_output_tokens=16000,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        responses_iter = iter(responses)
+        for event in responses_iter:
+            if event.type == "response.output_text.delta":
+                break
         with contextlib.ExitStack() as streams:
             submitted = streams.enter_context(
                 open_task_stream(url, LONG, head=3, headers=bearer(secret))
@@ -144,15 +155,17 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
             feed_lines = feed.iter_lines()
             assert read_events(feed_lines, until="hello")[-1].event == "hello"
             chat_error: list[BaseException] = []
+            responses_last: list[Any] = []
 
-            def drain_chat() -> None:
+            def drain_openai() -> None:
                 try:
                     for _ in chat_iter:
                         pass
                 except openai.APIError as e:
                     chat_error.append(e)
+                responses_last.extend(list(responses_iter)[-1:])
 
-            reader = threading.Thread(target=drain_chat)
+            reader = threading.Thread(target=drain_openai)
             reader.start()
             revoked = llorch(url, "keys", "revoke", key_id)
             assert revoked.returncode == 0 and key_id in revoked.stderr
@@ -173,7 +186,10 @@ def test_orch_300_302_cli_key_works_at_once_revoke_refuses_and_ends_streams(
             assert tail[-1].data["code"] == "UNAUTHORIZED" and key_id in tail[-1].data["message"]
         [chat_err] = chat_error
         assert "revoked" in str(chat_err)
+        [last] = responses_last  # /v1/responses ends with its own `error` event
+        assert last.type == "error" and last.code == "UNAUTHORIZED" and "revoked" in last.message
         chat.close()
+        responses.close()
         client.close()
         # The submitting stream owned its task: it ended, cancelled.
         wait_for(
