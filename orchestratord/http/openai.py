@@ -398,6 +398,7 @@ def _event_stream(
         _Chunks(service, task_id, shaper, include_usage, n).chunks(),
         on_close=detach,
         headers={"X-Llorch-Task-Id": task_id},
+        stop_frame=lambda err: sse_data({"error": openai_error(err)}) + sse_data("[DONE]"),
     )
 
 
