@@ -75,10 +75,6 @@ class QueueEntry:
     vfinish: float = field(default=0.0, compare=False)
 
 
-def _order(e: QueueEntry) -> tuple[float, int]:
-    return (e.vstart, e.seq)
-
-
 class _Flow:
     """One tenant's tasks in one lane, in their order (their tags rise with it), with the
     (tag, seq) keys sorted for rank queries; `finish` is the finish tag the tenant's next task
@@ -96,12 +92,16 @@ class _Flow:
 class _Lane:
     """One model's tasks of one priority: a flow per tenant and the lane's virtual time."""
 
-    __slots__ = ("count", "flows", "idle", "vtime")
+    __slots__ = ("busy", "count", "flows", "heads", "idle", "vtime")
 
     def __init__(self) -> None:
         self.flows: dict[str | None, _Flow] = {}
         self.vtime = 0.0
         self.count = 0
+        self.busy = 0  # flows with queued tasks
+        # Each busy flow's first task as (start tag, seq, flow key), a heap; a flow whose first
+        # task changed leaves its old item behind (skipped when read, dropped on a rebuild).
+        self.heads: list[tuple[float, int, str | None]] = []
         # Tenants with nothing queued but service ahead of the clock, by that finish tag:
         # forgotten once the clock passes it, so a pass never walks tenants long gone.
         self.idle: list[tuple[float, int, str | None]] = []
@@ -110,6 +110,8 @@ class _Lane:
         flow = self.flows.get(flow_key)
         if flow is None:
             flow = self.flows[flow_key] = _Flow()
+        if not flow.entries:
+            self.busy += 1
         flow.entries[e.task_id] = e
         if front:
             # A retry had its turn (and was charged for it then): it goes before every task
@@ -121,13 +123,26 @@ class _Lane:
             e.vstart = max(self.vtime, flow.finish)
             e.vfinish = flow.finish = e.vstart + e.cost / weight
             insort(flow.keys, (e.vstart, e.seq))
+        if flow.keys[0] == (e.vstart, e.seq):
+            self._push_head(flow, flow_key)
         self.count += 1
+
+    def _push_head(self, flow: _Flow, flow_key: str | None) -> None:
+        heads = self.heads
+        if len(heads) > 2 * self.busy + 16:
+            self.heads = heads = [
+                (f.keys[0][0], f.keys[0][1], k) for k, f in self.flows.items() if f.keys
+            ]
+            heapq.heapify(heads)
+        else:
+            heapq.heappush(heads, (*flow.keys[0], flow_key))
 
     def discard(self, e: QueueEntry, flow_key: str | None, served: bool) -> None:
         flow = self.flows[flow_key]
         last = next(reversed(flow.entries)) == e.task_id
         del flow.entries[e.task_id]
-        del flow.keys[bisect_left(flow.keys, (e.vstart, e.seq))]
+        i = bisect_left(flow.keys, (e.vstart, e.seq))
+        del flow.keys[i]
         self.count -= 1
         if served:
             self.vtime = max(self.vtime, e.vstart)
@@ -137,7 +152,11 @@ class _Lane:
             # tenant's next task starts from what is still queued or was served.
             tail = next(reversed(flow.entries.values())).vfinish if flow.entries else -math.inf
             flow.finish = max(tail, flow.served)
-        if not flow.entries:
+        if flow.entries:
+            if i == 0:
+                self._push_head(flow, flow_key)
+        else:
+            self.busy -= 1
             if flow.finish <= self.vtime:
                 del self.flows[flow_key]  # nothing queued and no service ahead: nothing to keep
             else:
@@ -149,16 +168,48 @@ class _Lane:
             if gone is not None and not gone.entries and gone.finish <= self.vtime:
                 del self.flows[key]
 
+    def _current(self, head: tuple[float, int, str | None]) -> bool:
+        flow = self.flows.get(head[2])
+        return flow is not None and bool(flow.keys) and flow.keys[0] == head[:2]
+
     def rank(self, e: QueueEntry) -> int:
         key = (e.vstart, e.seq)
-        return sum(bisect_left(flow.keys, key) for flow in self.flows.values())
+        return sum(bisect_left(flow.keys, key) for flow in self.flows.values() if flow.keys)
 
     def __iter__(self) -> Iterator[QueueEntry]:
-        """The lane's tasks in service order (merging its tenants' queues, each in order)."""
-        queued = [f.entries.values() for f in self.flows.values() if f.entries]
-        if len(queued) == 1:
-            return iter(queued[0])
-        return heapq.merge(*queued, key=_order)
+        """The lane's tasks in service order: a best-first walk of the `heads` heap as a tree
+        (a node's children are never smaller) merged with the rest of each flow it reaches,
+        so reading k tasks costs about O(k log k), whatever the number of tenants. Nothing
+        changes but left-behind items dropped from the top of `heads`."""
+        heads = self.heads
+        flows = self.flows
+        while heads and not self._current(heads[0]):
+            heapq.heappop(heads)  # left-behind items have the smallest tags: mostly on top
+        # (start tag, seq, tiebreak, heads index, or the flow's next entry and the rest)
+        todo: list[tuple[float, int, int, int, tuple[QueueEntry, Iterator[QueueEntry]] | None]]
+        todo = [(*heads[0][:2], 0, 0, None)] if heads else []
+        started: set[str | None] = set()
+        n = 0
+        while todo:
+            *_, i, rest = heapq.heappop(todo)
+            if rest is None:
+                for c in (2 * i + 1, 2 * i + 2):
+                    if c < len(heads):
+                        n += 1
+                        heapq.heappush(todo, (*heads[c][:2], n, c, None))
+                key = heads[i][2]
+                if key in started or not self._current(heads[i]):
+                    continue  # left behind: that flow's first task changed since
+                started.add(key)
+                it = iter(flows[key].entries.values())
+                entry = next(it)
+            else:
+                entry, it = rest
+            yield entry
+            following = next(it, None)
+            if following is not None:
+                n += 1
+                heapq.heappush(todo, (following.vstart, following.seq, n, -1, (following, it)))
 
 
 class _ModelQueue:
