@@ -185,6 +185,9 @@ class _Lane:
         flows = self.flows
         while heads and not self._current(heads[0]):
             heapq.heappop(heads)  # left-behind items have the smallest tags: mostly on top
+        if self.busy == 1:  # one tenant (or the fifo discipline): its own order
+            yield from flows[heads[0][2]].entries.values()
+            return
         # (start tag, seq, tiebreak, heads index, or the flow's next entry and the rest)
         todo: list[tuple[float, int, int, int, tuple[QueueEntry, Iterator[QueueEntry]] | None]]
         todo = [(*heads[0][:2], 0, 0, None)] if heads else []
@@ -206,10 +209,12 @@ class _Lane:
             else:
                 entry, it = rest
             yield entry
-            following = next(it, None)
-            if following is not None:
-                n += 1
-                heapq.heappush(todo, (following.vstart, following.seq, n, -1, (following, it)))
+            for following in it:
+                if todo and (following.vstart, following.seq) > todo[0][:2]:
+                    n += 1
+                    heapq.heappush(todo, (following.vstart, following.seq, n, -1, (following, it)))
+                    break
+                yield following  # still before anything else waiting: no heap work
 
 
 class _ModelQueue:
