@@ -13,9 +13,10 @@ discipline every task is one tenant's, which is plain first come, first served. 
 
 Every operation costs what changed, not the queue's length (ORCH-180): a task is found by id
 in a dict, a model's tasks are their own lanes (so a pass over one model never walks another's
-work), deadlines are a heap (the next one is its top), reading a lane's head merges its
-tenants' queues (O(tenants) plus O(log tenants) a task), and a task's place among its model's
-tasks is a binary search in each of its lane's tenant queues.
+work), deadlines are a heap (the next one is its top), reading a lane's head walks a heap of
+each tenant's first task (about O(k log k) for k tasks read, whatever the number of tenants),
+and a task's place among its model's tasks is a binary search in each of its lane's tenant
+queues (ORCH-354).
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ class QueueEntry:
 
 class _Flow:
     """One tenant's tasks in one lane, in their order (their tags rise with it), with the
-    (tag, seq) keys sorted for rank queries; `finish` is the finish tag the tenant's next task
-    starts from (at least the lane's virtual time), `served` that of its last dispatched."""
+    (tag, seq) keys sorted for rank queries; the tenant's next task starts at `finish` or the
+    lane's virtual time, whichever is later; `served` is the finish tag of its last dispatched."""
 
     __slots__ = ("entries", "finish", "keys", "served")
 
