@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,8 +28,11 @@ _TPOT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 _POLICY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1)
 
 
+OTHER_TENANTS = "other"  # the `tenant` label of tenants beyond --metrics-tenant-labels
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, tenant_labels: int = 100) -> None:
         # No `_created` series: they double every counter's and histogram's series and no
         # dashboard reads them. prometheus_client keeps this switch process-wide.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -99,6 +103,28 @@ class Metrics:
             "Tasks re-dispatched after a worker failed before a token",
             registry=r,
         )
+        # Per tenant (ORCH-328): the label set is capped, the rest is `other`.
+        self.tenant_tokens = Counter(
+            "llorch_orchestrator_tenant_tokens",
+            "Tokens of finished tasks by tenant and kind (prompt, cached, completion)",
+            ["tenant", "kind"],
+            registry=r,
+        )
+        self.tenant_tasks = Counter(
+            "llorch_orchestrator_tenant_tasks",
+            "Finished tasks by tenant and outcome (ok, error)",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.tenant_rejections = Counter(
+            "llorch_orchestrator_tenant_rejections",
+            "Tasks refused by a tenant's limit, by tenant and limit",
+            ["tenant", "limit"],
+            registry=r,
+        )
+        self._tenant_cap = tenant_labels
+        self._tenant_labels: dict[str | None, str] = {}
+        self._tenant_children: dict[str, tuple[Any, ...]] = {}
         for lane in ("interactive", "batch"):
             self.queue_depth.labels(lane)
         # Series that exist from the start read as 0, not as absent, in rate() queries.
@@ -110,12 +136,47 @@ class Metrics:
             "ADMISSION_REJECT",
             "DEADLINE_UNMET",
             "INVALID_PARAMS",
+            "RATE_LIMITED",
+            "BUDGET_EXHAUSTED",
         ):
             self.tasks.labels(code)
         for fn in ("admit", "schedule", "plan"):
             self.policy_eval.labels(fn)
             for reason in ("error", "timeout", "bad_return", "bad_input"):
                 self.policy_fallbacks.labels(fn, reason)
+
+    def tenant_label(self, tenant: str | None) -> str:
+        """The tenant's `tenant` label: its name for the first --metrics-tenant-labels tenants
+        seen, `other` beyond them; '' for tasks without a tenant."""
+        label = self._tenant_labels.get(tenant)
+        if label is None:
+            if tenant is None:
+                label = ""
+            elif len(self._tenant_labels) - (None in self._tenant_labels) < self._tenant_cap:
+                label = tenant
+            else:
+                return OTHER_TENANTS
+            self._tenant_labels[tenant] = label
+        return label
+
+    def tenant_usage(
+        self, tenant: str | None, prompt: int, cached: int, completion: int, error: bool
+    ) -> None:
+        """Count a finished task; the label's series are looked up once per tenant."""
+        label = self.tenant_label(tenant)
+        children = self._tenant_children.get(label)
+        if children is None:
+            children = self._tenant_children[label] = (
+                self.tenant_tokens.labels(label, "prompt"),
+                self.tenant_tokens.labels(label, "cached"),
+                self.tenant_tokens.labels(label, "completion"),
+                self.tenant_tasks.labels(label, "ok"),
+                self.tenant_tasks.labels(label, "error"),
+            )
+        children[0].inc(prompt)
+        children[1].inc(cached)
+        children[2].inc(completion)
+        children[4 if error else 3].inc()
 
     def render(self, queue_depth: Mapping[str, int], worker_counts: Mapping[str, int]) -> bytes:
         for lane, n in queue_depth.items():

@@ -18,6 +18,7 @@ class Caller:
     tenant: str | None = None
     admin: bool = False
     unrestricted: bool = False
+    key_id: str | None = None  # the key's id where keys have one (usage by key, ORCH-326)
 
     def sees(self, tenant: str | None) -> bool:
         """Whether a task of `tenant` exists for this caller (others get 404, not 403: a
