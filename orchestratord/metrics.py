@@ -7,8 +7,7 @@ the live objects, so nothing on the hot path updates them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +17,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from shared.wire import WORKER_STATES
 
@@ -103,28 +104,15 @@ class Metrics:
             "Tasks re-dispatched after a worker failed before a token",
             registry=r,
         )
-        # Per tenant (ORCH-328): the label set is capped, the rest is `other`.
-        self.tenant_tokens = Counter(
-            "llorch_orchestrator_tenant_tokens",
-            "Tokens of finished tasks by tenant and kind (prompt, cached, completion)",
-            ["tenant", "kind"],
-            registry=r,
-        )
-        self.tenant_tasks = Counter(
-            "llorch_orchestrator_tenant_tasks",
-            "Finished tasks by tenant and outcome (ok, error)",
-            ["tenant", "outcome"],
-            registry=r,
-        )
-        self.tenant_rejections = Counter(
-            "llorch_orchestrator_tenant_rejections",
-            "Tasks refused by a tenant's limit, by tenant and limit",
-            ["tenant", "limit"],
-            registry=r,
-        )
+        # Per tenant (ORCH-328): the label set is capped, the rest is `other`. The counts are
+        # plain integers, turned into series at scrape time: a prometheus_client child's inc()
+        # takes a lock, and a task's end would take five.
         self._tenant_cap = tenant_labels
         self._tenant_labels: dict[str | None, str] = {}
-        self._tenant_children: dict[str, tuple[Any, ...]] = {}
+        # label -> [prompt, cached, completion, ok, error]
+        self.tenant_counts: dict[str, list[int]] = {}
+        self.tenant_rejections: dict[tuple[str, str], int] = {}
+        r.register(_TenantCollector(self))
         for lane in ("interactive", "batch"):
             self.queue_depth.labels(lane)
         # Series that exist from the start read as 0, not as absent, in rate() queries.
@@ -162,21 +150,19 @@ class Metrics:
     def tenant_usage(
         self, tenant: str | None, prompt: int, cached: int, completion: int, error: bool
     ) -> None:
-        """Count a finished task; the label's series are looked up once per tenant."""
+        """Count a finished task of `tenant`."""
         label = self.tenant_label(tenant)
-        children = self._tenant_children.get(label)
-        if children is None:
-            children = self._tenant_children[label] = (
-                self.tenant_tokens.labels(label, "prompt"),
-                self.tenant_tokens.labels(label, "cached"),
-                self.tenant_tokens.labels(label, "completion"),
-                self.tenant_tasks.labels(label, "ok"),
-                self.tenant_tasks.labels(label, "error"),
-            )
-        children[0].inc(prompt)
-        children[1].inc(cached)
-        children[2].inc(completion)
-        children[4 if error else 3].inc()
+        counts = self.tenant_counts.get(label)
+        if counts is None:
+            counts = self.tenant_counts[label] = [0, 0, 0, 0, 0]
+        counts[0] += prompt
+        counts[1] += cached
+        counts[2] += completion
+        counts[4 if error else 3] += 1
+
+    def tenant_rejected(self, tenant: str | None, limit: str) -> None:
+        key = (self.tenant_label(tenant), limit)
+        self.tenant_rejections[key] = self.tenant_rejections.get(key, 0) + 1
 
     def render(self, queue_depth: Mapping[str, int], worker_counts: Mapping[str, int]) -> bytes:
         for lane, n in queue_depth.items():
@@ -184,6 +170,45 @@ class Metrics:
         for state in WORKER_STATES:
             self.workers.labels(state).set(worker_counts.get(state, 0))
         return generate_latest(self.registry)
+
+
+class _TenantCollector(Collector):
+    """The per-tenant counters (ORCH-328), read from `Metrics`' integers at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families()
+
+    def _families(self) -> list[Metric]:
+        m = self.metrics
+        tokens = CounterMetricFamily(
+            "llorch_orchestrator_tenant_tokens",
+            "Tokens of finished tasks by tenant and kind (prompt, cached, completion)",
+            labels=["tenant", "kind"],
+        )
+        tasks = CounterMetricFamily(
+            "llorch_orchestrator_tenant_tasks",
+            "Finished tasks by tenant and outcome (ok, error)",
+            labels=["tenant", "outcome"],
+        )
+        refused = CounterMetricFamily(
+            "llorch_orchestrator_tenant_rejections",
+            "Tasks refused by a tenant's limit, by tenant and limit",
+            labels=["tenant", "limit"],
+        )
+        for label, c in list(m.tenant_counts.items()):
+            for kind, n in zip(("prompt", "cached", "completion"), c, strict=False):
+                tokens.add_metric([label, kind], n)
+            tasks.add_metric([label, "ok"], c[3])
+            tasks.add_metric([label, "error"], c[4])
+        for (label, limit), n in list(m.tenant_rejections.items()):
+            refused.add_metric([label, limit], n)
+        return [tokens, tasks, refused]
 
 
 class MetricsPolicyObserver:

@@ -54,7 +54,8 @@ class ActiveTask:
     runner: asyncio.Task[None] | None = None
     cancelling: bool = False
     grace: asyncio.TimerHandle | None = None
-    window: int = 0  # the start of its tenant's rate window when it was admitted (ORCH-322)
+    # Its tenant's rate window when it was admitted, and its prompt's estimate (ORCH-322).
+    admitted: tuple[int, int] = (0, 0)
 
 
 class Core:
@@ -222,7 +223,7 @@ class Core:
         self.metrics.tasks.labels(code).inc()
         self.tenants.closed(
             active.req,
-            active.window,
+            active.admitted,
             event,
             data,
             active.prompt_tokens,

@@ -144,7 +144,8 @@ class TaskService(Core):
         check_choices(req, serving)
         now = self.clock()
         tenants = self.tenants
-        tenants.check(req, now)  # the tenant's limits, before the policy sees it (ORCH-320)
+        estimate = req.prompt_tokens_estimate
+        tenants.check(req, estimate, now)  # the tenant's limits, before the policy (ORCH-320)
         # A client-chosen id is kept beside the server's, scoped to the tenant (ORCH-156).
         task_id = self._new_id(now)
         decision = await self.policy_calls.admit(
@@ -155,7 +156,7 @@ class TaskService(Core):
         if decision.accept:
             # A policy's own admit runs off the loop: others may have been admitted meanwhile,
             # so the limits are checked again, with no await from here to the queue.
-            tenants.check(req, now)
+            tenants.check(req, estimate, now)
         else:
             self.metrics.tasks.labels("ADMISSION_REJECT").inc()
             retry = decision.retry_after_ms
@@ -192,7 +193,7 @@ class TaskService(Core):
             client_id=req.task_id,
         )
         active = ActiveTask(req, record, TaskLog(), entry, time.perf_counter())
-        active.window = tenants.admitted(req, now)
+        active.admitted = tenants.admitted(req, estimate, now)
         self.tasks[task_id] = active
         if req.task_id is not None:
             self.client_ids[(req.tenant, req.task_id)] = task_id

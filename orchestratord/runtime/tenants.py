@@ -116,26 +116,24 @@ class TenantAccounts:
 
     # --- the hot path ----------------------------------------------------------------------
 
-    def check(self, req: TaskRequest, now_ms: int) -> None:
-        """Raise RateLimited / BudgetExhausted when the task would cross a limit of its
-        tenant (ORCH-320, ORCH-321)."""
+    def check(self, req: TaskRequest, estimate: int, now_ms: int) -> None:
+        """Raise RateLimited / BudgetExhausted when the task, of about `estimate` prompt
+        tokens, would cross a limit of its tenant (ORCH-320, ORCH-321)."""
         try:
-            self.quotas.check(req.tenant, req.prompt_tokens_estimate, now_ms)
+            self.quotas.check(req.tenant, estimate, now_ms)
         except RateLimited as e:
             self.metrics.tasks.labels(e.code).inc()
-            self.metrics.tenant_rejections.labels(
-                self.metrics.tenant_label(req.tenant), e.limit
-            ).inc()
+            self.metrics.tenant_rejected(req.tenant, e.limit or "")
             raise
 
-    def admitted(self, req: TaskRequest, now_ms: int) -> int:
-        """Count a task queued; returns what `closed` needs back (its window)."""
-        return self.quotas.admitted(req.tenant, req.prompt_tokens_estimate, now_ms)
+    def admitted(self, req: TaskRequest, estimate: int, now_ms: int) -> tuple[int, int]:
+        """Count a task queued; returns what `closed` needs back (its window, its estimate)."""
+        return self.quotas.admitted(req.tenant, estimate, now_ms), estimate
 
     def closed(
         self,
         req: TaskRequest,
-        window: int,
+        admitted: tuple[int, int],
         event: str,
         data: Mapping[str, object],
         prompt_tokens: int | None,
@@ -154,7 +152,7 @@ class TenantAccounts:
             prompt, cached, completion = prompt_tokens or 0, 0, tokens
         error = event == "error"
         tenant = req.tenant
-        self.quotas.finished(tenant, window, req.prompt_tokens_estimate, prompt, completion, now_ms)
+        self.quotas.finished(tenant, admitted[0], admitted[1], prompt, completion, now_ms)
         self.book.add(now_ms, tenant, req.key_id, req.model, prompt, cached, completion, error)
         self.metrics.tenant_usage(tenant, prompt, cached, completion, error)
 

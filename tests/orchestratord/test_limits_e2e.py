@@ -116,7 +116,7 @@ def test_orch_320_concurrency_refuses_while_its_tasks_are_open(
     (`concurrency`); once the first ended, the next one is let in."""
     with cluster(tmp_path, tiny_model) as orch:
         put_limits(orch.url, "acme", concurrency=1)
-        first = submit(orch.url, ACME, max_tokens=2000)
+        first = submit(orch.url, ACME, max_tokens=16000)
         assert first.status_code == 202
         refused(submit(orch.url, ACME), "concurrency")
         task_id = first.json()["task_id"]
@@ -237,7 +237,7 @@ def test_pol_100_the_policy_sees_the_tenants_limits_and_usage(
     with cluster(tmp_path, tiny_model, "--policy", str(policy)) as orch:
         put_limits(orch.url, "acme", rpm=50)
         # Long tasks: none ends (and spends tokens) while the test looks.
-        long = [submit(orch.url, ACME, max_tokens=2000) for _ in range(2)]
+        long = [submit(orch.url, ACME, max_tokens=16000) for _ in range(2)]
         assert [r.status_code for r in long] == [202, 202]
         r = submit(orch.url, ACME)
         assert (r.status_code, r.json()["code"]) == (429, "ADMISSION_REJECT")
