@@ -41,7 +41,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._fleet import Fleet, fleet, percentile, raise_fd_limit, rss_mb, sse_events
+from bench._fleet import (
+    ADMIN_TOKEN,
+    Fleet,
+    fleet,
+    percentile,
+    raise_fd_limit,
+    rss_mb,
+    sse_events,
+)
 
 TENANT, KEY = "load", "load-key"
 HOLD_TOKENS = 4000  # the task that keeps the worker's only slot while it is stopped
@@ -157,6 +165,8 @@ async def run(args: argparse.Namespace, f: Fleet) -> dict[str, Any]:
         httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(), trust_env=False) as readers,
     ):
         await f.wait_registered(client, ["load-w0"])
+        if args.limits:
+            await set_limits(f, client)
         model = str((await client.get(w.url + "/health")).json()["model"])
         load = Load(f, model)
         # Fill the only slot, then freeze the worker mid-generation: later tasks all queue.
@@ -172,6 +182,27 @@ async def run(args: argparse.Namespace, f: Fleet) -> dict[str, Any]:
                 if event in ("end", "error"):
                     raise RuntimeError(f"the holding task ended early ({event})")
             return await measure(args, load, client, readers)
+
+
+# Every limit set, none reached: each submit runs every check (ORCH-320), each end the
+# accounting (ORCH-326); usage accounting itself is always on in a build that has it.
+BENCH_LIMITS = {
+    "concurrency": 10**9,
+    "rpm": 10**9,
+    "tpm": 10**12,
+    "daily_tokens": 10**15,
+    "monthly_tokens": 10**15,
+}
+
+
+async def set_limits(f: Fleet, client: httpx.AsyncClient) -> None:
+    assert f.orch is not None
+    r = await client.put(
+        f"{f.orch.url}/v2/admin/tenants/{TENANT}/limits",
+        json=BENCH_LIMITS,
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    r.raise_for_status()
 
 
 async def measure(
@@ -221,6 +252,7 @@ async def measure(
     flat = round(serial[-1]["p50_ms"] / serial[0]["p50_ms"], 2)
     return {
         "bench": "load",
+        "tenant_limits": args.limits,
         "cpu_count": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "at_load": {
@@ -258,6 +290,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deep", type=int, default=None, help="[1600; 16000]")
     p.add_argument("--serial", type=int, default=200, help="serial submits per depth")
     p.add_argument("--serial-at-load", type=int, default=500)
+    p.add_argument(
+        "--limits",
+        action="store_true",
+        help="set every per-tenant limit of the load tenant (high: none is reached)",
+    )
     args = p.parse_args(argv)
     scale = 10 if args.full else 1
     for name, quick in (("streams", 100), ("queued", 1000), ("mid", 800), ("deep", 1600)):

@@ -62,6 +62,8 @@ def fleet(n_workers: int, seed: int = 7) -> tuple[TaskView, list[WorkerView], Cl
         "logprobs": False,
         "tools": 0,
         "n": 1,
+        "tenant_limits": None,
+        "tenant_usage": {},
     }
     cluster: ClusterView = {
         "queue_depth": {"interactive": 3, "batch": 10},

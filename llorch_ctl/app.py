@@ -632,5 +632,118 @@ def bench(
     return 1 if b.failed(run) else 0
 
 
+# --- llorch limits ... / llorch usage (CTL-080..CTL-082) -------------------------------------
+
+limits_app = typer.Typer(
+    help="Tenants' limits in orchestratord (admin token).", no_args_is_help=True
+)
+app.add_typer(limits_app, name="limits")
+
+
+@limits_app.command("get")
+def limits_get(
+    ctx: typer.Context,
+    tenant: str,
+    orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Show a tenant's limits and what it uses now."""
+    from llorch_ctl import tenants
+
+    settings = _orch(ctx, orchestrator_url, admin_token, credential="admin_token")
+    reply = tenants.get_limits(settings, tenant)
+    sys.stdout.write(
+        json.dumps(reply, indent=2) + "\n" if as_json else tenants.render_limits(reply)
+    )
+    return 0
+
+
+@limits_app.command("set")
+def limits_set(
+    ctx: typer.Context,
+    tenant: str,
+    concurrency: Annotated[
+        str | None, typer.Option(help="Tasks queued or running at once.", show_default=False)
+    ] = None,
+    rpm: Annotated[
+        str | None, typer.Option(help="Requests per window (orchestratord's --limits-window-s).")
+    ] = None,
+    tpm: Annotated[str | None, typer.Option(help="Prompt + completion tokens per window.")] = None,
+    daily_tokens: Annotated[str | None, typer.Option(help="Tokens per UTC day.")] = None,
+    monthly_tokens: Annotated[str | None, typer.Option(help="Tokens per UTC month.")] = None,
+    weight: Annotated[
+        float | None,
+        typer.Option(min=0.000001, help="Share in fair queueing (default 1).", show_default=False),
+    ] = None,
+    orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Change a tenant's limits: each a whole number, or `none` for no limit. Limits not
+    given keep their value."""
+    from llorch_ctl import tenants
+
+    given = {
+        "concurrency": concurrency,
+        "rpm": rpm,
+        "tpm": tpm,
+        "daily_tokens": daily_tokens,
+        "monthly_tokens": monthly_tokens,
+    }
+    changes: dict[str, Any] = {}
+    for name, text in given.items():
+        if text is not None:
+            try:
+                changes[name] = tenants.parse_limit("--" + name.replace("_", "-"), text)
+            except ValueError as e:
+                raise UsageError(str(e), ctx) from None
+    if weight is not None:
+        changes["weight"] = weight
+    if not changes:
+        raise UsageError("give at least one limit to set (or --help)", ctx)
+    settings = _orch(ctx, orchestrator_url, admin_token, credential="admin_token")
+    reply = tenants.set_limits(settings, tenant, changes)
+    sys.stdout.write(
+        json.dumps(reply, indent=2) + "\n" if as_json else tenants.render_limits(reply)
+    )
+    return 0
+
+
+@app.command()
+def usage(
+    ctx: typer.Context,
+    since: Annotated[
+        str, typer.Option(help="From this long ago (30m, 24h, 7d) or unix milliseconds.")
+    ] = "24h",
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Until this long ago or unix milliseconds [default: now].", show_default=False
+        ),
+    ] = None,
+    by: Annotated[str, typer.Option(help="Group by tenant, model, key or hour.")] = "tenant",
+    tenant: Annotated[
+        str | None, typer.Option(help="Only this tenant (admin token).", show_default=False)
+    ] = None,
+    orchestrator_url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    admin_token: AdminOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Token and task usage. A client key sees its tenant's; the admin token every tenant's."""
+    from llorch_ctl import tenants
+
+    if by not in ("tenant", "model", "key", "hour"):
+        raise UsageError(f"--by {by!r}: give tenant, model, key or hour", ctx)
+    if admin_token is not None or tenant is not None:
+        settings = _orch(ctx, orchestrator_url, admin_token, credential="admin_token")
+    else:
+        settings = _orch(ctx, orchestrator_url, api_key)
+    reply = tenants.usage(settings, since, until, by, tenant)
+    sys.stdout.write(json.dumps(reply, indent=2) + "\n" if as_json else tenants.render_usage(reply))
+    return 0
+
+
 # `llorch keys ...` and `llorch audit` (llorch_ctl/admin.py) add themselves to `app`.
 from llorch_ctl import admin as _admin_commands  # noqa: E402,F401

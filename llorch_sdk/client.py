@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource
@@ -277,6 +278,28 @@ class Client:
     def compare_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """Saved compare runs, newest first (`GET /v2/compare`)."""
         return _runs(_object(self._request("GET", "/v2/compare", params={"limit": limit})))
+
+    def limits(self, tenant: str) -> dict[str, Any]:
+        """A tenant's limits and its usage now (`GET /v2/admin/tenants/{t}/limits`, admin)."""
+        return _object(self._request("GET", f"/v2/admin/tenants/{quote(tenant, safe='')}/limits"))
+
+    def set_limits(self, tenant: str, limits: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a tenant's limits (`PUT`, admin): a limit left out or None is no limit."""
+        path = f"/v2/admin/tenants/{quote(tenant, safe='')}/limits"
+        return _object(self._request("PUT", path, json=dict(limits)))
+
+    def usage(
+        self,
+        since: str | int | None = None,
+        until: str | int | None = None,
+        by: str = "tenant",
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        """Usage totals grouped `by` tenant, model, key or hour (`GET /v2/usage`); `since` and
+        `until` are unix ms or a time ago (`24h`). A client key sees its own tenant's."""
+        query = {"since": since, "until": until, "by": by, "tenant": tenant}
+        params = {k: str(v) for k, v in query.items() if v is not None}
+        return _object(self._request("GET", "/v2/usage", params=params))
 
 
 def _object(response: httpx.Response) -> dict[str, Any]:

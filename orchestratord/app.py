@@ -43,6 +43,7 @@ from orchestratord.http import (
     openai,
     openai_responses,
     tasks,
+    tenants,
     workers,
 )
 from orchestratord.http.auth import OrchestratorAuth
@@ -79,6 +80,7 @@ def _routes() -> list[BaseRoute]:
         *openai_responses.routes,
         *events.routes,
         *compare.routes,
+        *tenants.routes,
         *console.routes,
     ]
 
@@ -136,7 +138,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
         # run ends: a start-up that fails half way leaks nothing.
         async with contextlib.AsyncExitStack() as stack:
             openapi = await asyncio.to_thread(meta.openapi_document)
-            m = Metrics()
+            m = Metrics(settings.metrics_tenant_labels)
             observer = MetricsPolicyObserver(m)
             policy = PolicyHolder(
                 await asyncio.to_thread(
@@ -179,6 +181,11 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
             stack.push_async_callback(audit_log.close)
             writer.start()
             stack.push_async_callback(writer.close)
+            # Limits and the budgets' spent tokens before the first task; usage is written
+            # after the service stops, its last tasks included (ORCH-324).
+            await service.tenants.load()
+            service.tenants.start()
+            stack.push_async_callback(service.tenants.close)
             service.start()
             stack.push_async_callback(service.stop)
             janitor = asyncio.create_task(

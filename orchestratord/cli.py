@@ -73,6 +73,11 @@ HELP: dict[str, str] = {
     "policy_breaker_cooldown_s": "Seconds the built-in policy stands in after the breaker trips",
     "events_buffer": "Events a GET /v2/events reader may fall behind by before its oldest "
     "are dropped",
+    "limits_window_s": "Length of the window of tenants' rpm and tpm limits, in seconds "
+    "(fixed; it opens at a tenant's first request after the last one closed)",
+    "usage_flush_s": "Seconds between writes of the usage counts to the database",
+    "metrics_tenant_labels": "Distinct tenants that get their own `tenant` label in the "
+    "metrics; the others are counted as `other`",
     "log_level": "debug, info, warning or error",
     "log_format": "text, or json (one object per line)",
 }

@@ -64,6 +64,9 @@ class Settings:
     policy_breaker_failures: int = 5
     policy_breaker_cooldown_s: float = 30.0
     events_buffer: int = 256
+    limits_window_s: float = 60.0
+    usage_flush_s: float = 5.0
+    metrics_tenant_labels: int = 100
     log_level: str = "info"
     log_format: LogFormat = "text"
 
@@ -80,6 +83,10 @@ class Settings:
             raise SettingsError(
                 "--policy-breaker-failures must be at least 1, --policy-breaker-cooldown-s >= 0"
             )
+        if not 0 < self.limits_window_s <= 3600 or not 0 < self.usage_flush_s <= 3600:
+            raise SettingsError("--limits-window-s and --usage-flush-s must be in (0, 3600]")
+        if self.metrics_tenant_labels < 0:
+            raise SettingsError("--metrics-tenant-labels must be 0 or more")
         if self.events_buffer < 2:
             raise SettingsError("--events-buffer must be at least 2")
         if self.queue_capacity < 1:

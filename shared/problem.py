@@ -124,6 +124,40 @@ class AdmissionReject(ApiError):
     status, code, title, retriable = 429, "ADMISSION_REJECT", "Rejected by admission policy", True
 
 
+class RateLimited(ApiError):
+    """A tenant's limit refused the task (ORCH-321): the body names the `limit`, the `tenant`
+    and `retry_after_s` (the Retry-After header's value); OpenAI's `rate_limit_exceeded`."""
+
+    status, code, title, retriable = 429, "RATE_LIMITED", "Tenant limit reached", True
+    openai_code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        limit: str | None = None,
+        tenant: str | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        super().__init__(detail, retry_after_ms=retry_after_ms)
+        self.limit, self.tenant = limit, tenant
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        body = super().to_problem(instance)
+        body["limit"], body["tenant"] = self.limit, self.tenant
+        if self.retry_after_ms is not None:
+            body["retry_after_s"] = max(1, -(-self.retry_after_ms // 1000))
+        return body
+
+
+class BudgetExhausted(RateLimited):
+    """A tenant's daily or monthly token budget is spent (ORCH-321): 429 as a rate limit, with
+    its own code; OpenAI's `insufficient_quota`."""
+
+    code, title = "BUDGET_EXHAUSTED", "Tenant token budget spent"
+    openai_code = "insufficient_quota"
+
+
 class QueueFull(ApiError):
     status, code, title, retriable = 429, "QUEUE_FULL", "Queue full", True
 

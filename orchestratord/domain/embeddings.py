@@ -59,6 +59,7 @@ def parse_embedding_request(body: object, *, caller: Caller) -> tuple[TaskReques
         max_tokens=0,
         embed_input=tuple(inputs),
         tenant=caller.task_tenant(None),
+        key_id=caller.key_id,
     )
     return req, "base64" if fmt == "base64" else "float"
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestratord.domain.queue import QueueEntry, TaskQueue
+from orchestratord.domain.quotas import EMPTY_USAGE
 from orchestratord.domain.registry import Registry, Worker
 from orchestratord.domain.tasks import TaskRequest
 from orchestratord.domain.views import AdmitDecision, ClusterView, TaskView, WorkerView
@@ -31,7 +32,16 @@ class Policy(Protocol):
     ) -> str | None: ...
 
 
-def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
+# A task whose tenant has neither limits nor usage yet (POL-100).
+NO_TENANT: tuple[dict[str, Any] | None, dict[str, int | float]] = (None, EMPTY_USAGE)
+
+
+def task_view(
+    task_id: str,
+    req: TaskRequest,
+    wait_ms: int,
+    tenant: tuple[dict[str, Any] | None, dict[str, int | float]] = NO_TENANT,
+) -> TaskView:
     return {
         # The id its client knows it by (with `tenant`, unique: ORCH-156), as before ids
         # were scoped; the server-made one is orchestratord's own.
@@ -48,6 +58,8 @@ def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
         "logprobs": req.logprobs,
         "tools": len(req.tools or ()),
         "n": req.n,
+        "tenant_limits": tenant[0],
+        "tenant_usage": tenant[1],
     }
 
 

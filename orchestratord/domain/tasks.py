@@ -70,6 +70,8 @@ class TaskRequest:
     top_logprobs: int = 0
     # Choices of one prompt, one worker slot each (ORCH-270).
     n: int = 1
+    # The id of the key that submitted it, for usage by key (ORCH-326); None for flag keys.
+    key_id: str | None = None
 
     @property
     def constrained(self) -> bool:
@@ -286,6 +288,7 @@ def parse_task_request(body: Mapping[str, Any], *, caller: Caller) -> TaskReques
         deadline_ms=deadline_ms,
         task_id=task_id,
         tenant=caller.task_tenant(body_tenant),
+        key_id=caller.key_id,
         ignore_eos=ignore_eos,
         tools=gen.tools,
         grammar=structure.grammar,

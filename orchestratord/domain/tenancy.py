@@ -18,7 +18,8 @@ class Caller:
     tenant: str | None = None
     admin: bool = False
     unrestricted: bool = False
-    key_id: str | None = None  # a stored key's id (ORCH-300); None for flag keys and tokens
+    # A stored key's id (ORCH-300; usage by key, ORCH-326); None for flag keys and tokens.
+    key_id: str | None = None
 
     def sees(self, tenant: str | None) -> bool:
         """Whether a task of `tenant` exists for this caller (others get 404, not 403: a

@@ -8,7 +8,7 @@ worker view, the scheduler's task and cluster views); the policy engine above re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from shared.wire import Priority
 
@@ -32,6 +32,11 @@ class TaskView(TypedDict):
     logprobs: bool
     tools: int
     n: int  # choices: slots the task takes on its worker (ORCH-270)
+    # The task's tenant's limits (None: none set) and what it used (POL-100,
+    # domain/quotas.py): open tasks, requests and tokens in the window, tokens today and
+    # this month.
+    tenant_limits: dict[str, Any] | None
+    tenant_usage: dict[str, int | float]
 
 
 class WorkerView(TypedDict):

@@ -103,8 +103,32 @@ def dry_run_inputs() -> dict[str, tuple[TaskView, list[WorkerView], ClusterView]
         "logprobs": False,
         "tools": 0,
         "n": 1,
+        "tenant_limits": None,
+        "tenant_usage": {},
     }
-    batch: TaskView = {**task, "priority": "batch", "session_id": "s-1", "tenant": "t-1"}
+    batch: TaskView = {
+        **task,
+        "priority": "batch",
+        "session_id": "s-1",
+        "tenant": "t-1",
+        # A tenant with limits (POL-100): a policy that reads them is dry-run with both shapes.
+        "tenant_limits": {
+            "concurrency": 8,
+            "rpm": 60,
+            "tpm": None,
+            "daily_tokens": 1_000_000,
+            "monthly_tokens": None,
+            "weight": 1.0,
+        },
+        "tenant_usage": {
+            "open": 1,
+            "requests": 3,
+            "tokens": 120,
+            "window_s": 60.0,
+            "tokens_today": 5000,
+            "tokens_month": 90000,
+        },
+    }
     workers = [
         worker(1, "pool-a", "dry-run-model", "ready", 0),
         worker(2, "pool-b", "dry-run-model", "ready", 1),

@@ -76,6 +76,8 @@ def _view(t: RecordedTask, wait_ms: int) -> TaskView:
         "logprobs": False,
         "tools": 0,
         "n": 1,
+        "tenant_limits": None,
+        "tenant_usage": {},
     }
 
 

@@ -25,6 +25,7 @@ from orchestratord.metrics import Metrics
 from orchestratord.policy import PolicyHolder
 from orchestratord.runtime.policy_calls import PolicyCalls
 from orchestratord.runtime.tasklog import TaskLog
+from orchestratord.runtime.tenants import TenantAccounts
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from orchestratord.worker_client.http1 import ConnectionPool
@@ -53,6 +54,8 @@ class ActiveTask:
     runner: asyncio.Task[None] | None = None
     cancelling: bool = False
     grace: asyncio.TimerHandle | None = None
+    # Its tenant's rate window when it was admitted, and its prompt's estimate (ORCH-322).
+    admitted: tuple[int, int] = (0, 0)
 
 
 class Core:
@@ -100,6 +103,18 @@ class Core:
         self.observers: list[Callable[[TaskRecord], None]] = []
         # Kept-alive connections to the workers, for the relay (worker_client/http1.py).
         self.connections = ConnectionPool()
+        # Per-tenant limits and usage (ORCH-320..ORCH-329), in memory on the hot path.
+        self.tenants = TenantAccounts(settings, metrics, store, clock)
+        # A tenant's weight in fair queueing (ORCH-352): its stored limits' weight once an
+        # operator set its limits (ORCH-323), else its `--tenant-weight` flag, else 1.0.
+        accounts = self.tenants.quotas.limits
+        self.queue.weight = lambda tenant: (
+            accounts[tenant].weight
+            if tenant in accounts
+            else weights.get(tenant, 1.0)
+            if tenant is not None
+            else 1.0
+        )
 
     @property
     def running_by_tenant(self) -> dict[str, int]:
@@ -224,6 +239,15 @@ class Core:
             rec.error_code, rec.error_message = code, error_message
         active.log.append(event, data)
         self.metrics.tasks.labels(code).inc()
+        self.tenants.closed(
+            active.req,
+            active.admitted,
+            event,
+            data,
+            active.prompt_tokens,
+            active.tokens,
+            rec.finished_ms,
+        )
         if active.grace is not None:
             active.grace.cancel()
             active.grace = None

@@ -14,7 +14,7 @@ from functools import partial
 
 from orchestratord.domain.queue import QueueEntry
 from orchestratord.domain.scheduler import apply, cluster_view, plan, snapshot, task_view
-from orchestratord.domain.views import ClusterView, WorkerView
+from orchestratord.domain.views import ClusterView, TaskView, WorkerView
 from orchestratord.policy import PolicyEngine
 from orchestratord.runtime.core import Core
 from orchestratord.runtime.runner import start_runner
@@ -88,11 +88,15 @@ async def _pass_off_loop(
     if not parts:
         return 0
     cluster = cluster_view(core.queue, core.registry, core.running_by_tenant, now)
-    tasks = {
-        e.task_id: task_view(e.task_id, core.tasks[e.task_id].req, now - e.enqueued_ms)
-        for part in parts
-        for e in part.entries
-    }
+    tenants = core.tenants
+
+    def view(e: QueueEntry) -> TaskView:
+        req = core.tasks[e.task_id].req
+        return task_view(e.task_id, req, now - e.enqueued_ms, tenants.view(req.tenant, now))
+
+    # The built-in schedule (inline, above) reads no tenant; a policy's own sees its tenant's
+    # limits and usage (POL-100).
+    tasks = {e.task_id: view(e) for part in parts for e in part.entries}
     assignments, cut = await core.policy_calls.schedule_pass(engine, parts, tasks, cluster)
     started = apply(assignments, core.queue, core.registry, core.clock(), partial(_reserve, core))
     if cut or len(started) < len(assignments):

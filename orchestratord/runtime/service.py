@@ -143,14 +143,21 @@ class TaskService(Core):
             check_embeddable(req, serving)
         check_choices(req, serving)
         now = self.clock()
+        tenants = self.tenants
+        estimate = req.prompt_tokens_estimate
+        tenants.check(req, estimate, now)  # the tenant's limits, before the policy (ORCH-320)
         # A client-chosen id is kept beside the server's, scoped to the tenant (ORCH-156).
         task_id = self._new_id(now)
         decision = await self.policy_calls.admit(
-            task_view(task_id, req, 0),
+            task_view(task_id, req, 0, tenants.view(req.tenant, now)),
             lambda: cluster_view(self.queue, self.registry, self.running_by_tenant, now),
         )
         # Nothing below awaits until the task is queued: the next admission sees it (POL-093).
-        if not decision.accept:
+        if decision.accept:
+            # A policy's own admit runs off the loop: others may have been admitted meanwhile,
+            # so the limits are checked again, with no await from here to the queue.
+            tenants.check(req, estimate, now)
+        else:
             self.metrics.tasks.labels("ADMISSION_REJECT").inc()
             retry = decision.retry_after_ms
             raise AdmissionReject(
@@ -192,6 +199,7 @@ class TaskService(Core):
             client_id=req.task_id,
         )
         active = ActiveTask(req, record, TaskLog(), entry, time.perf_counter())
+        active.admitted = tenants.admitted(req, estimate, now)
         self.tasks[task_id] = active
         if req.task_id is not None:
             self.client_ids[(req.tenant, req.task_id)] = task_id

@@ -118,7 +118,36 @@ audit_log = sa.Table(
     sa.Column("before_json", sa.Text),
     sa.Column("after_json", sa.Text),
 )
-_ADDED_TABLES = (compare_runs, api_keys, audit_log)
+# Per-tenant limits (ORCH-323) and usage by hour, tenant, key and model (ORCH-326). The
+# usage columns are NOT NULL ('' for no tenant or no key) so the primary key holds for all.
+tenant_limits = sa.Table(
+    "tenant_limits",
+    metadata,
+    sa.Column("tenant", sa.String(128), primary_key=True),
+    sa.Column("concurrency", sa.BigInteger),
+    sa.Column("rpm", sa.BigInteger),
+    sa.Column("tpm", sa.BigInteger),
+    sa.Column("daily_tokens", sa.BigInteger),
+    sa.Column("monthly_tokens", sa.BigInteger),
+    sa.Column("weight", sa.Float, nullable=False, server_default="1.0"),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+)
+usage_hourly = sa.Table(
+    "usage_hourly",
+    metadata,
+    sa.Column("hour_ms", sa.BigInteger, primary_key=True),
+    sa.Column("tenant", sa.String(128), primary_key=True),
+    sa.Column("key_id", sa.String(128), primary_key=True),
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cached_tokens", sa.BigInteger, nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+    sa.Column("tasks", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+)
+_USAGE_KEY = ("hour_ms", "tenant", "key_id", "model")
+_USAGE_COUNTS = ("prompt_tokens", "cached_tokens", "completion_tokens", "tasks", "errors")
+_ADDED_TABLES = (compare_runs, api_keys, audit_log, tenant_limits, usage_hourly)
 
 # Columns each upgrade adds: version -> [(table, column DDL)].
 _UPGRADES: dict[int, list[tuple[str, str]]] = {
@@ -353,6 +382,77 @@ class Store:
             )
         with self.engine.connect() as c:
             return [json.loads(r) for r in c.execute(q.limit(limit)).scalars()]
+
+    # --- tenant limits and usage (ORCH-323, ORCH-326) ---------------------------------------
+
+    def load_limits(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [r._asdict() for r in c.execute(sa.select(tenant_limits))]
+
+    def save_limits(self, tenant: str, row: dict[str, Any] | None) -> None:
+        """Set a tenant's limits (a row of tenant_limits' columns) or, with None, remove them."""
+        with self.engine.begin() as c:
+            c.execute(tenant_limits.delete().where(tenant_limits.c.tenant == tenant))
+            if row is not None:
+                c.execute(tenant_limits.insert().values(tenant=tenant, **row))
+
+    def add_usage(self, rows: Iterable[tuple[tuple[Any, ...], Iterable[int]]]) -> None:
+        """Add (hour_ms, tenant, key_id, model) -> counts to the hourly totals, one
+        transaction. None tenant or key is stored as ''."""
+        values = [
+            {
+                **dict(zip(_USAGE_KEY, (h, t or "", k or "", m), strict=True)),
+                **dict(zip(_USAGE_COUNTS, counts, strict=True)),
+            }
+            for (h, t, k, m), counts in rows
+        ]
+        if not values:
+            return
+        with self.engine.begin() as c:
+            name = c.dialect.name
+            if name in ("sqlite", "postgresql"):
+                from sqlalchemy.dialects import postgresql, sqlite
+
+                dialect = sqlite if name == "sqlite" else postgresql
+                ins = dialect.insert(usage_hourly)
+                set_ = {n: usage_hourly.c[n] + ins.excluded[n] for n in _USAGE_COUNTS}
+                c.execute(ins.on_conflict_do_update(index_elements=_USAGE_KEY, set_=set_), values)
+                return
+            for v in values:
+                where = sa.and_(*(usage_hourly.c[k] == v[k] for k in _USAGE_KEY))
+                added = {n: usage_hourly.c[n] + v[n] for n in _USAGE_COUNTS}
+                if c.execute(usage_hourly.update().where(where).values(added)).rowcount == 0:
+                    c.execute(usage_hourly.insert().values(v))
+
+    def usage(
+        self, since_ms: int, until_ms: int, tenant: str | None, restricted: bool
+    ) -> list[tuple[tuple[int, str | None, str | None, str], list[int]]]:
+        """Hourly rows with since_ms <= hour_ms < until_ms; `restricted`: `tenant`'s only."""
+        q = sa.select(usage_hourly).where(
+            usage_hourly.c.hour_ms >= since_ms, usage_hourly.c.hour_ms < until_ms
+        )
+        if restricted:
+            q = q.where(usage_hourly.c.tenant == (tenant or ""))
+        with self.engine.connect() as c:
+            return [
+                (
+                    (r.hour_ms, r.tenant or None, r.key_id or None, r.model),
+                    [int(getattr(r, n)) for n in _USAGE_COUNTS],
+                )
+                for r in c.execute(q)
+            ]
+
+    def spent(self, day_ms: int, month_ms: int) -> list[tuple[str | None, int, int]]:
+        """(tenant, tokens since day_ms, tokens since month_ms): the budgets' restart point."""
+        tokens = usage_hourly.c.prompt_tokens + usage_hourly.c.completion_tokens
+        today = sa.func.sum(sa.case((usage_hourly.c.hour_ms >= day_ms, tokens), else_=0))
+        q = (
+            sa.select(usage_hourly.c.tenant, today, sa.func.sum(tokens))
+            .where(usage_hourly.c.hour_ms >= month_ms)
+            .group_by(usage_hourly.c.tenant)
+        )
+        with self.engine.connect() as c:
+            return [(t or None, int(d or 0), int(m or 0)) for t, d, m in c.execute(q)]
 
 
 def worker_row(w: Worker, state: str) -> dict[str, Any]:

@@ -400,6 +400,7 @@ PAGES = {  # page -> (URL fragment, its own controls: at least one must be visib
         "#/compare",
         "#compare-form select, #compare-form input, #compare-form textarea, [data-testid=cmp-run]",
     ),
+    "usage": ("#/usage", "#usage-filters select, main .scroll"),  # ORCH-329
 }
 
 
@@ -450,6 +451,8 @@ def test_orch_226_every_page_is_usable_at_both_widths_in_light_and_dark(
                 page.get_by_test_id(f"task-{task}").wait_for()
             elif name == "task":
                 page.wait_for_selector("[data-testid=task-text][data-done='1']")
+            elif name == "usage":
+                page.get_by_test_id("usage-acme").wait_for()
             else:
                 page.locator("#cmp-targets input[value='worker:w1']").wait_for()
             assert_usable(page, sel, viewport["width"], theme)

@@ -40,9 +40,10 @@ def test_orch_306_every_admin_action_is_recorded_with_who_what_before_and_after(
     orchd: AppFactory, tmp_path: Path
 ) -> None:
     """ORCH-306, ORCH-307: policy put and reload, fleet put, an action's lease and result, a
-    drain, a worker's removal (by the admin and by the cluster token), and a key's create and
-    revoke each leave one entry naming the credential, never a secret; entries are newest
-    first, filtered by action (exact or prefix) and time, and outlive a restart."""
+    drain, a worker's removal (by the admin and by the cluster token), a key's create and
+    revoke, and a tenant's limits put each leave one entry naming the credential, never a
+    secret; entries are newest first, filtered by action (exact or prefix) and time, and
+    outlive a restart."""
     policy_file = tmp_path / "policy.star"
     policy_file.write_text(POLICY)
     with orchd(policy=policy_file, **SETTINGS) as c:
@@ -61,6 +62,8 @@ def test_orch_306_every_admin_action_is_recorded_with_who_what_before_and_after(
         made = c.post("/v2/admin/keys", json={"tenant": "acme", "label": "ci"}, headers=AT)
         secret, key_id = made.json()["secret"], made.json()["id"]
         assert c.delete(f"/v2/admin/keys/{key_id}", headers=AT).status_code == 200
+        limits = {"rpm": 5, "weight": 2.0}
+        assert c.put("/v2/admin/tenants/acme/limits", json=limits, headers=AT).status_code == 200
         # Refused requests change nothing and are not recorded.
         assert (
             c.post("/v2/admin/policy", json={"source": "def admit("}, headers=AT).status_code == 400
@@ -69,6 +72,7 @@ def test_orch_306_every_admin_action_is_recorded_with_who_what_before_and_after(
 
         got = entries(c)
         assert [(e["who"], e["action"], e["target"]) for e in got] == [
+            ("admin", "limits.put", "acme"),
             ("admin", "keys.revoke", key_id),
             ("admin", "keys.create", key_id),
             ("cluster", "workers.remove", "w2"),
@@ -91,6 +95,8 @@ def test_orch_306_every_admin_action_is_recorded_with_who_what_before_and_after(
         assert by_action["keys.revoke"]["before"]["revoked"] is False
         assert by_action["keys.revoke"]["after"]["revoked"] is True
         assert by_action["keys.create"]["after"]["tenant"] == "acme"
+        assert by_action["limits.put"]["before"] is None
+        assert by_action["limits.put"]["after"]["rpm"] == 5
         assert all(e["at_ms"] > 0 for e in got) and secret not in str(got)
 
         keys_only = entries(c, action="keys.")

@@ -250,6 +250,8 @@ def test_orch_235_second_turn_lands_where_the_first_was_served(
             "logprobs": False,
             "tools": 0,
             "n": 1,
+            "tenant_limits": None,
+            "tenant_usage": {},
         }
         return engine.schedule(task, [_view("w-x"), _view("w-y")], cluster)
 

@@ -37,6 +37,8 @@ def make_task(**over: Any) -> TaskView:
         "logprobs": False,
         "tools": 0,
         "n": 1,
+        "tenant_limits": None,
+        "tenant_usage": {},
     }
     task.update(over)
     return task  # type: ignore[return-value]
@@ -912,6 +914,8 @@ def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call
         "logprobs",
         "tools",
         "n",
+        "tenant_limits",
+        "tenant_usage",
     )
     assert WORKER_KEYS == (
         "id",

@@ -241,3 +241,21 @@ def test_orch_353_replay_orders_the_queue_as_the_daemon_does(tmp_path: Path) -> 
     assert fifo.waits_ms["b0"] == 50 * 100 - 1
     weighted = simulate(_trace(), PolicyEngine.from_file(None), weights={"A": 3.0})
     assert weighted.waits_ms["b0"] == 99 and weighted.waits_ms["b1"] == 499
+
+
+def test_orch_352_stored_limits_weight_wins_over_the_flag() -> None:
+    """ORCH-352, ORCH-323: the queue asks the tenant's stored limits' weight once its limits
+    are set, else its --tenant-weight flag, else 1."""
+    from orchestratord.domain.quotas import Limits
+    from orchestratord.metrics import Metrics
+    from orchestratord.policy import PolicyEngine, PolicyHolder
+    from orchestratord.runtime.core import Core
+
+    core = Core(
+        Settings(tenant_weights=("acme=3", "globex=2")),
+        policy=PolicyHolder(PolicyEngine.from_file(None)),
+        metrics=Metrics(),
+    )
+    assert [core.queue.weight(t) for t in ("acme", "globex", "initech", None)] == [3, 2, 1, 1]
+    core.tenants.quotas.set("acme", Limits(rpm=10, weight=0.5))
+    assert core.queue.weight("acme") == 0.5 and core.queue.weight("globex") == 2

@@ -1,15 +1,16 @@
-// The console's shell: sign-in, the router (#/fleet, #/tasks, #/task/ID, #/compare), the theme,
+// The console's shell: sign-in, the router (#/fleet, #/tasks, #/task/ID, #/compare, #/usage), the theme,
 // and the one live connection to GET /v2/events that feeds every page.
 
 import { ApiError, clearToken, endIdentity, setToken, sse, token } from "./api.js";
 import * as compare from "./compare.js";
 import * as fleet from "./fleet.js";
 import * as tasks from "./tasks.js";
+import * as usage from "./usage.js";
 
 const $ = (id) => document.getElementById(id);
 const session = { role: null, tenant: null, who: null, abort: null, retry: 1000 };
 // Each view forgets, in its reset(), all it shows: rows, cards, lanes, charts, form fields.
-const views = [fleet, tasks, compare];
+const views = [fleet, tasks, compare, usage];
 
 function setTheme(theme) {
   document.documentElement.dataset.theme = theme;
@@ -42,7 +43,7 @@ function route() {
   if (!session.role) return;
   const hash = location.hash || "#/fleet";
   const [, page, arg] = hash.split("/");
-  const name = ["fleet", "tasks", "task", "compare"].includes(page) ? page : "fleet";
+  const name = ["fleet", "tasks", "task", "compare", "usage"].includes(page) ? page : "fleet";
   for (const p of document.querySelectorAll(".page")) p.hidden = p.id !== `page-${name}`;
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("on", a.dataset.page === (name === "task" ? "tasks" : name));
@@ -50,6 +51,7 @@ function route() {
   if (name === "fleet") fleet.show();
   else if (name === "tasks") tasks.showList();
   else if (name === "task") tasks.showTask(decodeURIComponent(arg || ""));
+  else if (name === "usage") usage.show();
   else compare.show();
   if (name !== "task") tasks.leaveTask();
 }
@@ -152,6 +154,7 @@ function start() {
   fleet.init();
   tasks.init();
   compare.init();
+  usage.init();
   if (token() !== null) { live(false, "connecting"); connect(); } else showSignin("");
 }
 
