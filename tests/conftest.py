@@ -8,7 +8,6 @@ import pytest
 from orchestratord.store.db import Store
 from shared.testmodel import write_model
 from tests import stores
-from tests.support import require
 
 
 @pytest.fixture(scope="session")
@@ -53,17 +52,7 @@ def pg_cluster() -> Iterator[stores.PgCluster]:
     """A throwaway PostgreSQL server for the session (initdb in a temporary directory, a free
     port; stopped and removed at the end). Skips where PostgreSQL's server or psycopg is
     missing; LLORCH_TEST_STRICT=1 (CI) makes that a failure."""
-    bindir = stores.find_bindir()
-    require(
-        bindir is not None,
-        "PostgreSQL's server binaries (initdb, pg_ctl) are missing: apt-get install postgresql",
-    )
-    assert bindir is not None
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        require(False, "psycopg is not installed: pip install 'psycopg[binary]'")
-    with stores.pg_cluster(bindir) as cluster:
+    with stores.pg_cluster(stores.required_bindir()) as cluster:
         yield cluster
 
 

@@ -25,9 +25,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tests.support import free_port
+from tests.support import free_port, require
 
-SUPERUSER = "llorch"
+# The superuser is named as on a packaged server, so a test can run the deploy guide's
+# `CREATE ROLE llorch ...` as written.
+SUPERUSER = "postgres"
 BACKENDS = ("sqlite", "postgresql")
 # Durability a throwaway test cluster does not need: no fsync, so CREATE DATABASE and commits
 # cost memory copies, not disk flushes.
@@ -35,12 +37,12 @@ FAST = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
 def find_bindir() -> Path | None:
-    """The directory of PostgreSQL's server binaries (initdb, pg_ctl, postgres): $LLORCH_PG_BINDIR,
-    `pg_config --bindir`, the PATH, or Debian's /usr/lib/postgresql/<version>/bin (not on the
-    PATH there), the newest version first."""
+    """The directory of PostgreSQL's server binaries (initdb, pg_ctl, postgres):
+    $LLORCH_PG_BINDIR when set (and only it), else `pg_config --bindir`, the PATH, or
+    Debian's /usr/lib/postgresql/<version>/bin (not on the PATH there), newest first."""
     candidates: list[Path] = []
     if os.environ.get("LLORCH_PG_BINDIR"):
-        candidates.append(Path(os.environ["LLORCH_PG_BINDIR"]))
+        return _server_bindir(Path(os.environ["LLORCH_PG_BINDIR"]))
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
@@ -54,9 +56,31 @@ def find_bindir() -> Path | None:
     versions = glob.glob("/usr/lib/postgresql/*/bin")
     candidates += [Path(p) for p in sorted(versions, key=_version, reverse=True)]
     for bindir in candidates:
-        if all(os.access(bindir / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres")):
+        if _server_bindir(bindir) is not None:
             return bindir
     return None
+
+
+def required_bindir() -> Path:
+    """The server's bindir; where it or psycopg is missing, skips the test, or fails it with
+    LLORCH_TEST_STRICT=1 (CI, which installs both)."""
+    bindir = find_bindir()
+    require(
+        bindir is not None,
+        "PostgreSQL's server binaries (initdb, pg_ctl) are missing: apt-get install postgresql",
+    )
+    assert bindir is not None
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        require(False, "psycopg is not installed: pip install 'psycopg[binary]'")
+    return bindir
+
+
+def _server_bindir(bindir: Path) -> Path | None:
+    """`bindir` if it holds the server (pg_config may come from libpq-dev alone)."""
+    ok = all(os.access(bindir / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres"))
+    return bindir if ok else None
 
 
 def _version(path: str) -> tuple[int, ...]:
