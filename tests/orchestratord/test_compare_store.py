@@ -23,8 +23,7 @@ def _run(run_id: str, created: int, tenant: str | None) -> CompareRun:
 def test_orch_212_compare_runs_are_kept_across_restarts_and_listed_per_tenant(
     store_url: str,
 ) -> None:
-    url = store_url
-    store = Store(url).open()
+    store = Store(store_url).open()
     r1, r2, r3 = _run("r1", 1, "acme"), _run("r2", 2, "other"), _run("r3", 3, "acme")
     for r in (r1, r2, r3):
         store.save_compare_run(r.to_json())
@@ -32,7 +31,7 @@ def test_orch_212_compare_runs_are_kept_across_restarts_and_listed_per_tenant(
     store.save_compare_run(r1.to_json())  # the finished run replaces the running one
     store.close()
 
-    store = Store(url).open()
+    store = Store(store_url).open()
     got = store.get_compare_run("r1")
     assert got is not None and got["status"] == "done"
     assert [x["status"] for x in got["results"]] == ["succeeded", "failed"]
