@@ -16,7 +16,8 @@ test suite runs every store test on both. What keeps a table portable:
 - times in milliseconds are `sa.BigInteger` (PostgreSQL's INTEGER is 32 bits; SQLite does
   not care, so only the PostgreSQL tests catch it); a generated id is `AUTO_ID`;
 - write rows with `_upsert_many` (insert or update by the primary key, counters added on
-  the database), never `INSERT OR ...` or dialect SQL in text;
+  the database), never `INSERT OR ...` or dialect SQL in text; a document is `sa.Text` of
+  `json.dumps` (as compare_runs) or `sa.JSON`, both portable;
 - PostgreSQL runs at READ COMMITTED: a read-modify-write of a counter is one `UPDATE ... SET
   n = n + :d` or an `add=` upsert, not a SELECT then a write; LIKE is case-sensitive there.
 """

@@ -214,7 +214,8 @@ def test_orch_340_millisecond_times_and_listing_on_both_backends(store: Store) -
 def test_orch_342_upsert_by_composite_key_adds_counters_atomically(store: Store) -> None:
     """ORCH-342: the store's upsert takes any table's primary key (here two columns), and
     the counters it is told to add grow by each row written, with concurrent writers on
-    separate connections, on SQLite and on PostgreSQL (READ COMMITTED)."""
+    separate connections, on SQLite and on PostgreSQL (READ COMMITTED); other columns, a
+    JSON document among them, take the last row's values."""
     table = sa.Table(
         "usage_probe",
         sa.MetaData(),
@@ -222,14 +223,15 @@ def test_orch_342_upsert_by_composite_key_adds_counters_atomically(store: Store)
         sa.Column("hour_ms", sa.BigInteger, primary_key=True),
         sa.Column("tokens", sa.BigInteger, nullable=False),
         sa.Column("label", sa.String(32)),
+        sa.Column("detail", sa.JSON),
     )
     table.create(store.engine)
     hour = 1_765_000_000_000
 
     def write(i: int) -> None:
         rows = [
-            {"tenant": "a", "hour_ms": hour, "tokens": 3, "label": f"l{i}"},
-            {"tenant": "b", "hour_ms": hour + i % 2, "tokens": 1, "label": None},
+            {"tenant": "a", "hour_ms": hour, "tokens": 3, "label": f"l{i}", "detail": {"i": i}},
+            {"tenant": "b", "hour_ms": hour + i % 2, "tokens": 1, "label": None, "detail": None},
         ]
         with store.engine.begin() as c:
             _upsert_many(c, table, rows, add=("tokens",))
@@ -243,7 +245,8 @@ def test_orch_342_upsert_by_composite_key_adds_counters_atomically(store: Store)
         ("b", hour, 20),
         ("b", hour + 1, 20),
     ]
-    assert rows[0].label is not None and rows[0].label.startswith("l")  # plain columns: replaced
+    label, detail = rows[0].label, rows[0].detail  # plain columns: replaced, by the same row
+    assert label is not None and detail == {"i": int(label[1:])}
 
 
 def test_orch_343_pool_settings_come_from_the_url(store_url: str) -> None:
