@@ -630,3 +630,7 @@ def bench(
     )
     sys.stdout.write(json.dumps(run, indent=2) + "\n" if as_json else b.render(run))
     return 1 if b.failed(run) else 0
+
+
+# `llorch keys ...` and `llorch audit` (llorch_ctl/admin.py) add themselves to `app`.
+from llorch_ctl import admin as _admin_commands  # noqa: E402,F401

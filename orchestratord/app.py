@@ -33,10 +33,12 @@ from orchestratord.fleet.desired import FleetSpec, load_fleet_file
 from orchestratord.fleet.plan_hook import PlanHook
 from orchestratord.http import (
     admin,
+    audit,
     compare,
     console,
     events,
     fleet,
+    keys,
     meta,
     openai,
     openai_responses,
@@ -47,12 +49,15 @@ from orchestratord.http.auth import OrchestratorAuth
 from orchestratord.http.errors import error_response
 from orchestratord.metrics import Metrics, MetricsPolicyObserver
 from orchestratord.policy import PolicyEngine, PolicyError, PolicyHolder
+from orchestratord.runtime.audit import AuditLog
 from orchestratord.runtime.compare_service import CompareService
 from orchestratord.runtime.events_feed import EventsFeed
 from orchestratord.runtime.fleet import ServiceFleetSource
 from orchestratord.runtime.janitor import prune_loop
+from orchestratord.runtime.keys import KeyRing, StoredKey
 from orchestratord.runtime.service import TaskService
 from orchestratord.settings import Settings
+from orchestratord.store import admin as admin_store
 from orchestratord.store.db import BatchWriter, Store
 from shared.heap import freeze_startup_heap
 from shared.limits import BodyLimit
@@ -68,6 +73,8 @@ def _routes() -> list[BaseRoute]:
         *fleet.routes,
         *workers.routes,
         *admin.routes,
+        *keys.routes,
+        *audit.routes,
         *openai.routes,
         *openai_responses.routes,
         *events.routes,
@@ -120,6 +127,8 @@ def _serves(service: TaskService) -> Callable[[Target, str], bool]:
 
 def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
     """The ASGI app. Nothing is opened until the lifespan starts."""
+    # The stored keys: the auth middleware reads them, the lifespan loads them (ORCH-300).
+    ring = KeyRing()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -163,6 +172,11 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                     "%d task(s) left unfinished by the last run marked WORKER_RESET", failed
                 )
             service.registry.restore(await asyncio.to_thread(store.load_workers))
+            stored = await asyncio.to_thread(admin_store.load_keys, store)
+            ring.load(StoredKey(**row) for row in stored)
+            audit_log = AuditLog(store, service.clock, ring)
+            audit_log.start()
+            stack.push_async_callback(audit_log.close)
             writer.start()
             stack.push_async_callback(writer.close)
             service.start()
@@ -185,9 +199,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
 
                 def on_sighup() -> None:
                     # Compiling and dry-running a policy takes a while: off the event loop.
-                    task = loop.create_task(
-                        asyncio.to_thread(_reload_on_sighup, policy, fleet_control)
-                    )
+                    task = loop.create_task(_audited_sighup(policy, fleet_control, audit_log))
                     reloads.add(task)
                     task.add_done_callback(reloads.discard)
 
@@ -206,6 +218,8 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                 "events": feed,
                 "compare": runs,
                 "openapi": openapi,
+                "keys": ring,
+                "audit": audit_log,
             }
 
     app = Starlette(routes=_routes(), lifespan=lifespan)
@@ -216,6 +230,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
         key_tenants=settings.key_tenants,
         cluster_token=settings.cluster_token,
         admin_token=settings.admin_token,
+        stored_keys=ring,
     )
     return app
 
@@ -224,6 +239,16 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _audited_sighup(
+    policy: PolicyHolder, fleet_control: FleetControl, audit_log: AuditLog
+) -> None:
+    """A SIGHUP reload is an admin action too: recorded as `sighup` (ORCH-306)."""
+    before = {"policy": policy.engine.sha256, "fleet": fleet_control.spec.to_json()}
+    await asyncio.to_thread(_reload_on_sighup, policy, fleet_control)
+    after = {"policy": policy.engine.sha256, "fleet": fleet_control.spec.to_json()}
+    audit_log.record("sighup", "reload", "policy+fleet", before=before, after=after)
 
 
 def _reload_on_sighup(policy: PolicyHolder, fleet_control: FleetControl) -> None:

@@ -48,6 +48,9 @@ HELP: dict[str, str] = {
     "queue_capacity": "Tasks that may wait in the queue",
     "queue_full_policy": "When the queue is full: reject (the new task) or drop-lru (the "
     "oldest queued, batch first)",
+    "queue_discipline": "Order across tenants within a model and lane: wfq (weighted fair "
+    "share; a tenant waits behind its own backlog) or fifo (first come, first served)",
+    "tenant_weights": "TENANT=W: the tenant's weight in the fair share (default 1); repeatable",
     "retry_attempts": "Retries on another worker when one fails before the first token",
     "heartbeat_stale_ms": "A worker silent this long gets no new work",
     "heartbeat_dead_ms": "A worker silent this long is marked dead",
@@ -75,7 +78,11 @@ HELP: dict[str, str] = {
 }
 
 # List-valued settings: the flag is singular and repeatable, the variable plural.
-LISTS: dict[str, str] = {"api_keys": "--api-key", "expect_models": "--expect-model"}
+LISTS: dict[str, str] = {
+    "api_keys": "--api-key",
+    "expect_models": "--expect-model",
+    "tenant_weights": "--tenant-weight",
+}
 
 
 def flag(name: str) -> str:

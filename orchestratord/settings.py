@@ -6,6 +6,7 @@ Building and validating do no I/O; the state directory and database are created 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from shared.auth import is_loopback
 from shared.names import MODEL_NAME
 
 QueueFullPolicy = Literal["reject", "drop-lru"]
+QueueDiscipline = Literal["fifo", "wfq"]
 LogFormat = Literal["text", "json"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -43,6 +45,8 @@ class Settings:
     retain_finished_s: float = 7 * 24 * 3600.0
     queue_capacity: int = 1024
     queue_full_policy: QueueFullPolicy = "reject"
+    queue_discipline: QueueDiscipline = "wfq"
+    tenant_weights: tuple[str, ...] = ()  # TENANT=W (ORCH-352)
     retry_attempts: int = 2
     heartbeat_stale_ms: int = 6_000
     heartbeat_dead_ms: int = 30_000
@@ -82,6 +86,9 @@ class Settings:
             raise SettingsError("--queue-capacity must be at least 1")
         if self.queue_full_policy not in ("reject", "drop-lru"):
             raise SettingsError("--queue-full-policy must be 'reject' or 'drop-lru'")
+        if self.queue_discipline not in ("fifo", "wfq"):
+            raise SettingsError("--queue-discipline must be 'fifo' or 'wfq'")
+        _ = self.tenant_weight_map  # raises on a bad --tenant-weight
         if self.retry_attempts < 0:
             raise SettingsError("--retry-attempts must be 0 or more")
         if not 0 < self.heartbeat_stale_ms < self.heartbeat_dead_ms:
@@ -118,6 +125,24 @@ class Settings:
         if self.db_url:
             return self.db_url
         return f"sqlite:///{self.state_dir / 'orchestratord.sqlite3'}"
+
+    @property
+    def tenant_weight_map(self) -> dict[str, float]:
+        """`--tenant-weight TENANT=W` as {tenant: W}; raises SettingsError on a bad one."""
+        out: dict[str, float] = {}
+        for item in self.tenant_weights:
+            tenant, sep, raw = item.partition("=")
+            try:
+                weight = float(raw)
+            except ValueError:
+                weight = math.nan
+            if not sep or not tenant or not 0 < weight < 1e6:
+                raise SettingsError(
+                    f"--tenant-weight {item!r}: want TENANT=W with W a number above 0 "
+                    "(and below 1e6)"
+                )
+            out[tenant] = weight
+        return out
 
     @property
     def key_tenants(self) -> dict[str, str | None]:

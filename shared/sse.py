@@ -31,6 +31,8 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from shared.problem import ApiError
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _json_str = json.encoder.encode_basestring  # what _dumps writes a str as (ensure_ascii=False)
 # JSON leaves these unescaped, but many SSE clients split lines with str.splitlines(), which
@@ -73,6 +75,39 @@ def encode_comment(text: str = "") -> bytes:
     return f": {text}\n\n".encode()
 
 
+class StreamStop:
+    """Ends, from outside, every stream of the requests that carry it (a revoked API key,
+    ORCH-302): whoever authenticates a request puts it in the ASGI scope's state under
+    `STREAM_STOP`; `EventStream` waits on it beside the body, so a stream costs one waiting
+    task and nothing per event, and `stop` ends them all at once, each with its error frame.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.error: ApiError | None = None
+
+    def stop(self, error: ApiError) -> None:
+        self.error = error
+        self._event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> ApiError:
+        await self._event.wait()
+        assert self.error is not None
+        return self.error
+
+
+STREAM_STOP = "stream_stop"  # the key of a request's StreamStop in scope["state"]
+
+
+def error_frame(err: ApiError) -> bytes:
+    """A stream's last frame when it is stopped: the `error` event of /v2 streams."""
+    return encode_event("error", {"code": err.code, "message": err.detail, "retriable": False})
+
+
 class Last(bytes):
     """A stream's last chunk: `EventStream` sends it with the end of the response, in one write
     (the reader gets one packet and one wake-up fewer). The body yields nothing after it."""
@@ -86,6 +121,8 @@ class EventStream(Response):
     - An empty chunk, or `keepalive_s` without a write, sends a keep-alive comment.
     - `on_close` runs exactly once when the response ends, whether or not the body was ever
       iterated, shielded from the cancellation that ends the response.
+    - A `StreamStop` in the request's scope state ends it early with `stop_frame(error)` (the
+      route's own error shape; /v2's `error` event by default).
     """
 
     media_type = "text/event-stream"
@@ -97,10 +134,12 @@ class EventStream(Response):
         on_close: OnClose | None = None,
         headers: Mapping[str, str] | None = None,
         keepalive_s: float | None = None,
+        stop_frame: Callable[[ApiError], bytes] = error_frame,
     ) -> None:
         self.body_iter = body
         self.on_close = on_close
         self.keepalive_s = keepalive_s
+        self.stop_frame = stop_frame
         self.status_code = 200
         self.background = None
         self.init_headers({**SSE_HEADERS, **(headers or {})})
@@ -119,10 +158,14 @@ class EventStream(Response):
         lock = asyncio.Lock()
         last_write = time.monotonic()
         gone = False
+        stopped: ApiError | None = None
+        ending = False
+        stop = scope.get("state", {}).get(STREAM_STOP)
 
         async def write(chunk: bytes, more: bool = True) -> None:
-            nonlocal last_write
+            nonlocal last_write, ending
             async with lock:
+                ending = ending or not more  # nothing may follow the end, a stop frame neither
                 await send({"type": "http.response.body", "body": chunk, "more_body": more})
                 last_write = time.monotonic()
 
@@ -131,6 +174,11 @@ class EventStream(Response):
             while (await receive())["type"] != "http.disconnect":
                 pass
             gone = True
+            me.cancel()
+
+        async def halt(switch: StreamStop) -> None:
+            nonlocal stopped
+            stopped = await switch.wait()
             me.cancel()
 
         async def ping(every: float) -> None:
@@ -145,6 +193,8 @@ class EventStream(Response):
                 await send(
                     {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 )
+                if isinstance(stop, StreamStop):  # once started: the stop frame needs a start
+                    helpers.append(asyncio.create_task(halt(stop)))
                 if self.keepalive_s:
                     helpers.append(asyncio.create_task(ping(self.keepalive_s)))
                 last = False
@@ -157,8 +207,13 @@ class EventStream(Response):
                     await write(b"", more=False)
                 self.completed = True
         except asyncio.CancelledError:
-            if not gone or me.uncancel() > 0:  # not (only) the client leaving: pass it on
+            if not (gone or stopped) or me.uncancel() > 0:  # not (only) ours: pass it on
                 raise
+            if stopped is not None and not gone and not ending:
+                for helper in helpers:  # nothing may cancel or interleave with the last write
+                    helper.cancel()
+                with contextlib.suppress(OSError):
+                    await write(self.stop_frame(stopped), more=False)
         finally:
             for helper in helpers:  # no await since the body ended: `watch` cancels no more
                 helper.cancel()

@@ -223,7 +223,7 @@ def apply(
             or not offers(worker, entry)
         ):
             continue
-        queue.remove(entry.task_id)
+        queue.remove(entry.task_id, served=True)  # charged to its tenant's share (ORCH-350)
         if reserve is None:
             registry.reserve(worker.id, entry.task_id, entry.n)
         else:

@@ -18,6 +18,7 @@ class Caller:
     tenant: str | None = None
     admin: bool = False
     unrestricted: bool = False
+    key_id: str | None = None  # a stored key's id (ORCH-300); None for flag keys and tokens
 
     def sees(self, tenant: str | None) -> bool:
         """Whether a task of `tenant` exists for this caller (others get 404, not 403: a

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from orchestratord.http.audit import audit
 from orchestratord.policy import PolicyHolder
 from shared.params import read_json
 from shared.problem import InvalidParams
@@ -24,6 +25,7 @@ async def reload_policy(request: Request) -> Response:
             errors=[{"field": "body", "message": "expected {source: <starlark text>, name?: str}"}],
         )
     source = payload.get("source")
+    before = {"name": holder.engine.name, "sha256": holder.engine.sha256}
     # Compiling and dry-running a policy takes a while: never on the event loop. admit,
     # schedule and plan (specs/fleet.md FLT-010) come from one compile: all of it changes or
     # none (POL-074).
@@ -36,6 +38,14 @@ async def reload_policy(request: Request) -> Response:
         raise InvalidParams(
             "source must be a string", errors=[{"field": "source", "message": "must be a string"}]
         )
+    after = {"name": engine.name, "sha256": engine.sha256}
+    audit(
+        request,
+        "policy.reload" if source is None else "policy.put",
+        "policy",
+        before=before,
+        after=after,
+    )
     return JSONResponse(
         {
             "name": engine.name,

@@ -6,22 +6,28 @@
   (`--admin-token`, specs/fleet.md FLT-007); the cluster token is not enough, since
   every pool host holds it. Without an admin token configured, admin routes are refused, unless
   orchestratord runs fully open (no keys, no tokens: loopback only, ORCH-006).
-- Everything else needs a client API key when any is configured, or the admin token. A key
-  given as `TENANT:KEY` makes the caller TENANT; the admin token makes it the admin, who sees
-  every tenant. The caller reaches handlers as `request.state.caller` (orchestratord.http.caller).
+- Everything else needs a client API key when any is configured (a flag's, or a stored one:
+  ORCH-300, made by `POST /v2/admin/keys`), or the admin token. A key given as `TENANT:KEY`, or
+  stored for TENANT, makes the caller TENANT; the admin token makes it the admin, who sees
+  every tenant. The caller reaches handlers as `request.state.caller` (orchestratord.http.caller),
+  the credential's name for the audit trail as `request.state.credential` (ORCH-306), and a
+  stored key's `StreamStop` as `STREAM_STOP`: its revocation ends the streams (ORCH-302).
 - The web console's files (`/`, `/ui/...`) are open: they hold no secret (ORCH-220).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestratord.domain.tenancy import ADMIN, OPEN, Caller
 from orchestratord.http.errors import error_response
+from orchestratord.runtime.keys import KeyRing, StoredKey
 from shared.problem import ApiError, Forbidden, Unauthorized
+from shared.sse import STREAM_STOP
 
 WORKER_PREFIX = "/v2/workers"
 ADMIN_PREFIXES = ("/v2/admin", "/v2/fleet")  # the fleet is admin's: specs/fleet.md FLT-007
@@ -35,6 +41,11 @@ def _admin_path(path: str) -> bool:
 
 
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
+# What a refusal names, so that the reader knows where the admin token goes (ORCH-305).
+ADMIN_TOKEN_HINT = (
+    "admin token (orchestratord --admin-token / LLORCH_ADMIN_TOKEN; "
+    "llorch --admin-token / LLORCH_ADMIN_TOKEN)"
+)
 
 
 def _bearer(scope: Scope) -> bytes | None:
@@ -62,16 +73,29 @@ class OrchestratorAuth:
         key_tenants: Mapping[str, str | None],
         cluster_token: str | None,
         admin_token: str | None = None,
+        stored_keys: KeyRing | None = None,
+        clock: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.app = app
+        self.ring = stored_keys if stored_keys is not None else KeyRing()
+        self.clock = clock
         self.keys = [k.encode() for k in key_tenants]
         self.tenants = list(key_tenants.values())
         self.cluster = [cluster_token.encode()] if cluster_token else []
         self.admin = [admin_token.encode()] if admin_token else []
         self.open = not (self.keys or self.cluster or self.admin)
 
+    def _stored(self, presented: bytes | None) -> StoredKey | None:
+        """The live stored key presented; Unauthorized for a revoked or expired one."""
+        if presented is None or not self.ring.required:
+            return None
+        return self.ring.authenticate(presented, self.clock())
+
     def _refuse(self, presented: bytes | None, needs: str) -> ApiError:
-        if presented is not None and _match(presented, self.keys + self.cluster) is not None:
+        if presented is not None and (
+            _match(presented, self.keys + self.cluster) is not None
+            or self.ring.get_by_secret(presented) is not None
+        ):
             return Forbidden(f"this endpoint needs the {needs}")
         return Unauthorized(f"the {needs} is required")
 
@@ -84,34 +108,49 @@ class OrchestratorAuth:
         is_admin = bool(self.admin) and _match(presented, self.admin) is not None
         err: ApiError | None = None
         caller: Caller = OPEN
+        credential = "admin" if is_admin else "open"
+        state = scope.setdefault("state", {})
         if _admin_path(path):
             if not (is_admin or self.open):
                 err = (
-                    self._refuse(presented, "admin token")
+                    self._refuse(presented, ADMIN_TOKEN_HINT)
                     if self.admin
                     else Forbidden("admin routes are off: start orchestratord with --admin-token")
                 )
             caller = ADMIN
         elif path.startswith(WORKER_PREFIX):
-            if self.cluster and not is_admin and _match(presented, self.cluster) is None:
-                err = self._refuse(presented, "cluster token")
+            if self.cluster and not is_admin:
+                if _match(presented, self.cluster) is None:
+                    err = self._refuse(presented, "cluster token")
+                credential = "cluster"
             caller = ADMIN
         elif is_admin:
             caller = ADMIN
-        elif self.keys:
+        elif self.keys or self.ring.required:
             n = _match(presented, self.keys)
-            if n is None:
+            try:
+                stored = self._stored(presented) if n is None else None
+            except ApiError as e:  # revoked or expired: say so
+                err = e
+                stored = None
+            if n is not None:
+                caller = Caller(tenant=self.tenants[n])
+                credential = f"flag-key:{self.tenants[n] or '-'}"
+            elif stored is not None:
+                caller = Caller(tenant=stored.tenant, key_id=stored.id)
+                credential = f"key:{stored.id}"
+                state[STREAM_STOP] = stored.stop
+            elif err is None:
                 err = Unauthorized(
                     "an API key is required: send it as 'Authorization: Bearer <key>'"
                     if presented is None
                     else "the API key given is not valid"
                 )
-            else:
-                caller = Caller(tenant=self.tenants[n])
         if err is not None:
             await error_response(err, path)(scope, receive, send)
             return
-        scope.setdefault("state", {})["caller"] = caller
+        state["caller"] = caller
+        state["credential"] = credential
         await self.app(scope, receive, send)
 
 

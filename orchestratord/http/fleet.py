@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from orchestratord.fleet.actions import ActualWorker
 from orchestratord.fleet.control import Demand, FleetControl, PlanView
 from orchestratord.fleet.desired import parse_fleet
+from orchestratord.http.audit import audit
 from shared.params import FieldReader, read_json
 
 MAX_TTL_S = 86_400
@@ -45,8 +46,12 @@ async def get_fleet(request: Request) -> Response:
 
 async def put_fleet(request: Request) -> Response:
     control, _ = _parts(request)
-    control.replace(parse_fleet(await read_json(request)))
-    return JSONResponse(control.spec.to_json())
+    spec = parse_fleet(await read_json(request))
+    before = control.spec.to_json()
+    control.replace(spec)
+    after = control.spec.to_json()
+    audit(request, "fleet.put", "fleet", before=before, after=after)
+    return JSONResponse(after)
 
 
 def current_plan(control: FleetControl, source: FleetSource) -> tuple[int, PlanView]:
@@ -70,6 +75,7 @@ async def lease_action(request: Request) -> Response:
     assert holder is not None
     now, view = current_plan(control, source)
     action = control.lease(request.path_params["action_id"], holder, ttl_s * 1000, now, view)
+    audit(request, "fleet.action.lease", request.path_params["action_id"], after=action)
     return JSONResponse(action)
 
 
@@ -83,12 +89,17 @@ async def report_action(request: Request) -> Response:
     r.raise_if_failed()
     assert holder is not None
     control.report(request.path_params["action_id"], holder, bool(r.body["ok"]), source.clock())
+    after = {"holder": holder, "ok": r.body["ok"], "detail": r.body.get("detail")}
+    audit(request, "fleet.action.result", request.path_params["action_id"], after=after)
     return Response(status_code=204)
 
 
 async def drain_worker(request: Request) -> Response:
     _, source = _parts(request)
-    return JSONResponse(source.drain(request.path_params["worker_id"]), status_code=202)
+    worker_id = request.path_params["worker_id"]
+    listing = source.drain(worker_id)
+    audit(request, "workers.drain", worker_id, after=listing)
+    return JSONResponse(listing, status_code=202)
 
 
 routes: list[BaseRoute] = [

@@ -115,9 +115,8 @@ async def _submit(request: Request, kind: Kind) -> Response:
     if done.stream:
         return _event_stream(service, task_id, shaper, done.include_usage, n)
     path = request.url.path
-    collect = _collect if n == 1 else _collect_choices
     return await until_done_or_gone(
-        request, service, task_id, lambda: collect(service, task_id, shaper, path)
+        request, service, task_id, lambda: _collect(service, task_id, shaper, path, n)
     )
 
 
@@ -235,60 +234,44 @@ async def until_done_or_gone(
     return result if result is not None else Response(status_code=499)  # nobody reads it
 
 
-async def _collect(service: TaskService, task_id: str, shaper: Shaper, path: str) -> Response:
-    parts: list[str] = []
-    prompt_tokens = 0
-    logprobs = shaper.logprobs
-    try:
-        async for ev in await service.events(task_id):
-            if ev.event == "token":
-                parts.append(str(ev.data.get("t", "")))
-                if logprobs is not None:
-                    logprobs.add(ev.data.get("logprobs"))
-            elif ev.event in ("started", "end"):
-                prompt_tokens = int_or(ev.data.get("prompt_tokens"), prompt_tokens)
-            if ev.event == "end":
-                tokens = int_or(ev.data.get("tokens_out"), len(parts))
-                body = shaper.final(
-                    "".join(parts),
-                    finish_reason(ev.data.get("stop_reason")),
-                    usage(prompt_tokens, tokens, cached_tokens(ev.data)),
-                )
-                return JSONResponse(body, headers={"X-Llorch-Task-Id": task_id})
-            if ev.event == "error":
-                return error_response(event_error(ev.data), path)
-    except ApiError as err:
-        return error_response(err, path)
-    return error_response(Internal("the task's event stream ended without an end event"), path)
+class _Choice:
+    """What one choice of a task has produced so far: its text, logprobs and tool calls."""
+
+    __slots__ = ("calls", "logprobs", "parts")
+
+    def __init__(self, shaper: Shaper) -> None:
+        self.parts: list[str] = []
+        self.logprobs = shaper.new_logprobs()
+        mode = shaper.tools
+        self.calls = ToolStream(mode.names, forced=mode.forced) if mode is not None else None
 
 
-async def _collect_choices(
-    service: TaskService, task_id: str, shaper: Shaper, path: str
+async def _collect(
+    service: TaskService, task_id: str, shaper: Shaper, path: str, n: int
 ) -> Response:
-    """The whole object of a task of n > 1 choices: each token event names its choice, the end
-    says how each ended (ORCH-270)."""
-    parts: dict[int, list[str]] = {}
+    """The whole object of a task of `n` choices: token events name their choice (`index`,
+    absent when n is 1), the end says how each ended (ORCH-270)."""
+    choices = [_Choice(shaper) for _ in range(n)]
     prompt_tokens = 0
     try:
         async for ev in await service.events(task_id):
             if ev.event == "token":
-                index = int_or(ev.data.get("index"), 0)
-                parts.setdefault(index, []).append(str(ev.data.get("t", "")))
+                choice = choices[choice_index(ev.data, n)]
+                choice.parts.append(str(ev.data.get("t", "")))
+                if choice.logprobs is not None:
+                    choice.logprobs.add(ev.data.get("logprobs"))
             elif ev.event in ("started", "end"):
                 prompt_tokens = int_or(ev.data.get("prompt_tokens"), prompt_tokens)
             if ev.event == "end":
                 ends = choice_ends(ev.data)
-                count = max([len(ends), *(k + 1 for k in parts)])
-                choices = [
-                    (
-                        "".join(parts.get(k, [])),
-                        ends.get(k, finish_reason(ev.data.get("stop_reason"))),
-                    )
-                    for k in range(count)
+                default = finish_reason(ev.data.get("stop_reason"))
+                whole = [
+                    ("".join(c.parts), ends.get(k, default), c.logprobs)
+                    for k, c in enumerate(choices)
                 ]
                 tokens = int_or(ev.data.get("tokens_out"), 0)
                 body = shaper.final_choices(
-                    choices, usage(prompt_tokens, tokens, cached_tokens(ev.data))
+                    whole, usage(prompt_tokens, tokens, cached_tokens(ev.data))
                 )
                 return JSONResponse(body, headers={"X-Llorch-Task-Id": task_id})
             if ev.event == "error":
@@ -296,6 +279,13 @@ async def _collect_choices(
     except ApiError as err:
         return error_response(err, path)
     return error_response(Internal("the task's event stream ended without an end event"), path)
+
+
+def choice_index(token: dict[str, Any], n: int) -> int:
+    """The choice a token event belongs to; one out of range is the first's (never trusted to
+    index past the choices the request asked for)."""
+    index = int_or(token.get("index"), 0)
+    return index if 0 <= index < n else 0
 
 
 def choice_ends(end: dict[str, Any]) -> dict[int, str]:
@@ -318,17 +308,18 @@ def cached_tokens(end: dict[str, Any]) -> int | None:
 
 
 class _Chunks:
-    """The OpenAI SSE body of one task, shaped from its events."""
+    """The OpenAI SSE body of one task of `n` choices, shaped from its events: each chunk
+    carries its choice's index (ORCH-270), and each choice has its own logprobs and tool-call
+    reader (ORCH-271)."""
 
     def __init__(
         self, service: TaskService, task_id: str, shaper: Shaper, include_usage: bool, n: int = 1
     ) -> None:
         self.service, self.task_id, self.shaper = service, task_id, shaper
         self.include_usage = include_usage
-        self.n = n  # choices: chunks carry their index (ORCH-270)
+        self.n = n
+        self.choices = [_Choice(shaper) for _ in range(n)]
         self.prompt_tokens = 0
-        mode = shaper.tools
-        self.calls = ToolStream(mode.names, forced=mode.forced) if mode is not None else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """One bytes object per batch of task events; a keep-alive comment while idle."""
@@ -353,28 +344,24 @@ class _Chunks:
 
     def shape(self, ev: TaskEvent) -> bytes:
         sh = self.shaper
-        if self.n > 1 and ev.event in ("token", "end"):
-            return self.shape_choice(ev)
         if ev.event == "token":
+            k = choice_index(ev.data, self.n)
+            choice = self.choices[k]
             text = str(ev.data.get("t", ""))
-            lp = None if sh.logprobs is None else sh.logprobs.chunk(ev.data.get("logprobs"))
-            if self.calls is None:
-                return sse_data(sh.chunk(text, logprobs=lp))
-            text, deltas = self.calls.feed(text)  # what may be a tool call is held (ORCH-255)
-            out = sse_data(sh.chunk(text, logprobs=lp)) if text or lp else b""
-            return out + (sse_data(sh.tool_calls_chunk(deltas)) if deltas else b"")
+            lp = None
+            if choice.logprobs is not None:
+                lp = choice.logprobs.chunk(ev.data.get("logprobs"))
+            if choice.calls is None:
+                return sse_data(sh.chunk(text, logprobs=lp, index=k))
+            text, deltas = choice.calls.feed(text)  # what may be a tool call is held (ORCH-255)
+            out = sse_data(sh.chunk(text, logprobs=lp, index=k)) if text or lp else b""
+            return out + (sse_data(sh.tool_calls_chunk(deltas, k)) if deltas else b"")
         if ev.event == "started":
             self.prompt_tokens = int_or(ev.data.get("prompt_tokens"), 0)
         elif ev.event == "end":
-            finish, out = finish_reason(ev.data.get("stop_reason")), b""
-            if self.calls is not None:
-                content, deltas = self.calls.finish()
-                out += sse_data(sh.chunk(content)) if content else b""
-                if deltas:
-                    out += sse_data(sh.tool_calls_chunk(deltas))
-                if self.calls.called and sh.tools is not None:
-                    finish = sh.tools.finish
-            out += sse_data(sh.chunk(None, finish))
+            ends = choice_ends(ev.data)
+            default = finish_reason(ev.data.get("stop_reason"))
+            out = b"".join(self.end_choice(k, ends.get(k, default)) for k in range(self.n))
             if self.include_usage:
                 tokens = int_or(ev.data.get("tokens_out"), 0)
                 cached = cached_tokens(ev.data)
@@ -384,22 +371,17 @@ class _Chunks:
             return sse_data({"error": openai_error(event_error(ev.data))})
         return b""
 
-    def shape_choice(self, ev: TaskEvent) -> bytes:
-        """A token or the end of a task of n > 1 choices: chunks name their choice (ORCH-270)."""
-        sh = self.shaper
-        if ev.event == "token":
-            index = int_or(ev.data.get("index"), 0)
-            return sse_data(sh.chunk(str(ev.data.get("t", "")), index=index))
-        ends = choice_ends(ev.data)
-        default = finish_reason(ev.data.get("stop_reason"))
-        out = b"".join(
-            sse_data(sh.chunk(None, ends.get(k, default), index=k)) for k in range(self.n)
-        )
-        if self.include_usage:
-            tokens = int_or(ev.data.get("tokens_out"), 0)
-            cached = cached_tokens(ev.data)
-            out += sse_data(sh.usage_chunk(usage(self.prompt_tokens, tokens, cached)))
-        return out
+    def end_choice(self, k: int, finish: str) -> bytes:
+        """Choice k's last chunks: what its tool-call reader held, then its finish_reason."""
+        sh, calls, out = self.shaper, self.choices[k].calls, b""
+        if calls is not None:
+            content, deltas = calls.finish()
+            out += sse_data(sh.chunk(content, index=k)) if content else b""
+            if deltas:
+                out += sse_data(sh.tool_calls_chunk(deltas, k))
+            if calls.called and sh.tools is not None:
+                finish = sh.tools.finish
+        return out + sse_data(sh.chunk(None, finish, index=k))
 
 
 def _event_stream(
@@ -416,6 +398,7 @@ def _event_stream(
         _Chunks(service, task_id, shaper, include_usage, n).chunks(),
         on_close=detach,
         headers={"X-Llorch-Task-Id": task_id},
+        stop_frame=lambda err: sse_data({"error": openai_error(err)}) + sse_data("[DONE]"),
     )
 
 

@@ -162,6 +162,7 @@ def _stream(service: TaskService, task_id: str, writer: ResponseWriter) -> Event
         _frames(service, task_id, writer),
         on_close=detach,
         headers={"X-Llorch-Task-Id": task_id},
+        stop_frame=lambda err: _sse([_error_event(writer, err)]),
     )
 
 

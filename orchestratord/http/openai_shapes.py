@@ -100,12 +100,9 @@ def openai_task_body(kind: Kind, body: Any) -> tuple[dict[str, Any], bool, bool]
             errors.append(("user", "must be a non-empty string"))
     n = body.get("n")
     if n is not None and n != 1:
-        # Choices of one prompt (ORCH-270): parse_task_request checks the range. Their text
-        # goes out as is; tool calls and logprobs are read from one stream per task.
+        # Choices of one prompt (ORCH-270): parse_task_request checks the range; each choice's
+        # tool calls and logprobs are read from its own tokens (ORCH-271).
         task["n"] = n
-        for name in ("tools", "logprobs"):
-            if body.get(name):
-                errors.append(("n", f"n > 1 cannot be combined with {name}"))
     best_of = body.get("best_of")
     if best_of is not None and (best_of != 1 or isinstance(best_of, bool)):
         errors.append(("best_of", "only best_of=1 is supported"))
@@ -212,7 +209,9 @@ class Shaper:
         tools: ToolMode | None = None,
     ) -> None:
         self.kind = kind
-        self.logprobs = logprobs  # set when the request asked for them (ORCH-243)
+        # Set when the request asked for logprobs (ORCH-243): the template each choice's
+        # collector is made from (`new_logprobs`).
+        self.logprobs = logprobs
         self.tools = tools  # how to read tool calls from the output (ORCH-253)
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + task_id
         self.model = model
@@ -244,26 +243,36 @@ class Shaper:
         choice["finish_reason"] = finish
         return {**self._base(self.chunk_object), "choices": [choice]}
 
-    def tool_calls_chunk(self, deltas: list[dict[str, Any]]) -> dict[str, Any]:
-        """A chunk of OpenAI's streamed `tool_calls` entries (ORCH-255)."""
+    def new_logprobs(self) -> Logprobs | None:
+        """A fresh collector for one choice's logprobs, when the request asked for them."""
+        proto = self.logprobs
+        return None if proto is None else Logprobs(proto.kind, proto.start)
+
+    def tool_calls_chunk(self, deltas: list[dict[str, Any]], index: int = 0) -> dict[str, Any]:
+        """A chunk of OpenAI's streamed `tool_calls` entries of choice `index` (ORCH-255)."""
         delta = self.tools.delta(deltas) if self.tools else {"tool_calls": deltas}
-        choice = {"index": 0, "delta": delta, "logprobs": None}
+        choice = {"index": index, "delta": delta, "logprobs": None}
         return {**self._base(self.chunk_object), "choices": [{**choice, "finish_reason": None}]}
 
     def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
         return {**self._base(self.chunk_object), "choices": [], "usage": usage}
 
-    def final(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
-        return {**self._base(self.object), "choices": [self._choice(text, finish)], "usage": usage}
+    def final(
+        self, text: str, finish: str, usage: dict[str, Any], logprobs: Logprobs | None = None
+    ) -> dict[str, Any]:
+        """The object of a task of one choice."""
+        return self.final_choices([(text, finish, logprobs)], usage)
 
     def final_choices(
-        self, choices: list[tuple[str, str]], usage: dict[str, Any]
+        self, choices: list[tuple[str, str, Logprobs | None]], usage: dict[str, Any]
     ) -> dict[str, Any]:
-        """The object of a task of n > 1 choices: (text, finish_reason) by index (ORCH-270)."""
-        out = [self._choice(text, finish, k) for k, (text, finish) in enumerate(choices)]
+        """The whole object: each choice's (text, finish_reason, logprobs) by index (ORCH-270)."""
+        out = [self._choice(text, finish, k, lp) for k, (text, finish, lp) in enumerate(choices)]
         return {**self._base(self.object), "choices": out, "usage": usage}
 
-    def _choice(self, text: str, finish: str, index: int = 0) -> dict[str, Any]:
+    def _choice(
+        self, text: str, finish: str, index: int, logprobs: Logprobs | None
+    ) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": index}
         if self.kind == "chat":
             message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -275,7 +284,7 @@ class Shaper:
             choice["message"] = message
         else:
             choice["text"] = text
-        choice["logprobs"] = self.logprobs.whole() if self.logprobs is not None else None
+        choice["logprobs"] = logprobs.whole() if logprobs is not None else None
         choice["finish_reason"] = finish
         return choice
 

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestratord.domain.registry import REPORTED_STATES, Worker
+from orchestratord.http.audit import audit
 from orchestratord.runtime.service import TaskService
 from shared.names import MODEL_NAME, POOL_NAME, WORKER_ID
 from shared.params import FieldReader, read_json
@@ -119,8 +120,11 @@ def _embeddings_available(f: FieldReader) -> bool | None:
 async def deregister(request: Request) -> Response:
     service: TaskService = request.state.service
     worker_id = request.path_params["worker_id"]
+    known = service.registry.workers.get(worker_id)
+    before = known.listing(service.clock(), service.registry.stale_ms) if known else None
     if not service.deregister_worker(worker_id):
         raise NotFound(f"worker {worker_id} is not registered")
+    audit(request, "workers.remove", worker_id, before=before)
     return Response(status_code=204)
 
 

@@ -15,10 +15,12 @@ from typing import Annotated
 
 import typer
 
+from orchestratord.domain.queue import DISCIPLINES, Discipline
 from orchestratord.policy import PolicyEngine
 from orchestratord.replay.report import PolicyFigures, figures, table
 from orchestratord.replay.sim import simulate
 from orchestratord.replay.trace import Trace, load_trace
+from orchestratord.settings import Settings, SettingsError
 
 # Generous, so that a loaded machine does not turn a policy call into a fallback and the
 # figures stay the same from run to run; fallbacks are counted in the output all the same.
@@ -33,6 +35,8 @@ def run(
     full_policy: str = "reject",
     prefetch: int = 0,
     budget_ms: float = REPLAY_BUDGET_MS,
+    discipline: Discipline = "wfq",
+    weights: dict[str, float] | None = None,
 ) -> list[PolicyFigures]:
     """Figures per (name, policy file or None for the built-in), in the order given."""
     results = []
@@ -44,6 +48,8 @@ def run(
             queue_capacity=queue_capacity,
             full_policy="drop-lru" if full_policy == "drop-lru" else "reject",
             prefetch=prefetch,
+            discipline=discipline,
+            weights=weights,
         )
         results.append(figures(name, trace, out))
     return results
@@ -68,6 +74,14 @@ def command(
     worker_prefetch: Annotated[
         int, typer.Option("--worker-prefetch", help="Jobs sent to a worker beyond its free slots")
     ] = 0,
+    queue_discipline: Annotated[
+        str,
+        typer.Option("--queue-discipline", help="Order across tenants: wfq (fair share) or fifo"),
+    ] = "wfq",
+    tenant_weight: Annotated[
+        list[str] | None,
+        typer.Option("--tenant-weight", help="TENANT=W: a tenant's fair-share weight; repeatable"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
     debug: Annotated[  # read by orchestratord.__main__, which reports failures
         bool, typer.Option("--debug", help="Show the traceback when it fails.")
@@ -83,6 +97,14 @@ def command(
         raise typer.BadParameter(
             f"must be one of {', '.join(FULL_POLICIES)}", param_hint="'--queue-full-policy'"
         )
+    if queue_discipline not in DISCIPLINES:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(DISCIPLINES)}", param_hint="'--queue-discipline'"
+        )
+    try:  # the daemon's own reading of --tenant-weight, and its one-line error
+        weights = Settings(tenant_weights=tuple(tenant_weight or ())).tenant_weight_map
+    except SettingsError as e:
+        raise typer.BadParameter(str(e), param_hint="'--tenant-weight'") from None
     # Failures from here on (no database, a policy that does not parse) are the caller's to
     # report as one line (orchestratord.__main__), as for the daemon's own start-up.
     trace = load_trace(db)
@@ -92,6 +114,8 @@ def command(
         queue_capacity=queue_capacity,
         full_policy=queue_full_policy,
         prefetch=worker_prefetch,
+        discipline="fifo" if queue_discipline == "fifo" else "wfq",
+        weights=weights,
     )
     if as_json:
         body = {"estimated": trace.estimated, "skipped": trace.skipped, "policies": results}

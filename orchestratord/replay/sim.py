@@ -1,12 +1,13 @@
 """Run a trace through the real admission, queue and scheduling code on a virtual clock (FLT-052).
 
 What the daemon does on a submit (policy admit() with the cluster view, then the bounded
-two-lane TaskQueue) and on a scheduling pass (scheduler.plan with the policy's schedule())
-happens here on the same objects, with the clock advanced from event to event instead of
-waiting: arrivals at their recorded times, completions at start + the measured service time.
-The recorded workers are ready throughout (no heartbeat is missed on a virtual clock). Pure
-and deterministic: events are ordered by (time, kind, sequence), completions before arrivals
-at the same millisecond, so the same trace and policy give the same numbers.
+two-lane TaskQueue, fair across tenants) and on a scheduling pass (scheduler.plan with the
+policy's schedule()) happens here on the same objects, with the clock advanced from event to
+event instead of waiting: arrivals at their recorded times, completions at start + the
+measured service time. The recorded workers are ready throughout (no heartbeat is missed on a
+virtual clock). Pure and deterministic: events are ordered by (time, kind, sequence),
+completions before arrivals at the same millisecond, so the same trace and policy give the
+same numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
-from orchestratord.domain.queue import FullPolicy, QueueEntry, QueueFullError, TaskQueue
+from orchestratord.domain.queue import (
+    Discipline,
+    FullPolicy,
+    QueueEntry,
+    QueueFullError,
+    TaskQueue,
+    task_cost,
+)
 from orchestratord.domain.registry import Registry, Worker, WorkerView
 from orchestratord.domain.reservations import Ledger, Reservation
 from orchestratord.domain.scheduler import Policy, cluster_view, plan
@@ -78,13 +86,22 @@ def simulate(
     queue_capacity: int = 1024,
     full_policy: FullPolicy = "reject",
     prefetch: int = 0,
+    discipline: Discipline = "wfq",
+    weights: dict[str, float] | None = None,
 ) -> Outcome:
-    """Replay `trace` under `engine`'s admit() and schedule(); returns what happened."""
+    """Replay `trace` under `engine`'s admit() and schedule(); returns what happened. The
+    queue orders tenants as the daemon's does (`discipline`, `weights`: ORCH-350, ORCH-353)."""
     out = Outcome()
     engine.observer = _CountFallbacks(out.fallbacks)
     policy: Policy = engine  # called as the daemon calls it
     registry = Registry(stale_ms=_NEVER - 1, dead_ms=_NEVER, prefetch=prefetch)
-    queue = TaskQueue(queue_capacity, full_policy)
+    shares = dict(weights or {})
+    queue = TaskQueue(
+        queue_capacity,
+        full_policy,
+        discipline=discipline,
+        weight=lambda tenant: shares.get(tenant, 1.0) if tenant is not None else 1.0,
+    )
     ledger = Ledger(registry)  # the daemon's reservations: slot and tenant count, released once
     running_by_tenant = ledger.running_by_tenant
     tasks = trace.tasks
@@ -133,7 +150,16 @@ def simulate(
                 out.rejected["ADMISSION_REJECT"] += 1
                 continue
             try:
-                dropped = queue.push(QueueEntry(t.id, t.model, t.priority, now, None))
+                entry = QueueEntry(
+                    t.id,
+                    t.model,
+                    t.priority,
+                    now,
+                    None,
+                    tenant=t.tenant,
+                    cost=task_cost(t.max_tokens),
+                )
+                dropped = queue.push(entry)
             except QueueFullError:
                 out.rejected["QUEUE_FULL"] += 1
                 continue

@@ -76,7 +76,15 @@ class Core:
         self.store = store
         self.writer = writer
         self.clock = clock
-        self.queue = TaskQueue(settings.queue_capacity, settings.queue_full_policy)
+        weights = settings.tenant_weight_map
+        # The queue asks weight(tenant) as each task is queued; whoever owns the tenants'
+        # weights (flags today) may set `queue.weight` to another lookup at any time.
+        self.queue = TaskQueue(
+            settings.queue_capacity,
+            settings.queue_full_policy,
+            discipline=settings.queue_discipline,
+            weight=lambda tenant: weights.get(tenant, 1.0) if tenant is not None else 1.0,
+        )
         self.registry = Registry(
             settings.heartbeat_stale_ms, settings.heartbeat_dead_ms, settings.worker_prefetch
         )

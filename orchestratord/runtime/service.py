@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 import httpx
 
 from orchestratord.domain.admission import check_choices, check_embeddable, check_servable
-from orchestratord.domain.queue import QueueEntry, QueueFullError
+from orchestratord.domain.queue import QueueEntry, QueueFullError, task_cost
 from orchestratord.domain.registry import Worker, WorkerListing
 from orchestratord.domain.scheduler import cluster_view, task_view
 from orchestratord.domain.tasks import TaskQuery, TaskRecord, TaskRequest, parse_task_request
@@ -167,6 +167,12 @@ class TaskService(Core):
             pin=req.pin,
             embed=req.embed_input is not None,
             n=req.n,
+            tenant=req.tenant,
+            cost=task_cost(
+                req.max_tokens,
+                req.n,
+                len(req.embed_input) if req.embed_input is not None else None,
+            ),
         )
         try:
             dropped = self.queue.push(entry)

@@ -110,6 +110,31 @@ compare_runs = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("record", sa.Text, nullable=False),
 )
+# API keys made at run time (ORCH-300): only the SHA-256 of the secret is stored.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("label", sa.String(128)),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("expires_ms", sa.BigInteger),
+    sa.Column("revoked_ms", sa.BigInteger),
+    sa.Column("last_used_ms", sa.BigInteger),
+)
+# The audit trail (ORCH-306): one row per admin action, listed newest first.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
+    sa.Column("at_ms", sa.BigInteger, nullable=False, index=True),
+    sa.Column("who", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("target", sa.String(256)),
+    sa.Column("before_json", sa.Text),
+    sa.Column("after_json", sa.Text),
+)
 
 # Columns each upgrade adds: version -> [(table, column DDL)].
 _UPGRADES: dict[int, list[tuple[str, str]]] = {

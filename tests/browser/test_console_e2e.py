@@ -8,6 +8,7 @@ tests/browser/harness.py (ORCH-227)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import uuid
 from collections.abc import Iterator
@@ -145,7 +146,7 @@ def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
             "GET", f"{fleet.url}/v2/tasks/{short}/events", headers=bearer(ADMIN)
         ) as r:
             text = "".join(
-                __import__("json").loads(line[6:]).get("t", "")
+                json.loads(line[6:]).get("t", "")
                 for line in r.iter_lines()
                 if line.startswith("data: ") and '"t"' in line
             )
@@ -198,7 +199,7 @@ def test_orch_224_a_compare_run_over_two_workers_ends_with_figures_and_in_histor
         with page.expect_download() as download:
             row.get_by_role("button", name="Export JSON").click()
         exported = Path(download.value.path()).read_text()
-        assert __import__("json").loads(exported)["id"] == run_id
+        assert json.loads(exported)["id"] == run_id
         shot(page, f"compare-{name}-{'dark' if dark else 'light'}")
         assert errors == []
 
@@ -454,3 +455,47 @@ def test_orch_226_every_page_is_usable_at_both_widths_in_light_and_dark(
             assert_usable(page, sel, viewport["width"], theme)
             shot(page, f"usable-{name}-{size}-{theme}")
         assert errors == []
+
+
+def test_orch_272_a_task_of_three_choices_shows_each_choice_apart(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """ORCH-272, ORCH-270: a task of n=3 shows three blocks, in index order, each holding the
+    text of its own choice's token events (not the three interleaved), and so does its replay."""
+    with worker(fleet.model, fleet.tmp, fleet.url, "w3", slots=3, extra=["--pool", "host-c"]):
+        task = submit(fleet.url, KEY_ACME, prompt="three ways", max_tokens=12, n=3, ignore_eos=True)
+        wait_for(
+            lambda: httpx.get(f"{fleet.url}/v2/tasks/{task}", headers=bearer(ADMIN)).json()[
+                "finished_ms"
+            ],
+            timeout=60,
+            what="the task of three choices to finish",
+        )
+        texts = ["", "", ""]
+        with httpx.stream("GET", f"{fleet.url}/v2/tasks/{task}/events", headers=bearer(ADMIN)) as r:
+            event = ""
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "token":
+                    data = json.loads(line[6:])
+                    texts[data["index"]] += data["t"]
+        assert all(texts) and len(set(texts)) > 1, "three seeds: the choices differ"
+        with browser(tmp_path / "profile", viewport=LAPTOP) as ctx:
+            page = ctx.new_page()
+            errors = sign_in(page, fleet.url, ADMIN)
+            page.goto(f"{fleet.url}/ui/#/task/{task}")
+            page.wait_for_selector("[data-testid=task-text][data-done='1']")
+            shown = page.eval_on_selector_all(
+                "[data-testid=task-text] [data-choice]", "bs => bs.map(b => b.textContent)"
+            )
+            assert shown == texts
+            page.get_by_role("button", name="Replay").click()
+            page.wait_for_function(
+                "() => !document.querySelector('#replay').disabled"
+                " && document.querySelectorAll('[data-testid=task-text] [data-choice]').length"
+                " === 3",
+            )
+            assert [page.get_by_test_id(f"choice-{k}").text_content() for k in range(3)] == texts
+            shot(page, "task-choices-laptop-light")
+            assert errors == []

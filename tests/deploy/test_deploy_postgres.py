@@ -22,7 +22,7 @@ GUIDE = ROOT / "docs" / "deploy.md"
 
 
 def section() -> str:
-    return GUIDE.read_text().split("## 9. PostgreSQL", 1)[1]
+    return GUIDE.read_text().split("## 10. PostgreSQL", 1)[1]
 
 
 def test_ops_010_the_guides_postgresql_steps_give_a_store_orchestratord_opens(

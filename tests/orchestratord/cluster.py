@@ -68,7 +68,11 @@ class OpenStream:
 
 @contextlib.contextmanager
 def open_task_stream(
-    url: str, body: dict[str, Any], head: int = 3, timeout: float = 30
+    url: str,
+    body: dict[str, Any],
+    head: int = 3,
+    timeout: float = 30,
+    headers: dict[str, str] | None = None,
 ) -> Iterator[OpenStream]:
     """Submit a streaming task and read its first `head` events; closing cancels the task."""
     with httpx.stream(
@@ -76,7 +80,7 @@ def open_task_stream(
         url + "/v2/tasks",
         json=body,
         timeout=timeout,
-        headers={"accept": "text/event-stream"},
+        headers={"accept": "text/event-stream", **(headers or {})},
     ) as r:
         assert r.status_code == 200, r.read()
         lines = r.iter_lines()

@@ -3,15 +3,19 @@ on the tiny model (ORCH-270, WRK-140)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
 from llorch_sdk import Client
 from tests.orchestratord.sdk_cluster import API_KEY, MODEL, Cluster, run_cluster
+from tests.orchestratord.test_openai_tools_e2e import ASK, FORCE, PARAMETERS, WEATHER
 
 pytestmark = pytest.mark.e2e
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
@@ -118,3 +122,93 @@ def test_orch270_the_sdk_takes_n_and_reads_each_choice(cluster: Cluster) -> None
         single = c.stream(MODEL, "the cat", max_tokens=6, temperature=0, seed=2).texts()
     assert texts[0] and texts == [texts[0]] * 3
     assert single == texts[:1]
+
+
+def test_orch271_n3_with_logprobs_gives_each_choice_its_own(client: openai.OpenAI) -> None:
+    """ORCH-271, WRK-134: with n=3 each choice carries the logprobs of its own tokens, whole and
+    streamed: one entry per token whose text is the choice's, each value <= 0 and the chosen
+    token among its top_logprobs."""
+    whole = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=6,
+        temperature=1.0,
+        seed=11,
+        n=3,
+        logprobs=True,
+        top_logprobs=3,
+        extra_body={"ignore_eos": True},
+    )
+    assert [c.index for c in whole.choices] == [0, 1, 2]
+    for c in whole.choices:
+        entries = c.logprobs.content if c.logprobs else None
+        assert entries is not None and len(entries) == 6
+        assert "".join(e.token for e in entries) == c.message.content
+        for e in entries:
+            assert e.logprob <= 0 and len(e.top_logprobs) == 3
+            assert e.token in [t.token for t in e.top_logprobs]
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=6,
+        temperature=1.0,
+        seed=11,
+        n=3,
+        logprobs=True,
+        top_logprobs=3,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    texts, tokens = ["", "", ""], [0, 0, 0]
+    for chunk in stream:
+        for ch in chunk.choices:
+            texts[ch.index] += ch.delta.content or ""
+            content = ch.logprobs.content if ch.logprobs else None
+            for e in content or []:
+                tokens[ch.index] += 1
+                assert e.logprob <= 0 and e.token in [t.token for t in e.top_logprobs]
+    assert tokens == [6, 6, 6]
+    assert texts == [c.message.content for c in whole.choices], "seeded: the same draws"
+
+
+def test_orch271_n2_with_a_forced_tool_call_gives_a_call_per_choice(
+    client: openai.OpenAI,
+) -> None:
+    """ORCH-271, ORCH-252, ORCH-255: with n=2 and a forced call each choice is a call whose
+    arguments validate, whole and streamed; the streamed deltas name their choice and the
+    openai package assembles each choice's call."""
+    args: dict[str, Any] = {
+        "model": MODEL,
+        "messages": ASK,
+        "tools": [WEATHER],
+        "tool_choice": FORCE,
+        "max_tokens": 120,
+        "seed": 5,
+        "n": 2,
+    }
+    whole = client.chat.completions.create(**args)
+    assert [c.index for c in whole.choices] == [0, 1]
+    for c in whole.choices:
+        assert c.finish_reason == "tool_calls", c.message
+        (call,) = c.message.tool_calls or []
+        assert call.function.name == "get_weather"
+        jsonschema.validate(json.loads(call.function.arguments), PARAMETERS)
+    chunks = list(client.chat.completions.create(**args, stream=True))
+    calls: dict[int, dict[str, str]] = {}
+    finishes: dict[int, str] = {}
+    for chunk in chunks:
+        for ch in chunk.choices:
+            assert not ch.delta.content
+            if ch.finish_reason:
+                finishes[ch.index] = ch.finish_reason
+            for d in ch.delta.tool_calls or []:
+                assert d.index == 0, "one call in each choice"
+                call = calls.setdefault(ch.index, {"name": "", "arguments": ""})
+                if d.function is not None:
+                    call["name"] += d.function.name or ""
+                    call["arguments"] += d.function.arguments or ""
+    assert finishes == {0: "tool_calls", 1: "tool_calls"}
+    assert sorted(calls) == [0, 1]
+    for call in calls.values():
+        assert call["name"] == "get_weather"
+        jsonschema.validate(json.loads(call["arguments"]), PARAMETERS)

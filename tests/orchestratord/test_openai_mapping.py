@@ -109,13 +109,8 @@ def test_completion_body_accepts_a_one_string_list_and_extensions() -> None:
         ("chat", {"messages": [{"role": "user", "content": "x"}]}, "model"),
         (
             "chat",
-            {
-                "model": "m",
-                "messages": [{"role": "user", "content": "x"}],
-                "n": 2,
-                "logprobs": True,
-            },
-            "n",
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2, "best_of": 3},
+            "best_of",
         ),
         (
             "chat",
@@ -326,12 +321,13 @@ def test_chat_logprobs_shapes() -> None:
     every entry; a chunk of an event without entries says null."""
     a, b = _entry("Hi", -0.1, ("Hi", -0.1), ("Yo", -2.5)), _entry("!", -0.5, ("!", -0.5))
     sh = Shaper("chat", "t", "m", 1, logprobs=Logprobs("chat"))
-    assert sh.logprobs is not None
-    chunk = sh.chunk("Hi", logprobs=sh.logprobs.chunk([a]))
+    lp = sh.new_logprobs()  # one choice's
+    assert lp is not None and lp is not sh.logprobs
+    chunk = sh.chunk("Hi", logprobs=lp.chunk([a]))
     assert chunk["choices"][0]["logprobs"] == {"content": [a], "refusal": None}
-    assert sh.logprobs.chunk(None) is None
-    sh.logprobs.add([b])
-    final = sh.final("Hi!", "stop", usage(1, 2))
+    assert lp.chunk(None) is None
+    lp.add([b])
+    final = sh.final("Hi!", "stop", usage(1, 2), lp)
     assert final["choices"][0]["logprobs"] == {"content": [a, b], "refusal": None}
 
 

@@ -1046,3 +1046,15 @@ def test_pol_026_a_policy_sees_what_a_task_asks_of_its_worker() -> None:
             tools,
         )
         assert engine.schedule(view, workers, cluster) == pick
+
+
+def test_pol095_a_task_of_n_choices_goes_to_a_worker_with_n_free_slots(
+    default: PolicyEngine,
+) -> None:
+    """POL-095, ORCH-270: the built-in schedule passes over a less busy worker without n free
+    slots, and keeps the task queued when no worker has them."""
+    idle_small = make_worker("small", slots_total=1, tokens_per_s=90.0)
+    roomy = make_worker("roomy", slots_total=4, slots_busy=1, tokens_per_s=10.0)
+    assert default.schedule(make_task(), [idle_small, roomy], make_cluster()) == "small"
+    assert default.schedule(make_task(n=3), [idle_small, roomy], make_cluster()) == "roomy"
+    assert default.schedule(make_task(n=4), [idle_small, roomy], make_cluster()) is None

@@ -156,6 +156,25 @@ def test_flt_055_cli_table_and_json(
     assert "does not parse" in capsys.readouterr().err
 
 
+def test_orch_353_cli_takes_the_daemons_queue_flags(
+    trace_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ORCH-353: `orchestratord replay` takes --queue-discipline and --tenant-weight as the
+    daemon does; a bad value is one line on stderr and exit status 2."""
+    builtin = Path(__file__).parents[2] / "orchestratord" / "policies" / "default.star"
+    base = ["replay", "--db", str(trace_db), "--policy", str(builtin), "--json"]
+    for extra in (["--queue-discipline", "fifo"], ["--tenant-weight", "acme=3"]):
+        assert orchestratord_main([*base, *extra]) == 0
+        assert json.loads(capsys.readouterr().out)["policies"][1]["served"] == 200
+    for extra, words in (
+        (["--queue-discipline", "lifo"], "--queue-discipline"),
+        (["--tenant-weight", "acme=0"], "--tenant-weight"),
+    ):
+        assert orchestratord_main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+
+
 def test_flt_053_percentile_is_nearest_rank() -> None:
     """FLT-053: p50/p99 are nearest-rank: values that occurred."""
     assert percentile([], 99) == 0

@@ -11,7 +11,16 @@ from typing import Any
 import anyio
 import pytest
 
-from shared.sse import EventStream, Last, encode_data, encode_event, encode_tokens
+from shared.problem import Unauthorized
+from shared.sse import (
+    STREAM_STOP,
+    EventStream,
+    Last,
+    StreamStop,
+    encode_data,
+    encode_event,
+    encode_tokens,
+)
 
 
 async def receive() -> dict[str, Any]:
@@ -171,3 +180,49 @@ async def test_orch_142_on_close_runs_to_its_end_when_the_response_is_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert log == ["body finally", "on_close started", "on_close done"]
+
+
+@pytest.mark.anyio
+async def test_orch_302_a_stream_stop_ends_the_stream_with_its_frame_and_runs_on_close() -> None:
+    """ORCH-302: a `StreamStop` in the scope's state ends a stream whose body waits for ever:
+    the route's stop frame is its last write, with the end of the response; the body is closed
+    and on_close runs. A stream of another request (no stop) is untouched."""
+    log: list[str] = []
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def idle_body() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: first\n\n"
+            await anyio.sleep(3600)  # a queued task: nothing to write for a long time
+            yield b"data: never\n\n"
+        finally:
+            log.append("body finally")
+
+    stop = StreamStop()
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+        if message.get("body") == b"data: first\n\n":
+            stop.stop(Unauthorized("the API key key_1 was revoked"))
+
+    response = EventStream(
+        idle_body(),
+        on_close=lambda: log.append("on_close"),
+        stop_frame=lambda err: b"data: " + err.detail.encode() + b"\n\n",
+    )
+    with anyio.fail_after(10):
+        await response({"type": "http", "state": {STREAM_STOP: stop}}, receive, send)
+    bodies = [(m.get("body"), m.get("more_body")) for m in sent[1:]]
+    assert bodies == [
+        (b"data: first\n\n", True),
+        (b"data: the API key key_1 was revoked\n\n", False),
+    ]
+    assert log == ["body finally", "on_close"] and not response.completed
+    # The default frame is /v2's error event.
+    default = EventStream(idle_body()).stop_frame(Unauthorized("revoked"))
+    assert default.startswith(b"event: error\ndata: ")
+    assert json.loads(default.split(b"data: ", 1)[1]) == {
+        "code": "UNAUTHORIZED",
+        "message": "revoked",
+        "retriable": False,
+    }

@@ -136,7 +136,7 @@ export async function showTask(id) {
       if (name === "token") {
         if (first === null) first = performance.now();
         tokens += 1;
-        $("task-text").append(data.t ?? "");
+        appendToken(data);
         if (tokens % 8 === 1) renderCards(known.get(id), figures());
       } else if (name === "started") {
         $("task-state").textContent = `running on ${data.worker_id}`;
@@ -156,6 +156,21 @@ export async function showTask(id) {
   $("replay").hidden = !w.events.some(([n]) => n === "token");
 }
 
+// A token's text into the task's page. The tokens of a task of n > 1 choices name their choice
+// (`index`, ORCH-270): each choice gets a block of its own, in index order (ORCH-272); its label
+// is drawn by CSS so that a block's text is the choice's text alone.
+function appendToken(data) {
+  const box = $("task-text");
+  if (typeof data.index !== "number") { box.append(data.t ?? ""); return; }
+  let block = box.querySelector(`[data-choice="${data.index}"]`);
+  if (!block) {
+    block = el("span", { class: "choice", "data-choice": String(data.index), "data-testid": `choice-${data.index}` });
+    const after = [...box.querySelectorAll("[data-choice]")].find((b) => Number(b.dataset.choice) > data.index);
+    box.insertBefore(block, after ?? null);
+  }
+  block.append(data.t ?? "");
+}
+
 // Replays the retained events at a steady pace (the log keeps order, not arrival times).
 async function replay() {
   const w = watching;
@@ -166,7 +181,7 @@ async function replay() {
   for (const [name, data] of w.events) {
     if (w !== watching) return;
     if (name === "token") {
-      $("task-text").append(data.t ?? "");
+      appendToken(data);
       await new Promise((r) => setTimeout(r, 25));
     }
   }
