@@ -19,7 +19,12 @@ Prints one JSON object. Black-box: only HTTP and signals. The defaults are a ten
 issue's sizes so `make bench` stays short; `--full` runs 1,000 streams, 10,000 queued, and
 latency at 0, 8,000 and 16,000 queued.
 
-    python bench/load.py --model .cache/models/llorch-tiny.gguf [--full]
+The store is SQLite in the run's directory, or `--db-url URL` (an empty database), or
+`--postgres`: a throwaway PostgreSQL cluster started for the run (as the tests start theirs,
+tests/stores.py; fsync on, `synchronous_commit=off` like SQLite's `synchronous=NORMAL`).
+`--both` runs SQLite and then PostgreSQL, one after the other, and prints both side by side.
+
+    python bench/load.py --model .cache/models/llorch-tiny.gguf [--full] [--postgres | --both]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +57,13 @@ from bench._fleet import (
     rss_mb,
     sse_events,
 )
+from tests import stores
 
 TENANT, KEY = "load", "load-key"
 HOLD_TOKENS = 4000  # the task that keeps the worker's only slot while it is stopped
+# The bench's PostgreSQL keeps fsync (a test cluster does not) and, like SQLite's
+# synchronous=NORMAL in WAL mode, lets the WAL writer flush commits shortly after them.
+PG_SETTINGS = ("synchronous_commit=off",)
 
 
 class Load:
@@ -142,9 +153,10 @@ async def hold_stream(
     opened.set()
 
 
-async def run(args: argparse.Namespace, f: Fleet) -> dict[str, Any]:
+async def run(args: argparse.Namespace, f: Fleet, db_url: str | None) -> dict[str, Any]:
     capacity = args.deep + args.queued + 4 * args.serial + 1000
     f.start_orchestratord(
+        *(("--db-url", db_url) if db_url else ()),
         "--queue-capacity",
         str(capacity),
         "--heartbeat-stale-ms",
@@ -295,6 +307,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="set every per-tenant limit of the load tenant (high: none is reached)",
     )
+    store = p.add_mutually_exclusive_group()
+    store.add_argument("--db-url", help="orchestratord's store: an empty database [SQLite]")
+    store.add_argument(
+        "--postgres", action="store_true", help="a throwaway PostgreSQL cluster as the store"
+    )
+    store.add_argument("--both", action="store_true", help="SQLite, then PostgreSQL")
     args = p.parse_args(argv)
     scale = 10 if args.full else 1
     for name, quick in (("streams", 100), ("queued", 1000), ("mid", 800), ("deep", 1600)):
@@ -303,13 +321,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """The URL of an empty database in a PostgreSQL cluster that lives for the block."""
+    bindir = stores.find_bindir()
+    if bindir is None:
+        raise SystemExit(
+            "load.py: PostgreSQL's server binaries (initdb, pg_ctl) are missing; "
+            "apt-get install postgresql, or set LLORCH_PG_BINDIR"
+        )
+    with stores.pg_cluster(bindir, PG_SETTINGS) as cluster:
+        yield cluster.new_database()
+
+
+def one_run(args: argparse.Namespace, db_url: str | None) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="llorch-load-"))
+    with fleet(tmp, args.model, {TENANT: KEY}) as f:
+        report = asyncio.run(run(args, f, db_url))
+    report["store"] = "sqlite" if db_url is None else stores.backend(db_url)
+    if db_url is not None and report["store"] == "postgresql" and args.db_url is None:
+        report["postgresql_settings"] = list(PG_SETTINGS)
+    report["logs"] = str(tmp)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raise_fd_limit(args.streams * 2 + 1024)
-    tmp = Path(tempfile.mkdtemp(prefix="llorch-load-"))
-    with fleet(tmp, args.model, {TENANT: KEY}) as f:
-        report = asyncio.run(run(args, f))
-    report["logs"] = str(tmp)
+    report: dict[str, Any]
+    if args.both:
+        lite = one_run(args, None)
+        with postgres() as url:
+            pg = one_run(args, url)
+        p99 = [r["at_load"]["submit"]["p99_ms"] for r in (lite, pg)]
+        report = {
+            "bench": "load",
+            "stores": ["sqlite", "postgresql"],
+            "submit_p99_ms_at_load": dict(zip(["sqlite", "postgresql"], p99, strict=True)),
+            "p99_ratio_postgresql_vs_sqlite": round(p99[1] / p99[0], 2),
+            "sqlite": lite,
+            "postgresql": pg,
+        }
+    elif args.postgres:
+        with postgres() as url:
+            report = one_run(args, url)
+    else:
+        report = one_run(args, args.db_url)
     print(json.dumps(report, indent=2))
     return 0
 

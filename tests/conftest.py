@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from orchestratord.store.db import Store
 from shared.testmodel import write_model
+from tests import stores
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +45,31 @@ def smollm2_model() -> Path:
             require(False, str(e))
     require(path.is_file(), f"{path} is missing: run `python -m shared.smollm2 .cache/models`")
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[stores.PgCluster]:
+    """A throwaway PostgreSQL server for the session (initdb in a temporary directory, a free
+    port; stopped and removed at the end). Skips where PostgreSQL's server or psycopg is
+    missing; LLORCH_TEST_STRICT=1 (CI) makes that a failure."""
+    with stores.pg_cluster(stores.required_bindir()) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=stores.BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new, empty database, once per back-end: a SQLite file, and a database of
+    its own in the session's PostgreSQL cluster (ORCH-340). Tests that take it run twice,
+    `[sqlite]` and `[postgresql]`."""
+    if request.param == "sqlite":
+        return stores.sqlite_url(tmp_path / "o.db")
+    cluster: stores.PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """The store opened (schema created) on `store_url`'s database; closed at the end."""
+    opened = Store(store_url).open()
+    yield opened
+    opened.close()

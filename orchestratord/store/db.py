@@ -7,6 +7,19 @@ the event loop, so the relay never waits on the database and no token is ever wr
 Schema versions: 1 (first release), 2 (adds workers.n_ctx/registered_ms and
 tasks.tenant/session_id/max_tokens/ttft_ms/attempts), 3 (tasks.prompt_tokens), 4
 (tasks.client_id, looked up with the tenant). `Store.open` upgrades older files in place.
+
+Back-ends (ORCH-340..343): SQLite and PostgreSQL (psycopg 3), the same code and schema; the
+test suite runs every store test on both. What keeps a table portable:
+- define it on `metadata`: `migrate` creates any table a database lacks, with its indexes,
+  no version bump; a column added to an existing table is an `_UPGRADES` entry (plain
+  `ALTER TABLE ... ADD COLUMN` DDL, valid on both);
+- times in milliseconds are `sa.BigInteger` (PostgreSQL's INTEGER is 32 bits; SQLite does
+  not care, so only the PostgreSQL tests catch it); a generated id is `AUTO_ID`;
+- write rows with `_upsert_many` (insert or update by the primary key, counters added on
+  the database), never `INSERT OR ...` or dialect SQL in text; a document is `sa.Text` of
+  `json.dumps` (as compare_runs) or `sa.JSON`, both portable;
+- PostgreSQL runs at READ COMMITTED: a read-modify-write of a counter is one `UPDATE ... SET
+  n = n + :d` or an `add=` upsert, not a SELECT then a write; LIKE is case-sensitive there.
 """
 
 from __future__ import annotations
@@ -29,6 +42,11 @@ from orchestratord.domain.tasks import TaskQuery, TaskRecord
 
 log = logging.getLogger("llorch.orchestratord.store.db")
 SCHEMA_VERSION = 4
+
+# An integer primary key the database generates: BIGINT identity on PostgreSQL, and on
+# SQLite INTEGER, since only an INTEGER PRIMARY KEY is the rowid there (a BIGINT one is never
+# filled in, and an insert without it fails).
+AUTO_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 metadata = sa.MetaData()
 schema_version = sa.Table(
@@ -82,7 +100,6 @@ INDEXES = (
     sa.Index("ix_tasks_client", tasks.c.tenant, tasks.c.client_id),
 )
 # Compare runs (specs ORCH-212): the run record as JSON, with the columns it is listed by.
-# A table added after a release is created when missing (migrate), without a version bump.
 compare_runs = sa.Table(
     "compare_runs",
     metadata,
@@ -110,7 +127,7 @@ api_keys = sa.Table(
 audit_log = sa.Table(
     "audit_log",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", AUTO_ID, primary_key=True, autoincrement=True),
     sa.Column("at_ms", sa.BigInteger, nullable=False, index=True),
     sa.Column("who", sa.String(200), nullable=False),
     sa.Column("action", sa.String(64), nullable=False, index=True),
@@ -147,7 +164,6 @@ usage_hourly = sa.Table(
 )
 _USAGE_KEY = ("hour_ms", "tenant", "key_id", "model")
 _USAGE_COUNTS = ("prompt_tokens", "cached_tokens", "completion_tokens", "tasks", "errors")
-_ADDED_TABLES = (compare_runs, api_keys, audit_log, tenant_limits, usage_hourly)
 
 # Columns each upgrade adds: version -> [(table, column DDL)].
 _UPGRADES: dict[int, list[tuple[str, str]]] = {
@@ -178,6 +194,30 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# Connection pool settings an operator may give in the URL's query (ORCH-343): SQLAlchemy
+# takes them as create_engine arguments, and the driver would refuse them as its own options.
+_POOL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "pool_size": int,
+    "max_overflow": int,
+    "pool_timeout": float,
+    "pool_recycle": int,
+    "pool_pre_ping": lambda v: v.lower() in ("1", "true", "yes", "on"),
+}
+
+
+def _pool_options(url: sa.URL) -> tuple[sa.URL, dict[str, Any]]:
+    """The URL without its pool settings, and those settings as create_engine arguments."""
+    given = {k: v for k, v in url.query.items() if k in _POOL_OPTIONS}
+    options: dict[str, Any] = {}
+    for key, value in given.items():
+        text = value if isinstance(value, str) else value[-1]
+        try:
+            options[key] = _POOL_OPTIONS[key](text)
+        except ValueError:
+            raise ValueError(f"database URL option {key}={text!r} is not a number") from None
+    return url.difference_update_query(given), options
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -191,14 +231,26 @@ class Store:
 
     def open(self) -> Store:
         """Create the file's directory, connect, and create or upgrade the schema."""
-        url = sa.make_url(self.url)
-        if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+        url, pool = _pool_options(sa.make_url(self.url))
+        backend = url.get_backend_name()
+        if backend == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url)
-        if url.drivername.startswith("sqlite"):
+        if backend == "postgresql":
+            # A connection the server closed (restart, idle timeout) is replaced on checkout
+            # instead of failing the read or write that drew it.
+            pool.setdefault("pool_pre_ping", True)
+        engine = sa.create_engine(url, **pool)
+        if backend == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         self._engine = engine
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:
+            # A refused schema leaves no pooled connection behind (psycopg warns of one
+            # collected open).
+            engine.dispose()
+            self._engine = None
+            raise
         return self
 
     def close(self) -> None:
@@ -231,8 +283,9 @@ class Store:
                 log.info("database schema upgraded to version %d", version)
             for index in INDEXES:
                 index.create(c, checkfirst=True)
-            for added in _ADDED_TABLES:
-                added.create(c, checkfirst=True)
+            # Every table of `metadata` a database lacks, with its indexes: a table added
+            # after a release needs no version bump (ORCH-341).
+            metadata.create_all(c, checkfirst=True)
 
     # --- workers ---------------------------------------------------------------------------
 
@@ -409,20 +462,7 @@ class Store:
         if not values:
             return
         with self.engine.begin() as c:
-            name = c.dialect.name
-            if name in ("sqlite", "postgresql"):
-                from sqlalchemy.dialects import postgresql, sqlite
-
-                dialect = sqlite if name == "sqlite" else postgresql
-                ins = dialect.insert(usage_hourly)
-                set_ = {n: usage_hourly.c[n] + ins.excluded[n] for n in _USAGE_COUNTS}
-                c.execute(ins.on_conflict_do_update(index_elements=_USAGE_KEY, set_=set_), values)
-                return
-            for v in values:
-                where = sa.and_(*(usage_hourly.c[k] == v[k] for k in _USAGE_KEY))
-                added = {n: usage_hourly.c[n] + v[n] for n in _USAGE_COUNTS}
-                if c.execute(usage_hourly.update().where(where).values(added)).rowcount == 0:
-                    c.execute(usage_hourly.insert().values(v))
+            _upsert_many(c, usage_hourly, values, add=_USAGE_COUNTS)  # counters (ORCH-342)
 
     def usage(
         self, since_ms: int, until_ms: int, tenant: str | None, restricted: bool
@@ -474,11 +514,21 @@ def worker_row(w: Worker, state: str) -> dict[str, Any]:
     }
 
 
-def _upsert_many(c: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert or update rows by id: one executemany where the dialect has an upsert."""
+def _upsert_many(
+    c: sa.Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    add: tuple[str, ...] = (),
+) -> None:
+    """Insert rows, or update the row of the same primary key (ORCH-342): one executemany
+    where the dialect has an upsert (SQLite, PostgreSQL), else an update, then an insert.
+
+    The columns named in `add` are counters: a row that exists gains the new row's values
+    (`n = n + excluded.n`), atomically on the database, whatever the isolation level. Each
+    row gives every column of the table."""
     if not rows:
         return
-    prepared = _prepared_upsert(c.dialect, table)
+    prepared = _prepared_upsert(c.dialect, table, add)
     if prepared is not None:
         sql, binds = prepared
         if c.dialect.positional:
@@ -489,8 +539,11 @@ def _upsert_many(c: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) 
             params = [{k: row[k] if f is None else f(row[k]) for k, f in binds} for row in rows]
         c.exec_driver_sql(sql, params)
         return
+    key = list(table.primary_key.columns)
     for row in rows:
-        if c.execute(table.update().where(table.c.id == row["id"]).values(row)).rowcount == 0:
+        match = sa.and_(*(col == row[col.name] for col in key))
+        values = {k: table.c[k] + v if k in add else v for k, v in row.items()}
+        if c.execute(table.update().where(match).values(values)).rowcount == 0:
             c.execute(table.insert().values(row))
 
 
@@ -498,12 +551,16 @@ Bind = tuple[str, Callable[[Any], Any] | None]
 
 
 @functools.cache
-def _prepared_upsert(dialect: sa.Dialect, table: sa.Table) -> tuple[str, list[Bind]] | None:
+def _prepared_upsert(
+    dialect: sa.Dialect, table: sa.Table, add: tuple[str, ...] = ()
+) -> tuple[str, list[Bind]] | None:
     """The upsert compiled once for the dialect, and its parameters in order, each with its
     type's conversion: executed on the driver, it skips the per-execution work of a statement
     (cache key, compiled-cache lookup, parameter processing), most of the writer's time for
-    the few rows of a batch."""
-    statement = _upsert(dialect.name, table)
+    the few rows of a batch. The conversion is the dialect's own bind processor (None for
+    the types psycopg and sqlite3 take as they are), so a value reaches either driver as
+    SQLAlchemy would have sent it; psycopg's SQL carries the casts its dialect renders."""
+    statement = _upsert(dialect.name, table, add)
     if statement is None:
         return None
     compiled = statement.compile(dialect=dialect)
@@ -516,22 +573,40 @@ def _prepared_upsert(dialect: sa.Dialect, table: sa.Table) -> tuple[str, list[Bi
 
 
 @functools.cache
-def _upsert(dialect: str, table: sa.Table) -> sa.Insert | None:
-    """The dialect's insert-or-update-by-id statement for `table`, built once: building it
-    (the `excluded` alias and its columns) cost more than the batched write itself."""
+def _upsert(dialect: str, table: sa.Table, add: tuple[str, ...] = ()) -> sa.Insert | None:
+    """The dialect's insert-or-update-by-primary-key statement for `table`, built once:
+    building it (the `excluded` alias and its columns) cost more than the batched write
+    itself. SQLite's and PostgreSQL's `ON CONFLICT` take the same form."""
+    key = [col.name for col in table.primary_key.columns]
     if dialect == "sqlite":
         from sqlalchemy.dialects import sqlite
 
         lite = sqlite.insert(table)
-        set_ = {col.name: lite.excluded[col.name] for col in table.columns if col.name != "id"}
-        return lite.on_conflict_do_update(index_elements=["id"], set_=set_)
+        set_ = _conflict_set(table, key, lite.excluded, add)
+        if not set_:
+            return lite.on_conflict_do_nothing(index_elements=key)
+        return lite.on_conflict_do_update(index_elements=key, set_=set_)
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 
         pg = postgresql.insert(table)
-        set_ = {col.name: pg.excluded[col.name] for col in table.columns if col.name != "id"}
-        return pg.on_conflict_do_update(index_elements=["id"], set_=set_)
+        set_ = _conflict_set(table, key, pg.excluded, add)
+        if not set_:
+            return pg.on_conflict_do_nothing(index_elements=key)
+        return pg.on_conflict_do_update(index_elements=key, set_=set_)
     return None
+
+
+def _conflict_set(
+    table: sa.Table, key: list[str], excluded: Any, add: tuple[str, ...]
+) -> dict[str, Any]:
+    """What an existing row's other columns become: the new row's values, or, for the
+    counters in `add`, their sum with it."""
+    return {
+        col.name: col + excluded[col.name] if col.name in add else excluded[col.name]
+        for col in table.columns
+        if col.name not in key
+    }
 
 
 class BatchWriter:

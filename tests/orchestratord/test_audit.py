@@ -167,10 +167,10 @@ def test_orch_301_revoking_the_last_key_does_not_open_the_daemon(orchd: AppFacto
         assert c.get("/v2/tasks", headers=AT).status_code == 200
 
 
-def test_orch_304_the_store_keeps_hashes_and_revocations(tmp_path: Path) -> None:
-    """ORCH-304: rows hold the SHA-256, never the secret; a second revoke keeps the first
-    time; last-used stamps are saved in one statement."""
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite3'}").open()
+def test_orch_304_the_store_keeps_hashes_and_revocations(store_url: str) -> None:
+    """ORCH-304, ORCH-340: rows hold the SHA-256, never the secret; a second revoke keeps the
+    first time; last-used stamps are saved in one statement; on SQLite and PostgreSQL."""
+    store = Store(store_url).open()
     secret = new_secret()
     key = StoredKey(id="key_1", tenant="acme", key_hash=hash_secret(secret.encode()), created_ms=5)
     admin_store.insert_key(store, key.row())
@@ -187,9 +187,11 @@ def test_orch_304_the_store_keeps_hashes_and_revocations(tmp_path: Path) -> None
     store.close()
 
 
-def test_orch_307_the_writer_writes_in_batches_off_the_loop(tmp_path: Path) -> None:
-    """ORCH-307: `record` returns at once; one flush writes what gathered."""
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite3'}").open()
+def test_orch_307_the_writer_writes_in_batches_off_the_loop(store_url: str) -> None:
+    """ORCH-307, ORCH-340, ORCH-342: `record` returns at once; one flush writes what gathered;
+    the audit trail's generated `seq` orders entries of the same millisecond on both
+    back-ends."""
+    store = Store(store_url).open()
 
     async def run() -> list[dict[str, Any]]:
         from orchestratord.runtime.audit import AuditLog

@@ -61,9 +61,10 @@ def test_start_up_failures_are_one_line_and_exit_2(tmp_path: Path) -> None:
             ([], {"LLORCH_PORT": "eighty"}, "LLORCH_PORT='eighty'"),
             (["--port", str(busy)], {}, f"cannot listen on 127.0.0.1:{busy}"),
             (
-                ["--db-url", "postgresql+psycopg://u@127.0.0.1/x"],
+                # psycopg is a dependency (ORCH-340); a MySQL driver is not.
+                ["--db-url", "mysql+pymysql://u@127.0.0.1/x"],
                 {},
-                "install it with 'pip install psycopg[binary]'",
+                "install it with 'pip install pymysql'",
             ),
             (["--policy", str(tmp_path / "none.star")], {}, "none.star"),
             (["--expect-model", "<img src=x>"], {}, "--expect-model '<img src=x>' must be"),

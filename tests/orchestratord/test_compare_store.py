@@ -1,13 +1,11 @@
-"""Compare runs in the real SQLite store (ORCH-212, ORCH-213)."""
+"""Compare runs in the real store, SQLite and PostgreSQL (ORCH-212, ORCH-213, ORCH-340)."""
 
 from __future__ import annotations
-
-import sqlite3
-from pathlib import Path
 
 from orchestratord.domain.compare import CompareRun
 from orchestratord.store.db import Store
 from tests.orchestratord.test_db import V1_SCHEMA
+from tests.stores import run_sql
 
 
 def _run(run_id: str, created: int, tenant: str | None) -> CompareRun:
@@ -23,10 +21,9 @@ def _run(run_id: str, created: int, tenant: str | None) -> CompareRun:
 
 
 def test_orch_212_compare_runs_are_kept_across_restarts_and_listed_per_tenant(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'o.db'}"
-    store = Store(url).open()
+    store = Store(store_url).open()
     r1, r2, r3 = _run("r1", 1, "acme"), _run("r2", 2, "other"), _run("r3", 3, "acme")
     for r in (r1, r2, r3):
         store.save_compare_run(r.to_json())
@@ -34,7 +31,7 @@ def test_orch_212_compare_runs_are_kept_across_restarts_and_listed_per_tenant(
     store.save_compare_run(r1.to_json())  # the finished run replaces the running one
     store.close()
 
-    store = Store(url).open()
+    store = Store(store_url).open()
     got = store.get_compare_run("r1")
     assert got is not None and got["status"] == "done"
     assert [x["status"] for x in got["results"]] == ["succeeded", "failed"]
@@ -46,11 +43,10 @@ def test_orch_212_compare_runs_are_kept_across_restarts_and_listed_per_tenant(
     store.close()
 
 
-def test_orch_212_an_older_database_gains_the_compare_table(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as c:
-        c.executescript(V1_SCHEMA)
-    store = Store(f"sqlite:///{path}").open()
+def test_orch_212_an_older_database_gains_the_compare_table(store_url: str) -> None:
+    """ORCH-212, ORCH-341: a table added after a release is created in an older database."""
+    run_sql(store_url, V1_SCHEMA)
+    store = Store(store_url).open()
     store.save_compare_run(_run("r1", 1, None).to_json())
     assert store.get_compare_run("r1") is not None
     store.close()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from orchestratord.policy import builtin_source
 from tests.orchestratord.cluster import (
@@ -347,19 +346,28 @@ def test_orch_053_each_attempt_that_reaches_a_worker_gets_a_started_event(
 
 
 def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, store_url: str
 ) -> None:
+    """ORCH-064, ORCH-340: a task run on a real worker is read back after orchestratord is
+    killed and started again on the same database, SQLite or PostgreSQL; the one left running
+    fails WORKER_RESET and the kept worker takes new work."""
     state = tmp_path / "state"
-    with orchestratord(tmp_path, state_dir=state) as orch:
+    db = ("--db-url", store_url)
+    with orchestratord(tmp_path, *db, state_dir=state) as orch:
         port = orch.port
         with worker(tiny_model, tmp_path, orch.url, "r1") as w:
+            short = {"model": MODEL, "prompt": "a", "max_tokens": 3, "ignore_eos": True}
+            done = stream_task(orch.url, {**short, "task_id": "kept"})
+            assert done[-1].event == "end"
             with open_task_stream(orch.url, LONG) as s:
                 task_id = s.task_id
                 time.sleep(0.3)  # the batch writer's flush interval is 50 ms
                 rec = httpx.get(f"{orch.url}/v2/tasks/{task_id}").json()
                 assert rec["status"] == "running", rec
                 orch.kill(signal.SIGKILL)
-            with orchestratord(tmp_path, port=port, state_dir=state) as orch2:
+            with orchestratord(tmp_path, *db, port=port, state_dir=state) as orch2:
+                before = httpx.get(f"{orch2.url}/v2/tasks/kept").json()
+                assert (before["status"], before["tokens_out"]) == ("succeeded", 3), before
                 listed = workers(orch2.url)
                 assert "r1" in listed and listed["r1"]["state"] in ("unverified", "ready")
                 rec = httpx.get(f"{orch2.url}/v2/tasks/{task_id}").json()
@@ -380,21 +388,29 @@ def test_restart_keeps_the_registry_and_fails_unfinished_tasks(
                 wait_for(lambda: httpx.get(w.url + "/health").json()["slots_busy"] == 0)
 
 
+# SQLite only: the PostgreSQL run of the restart test above covers that back-end at less cost.
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_orch_065_tokens_out_survives_an_orchestratord_crash(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, store_url: str
 ) -> None:
-    """ORCH-065, ORCH-064: a running task's token count reaches the database while it streams
-    (it used to be written only when the task ended), so after a SIGKILL and a restart its
-    record is failed WORKER_RESET and still shows the tokens it had sent."""
+    """ORCH-065, ORCH-064, ORCH-340: a running task's token count reaches the database while it
+    streams (it used to be written only when the task ended), so after a SIGKILL and a restart
+    its record is failed WORKER_RESET and still shows the tokens it had sent."""
     state = tmp_path / "state"
-    db = state / "orchestratord.sqlite3"
+    db = ("--db-url", store_url)
 
     def stored_tokens(task_id: str) -> int:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
-            row = c.execute("SELECT tokens_out FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        engine = sa.create_engine(store_url)
+        try:
+            with engine.connect() as c:
+                row = c.execute(
+                    sa.text("SELECT tokens_out FROM tasks WHERE id = :id"), {"id": task_id}
+                ).first()
+        finally:
+            engine.dispose()
         return int(row[0]) if row else 0
 
-    with orchestratord(tmp_path, state_dir=state) as orch:
+    with orchestratord(tmp_path, *db, state_dir=state) as orch:
         port = orch.port
         with worker(tiny_model, tmp_path, orch.url, "c1"):
             with open_task_stream(orch.url, LONG, head=25) as s:
@@ -404,7 +420,7 @@ def test_orch_065_tokens_out_survives_an_orchestratord_crash(
                 assert live["status"] == "running" and live["tokens_out"] >= 25
                 wait_for(lambda: stored_tokens(task_id) >= 25, what="tokens_out on disk")
                 orch.kill(signal.SIGKILL)
-            with orchestratord(tmp_path, port=port, state_dir=state) as orch2:
+            with orchestratord(tmp_path, *db, port=port, state_dir=state) as orch2:
                 rec = httpx.get(f"{orch2.url}/v2/tasks/{task_id}").json()
                 assert (rec["status"], rec["error_code"]) == ("failed", "WORKER_RESET")
                 assert rec["tokens_out"] >= 25

@@ -253,11 +253,13 @@ def test_orch_305_a_tenant_key_cannot_call_admin_endpoints(tmp_path: Path, state
         assert len(keys_listed(orch.url)) == 1
 
 
-def test_ctl_072_rotate_and_audit_through_the_cli(tmp_path: Path, state: Path) -> None:
-    """CTL-072, CTL-073, ORCH-306: `llorch keys rotate` makes a new key for the same tenant and
-    label and revokes the old one; `llorch audit` lists both actions, newest first, with the
-    admin as who, and never a secret."""
-    with orchestratord(tmp_path, state_dir=state) as orch:
+def test_ctl_072_rotate_and_audit_through_the_cli(
+    tmp_path: Path, state: Path, store_url: str
+) -> None:
+    """CTL-072, CTL-073, ORCH-306, ORCH-340: `llorch keys rotate` makes a new key for the same
+    tenant and label and revokes the old one; `llorch audit` lists both actions, newest first,
+    with the admin as who, and never a secret; with the store on SQLite and on PostgreSQL."""
+    with orchestratord(tmp_path, "--db-url", store_url, state_dir=state) as orch:
         old, old_id, _ = create_key(orch.url, "--tenant", "acme", "--label", "svc")
         r = llorch(orch.url, "keys", "rotate", old_id)
         assert r.returncode == 0, r.stderr

@@ -4,7 +4,6 @@ windows and budgets on an injected clock (ORCH-320..ORCH-326)."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 
@@ -96,14 +95,14 @@ def test_orch_323_325_limits_are_validated_field_by_field_and_weights_read_in_me
     assert (q.weight("acme"), q.weight("beta"), q.weight(None)) == (3.0, 1.0, 1.0)
 
 
-def test_orch_326_usage_book_and_store_add_up(tmp_path: Path) -> None:
-    """ORCH-326: the book aggregates by hour, tenant, key and model; the store adds batches
-    to its hourly rows, and reads back the tokens a budget has spent."""
+def test_orch_326_usage_book_and_store_add_up(store: Store) -> None:
+    """ORCH-326, ORCH-342: the book aggregates by hour, tenant, key and model; the store adds
+    batches to its hourly rows (on SQLite and PostgreSQL), and reads back the tokens a budget
+    has spent; limits round-trip."""
     book = UsageBook()
     book.add(T0, "acme", None, "m", 5, 1, 7, False)
     book.add(T0 + 10, "acme", None, "m", 3, 0, 2, True)
     book.add(T0 + HOUR_MS, "beta", "k1", "n", 1, 0, 1, False)
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite3'}").open()
     store.add_usage(book.take().items())
     book.add(T0 + 20, "acme", None, "m", 1, 0, 1, False)
     store.add_usage(book.take().items())
@@ -122,7 +121,12 @@ def test_orch_326_usage_book_and_store_add_up(tmp_path: Path) -> None:
     day = (T0 + HOUR_MS) // DAY_MS * DAY_MS
     month = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()) * 1000
     assert sorted(store.spent(day, month), key=str) == [("acme", 0, 19), ("beta", 2, 2)]
-    store.close()
+    row = {"concurrency": 2, "rpm": None, "tpm": 9, "daily_tokens": None}
+    store.save_limits("acme", {**row, "monthly_tokens": 10**12, "weight": 3.0, "updated_ms": 1})
+    store.save_limits("acme", {**row, "monthly_tokens": 10**12, "weight": 2.0, "updated_ms": 2})
+    (saved,) = store.load_limits()
+    assert saved["tenant"] == "acme" and saved["monthly_tokens"] == 10**12
+    assert (saved["weight"], saved["updated_ms"]) == (2.0, 2)
 
 
 def test_orch_328_tenant_labels_are_capped() -> None:

@@ -86,11 +86,11 @@ def test_flt_053_queue_full_counts_as_rejected(trace_db: Path, tmp_path: Path) -
     assert result["served"] + result["rejected"]["QUEUE_FULL"] == 200
 
 
-def test_flt_051_never_started_tasks_are_estimated(tmp_path: Path) -> None:
-    """FLT-051: a task that never ran gets its model's median time per token x max_tokens; one
-    of a model nothing ran for is skipped; a worker gone from the table is still the fleet."""
-    db = tmp_path / "small.db"
-    store = Store(f"sqlite:///{db}").open()
+def test_flt_051_never_started_tasks_are_estimated(store_url: str) -> None:
+    """FLT-051, ORCH-340: a task that never ran gets its model's median time per token x
+    max_tokens; one of a model nothing ran for is skipped; a worker gone from the table is
+    still the fleet. The trace is read from a SQLite file or a PostgreSQL URL alike."""
+    store = Store(store_url).open()
 
     def record(tid: str, model: str, created: int, **more: Any) -> TaskRecord:
         status: TaskStatus = "succeeded" if more else "cancelled"
@@ -106,7 +106,7 @@ def test_flt_051_never_started_tasks_are_estimated(tmp_path: Path) -> None:
         ]
     )
     store.close()
-    trace = load_trace(str(db))
+    trace = load_trace(store_url.removeprefix("sqlite:///"))
     assert [(t.id, t.service_ms) for t in trace.tasks] == [("a", 100), ("b", 100)]
     assert (trace.estimated, trace.skipped) == (1, 1)
     assert [(w.id, w.model, w.slots, w.tokens_per_s) for w in trace.workers] == [

@@ -55,23 +55,19 @@ def _record(task_id: str, status: str, finished_ms: int | None) -> TaskRecord:
     )
 
 
-def test_orch_171_finished_records_are_pruned_after_retention(tmp_path: Path) -> None:
-    """ORCH-171: finished records are pruned after retention."""
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite3'}").open()
-    try:
-        store.save_tasks(
-            [
-                _record("old", "succeeded", 1_000),
-                _record("old-failed", "failed", 2_000),
-                _record("new", "cancelled", 9_000),
-                _record("queued", "queued", None),
-            ]
-        )
-        assert store.prune_finished(5_000) == 2
-        assert store.get_task("old") is None and store.get_task("old-failed") is None
-        assert store.get_task("new") is not None and store.get_task("queued") is not None
-    finally:
-        store.close()
+def test_orch_171_finished_records_are_pruned_after_retention(store: Store) -> None:
+    """ORCH-171, ORCH-340: finished records are pruned after retention."""
+    store.save_tasks(
+        [
+            _record("old", "succeeded", 1_000),
+            _record("old-failed", "failed", 2_000),
+            _record("new", "cancelled", 9_000),
+            _record("queued", "queued", None),
+        ]
+    )
+    assert store.prune_finished(5_000) == 2
+    assert store.get_task("old") is None and store.get_task("old-failed") is None
+    assert store.get_task("new") is not None and store.get_task("queued") is not None
     assert Settings(retain_finished_s=60).retain_finished_s == 60
 
 
@@ -137,20 +133,16 @@ def test_orch_143_openai_stream_frames_escape_line_separators() -> None:
 
 
 def test_orch_170_an_evicted_record_not_yet_written_is_read_from_the_writer(
-    tmp_path: Path,
+    store: Store,
 ) -> None:
     """ORCH-170, ORCH-156: a task evicted from memory right after it ended is read back as it
     ended, by its server id or its tenant's client id, before the batch writer committed it
     (the database still has the older row, or none)."""
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite3'}").open()
-    try:
-        writer = BatchWriter(store, interval_s=3600)
-        record = _record("t1", "cancelled", 5)
-        record.client_id, record.tenant = "mine", "acme"
-        writer.task(record)
-        assert store.find_task("t1", None) is None
-        assert writer.pending("t1", None) is record
-        assert writer.pending("mine", "acme") is record
-        assert writer.pending("mine", "other") is None
-    finally:
-        store.close()
+    writer = BatchWriter(store, interval_s=3600)
+    record = _record("t1", "cancelled", 5)
+    record.client_id, record.tenant = "mine", "acme"
+    writer.task(record)
+    assert store.find_task("t1", None) is None
+    assert writer.pending("t1", None) is record
+    assert writer.pending("mine", "acme") is record
+    assert writer.pending("mine", "other") is None
