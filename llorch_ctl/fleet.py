@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,18 +62,19 @@ class FleetApi:
             raise ApiFailed(f"orchestratord {method} {path}: {detail}")
         return r.json() if r.content else None
 
-    def plan(self) -> dict[str, Any]:
-        body = self._call("GET", "/v2/fleet/plan")
+    def plan(self, *, replace_misplaced: bool = False) -> dict[str, Any]:
+        body = self._call("GET", "/v2/fleet/plan" + _misplaced_query(replace_misplaced))
         if not isinstance(body, dict) or not isinstance(body.get("actions"), list):
             raise ApiFailed("orchestratord returned a plan without an actions list")
         return body
 
-    def lease(self, action_id: str, holder: str) -> bool:
+    def lease(self, action_id: str, holder: str, *, replace_misplaced: bool = False) -> bool:
         """True when leased to us; False when another apply holds it or the plan moved on."""
         try:
             self._call(
                 "POST",
-                f"/v2/fleet/actions/{_quote(action_id)}/lease",
+                f"/v2/fleet/actions/{_quote(action_id)}/lease"
+                + _misplaced_query(replace_misplaced),
                 {"holder": holder, "ttl_s": LEASE_TTL_S},
             )
         except ApiFailed as e:
@@ -91,6 +92,14 @@ class FleetApi:
 
     def drain(self, worker_id: str) -> None:
         self._call("POST", f"/v2/workers/{_quote(worker_id)}/drain")
+
+    def report_pool(self, pool: str, facts: Mapping[str, Any]) -> None:
+        """A pool's memory and model sizes, for the plan's placement (FLT-065)."""
+        self._call("PUT", f"/v2/fleet/pools/{_quote(pool)}", facts)
+
+
+def _misplaced_query(replace: bool) -> str:
+    return "?replace_misplaced=true" if replace else ""
 
 
 def _quote(segment: str) -> str:
@@ -219,8 +228,13 @@ def apply_plan(
     bind_host: Callable[[str], str],
     dry_run: bool,
     echo: Callable[[str], None],
+    known_pools: Collection[str] | None = None,
+    replace_misplaced: bool = False,
 ) -> list[Result]:
-    """Lease, run and report each action of `plan` in order; print one line per action."""
+    """Lease, run and report each action of `plan` in order; print one line per action.
+
+    A stop on a pool the inventory does not know (`known_pools`) is skipped, not failed: the
+    worker was spawned by hand where this apply cannot reach (CTL-101)."""
     results: list[Result] = []
     succeeded: set[str] = set()
     for action in plan["actions"]:
@@ -229,6 +243,12 @@ def apply_plan(
         if dry_run:
             echo(f"would {line}")
             results.append(Result(aid, "would", line))
+            continue
+        pool = str(action["pool"])
+        if action["kind"] == "stop" and known_pools is not None and pool not in known_pools:
+            detail = f"pool {pool!r} is not in the inventory: stop {action['worker_id']} there"
+            echo(f"skip {line} ({detail})")
+            results.append(Result(aid, "skipped", detail))
             continue
         lease = action.get("lease")
         if lease and (lease.get("done") or lease.get("holder") != holder):
@@ -245,7 +265,7 @@ def apply_plan(
             echo(f"skip {line} ({detail})")
             results.append(Result(aid, "skipped", detail))
             continue
-        if not api.lease(aid, holder):
+        if not api.lease(aid, holder, replace_misplaced=replace_misplaced):
             echo(f"skip {line} (leased by another apply)")
             results.append(Result(aid, "skipped", "leased by another apply"))
             continue
@@ -262,6 +282,62 @@ def apply_plan(
     return results
 
 
+def _placement_notes(plan: Mapping[str, Any], replace_misplaced: bool) -> list[str]:
+    """One line per misplaced replica and per model the plan could not place (FLT-060,
+    FLT-066), as `fleet apply` prints them."""
+    out: list[str] = []
+    for m in plan.get("models", []):
+        pools = ", ".join(
+            plan.get("fleet", {}).get("models", {}).get(m["model"], {}).get("pools", [])
+        )
+        for wid in m.get("misplaced", []):
+            then = "being replaced" if replace_misplaced else "--replace-misplaced replaces it"
+            out.append(f"misplaced {wid} ({m['model']}): not on its pools [{pools}]; {then}")
+        for why in m.get("unplaced", []):
+            out.append(f"unplaced {m['model']}: {why}")
+    return out
+
+
+def probe_pools(
+    plan: Mapping[str, Any],
+    api: FleetApi,
+    run: PoolRunner,
+    known_pools: Collection[str] | None,
+    echo: Callable[[str], None],
+) -> bool:
+    """Before a replica is placed (a spawn planned, or one the plan could not place), report
+    the memory and model sizes of the model's desired pools, as `llorch-pool backends
+    --memory` prints them, so the plan places by them (FLT-065, CTL-102). True when any pool
+    reported; a pool that cannot be asked is said and skipped."""
+    wanted = {str(a["model"]) for a in plan["actions"] if a["kind"] == "spawn"}
+    wanted |= {str(m["model"]) for m in plan.get("models", []) if m.get("unplaced")}
+    fleet_models = plan.get("fleet", {}).get("models", {})
+    pools: list[str] = []
+    for model in sorted(wanted):
+        for pool in fleet_models.get(model, {}).get("pools", []):
+            if pool not in pools and (known_pools is None or pool in known_pools):
+                pools.append(pool)
+    reported = False
+    for pool in pools:
+        try:
+            status, out, err = run(pool, ["backends", "--memory"])
+        except CtlError as e:
+            echo(f"skip memory of {pool}: {e.message}")
+            continue
+        if status != 0:
+            echo(f"skip memory of {pool}: backends --memory exited {status}: {_last_line(err)}")
+            continue
+        try:
+            body = json.loads(out)
+            facts = {**body["memory"], "models": body["models"]}
+        except (ValueError, KeyError, TypeError):
+            echo(f"skip memory of {pool}: backends --memory printed no memory report")
+            continue
+        api.report_pool(pool, {k: v for k, v in facts.items() if v is not None})
+        reported = True
+    return reported
+
+
 def apply_loop(
     api: FleetApi,
     run: PoolRunner,
@@ -273,12 +349,23 @@ def apply_loop(
     interval_s: float,
     echo: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
+    known_pools: Collection[str] | None = None,
+    replace_misplaced: bool = False,
+    probe_memory: bool = True,
 ) -> int:
     """One pass, or with `watch` one pass every interval until interrupted. Exit status: 1
     when an action of the (last) pass failed, else 0."""
     holder = holder_id()
+    said: set[str] = set()
     while True:
-        plan = api.plan()
+        plan = api.plan(replace_misplaced=replace_misplaced)
+        if probe_memory and not dry_run and probe_pools(plan, api, run, known_pools, echo):
+            plan = api.plan(replace_misplaced=replace_misplaced)
+        notes = _placement_notes(plan, replace_misplaced)
+        for note in notes:
+            if note not in said:  # --watch says each once, not every pass
+                echo(note)
+        said = set(notes)
         if not plan["actions"]:
             echo("nothing to do: the fleet matches the plan")
         results = apply_plan(
@@ -290,6 +377,8 @@ def apply_loop(
             bind_host=bind_host,
             dry_run=dry_run,
             echo=echo,
+            known_pools=known_pools,
+            replace_misplaced=replace_misplaced,
         )
         status = 1 if any(r.outcome == "failed" for r in results) else 0
         if not watch:

@@ -105,3 +105,39 @@ def _quantization(file_type: Any, reader: Any) -> str | None:
     # No file type: the most common type among the large tensors names the quantization.
     kinds = Counter(t.tensor_type.name for t in reader.tensors if t.n_elements >= 1024)
     return kinds.most_common(1)[0][0] if kinds else None
+
+
+def kv_bytes_per_token(path: Path) -> int | None:
+    """The KV cache one token of context takes, at f16 (POOL-091): K and V of every layer,
+    `2 bytes * block_count * head_count_kv * (key_length + value_length)`; None when the GGUF
+    does not say (no architecture, layer count or heads)."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception:  # not readable: the catalog's verify says why; here it is unknown
+        return None
+
+    def number(key: str) -> int | None:
+        f = reader.fields.get(key)
+        value = None if f is None else f.contents()
+        if isinstance(value, list):  # per-layer head counts: the largest bounds the cache
+            value = max(value) if value else None
+        return int(value) if isinstance(value, int | float) and value > 0 else None
+
+    arch = reader.fields.get("general.architecture")
+    name = arch.contents() if arch is not None else None
+    if not isinstance(name, str):
+        return None
+    layers = number(f"{name}.block_count")
+    heads = number(f"{name}.attention.head_count")
+    kv_heads = number(f"{name}.attention.head_count_kv") or heads
+    embd = number(f"{name}.embedding_length")
+    if layers is None or heads is None or kv_heads is None:
+        return None
+    head_dim = embd // heads if embd is not None else None
+    k = number(f"{name}.attention.key_length") or head_dim
+    v = number(f"{name}.attention.value_length") or head_dim
+    if k is None or v is None:
+        return None
+    return 2 * layers * kv_heads * (k + v)
