@@ -156,6 +156,9 @@ def one_round(url: str, reg: Registry, max_tokens: int) -> dict[str, float]:
                         if name == "error":
                             raise SystemExit(f"the cold task failed: {data}")
                         break
+    deadline = time.monotonic() + 10
+    while worker not in reg.ready and time.monotonic() < deadline:
+        time.sleep(0.02)  # the poller's next round (it may lag on a loaded machine)
     registered, ready = reg.seen.get(worker), reg.ready.get(worker)
     if "plan" not in marks or registered is None or ready is None:
         raise SystemExit(f"missed a phase: marks {marks}, worker {worker!r}")

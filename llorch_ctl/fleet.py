@@ -156,8 +156,13 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no message"
 
 
-def _ensure_model(action: Mapping[str, Any], run: PoolRunner) -> tuple[bool, str]:
+def _ensure_model(
+    action: Mapping[str, Any], run: PoolRunner, catalogs: Mapping[str, Collection[str]]
+) -> tuple[bool, str]:
     pool, model = str(action["pool"]), str(action["model"])
+    if model in catalogs.get(pool, ()):
+        # This pass's memory report listed the pool's catalog: one SSH round trip fewer.
+        return True, f"{model} is already in {pool}'s catalog"
     status, out, err = run(pool, ["models", "list", "--json"])
     if status != 0:
         return False, f"models list exited {status}: {_last_line(err)}"
@@ -182,11 +187,13 @@ def execute(
     run: PoolRunner,
     orchestrator_url: str,
     bind_host: Callable[[str], str],
+    catalogs: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[bool, str]:
-    """Run one action; (ok, what happened)."""
+    """Run one action; (ok, what happened). `catalogs`: the model ids each pool's memory
+    report of this pass listed."""
     kind = action["kind"]
     if kind == "ensure_model":
-        return _ensure_model(action, run)
+        return _ensure_model(action, run, catalogs or {})
     if kind == "drain":
         api.drain(str(action["worker_id"]))
         return True, f"drain of {action['worker_id']} requested"
@@ -230,6 +237,7 @@ def apply_plan(
     echo: Callable[[str], None],
     known_pools: Collection[str] | None = None,
     replace_misplaced: bool = False,
+    catalogs: Mapping[str, Collection[str]] | None = None,
 ) -> list[Result]:
     """Lease, run and report each action of `plan` in order; print one line per action.
 
@@ -271,7 +279,7 @@ def apply_plan(
             continue
         echo(f"run  {line}")
         try:
-            ok, detail = execute(action, api, run, orchestrator_url, bind_host)
+            ok, detail = execute(action, api, run, orchestrator_url, bind_host, catalogs)
         except CtlError as e:
             ok, detail = False, e.message
         api.report(aid, holder, ok, detail)
@@ -304,11 +312,11 @@ def probe_pools(
     run: PoolRunner,
     known_pools: Collection[str] | None,
     echo: Callable[[str], None],
-) -> bool:
+) -> dict[str, set[str]]:
     """Before a replica is placed (a spawn planned, or one the plan could not place), report
     the memory and model sizes of the model's desired pools, as `llorch-pool backends
-    --memory` prints them, so the plan places by them (FLT-065, CTL-102). True when any pool
-    reported; a pool that cannot be asked is said and skipped."""
+    --memory` prints them, so the plan places by them (FLT-065, CTL-102). Returns each
+    reporting pool's catalog (model ids); a pool that cannot be asked is said and skipped."""
     wanted = {str(a["model"]) for a in plan["actions"] if a["kind"] == "spawn"}
     wanted |= {str(m["model"]) for m in plan.get("models", []) if m.get("unplaced")}
     fleet_models = plan.get("fleet", {}).get("models", {})
@@ -317,7 +325,7 @@ def probe_pools(
         for pool in fleet_models.get(model, {}).get("pools", []):
             if pool not in pools and (known_pools is None or pool in known_pools):
                 pools.append(pool)
-    reported = False
+    reported: dict[str, set[str]] = {}
     for pool in pools:
         try:
             status, out, err = run(pool, ["backends", "--memory"])
@@ -334,7 +342,7 @@ def probe_pools(
             echo(f"skip memory of {pool}: backends --memory printed no memory report")
             continue
         api.report_pool(pool, {k: v for k, v in facts.items() if v is not None})
-        reported = True
+        reported[pool] = {str(m) for m in body["models"]}
     return reported
 
 
@@ -359,8 +367,11 @@ def apply_loop(
     said: set[str] = set()
     while True:
         plan = api.plan(replace_misplaced=replace_misplaced)
-        if probe_memory and not dry_run and probe_pools(plan, api, run, known_pools, echo):
-            plan = api.plan(replace_misplaced=replace_misplaced)
+        catalogs: dict[str, set[str]] = {}
+        if probe_memory and not dry_run:
+            catalogs = probe_pools(plan, api, run, known_pools, echo)
+            if catalogs:
+                plan = api.plan(replace_misplaced=replace_misplaced)
         notes = _placement_notes(plan, replace_misplaced)
         for note in notes:
             if note not in said:  # --watch says each once, not every pass
@@ -379,6 +390,7 @@ def apply_loop(
             echo=echo,
             known_pools=known_pools,
             replace_misplaced=replace_misplaced,
+            catalogs=catalogs,
         )
         status = 1 if any(r.outcome == "failed" for r in results) else 0
         if not watch:
