@@ -8,13 +8,14 @@ pool's catalog already (as a model on disk is for llama-swap). Each round submit
 no replica runs and splits the time to its first token into
 
     plan         POST -> the task's `queued{waiting_for}` (the next apply pass read the plan)
-    ssh_spawn    -> the worker registers (memory probe, ensure_model and `worker spawn` over
-                 SSH, the worker process starting)
-    model_load   -> the worker is ready (llama.cpp loading the GGUF)
-    first_token  -> the first token event (dispatch, prefill, first decode)
+    ssh_spawn    -> the worker is ready in the registry, less model_load (memory probe,
+                 ensure_model and `worker spawn` over SSH, the worker process starting)
+    model_load   llama.cpp loading the GGUF (4096 context), timed alone in the same run
+    first_token  ready -> the first token event (dispatch, prefill, first decode)
 
-then waits for the idle TTL to stop the replica before the next round. The target is a cold
-first token within 3 s plus the model load (`overhead_s = total_s - model_load_s <= 3`).
+then waits for the idle TTL to stop the replica, and `--settle` seconds, before the next.
+The target is a cold first token within 3 s plus the model load (`overhead_s = total_s -
+model_load_s <= 3`). Each round's apply lines, stamped, go to stderr.
 
 Anchor: llama-swap starts `llama-server` on a request for a model that is not running and
 holds the request until the server's health check passes, so its swap time is process start
@@ -89,6 +90,48 @@ def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> It
                 proc.wait()
 
 
+@contextlib.contextmanager
+def piped(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class ApplyLog:
+    """`fleet apply --watch`'s output read on a thread, each line stamped as it arrives."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], copy: Path) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._proc, self._copy = proc, copy
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._proc.stdout is not None
+        with self._copy.open("w") as out:
+            for raw in self._proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.lines.append((time.perf_counter(), line))
+                out.write(line + "\n")
+
+    def first(self, prefix: str, after: float) -> float | None:
+        return next((t for t, line in list(self.lines) if t >= after and line.startswith(prefix)),
+                    None)  # fmt: skip
+
+
 class Registry:
     """GET /v2/workers polled on a thread: when each worker was first seen and first ready."""
 
@@ -126,7 +169,9 @@ class Registry:
         self._thread.join(timeout=5)
 
 
-def one_round(url: str, reg: Registry, max_tokens: int) -> dict[str, float]:
+def one_round(
+    url: str, reg: Registry, log: ApplyLog, max_tokens: int, load_s: float
+) -> dict[str, float]:
     """Submit a task while no replica runs; its phases in seconds."""
     reg.forget()
     headers = {"authorization": f"Bearer {API_KEY}"}
@@ -166,13 +211,36 @@ def one_round(url: str, reg: Registry, max_tokens: int) -> dict[str, float]:
     # The poller sees registration and readiness up to one poll late; clamp to the order.
     registered = min(max(registered, marks["plan"]), first)
     ready = min(max(ready, registered), first)
+    # Within ssh_spawn, from apply's own lines: the memory probe and plan re-read, then
+    # ensure_model, then `worker spawn` over SSH up to the worker being ready.
+    ensure = log.first("run  ensure", marks["plan"]) or marks["plan"]
+    spawn = log.first("run  spawn", marks["plan"]) or ensure
     return {
         "plan_s": marks["plan"] - t0,
-        "ssh_spawn_s": registered - marks["plan"],
-        "model_load_s": ready - registered,
+        "ssh_spawn.probe_s": max(0.0, ensure - marks["plan"]),
+        "ssh_spawn.ensure_model_s": max(0.0, spawn - ensure),
+        "ssh_spawn.spawn_to_ready_s": max(0.0, ready - spawn),
+        "ssh_spawn_s": max(0.0, ready - marks["plan"] - load_s),
+        "model_load_s": load_s,
         "first_token_s": first - ready,
         "total_s": first - t0,
     }
+
+
+LOAD = """
+import sys, time
+import llama_cpp
+t = time.perf_counter()
+m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=4096, verbose=False)
+print(time.perf_counter() - t)
+"""
+
+
+def model_load(model: Path) -> float:
+    """llama.cpp's load of the GGUF alone (the import of llama_cpp not counted)."""
+    out = subprocess.run([sys.executable, "-c", LOAD, str(model)], capture_output=True,
+                         text=True, check=True, timeout=600)  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def wait_gone(reg: Registry, timeout: float) -> None:
@@ -255,6 +323,13 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=0.5, help="fleet apply --interval")
     ap.add_argument("--idle-ttl", type=int, default=2, help="idle_ttl_s between rounds")
     ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds before each round: an idle pass of --watch re-probes the pool's memory "
+        "(as it would have long before a real cold start); 0 times the probe in the cold start",
+    )
     ap.add_argument("--llama-server", help="the llama-server binary [default: bench/peer.py's]")
     a = ap.parse_args()
     if not Path(SSHD).exists():
@@ -274,6 +349,7 @@ def main() -> int:
             f'[models.{MODEL_ID}]\nsource = "catalog:{MODEL_ID}"\npools = ["{POOL}"]\n'
             f"min_replicas = 0\nmax_replicas = 1\nidle_ttl_s = {a.idle_ttl}\n"
         )
+        load_s = model_load(model)
         key = keygen(tmp / "id_ed25519")
         server = start_sshd(tmp / "sshd", "127.0.0.1", key)
         rounds: list[dict[str, float]] = []
@@ -301,12 +377,18 @@ def main() -> int:
                      "--admin-token", ADMIN]  # fmt: skip
             with process(orch, tmp / "orchd.log", {"PYTHONPATH": str(ROOT)}) as orch_proc:
                 wait_http_ready(url + "/health", orch_proc)
-                with process(apply, tmp / "apply.log", {"PYTHONPATH": str(ROOT)}):
+                with piped(apply, {"PYTHONPATH": str(ROOT)}) as apply_proc:
+                    log = ApplyLog(apply_proc, tmp / "apply.log")
                     reg = Registry(url)
                     try:
+                        seen = 0
                         for i in range(a.rounds):
-                            rounds.append(one_round(url, reg, a.max_tokens))
+                            time.sleep(a.settle)
+                            rounds.append(one_round(url, reg, log, a.max_tokens, load_s))
                             print(f"round {i + 1}: {rounds[-1]}", file=sys.stderr)
+                            for t, line in log.lines[seen:]:
+                                print(f"  {t - log.lines[0][0]:8.3f} {line}", file=sys.stderr)
+                            seen = len(log.lines)
                             wait_gone(reg, a.idle_ttl + 120)
                     finally:
                         reg.close()
@@ -321,6 +403,7 @@ def main() -> int:
         "model": str(model if a.model else "tiny test model"),
         "rounds": len(rounds),
         "interval_s": a.interval,
+        "settle_s": a.settle,
         "median": {k: median(rounds, k) for k in rounds[0]},
         "each": [{k: round(v, 3) for k, v in r.items()} for r in rounds],
         "overhead_s": round(total - load, 3),

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -35,6 +35,7 @@ class Result:
     action_id: str
     outcome: Outcome
     detail: str
+    pool: str | None = None  # where a spawn or stop that was done changed the free memory
 
 
 class FleetApi:
@@ -286,7 +287,8 @@ def apply_plan(
         if ok:
             succeeded.add(aid)
         echo(f"{'ok  ' if ok else 'FAIL'} {aid}: {detail}")
-        results.append(Result(aid, "done" if ok else "failed", detail))
+        changed = pool if ok and action["kind"] in ("spawn", "stop") else None
+        results.append(Result(aid, "done" if ok else "failed", detail, changed))
     return results
 
 
@@ -306,44 +308,88 @@ def _placement_notes(plan: Mapping[str, Any], replace_misplaced: bool) -> list[s
     return out
 
 
+PROBE_FRESH_S = 30.0
+"""A pool's memory report younger than this is placed by as is: a cold start does not wait
+for a probe that an idle pass of --watch made a moment ago."""
+
+
+@dataclass
+class Probes:
+    """The memory reports this apply made: when, and the catalog each listed."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    catalogs: dict[str, set[str]] = field(default_factory=dict)
+
+    def forget(self, pool: str) -> None:
+        """A replica started or stopped there: its free memory is no longer what was said."""
+        self.at.pop(pool, None)
+        self.catalogs.pop(pool, None)
+
+
+def _probe(
+    pool: str, api: FleetApi, run: PoolRunner, echo: Callable[[str], None]
+) -> set[str] | None:
+    try:
+        status, out, err = run(pool, ["backends", "--memory"])
+    except CtlError as e:
+        echo(f"skip memory of {pool}: {e.message}")
+        return None
+    if status != 0:
+        echo(f"skip memory of {pool}: backends --memory exited {status}: {_last_line(err)}")
+        return None
+    try:
+        body = json.loads(out)
+        facts = {**body["memory"], "models": body["models"]}
+    except (ValueError, KeyError, TypeError):
+        echo(f"skip memory of {pool}: backends --memory printed no memory report")
+        return None
+    api.report_pool(pool, {k: v for k, v in facts.items() if v is not None})
+    return {str(m) for m in body["models"]}
+
+
 def probe_pools(
     plan: Mapping[str, Any],
     api: FleetApi,
     run: PoolRunner,
     known_pools: Collection[str] | None,
     echo: Callable[[str], None],
-) -> dict[str, set[str]]:
+    probes: Probes | None = None,
+    *,
+    now: Callable[[], float] = time.monotonic,
+    refresh_one: bool = False,
+) -> tuple[bool, dict[str, set[str]]]:
     """Before a replica is placed (a spawn planned, or one the plan could not place), report
     the memory and model sizes of the model's desired pools, as `llorch-pool backends
-    --memory` prints them, so the plan places by them (FLT-065, CTL-102). Returns each
-    reporting pool's catalog (model ids); a pool that cannot be asked is said and skipped."""
+    --memory` prints them, so the plan places by them (FLT-065, CTL-102); a report younger
+    than PROBE_FRESH_S is not made again. With `refresh_one` and nothing to place, the
+    stalest of the fleet's pools is probed (--watch keeps the reports fresh when idle, so
+    a cold start rarely waits for one). Returns (whether a report was sent, each probed
+    pool's catalog); a pool that cannot be asked is said and skipped."""
+    probes = probes if probes is not None else Probes()
     wanted = {str(a["model"]) for a in plan["actions"] if a["kind"] == "spawn"}
     wanted |= {str(m["model"]) for m in plan.get("models", []) if m.get("unplaced")}
     fleet_models = plan.get("fleet", {}).get("models", {})
-    pools: list[str] = []
-    for model in sorted(wanted):
-        for pool in fleet_models.get(model, {}).get("pools", []):
-            if pool not in pools and (known_pools is None or pool in known_pools):
-                pools.append(pool)
-    reported: dict[str, set[str]] = {}
-    for pool in pools:
-        try:
-            status, out, err = run(pool, ["backends", "--memory"])
-        except CtlError as e:
-            echo(f"skip memory of {pool}: {e.message}")
-            continue
-        if status != 0:
-            echo(f"skip memory of {pool}: backends --memory exited {status}: {_last_line(err)}")
-            continue
-        try:
-            body = json.loads(out)
-            facts = {**body["memory"], "models": body["models"]}
-        except (ValueError, KeyError, TypeError):
-            echo(f"skip memory of {pool}: backends --memory printed no memory report")
-            continue
-        api.report_pool(pool, {k: v for k, v in facts.items() if v is not None})
-        reported[pool] = {str(m) for m in body["models"]}
-    return reported
+
+    def reachable(models: Collection[str]) -> list[str]:
+        out: list[str] = []
+        for model in sorted(models):
+            for pool in fleet_models.get(model, {}).get("pools", []):
+                if pool not in out and (known_pools is None or pool in known_pools):
+                    out.append(pool)
+        return out
+
+    t = now()
+    stale = [p for p in reachable(wanted) if t - probes.at.get(p, -1e18) >= PROBE_FRESH_S]
+    if not wanted and refresh_one:
+        idle = [p for p in reachable(fleet_models) if t - probes.at.get(p, -1e18) >= PROBE_FRESH_S]
+        stale = sorted(idle, key=lambda p: probes.at.get(p, -1e18))[:1]
+    sent = False
+    for pool in stale:
+        catalog = _probe(pool, api, run, echo)
+        if catalog is not None:
+            probes.at[pool], probes.catalogs[pool] = now(), catalog
+            sent = True
+    return sent, {p: probes.catalogs[p] for p in reachable(wanted) if p in probes.catalogs}
 
 
 def apply_loop(
@@ -365,12 +411,15 @@ def apply_loop(
     when an action of the (last) pass failed, else 0."""
     holder = holder_id()
     said: set[str] = set()
+    probes = Probes()
     while True:
         plan = api.plan(replace_misplaced=replace_misplaced)
         catalogs: dict[str, set[str]] = {}
         if probe_memory and not dry_run:
-            catalogs = probe_pools(plan, api, run, known_pools, echo)
-            if catalogs:
+            sent, catalogs = probe_pools(
+                plan, api, run, known_pools, echo, probes, refresh_one=watch
+            )
+            if sent:
                 plan = api.plan(replace_misplaced=replace_misplaced)
         notes = _placement_notes(plan, replace_misplaced)
         for note in notes:
@@ -392,6 +441,9 @@ def apply_loop(
             replace_misplaced=replace_misplaced,
             catalogs=catalogs,
         )
+        for r in results:
+            if r.outcome == "done" and r.pool is not None:
+                probes.forget(r.pool)  # a spawn or stop changed its free memory
         status = 1 if any(r.outcome == "failed" for r in results) else 0
         if not watch:
             return status
