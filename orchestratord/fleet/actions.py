@@ -122,12 +122,21 @@ def worker_id_for(model: str, pool: str, n: int) -> str:
     return f"{model}.{pool}.{n}"[:128]
 
 
+def _model_facts(spec: ModelSpec, pool: str, pools: Mapping[str, PoolFacts]) -> ModelFacts | None:
+    """The model's size as `pool` reported it, else as another pool did (a model not yet
+    downloaded there is the same file)."""
+    own = pools.get(pool)
+    if own is not None and spec.id in own.models:
+        return own.models[spec.id]
+    return next((f.models[spec.id] for f in pools.values() if spec.id in f.models), None)
+
+
 def _fits(
     spec: ModelSpec, pool: str, pools: Mapping[str, PoolFacts], used: dict[str, int]
 ) -> str | None:
     """None when a replica fits on `pool` (or the pool has not said), else why not."""
     facts = pools.get(pool)
-    model = facts.models.get(spec.id) if facts is not None else None
+    model = _model_facts(spec, pool, pools)
     if facts is None or model is None:
         return None
     free, kind = _free_bytes(spec, facts)
@@ -165,9 +174,9 @@ def _spawn_ids(
                 refused.append(why)
         if pool is None:
             break
-        facts = (pools or {}).get(pool)
-        if facts is not None and spec.id in facts.models:
-            used[pool] = used.get(pool, 0) + need_bytes(spec, facts.models[spec.id])[0]
+        model = _model_facts(spec, pool, pools or {})
+        if model is not None:
+            used[pool] = used.get(pool, 0) + need_bytes(spec, model)[0]
         n = 0
         while worker_id_for(spec.id, pool, n) in taken:
             n += 1

@@ -156,3 +156,15 @@ def test_flt_066_unreported_pools_place_as_before() -> None:
     control.report_pool("box2", fa.PoolFacts(1 << 30, 1, models={}, reported_ms=1_000))
     view = control.plan(1_000, {"m": IDLE}, [])
     assert [a["id"] for a in view["actions"]] == ["ensure_model:m@box1", "spawn:m.box1.0"]
+
+
+def test_flt_065_a_model_not_downloaded_yet_is_sized_by_another_pool() -> None:
+    """FLT-065: box1 has not the model in its catalog yet (it would be downloaded there), but
+    box2 reported its size: box1's free RAM is checked against that size."""
+    spec = fleet(pools=["box1", "box2"]).spec
+    model = fa.ModelFacts(size_bytes=512 * MIB)
+    empty = fa.PoolFacts(1 << 30, 100 * MIB, models={})
+    holder = fa.PoolFacts(1 << 30, 900 * MIB, models={"m": model})
+    actions = fa.diff(spec, {"m": 1}, {"m": "load"}, [], pools={"box1": empty, "box2": holder})
+    assert actions[-1]["id"] == "spawn:m.box2.0"
+    assert "passed over box1: needs 768 MiB" in actions[-1]["reason"]
