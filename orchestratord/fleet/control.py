@@ -90,13 +90,14 @@ def _visible(a: Action, registered: set[str]) -> bool:
 POOL_FACTS_TTL_MS = 600_000
 
 
-def _idle_ms(now_ms: int, d: Demand, live: list[ActualWorker]) -> int:
+def _idle_ms(now_ms: int, d: Demand, live: list[ActualWorker], since_ms: int) -> int:
     """How long the model's replicas have served nothing (FLT-061): since the last task on any
-    of them ended, or since the newest of them registered when none has served; 0 while tasks
-    are queued or running, or when there is no replica to be idle."""
+    of them ended, or since the newest of them registered when none has served, and at most
+    since `since_ms` (this orchestratord first planned the model: after a restart it does not
+    know what they served before); 0 while tasks are queued or running, or with no replica."""
     if d["queued_tasks"] or d["running_tasks"] or not live or any(w.busy for w in live):
         return 0
-    last = max(max(w.last_used_ms, w.registered_ms) for w in live)
+    last = max(since_ms, *(max(w.last_used_ms, w.registered_ms) for w in live))
     return max(0, now_ms - last)
 
 
@@ -125,6 +126,7 @@ class FleetControl:
         self.start_grace_ms = start_grace_ms
         self._target: dict[str, int] = {}
         self._changed_ms: dict[str, int] = {}
+        self._first_ms: dict[str, int] = {}  # when this process first planned each model
         self._leases: dict[str, _Lease] = {}
         self._pools: dict[str, PoolFacts] = {}
 
@@ -153,6 +155,7 @@ class FleetControl:
         keep = {m.id for m in spec.models}
         self._target = {k: v for k, v in self._target.items() if k in keep}
         self._changed_ms = {k: v for k, v in self._changed_ms.items() if k in keep}
+        self._first_ms = {k: v for k, v in self._first_ms.items() if k in keep}
 
     def reload(self) -> FleetSpec:
         """Re-read the fleet file (SIGHUP); InvalidParams keeps the running state."""
@@ -226,7 +229,7 @@ class FleetControl:
                 # A model first seen (orchestratord just started, or the model is new) counts
                 # as just changed: after a restart, scale-downs wait a cooldown (FLT-015).
                 "last_change_ms": self._changed_ms.setdefault(m.id, now_ms),
-                "idle_ms": _idle_ms(now_ms, d, live),
+                "idle_ms": _idle_ms(now_ms, d, live, self._first_ms.setdefault(m.id, now_ms)),
             }
         fleet = fleet_input(self.spec)
         decision = self.hook.plan(fleet, cluster)

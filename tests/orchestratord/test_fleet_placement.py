@@ -108,6 +108,17 @@ def test_flt_061_on_demand_up_at_once_and_down_after_the_idle_ttl() -> None:
     assert [a["id"] for a in again["actions"]] == ["ensure_model:m@box1", "spawn:m.box1.0"]
 
 
+def test_flt_061_a_restart_does_not_count_the_idle_time_it_did_not_see() -> None:
+    """FLT-061: replicas restored after a restart (registered long ago, no task seen) are idle
+    only from this orchestratord's first plan of the model."""
+    control = fleet(min_replicas=0, max_replicas=1, idle_ttl_s=30)
+    old = worker("m.box1.0")  # registered at 1 s, never used: idle since then, by the record
+    first = control.plan(1_000_000, {"m": IDLE}, [old])
+    assert first["actions"] == [] and first["models"][0]["load"]["idle_ms"] == 0
+    later = control.plan(1_030_000, {"m": IDLE}, [old])
+    assert [a["id"] for a in later["actions"]] == ["drain:m.box1.0"]
+
+
 def test_flt_061_no_idle_ttl_keeps_the_cooldown() -> None:
     """FLT-061: idle_ttl_s 0 (the default) never scales down for idleness alone."""
     control = fleet(min_replicas=0, max_replicas=1)
