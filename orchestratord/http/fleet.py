@@ -111,7 +111,7 @@ MAX_BYTES = 1 << 60
 
 
 def _bytes(r: FieldReader, name: str, required: bool) -> int | None:
-    if required and name not in r.body:
+    if required and r.body.get(name) is None:
         r.fail(name, "is required")
         return None
     return r.integer(name, None, 0, MAX_BYTES)
