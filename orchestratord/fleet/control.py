@@ -88,6 +88,7 @@ def _visible(a: Action, registered: set[str]) -> bool:
 
 
 POOL_FACTS_TTL_MS = 600_000
+MAX_POOL_REPORTS = 4096
 
 
 def _idle_ms(now_ms: int, d: Demand, live: list[ActualWorker], since_ms: int) -> int:
@@ -133,8 +134,15 @@ class FleetControl:
     # -- pool facts -----------------------------------------------------------------------
 
     def report_pool(self, name: str, facts: PoolFacts) -> None:
-        """A pool's memory and model sizes, as `llorch fleet apply` probed them (FLT-065)."""
+        """A pool's memory and model sizes, as `llorch fleet apply` probed them (FLT-065).
+        Old reports go, and at most MAX_POOL_REPORTS are kept (the oldest go first)."""
         self._pools[name] = facts
+        now = facts.reported_ms
+        self._pools = {
+            k: v for k, v in self._pools.items() if now - v.reported_ms < POOL_FACTS_TTL_MS
+        }
+        while len(self._pools) > MAX_POOL_REPORTS:
+            del self._pools[min(self._pools, key=lambda k: self._pools[k].reported_ms)]
 
     def pool_facts(self, now_ms: int) -> dict[str, PoolFacts]:
         """The reports young enough to place by; an old one says nothing of the pool now."""
