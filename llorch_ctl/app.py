@@ -549,7 +549,31 @@ def fleet_apply(
     watch: Annotated[
         bool, typer.Option("--watch", help="Keep converging, one pass per --interval.")
     ] = False,
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between passes.")] = 5.0,
+    interval: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            envvar="LLORCH_FLEET_INTERVAL",
+            help="Seconds between passes: how soon a task for a model with no replica brings "
+            "one up, and an idle one goes.",
+        ),
+    ] = 5.0,
+    replace_misplaced: Annotated[
+        bool,
+        typer.Option(
+            "--replace-misplaced",
+            help="Drain and stop replicas on pools their model's `pools` do not list, once "
+            "placed ones serve (default: report them and leave them alone).",
+        ),
+    ] = False,
+    probe_memory: Annotated[
+        bool,
+        typer.Option(
+            "--probe-memory/--no-probe-memory",
+            help="Before placing a replica, report its pools' free memory and model sizes "
+            "(llorch-pool backends --memory) so the plan places it only where it fits.",
+        ),
+    ] = True,
     accept_new_host_key: AcceptOpt = False,
     connect_timeout: TimeoutOpt = None,
 ) -> int:
@@ -593,6 +617,9 @@ def fleet_apply(
             watch=watch,
             interval_s=interval,
             echo=echo,
+            known_pools=frozenset(inv.pools),
+            replace_misplaced=replace_misplaced,
+            probe_memory=probe_memory,
         )
     except KeyboardInterrupt:
         return 130

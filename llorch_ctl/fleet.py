@@ -18,8 +18,8 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -35,6 +35,7 @@ class Result:
     action_id: str
     outcome: Outcome
     detail: str
+    pool: str | None = None  # where a spawn or stop that was done changed the free memory
 
 
 class FleetApi:
@@ -62,18 +63,19 @@ class FleetApi:
             raise ApiFailed(f"orchestratord {method} {path}: {detail}")
         return r.json() if r.content else None
 
-    def plan(self) -> dict[str, Any]:
-        body = self._call("GET", "/v2/fleet/plan")
+    def plan(self, *, replace_misplaced: bool = False) -> dict[str, Any]:
+        body = self._call("GET", "/v2/fleet/plan" + _misplaced_query(replace_misplaced))
         if not isinstance(body, dict) or not isinstance(body.get("actions"), list):
             raise ApiFailed("orchestratord returned a plan without an actions list")
         return body
 
-    def lease(self, action_id: str, holder: str) -> bool:
+    def lease(self, action_id: str, holder: str, *, replace_misplaced: bool = False) -> bool:
         """True when leased to us; False when another apply holds it or the plan moved on."""
         try:
             self._call(
                 "POST",
-                f"/v2/fleet/actions/{_quote(action_id)}/lease",
+                f"/v2/fleet/actions/{_quote(action_id)}/lease"
+                + _misplaced_query(replace_misplaced),
                 {"holder": holder, "ttl_s": LEASE_TTL_S},
             )
         except ApiFailed as e:
@@ -91,6 +93,14 @@ class FleetApi:
 
     def drain(self, worker_id: str) -> None:
         self._call("POST", f"/v2/workers/{_quote(worker_id)}/drain")
+
+    def report_pool(self, pool: str, facts: Mapping[str, Any]) -> None:
+        """A pool's memory and model sizes, for the plan's placement (FLT-065)."""
+        self._call("PUT", f"/v2/fleet/pools/{_quote(pool)}", facts)
+
+
+def _misplaced_query(replace: bool) -> str:
+    return "?replace_misplaced=true" if replace else ""
 
 
 def _quote(segment: str) -> str:
@@ -147,8 +157,13 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no message"
 
 
-def _ensure_model(action: Mapping[str, Any], run: PoolRunner) -> tuple[bool, str]:
+def _ensure_model(
+    action: Mapping[str, Any], run: PoolRunner, catalogs: Mapping[str, Collection[str]]
+) -> tuple[bool, str]:
     pool, model = str(action["pool"]), str(action["model"])
+    if model in catalogs.get(pool, ()):
+        # This pass's memory report listed the pool's catalog: one SSH round trip fewer.
+        return True, f"{model} is already in {pool}'s catalog"
     status, out, err = run(pool, ["models", "list", "--json"])
     if status != 0:
         return False, f"models list exited {status}: {_last_line(err)}"
@@ -173,11 +188,13 @@ def execute(
     run: PoolRunner,
     orchestrator_url: str,
     bind_host: Callable[[str], str],
+    catalogs: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[bool, str]:
-    """Run one action; (ok, what happened)."""
+    """Run one action; (ok, what happened). `catalogs`: the model ids each pool's memory
+    report of this pass listed."""
     kind = action["kind"]
     if kind == "ensure_model":
-        return _ensure_model(action, run)
+        return _ensure_model(action, run, catalogs or {})
     if kind == "drain":
         api.drain(str(action["worker_id"]))
         return True, f"drain of {action['worker_id']} requested"
@@ -219,8 +236,14 @@ def apply_plan(
     bind_host: Callable[[str], str],
     dry_run: bool,
     echo: Callable[[str], None],
+    known_pools: Collection[str] | None = None,
+    replace_misplaced: bool = False,
+    catalogs: Mapping[str, Collection[str]] | None = None,
 ) -> list[Result]:
-    """Lease, run and report each action of `plan` in order; print one line per action."""
+    """Lease, run and report each action of `plan` in order; print one line per action.
+
+    A stop on a pool the inventory does not know (`known_pools`) is skipped, not failed: the
+    worker was spawned by hand where this apply cannot reach (CTL-101)."""
     results: list[Result] = []
     succeeded: set[str] = set()
     for action in plan["actions"]:
@@ -229,6 +252,12 @@ def apply_plan(
         if dry_run:
             echo(f"would {line}")
             results.append(Result(aid, "would", line))
+            continue
+        pool = str(action["pool"])
+        if action["kind"] == "stop" and known_pools is not None and pool not in known_pools:
+            detail = f"pool {pool!r} is not in the inventory: stop {action['worker_id']} there"
+            echo(f"skip {line} ({detail})")
+            results.append(Result(aid, "skipped", detail))
             continue
         lease = action.get("lease")
         if lease and (lease.get("done") or lease.get("holder") != holder):
@@ -245,21 +274,122 @@ def apply_plan(
             echo(f"skip {line} ({detail})")
             results.append(Result(aid, "skipped", detail))
             continue
-        if not api.lease(aid, holder):
+        if not api.lease(aid, holder, replace_misplaced=replace_misplaced):
             echo(f"skip {line} (leased by another apply)")
             results.append(Result(aid, "skipped", "leased by another apply"))
             continue
         echo(f"run  {line}")
         try:
-            ok, detail = execute(action, api, run, orchestrator_url, bind_host)
+            ok, detail = execute(action, api, run, orchestrator_url, bind_host, catalogs)
         except CtlError as e:
             ok, detail = False, e.message
         api.report(aid, holder, ok, detail)
         if ok:
             succeeded.add(aid)
         echo(f"{'ok  ' if ok else 'FAIL'} {aid}: {detail}")
-        results.append(Result(aid, "done" if ok else "failed", detail))
+        changed = pool if ok and action["kind"] in ("spawn", "stop") else None
+        results.append(Result(aid, "done" if ok else "failed", detail, changed))
     return results
+
+
+def _placement_notes(plan: Mapping[str, Any], replace_misplaced: bool) -> list[str]:
+    """One line per misplaced replica and per model the plan could not place (FLT-060,
+    FLT-066), as `fleet apply` prints them."""
+    out: list[str] = []
+    for m in plan.get("models", []):
+        pools = ", ".join(
+            plan.get("fleet", {}).get("models", {}).get(m["model"], {}).get("pools", [])
+        )
+        for wid in m.get("misplaced", []):
+            then = "being replaced" if replace_misplaced else "--replace-misplaced replaces it"
+            out.append(f"misplaced {wid} ({m['model']}): not on its pools [{pools}]; {then}")
+        for why in m.get("unplaced", []):
+            out.append(f"unplaced {m['model']}: {why}")
+    return out
+
+
+PROBE_FRESH_S = 30.0
+"""A pool's memory report younger than this is placed by as is: a cold start does not wait
+for a probe that an idle pass of --watch made a moment ago."""
+
+
+@dataclass
+class Probes:
+    """The memory reports this apply made: when, and the catalog each listed."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    catalogs: dict[str, set[str]] = field(default_factory=dict)
+
+    def forget(self, pool: str) -> None:
+        """A replica started or stopped there: its free memory is no longer what was said."""
+        self.at.pop(pool, None)
+        self.catalogs.pop(pool, None)
+
+
+def _probe(
+    pool: str, api: FleetApi, run: PoolRunner, echo: Callable[[str], None]
+) -> set[str] | None:
+    try:
+        status, out, err = run(pool, ["backends", "--memory"])
+    except CtlError as e:
+        echo(f"skip memory of {pool}: {e.message}")
+        return None
+    if status != 0:
+        echo(f"skip memory of {pool}: backends --memory exited {status}: {_last_line(err)}")
+        return None
+    try:
+        body = json.loads(out)
+        facts = {**body["memory"], "models": body["models"]}
+    except (ValueError, KeyError, TypeError):
+        echo(f"skip memory of {pool}: backends --memory printed no memory report")
+        return None
+    api.report_pool(pool, {k: v for k, v in facts.items() if v is not None})
+    return {str(m) for m in body["models"]}
+
+
+def probe_pools(
+    plan: Mapping[str, Any],
+    api: FleetApi,
+    run: PoolRunner,
+    known_pools: Collection[str] | None,
+    echo: Callable[[str], None],
+    probes: Probes | None = None,
+    *,
+    now: Callable[[], float] = time.monotonic,
+    refresh_one: bool = False,
+) -> tuple[bool, dict[str, set[str]]]:
+    """Before a replica is placed (a spawn planned, or one the plan could not place), report
+    the memory and model sizes of the model's desired pools, as `llorch-pool backends
+    --memory` prints them, so the plan places by them (FLT-065, CTL-102); a report younger
+    than PROBE_FRESH_S is not made again. With `refresh_one` and nothing to place, the
+    stalest of the fleet's pools is probed (--watch keeps the reports fresh when idle, so
+    a cold start rarely waits for one). Returns (whether a report was sent, each probed
+    pool's catalog); a pool that cannot be asked is said and skipped."""
+    probes = probes if probes is not None else Probes()
+    wanted = {str(a["model"]) for a in plan["actions"] if a["kind"] == "spawn"}
+    wanted |= {str(m["model"]) for m in plan.get("models", []) if m.get("unplaced")}
+    fleet_models = plan.get("fleet", {}).get("models", {})
+
+    def reachable(models: Collection[str]) -> list[str]:
+        out: list[str] = []
+        for model in sorted(models):
+            for pool in fleet_models.get(model, {}).get("pools", []):
+                if pool not in out and (known_pools is None or pool in known_pools):
+                    out.append(pool)
+        return out
+
+    t = now()
+    stale = [p for p in reachable(wanted) if t - probes.at.get(p, -1e18) >= PROBE_FRESH_S]
+    if not wanted and refresh_one:
+        idle = [p for p in reachable(fleet_models) if t - probes.at.get(p, -1e18) >= PROBE_FRESH_S]
+        stale = sorted(idle, key=lambda p: probes.at.get(p, -1e18))[:1]
+    sent = False
+    for pool in stale:
+        catalog = _probe(pool, api, run, echo)
+        if catalog is not None:
+            probes.at[pool], probes.catalogs[pool] = now(), catalog
+            sent = True
+    return sent, {p: probes.catalogs[p] for p in reachable(wanted) if p in probes.catalogs}
 
 
 def apply_loop(
@@ -273,12 +403,29 @@ def apply_loop(
     interval_s: float,
     echo: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
+    known_pools: Collection[str] | None = None,
+    replace_misplaced: bool = False,
+    probe_memory: bool = True,
 ) -> int:
     """One pass, or with `watch` one pass every interval until interrupted. Exit status: 1
     when an action of the (last) pass failed, else 0."""
     holder = holder_id()
+    said: set[str] = set()
+    probes = Probes()
     while True:
-        plan = api.plan()
+        plan = api.plan(replace_misplaced=replace_misplaced)
+        catalogs: dict[str, set[str]] = {}
+        if probe_memory and not dry_run:
+            sent, catalogs = probe_pools(
+                plan, api, run, known_pools, echo, probes, refresh_one=watch
+            )
+            if sent:
+                plan = api.plan(replace_misplaced=replace_misplaced)
+        notes = _placement_notes(plan, replace_misplaced)
+        for note in notes:
+            if note not in said:  # --watch says each once, not every pass
+                echo(note)
+        said = set(notes)
         if not plan["actions"]:
             echo("nothing to do: the fleet matches the plan")
         results = apply_plan(
@@ -290,7 +437,13 @@ def apply_loop(
             bind_host=bind_host,
             dry_run=dry_run,
             echo=echo,
+            known_pools=known_pools,
+            replace_misplaced=replace_misplaced,
+            catalogs=catalogs,
         )
+        for r in results:
+            if r.outcome == "done" and r.pool is not None:
+                probes.forget(r.pool)  # a spawn or stop changed its free memory
         status = 1 if any(r.outcome == "failed" for r in results) else 0
         if not watch:
             return status

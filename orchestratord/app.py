@@ -168,6 +168,7 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
             service = TaskService(
                 settings, policy=policy, metrics=m, client=client, store=store, writer=writer
             )
+            service.fleet_models = lambda: fleet_control.model_ids
             failed = await asyncio.to_thread(store.fail_unfinished, service.clock())
             if failed:
                 log.warning(

@@ -154,14 +154,99 @@ def probe_host() -> HostFacts:
     )
 
 
+class Memory(TypedDict):
+    """This host's memory (POOL-090): RAM from /proc/meminfo (free = MemAvailable), VRAM
+    summed over the GPUs nvidia-smi lists (None without nvidia-smi or a GPU)."""
+
+    ram_total_bytes: int
+    ram_free_bytes: int
+    vram_total_bytes: int | None
+    vram_free_bytes: int | None
+
+
+def parse_meminfo(text: str) -> tuple[int, int]:
+    """(MemTotal, MemAvailable) in bytes from /proc/meminfo's text."""
+    kib = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        words = rest.split()
+        if words and words[0].isdigit():
+            kib[key.strip()] = int(words[0])
+    total = kib.get("MemTotal", 0)
+    return total * 1024, kib.get("MemAvailable", kib.get("MemFree", 0)) * 1024
+
+
+def parse_nvidia_memory(text: str) -> tuple[int, int] | None:
+    """(total, free) bytes over the GPUs of `nvidia-smi --query-gpu=memory.total,memory.free
+    --format=csv,noheader,nounits` (MiB per line); None when it lists none."""
+    total = free = 0
+    seen = False
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and all(p.isdigit() for p in parts):
+            total, free, seen = total + int(parts[0]), free + int(parts[1]), True
+    return (total << 20, free << 20) if seen else None
+
+
+def probe_memory() -> Memory:
+    try:
+        total, free = parse_meminfo(Path("/proc/meminfo").read_text())
+    except OSError:
+        total = free = 0
+    if total == 0:  # not Linux: the portable part of sysconf
+        try:
+            page = os.sysconf("SC_PAGE_SIZE")
+            total = page * os.sysconf("SC_PHYS_PAGES")
+            free = page * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError):
+            total = free = 0
+    vram: tuple[int, int] | None = None
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=memory.total,memory.free", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            out = None
+        if out is not None and out.returncode == 0:
+            vram = parse_nvidia_memory(out.stdout)
+    return Memory(
+        ram_total_bytes=total,
+        ram_free_bytes=free,
+        vram_total_bytes=vram[0] if vram else None,
+        vram_free_bytes=vram[1] if vram else None,
+    )
+
+
+class ModelSize(TypedDict):
+    """What a replica of a catalog model needs, as its file and GGUF metadata say (POOL-091)."""
+
+    size_bytes: int
+    kv_bytes_per_token: int | None
+    context_length: int | None
+
+
 class Report(TypedDict):
     backends: list[Backend]
     host: dict[str, object]
     detected_at: float
     hostname: str
+    memory: Memory
+    models: dict[str, ModelSize]
 
 
-def detect_and_save(path: Path, facts: HostFacts | None = None) -> Report:
+def detect_and_save(
+    path: Path,
+    facts: HostFacts | None = None,
+    *,
+    memory: Memory | None = None,
+    models: dict[str, ModelSize] | None = None,
+) -> Report:
     """Detect, write backends.json, and return what was written."""
     facts = facts or probe_host()
     report = Report(
@@ -169,6 +254,8 @@ def detect_and_save(path: Path, facts: HostFacts | None = None) -> Report:
         host=asdict(facts),
         detected_at=time.time(),
         hostname=os.uname().nodename,
+        memory=memory or probe_memory(),
+        models=models or {},
     )
     jsonfile.write_atomic(path, report)
     return report

@@ -22,6 +22,7 @@ from pool_ctl import spawn as spawn_mod
 from pool_ctl import workers as workers_mod
 from pool_ctl.catalog import Catalog
 from pool_ctl.errors import IntegrityError, InvalidInput, PoolError
+from pool_ctl.gguf_meta import kv_bytes_per_token
 from pool_ctl.records import WorkerRecord, check_pool_name, public
 from pool_ctl.settings import Settings
 from shared.cli import fail_line, run_typer
@@ -175,9 +176,33 @@ def models_verify(
 
 
 @app.command("backends")
-def backends_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Detect the backends this host can run: cpu, cuda, metal. Saved in backends.json."""
-    report = backends_mod.detect_and_save(_settings(ctx).layout.backends)
+def backends_cmd(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    memory_only: Annotated[
+        bool,
+        typer.Option(
+            "--memory",
+            help="Only the memory and the catalog models' sizes (no backend detection: fast; "
+            "what `llorch fleet apply` asks before it places a replica). Not saved.",
+        ),
+    ] = False,
+) -> None:
+    """Detect the backends this host can run: cpu, cuda, metal, with its free RAM (and VRAM)
+    and what each catalog model needs. Saved in backends.json."""
+    layout = _settings(ctx).layout
+    models: dict[str, backends_mod.ModelSize] = {
+        e["id"]: {
+            "size_bytes": e["size_bytes"],
+            "kv_bytes_per_token": kv_bytes_per_token(Path(e["path"])),
+            "context_length": e["context_length"],
+        }
+        for e in Catalog(layout.catalog).load().values()
+    }
+    if memory_only:
+        render.print_json({"memory": backends_mod.probe_memory(), "models": models})
+        return
+    report = backends_mod.detect_and_save(layout.backends, models=models)
     if as_json:
         render.print_json(report)
         return
@@ -185,6 +210,16 @@ def backends_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     rows = [["BACKEND", "AVAILABLE", "WHY"]]
     rows += [[b["name"], "yes" if b["available"] else "no", b["reason"]] for b in found]
     render.table(rows)
+    mem = report["memory"]
+    typer.echo(
+        f"RAM: {render.human_size(mem['ram_free_bytes'])} free of "
+        f"{render.human_size(mem['ram_total_bytes'])}"
+    )
+    if mem["vram_total_bytes"] is not None and mem["vram_free_bytes"] is not None:
+        typer.echo(
+            f"VRAM: {render.human_size(mem['vram_free_bytes'])} free of "
+            f"{render.human_size(mem['vram_total_bytes'])}"
+        )
 
 
 # ---- workers ------------------------------------------------------------------------------

@@ -105,3 +105,91 @@ def _quantization(file_type: Any, reader: Any) -> str | None:
     # No file type: the most common type among the large tensors names the quantization.
     kinds = Counter(t.tensor_type.name for t in reader.tensors if t.n_elements >= 1024)
     return kinds.most_common(1)[0][0] if kinds else None
+
+
+# GGUF value types and the sizes of the fixed-size ones (the format's spec).
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_INTS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
+
+
+def _header_numbers(path: Path) -> dict[str, int | str]:
+    """The GGUF header's integer and string values, arrays skipped. GGUFReader parses every
+    array (a 50k-token vocabulary takes seconds): this reads only what memory planning needs,
+    fast enough to run before each placement."""
+    import struct
+
+    out: dict[str, int | str] = {}
+    with path.open("rb") as f:
+
+        def read(n: int) -> bytes:
+            b = f.read(n)
+            if len(b) != n:
+                raise ValueError("truncated GGUF header")
+            return b
+
+        def string() -> bytes:
+            (n,) = struct.unpack("<Q", read(8))
+            return read(n)
+
+        def skip(kind: int) -> None:
+            if kind == _GGUF_STRING:
+                (n,) = struct.unpack("<Q", read(8))
+                f.seek(n, 1)
+            elif kind == _GGUF_ARRAY:
+                elem, count = struct.unpack("<IQ", read(12))
+                if elem in _GGUF_SIZES:
+                    f.seek(_GGUF_SIZES[elem] * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(elem)
+            elif kind in _GGUF_SIZES:
+                f.seek(_GGUF_SIZES[kind], 1)
+            else:
+                raise ValueError(f"unknown GGUF value type {kind}")
+
+        if read(4) != GGUF_MAGIC:
+            raise ValueError("not a GGUF file")
+        version, _tensors, count = struct.unpack("<IQQ", read(20))
+        if version < 2:
+            raise ValueError(f"GGUF version {version} is too old")
+        for _ in range(count):
+            key = string().decode("utf-8", "replace")
+            (kind,) = struct.unpack("<I", read(4))
+            if kind in _GGUF_INTS:
+                (out[key],) = struct.unpack(_GGUF_INTS[kind], read(_GGUF_SIZES[kind]))
+            elif kind == _GGUF_STRING and key == "general.architecture":
+                out[key] = string().decode("utf-8", "replace")
+            else:
+                skip(kind)
+    return out
+
+
+def kv_bytes_per_token(path: Path) -> int | None:
+    """The KV cache one token of context takes, at f16 (POOL-091): K and V of every layer,
+    `2 bytes * block_count * head_count_kv * (key_length + value_length)`; None when the GGUF
+    does not say (no architecture, layer count or heads) or cannot be read."""
+    try:
+        meta = _header_numbers(path)
+    except (OSError, ValueError, UnicodeDecodeError, MemoryError, OverflowError):
+        return None
+    name = meta.get("general.architecture")
+    if not isinstance(name, str):
+        return None
+
+    def number(key: str) -> int | None:
+        value = meta.get(f"{name}.{key}")
+        return value if isinstance(value, int) and value > 0 else None
+
+    layers = number("block_count")
+    heads = number("attention.head_count")
+    kv_heads = number("attention.head_count_kv") or heads
+    embd = number("embedding_length")
+    if layers is None or heads is None or kv_heads is None:
+        return None
+    head_dim = embd // heads if embd is not None else None
+    k = number("attention.key_length") or head_dim
+    v = number("attention.value_length") or head_dim
+    if k is None or v is None:
+        return None
+    return 2 * layers * kv_heads * (k + v)

@@ -115,8 +115,17 @@ class JobErrorData(TypedDict):
 # --- a task stream: orchestratord -> client (ORCH-020; specs/openapi/orchestrator.yaml) ------
 
 
+class WaitingFor(TypedDict):
+    """The plan's action a queued task waits for: a replica of its model starting (ORCH-361)."""
+
+    action_id: str
+    pool: str
+    reason: str
+
+
 class QueuedData(TypedDict):
     queue_position: int | None
+    waiting_for: NotRequired[WaitingFor]
 
 
 class StartedData(TypedDict):

@@ -72,6 +72,7 @@ class Worker:
     excess_seen: int = 0
     tokens_per_s: float = 0.0
     draining: bool = False  # orchestratord drains it: no new task (FLT-030)
+    last_used_ms: int = 0  # when a task on it last ended: the fleet's idle TTL (FLT-061)
     # Tokens relayed from this worker since it first registered: the live tok/s of the fleet
     # events is the difference between two reads (the relay only increments it).
     tokens_relayed: int = 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from orchestratord.fleet.actions import Action, ActualWorker, diff
+from orchestratord.fleet.actions import Action, ActualWorker, Placement, PoolFacts, diff
 from orchestratord.fleet.desired import FleetJson, FleetSpec, load_fleet_file
 from orchestratord.fleet.plan_hook import ClusterInput, ModelLoad, PlanHook, fleet_input
 from shared.problem import Conflict, NotFound
@@ -55,6 +55,8 @@ class ModelPlan(TypedDict):
     warm_replicas: int
     reason: str
     load: ModelLoad
+    misplaced: list[str]  # live replicas on pools its `pools` do not list (FLT-060)
+    unplaced: list[str]  # why replicas the plan asks for have no pool with room (FLT-066)
 
 
 class PlanView(TypedDict):
@@ -85,6 +87,21 @@ def _visible(a: Action, registered: set[str]) -> bool:
     return True
 
 
+POOL_FACTS_TTL_MS = 600_000
+MAX_POOL_REPORTS = 4096
+
+
+def _idle_ms(now_ms: int, d: Demand, live: list[ActualWorker], since_ms: int) -> int:
+    """How long the model's replicas have served nothing (FLT-061): since the last task on any
+    of them ended, or since the newest of them registered when none has served, and at most
+    since `since_ms` (this orchestratord first planned the model: after a restart it does not
+    know what they served before); 0 while tasks are queued or running, or with no replica."""
+    if d["queued_tasks"] or d["running_tasks"] or not live or any(w.busy for w in live):
+        return 0
+    last = max(since_ms, *(max(w.last_used_ms, w.registered_ms) for w in live))
+    return max(0, now_ms - last)
+
+
 NO_DEMAND: Demand = {
     "queued_tasks": 0,
     "running_tasks": 0,
@@ -104,22 +121,49 @@ class FleetControl:
         start_grace_ms: int = 300_000,
     ) -> None:
         self.spec = spec
+        self._model_ids = frozenset(m.id for m in spec.models)
         self.hook = hook
         self.path = path
         self.start_grace_ms = start_grace_ms
         self._target: dict[str, int] = {}
         self._changed_ms: dict[str, int] = {}
+        self._first_ms: dict[str, int] = {}  # when this process first planned each model
         self._leases: dict[str, _Lease] = {}
+        self._pools: dict[str, PoolFacts] = {}
+
+    # -- pool facts -----------------------------------------------------------------------
+
+    def report_pool(self, name: str, facts: PoolFacts) -> None:
+        """A pool's memory and model sizes, as `llorch fleet apply` probed them (FLT-065).
+        Old reports go, and at most MAX_POOL_REPORTS are kept (the oldest go first)."""
+        self._pools[name] = facts
+        now = facts.reported_ms
+        self._pools = {
+            k: v for k, v in self._pools.items() if now - v.reported_ms < POOL_FACTS_TTL_MS
+        }
+        while len(self._pools) > MAX_POOL_REPORTS:
+            del self._pools[min(self._pools, key=lambda k: self._pools[k].reported_ms)]
+
+    def pool_facts(self, now_ms: int) -> dict[str, PoolFacts]:
+        """The reports young enough to place by; an old one says nothing of the pool now."""
+        return {k: v for k, v in self._pools.items() if now_ms - v.reported_ms < POOL_FACTS_TTL_MS}
 
     # -- desired state --------------------------------------------------------------------
+
+    @property
+    def model_ids(self) -> frozenset[str]:
+        """The desired models: their tasks queue while no replica runs (ORCH-360)."""
+        return self._model_ids
 
     def replace(self, spec: FleetSpec) -> None:
         """Install a validated desired state (PUT /v2/fleet); plan memory of the models that
         stay is kept, so a re-PUT of the same state does not reset the cooldown."""
         self.spec = spec
+        self._model_ids = frozenset(m.id for m in spec.models)
         keep = {m.id for m in spec.models}
         self._target = {k: v for k, v in self._target.items() if k in keep}
         self._changed_ms = {k: v for k, v in self._changed_ms.items() if k in keep}
+        self._first_ms = {k: v for k, v in self._first_ms.items() if k in keep}
 
     def reload(self) -> FleetSpec:
         """Re-read the fleet file (SIGHUP); InvalidParams keeps the running state."""
@@ -154,17 +198,28 @@ class FleetControl:
                 del self._leases[key]
 
     def plan(
-        self, now_ms: int, demand: Mapping[str, Demand], workers: Iterable[ActualWorker]
+        self,
+        now_ms: int,
+        demand: Mapping[str, Demand],
+        workers: Iterable[ActualWorker],
+        *,
+        replace_misplaced: bool = False,
     ) -> PlanView:
-        """Desired against actual, the hook's replica counts, and the actions to close the gap."""
+        """Desired against actual, the hook's replica counts, and the actions to close the gap.
+        With `replace_misplaced`, replicas outside their model's pools are drained once the
+        placed ones serve (FLT-063)."""
         workers = list(workers)
         registered = {w.id for w in workers}
         self._expire(now_ms, registered)
         starting = self._starting(now_ms, registered)
         cluster: ClusterInput = {"now_ms": now_ms, "models": {}}
         for m in self.spec.models:
-            mine = [w for w in workers if w.model == m.id]
+            # Replicas count per desired pool: a misplaced one is no replica of the plan's
+            # (FLT-060), though it serves; the idle TTL looks at every one of them.
+            every = [w for w in workers if w.model == m.id]
+            mine = [w for w in every if w.pool in m.pools]
             ready = [w for w in mine if w.state == "ready"]
+            live = [w for w in every if w.state in ("ready", "loading", "unverified", "stale")]
             d = demand.get(m.id, NO_DEMAND)
             coming = sum(1 for w in mine if w.state in ("loading", "unverified")) + sum(
                 1 for a in starting if a["model"] == m.id
@@ -182,6 +237,7 @@ class FleetControl:
                 # A model first seen (orchestratord just started, or the model is new) counts
                 # as just changed: after a restart, scale-downs wait a cooldown (FLT-015).
                 "last_change_ms": self._changed_ms.setdefault(m.id, now_ms),
+                "idle_ms": _idle_ms(now_ms, d, live, self._first_ms.setdefault(m.id, now_ms)),
             }
         fleet = fleet_input(self.spec)
         decision = self.hook.plan(fleet, cluster)
@@ -189,7 +245,17 @@ class FleetControl:
             if self._target.get(model_id) != n:
                 self._target[model_id] = n
                 self._changed_ms[model_id] = now_ms
-        actions = diff(self.spec, decision.replicas, decision.reasons, workers, starting)
+        placement: dict[str, Placement] = {}
+        actions = diff(
+            self.spec,
+            decision.replicas,
+            decision.reasons,
+            workers,
+            starting,
+            replace_misplaced=replace_misplaced,
+            pools=self.pool_facts(now_ms),
+            placement=placement,
+        )
         # Actions in flight are listed too, with their lease, so that every apply sees them
         # (and a second lease of one is a conflict, not a stranger).
         listed = {a["id"] for a in actions}
@@ -214,6 +280,8 @@ class FleetControl:
                 "warm_replicas": m.warm_replicas,
                 "reason": decision.reasons[m.id],
                 "load": cluster["models"][m.id],
+                "misplaced": placement[m.id]["misplaced"],
+                "unplaced": placement[m.id]["unplaced"],
             }
             for m in self.spec.models
         ]

@@ -19,6 +19,9 @@ problem at once as InvalidParams (400 over HTTP, one line on a CLI). Pure: the f
     min_replicas = 1
     max_replicas = 2
     warm_replicas = 0             # idle replicas kept above what the load asks for
+    idle_ttl_s = 0                # replicas that served nothing this long go, down to
+                                  # min_replicas (0: never); with min_replicas = 0 the model
+                                  # runs on demand: its tasks queue and bring a replica up
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ SourceKind = Literal["hf", "file", "catalog"]
 BACKENDS = ("cpu", "cuda", "metal", "vulkan", "rocm")
 MAX_MODELS = 256
 MAX_REPLICAS = 64
+MAX_IDLE_TTL_S = 7 * 86_400
 _MODEL_FIELDS = {
     "source",
     "pools",
@@ -47,6 +51,7 @@ _MODEL_FIELDS = {
     "min_replicas",
     "max_replicas",
     "warm_replicas",
+    "idle_ttl_s",
 }
 _SCALING_FIELDS = {"target_ttft_ms", "cooldown_s"}
 _TTFT_DEFAULT_MS = 2000
@@ -76,6 +81,7 @@ class ModelSpec:
     min_replicas: int = 1
     max_replicas: int = 1
     warm_replicas: int = 0
+    idle_ttl_s: int = 0  # 0: replicas are never stopped for being idle (FLT-061)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ class FleetSpec:
                 "min_replicas": m.min_replicas,
                 "max_replicas": m.max_replicas,
                 "warm_replicas": m.warm_replicas,
+                "idle_ttl_s": m.idle_ttl_s,
             }
         scaling = asdict(self.scaling)
         return {"models": models, "scaling": {k: int(v) for k, v in scaling.items()}}  # type: ignore[typeddict-item]
@@ -119,6 +126,7 @@ class ModelJson(TypedDict):
     min_replicas: int
     max_replicas: int
     warm_replicas: int
+    idle_ttl_s: int
 
 
 class ScalingJson(TypedDict):
@@ -185,13 +193,14 @@ def _model(model_id: str, body: object, errors: list[FieldError]) -> ModelSpec |
     lo = r.integer("min_replicas", 1, 0, MAX_REPLICAS)
     hi = r.integer("max_replicas", max(lo or 1, 1), 1, MAX_REPLICAS)
     warm = r.integer("warm_replicas", 0, 0, MAX_REPLICAS) or 0
+    idle_ttl = r.integer("idle_ttl_s", 0, 0, MAX_IDLE_TTL_S) or 0
     lo, hi = lo or 0, hi or 1
     if lo > hi:
         r.fail("min_replicas", f"must not exceed max_replicas ({hi})")
     errors.extend({"field": f"{where}.{e['field']}", "message": e["message"]} for e in r.errors)
     if r.errors or source is None:
         return None
-    return ModelSpec(model_id, source, pools, backend, slots, ctx, lo, hi, warm)
+    return ModelSpec(model_id, source, pools, backend, slots, ctx, lo, hi, warm, idle_ttl)
 
 
 def parse_fleet(body: object) -> FleetSpec:

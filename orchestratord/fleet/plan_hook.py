@@ -55,6 +55,7 @@ def fleet_input(spec: FleetSpec) -> FleetInput:
                 "slots": m.slots,
                 "pools": list(m.pools),
                 "backend": m.backend,
+                "idle_ttl_s": m.idle_ttl_s,
             }
             for m in spec.models
         },

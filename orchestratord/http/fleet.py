@@ -13,11 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from orchestratord.fleet.actions import ActualWorker
+from orchestratord.fleet.actions import ActualWorker, ModelFacts, PoolFacts
 from orchestratord.fleet.control import Demand, FleetControl, PlanView
 from orchestratord.fleet.desired import parse_fleet
 from orchestratord.http.audit import audit
+from shared.names import POOL_NAME
 from shared.params import FieldReader, read_json
+from shared.problem import FieldError, InvalidParams
 
 MAX_TTL_S = 86_400
 
@@ -32,6 +34,10 @@ class FleetSource(Protocol):
     def drain(self, worker_id: str) -> dict[str, object]:
         """Stop giving the worker new tasks; returns it as GET /v2/workers lists it.
         NotFound for an unknown worker."""
+        ...
+
+    def note_waiting(self, view: PlanView) -> None:
+        """Tell queued tasks which spawn of the plan they wait for (ORCH-361)."""
         ...
 
 
@@ -54,15 +60,30 @@ async def put_fleet(request: Request) -> Response:
     return JSONResponse(after)
 
 
-def current_plan(control: FleetControl, source: FleetSource) -> tuple[int, PlanView]:
+def current_plan(
+    control: FleetControl, source: FleetSource, *, replace_misplaced: bool = False
+) -> tuple[int, PlanView]:
     now = source.clock()
     demand, workers = source.fleet_snapshot(now)
-    return now, control.plan(now, demand, workers)
+    view = control.plan(now, demand, workers, replace_misplaced=replace_misplaced)
+    source.note_waiting(view)
+    return now, view
+
+
+def _replace_misplaced(request: Request) -> bool:
+    """`?replace_misplaced=true`: the plan drains replicas outside their pools (FLT-063)."""
+    value = request.query_params.get("replace_misplaced", "false")
+    if value not in ("true", "false"):
+        raise InvalidParams(
+            "replace_misplaced must be true or false",
+            errors=[{"field": "replace_misplaced", "message": "must be true or false"}],
+        )
+    return value == "true"
 
 
 async def get_plan(request: Request) -> Response:
     control, source = _parts(request)
-    _, view = current_plan(control, source)
+    _, view = current_plan(control, source, replace_misplaced=_replace_misplaced(request))
     return JSONResponse(view)
 
 
@@ -73,7 +94,7 @@ async def lease_action(request: Request) -> Response:
     ttl_s = r.integer("ttl_s", 600, 1, MAX_TTL_S) or 600
     r.raise_if_failed()
     assert holder is not None
-    now, view = current_plan(control, source)
+    now, view = current_plan(control, source, replace_misplaced=_replace_misplaced(request))
     action = control.lease(request.path_params["action_id"], holder, ttl_s * 1000, now, view)
     audit(request, "fleet.action.lease", request.path_params["action_id"], after=action)
     return JSONResponse(action)
@@ -94,6 +115,65 @@ async def report_action(request: Request) -> Response:
     return Response(status_code=204)
 
 
+MAX_BYTES = 1 << 60
+
+
+def _bytes(r: FieldReader, name: str, required: bool) -> int | None:
+    if required and r.body.get(name) is None:
+        r.fail(name, "is required")
+        return None
+    return r.integer(name, None, 0, MAX_BYTES)
+
+
+def _model_facts(model_id: str, body: object, errors: list[FieldError]) -> ModelFacts | None:
+    if not isinstance(body, dict):
+        errors.append({"field": f"models.{model_id}", "message": "must be an object"})
+        return None
+    r = FieldReader(body, {"size_bytes", "kv_bytes_per_token", "context_length"})
+    size = _bytes(r, "size_bytes", True)
+    kv = _bytes(r, "kv_bytes_per_token", False)
+    ctx = r.integer("context_length", None, 0, 1 << 24)
+    errors.extend({"field": f"models.{model_id}.{e['field']}", "message": e["message"]}
+                  for e in r.errors)  # fmt: skip
+    return None if r.errors or size is None else ModelFacts(size, kv, ctx or None)
+
+
+async def report_pool(request: Request) -> Response:
+    """PUT /v2/fleet/pools/{pool}: a pool's memory and model sizes, as `llorch fleet apply`
+    probed them with `llorch-pool backends --json`; the plan places replicas by it (FLT-065)."""
+    control, source = _parts(request)
+    pool = request.path_params["pool"]
+    if not POOL_NAME.matches(pool):
+        raise InvalidParams(
+            f"{pool!r} is not a pool name", errors=[{"field": "pool", "message": POOL_NAME.rule}]
+        )
+    r = FieldReader(
+        await read_json(request),
+        {"ram_total_bytes", "ram_free_bytes", "vram_total_bytes", "vram_free_bytes", "models"},
+    )
+    total = _bytes(r, "ram_total_bytes", True)
+    free = _bytes(r, "ram_free_bytes", True)
+    vram_total = _bytes(r, "vram_total_bytes", False)
+    vram_free = _bytes(r, "vram_free_bytes", False)
+    errors: list[FieldError] = list(r.errors)
+    raw = r.body.get("models", {})
+    models: dict[str, ModelFacts] = {}
+    if not isinstance(raw, dict) or len(raw) > 4096:
+        errors.append({"field": "models", "message": "must be an object keyed by model id"})
+    else:
+        for model_id, body in raw.items():
+            facts = _model_facts(str(model_id), body, errors)
+            if facts is not None:
+                models[str(model_id)] = facts
+    if errors:
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise InvalidParams(f"invalid pool report: {summary}", errors=errors)
+    assert total is not None and free is not None
+    now = source.clock()
+    control.report_pool(pool, PoolFacts(total, free, vram_total, vram_free, models, now))
+    return Response(status_code=204)
+
+
 async def drain_worker(request: Request) -> Response:
     _, source = _parts(request)
     worker_id = request.path_params["worker_id"]
@@ -106,6 +186,7 @@ routes: list[BaseRoute] = [
     Route("/v2/fleet", get_fleet, methods=["GET"]),
     Route("/v2/fleet", put_fleet, methods=["PUT"]),
     Route("/v2/fleet/plan", get_plan, methods=["GET"]),
+    Route("/v2/fleet/pools/{pool}", report_pool, methods=["PUT"]),
     Route("/v2/fleet/actions/{action_id}/lease", lease_action, methods=["POST"]),
     Route("/v2/fleet/actions/{action_id}/result", report_action, methods=["POST"]),
     Route("/v2/workers/{worker_id}/drain", drain_worker, methods=["POST"]),

@@ -18,6 +18,7 @@ class ModelInput(TypedDict):
     slots: int
     pools: list[str]
     backend: str
+    idle_ttl_s: int  # 0: never scale down for idleness (specs/fleet.md FLT-061)
 
 
 class ScalingInput(TypedDict):
@@ -41,6 +42,8 @@ class ModelLoad(TypedDict):
     ttft_ms: float  # recent time to first token (queue wait included); 0 when unknown
     planned_replicas: int  # the count the previous plan asked for (replicas + starting at first)
     last_change_ms: int  # when this model's planned replica count last changed
+    idle_ms: int  # how long its replicas have served nothing (0 while any task is queued or
+    # running, or no replica is there): FLT-061
 
 
 class ClusterInput(TypedDict):
@@ -114,6 +117,7 @@ def dry_run_input() -> tuple[FleetInput, ClusterInput]:
         "ttft_ms": 900.0,
         "planned_replicas": 1,
         "last_change_ms": 1_700_000_000_000,
+        "idle_ms": 0,
     }
     idle: ModelLoad = {
         **load,
@@ -124,6 +128,7 @@ def dry_run_input() -> tuple[FleetInput, ClusterInput]:
         "running_tokens": 0,
         "tokens_per_s": 0.0,
         "ttft_ms": 0.0,
+        "idle_ms": 600_000,
     }
     model: ModelInput = {
         "min_replicas": 0,
@@ -132,6 +137,7 @@ def dry_run_input() -> tuple[FleetInput, ClusterInput]:
         "slots": 2,
         "pools": ["pool-a", "pool-b"],
         "backend": "cpu",
+        "idle_ttl_s": 300,
     }
     fleet: FleetInput = {
         "models": {"dry-run-model": model, "idle-model": {**model, "warm_replicas": 0}},

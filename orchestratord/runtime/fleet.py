@@ -10,9 +10,10 @@ that does not move has no TTFT to show yet, and is the strongest sign of too few
 from __future__ import annotations
 
 from orchestratord.fleet.actions import ActualWorker
-from orchestratord.fleet.control import Demand
+from orchestratord.fleet.control import Demand, PlanView
 from orchestratord.runtime.service import TaskService
 from shared.problem import NotFound
+from shared.wire import QueuedData, WaitingFor
 
 TTFT_WINDOW_MS = 60_000
 
@@ -20,6 +21,7 @@ TTFT_WINDOW_MS = 60_000
 class ServiceFleetSource:
     def __init__(self, service: TaskService) -> None:
         self.service = service
+        self._told: dict[str, str] = {}  # queued task id -> the spawn it was told it waits for
 
     def clock(self) -> int:
         return self.service.clock()
@@ -73,6 +75,7 @@ class ServiceFleetSource:
                 w.registered_ms,
                 slots=w.slots_total,
                 tokens_per_s=w.tokens_per_s,
+                last_used_ms=w.last_used_ms,
             )
             for w in s.registry.workers.values()
         ]
@@ -83,3 +86,34 @@ class ServiceFleetSource:
             return dict(self.service.drain_worker(worker_id))
         except KeyError:
             raise NotFound(f"worker {worker_id} is not registered") from None
+
+    def note_waiting(self, view: PlanView) -> None:
+        """Tell each queued task of a model with no ready replica which spawn of the plan it
+        waits for: one more `queued` event, with `waiting_for` (ORCH-361), once per spawn."""
+        s = self.service
+        spawns: dict[str, WaitingFor] = {}
+        for a in view["actions"]:
+            if a["kind"] == "spawn" and a["model"] not in spawns:
+                spawns[a["model"]] = {
+                    "action_id": a["id"],
+                    "pool": a["pool"],
+                    "reason": a["reason"],
+                }
+        serving = {m["model"] for m in view["models"] if m["load"]["replicas"] > 0}
+        queued: set[str] = set()
+        for q in s.queue:
+            queued.add(q.task_id)
+            waiting_for = spawns.get(q.model)
+            active = s.tasks.get(q.task_id)
+            if waiting_for is None or q.model in serving or active is None or active.log.closed:
+                continue
+            if self._told.get(q.task_id) == waiting_for["action_id"]:
+                continue
+            self._told[q.task_id] = waiting_for["action_id"]
+            data: QueuedData = {
+                "queue_position": s.queue.position(q.task_id),
+                "waiting_for": waiting_for,
+            }
+            active.log.append("queued", data)
+        for task_id in [t for t in self._told if t not in queued]:
+            del self._told[task_id]

@@ -43,6 +43,9 @@ def start_runner(service: Core, active: ActiveTask, reservation: Reservation) ->
 
     def done(task: asyncio.Task[None]) -> None:
         if reservation.release():
+            used = service.registry.get(reservation.worker_id)
+            if used is not None:
+                used.last_used_ms = service.clock()
             service.wake(active.req.model)
         if active.runner is task:
             active.runner = None

@@ -65,6 +65,9 @@ class TaskService(Core):
         )
         self.client = client
         self.expected_models = frozenset(settings.expect_models)
+        # The fleet's desired models are expected too: a task for one with no replica queues
+        # and the plan brings one up (ORCH-360). Set by the app once the fleet is loaded.
+        self.fleet_models: Callable[[], frozenset[str]] = frozenset
         self._loop: asyncio.Task[None] | None = None
         # Client task ids being submitted right now: a second submit of one waits for the
         # first to settle, so an id never makes two tasks (ORCH-157).
@@ -137,7 +140,8 @@ class TaskService(Core):
         recent = not serving and reg.seen_within(
             req.model, self.clock(), self.settings.model_grace_ms
         )
-        check_servable(req, serving, self.expected_models, reg.known_models(), recent=recent)
+        expected = self.expected_models | self.fleet_models()
+        check_servable(req, serving, expected, reg.known_models(), recent=recent)
         await check_context(self, req, serving)
         if req.embed_input is not None:
             check_embeddable(req, serving)

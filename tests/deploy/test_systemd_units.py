@@ -19,8 +19,12 @@ from tests.support import free_port, wait_http_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "examples" / "systemd"
-MODULES = {"orchestratord": "orchestratord", "llorch-workerd": "worker"}
-ENV_FILES = {"orchestratord.service": "orchestratord.env", "llorch-workerd@.service": "worker.env"}
+MODULES = {"orchestratord": "orchestratord", "llorch-workerd": "worker", "llorch": "llorch_ctl"}
+ENV_FILES = {
+    "orchestratord.service": "orchestratord.env",
+    "llorch-workerd@.service": "worker.env",
+    "llorch-fleet-apply.service": "fleet-apply.env",
+}
 
 
 def unit(name: str) -> configparser.ConfigParser:
@@ -44,9 +48,9 @@ def program(unit_name: str) -> str:
     return exec_start[0].rsplit("/", 1)[-1]
 
 
-def help_text(prog: str) -> str:
+def help_text(prog: str, *args: str) -> str:
     r = subprocess.run(
-        [sys.executable, "-m", MODULES[prog], "--help"],
+        [sys.executable, "-m", MODULES[prog], *args, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -57,18 +61,24 @@ def help_text(prog: str) -> str:
 
 
 def test_units_name_real_programs_and_settings() -> None:
-    """OPS-002: each unit runs one of the daemons from its environment file, whose every
-    variable the daemon reads; start-up failures (exit 2) are not restarted."""
+    """OPS-002, CTL-103: each unit runs one of the daemons, or `llorch fleet apply --watch`,
+    from its environment file, whose every variable the program reads; start-up failures
+    (exit 2) are not restarted."""
     assert sorted(p.name for p in UNITS.glob("*.service")) == sorted(ENV_FILES)
     for name, env_name in ENV_FILES.items():
         service = unit(name)["Service"]
         prog = program(name)
-        assert prog in MODULES and service["RestartPreventExitStatus"] == "2"
+        assert prog in MODULES and "2" in service["RestartPreventExitStatus"].split()
         assert service["EnvironmentFile"].rsplit("/", 1)[-1].replace("%i", "NAME") in (
             "orchestratord.env",
             "worker-NAME.env",
+            "fleet-apply.env",
         )
-        text = help_text(prog)
+        args = service["ExecStart"].split()[1:]
+        text = help_text(prog, *[a for a in args if not a.startswith("--")])
+        if prog == "llorch":
+            assert args == ["fleet", "apply", "--watch"] and "--watch" in text
+            text += " " + help_text(prog)  # LLORCH_CONFIG is the CLI's, before the command
         for var in env_file(env_name):
             assert f"[env var: {var}" in text, (name, var)
 

@@ -1,17 +1,20 @@
-"""`llorch fleet apply --watch` against a real orchestratord (specs/fleet.md FLT-044, FLT-041):
-one pass per interval until interrupted; an unreachable orchestratord is one clear error."""
+"""`llorch fleet apply --watch` against a real orchestratord (specs/fleet.md FLT-044, FLT-041;
+specs/ctl.md CTL-102): one pass per interval until interrupted; an unreachable orchestratord is
+one clear error; pools' memory reports before placing."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llorch_ctl.errors import HttpUnreachable
-from llorch_ctl.fleet import FleetApi, apply_loop
+from llorch_ctl.fleet import PROBE_FRESH_S, FleetApi, Probes, apply_loop, probe_pools
 from tests.llorch_ctl.conftest import LLORCH
 from tests.support import free_port, wait_http_ready
 
@@ -78,3 +81,48 @@ def test_flt_041_unreachable_orchestratord_is_one_line(tmp_path: Path) -> None:
         done.stderr.startswith("llorch: cannot reach orchestratord")
         and done.stderr.count("\n") == 1
     )
+
+
+def test_ctl_102_memory_probes_place_the_replica_and_stay_fresh(orchd: str) -> None:
+    """CTL-102, FLT-066: before a spawn, apply asks each desired pool for its memory
+    (`llorch-pool backends --memory`) and sends it; the plan then places the replica where it
+    fits (b: a has too little free RAM). A report younger than PROBE_FRESH_S is not made
+    again; a pool where a replica started is asked again; an idle --watch pass refreshes
+    the stalest pool only."""
+    fleet = {"models": {"m": {"source": "catalog:m", "pools": ["a", "b"]}}}
+    assert httpx.put(orchd + "/v2/fleet", json=fleet).status_code == 200
+    free = {"a": 10 << 20, "b": 8 << 30}
+    asked: list[str] = []
+
+    def pool(name: str, argv: Sequence[str]) -> tuple[int, str, str]:
+        assert list(argv) == ["backends", "--memory"]
+        asked.append(name)
+        report = {
+            "memory": {"ram_total_bytes": 16 << 30, "ram_free_bytes": free[name],
+                       "vram_total_bytes": None, "vram_free_bytes": None},
+            "models": {"m": {"size_bytes": 100 << 20, "kv_bytes_per_token": 1000,
+                             "context_length": 2048}},
+        }  # fmt: skip
+        return 0, json.dumps(report), ""
+
+    clock = [1000.0]
+    api = FleetApi(orchd, None)
+    probes = Probes()
+    before = api.plan()
+    assert [a["id"] for a in before["actions"]] == ["ensure_model:m@a", "spawn:m.a.0"]
+    sent, catalogs = probe_pools(before, api, pool, None, print, probes, now=lambda: clock[0])
+    assert sent and asked == ["a", "b"] and catalogs == {"a": {"m"}, "b": {"m"}}
+    after = api.plan()
+    assert [a["id"] for a in after["actions"]] == ["ensure_model:m@b", "spawn:m.b.0"]
+    assert "passed over a: needs" in after["actions"][1]["reason"]
+    clock[0] += PROBE_FRESH_S / 2
+    assert probe_pools(after, api, pool, None, print, probes, now=lambda: clock[0])[0] is False
+    assert asked == ["a", "b"]
+    probes.forget("b")
+    probe_pools(after, api, pool, None, print, probes, now=lambda: clock[0])
+    assert asked == ["a", "b", "b"]
+    idle = {**after, "actions": []}
+    clock[0] += PROBE_FRESH_S
+    probe_pools(idle, api, pool, None, print, probes, now=lambda: clock[0], refresh_one=True)
+    assert asked == ["a", "b", "b", "a"]  # the stalest of the two, alone
+    api.close()

@@ -38,7 +38,7 @@ def test_flt_004_put_and_get_the_desired_state(orchd: AppFactory) -> None:
         assert r.status_code == 200
         assert r.json()["models"]["m"] == {
             "source": "catalog:m", "pools": ["p1", "p2"], "backend": "cpu", "slots": 2,
-            "ctx": 0, "min_replicas": 1, "max_replicas": 1, "warm_replicas": 0,
+            "ctx": 0, "min_replicas": 1, "max_replicas": 1, "warm_replicas": 0, "idle_ttl_s": 0,
         }  # fmt: skip
         bad = {"models": {"m": {"source": "nope", "pools": []}}, "scaling": {"cooldown_s": -1}}
         r = c.put("/v2/fleet", json=bad, headers=AT)
