@@ -31,11 +31,15 @@ GUIDE = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 
 
 def guide_commands() -> list[list[str]]:
-    """The `llorch ...` lines of the guide's ```sh blocks, in order, as argv."""
-    text = GUIDE.read_text()
+    """The `llorch ...` lines of the guide's walk-through (its ```sh blocks before "Day two":
+    the sections after it show commands on a running fleet's own ids), in order, as argv."""
+    text = GUIDE.read_text().split("\n## 8. Day two")[0]
     blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
     return [
-        shlex.split(line) for b in blocks for line in b.splitlines() if line.startswith("llorch ")
+        shlex.split(line, comments=True)
+        for b in blocks
+        for line in b.splitlines()
+        if line.startswith("llorch ")
     ]
 
 
@@ -56,7 +60,11 @@ def test_the_guide_names_each_step() -> None:
         assert words in text, words
     assert "../shared" not in text and "--token " not in text and "--orch-url" not in text
     steps = [" ".join(argv[:3]) for argv in guide_commands()]
-    assert steps[0].startswith("llorch pool backends") and steps[-2].startswith("llorch infer")
+    assert "\n## 8. Day two" in text
+    assert steps[0].startswith("llorch pool backends")
+    spawn = next(i for i, s in enumerate(steps) if s.startswith("llorch pool worker"))
+    infer = next(i for i, s in enumerate(steps) if s.startswith("llorch infer"))
+    assert spawn < infer
 
 
 @pytest.fixture
