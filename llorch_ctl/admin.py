@@ -14,15 +14,18 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
-import httpx
 import typer
 
 from llorch_ctl.app import AdminOpt, JsonOpt, UrlOpt, _orch, app
 from llorch_ctl.errors import ApiFailed, ConfigError, HttpUnreachable
-from llorch_ctl.orch import OrchSettings, _age, _table, parse_since
+
+if TYPE_CHECKING:
+    from llorch_ctl.orch import OrchSettings
+# httpx and llorch_ctl.orch (the SDK) are imported where used: `llorch pool ...` loads this
+# module too and must not pay for them (CTL-032).
 
 keys_app = typer.Typer(help="API keys in orchestratord (admin token).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -43,6 +46,8 @@ class AdminApi:
     """orchestratord's admin endpoints; failures are CtlErrors, one line each."""
 
     def __init__(self, s: OrchSettings, timeout: float = 30.0) -> None:
+        import httpx
+
         headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
         self.url = s.url
         self._http = httpx.Client(base_url=s.url, headers=headers, timeout=timeout)
@@ -60,6 +65,8 @@ class AdminApi:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
+        import httpx
+
         from llorch_sdk.errors import error_from_response
 
         try:
@@ -73,6 +80,8 @@ class AdminApi:
 
 def _when(ms: Any, now_ms: int) -> str:
     """A past time as its age (`3m`), a future one as `in 29d`, none as `-`."""
+    from llorch_ctl.orch import _age
+
     if not isinstance(ms, int):
         return "-"
     return _age(ms, now_ms) if ms <= now_ms else "in " + _age(now_ms - (ms - now_ms), now_ms)
@@ -82,6 +91,8 @@ KEY_COLUMNS = ("id", "tenant", "label", "created", "expires", "last used", "stat
 
 
 def render_keys(keys: Sequence[Mapping[str, Any]], now_ms: int | None = None) -> str:
+    from llorch_ctl.orch import _table
+
     if not keys:
         return "no keys\n"
     now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -112,6 +123,8 @@ AUDIT_COLUMNS = ("when", "who", "action", "target")
 
 
 def render_audit(entries: Sequence[Mapping[str, Any]], now_ms: int | None = None) -> str:
+    from llorch_ctl.orch import _table
+
     if not entries:
         return "no audit entries\n"
     now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -286,6 +299,8 @@ def audit(
     """Show the audit trail of admin actions, newest first.
 
     Each entry: when, who (which credential), what, on what; --json adds before and after."""
+    from llorch_ctl.orch import parse_since
+
     params: dict[str, Any] = {"limit": limit}
     if since is not None:
         params["since"] = parse_since(since, now_ms=int(time.time() * 1000))
