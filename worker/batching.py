@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from worker.kvblocks import BlockLedger
+
 
 @dataclass(eq=False)
 class SeqState:
@@ -33,6 +35,7 @@ class SeqState:
     next_token: int | None = None  # sampled last step, decoded in the next one
     admitted: int = 0  # admission order (prefill is served oldest first)
     released: int = 0  # release order (the least recently used idle cache is overwritten first)
+    kept: int = 0  # cached tokens kept at admission: unchanged since the ledger last saw them
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +94,16 @@ class Batcher:
     which costs more than recomputing a short prefix.
     """
 
-    def __init__(self, n_seq: int, chunk: int, *, min_copy: int = 64) -> None:
+    def __init__(
+        self, n_seq: int, chunk: int, *, min_copy: int = 64, ledger: BlockLedger | None = None
+    ) -> None:
         if n_seq < 1 or chunk < 1:
             raise ValueError("n_seq and chunk must be positive")
         self.chunk = chunk
         self.min_copy = min_copy
+        # Told what each sequence caches when a job takes or leaves it (WRK-170): what a
+        # running job adds is reported when it ends, as only then can another prompt use it.
+        self.ledger = ledger
         self.seqs = [SeqState(i) for i in range(n_seq)]
         self._clock = 0  # a counter, not time: orders admissions and releases
 
@@ -134,6 +142,10 @@ class Batcher:
             if own_keep == 0:  # nothing reused: take the least recently used idle sequence
                 target = min(idle, key=lambda s: s.released)
             del target.kv[keep:]
+        target.kept = keep if source is None else 0
+        if self.ledger is not None:
+            self.ledger.set(target.seq_id, target.kv, target.kept)
+        target.kept = keep
         self._clock += 1
         target.busy = True
         target.pending = list(prompt[keep:])
@@ -151,6 +163,9 @@ class Batcher:
         self._clock += 1
         target.busy, target.kv, target.pending, target.next_token = True, [], [], None
         target.admitted = self._clock
+        target.kept = 0
+        if self.ledger is not None:
+            self.ledger.set(target.seq_id, ())
         return target.seq_id
 
     def fork(self, src: int, dst: int) -> None:
@@ -191,11 +206,16 @@ class Batcher:
         s = self.seqs[seq_id]
         self._clock += 1
         s.busy, s.pending, s.next_token, s.released = False, [], None, self._clock
+        if self.ledger is not None:
+            self.ledger.set(seq_id, s.kv, s.kept)
+        s.kept = len(s.kv)
 
     def forget(self, seq_id: int) -> None:
         """The cache content is unknown (a failed decode): never reuse it."""
         self.release(seq_id)
         self.seqs[seq_id].kv = []
+        if self.ledger is not None:
+            self.ledger.set(seq_id, ())
 
     def max_step_tokens(self) -> int:
         """The largest step `plan()` can produce: the context's batch must hold it."""

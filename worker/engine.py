@@ -24,6 +24,7 @@ import llama_cpp as lc
 
 from worker.batching import Batcher, Step
 from worker.embeddings import MAX_EMBED_TOKENS, Embedder, EmbeddingSupport, embedding_support
+from worker.kvblocks import DEFAULT_BLOCK_SIZE, BlockLedger
 from worker.steploop import CacheStats, StepLoop, piece_reader
 from worker.types import (
     Backend,
@@ -61,6 +62,7 @@ class InferenceEngine(Protocol):
     bos_text: str | None  # the BOS/EOS tokens' text, for chat templates that spell them out
     eos_text: str | None
     embeddings: EmbeddingSupport
+    ledger: BlockLedger  # what its KV cache holds, for orchestratord's index (WRK-170)
 
     def tokenize(self, text: str) -> list[int]: ...
 
@@ -119,6 +121,7 @@ class LlamaEngine:
         chunk: int,
         threads: int,
         on_step: Callable[[Step], None] | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
         self._model = model
         self._ctx = ctx
@@ -135,7 +138,8 @@ class LlamaEngine:
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
         self.piece = piece_reader(self._vocab)
-        self._batcher = Batcher(slots, chunk)
+        self.ledger = BlockLedger(block_size)
+        self._batcher = Batcher(slots, chunk, ledger=self.ledger)
         self._loop = StepLoop(
             ctx, self._vocab, self._batcher, self._sampler_for, piece_reader(self._vocab), on_step
         )
@@ -157,6 +161,7 @@ class LlamaEngine:
         threads: int | None = None,
         chunk: int = DEFAULT_CHUNK,
         on_step: Callable[[Step], None] | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> LlamaEngine:
         quiet = logging.getLogger("llama-cpp-python")
         if quiet.level == logging.NOTSET:  # llama.cpp's chatter only when asked for
@@ -199,6 +204,7 @@ class LlamaEngine:
                 chunk=chunk,
                 threads=n_threads,
                 on_step=on_step,
+                block_size=block_size,
             )
         except BaseException:
             lc.llama_free(ctx)

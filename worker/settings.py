@@ -35,6 +35,7 @@ class WorkerSettings:
     pool: str = field(default_factory=socket.gethostname)
     advertise_url: str | None = None
     heartbeat_interval: float = 2.0
+    kv_block: int = 64  # tokens per block of the cache report (WRK-170)
 
     def __post_init__(self) -> None:
         named = bool(self.model_name)
@@ -70,6 +71,8 @@ class WorkerSettings:
                 f"--host {self.host} is reachable from other machines: set --cluster-token, "
                 "or listen on 127.0.0.1"
             )
+        if not 1 <= self.kv_block <= 4096:
+            raise SettingsError(f"--kv-block must be between 1 and 4096, got {self.kv_block}")
         if self.heartbeat_interval <= 0:
             raise SettingsError("--heartbeat-interval must be positive")
 

@@ -41,6 +41,12 @@ class QueueEntry:
     pin: str | None = None  # "worker:ID" or "pool:NAME": only there (compare runs)
     embed: bool = False  # an embeddings task: only workers whose model can embed (ORCH-231)
     n: int = 1  # slots the task takes: its choices (ORCH-270)
+    # The prompt's chained token-block hashes, for the cache index (ORCH-402); () unasked.
+    blocks: tuple[int, ...] = field(default=(), compare=False)
+    block_size: int = 0
+    prompt_tokens: int = 0  # as the worker counted them with the hashes
+    # Cached tokens the index predicted on the worker it was placed on (ORCH-404).
+    predicted: int | None = field(default=None, compare=False)
 
 
 class _Lane:

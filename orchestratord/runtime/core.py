@@ -78,7 +78,10 @@ class Core:
         self.clock = clock
         self.queue = TaskQueue(settings.queue_capacity, settings.queue_full_policy)
         self.registry = Registry(
-            settings.heartbeat_stale_ms, settings.heartbeat_dead_ms, settings.worker_prefetch
+            settings.heartbeat_stale_ms,
+            settings.heartbeat_dead_ms,
+            settings.worker_prefetch,
+            kv_entries=settings.cache_index_entries,
         )
         self.ledger = Ledger(self.registry)
         self.tasks: dict[str, ActiveTask] = {}
@@ -178,6 +181,15 @@ class Core:
         cached = data.get("prompt_tokens_cached")
         if isinstance(cached, int):  # prompt tokens the worker took from its prefix cache (WRK-100)
             end["prompt_tokens_cached"] = cached
+        predicted = active.entry.predicted
+        if predicted is not None:  # what the cache index expected there (ORCH-404)
+            end["cached_tokens_predicted"] = predicted
+            if isinstance(cached, int):
+                outcome = "hit" if cached >= predicted else "miss"
+                if predicted == 0:
+                    outcome = "unforeseen" if cached > 0 else ""
+                if outcome:
+                    self.metrics.cache_predictions.labels(outcome).inc()
         choices = data.get("choices")
         if choices is not None:  # a task of n > 1 choices (ORCH-270)
             end["choices"] = choices
