@@ -90,6 +90,14 @@ class CacheIndex:
         self._store(w, worker_id, report["stored"])
         return False
 
+    def note(self, worker_id: str, model: str, hashes: Sequence[int]) -> None:
+        """A task with these prompt blocks ended well on the worker: it holds them now, before
+        its next heartbeat says so (a chat's next turn may come first). Its own report corrects
+        this: blocks it stored and evicted meanwhile come as evicted (WRK-171)."""
+        w = self._workers.get(worker_id)
+        if w is not None and w.synced and w.model == model and hashes:
+            self._store(w, worker_id, hashes)
+
     def drop_worker(self, worker_id: str) -> None:
         """Forget what `worker_id` holds (removed, re-registered, or out of sync)."""
         w = self._workers.pop(worker_id, None)

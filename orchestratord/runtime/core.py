@@ -198,6 +198,9 @@ class Core:
         if active.log.closed:
             return
         active.record.stop_reason = stop
+        worker_id = active.record.worker_id
+        if active.entry.blocks and worker_id is not None and stop != "CANCELLED":
+            self.registry.kv.note(worker_id, active.req.model, active.entry.blocks)
         if stop == "CANCELLED":
             self._close(active, "cancelled", "CANCELLED", "end", end)
         else:
