@@ -20,8 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from worker.kvblocks import BlockLedger
+
+if TYPE_CHECKING:
+    from worker.hostcache import HostCache
 
 
 @dataclass(eq=False)
@@ -44,6 +48,10 @@ class Admission:
     keep: int  # cached positions kept: the engine removes positions >= keep
     copy_from: int | None  # copy this sequence's cache first (then keep its first `keep`)
     prompt_tokens: int
+    # WRK-174: save the sequence's state (these tokens) to host RAM before anything else, and
+    # restore this host entry into it (then keep its first `keep`).
+    save: tuple[int, ...] | None = None
+    restore: int | None = None
 
     @property
     def cached(self) -> int:
@@ -95,7 +103,13 @@ class Batcher:
     """
 
     def __init__(
-        self, n_seq: int, chunk: int, *, min_copy: int = 64, ledger: BlockLedger | None = None
+        self,
+        n_seq: int,
+        chunk: int,
+        *,
+        min_copy: int = 64,
+        ledger: BlockLedger | None = None,
+        host: HostCache | None = None,
     ) -> None:
         if n_seq < 1 or chunk < 1:
             raise ValueError("n_seq and chunk must be positive")
@@ -104,6 +118,8 @@ class Batcher:
         # Told what each sequence caches when a job takes or leaves it (WRK-170): what a
         # running job adds is reported when it ends, as only then can another prompt use it.
         self.ledger = ledger
+        # WRK-174: where overwritten caches are saved, and restored from when they match more.
+        self.host = host
         self.seqs = [SeqState(i) for i in range(n_seq)]
         self._clock = 0  # a counter, not time: orders admissions and releases
 
@@ -133,16 +149,29 @@ class Batcher:
         target, keep, source = own, own_keep, None
         donor = max(self.seqs, key=lambda s: common_prefix(s.kv, prompt))
         donor_keep = min(common_prefix(donor.kv, prompt), limit)
-        if donor is not own and donor_keep >= own_keep + self.min_copy:
+        restore, host_keep = self.host.best(prompt, limit) if self.host else (None, 0)
+        save: tuple[int, ...] | None = None
+        if restore is not None and host_keep >= max(own_keep, donor_keep) + self.min_copy:
+            # Host RAM holds much more of the prompt than any sequence: restore it into the
+            # least valuable idle sequence, whose own cache is saved first if worth it.
+            assert self.host is not None
+            target = min(idle, key=lambda s: (min(common_prefix(s.kv, prompt), limit), s.released))
+            keep = host_keep
+            save = self._worth_saving(target, 0)
+            target.kv = list(self.host.tokens(restore)[:keep])
+        elif donor is not own and donor_keep >= own_keep + self.min_copy:
             # Overwrite the least valuable idle cache: the least recently released.
             target = min(idle, key=lambda s: (min(common_prefix(s.kv, prompt), limit), s.released))
-            keep, source = donor_keep, donor.seq_id
+            keep, source, restore = donor_keep, donor.seq_id, None
+            save = self._worth_saving(target, 0)
             target.kv = donor.kv[:keep]
         else:
             if own_keep == 0:  # nothing reused: take the least recently used idle sequence
                 target = min(idle, key=lambda s: s.released)
+            save = self._worth_saving(target, keep)
             del target.kv[keep:]
-        target.kept = keep if source is None else 0
+            restore = None
+        target.kept = keep if source is None and restore is None else 0
         if self.ledger is not None:
             self.ledger.set(target.seq_id, target.kv, target.kept)
         target.kept = keep
@@ -151,7 +180,22 @@ class Batcher:
         target.pending = list(prompt[keep:])
         target.next_token = None
         target.admitted = self._clock
-        return Admission(target.seq_id, keep, source, len(prompt))
+        return Admission(target.seq_id, keep, source, len(prompt), save, restore)
+
+    def _worth_saving(self, s: SeqState, keep: int) -> tuple[int, ...] | None:
+        """The tokens of `s`'s cache to save to host RAM before it loses all but `keep` of
+        them: when there is a host cache and at least `min_copy` tokens would be lost."""
+        if self.host is None or len(s.kv) - keep < self.min_copy:
+            return None
+        return tuple(s.kv)
+
+    def restore_failed(self, seq_id: int, prompt: Sequence[int]) -> None:
+        """llama.cpp refused the saved state: the sequence starts empty, the whole prompt
+        pending."""
+        s = self.seqs[seq_id]
+        s.kv, s.pending, s.kept = [], list(prompt), 0
+        if self.ledger is not None:
+            self.ledger.set(seq_id, ())
 
     def hold(self) -> int:
         """Take an idle sequence for a choice that will copy another's cache (WRK-140): it is
