@@ -60,8 +60,8 @@ def schedule(task, workers, cluster):
             continue
         if w["slots_busy"] >= w["slots_total"]:
             continue
-        load = w["slots_busy"] / w["slots_total"]
-        if best == None or load < best["slots_busy"] / best["slots_total"]:
+        share = w["slots_busy"] / w["slots_total"]
+        if best == None or share < best["slots_busy"] / best["slots_total"]:
             best = w
     return best["id"] if best != None else None
 """
