@@ -90,13 +90,15 @@ def test_orch_402_a_prefix_cached_on_b_only_draws_new_sessions_to_b(
 def test_orch_401_an_evicted_prefix_stops_attracting_tasks(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    """ORCH-401, WRK-171: when B's only slot takes another prompt, its evict event removes the
-    old prefix from the index: a task with that prefix is then predicted nothing anywhere."""
+    """ORCH-401, WRK-171: when B's only slot takes another prompt (no host-RAM cache to keep
+    it, WRK-174), its evict event removes the old prefix from the index: a task with that
+    prefix is then predicted nothing anywhere."""
     other = "Completely unrelated words about gardening and tomatoes. " * 3
+    no_host = [*BLOCK, "--cache-ram-mib", "0"]
     with (
         orchestratord(tmp_path) as orch,
-        worker(tiny_model, tmp_path, orch.url, "w-a", extra=BLOCK) as _a,
-        worker(tiny_model, tmp_path, orch.url, "w-b", extra=BLOCK) as b,
+        worker(tiny_model, tmp_path, orch.url, "w-a", extra=no_host) as _a,
+        worker(tiny_model, tmp_path, orch.url, "w-b", extra=no_host) as b,
     ):
         run_on(b.url, PREFIX)
         before = len(hashes(b.url, PREFIX))
@@ -157,3 +159,24 @@ def test_orch_401_a_gap_in_the_reports_asks_for_a_full_one(tmp_path: Path) -> No
         bad = {"slots_total": 1, "kv_blocks": {"block_size": 16, "stored": "x"}}
         r = httpx.post(orch.url + "/v2/workers/w-x/heartbeat", json=bad, headers=AUTH)
         assert r.status_code == 400 and r.json()["errors"][0]["field"] == "kv_blocks"
+
+
+def test_wrk_174_a_prefix_kept_in_host_ram_still_draws_its_tasks(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """WRK-174, WRK-170, ORCH-400: when B's only slot takes another prompt, the old prefix's
+    state goes to B's host RAM and stays reported: a task with that prefix still goes to B,
+    which restores it (the predicted tokens reused)."""
+    other = "Completely unrelated words about gardening and tomatoes. " * 3
+    with (
+        orchestratord(tmp_path) as orch,
+        worker(tiny_model, tmp_path, orch.url, "w-a", extra=BLOCK) as _a,
+        worker(tiny_model, tmp_path, orch.url, "w-b", extra=BLOCK) as b,
+    ):
+        run_on(b.url, PREFIX)
+        run_on(b.url, other)  # the slot now holds `other`; PREFIX is in host RAM
+        both = len(hashes(b.url, PREFIX)) + len(hashes(b.url, other))
+        wait_for(lambda: index_figure(orch.url, "entries") == both, what="B's report")
+        started, end = submit(orch.url, PREFIX + "Still there?", "s-host")
+        assert started["worker_id"] == "w-b" and started["cached_tokens_predicted"] > 0
+        assert end["prompt_tokens_cached"] >= end["cached_tokens_predicted"]
