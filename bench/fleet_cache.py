@@ -24,6 +24,16 @@ shared 2-core machine run it small (`--users 6 --turns 3 --history-tokens 400`).
 
     python bench/fleet_cache.py [--model .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf]
         [--users 30] [--turns 4] [--history-tokens 1000] [--duration 300] [--out FILE]
+
+Measured once, small, on the shared 2-core machine (load average 10-13 from other work), so
+the figures are noise-laden and few: `--users 6 --turns 3 --history-tokens 400
+--system-tokens 100 --max-tokens 8 --duration 150` (a cold first turn took 18 s alone, so 0.115
+turns/s; each policy finished 9-11 of its 18 turns in 150 s). TTFT p50/p90: least-busy 12.1 /
+17.7 s, affinity 14.3 / 18.3 s, index 4.9 / 7.8 s (p90 0.44x least-busy's, 0.43x affinity's);
+tokens/s 0.40, 0.42, 0.54; tasks per worker least-busy 6/2/1, index 3/4/4; prompt tokens
+found cached 28%, 39%, 50%. With 3 turns a third of all turns are cold first turns, which no
+policy can help, so the p90 cannot reach 0.25x here; the issue's workload (more turns, longer
+histories) needs a quiet machine.
 """
 
 from __future__ import annotations
