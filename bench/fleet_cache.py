@@ -33,7 +33,14 @@ turns/s; each policy finished 9-11 of its 18 turns in 150 s). TTFT p50/p90: leas
 tokens/s 0.40, 0.42, 0.54; tasks per worker least-busy 6/2/1, index 3/4/4; prompt tokens
 found cached 28%, 39%, 50%. With 3 turns a third of all turns are cold first turns, which no
 policy can help, so the p90 cannot reach 0.25x here; the issue's workload (more turns, longer
-histories) needs a quiet machine.
+histories) needs a quiet machine. A second run, `--users 4 --turns 5 --history-tokens 400
+--system-tokens 100 --max-tokens 8 --duration 200` (cold turn 11.2 s, 0.19 turns/s, all 19-20
+turns done): TTFT p50/p90 least-busy 0.79 / 11.5 s, affinity 0.20 / 4.3 s, index 0.14 / 2.6 s
+(p90 0.23x least-busy's, 0.61x affinity's); tokens/s 0.68 for all three (arrival-bound); tasks
+per worker least-busy 14/3/2, affinity and index 10/4/5 (21% the least). With four users, each
+in its own session, affinity and index placed every task alike (78% of prompt tokens cached),
+so their p90 difference in that run is the machine's noise; the index's advantage is where
+sessions are absent or shared prefixes span sessions (tests/orchestratord/test_cache_index_e2e).
 """
 
 from __future__ import annotations
