@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from tests.orchestratord.cluster import AUTH, MODEL, orchestratord, stream_task, wait_for, worker
+from tests.support import free_port
 
 BLOCK = ["--kv-block", "16"]
 # A long shared prefix (a system prompt, a RAG template): many blocks of 16 tokens.
@@ -180,3 +181,25 @@ def test_wrk_174_a_prefix_kept_in_host_ram_still_draws_its_tasks(
         started, end = submit(orch.url, PREFIX + "Still there?", "s-host")
         assert started["worker_id"] == "w-b" and started["cached_tokens_predicted"] > 0
         assert end["prompt_tokens_cached"] >= end["cached_tokens_predicted"]
+
+
+def test_wrk_172_a_restarted_orchestratord_gets_the_whole_cache_again(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """WRK-172, ORCH-401: orchestratord is killed and restarts, knowing the worker from its
+    database but nothing of its cache; the heartbeats that failed meanwhile make the worker's
+    next report a full one, which restores the index."""
+    port = free_port()
+    state = tmp_path / "state"
+    with (
+        orchestratord(tmp_path, port=port, state_dir=state) as orch,
+        worker(tiny_model, tmp_path, orch.url, "w-b", extra=BLOCK) as b,
+    ):
+        run_on(b.url, PREFIX)
+        n = len(hashes(b.url, PREFIX))
+        wait_for(lambda: index_figure(orch.url, "entries") == n, what="B's report")
+        orch.kill(signal.SIGKILL)
+        orch.proc.wait()
+        with orchestratord(tmp_path, port=port, state_dir=state) as again:
+            wait_for(lambda: index_figure(again.url, "entries") == n, what="the resync")
+            assert index_figure(again.url, "resyncs") >= 1
