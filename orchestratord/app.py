@@ -107,6 +107,7 @@ def _events_feed(
         token_totals=lambda: {w.id: w.tokens_relayed for w in service.registry.workers.values()},
         policy=policy_info,
         buffer=settings.events_buffer,
+        cache_index=service.registry.kv.stats,
     )
     service.observers.append(feed.task_changed)
     return feed

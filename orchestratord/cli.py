@@ -65,6 +65,8 @@ HELP: dict[str, str] = {
     "stream_coalesce_ms": "After the first token, send a stream's tokens in bursts at most "
     "this often (0: one write per event)",
     "worker_prefetch": "Jobs sent to a worker beyond its free slots, to wait in its own queue",
+    "cache_index_entries": "Worker-block pairs the cache index keeps at most (about 500 bytes "
+    "each); past it the least recently used go (ORCH-403)",
     "policy_budget_ms": "Time a policy call may take before it is cut off",
     "policy_pass_budget_ms": "Time the policy calls of one scheduling pass may take together; "
     "the rest of the queue waits for the next pass",

@@ -113,6 +113,23 @@ class Metrics:
         self.tenant_counts: dict[str, list[int]] = {}
         self.tenant_rejections: dict[tuple[str, str], int] = {}
         r.register(_TenantCollector(self))
+        self.cache_predictions = Counter(
+            "llorch_orchestrator_cache_predictions",
+            "Tasks placed with a cache-index prediction, by whether the worker then reused at "
+            "least the predicted prompt tokens (hit), fewer (miss), or some where none were "
+            "predicted (unforeseen): the hit rate is hit / (hit + miss) (ORCH-404)",
+            ["outcome"],
+            registry=r,
+        )
+        self.cache_index = Gauge(
+            "llorch_orchestrator_cache_index",
+            "The cache index of the workers' KV blocks: entries (worker-block pairs), blocks, "
+            "max_entries, and pairs dropped for the bound since start (ORCH-403)",
+            ["figure"],
+            registry=r,
+        )
+        for outcome in ("hit", "miss", "unforeseen"):
+            self.cache_predictions.labels(outcome)
         for lane in ("interactive", "batch"):
             self.queue_depth.labels(lane)
         # Series that exist from the start read as 0, not as absent, in rate() queries.
@@ -164,7 +181,14 @@ class Metrics:
         key = (self.tenant_label(tenant), limit)
         self.tenant_rejections[key] = self.tenant_rejections.get(key, 0) + 1
 
-    def render(self, queue_depth: Mapping[str, int], worker_counts: Mapping[str, int]) -> bytes:
+    def render(
+        self,
+        queue_depth: Mapping[str, int],
+        worker_counts: Mapping[str, int],
+        cache_index: Mapping[str, int] | None = None,
+    ) -> bytes:
+        for figure, n in (cache_index or {}).items():
+            self.cache_index.labels(figure).set(n)
         for lane, n in queue_depth.items():
             self.queue_depth.labels(lane).set(n)
         for state in WORKER_STATES:

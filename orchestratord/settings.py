@@ -59,6 +59,7 @@ class Settings:
     model_grace_ms: int = 60_000
     stream_coalesce_ms: float = 4.0
     worker_prefetch: int = 0
+    cache_index_entries: int = 500_000
     policy_budget_ms: float = 50.0
     policy_pass_budget_ms: float = 200.0
     policy_breaker_failures: int = 5
@@ -87,6 +88,8 @@ class Settings:
             raise SettingsError("--limits-window-s and --usage-flush-s must be in (0, 3600]")
         if self.metrics_tenant_labels < 0:
             raise SettingsError("--metrics-tenant-labels must be 0 or more")
+        if self.cache_index_entries < 1:
+            raise SettingsError("--cache-index-entries must be at least 1")
         if self.events_buffer < 2:
             raise SettingsError("--events-buffer must be at least 2")
         if self.queue_capacity < 1:

@@ -132,6 +132,8 @@ class StartedData(TypedDict):
     worker_id: str
     queue_ms: int
     prompt_tokens: NotRequired[int]  # as the worker counted it; absent for embeddings
+    # Prompt tokens the cache index expected the worker to hold (ORCH-404); absent: not asked.
+    cached_tokens_predicted: NotRequired[int]
 
 
 class EndData(TypedDict):
@@ -141,6 +143,7 @@ class EndData(TypedDict):
     stop_reason: StopReason
     prompt_tokens: NotRequired[int]
     prompt_tokens_cached: NotRequired[int]  # WRK-100
+    cached_tokens_predicted: NotRequired[int]  # ORCH-404, as in `started`
     embeddings: NotRequired[list[list[float]]]  # an embeddings task's vectors (ORCH-230)
     choices: NotRequired[list[ChoiceEnd]]  # a task of n > 1 choices: how each ended (ORCH-270)
 
@@ -184,6 +187,25 @@ class EmbeddingsStatus(TypedDict):
     reason: str  # why, either way
 
 
+class KvBlockReport(TypedDict):
+    """What a worker's KV cache holds, as chained hashes of full token blocks (WRK-170..172):
+    a full list (`full`) or the changes since the report numbered `seq - 1` of `epoch`."""
+
+    block_size: int
+    epoch: str  # new per worker process: a new epoch replaces all the old one said
+    seq: int  # one more than the previous report of the epoch; a gap asks for a full one
+    full: bool
+    stored: list[int]
+    evicted: list[int]
+
+
+class HeartbeatReply(TypedDict):
+    """orchestratord's answer to a heartbeat."""
+
+    ok: bool
+    kv_resync: NotRequired[bool]  # ORCH-401: send the full `kv_blocks` next
+
+
 class HeartbeatBody(TypedDict):
     """POST /v2/workers/{id}/heartbeat (worker -> orchestratord); orchestratord takes a
     missing `state` as ready and a missing `slots_busy` as 0."""
@@ -193,6 +215,7 @@ class HeartbeatBody(TypedDict):
     slots_busy: NotRequired[int]
     prefix_cache: NotRequired[PrefixCacheStats]  # WRK-103
     embeddings: NotRequired[EmbeddingsStatus]  # WRK-111: orchestratord routes embeddings by it
+    kv_blocks: NotRequired[KvBlockReport]  # WRK-171: feeds orchestratord's cache index
 
 
 class Health(TypedDict):

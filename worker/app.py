@@ -26,6 +26,7 @@ from shared.sse import KEEPALIVE_S, EventStream
 from shared.wire import CancelReply
 from worker.embed_api import embeddings
 from worker.engine import InferenceEngine
+from worker.kvblocks import BlockLedger, block_hashes
 from worker.params import parse_execute
 from worker.registration import Registration, run_registration
 from worker.runner import WorkerState, stream_job
@@ -69,7 +70,20 @@ async def tokenize(request: Request) -> Response:
     state = _state(request)
     req = parse_execute(await read_json(request))
     prompt = await state.prepare(req)
-    return JSONResponse({"n_tokens": len(prompt.tokens), "n_ctx": state.settings.n_ctx})
+    answer: dict[str, Any] = {"n_tokens": len(prompt.tokens), "n_ctx": state.settings.n_ctx}
+    if state.engine is not None:
+        # WRK-173: the prompt's block hashes, so orchestratord can ask its cache index where
+        # the prompt's prefix is cached (ORCH-402); hashed off the event loop, as tokenizing.
+        size = state.engine.ledger.block_size
+        hashes = await asyncio.get_running_loop().run_in_executor(
+            state.tokenizer, block_hashes, prompt.tokens, size
+        )
+        answer |= {"block_size": size, "block_hashes": hashes}
+    return JSONResponse(answer)
+
+
+def _ledger(state: WorkerState) -> BlockLedger | None:
+    return state.engine.ledger if state.engine is not None else None
 
 
 async def cancel(request: Request) -> Response:
@@ -128,7 +142,9 @@ def create_app(
         registration = None
         if settings.orchestrator_url:
             reg = Registration.from_settings(settings)
-            registration = asyncio.create_task(run_registration(reg, state.health))
+            registration = asyncio.create_task(
+                run_registration(reg, state.health, ledger=lambda: _ledger(state))
+            )
         # The server calls this when a signal stops it: running streams end at once with a
         # retriable error instead of being cut when the graceful period runs out (WRK-005).
         app.state.stop_jobs = lambda: state.jobs.cancel_all(shutdown=True)

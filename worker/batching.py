@@ -20,6 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from worker.kvblocks import BlockLedger
+
+if TYPE_CHECKING:
+    from worker.hostcache import HostCache
 
 
 @dataclass(eq=False)
@@ -33,6 +39,7 @@ class SeqState:
     next_token: int | None = None  # sampled last step, decoded in the next one
     admitted: int = 0  # admission order (prefill is served oldest first)
     released: int = 0  # release order (the least recently used idle cache is overwritten first)
+    kept: int = 0  # cached tokens kept at admission: unchanged since the ledger last saw them
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,10 @@ class Admission:
     keep: int  # cached positions kept: the engine removes positions >= keep
     copy_from: int | None  # copy this sequence's cache first (then keep its first `keep`)
     prompt_tokens: int
+    # WRK-174: save the sequence's state (these tokens) to host RAM before anything else, and
+    # restore this host entry into it (then keep its first `keep`).
+    save: tuple[int, ...] | None = None
+    restore: int | None = None
 
     @property
     def cached(self) -> int:
@@ -91,11 +102,24 @@ class Batcher:
     which costs more than recomputing a short prefix.
     """
 
-    def __init__(self, n_seq: int, chunk: int, *, min_copy: int = 64) -> None:
+    def __init__(
+        self,
+        n_seq: int,
+        chunk: int,
+        *,
+        min_copy: int = 64,
+        ledger: BlockLedger | None = None,
+        host: HostCache | None = None,
+    ) -> None:
         if n_seq < 1 or chunk < 1:
             raise ValueError("n_seq and chunk must be positive")
         self.chunk = chunk
         self.min_copy = min_copy
+        # Told what each sequence caches when a job takes or leaves it (WRK-170): what a
+        # running job adds is reported when it ends, as only then can another prompt use it.
+        self.ledger = ledger
+        # WRK-174: where overwritten caches are saved, and restored from when they match more.
+        self.host = host
         self.seqs = [SeqState(i) for i in range(n_seq)]
         self._clock = 0  # a counter, not time: orders admissions and releases
 
@@ -125,21 +149,53 @@ class Batcher:
         target, keep, source = own, own_keep, None
         donor = max(self.seqs, key=lambda s: common_prefix(s.kv, prompt))
         donor_keep = min(common_prefix(donor.kv, prompt), limit)
-        if donor is not own and donor_keep >= own_keep + self.min_copy:
+        restore, host_keep = self.host.best(prompt, limit) if self.host else (None, 0)
+        save: tuple[int, ...] | None = None
+        if restore is not None and host_keep >= max(own_keep, donor_keep) + self.min_copy:
+            # Host RAM holds much more of the prompt than any sequence: restore it into the
+            # least valuable idle sequence, whose own cache is saved first if worth it.
+            assert self.host is not None
+            target = min(idle, key=lambda s: (min(common_prefix(s.kv, prompt), limit), s.released))
+            keep = host_keep
+            save = self._worth_saving(target, 0)
+            target.kv = list(self.host.tokens(restore)[:keep])
+        elif donor is not own and donor_keep >= own_keep + self.min_copy:
             # Overwrite the least valuable idle cache: the least recently released.
             target = min(idle, key=lambda s: (min(common_prefix(s.kv, prompt), limit), s.released))
-            keep, source = donor_keep, donor.seq_id
+            keep, source, restore = donor_keep, donor.seq_id, None
+            save = self._worth_saving(target, 0)
             target.kv = donor.kv[:keep]
         else:
             if own_keep == 0:  # nothing reused: take the least recently used idle sequence
                 target = min(idle, key=lambda s: s.released)
+            save = self._worth_saving(target, keep)
             del target.kv[keep:]
+            restore = None
+        target.kept = keep if source is None and restore is None else 0
+        if self.ledger is not None:
+            self.ledger.set(target.seq_id, target.kv, target.kept)
+        target.kept = keep
         self._clock += 1
         target.busy = True
         target.pending = list(prompt[keep:])
         target.next_token = None
         target.admitted = self._clock
-        return Admission(target.seq_id, keep, source, len(prompt))
+        return Admission(target.seq_id, keep, source, len(prompt), save, restore)
+
+    def _worth_saving(self, s: SeqState, keep: int) -> tuple[int, ...] | None:
+        """The tokens of `s`'s cache to save to host RAM before it loses all but `keep` of
+        them: when there is a host cache and at least `min_copy` tokens would be lost."""
+        if self.host is None or len(s.kv) - keep < self.min_copy:
+            return None
+        return tuple(s.kv)
+
+    def restore_failed(self, seq_id: int, prompt: Sequence[int]) -> None:
+        """llama.cpp refused the saved state: the sequence starts empty, the whole prompt
+        pending."""
+        s = self.seqs[seq_id]
+        s.kv, s.pending, s.kept = [], list(prompt), 0
+        if self.ledger is not None:
+            self.ledger.set(seq_id, ())
 
     def hold(self) -> int:
         """Take an idle sequence for a choice that will copy another's cache (WRK-140): it is
@@ -151,6 +207,9 @@ class Batcher:
         self._clock += 1
         target.busy, target.kv, target.pending, target.next_token = True, [], [], None
         target.admitted = self._clock
+        target.kept = 0
+        if self.ledger is not None:
+            self.ledger.set(target.seq_id, ())
         return target.seq_id
 
     def fork(self, src: int, dst: int) -> None:
@@ -191,11 +250,16 @@ class Batcher:
         s = self.seqs[seq_id]
         self._clock += 1
         s.busy, s.pending, s.next_token, s.released = False, [], None, self._clock
+        if self.ledger is not None:
+            self.ledger.set(seq_id, s.kv, s.kept)
+        s.kept = len(s.kv)
 
     def forget(self, seq_id: int) -> None:
         """The cache content is unknown (a failed decode): never reuse it."""
         self.release(seq_id)
         self.seqs[seq_id].kv = []
+        if self.ledger is not None:
+            self.ledger.set(seq_id, ())
 
     def max_step_tokens(self) -> int:
         """The largest step `plan()` can produce: the context's batch must hold it."""

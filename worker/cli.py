@@ -64,6 +64,16 @@ def serve(
             "PREFILL_CHUNK",
         ),
     ] = 512,
+    kv_block: Annotated[
+        int, _opt("Tokens per block of the KV cache report to orchestratord", "KV_BLOCK")
+    ] = 64,
+    cache_ram_mib: Annotated[
+        int,
+        _opt(
+            "Host RAM (MiB) keeping the KV state of sequences new jobs overwrote (0: off)",
+            "CACHE_RAM_MIB",
+        ),
+    ] = 256,
     cluster_token: Annotated[
         str,
         typer.Option(
@@ -132,6 +142,8 @@ def serve(
             n_ctx=n_ctx,
             threads=threads or None,
             prefill_chunk=prefill_chunk,
+            kv_block=kv_block,
+            cache_ram_mib=cache_ram_mib,
             token=cluster_token or None,
             orchestrator_url=orchestrator_url or None,
             advertise_url=advertise_url or None,
@@ -177,6 +189,8 @@ def run(settings: WorkerSettings, sock: socket.socket | None = None) -> int:
             slots=s.slots,
             threads=s.threads,
             chunk=s.prefill_chunk,
+            block_size=s.kv_block,
+            cache_ram=s.cache_ram_mib << 20,
         )
 
     def exit_hook(code: int) -> None:

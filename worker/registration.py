@@ -25,10 +25,13 @@ from dataclasses import dataclass
 import httpx
 
 from shared.wire import Health, HeartbeatBody, RegisterBody
+from worker.kvblocks import BlockLedger
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("llorch.worker.registration")
 Snapshot = Callable[[], Health]
+# The worker's cache ledger once its model is loaded (WRK-171), else None.
+Ledger = Callable[[], BlockLedger | None]
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,11 @@ class RegistrationRefused(Exception):
 
 
 async def run_registration(
-    reg: Registration, snapshot: Snapshot, *, client: httpx.AsyncClient | None = None
+    reg: Registration,
+    snapshot: Snapshot,
+    *,
+    client: httpx.AsyncClient | None = None,
+    ledger: Ledger = lambda: None,
 ) -> None:
     """Register, heartbeat every `reg.interval_s`, and deregister when cancelled."""
     http = client or httpx.AsyncClient(timeout=httpx.Timeout(5.0), trust_env=False)
@@ -101,7 +108,9 @@ async def run_registration(
                     await _register(http, reg)
                     registered = True
                     log.info("registered with %s as %s", reg.orchestrator_url, reg.worker_id)
-                if not await _heartbeat(http, reg, snapshot()):
+                    if (kv := ledger()) is not None:
+                        kv.resync()  # a new registration knows nothing of our cache (WRK-172)
+                if not await _heartbeat(http, reg, snapshot(), ledger()):
                     registered = False
                     log.info("orchestratord does not know this worker; registering again")
                     continue
@@ -149,7 +158,9 @@ async def _register(http: httpx.AsyncClient, reg: Registration) -> None:
         )
 
 
-async def _heartbeat(http: httpx.AsyncClient, reg: Registration, health: Health) -> bool:
+async def _heartbeat(
+    http: httpx.AsyncClient, reg: Registration, health: Health, kv: BlockLedger | None = None
+) -> bool:
     """Send one heartbeat; False when orchestratord answers 404 (unknown worker)."""
     body: HeartbeatBody = {
         "state": health["status"],
@@ -160,16 +171,35 @@ async def _heartbeat(http: httpx.AsyncClient, reg: Registration, health: Health)
         # WRK-111: orchestratord sends embeddings only where they work.
         "embeddings": health["embeddings"],
     }
-    r = await http.post(
-        f"{reg.orchestrator_url}/v2/workers/{reg.worker_id}/heartbeat",
-        json=body,
-        headers=reg.headers,
-    )
+    if kv is not None:
+        body["kv_blocks"] = kv.report()  # WRK-171: orchestratord's cache index
+    try:
+        r = await http.post(
+            f"{reg.orchestrator_url}/v2/workers/{reg.worker_id}/heartbeat",
+            json=body,
+            headers=reg.headers,
+        )
+    except BaseException:
+        if kv is not None:  # the report may be lost: the next one says everything (WRK-172)
+            kv.resync()
+        raise
+    if r.status_code >= 400 and kv is not None:
+        kv.resync()
     if r.status_code == 404:
         return False
     if r.status_code >= 400:
         raise RegistrationRefused(f"orchestratord refused a heartbeat ({r.status_code})")
+    if kv is not None and _asks_resync(r):
+        kv.resync()
     return True
+
+
+def _asks_resync(r: httpx.Response) -> bool:
+    try:
+        answer = r.json()
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("kv_resync") is True
 
 
 async def _deregister(http: httpx.AsyncClient, reg: Registration) -> None:

@@ -35,6 +35,8 @@ class WorkerSettings:
     pool: str = field(default_factory=socket.gethostname)
     advertise_url: str | None = None
     heartbeat_interval: float = 2.0
+    kv_block: int = 64  # tokens per block of the cache report (WRK-170)
+    cache_ram_mib: int = 256  # host RAM for overwritten sequences' KV state (WRK-174); 0: off
 
     def __post_init__(self) -> None:
         named = bool(self.model_name)
@@ -70,6 +72,10 @@ class WorkerSettings:
                 f"--host {self.host} is reachable from other machines: set --cluster-token, "
                 "or listen on 127.0.0.1"
             )
+        if not 1 <= self.kv_block <= 4096:
+            raise SettingsError(f"--kv-block must be between 1 and 4096, got {self.kv_block}")
+        if self.cache_ram_mib < 0:
+            raise SettingsError(f"--cache-ram-mib must be >= 0, got {self.cache_ram_mib}")
         if self.heartbeat_interval <= 0:
             raise SettingsError("--heartbeat-interval must be positive")
 

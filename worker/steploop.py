@@ -79,6 +79,7 @@ class CacheStats:
     prompt_tokens: int = 0
     tokens_reused: int = 0
     copies: int = 0
+    restores: int = 0  # from the host-RAM cache (WRK-174)
 
 
 class StepLoop:
@@ -212,18 +213,24 @@ class StepLoop:
             raise EngineError(f"{1 + len(sub.forks)} sequences asked, {self._batcher.idle} idle")
         adm = self._batcher.admit(prompt)
         seq = adm.seq_id
+        if adm.save is not None:  # WRK-174: what this sequence held, kept in host RAM
+            self._save(seq, adm.save)
         held = [self._batcher.hold() for _ in sub.forks]
-        if adm.copy_from is not None:
+        keep = adm.keep
+        if adm.restore is not None and not self._restore(seq, adm.restore):
+            self._batcher.restore_failed(seq, prompt)
+            keep = 0
+        elif adm.copy_from is not None:
             lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
             # Across KV streams llama.cpp copies whole streams only; the tail is dropped below.
             lc.llama_memory_seq_cp(self._mem, adm.copy_from, seq, -1, -1)
             self.cache.copies += 1
-        lc.llama_memory_seq_rm(self._mem, seq, adm.keep, -1)
+        lc.llama_memory_seq_rm(self._mem, seq, keep, -1)
         self.cache.lookups += 1
         self.cache.prompt_tokens += len(prompt)
-        if adm.keep:
+        if keep:
             self.cache.hits += 1
-            self.cache.tokens_reused += adm.keep
+            self.cache.tokens_reused += keep
         grammar = None
         try:
             sampler = self._make_sampler(sub.job)
@@ -238,9 +245,35 @@ class StepLoop:
             for s in (seq, *held):
                 self._batcher.release(s)
             raise
-        run = self._run(sub, sampler, grammar, adm.keep)
+        run = self._run(sub, sampler, grammar, keep)
         run.forks = list(zip(held, sub.forks, strict=True))
         self._running[seq] = run
+
+    def _save(self, seq: int, tokens: tuple[int, ...]) -> None:
+        host = self._batcher.host
+        if host is None:
+            return
+        size = lc.llama_state_seq_get_size(self._ctx, seq)
+        if size <= 0 or size > host.budget:
+            return
+        buf = (ctypes.c_uint8 * size)()
+        n = lc.llama_state_seq_get_data(self._ctx, buf, size, seq)
+        if n > 0:
+            host.put(tokens, ctypes.string_at(buf, n))
+
+    def _restore(self, seq: int, key: int) -> bool:
+        """The host entry's state into `seq` (emptied first); False when llama.cpp refuses it."""
+        host = self._batcher.host
+        assert host is not None
+        blob = host.take(key)
+        lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+        if lc.llama_state_seq_set_data(self._ctx, buf, len(blob), seq) == 0:
+            lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            log.warning("a host-RAM cache entry did not restore; decoding the prompt")
+            return False
+        self.cache.restores += 1
+        return True
 
     def _run(self, sub: _Submission, sampler: Any, grammar: Any, cached: int) -> _Running:
         run = _Running(sub, sampler, grammar, TextStream(sub.job.stops), cached)

@@ -195,6 +195,7 @@ def snapshot(
     ttft: Percentiles,
     queue_time: Percentiles,
     policy: Mapping[str, Any],
+    cache_index: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The `metrics` event: per worker slots, live tok/s, cache use and heartbeat age;
     per lane depth and oldest wait; TTFT and queue-time percentiles; the policy in force."""
@@ -226,4 +227,6 @@ def snapshot(
         "ttft_ms": ttft,
         "queue_ms": queue_time,
         "policy": dict(policy),
+        # What the cache index of the workers' KV blocks holds, against its bound (ORCH-403).
+        "cache_index": dict(cache_index) if cache_index is not None else None,
     }

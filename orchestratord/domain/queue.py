@@ -74,6 +74,12 @@ class QueueEntry:
     # Virtual start and finish tags in its lane, set by the queue (ORCH-350).
     vstart: float = field(default=0.0, compare=False)
     vfinish: float = field(default=0.0, compare=False)
+    # The prompt's chained token-block hashes, for the cache index (ORCH-402); () unasked.
+    blocks: tuple[int, ...] = field(default=(), compare=False)
+    block_size: int = 0
+    prompt_tokens: int = 0  # as the worker counted them with the hashes
+    # Cached tokens the index predicted on the worker it was placed on (ORCH-404).
+    predicted: int | None = field(default=None, compare=False)
 
 
 class _Flow:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from orchestratord.domain.cacheindex import CacheIndex
 from orchestratord.domain.views import PolicyWorkerState, WorkerView
 from shared.wire import WORKER_STATUSES, WorkerState, WorkerStatus
 
@@ -160,13 +161,16 @@ class Worker:
             "slots_busy": busy,
             "tokens_per_s": round(self.tokens_per_s, 2),
             "last_heartbeat_ms": self.last_heartbeat_ms,
+            "cached_tokens": 0,  # per task: the scheduler fills it from the cache index
             "recent_sessions": list(self.recent_sessions),
             "recent_prefixes": list(self.recent_prefixes),
         }
 
 
 class Registry:
-    def __init__(self, stale_ms: int, dead_ms: int, prefetch: int = 0) -> None:
+    def __init__(
+        self, stale_ms: int, dead_ms: int, prefetch: int = 0, *, kv_entries: int = 500_000
+    ) -> None:
         self.stale_ms = stale_ms
         self.dead_ms = dead_ms
         self.prefetch = prefetch
@@ -174,6 +178,8 @@ class Registry:
         # Model -> the last heartbeat of a removed worker of it: "served a moment ago" outlives
         # the worker's restart (ORCH-164).
         self.last_seen: dict[str, int] = {}
+        # What every worker's KV cache holds, from its heartbeats (ORCH-400).
+        self.kv = CacheIndex(kv_entries)
 
     def register(self, w: Worker, now_ms: int) -> Worker:
         """Add or replace a worker. Jobs in flight on a re-registering worker stay counted."""
@@ -190,6 +196,7 @@ class Registry:
         w.last_heartbeat_ms = now_ms
         w.verified, w.dead = True, False
         self.workers[w.id] = w
+        self.kv.drop_worker(w.id)  # a (re)registered worker reports its whole cache anew
         return w
 
     def restore(self, workers: Iterable[Worker]) -> None:
@@ -234,6 +241,7 @@ class Registry:
 
     def remove(self, worker_id: str) -> Worker | None:
         w = self.workers.pop(worker_id, None)
+        self.kv.drop_worker(worker_id)
         if w is not None:
             self.last_seen[w.model] = max(self.last_seen.get(w.model, 0), w.last_heartbeat_ms)
         return w

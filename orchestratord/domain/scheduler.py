@@ -79,6 +79,7 @@ def cluster_view(
 class Assignment:
     entry: QueueEntry
     worker_id: str
+    cached: int | None = None  # the cache index's prediction there; None: the task has no blocks
 
 
 # A policy may decline a task (wait for a better worker, cap a tenant); after this many
@@ -112,6 +113,9 @@ class ModelPass:
     views: dict[str, WorkerView]
     room: dict[str, int]
     free: dict[str, int]  # free slots (without prefetch): a task of n > 1 needs n (ORCH-270)
+    # Per entry, worker id -> prompt tokens the cache index says it holds (ORCH-402); taken
+    # here, on the loop that feeds the index, so `decide` may run on another thread.
+    cached: list[dict[str, int] | None] | None = None
 
 
 def snapshot(
@@ -139,7 +143,12 @@ def snapshot(
         ]
         views = {w.id: w.view(now_ms, registry.stale_ms, prefetch) for w in listed}
         free = {w.id: w.free_slots for w in candidates}
-        out.append(ModelPass(model, entries, offered, views, room, free))
+        kv = registry.kv
+        cached: list[dict[str, int] | None] = [
+            kv.lookup(model, e.blocks, e.block_size, e.prompt_tokens) if e.blocks else None
+            for e in entries
+        ]
+        out.append(ModelPass(model, entries, offered, views, room, free, cached))
     return out
 
 
@@ -175,7 +184,8 @@ def decide(
         views = dict(part.views)
         left = sum(room.values())
         declined = 0
-        for entry, offered in zip(part.entries, part.offered, strict=True):
+        cached_by = part.cached or [None] * len(part.entries)
+        for entry, offered, cached in zip(part.entries, part.offered, cached_by, strict=True):
             if left <= 0 or declined >= MAX_DECLINED:
                 break
             if offered is not None:
@@ -188,6 +198,8 @@ def decide(
                 shown = [views[w] for w in offered]
             else:
                 shown = list(views.values())
+            if cached:  # the index's answer for this task, beside each worker's load (POL-120)
+                shown = [{**v, "cached_tokens": cached.get(v["id"], 0)} for v in shown]
             if stop is not None and stop():
                 return out, True
             pick = schedule(entry, shown)
@@ -202,7 +214,7 @@ def decide(
             free[pick] = max(0, free.get(pick, 0) - entry.n)
             views[pick] = _taken(views[pick], entry.n)
             left -= entry.n
-            out.append(Assignment(entry, pick))
+            out.append(Assignment(entry, pick, cached.get(pick, 0) if cached is not None else None))
     return out, False
 
 
@@ -236,6 +248,7 @@ def apply(
         ):
             continue
         queue.remove(entry.task_id, served=True)  # charged to its tenant's share (ORCH-350)
+        entry.predicted = a.cached
         if reserve is None:
             registry.reserve(worker.id, entry.task_id, entry.n)
         else:

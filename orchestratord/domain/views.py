@@ -51,6 +51,9 @@ class WorkerView(TypedDict):
     slots_busy: int
     tokens_per_s: float
     last_heartbeat_ms: int
+    # Prompt tokens of this task the worker holds in its KV cache, by the cache index: the
+    # longest prefix of the prompt's token blocks it reported (ORCH-400, POL-120).
+    cached_tokens: int
     # The sessions and prompt prefixes (TaskView.prefix_hash) it served last, newest last:
     # its prefix cache likely still holds them (ORCH-235).
     recent_sessions: list[str]

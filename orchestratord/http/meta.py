@@ -53,7 +53,10 @@ async def metrics(request: Request) -> Response:
     service: TaskService = request.state.service
     m: Metrics = request.state.metrics
     now = service.clock()
-    body = await asyncio.to_thread(m.render, service.queue.depth(), service.registry.counts(now))
+    kv = service.registry.kv.stats()
+    body = await asyncio.to_thread(
+        m.render, service.queue.depth(), service.registry.counts(now), kv
+    )
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -3,7 +3,7 @@ orchestratord.http.auth)."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TypeGuard, cast
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -16,7 +16,14 @@ from orchestratord.runtime.service import TaskService
 from shared.names import MODEL_NAME, POOL_NAME, WORKER_ID
 from shared.params import FieldReader, read_json
 from shared.problem import InvalidParams, NotFound
-from shared.wire import EmbeddingsStatus, HeartbeatBody, RegisterBody, WorkerStatus
+from shared.wire import (
+    EmbeddingsStatus,
+    HeartbeatBody,
+    HeartbeatReply,
+    KvBlockReport,
+    RegisterBody,
+    WorkerStatus,
+)
 
 
 def _url_problem(url: str) -> str | None:
@@ -92,6 +99,7 @@ async def heartbeat(request: Request) -> Response:
     if "slots_total" not in f.body:
         f.fail("slots_total", "is required")
     embeddings = _embeddings_available(f)
+    kv = _kv_blocks(f)
     f.raise_if_failed()
     service: TaskService = request.state.service
     if not service.heartbeat(
@@ -102,7 +110,59 @@ async def heartbeat(request: Request) -> Response:
         embeddings,
     ):
         raise NotFound(f"worker {worker_id} is not registered; register again")
-    return JSONResponse({"ok": True})
+    reply: HeartbeatReply = {"ok": True}
+    if kv is not None and service.kv_report(worker_id, kv):
+        reply["kv_resync"] = True  # ORCH-401
+    return JSONResponse(reply)
+
+
+# A full report holds what one worker caches: slots x context / block size, plus its host-RAM
+# entries; far below this for any real worker.
+MAX_KV_HASHES = 1_000_000
+_MAX_HASH = (1 << 63) - 1
+
+
+def _kv_blocks(f: FieldReader) -> KvBlockReport | None:
+    """A heartbeat's `kv_blocks` (WRK-171), checked; None when absent or bad (then failed)."""
+    section = f.body.get("kv_blocks")
+    if section is None:
+        return None
+    problem = "must be {block_size, epoch, seq, full, stored, evicted}"
+    if not isinstance(section, dict):
+        f.fail("kv_blocks", problem)
+        return None
+    size, epoch, seq, full = (section.get(k) for k in ("block_size", "epoch", "seq", "full"))
+    lists = [section.get("stored"), section.get("evicted")]
+    if (
+        not _int_in(size, 1, 1 << 20)
+        or not isinstance(epoch, str)
+        or not 0 < len(epoch) <= 64
+        or not _int_in(seq, 1, _MAX_HASH)
+        or not isinstance(full, bool)
+        or not all(isinstance(x, list) for x in lists)
+    ):
+        f.fail("kv_blocks", problem)
+        return None
+    stored, evicted = lists
+    assert isinstance(stored, list) and isinstance(evicted, list)
+    if len(stored) + len(evicted) > MAX_KV_HASHES or not all(
+        _int_in(h, 0, _MAX_HASH) for h in (*stored, *evicted)
+    ):
+        f.fail("kv_blocks", f"stored/evicted: at most {MAX_KV_HASHES} integers 0..2^63-1")
+        return None
+    report: KvBlockReport = {
+        "block_size": size,
+        "epoch": epoch,
+        "seq": seq,
+        "full": full,
+        "stored": stored,
+        "evicted": evicted,
+    }
+    return report
+
+
+def _int_in(value: object, lo: int, hi: int) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
 def _embeddings_available(f: FieldReader) -> bool | None:

@@ -37,6 +37,7 @@ def run(
     budget_ms: float = REPLAY_BUDGET_MS,
     discipline: Discipline = "wfq",
     weights: dict[str, float] | None = None,
+    prefill_tokens_per_s: float = 0.0,
 ) -> list[PolicyFigures]:
     """Figures per (name, policy file or None for the built-in), in the order given."""
     results = []
@@ -50,6 +51,7 @@ def run(
             prefetch=prefetch,
             discipline=discipline,
             weights=weights,
+            prefill_tokens_per_s=prefill_tokens_per_s,
         )
         results.append(figures(name, trace, out))
     return results
@@ -82,6 +84,14 @@ def command(
         list[str] | None,
         typer.Option("--tenant-weight", help="TENANT=W: a tenant's fair-share weight; repeatable"),
     ] = None,
+    prefill_tokens_per_s: Annotated[
+        float,
+        typer.Option(
+            "--prefill-tokens-per-s",
+            help="Prompt tokens a worker decodes per second: shortens a task's service time by "
+            "what its simulated cache saves [default: 0, times as recorded]",
+        ),
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
     debug: Annotated[  # read by orchestratord.__main__, which reports failures
         bool, typer.Option("--debug", help="Show the traceback when it fails.")
@@ -116,6 +126,7 @@ def command(
         prefetch=worker_prefetch,
         discipline="fifo" if queue_discipline == "fifo" else "wfq",
         weights=weights,
+        prefill_tokens_per_s=prefill_tokens_per_s,
     )
     if as_json:
         body = {"estimated": trace.estimated, "skipped": trace.skipped, "policies": results}

@@ -21,6 +21,7 @@ class PolicyFigures(TypedDict):
     tenant_share: dict[str, float]  # share of served service time, by tenant ("" = none)
     worker_utilisation: dict[str, float]  # busy slot-time / (slots x replayed span)
     fallbacks: dict[str, int]
+    cached_share: float  # prompt tokens found in the simulated caches / all served (ORCH-405)
 
 
 def percentile(sorted_values: Sequence[int], p: float) -> int:
@@ -54,6 +55,9 @@ def figures(name: str, trace: Trace, out: Outcome) -> PolicyFigures:
             w: round(out.busy_ms[w] / (slots[w] * span), 4) for w in sorted(slots)
         },
         "fallbacks": dict(sorted(out.fallbacks.items())),
+        "cached_share": round(out.cached_tokens / out.prompt_tokens, 4)
+        if out.prompt_tokens
+        else 0.0,
     }
 
 
@@ -76,6 +80,7 @@ def table(results: Sequence[PolicyFigures]) -> str:
         row(f"share {t or '(none)'}", [f"{r['tenant_share'].get(t, 0):.1%}" for r in results])
     for w in sorted({w for r in results for w in r["worker_utilisation"]}):
         row(f"util {w}", [f"{r['worker_utilisation'].get(w, 0):.1%}" for r in results])
+    row("prompt tokens cached", [f"{r['cached_share']:.1%}" for r in results])
     for f in sorted({f for r in results for f in r["fallbacks"]}):
         row(f"fallbacks {f}", [str(r["fallbacks"].get(f, 0)) for r in results])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -8,6 +8,11 @@ measured service time. The recorded workers are ready throughout (no heartbeat i
 virtual clock). Pure and deterministic: events are ordered by (time, kind, sequence),
 completions before arrivals at the same millisecond, so the same trace and policy give the
 same numbers.
+
+The workers' prefix caches are simulated from the recorded prompt sizes and sessions and fed
+to the daemon's cache index (orchestratord.replay.cache, ORCH-405), so a policy sees
+`cached_tokens` as in the daemon; with `prefill_tokens_per_s`, a task's service time is
+shortened by the prefill its cached tokens save.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from orchestratord.domain.reservations import Ledger, Reservation
 from orchestratord.domain.scheduler import Policy, cluster_view, plan
 from orchestratord.policy import PolicyEngine
 from orchestratord.policy.types import TaskView
+from orchestratord.replay.cache import SimCaches, task_blocks
 from orchestratord.replay.trace import RecordedTask, Trace
 
 _NEVER = 2**62  # a virtual clock never misses a heartbeat
@@ -47,6 +53,8 @@ class Outcome:
     start_ms: int = 0
     end_ms: int = 0
     fallbacks: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0  # of the tasks served
+    cached_tokens: int = 0  # of those, found in the worker's simulated cache (ORCH-405)
 
 
 class _CountFallbacks:
@@ -90,6 +98,7 @@ def simulate(
     prefetch: int = 0,
     discipline: Discipline = "wfq",
     weights: dict[str, float] | None = None,
+    prefill_tokens_per_s: float = 0.0,
 ) -> Outcome:
     """Replay `trace` under `engine`'s admit() and schedule(); returns what happened. The
     queue orders tenants as the daemon's does (`discipline`, `weights`: ORCH-350, ORCH-353)."""
@@ -97,6 +106,7 @@ def simulate(
     engine.observer = _CountFallbacks(out.fallbacks)
     policy: Policy = engine  # called as the daemon calls it
     registry = Registry(stale_ms=_NEVER - 1, dead_ms=_NEVER, prefetch=prefetch)
+    caches = SimCaches(registry.kv)
     shares = dict(weights or {})
     queue = TaskQueue(
         queue_capacity,
@@ -122,8 +132,12 @@ def simulate(
         )
         registry.register(worker, start)
         worker.tokens_per_s = w.tokens_per_s
+        caches.add_worker(w.id, w.model)
+    slots = {w.id: w.slots for w in trace.workers}
     by_id = {t.id: t for t in tasks}
-    done: list[tuple[int, int, Reservation]] = []  # (finish time, seq, what the task holds)
+    # (finish time, seq, what the task holds, its worker, its entry): seq is unique, so the
+    # heap never compares the rest.
+    done: list[tuple[int, int, Reservation, str, QueueEntry]] = []
     seq = 0
     i = 0
     now = start
@@ -143,7 +157,9 @@ def simulate(
         next_arrival = tasks[i].arrival_ms if i < len(tasks) else _NEVER
         now = min(next_arrival, done[0][0] if done else _NEVER)
         while done and done[0][0] <= now:
-            heapq.heappop(done)[2].release()
+            _, _, held, worker_id, finished = heapq.heappop(done)
+            held.release()
+            caches.finished(worker_id, finished.model, slots[worker_id], finished.blocks)
         while i < len(tasks) and tasks[i].arrival_ms <= now:
             t = tasks[i]
             i += 1
@@ -161,6 +177,8 @@ def simulate(
                     tenant=t.tenant,
                     cost=task_cost(t.max_tokens),
                 )
+                entry.blocks, entry.block_size = task_blocks(t), caches.block_size
+                entry.prompt_tokens = t.prompt_tokens
                 dropped = queue.push(entry)
             except QueueFullError:
                 out.rejected["QUEUE_FULL"] += 1
@@ -175,11 +193,17 @@ def simulate(
                 out.waits_ms[t.id] = now - a.entry.enqueued_ms
                 out.served_by_tenant[t.tenant or ""] += 1
                 out.service_by_tenant[t.tenant or ""] += t.service_ms
-                out.busy_ms[a.worker_id] += t.service_ms
-                finish = now + t.service_ms
+                cached = a.entry.predicted or 0
+                out.prompt_tokens += t.prompt_tokens
+                out.cached_tokens += cached
+                service = t.service_ms
+                if prefill_tokens_per_s > 0:  # the prefill the cache saves (at least 1 ms left)
+                    service = max(1, service - round(cached * 1000 / prefill_tokens_per_s))
+                out.busy_ms[a.worker_id] += service
+                finish = now + service
                 end = max(end, finish)
                 seq += 1
-                heapq.heappush(done, (finish, seq, held))
+                heapq.heappush(done, (finish, seq, held, a.worker_id, a.entry))
         if not done and i >= len(tasks):
             break  # what is still queued can never run: no worker serves its model
     out.unserved = len(queue)

@@ -89,7 +89,10 @@ class Core:
             weight=lambda tenant: weights.get(tenant, 1.0) if tenant is not None else 1.0,
         )
         self.registry = Registry(
-            settings.heartbeat_stale_ms, settings.heartbeat_dead_ms, settings.worker_prefetch
+            settings.heartbeat_stale_ms,
+            settings.heartbeat_dead_ms,
+            settings.worker_prefetch,
+            kv_entries=settings.cache_index_entries,
         )
         self.ledger = Ledger(self.registry)
         self.tasks: dict[str, ActiveTask] = {}
@@ -201,6 +204,15 @@ class Core:
         cached = data.get("prompt_tokens_cached")
         if isinstance(cached, int):  # prompt tokens the worker took from its prefix cache (WRK-100)
             end["prompt_tokens_cached"] = cached
+        predicted = active.entry.predicted
+        if predicted is not None:  # what the cache index expected there (ORCH-404)
+            end["cached_tokens_predicted"] = predicted
+            if isinstance(cached, int):
+                outcome = "hit" if cached >= predicted else "miss"
+                if predicted == 0:
+                    outcome = "unforeseen" if cached > 0 else ""
+                if outcome:
+                    self.metrics.cache_predictions.labels(outcome).inc()
         choices = data.get("choices")
         if choices is not None:  # a task of n > 1 choices (ORCH-270)
             end["choices"] = choices
@@ -209,6 +221,9 @@ class Core:
         if active.log.closed:
             return
         active.record.stop_reason = stop
+        worker_id = active.record.worker_id
+        if active.entry.blocks and worker_id is not None and stop != "CANCELLED":
+            self.registry.kv.note(worker_id, active.req.model, active.entry.blocks)
         if stop == "CANCELLED":
             self._close(active, "cancelled", "CANCELLED", "end", end)
         else:

@@ -41,7 +41,9 @@ class EventsFeed:
         token_totals: Callable[[], Mapping[str, int]],
         policy: Callable[[], Mapping[str, Any]],
         buffer: int = 256,
+        cache_index: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
+        self._cache_index = cache_index
         self.hub = EventHub(buffer)
         self.clock = clock
         self._workers = workers
@@ -100,6 +102,7 @@ class EventsFeed:
             self.ttft.percentiles(now),
             self.queue_time.percentiles(now),
             self._policy(),
+            self._cache_index() if self._cache_index is not None else None,
         )
         return self._last
 

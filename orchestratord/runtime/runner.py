@@ -143,6 +143,8 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
             started: StartedData = {"worker_id": worker.id, "queue_ms": now - rec.created_ms}
             if active.prompt_tokens is not None:
                 started["prompt_tokens"] = active.prompt_tokens
+            if active.entry.predicted is not None:  # ORCH-404
+                started["cached_tokens_predicted"] = active.entry.predicted
             tlog.append("started", started)
         elif name == "end":
             end: JobEndData = json.loads(raw)

@@ -31,7 +31,7 @@ from orchestratord.domain.tasks import TaskQuery, TaskRecord, TaskRequest, parse
 from orchestratord.domain.tenancy import ADMIN, Caller
 from orchestratord.metrics import Metrics
 from orchestratord.policy import PolicyHolder
-from orchestratord.runtime.context import check_context
+from orchestratord.runtime.context import check_context, prompt_blocks
 from orchestratord.runtime.core import ActiveTask, Core, wall_ms
 from orchestratord.runtime.dispatch import dispatch_loop
 from orchestratord.runtime.follow import flatten, follow
@@ -40,7 +40,7 @@ from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from shared.problem import AdmissionReject, Conflict, NotFound, QueueFull, WorkerReset
 from shared.sse import KEEPALIVE_S as KEEPALIVE_S  # the interval of its task streams
-from shared.wire import QueuedData, WorkerStatus
+from shared.wire import KvBlockReport, QueuedData, WorkerStatus
 
 __all__ = ["TaskEvent", "TaskRecord", "TaskRequest", "TaskService", "parse_task_request"]
 log = logging.getLogger("llorch.orchestratord")
@@ -142,7 +142,8 @@ class TaskService(Core):
         )
         expected = self.expected_models | self.fleet_models()
         check_servable(req, serving, expected, reg.known_models(), recent=recent)
-        await check_context(self, req, serving)
+        counted = await check_context(self, req, serving)
+        blocks = await prompt_blocks(self, req, serving, counted)
         if req.embed_input is not None:
             check_embeddable(req, serving)
         check_choices(req, serving)
@@ -185,6 +186,9 @@ class TaskService(Core):
                 len(req.embed_input) if req.embed_input is not None else None,
             ),
         )
+        if blocks is not None:
+            entry.blocks, entry.block_size = blocks.block_hashes, blocks.block_size
+            entry.prompt_tokens = blocks.n_tokens
         try:
             dropped = self.queue.push(entry)
         except QueueFullError as e:
@@ -315,6 +319,16 @@ class TaskService(Core):
             self.writer.worker(w, w.reported)
         self.wake(w.model)
         return True
+
+    def kv_report(self, worker_id: str, report: KvBlockReport) -> bool:
+        """A heartbeat's cache report into the index (ORCH-400); True: ask for a full one."""
+        w = self.registry.get(worker_id)
+        if w is None:
+            return False
+        resync = self.registry.kv.apply(worker_id, w.model, report)
+        if resync:
+            log.info("worker %s: cache report out of sequence; asked for a full one", worker_id)
+        return resync
 
     def drain_worker(self, worker_id: str) -> WorkerListing:
         """POST /v2/workers/{id}/drain: no new task goes there; NotFound when unknown."""

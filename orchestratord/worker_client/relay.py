@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from orchestratord.worker_client.http1 import (
@@ -188,17 +189,56 @@ async def count_tokens(
 ) -> int:
     """POST /tokenize on a worker: the prompt's length in the model's tokens (WRK-032), with the
     same errors as `embed`."""
+    return (
+        await tokenize(
+            url,
+            token,
+            body,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            pool=pool,
+        )
+    ).n_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Tokenized:
+    n_tokens: int
+    block_size: int = 0  # 0: the worker sent no block hashes (WRK-173)
+    block_hashes: tuple[int, ...] = ()
+
+
+async def tokenize(
+    url: str,
+    token: str | None,
+    body: dict[str, Any],
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    pool: ConnectionPool | None = None,
+) -> Tokenized:
+    """POST /tokenize on a worker: the prompt's length and its token-block hashes (WRK-032,
+    WRK-173), with the same errors as `embed`."""
     url = url.rstrip("/") + "/tokenize"
     answer = await _post_whole(
         url, token, body, MAX_SMALL_REPLY, connect_timeout, read_timeout, pool
     )
     try:
-        n = json.loads(answer)["n_tokens"]
+        reply = json.loads(answer)
+        n = reply["n_tokens"]
     except (ValueError, TypeError, KeyError) as e:
         raise WorkerLost(f"/tokenize answered without n_tokens: {e}") from e
     if not isinstance(n, int) or isinstance(n, bool):
         raise WorkerLost("/tokenize answered a non-integer n_tokens")
-    return n
+    size, hashes = reply.get("block_size"), reply.get("block_hashes")
+    if (
+        isinstance(size, int)
+        and size > 0
+        and isinstance(hashes, list)
+        and all(isinstance(h, int) and not isinstance(h, bool) for h in hashes)
+    ):
+        return Tokenized(n, size, tuple(hashes))
+    return Tokenized(n)
 
 
 async def _post_whole(

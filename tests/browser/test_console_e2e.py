@@ -164,6 +164,38 @@ def test_orch_223_a_tasks_tokens_appear_as_they_stream_and_replay(
         assert errors == []
 
 
+def test_orch_404_the_task_page_shows_predicted_and_actual_cached_tokens(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """ORCH-404: a task placed by the cache index shows, on its page, the cached tokens the
+    index predicted and those its worker reused."""
+    prefix = "The archivist keeps every ledger of the old harbour town. " * 12
+    first = submit(fleet.url, KEY_ACME, prompt=prefix + "One?", max_tokens=2)
+
+    def entries() -> float:
+        text = httpx.get(fleet.url + "/metrics").text
+        line = next(ln for ln in text.splitlines() if 'cache_index{figure="entries"}' in ln)
+        return float(line.split()[-1])
+
+    wait_for(
+        lambda: (
+            httpx.get(f"{fleet.url}/v2/tasks/{first}", headers=bearer(ADMIN)).json()["finished_ms"]
+            and entries() > 0
+        ),
+        what="the first task's blocks in the index",
+    )
+    second = submit(fleet.url, KEY_ACME, prompt=prefix + "Two?", max_tokens=2)
+    with browser(tmp_path / "profile", viewport=LAPTOP) as ctx:
+        page = ctx.new_page()
+        errors = sign_in(page, fleet.url, ADMIN)
+        page.goto(f"{fleet.url}/ui/#/task/{second}")
+        page.wait_for_selector("[data-testid=task-text][data-done='1']")
+        predicted, actual = page.get_by_test_id("tc-cached").inner_text().split()[-3::2]
+        assert int(predicted.replace(",", "")) > 0
+        assert int(actual.replace(",", "")) >= int(predicted.replace(",", ""))
+        assert errors == []
+
+
 @pytest.mark.parametrize(
     ("name", "viewport", "dark"), [("laptop", LAPTOP, False), ("phone", PHONE, True)]
 )

@@ -55,6 +55,7 @@ def make_worker(wid: str, **over: Any) -> WorkerView:
         "slots_busy": 0,
         "tokens_per_s": 20.0,
         "last_heartbeat_ms": 1_000,
+        "cached_tokens": 0,
         "recent_sessions": [],
         "recent_prefixes": [],
     }
@@ -101,7 +102,7 @@ def test_default_admits_every_task(default: PolicyEngine) -> None:
 
 
 def test_default_picks_least_busy_worker_serving_the_model(default: PolicyEngine) -> None:
-    """POL-042, POL-043: only eligible workers; the lowest busy share, the faster among equals."""
+    """POL-042, POL-043: only eligible workers; the lowest busy share."""
     workers = [
         make_worker("other-model", model="x", slots_busy=0),
         make_worker("draining", state="draining", slots_busy=0),
@@ -110,18 +111,42 @@ def test_default_picks_least_busy_worker_serving_the_model(default: PolicyEngine
         make_worker("full", state="busy", slots_busy=4),
         make_worker("half", slots_busy=2),
         make_worker("quarter", slots_busy=1),
-        make_worker("two-of-eight", slots_total=8, slots_busy=2, tokens_per_s=5.0),
+        make_worker("three-of-eight", slots_total=8, slots_busy=3, tokens_per_s=90.0),
     ]
-    # quarter and two-of-eight are both 25% busy; quarter is faster.
     assert default.schedule(make_task(), workers, make_cluster()) == "quarter"
     assert default.schedule(make_task(), workers[:6], make_cluster()) == "half"
 
 
-def test_default_prefers_faster_worker_on_equal_load(default: PolicyEngine) -> None:
-    """POL-043: on equal load the highest tokens_per_s, whatever the order."""
+def test_pol_122_equal_workers_share_sequential_tasks(default: PolicyEngine) -> None:
+    """POL-122, POL-043: tasks one after another on idle workers (equal load, one faster) spread
+    over all of them, by rendezvous hashing of the task id: each worker warms up, whatever the
+    order the workers are listed in."""
     workers = [make_worker("slow", tokens_per_s=5.0), make_worker("fast", tokens_per_s=50.0)]
-    assert default.schedule(make_task(), workers, make_cluster()) == "fast"
-    assert default.schedule(make_task(), workers[::-1], make_cluster()) == "fast"
+    picks = []
+    for n in range(30):
+        task = make_task(id=f"task-{n}")
+        pick = default.schedule(task, workers, make_cluster())
+        assert default.schedule(task, workers[::-1], make_cluster()) == pick
+        picks.append(pick)
+    assert min(Counter(picks).values()) >= 6  # 15 expected each
+
+
+def test_pol_121_cached_tokens_win_against_load_up_to_the_formula(default: PolicyEngine) -> None:
+    """POL-121: the cache score, cached_tokens - 1024 * busy share: a worker holding most of the
+    prompt wins while it is not too loaded; an overloaded one loses to an idle one, and the
+    cache decides before the session (POL-045)."""
+    cluster = make_cluster()
+    task = make_task(prompt_tokens=1200, session_id="chat-1")
+    idle = make_worker("idle", tokens_per_s=90.0, recent_sessions=["chat-1"])
+    warm = make_worker("warm", slots_busy=3, cached_tokens=1024)  # 1024 - 768 > 0
+    assert default.schedule(task, [idle, warm], cluster) == "warm"
+    half = make_worker("warm", slots_busy=3, cached_tokens=512)  # 512 - 768 < 0
+    assert default.schedule(task, [idle, half], cluster) == "idle"
+    # Of two holding it, the one with more of it; a full worker is not eligible, however warm.
+    warmer = make_worker("warmer", slots_busy=3, cached_tokens=1152)
+    assert default.schedule(task, [idle, warm, warmer], cluster) == "warmer"
+    full = make_worker("full", state="busy", slots_busy=4, cached_tokens=4096)
+    assert default.schedule(task, [idle, full], cluster) == "idle"
 
 
 def test_default_keeps_task_queued_without_an_eligible_worker(default: PolicyEngine) -> None:
@@ -173,28 +198,21 @@ def test_session_moves_while_its_worker_is_full_and_returns(default: PolicyEngin
     assert default.schedule(task, workers, make_cluster()) == home
 
 
-def test_orch_235_default_prefers_the_worker_that_last_served_the_prefix(
+def test_orch_235_default_prefers_the_worker_that_last_served_the_session(
     default: PolicyEngine,
 ) -> None:
-    """ORCH-235: among eligible workers, the one that last served the task's session, else its
-    prefix, wins over the least busy one; a full worker is still avoided. (POL-045)"""
+    """ORCH-235: without cache-index answers, the eligible worker that last served the task's
+    session wins over the least busy one; a full worker is still avoided; a shared prefix alone
+    no longer pins tasks to one worker (the cache index finds prefixes, POL-121). (POL-045)"""
     cluster = make_cluster()
-    task = make_task(prefix_hash="p" * 16)
+    task = make_task(prefix_hash="p" * 16, session_id="chat-7")
     idle = make_worker("idle", tokens_per_s=90.0)
-    warm = make_worker("warm", slots_busy=2, recent_prefixes=["p" * 16, "q" * 16])
-    warmer = make_worker("warmer", slots_busy=2, recent_prefixes=["q" * 16, "p" * 16])
-    assert default.schedule(task, [idle, warm], cluster) == "warm"
-    # Of two that served it, the one that served it most recently (newest last).
-    assert default.schedule(task, [idle, warm, warmer], cluster) == "warmer"
-    # A full worker is not eligible, however warm: the least busy one takes the task.
-    full = make_worker("full", slots_busy=4, recent_prefixes=["p" * 16])
-    assert default.schedule(task, [idle, full], cluster) == "idle"
-    # The session wins over the prefix; without either, the least busy worker.
     session = make_worker("session", slots_busy=3, recent_sessions=["chat-7"])
-    assert default.schedule({**task, "session_id": "chat-7"}, [warm, session], cluster) == (
-        "session"
-    )
-    assert default.schedule(make_task(prefix_hash="z" * 16), [idle, warm], cluster) == "idle"
+    assert default.schedule(task, [idle, session], cluster) == "session"
+    full = make_worker("full", state="busy", slots_busy=4, recent_sessions=["chat-7"])
+    assert default.schedule(task, [idle, full], cluster) == "idle"
+    warm = make_worker("warm", slots_busy=2, recent_prefixes=["p" * 16])
+    assert default.schedule(make_task(prefix_hash="p" * 16), [idle, warm], cluster) == "idle"
 
 
 def test_builtin_source_is_shipped_with_the_package() -> None:
@@ -927,6 +945,7 @@ def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call
         "slots_busy",
         "tokens_per_s",
         "last_heartbeat_ms",
+        "cached_tokens",
         "recent_sessions",
         "recent_prefixes",
     )

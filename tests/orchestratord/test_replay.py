@@ -16,7 +16,7 @@ from orchestratord.__main__ import main as orchestratord_main
 from orchestratord.domain.tasks import TaskRecord, TaskStatus
 from orchestratord.replay.cli import run
 from orchestratord.replay.report import percentile
-from orchestratord.replay.trace import load_trace
+from orchestratord.replay.trace import RecordedTask, RecordedWorker, Trace, load_trace
 from orchestratord.store.db import Store
 
 PIN = """
@@ -197,3 +197,46 @@ def test_flt_055_installed_entry_point(trace_db: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["policies"][1]["policy"] == "candidate"
+
+
+def _chat_trace(users: int, turns: int) -> Trace:
+    """`users` chats of `turns` turns each, one turn a second per user, every prompt the chat's
+    history (about 400 tokens a turn), on two workers of 3 slots."""
+    tasks = []
+    for turn in range(turns):
+        for u in range(users):
+            tasks.append(
+                RecordedTask(
+                    id=f"u{u}-t{turn}",
+                    model="m",
+                    priority="interactive",
+                    tenant=None,
+                    session_id=f"chat-{u}",
+                    arrival_ms=1_000 * (turn * users + u),
+                    prompt_tokens=400 * (turn + 1),
+                    max_tokens=32,
+                    service_ms=900,
+                )
+            )
+    workers = tuple(
+        RecordedWorker(f"w{i}", "m", "p", "cpu", slots=3, tokens_per_s=10.0) for i in range(2)
+    )
+    return Trace(tuple(tasks), workers, 0, 0)
+
+
+def test_orch_405_replay_finds_cached_prefixes_through_the_index(tmp_path: Path) -> None:
+    """ORCH-405: a replay simulates the workers' caches from the recorded sessions and prompt
+    sizes and feeds the daemon's cache index: the built-in policy (POL-121) finds a chat's
+    history where it is cached, a policy that spreads by load alone finds less of it, and with
+    a prefill rate the saved prefill shortens the service time."""
+    trace = _chat_trace(users=4, turns=4)
+    spread = tmp_path / "least_busy.star"
+    spread.write_text(
+        "def schedule(task, workers, cluster):\n"
+        "    ok = [w for w in workers if w['model'] == task['model'] and w['state'] == 'ready']\n"
+        "    return min(ok, key=lambda w: w['slots_busy'])['id'] if ok else None\n"
+    )
+    builtin, blind = run(trace, [("built-in", None), ("least-busy", spread)])
+    assert builtin["cached_share"] > 0.5 > blind["cached_share"]
+    faster = run(trace, [("built-in", None)], prefill_tokens_per_s=1000.0)[0]
+    assert sum(faster["worker_utilisation"].values()) < sum(builtin["worker_utilisation"].values())

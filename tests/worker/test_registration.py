@@ -20,6 +20,7 @@ from orchestratord.app import create_app
 from orchestratord.settings import Settings
 from shared.wire import Health, PrefixCacheStats, WorkerStatus
 from tests.support import free_port
+from worker.kvblocks import BlockLedger
 from worker.registration import Registration, run_registration
 
 TOKEN = "reg-token"
@@ -206,3 +207,64 @@ def test_wrk103_wrk111_heartbeats_carry_prefix_cache_use_and_embeddings(tmp_path
     assert seen[0]["prefix_cache"] == cache and seen[0]["slots_total"] == 1
     # WRK-111: and whether the model can embed, which orchestratord routes by (ORCH-231).
     assert seen[0]["embeddings"] == health["embeddings"]
+
+
+def test_wrk_172_a_report_lost_in_transit_is_answered_kv_resync_and_resent_whole(
+    tmp_path: Path,
+) -> None:
+    """WRK-171, WRK-172, ORCH-401: heartbeats carry the ledger's reports; a report taken and
+    never delivered leaves a gap, which the real orchestratord answers `kv_resync`, and the
+    worker's next report is full: the index ends up holding what the ledger holds."""
+    health = health_of("ready", slots_total=1)
+    seen: list[Any] = []
+    orch_app = create_app(Settings(state_dir=tmp_path, cluster_token=TOKEN))
+    ledger = BlockLedger(4)
+    ledger.set(0, list(range(8)))
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/heartbeat"):
+            body = b""
+
+            async def tee() -> Any:
+                nonlocal body
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    seen.append(json.loads(body)["kv_blocks"])
+                return message
+
+            await orch_app(scope, tee, send)
+            return
+        await orch_app(scope, receive, send)
+
+    async def worker_health(request: Request) -> JSONResponse:
+        return JSONResponse(health)
+
+    async def entries(orch: str) -> int:
+        async with httpx.AsyncClient() as c:
+            text = (await c.get(orch + "/metrics")).text
+        line = next(ln for ln in text.splitlines() if 'cache_index{figure="entries"}' in ln)
+        return int(float(line.split()[-1]))
+
+    async def scenario() -> None:
+        worker_app = Starlette(routes=[Route("/health", worker_health)])
+        async with serve(recording, free_port()) as orch, serve(worker_app, free_port()) as wurl:
+            reg = Registration(orch, "w-kv", wurl, wurl, "m", "cpu", "p", 1, 512, TOKEN, 0.05)
+            task = asyncio.create_task(run_registration(reg, lambda: health, ledger=lambda: ledger))
+
+            async def holds(n: int) -> bool:
+                return await entries(orch) == n
+
+            await until(lambda: holds(2), "the first full report")
+            ledger.report()  # a report that never reaches orchestratord
+            ledger.set(1, list(range(100, 112)))
+            await until(lambda: holds(5), "the resync")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(scenario())
+    assert seen[0]["full"] and len(seen[0]["stored"]) == 2
+    gap = next(i for i, r in enumerate(seen) if not r["full"] and r["stored"])
+    assert seen[gap]["seq"] > seen[gap - 1]["seq"] + 1  # the lost one's number is missing
+    assert any(r["full"] and len(r["stored"]) == 5 for r in seen[gap + 1 :])

@@ -286,12 +286,17 @@ def test_chat_messages_use_the_embedded_template(worker: Proc) -> None:
 
 def test_wrk032_tokenize_counts_as_execute_does(worker: Proc) -> None:
     """WRK-032: /tokenize gives the prompt tokens /execute reports, for a prompt and for
-    messages (chat template included), with the context size; bad bodies are 400 as there."""
+    messages (chat template included), with the context size; bad bodies are 400 as there.
+    WRK-173: with the prompt's block hashes (none for a prompt shorter than one block)."""
     for prompt in ({"prompt": "hello world"}, {"messages": [{"role": "user", "content": "hi"}]}):
         r = httpx.post(worker.url + "/tokenize", headers=AUTH, json=prompt)
         assert r.status_code == 200, r.text
         evs = execute(worker.url, TOKEN, {**prompt, "max_tokens": 1})
-        assert r.json() == {"n_tokens": evs[0].data["prompt_tokens"], "n_ctx": 16384}
+        n = evs[0].data["prompt_tokens"]
+        assert r.json() == {"n_tokens": n, "n_ctx": 16384, "block_size": 64, "block_hashes": []}
+    long = {"prompt": "hello world " * 100}
+    answer = httpx.post(worker.url + "/tokenize", headers=AUTH, json=long).json()
+    assert len(answer["block_hashes"]) == answer["n_tokens"] // 64 > 0
     role = httpx.post(
         worker.url + "/tokenize",
         headers=AUTH,

@@ -98,7 +98,9 @@ function renderCards(t, live = {}) {
     stat("Model", t.model, "tc-model"), stat("Worker", t.worker_id ?? "–", "tc-worker"),
     stat("Tokens", fmt(live.tokens ?? t.tokens_out), "tc-tokens"),
     stat("TTFT ms", fmt(live.ttft ?? t.ttft_ms, 1), "tc-ttft"),
-    stat("tok/s", fmt(live.tps, 1), "tc-tps"));
+    stat("tok/s", fmt(live.tps, 1), "tc-tps"),
+    // ORCH-404: the prompt tokens the cache index expected the worker to hold, and what it reused.
+    stat("Cached predicted / actual", `${fmt(live.cache?.predicted)} / ${fmt(live.cache?.actual)}`, "tc-cached"));
 }
 
 export function leaveTask() {
@@ -110,7 +112,7 @@ export async function showTask(id) {
   if (watching && watching.id === id) return;
   leaveTask();
   const abort = new AbortController();
-  const w = { id, abort, events: [], replaying: false };
+  const w = { id, abort, events: [], replaying: false, cache: {} };
   watching = w;
   clearTask(); // the cards, text and done flag belong to the task shown before
   $("task-state").textContent = "loading…";
@@ -127,7 +129,7 @@ export async function showTask(id) {
   let first = null, tokens = 0;
   const figures = () => {
     const now = performance.now();
-    return { tokens, ttft: first === null ? null : first - t0, tps: first !== null && tokens > 1 ? ((tokens - 1) * 1000) / Math.max(1, now - first) : null };
+    return { tokens, cache: w.cache, ttft: first === null ? null : first - t0, tps: first !== null && tokens > 1 ? ((tokens - 1) * 1000) / Math.max(1, now - first) : null };
   };
   $("task-state").textContent = "streaming…";
   try {
@@ -140,8 +142,11 @@ export async function showTask(id) {
         if (tokens % 8 === 1) renderCards(known.get(id), figures());
       } else if (name === "started") {
         $("task-state").textContent = `running on ${data.worker_id}`;
+        w.cache.predicted = data.cached_tokens_predicted;
+        renderCards(known.get(id), figures());
       } else if (name === "end") {
         $("task-state").textContent = `ended: ${data.stop_reason}, ${data.tokens_out} tokens`;
+        w.cache = { predicted: data.cached_tokens_predicted ?? w.cache.predicted, actual: data.prompt_tokens_cached };
       } else if (name === "error") {
         $("task-state").textContent = `failed: ${data.code}: ${data.message}`;
       }
@@ -151,7 +156,7 @@ export async function showTask(id) {
     $("task-state").textContent = e instanceof ApiError && e.status === 404 ? "Its events are no longer retained; the record above has its outcome." : `stream lost: ${e.message}`;
   }
   if (abort.signal.aborted) return;
-  try { const rec = await api(`/v2/tasks/${encodeURIComponent(id)}`); known.set(id, rec); renderCards(rec); } catch { /* keep what we have */ }
+  try { const rec = await api(`/v2/tasks/${encodeURIComponent(id)}`); known.set(id, rec); renderCards(rec, { cache: w.cache }); } catch { /* keep what we have */ }
   $("task-text").dataset.done = "1";
   $("replay").hidden = !w.events.some(([n]) => n === "token");
 }
