@@ -62,6 +62,7 @@ def fleet(n_workers: int, seed: int = 7) -> tuple[TaskView, list[WorkerView], Cl
         "logprobs": False,
         "tools": 0,
         "n": 1,
+        "failovers": 0,
     }
     cluster: ClusterView = {
         "queue_depth": {"interactive": 3, "batch": 10},

@@ -49,6 +49,8 @@ HELP: dict[str, str] = {
     "queue_full_policy": "When the queue is full: reject (the new task) or drop-lru (the "
     "oldest queued, batch first)",
     "retry_attempts": "Retries on another worker when one fails before the first token",
+    "failover_max": "Times a task whose worker fails after its first token resumes on "
+    "another worker (0: it fails WORKER_RESET)",
     "heartbeat_stale_ms": "A worker silent this long gets no new work",
     "heartbeat_dead_ms": "A worker silent this long is marked dead",
     "retain_tasks": "Finished tasks whose events stay in memory for Last-Event-ID resume",

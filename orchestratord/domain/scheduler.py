@@ -31,7 +31,7 @@ class Policy(Protocol):
     ) -> str | None: ...
 
 
-def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
+def task_view(task_id: str, req: TaskRequest, wait_ms: int, failovers: int = 0) -> TaskView:
     return {
         # The id its client knows it by (with `tenant`, unique: ORCH-156), as before ids
         # were scoped; the server-made one is orchestratord's own.
@@ -48,6 +48,7 @@ def task_view(task_id: str, req: TaskRequest, wait_ms: int) -> TaskView:
         "logprobs": req.logprobs,
         "tools": len(req.tools or ()),
         "n": req.n,
+        "failovers": failovers,
     }
 
 

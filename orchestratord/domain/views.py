@@ -32,6 +32,7 @@ class TaskView(TypedDict):
     logprobs: bool
     tools: int
     n: int  # choices: slots the task takes on its worker (ORCH-270)
+    failovers: int  # times it moved on after its worker broke mid-stream (POL-115)
 
 
 class WorkerView(TypedDict):

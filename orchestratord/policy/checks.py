@@ -103,6 +103,7 @@ def dry_run_inputs() -> dict[str, tuple[TaskView, list[WorkerView], ClusterView]
         "logprobs": False,
         "tools": 0,
         "n": 1,
+        "failovers": 0,
     }
     batch: TaskView = {**task, "priority": "batch", "session_id": "s-1", "tenant": "t-1"}
     workers = [

@@ -68,6 +68,7 @@ def _view(t: RecordedTask, wait_ms: int) -> TaskView:
         "logprobs": False,
         "tools": 0,
         "n": 1,
+        "failovers": 0,
     }
 
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestratord import logs
@@ -28,7 +28,7 @@ from orchestratord.runtime.tasklog import TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from orchestratord.worker_client.http1 import ConnectionPool
-from shared.wire import EndData, ErrorData, JobEndData
+from shared.wire import EndData, ErrorData, FailoverReason, JobEndData
 
 log = logging.getLogger("llorch.orchestratord")
 
@@ -53,6 +53,14 @@ class ActiveTask:
     runner: asyncio.Task[None] | None = None
     cancelling: bool = False
     grace: asyncio.TimerHandle | None = None
+    # What a failover needs (ORCH-380), in memory only like the request (ORCH-063): the ids of
+    # the tokens relayed so far, how often the task moved on, and how many of `ids` the
+    # current attempt's worker was given to resume from.
+    ids: list[int] = field(default_factory=list)
+    failovers: int = 0
+    resumed: int = 0
+    # Set when orchestratord itself breaks the stream (its worker was marked dead, ORCH-381).
+    broken: FailoverReason | None = None
 
 
 class Core:
@@ -159,6 +167,8 @@ class Core:
             "decode_time_ms": 0.0,
             "stop_reason": "CANCELLED",
         }
+        if active.failovers:
+            end["failovers"] = active.failovers
         self._close(active, "cancelled", "CANCELLED", "end", end)
 
     def finish_end(
@@ -183,6 +193,8 @@ class Core:
             end["choices"] = choices
         if embeddings is not None:  # an embeddings task's vectors (ORCH-230)
             end["embeddings"] = embeddings
+        if active.failovers:  # ORCH-382
+            end["failovers"] = active.failovers
         if active.log.closed:
             return
         active.record.stop_reason = stop

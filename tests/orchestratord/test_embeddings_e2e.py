@@ -250,6 +250,7 @@ def test_orch_235_second_turn_lands_where_the_first_was_served(
             "logprobs": False,
             "tools": 0,
             "n": 1,
+            "failovers": 0,
         }
         return engine.schedule(task, [_view("w-x"), _view("w-y")], cluster)
 

@@ -37,6 +37,7 @@ def make_task(**over: Any) -> TaskView:
         "logprobs": False,
         "tools": 0,
         "n": 1,
+        "failovers": 0,
     }
     task.update(over)
     return task  # type: ignore[return-value]
@@ -912,6 +913,7 @@ def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call
         "logprobs",
         "tools",
         "n",
+        "failovers",
     )
     assert WORKER_KEYS == (
         "id",
