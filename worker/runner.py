@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from shared.logs import FIELDS
 from shared.problem import ContextLengthExceeded, Draining, InvalidParams, ModelUnavailable
-from shared.sse import Last, encode_event, encode_tokens
+from shared.sse import Last, encode_event, encode_tokens, encode_tokens_with_ids
 from shared.wire import (
     TERMINAL_EVENTS,
     ChoiceEnd,
@@ -313,10 +313,13 @@ async def stream_job(
             pieces = await channel.drain()
         i = req.resume_index
         while pieces and not job.cancelled:
-            if req.logprobs or req.token_ids:
+            if req.token_ids and not req.logprobs:  # orchestratord's jobs: the hot path
+                ids = channel.take_ids(len(pieces))
+                chunk = encode_tokens_with_ids(pieces, ids, i, seq)
+            elif req.logprobs or req.token_ids:
                 lps = channel.take_logprobs(len(pieces)) if req.logprobs else None
-                ids = channel.take_ids(len(pieces)) if req.token_ids else None
-                chunk = encode_logprob_tokens(pieces, lps, i, seq, ids)
+                some = channel.take_ids(len(pieces)) if req.token_ids else None
+                chunk = encode_logprob_tokens(pieces, lps, i, seq, some)
             else:
                 chunk = encode_tokens(pieces, i, seq)
             seq += len(pieces)

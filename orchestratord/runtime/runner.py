@@ -299,7 +299,9 @@ def _broken(
     task may (ORCH-384), else end it WORKER_RESET."""
     if active.log.closed:
         return "done"
-    if active.tokens == 0:
+    if active.tokens == 0 or (active.failovers and len(active.ids) == active.resumed):
+        # Nothing came from this worker (a resumed attempt that never started): a retry from
+        # the same point, under --retry-attempts, not another failover.
         return "retry"
     if reason is not None and _can_fail_over(service, active):
         return _fail_over(service, active, worker_id, reason, message)
@@ -379,7 +381,8 @@ def break_streams(service: Core, worker_id: str) -> None:
             and not active.cancelling
         ):
             active.broken = "worker_dead"
-            active.runner.cancel()
+            if not active.runner.cancel():  # it has just ended: nothing to break
+                active.broken = None
 
 
 def _end(service: Core, active: ActiveTask, worker: Worker, data: JobEndData) -> None:

@@ -9,19 +9,45 @@ k lands a few tokens after it (the failover event says where).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.orchestratord.cluster import Event
+from tests.orchestratord.cluster import Event, worker
 from tests.support import Proc
 
 LONG_PROMPT = "the quick brown fox " * 700  # the tiny model meets no EOS after it
+
+
+class Fleet:
+    """orchestratord and the workers a test starts and kills; each new worker a new id."""
+
+    def __init__(self, tmp: Path, model: Path, stack: contextlib.ExitStack, orch: Proc) -> None:
+        self.tmp, self.model, self.stack, self.orch = tmp, model, stack, orch
+        self.workers: dict[str, Proc] = {}
+        self._n = 0
+
+    @property
+    def url(self) -> str:
+        return self.orch.url
+
+    def start(self) -> str:
+        self._n += 1
+        wid = f"f{self._n}"
+        self.workers[wid] = self.stack.enter_context(
+            worker(self.model, self.tmp, self.url, wid, slots=2)
+        )
+        return wid
+
+    def alive(self) -> dict[str, Proc]:
+        return {k: p for k, p in self.workers.items() if p.proc.poll() is None}
 
 
 def iter_events(lines: Iterator[str]) -> Iterator[Event]:

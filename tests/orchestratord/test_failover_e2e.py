@@ -25,9 +25,8 @@ import httpx
 import openai
 import pytest
 
-from tests.orchestratord.cluster import ADMIN, MODEL, orchestratord, stream_task, wait_for, worker
-from tests.orchestratord.failover import LONG_PROMPT, Run, check_continuous, killed_run
-from tests.support import Proc
+from tests.orchestratord.cluster import ADMIN, MODEL, orchestratord, stream_task, wait_for
+from tests.orchestratord.failover import LONG_PROMPT, Fleet, Run, check_continuous, killed_run
 
 pytestmark = pytest.mark.e2e
 RUNS = 3
@@ -38,30 +37,6 @@ N_LONG = 800
 # A kill lands some tokens after the token event the client read (the worker runs on
 # meanwhile): kill points stop this many events short of the end, so the task still runs.
 MARGIN = 25
-
-
-class Fleet:
-    """orchestratord and the workers a test starts and kills; each new worker a new id."""
-
-    def __init__(self, tmp: Path, model: Path, stack: contextlib.ExitStack, orch: Proc) -> None:
-        self.tmp, self.model, self.stack, self.orch = tmp, model, stack, orch
-        self.workers: dict[str, Proc] = {}
-        self._n = 0
-
-    @property
-    def url(self) -> str:
-        return self.orch.url
-
-    def start(self) -> str:
-        self._n += 1
-        wid = f"f{self._n}"
-        self.workers[wid] = self.stack.enter_context(
-            worker(self.model, self.tmp, self.url, wid, slots=2)
-        )
-        return wid
-
-    def alive(self) -> dict[str, Proc]:
-        return {k: p for k, p in self.workers.items() if p.proc.poll() is None}
 
 
 @contextlib.contextmanager

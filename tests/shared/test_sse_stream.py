@@ -11,7 +11,14 @@ from typing import Any
 import anyio
 import pytest
 
-from shared.sse import EventStream, Last, encode_data, encode_event, encode_tokens
+from shared.sse import (
+    EventStream,
+    Last,
+    encode_data,
+    encode_event,
+    encode_tokens,
+    encode_tokens_with_ids,
+)
 
 
 async def receive() -> dict[str, Any]:
@@ -171,3 +178,16 @@ async def test_orch_142_on_close_runs_to_its_end_when_the_response_is_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert log == ["body finally", "on_close started", "on_close done"]
+
+
+def test_wrk_161_token_events_with_ids_are_framed_as_encode_event_frames_each() -> None:
+    """WRK-161: `encode_tokens_with_ids` (orchestratord's jobs) writes exactly the bytes of one
+    `encode_event` per token, `ids` last, for the same awkward texts."""
+    pieces = ["a", '"q"\n\\', "\u2028x\u2029\x85", "é漢😀", "\x00\x1f\t", ""]
+    ids = [[1], [2, 3], [], [40000, 5, 6], [7], [8]]
+    want = b"".join(
+        encode_event("token", {"t": t, "i": 7 + k, "ids": ids[k]}, 3 + k)
+        for k, t in enumerate(pieces)
+    )
+    assert encode_tokens_with_ids(pieces, ids, 7, 3) == want
+    assert encode_tokens_with_ids([], [], 0, 0) == b""
