@@ -153,12 +153,15 @@ class EndData(TypedDict):
     failovers: NotRequired[int]  # times the task resumed on another worker, when any (ORCH-382)
 
 
-FailoverReason = Literal["connection_lost", "read_timeout", "worker_reset", "worker_dead"]
+FailoverReason = Literal[
+    "connection_lost", "read_timeout", "worker_reset", "worker_dead", "drained"
+]
 FAILOVER_REASONS: Final[tuple[FailoverReason, ...]] = (
     "connection_lost",
     "read_timeout",
     "worker_reset",
     "worker_dead",
+    "drained",
 )
 
 

@@ -17,6 +17,7 @@ from orchestratord.fleet.actions import ActualWorker
 from orchestratord.fleet.control import Demand, FleetControl, PlanView
 from orchestratord.fleet.desired import parse_fleet
 from shared.params import FieldReader, read_json
+from shared.problem import InvalidParams
 
 MAX_TTL_S = 86_400
 
@@ -28,9 +29,9 @@ class FleetSource(Protocol):
 
     def fleet_snapshot(self, now_ms: int) -> tuple[dict[str, Demand], list[ActualWorker]]: ...
 
-    def drain(self, worker_id: str) -> dict[str, object]:
+    def drain(self, worker_id: str, migrate: bool = False) -> dict[str, object]:
         """Stop giving the worker new tasks; returns it as GET /v2/workers lists it.
-        NotFound for an unknown worker."""
+        NotFound for an unknown worker. `migrate`: its running tasks fail over now (ORCH-385)."""
         ...
 
 
@@ -88,7 +89,12 @@ async def report_action(request: Request) -> Response:
 
 async def drain_worker(request: Request) -> Response:
     _, source = _parts(request)
-    return JSONResponse(source.drain(request.path_params["worker_id"]), status_code=202)
+    migrate = request.query_params.get("migrate", "false")
+    if migrate not in ("true", "false"):
+        message = "must be true or false"
+        raise InvalidParams(f"migrate {message}", errors=[{"field": "migrate", "message": message}])
+    listing = source.drain(request.path_params["worker_id"], migrate=migrate == "true")
+    return JSONResponse(listing, status_code=202)
 
 
 routes: list[BaseRoute] = [

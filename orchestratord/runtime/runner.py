@@ -88,7 +88,8 @@ async def run_task(service: Core, active: ActiveTask, reservation: Reservation) 
             if reason is not None and not active.cancelling and me is not None:
                 # break_streams cancelled this attempt, not orchestratord's shutdown (ORCH-381).
                 me.uncancel()
-                outcome = _broken(service, active, worker_id, reason, "the worker was marked dead")
+                why = "drained with migrate" if reason == "drained" else "marked dead"
+                outcome = _broken(service, active, worker_id, reason, f"the worker was {why}")
             else:
                 if active.cancelling:
                     service.finish_cancelled(active)
@@ -370,9 +371,10 @@ def _fail_over(
     return "failover"
 
 
-def break_streams(service: Core, worker_id: str) -> None:
+def break_streams(service: Core, worker_id: str, reason: FailoverReason = "worker_dead") -> None:
     """The worker was marked dead (ORCH-041): the streams still open to it would wait out
-    their read timeout; break them now, for their tasks to fail over (ORCH-381)."""
+    their read timeout; break them now, for their tasks to fail over (ORCH-381). Or it is
+    drained with `migrate` (ORCH-385): its tasks move on instead of finishing there."""
     for active in list(service.tasks.values()):
         if (
             active.runner is not None
@@ -380,7 +382,7 @@ def break_streams(service: Core, worker_id: str) -> None:
             and not active.log.closed
             and not active.cancelling
         ):
-            active.broken = "worker_dead"
+            active.broken = reason
             if not active.runner.cancel():  # it has just ended: nothing to break
                 active.broken = None
 

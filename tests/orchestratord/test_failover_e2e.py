@@ -25,8 +25,22 @@ import httpx
 import openai
 import pytest
 
-from tests.orchestratord.cluster import ADMIN, MODEL, orchestratord, stream_task, wait_for
-from tests.orchestratord.failover import LONG_PROMPT, Fleet, Run, check_continuous, killed_run
+from tests.orchestratord.cluster import (
+    ADMIN,
+    MODEL,
+    orchestratord,
+    stream_task,
+    wait_for,
+    workers,
+)
+from tests.orchestratord.failover import (
+    LONG_PROMPT,
+    Fleet,
+    Run,
+    check_continuous,
+    iter_events,
+    killed_run,
+)
 
 pytestmark = pytest.mark.e2e
 RUNS = 3
@@ -312,3 +326,40 @@ def test_ctl_110_llorch_infer_stats_counts_the_failovers(tiny_model: Path, tmp_p
             assert p.wait(timeout=60) == 0, rest
         end = json.loads(rest.strip().splitlines()[-1])
         assert (end["task_id"], end["failovers"]) == (task_id, 1), end
+
+
+def test_orch_385_drain_with_migrate_moves_running_tasks_now(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """ORCH-385: `POST /v2/workers/{id}/drain?migrate=true` (admin) hands the worker's running
+    task to another worker at once (reason `drained`; the text is the uninterrupted run's) and
+    the worker ends `drained`; a bad `migrate` is 400 before anything changes."""
+    task = body({"temperature": 0.7, "seed": 385}, max_tokens=N_LONG)
+    with fleet(tmp_path, tiny_model) as f:
+        want, _ = reference(f.url, task)
+        r = httpx.post(f"{f.url}/v2/workers/f1/drain?migrate=yes", headers=ADMIN)
+        assert r.status_code == 400 and r.json()["errors"][0]["field"] == "migrate"
+        drained: list[str] = []
+        with httpx.stream(
+            "POST",
+            f.url + "/v2/tasks",
+            json=task,
+            timeout=120,
+            headers={"accept": "text/event-stream"},
+        ) as resp:
+            run = Run(resp.headers["x-llorch-task-id"], [])
+            for ev in iter_events(resp.iter_lines()):
+                run.events.append(ev)
+                if ev.event == "token" and not drained:
+                    wid = httpx.get(f"{f.url}/v2/tasks/{run.task_id}").json()["worker_id"]
+                    d = httpx.post(f"{f.url}/v2/workers/{wid}/drain?migrate=true", headers=ADMIN)
+                    assert d.status_code == 202, d.text
+                    drained.append(wid)
+                if ev.event in ("end", "error"):
+                    break
+        run.killed = drained
+        check_failed_over(run, want, reason="drained")
+        wait_for(
+            lambda: workers(f.url)[drained[0]]["state"] == "drained",
+            what="the worker to be listed drained",
+        )
