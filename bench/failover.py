@@ -16,6 +16,7 @@ Two measurements, one JSON object on stdout:
 
     python bench/failover.py                          # gap, 5 trials at 100 and 500
     python bench/failover.py --trials 2 --at 100      # a quick look
+    python bench/failover.py --warm-every 32          # with a warm standby (ORCH-386)
     python bench/failover.py --exact 20               # exactness, 20 runs per mode
 
 Every trial starts a worker to replace the one it killed. On a shared machine the absolute
@@ -41,13 +42,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.orchestratord.cluster import CT, orchestratord, stream_task, workers
+from tests.orchestratord.cluster import orchestratord, stream_task, workers
 from tests.orchestratord.failover import (
     LONG_PROMPT,
     Fleet,
     check_continuous,
     iter_events,
     killed_run,
+    prime,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,22 +114,6 @@ def failover_gap(f: Fleet, task: dict[str, Any], at: int) -> dict[str, Any]:
     return {"gap_ms": gap * 1000, "broke_after_tokens": broke_at, "killed": serving}
 
 
-def warm(f: Fleet, wid: str, task: dict[str, Any]) -> None:
-    """The conversation's earlier turns were served by every worker: its prompt is in each
-    one's prefix cache (straight to the worker, not through the policy's affinity)."""
-    body = {k: v for k, v in task.items() if k != "model"} | {"max_tokens": 1}
-    with httpx.stream(
-        "POST",
-        f.workers[wid].url + "/execute",
-        json=body,
-        headers={"authorization": f"Bearer {CT}"},
-        timeout=120,
-    ) as r:
-        assert r.status_code == 200, r.read()
-        for _ in r.iter_lines():
-            pass
-
-
 def rerun_time(url: str, task: dict[str, Any], at: int) -> float:
     """Submit `task` again: ms from submission to its token event `at`."""
     t0 = time.perf_counter()
@@ -148,7 +134,8 @@ def rerun_time(url: str, task: dict[str, Any], at: int) -> float:
 def run_gap(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     points: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        orch = stack.enter_context(orchestratord(tmp))
+        warm = ("--failover-warm-every", str(args.warm_every)) if args.warm_every else ()
+        orch = stack.enter_context(orchestratord(tmp, *warm))
         f = Fleet(tmp, args.model, stack, orch)
         f.start()
         f.start()
@@ -165,13 +152,13 @@ def run_gap(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "ignore_eos": True,
         }
         for wid in f.workers:
-            warm(f, wid, task)
+            prime(f, wid, task)
         for at in args.at:
             gaps, reruns, ratios, broke = [], [], [], []
             for trial in range(args.trials):
                 g = failover_gap(f, task, at)
                 f.workers[g["killed"]].kill()  # reaped
-                warm(f, f.start(), task)  # two workers again; the re-run may land on either
+                prime(f, f.start(), task)  # two workers again; the re-run may land on either
                 rr = rerun_time(f.url, task, at)
                 gaps.append(g["gap_ms"])
                 reruns.append(rr)
@@ -203,6 +190,7 @@ def run_gap(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "tokens": args.tokens,
             "at": args.at,
             "trials": args.trials,
+            "failover_warm_every": args.warm_every,
         },
         "points": points,
         # The target is about a real model's decode: the tiny one (`make bench`) writes 1,000
@@ -280,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=1000, help="the answer's max_tokens")
     p.add_argument("--trials", type=int, default=5, help="kills per --at point")
     p.add_argument("--exact", type=int, default=0, help="exactness runs per sampling mode")
+    p.add_argument(
+        "--warm-every", type=int, default=0, help="orchestratord --failover-warm-every [0: off]"
+    )
     p.add_argument("--seed", type=int, default=24)
     args = p.parse_args(argv)
     if args.model is None:

@@ -59,6 +59,8 @@ class ActiveTask:
     ids: list[int] = field(default_factory=list)
     failovers: int = 0
     resumed: int = 0
+    warmed: int = 0  # of `ids`, those a standby worker was last asked to prefill (ORCH-386)
+    warming: bool = False
     # Set when orchestratord itself breaks the stream (its worker was marked dead, ORCH-381).
     broken: FailoverReason | None = None
 

@@ -158,6 +158,7 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
             body["resume_index"] = active.tokens
             body["max_tokens"] = active.req.max_tokens - len(ids)
     active.resumed = len(ids)
+    warm_every = service.settings.failover_warm_every if want_ids else 0
     outcome: list[Outcome] = []
 
     def on_event(name: str, raw: bytes) -> bool:
@@ -170,6 +171,8 @@ async def _attempt(service: Core, active: ActiveTask, worker: Worker) -> Outcome
                     if inner:
                         ids.extend(map(int, inner.split(b",")))
                     raw = raw[:cut] + b"}"
+                    if warm_every and len(ids) - active.warmed >= warm_every:
+                        _warm(service, active, worker)
             if active.first_token is None:
                 active.first_token = time.perf_counter()
                 service.metrics.ttft.observe(active.first_token - active.submitted)
@@ -369,6 +372,51 @@ def _fail_over(
         active.failovers,
     )
     return "failover"
+
+
+def _warm(service: Core, active: ActiveTask, serving: Worker) -> None:
+    """ORCH-386: have a standby worker of the model prefill the prompt and the tokens so far
+    (a job of one token, its output dropped), so that its prefix cache holds them and a
+    failover there prefills only what came since. One at a time per task; none when no other
+    worker has a free slot."""
+    if active.warming:
+        return
+    now = service.clock()
+    registry = service.registry
+    standby = next(
+        (
+            w
+            for w in registry.candidates(active.req.model, now)
+            if w.id != serving.id and w.free_slots > 0
+        ),
+        None,
+    )
+    if standby is None:
+        return
+    active.warming, active.warmed = True, len(active.ids)
+    body = active.req.worker_body(f"{active.record.id}.w{active.warmed}")
+    body.update(resume_tokens=list(active.ids), max_tokens=1)
+    settings = service.settings
+
+    async def warm() -> None:
+        try:
+            await execute(
+                standby.url,
+                settings.cluster_token,
+                body,
+                lambda name, raw: name in ("end", "error"),
+                connect_timeout=settings.connect_timeout_s,
+                read_timeout=settings.read_timeout_s,
+                pool=service.connections,
+            )
+            # The policy's prefix affinity (POL-045) now sends a failover there.
+            registry.served(standby.id, active.req.session_id, active.req.prefix_hash)
+        except (WorkerRefused, WorkerLost, StreamBroken) as e:
+            log.info("warming worker %s for task %s: %s", standby.id, active.record.id, e)
+        finally:
+            active.warming = False
+
+    service.spawn(warm())
 
 
 def break_streams(service: Core, worker_id: str, reason: FailoverReason = "worker_dead") -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.orchestratord.cluster import Event, worker
+from tests.orchestratord.cluster import CT, Event, worker
 from tests.support import Proc
 
 LONG_PROMPT = "the quick brown fox " * 700  # the tiny model meets no EOS after it
@@ -48,6 +48,22 @@ class Fleet:
 
     def alive(self) -> dict[str, Proc]:
         return {k: p for k, p in self.workers.items() if p.proc.poll() is None}
+
+
+def prime(f: Fleet, wid: str, task: dict[str, Any]) -> None:
+    """The conversation's earlier turns were served by every worker: its prompt is in each
+    one's prefix cache (straight to the worker, not through the policy's affinity)."""
+    body = {k: v for k, v in task.items() if k != "model"} | {"max_tokens": 1}
+    with httpx.stream(
+        "POST",
+        f.workers[wid].url + "/execute",
+        json=body,
+        headers={"authorization": f"Bearer {CT}"},
+        timeout=120,
+    ) as r:
+        assert r.status_code == 200, r.read()
+        for _ in r.iter_lines():
+            pass
 
 
 def iter_events(lines: Iterator[str]) -> Iterator[Event]:

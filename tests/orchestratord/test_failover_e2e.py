@@ -40,6 +40,7 @@ from tests.orchestratord.failover import (
     check_continuous,
     iter_events,
     killed_run,
+    prime,
 )
 
 pytestmark = pytest.mark.e2e
@@ -363,3 +364,26 @@ def test_orch_385_drain_with_migrate_moves_running_tasks_now(
             lambda: workers(f.url)[drained[0]]["state"] == "drained",
             what="the worker to be listed drained",
         )
+
+
+@pytest.mark.parametrize("warm_every", [0, 40])
+def test_orch_386_a_warm_standby_resumes_from_its_cache(
+    warm_every: int, tiny_model: Path, tmp_path: Path
+) -> None:
+    """ORCH-386: with `--failover-warm-every 40` the other worker prefilled the prompt and the
+    tokens so far while the task ran, so the failover there takes all but the last few dozen
+    from its prefix cache (`end.prompt_tokens_cached`); without it, none of the generated
+    tokens (the contrast run)."""
+    task = body({"temperature": 0.9, "seed": 386}, max_tokens=N_LONG)
+    with fleet(tmp_path, tiny_model, "--failover-warm-every", str(warm_every)) as f:
+        for wid in f.workers:  # the conversation's earlier turns: its prompt is everywhere
+            prime(f, wid, task)
+        run = killed_run(f.url, task, f.alive(), [300])
+        assert run.last.event == "end" and run.last.data["failovers"] == 1, run.last
+        broke = int(run.named("failover")[0].data["tokens_out"])
+        prompt = int(run.last.data["prompt_tokens"])
+        cached = int(run.last.data["prompt_tokens_cached"])
+        if warm_every:
+            assert cached >= prompt + broke - 3 * warm_every, (cached, prompt, broke)
+        else:
+            assert cached <= prompt, (cached, prompt, broke)
