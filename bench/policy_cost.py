@@ -65,6 +65,7 @@ def fleet(n_workers: int, seed: int = 7) -> tuple[TaskView, list[WorkerView], Cl
         "n": 1,
         "tenant_limits": None,
         "tenant_usage": {},
+        "failovers": 0,
     }
     cluster: ClusterView = {
         "queue_depth": {"interactive": 3, "batch": 10},

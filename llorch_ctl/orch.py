@@ -62,7 +62,8 @@ def infer(
                     on_token(str(ev.data.get("t", "")))
                 ev.raise_for_error()
                 if ev.event == "end":
-                    return {"task_id": stream.task_id, **ev.data}
+                    # `failovers`: how often it resumed on another worker (CTL-110)
+                    return {"task_id": stream.task_id, "failovers": 0, **ev.data}
         except KeyboardInterrupt:
             stream.close()
             try:

@@ -52,6 +52,10 @@ HELP: dict[str, str] = {
     "share; a tenant waits behind its own backlog) or fifo (first come, first served)",
     "tenant_weights": "TENANT=W: the tenant's weight in the fair share (default 1); repeatable",
     "retry_attempts": "Retries on another worker when one fails before the first token",
+    "failover_max": "Times a task whose worker fails after its first token resumes on "
+    "another worker (0: it fails WORKER_RESET)",
+    "failover_warm_every": "Every N tokens of a running task, prefill its prompt and tokens on a "
+    "standby worker, so that a failover resumes from a warm cache (0: off)",
     "heartbeat_stale_ms": "A worker silent this long gets no new work",
     "heartbeat_dead_ms": "A worker silent this long is marked dead",
     "retain_tasks": "Finished tasks whose events stay in memory for Last-Event-ID resume",

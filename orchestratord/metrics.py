@@ -72,6 +72,13 @@ class Metrics:
         self.tokens = Counter(
             "llorch_orchestrator_tokens_out", "Tokens relayed to clients", registry=r
         )
+        self.failovers = Counter(
+            "llorch_orchestrator_failovers",
+            "Running tasks moved to another worker after theirs broke mid-stream, by reason "
+            "(ORCH-383)",
+            ["reason"],
+            registry=r,
+        )
         self.workers = Gauge(
             "llorch_orchestrator_workers", "Registered workers by state", ["state"], registry=r
         )

@@ -48,6 +48,8 @@ class Settings:
     queue_discipline: QueueDiscipline = "wfq"
     tenant_weights: tuple[str, ...] = ()  # TENANT=W (ORCH-352)
     retry_attempts: int = 2
+    failover_max: int = 2  # ORCH-384: times one task may move on after a token (0: never)
+    failover_warm_every: int = 0  # ORCH-386: tokens between prefills on a standby (0: off)
     heartbeat_stale_ms: int = 6_000
     heartbeat_dead_ms: int = 30_000
     retain_tasks: int = 1_000
@@ -101,6 +103,10 @@ class Settings:
         _ = self.tenant_weight_map  # raises on a bad --tenant-weight
         if self.retry_attempts < 0:
             raise SettingsError("--retry-attempts must be 0 or more")
+        if not 0 <= self.failover_max <= 100:
+            raise SettingsError("--failover-max must be between 0 and 100")
+        if not 0 <= self.failover_warm_every <= 32768:
+            raise SettingsError("--failover-warm-every must be between 0 and 32768")
         if not 0 < self.heartbeat_stale_ms < self.heartbeat_dead_ms:
             raise SettingsError("need 0 < --heartbeat-stale-ms < --heartbeat-dead-ms")
         if self.retain_finished_s <= 0:

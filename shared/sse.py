@@ -65,6 +65,19 @@ def encode_tokens(pieces: Sequence[str], first_index: int, first_id: int) -> byt
     return "".join(frames).translate(_LINE_BREAKERS).encode()
 
 
+def encode_tokens_with_ids(
+    pieces: Sequence[str], ids: Sequence[Sequence[int]], first_index: int, first_id: int
+) -> bytes:
+    """`encode_tokens` with each event's token ids as its last member (WRK-161), byte for byte
+    what `encode_event("token", {"t": piece, "i": index, "ids": ids}, id)` gives."""
+    frames = [
+        f'id: {first_id + k}\nevent: token\ndata: {{"t":{_json_str(t)},"i":{first_index + k},'
+        f'"ids":[{",".join(map(str, ids[k]))}]}}\n\n'
+        for k, t in enumerate(pieces)
+    ]
+    return "".join(frames).translate(_LINE_BREAKERS).encode()
+
+
 def encode_data(data: Mapping[str, Any] | str) -> bytes:
     """A `data:`-only frame (OpenAI's stream shape); a str is sent as it is (`[DONE]`)."""
     return b"data: " + (data if isinstance(data, str) else dumps(data)).encode() + b"\n\n"

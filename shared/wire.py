@@ -36,9 +36,17 @@ WORKER_STATES: Final[tuple[WorkerState, ...]] = (
 )
 
 # The events of a task stream (orchestratord -> client) and of a job stream (worker ->
-# orchestratord) share these names; `end` and `error` are terminal.
-EventName = Literal["queued", "started", "token", "end", "error"]
-EVENT_NAMES: Final[tuple[EventName, ...]] = ("queued", "started", "token", "end", "error")
+# orchestratord) share these names; `end` and `error` are terminal. `failover` is a task
+# stream's only (ORCH-382).
+EventName = Literal["queued", "started", "token", "failover", "end", "error"]
+EVENT_NAMES: Final[tuple[EventName, ...]] = (
+    "queued",
+    "started",
+    "token",
+    "failover",
+    "end",
+    "error",
+)
 TERMINAL_EVENTS: Final[frozenset[str]] = frozenset({"end", "error"})
 
 # Why a job, and so a task, ended: an `end` event's `stop_reason` (WRK-023, ORCH-022).
@@ -86,6 +94,14 @@ class TokenData(TypedDict):
     i: int
     logprobs: NotRequired[list[TokenLogprob]]  # only when the job asked (WRK-134)
     index: NotRequired[int]  # the choice, only when the job asked for n > 1 (WRK-140)
+
+
+class JobTokenData(TokenData):
+    """A worker's `token` event: a task's, plus, only when the job asked, the ids of the tokens
+    whose text `t` carries (WRK-161; always the last member). orchestratord keeps them for a
+    failover and strips them before the event reaches the task's stream (ORCH-380)."""
+
+    ids: NotRequired[list[int]]
 
 
 class ChoiceEnd(TypedDict):
@@ -146,6 +162,30 @@ class EndData(TypedDict):
     cached_tokens_predicted: NotRequired[int]  # ORCH-404, as in `started`
     embeddings: NotRequired[list[list[float]]]  # an embeddings task's vectors (ORCH-230)
     choices: NotRequired[list[ChoiceEnd]]  # a task of n > 1 choices: how each ended (ORCH-270)
+    failovers: NotRequired[int]  # times the task resumed on another worker, when any (ORCH-382)
+
+
+FailoverReason = Literal[
+    "connection_lost", "read_timeout", "worker_reset", "worker_dead", "drained"
+]
+FAILOVER_REASONS: Final[tuple[FailoverReason, ...]] = (
+    "connection_lost",
+    "read_timeout",
+    "worker_reset",
+    "worker_dead",
+    "drained",
+)
+
+
+class FailoverData(TypedDict):
+    """A task stream's `failover` event (ORCH-382): its worker broke after `tokens_out` tokens
+    and the task resumes on another; the tokens that follow continue the text. Ignorable."""
+
+    worker_id: str  # the worker that broke
+    reason: FailoverReason
+    message: str
+    tokens_out: int  # tokens the client has, the point the next worker resumes from
+    failovers: int  # this task's failovers so far, this one included
 
 
 class ErrorData(TypedDict):

@@ -21,7 +21,7 @@ import llama_cpp as lc
 import numpy as np
 
 # llama.cpp's llama_token_data {int32 id; float logit; float p}.
-_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 
 
 class GrammarDeadEnd(Exception):
@@ -42,7 +42,7 @@ class ConstrainedSampler:
         self._accept = quick(lc.llama_sampler_accept)
         self._n_vocab = n_vocab
         self._ids = np.arange(n_vocab, dtype=np.int32)
-        self._cur = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+        self._cur = np.zeros(n_vocab, dtype=TOKEN_DATA)
         self._data = ctypes.cast(self._cur.ctypes.data, ctypes.POINTER(lc.llama_token_data))
         self._all = lc.llama_token_data_array(self._data, n_vocab, -1, False)
         self._one_data = (lc.llama_token_data * 1)()

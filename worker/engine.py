@@ -64,6 +64,7 @@ class InferenceEngine(Protocol):
     eos_text: str | None
     embeddings: EmbeddingSupport
     ledger: BlockLedger  # what its KV cache holds, for orchestratord's index (WRK-170)
+    n_vocab: int  # token ids run from 0 to n_vocab - 1 (resume_tokens are checked, WRK-160)
 
     def tokenize(self, text: str) -> list[int]: ...
 
@@ -140,6 +141,7 @@ class LlamaEngine:
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
         self.piece = piece_reader(self._vocab)
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
         self.ledger = BlockLedger(block_size)
         self.host_cache = HostCache(cache_ram, self.ledger) if cache_ram > 0 else None
         self._batcher = Batcher(slots, chunk, ledger=self.ledger, host=self.host_cache)
@@ -285,9 +287,14 @@ class LlamaEngine:
         lc.llama_sampler_free(sampler)
         return None
 
-    def _sampler_for(self, job: GenerationJob) -> Any:
+    def _sampler_for(self, job: GenerationJob) -> tuple[Any, int | None]:
+        """The job's chain, and the seed its draws are keyed by when the decode loop draws
+        (WRK-162: seeded, stochastic, no grammar; None: the chain samples)."""
         ban = self._eog_tokens() if job.ignore_eos else ()
-        return _make_sampler(job.sampling, lc.llama_vocab_n_tokens(self._vocab), ban)
+        s = job.sampling
+        own = s.seed is not None and s.temperature > 0.0 and job.grammar is None
+        chain = _make_sampler(s, self.n_vocab, ban, draw=not own)
+        return chain, s.seed if own else None
 
     def _eog_tokens(self) -> tuple[int, ...]:
         ids = (lc.llama_vocab_eos(self._vocab), lc.llama_vocab_eot(self._vocab))
@@ -298,7 +305,11 @@ def _make_sampler(
     s: Sampling,
     n_vocab: int,
     ban: Sequence[int] = (),
+    *,
+    draw: bool = True,
 ) -> Any:
+    """llama.cpp's chain for `s`; without `draw`, the chain stops before the random draw (the
+    decode loop draws, WRK-162)."""
     params = lc.llama_sampler_chain_default_params()
     params.no_perf = True
     chain = lc.llama_sampler_chain_init(params)
@@ -320,6 +331,8 @@ def _make_sampler(
     if s.min_p > 0.0:
         add(chain, lc.llama_sampler_init_min_p(s.min_p, 1))
     add(chain, lc.llama_sampler_init_temp(s.temperature))
+    if not draw:
+        return chain
     seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(4), "little")
     add(chain, lc.llama_sampler_init_dist(seed))
     return chain

@@ -126,6 +126,7 @@ class TokenChannel:
         "_bell",
         "_closed",
         "_coalesce_s",
+        "_ids",
         "_indexes",
         "_items",
         "_last_wake",
@@ -142,6 +143,7 @@ class TokenChannel:
         # so a consumer that took n pieces always finds n entries lists here.
         self._logprobs: deque[list[TokenLogprob]] = deque()
         self._indexes: deque[int] = deque()  # each piece's choice, for n > 1 jobs (WRK-140)
+        self._ids: deque[list[int]] = deque()  # each piece's token ids, for jobs that ask (WRK-161)
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
         self._coalesce_s = coalesce_s
@@ -157,6 +159,13 @@ class TokenChannel:
 
     def logprobs(self, entries: list[TokenLogprob]) -> None:
         self._logprobs.append(entries)
+
+    def ids(self, tokens: list[int]) -> None:
+        self._ids.append(tokens)
+
+    def take_ids(self, n: int) -> list[list[int]]:
+        """The token ids of the next `n` pieces `drain` returned, in order."""
+        return [self._ids.popleft() for _ in range(n)]
 
     def index(self, choice: int) -> None:
         self._indexes.append(choice)

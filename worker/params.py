@@ -22,11 +22,15 @@ EXECUTE_FIELDS = set(
         "logprobs",
         "top_logprobs",
         "n",
+        "resume_tokens",
+        "resume_index",
+        "token_ids",
     }
 )
 MAX_GRAMMAR_CHARS = 65_536
 MAX_TOP_LOGPROBS = 20
 MAX_CHOICES = 8
+MAX_RESUME_TOKENS = 32768  # at most max_tokens' ceiling (shared/params.py) were generated
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,11 @@ class ExecuteRequest:
     logprobs: bool = False  # WRK-134
     top_logprobs: int = 0
     n: int = 1  # choices of one prompt (WRK-140)
+    # A job that resumes another's generation (WRK-160): the ids it had generated, prefilled
+    # after the prompt; the `i` of this job's first token event; ids on token events (WRK-161).
+    resume_tokens: tuple[int, ...] = ()
+    resume_index: int = 0
+    token_ids: bool = False
 
 
 def parse_execute(body: object) -> ExecuteRequest:
@@ -66,7 +75,35 @@ def parse_execute(body: object) -> ExecuteRequest:
     if top and not logprobs:
         r.fail("top_logprobs", "needs logprobs: true")
     n = r.integer("n", 1, 1, MAX_CHOICES) or 1
+    resume = _resume_tokens(r)
+    if resume and n > 1:
+        r.fail("resume_tokens", "cannot be combined with n > 1")
+    resume_index = r.integer("resume_index", 0, 0, MAX_RESUME_TOKENS) or 0
+    token_ids = r.boolean("token_ids", False)
     r.raise_if_failed()
     return ExecuteRequest(
-        job_id or uuid.uuid4().hex, gen, template, ignore_eos, grammar, schema, logprobs, top, n
+        job_id or uuid.uuid4().hex,
+        gen,
+        template,
+        ignore_eos,
+        grammar,
+        schema,
+        logprobs,
+        top,
+        n,
+        resume,
+        resume_index,
+        token_ids,
     )
+
+
+def _resume_tokens(r: FieldReader) -> tuple[int, ...]:
+    value = r.body.get("resume_tokens", [])
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_RESUME_TOKENS
+        or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+    ):
+        r.fail("resume_tokens", f"must be a list of at most {MAX_RESUME_TOKENS} token ids")
+        return ()
+    return tuple(value)

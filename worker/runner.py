@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from shared.logs import FIELDS
 from shared.problem import ContextLengthExceeded, Draining, InvalidParams, ModelUnavailable
-from shared.sse import Last, encode_event, encode_tokens
+from shared.sse import Last, encode_event, encode_tokens, encode_tokens_with_ids
 from shared.wire import (
     TERMINAL_EVENTS,
     ChoiceEnd,
@@ -22,6 +22,7 @@ from shared.wire import (
     JobEndData,
     JobErrorData,
     JobStartedData,
+    JobTokenData,
     PrefixCacheStats,
     StopReason,
     TokenData,
@@ -143,7 +144,10 @@ class WorkerState:
     def admit(self, req: ExecuteRequest, prompt: Prompt) -> tuple[Job, Ticket]:
         """Everything that can refuse a prepared request, done before the stream starts."""
         engine = self._ready_engine()  # again: the state may have changed while tokenizing
-        n = len(prompt.tokens)
+        n = len(prompt.tokens) + len(req.resume_tokens)
+        if any(t >= engine.n_vocab for t in req.resume_tokens):
+            message = f"token ids must be below this model's vocabulary size ({engine.n_vocab})"
+            raise InvalidParams(message, errors=[{"field": "resume_tokens", "message": message}])
         if n + req.gen.max_tokens > engine.n_ctx:
             raise ContextLengthExceeded(
                 f"prompt ({n} tokens) + max_tokens ({req.gen.max_tokens}) exceeds the "
@@ -273,6 +277,7 @@ async def stream_job(
             ):
                 yield frame
             return
+        tokens = [*tokens, *req.resume_tokens]  # WRK-160: prefilled after the prompt
         work = GenerationJob(
             tokens,
             gen.max_tokens,
@@ -284,6 +289,8 @@ async def stream_job(
             prompt_grammar,
             req.logprobs,
             req.top_logprobs,
+            len(req.resume_tokens),
+            req.token_ids,
         )
         channel = TokenChannel(loop)
         submitted = engine.submit(work, job.stop, channel)
@@ -304,15 +311,20 @@ async def stream_job(
             yield head
             head = b""
             pieces = await channel.drain()
-        i = 0
+        i = req.resume_index
         while pieces and not job.cancelled:
-            if req.logprobs:
-                chunk = encode_logprob_tokens(pieces, channel.take_logprobs(len(pieces)), i, seq)
+            if req.token_ids and not req.logprobs:  # orchestratord's jobs: the hot path
+                ids = channel.take_ids(len(pieces))
+                chunk = encode_tokens_with_ids(pieces, ids, i, seq)
+            elif req.logprobs or req.token_ids:
+                lps = channel.take_logprobs(len(pieces)) if req.logprobs else None
+                some = channel.take_ids(len(pieces)) if req.token_ids else None
+                chunk = encode_logprob_tokens(pieces, lps, i, seq, some)
             else:
                 chunk = encode_tokens(pieces, i, seq)
             seq += len(pieces)
             i += len(pieces)
-            job.emitted = i
+            job.emitted = i - req.resume_index
             yield head + chunk
             head = b""
             pieces = await channel.drain()
@@ -496,13 +508,21 @@ class _ChoiceSink:
 
 
 def encode_logprob_tokens(
-    pieces: list[str], logprobs: list[list[TokenLogprob]], first_index: int, first_id: int
+    pieces: list[str],
+    logprobs: list[list[TokenLogprob]] | None,
+    first_index: int,
+    first_id: int,
+    ids: list[list[int]] | None = None,
 ) -> bytes:
-    """`token` events that carry their tokens' logprobs (WRK-134): the slower, general framing,
-    only for jobs that asked."""
+    """`token` events that carry their tokens' logprobs (WRK-134) and/or ids (WRK-161, always
+    the last member): the slower, general framing, only for jobs that asked."""
     frames = []
-    for k, (t, lp) in enumerate(zip(pieces, logprobs, strict=True)):
-        data: TokenData = {"t": t, "i": first_index + k, "logprobs": lp}
+    for k, t in enumerate(pieces):
+        data: JobTokenData = {"t": t, "i": first_index + k}
+        if logprobs is not None:
+            data["logprobs"] = logprobs[k]
+        if ids is not None:
+            data["ids"] = ids[k]
         frames.append(encode_event("token", data, first_id + k))
     return b"".join(frames)
 

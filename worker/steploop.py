@@ -13,7 +13,7 @@ import ctypes
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +24,12 @@ from shared.wire import TokenLogprob
 from worker.batching import Batcher, Step
 from worker.constrained import ConstrainedSampler, GrammarDeadEnd
 from worker.logprobs import LogprobReader
+from worker.seeded import SeededDraw
 from worker.textstream import TextStream
 from worker.types import (
     EngineError,
     GenerationJob,
+    IdSink,
     LogprobSink,
     Outcome,
     StopReason,
@@ -62,11 +64,18 @@ class _Running:
     lp_sink: LogprobSink | None = None  # the job asked for logprobs (WRK-134)
     lp_pending: list[TokenLogprob] = field(default_factory=list)  # tokens not yet sent with text
     forks: list[tuple[int, _Submission]] = field(default_factory=list)  # held, not yet copied
+    seed: int | None = None  # WRK-162: drawn by SeededDraw at (seed, position)
+    position: int = 0  # the generation's position: tokens resumed (WRK-160) plus produced
+    id_sink: IdSink | None = None  # the job asked for token ids (WRK-161)
+    ids_sent: int = 0  # of `generated`, those whose ids went with a piece
 
     def emit(self, piece: str) -> None:
         if self.lp_sink is not None:
             self.lp_sink.logprobs(self.lp_pending)
             self.lp_pending = []
+        if self.id_sink is not None:
+            self.id_sink.ids(self.generated[self.ids_sent :])
+            self.ids_sent = len(self.generated)
         self.sub.sink.token(piece)
 
 
@@ -90,7 +99,7 @@ class StepLoop:
         ctx: Any,
         vocab: Any,
         batcher: Batcher,
-        make_sampler: Callable[[GenerationJob], Any],
+        make_sampler: Callable[[GenerationJob], tuple[Any, int | None]],
         piece: Callable[[int], bytes],
         on_step: Callable[[Step], None] | None = None,
     ) -> None:
@@ -106,6 +115,8 @@ class StepLoop:
         n_vocab = lc.llama_vocab_n_tokens(vocab)
         self._logprobs = LogprobReader(ctx, n_vocab, piece, holding_gil)
         self.constrained = ConstrainedSampler(ctx, n_vocab, holding_gil)
+        self.seeded = SeededDraw(ctx, n_vocab, holding_gil)
+        self._accept = holding_gil(lc.llama_sampler_accept)
         self._capacity = batcher.max_step_tokens()
         self._batch = lc.llama_batch_init(self._capacity, 0, 1)
         # The batch's arrays as ctypes arrays: a run of tokens is one slice assignment.
@@ -152,6 +163,10 @@ class StepLoop:
             j.logprobs and not isinstance(s, LogprobSink) for j, s in zip(jobs, sinks, strict=True)
         ):
             return refuse("a job with logprobs needs a LogprobSink")
+        if any(j.token_ids and not isinstance(s, IdSink) for j, s in zip(jobs, sinks, strict=True)):
+            return refuse("a job with token_ids needs an IdSink")
+        if jobs[0].resumed and (len(jobs) > 1 or jobs[0].resumed >= len(jobs[0].prompt_tokens)):
+            return refuse("a resumed job is one job whose prompt precedes what it resumes")
         subs = [_Submission(j, cancel, s, f) for j, s, f in zip(jobs, sinks, futures, strict=True)]
         subs[0].forks = subs[1:]
         with self._cv:
@@ -233,7 +248,7 @@ class StepLoop:
             self.cache.tokens_reused += keep
         grammar = None
         try:
-            sampler = self._make_sampler(sub.job)
+            sampler, seed = self._make_sampler(sub.job)
             if sub.job.grammar is not None:
                 grammar = lc.llama_sampler_init_grammar(
                     self._vocab, sub.job.grammar.encode(), b"root"
@@ -245,8 +260,10 @@ class StepLoop:
             for s in (seq, *held):
                 self._batcher.release(s)
             raise
-        run = self._run(sub, sampler, grammar, keep)
+        run = self._run(sub, sampler, grammar, keep, seed)
         run.forks = list(zip(held, sub.forks, strict=True))
+        if sub.job.resumed:
+            self._resume(run, prompt[len(prompt) - sub.job.resumed :])
         self._running[seq] = run
 
     def _save(self, seq: int, tokens: tuple[int, ...]) -> None:
@@ -275,11 +292,27 @@ class StepLoop:
         self.cache.restores += 1
         return True
 
-    def _run(self, sub: _Submission, sampler: Any, grammar: Any, cached: int) -> _Running:
-        run = _Running(sub, sampler, grammar, TextStream(sub.job.stops), cached)
+    def _run(
+        self, sub: _Submission, sampler: Any, grammar: Any, cached: int, seed: int | None
+    ) -> _Running:
+        run = _Running(sub, sampler, grammar, TextStream(sub.job.stops), cached, seed=seed)
         if sub.job.logprobs and isinstance(sub.sink, LogprobSink):
             run.lp_sink = sub.sink
+        if sub.job.token_ids and isinstance(sub.sink, IdSink):
+            run.id_sink = sub.sink
         return run
+
+    def _resume(self, run: _Running, tokens: Sequence[int]) -> None:
+        """WRK-160: put the job where the generation it continues stood after `tokens`: the
+        chain (penalties) and grammar have accepted them, the detokenizer holds their
+        incomplete bytes and any text that may begin a stop string (the text before that was
+        sent by the job that generated them), and the seeded draw counts from their end."""
+        for tok in tokens:
+            self._accept(run.sampler, tok)
+            if run.grammar is not None:
+                self._accept(run.grammar, tok)
+            run.text.feed(self._piece(tok))
+        run.position = len(tokens)
 
     def _fork(self, run: _Running, seq_id: int, idx: int) -> None:
         """The prompt is decoded: each held sequence takes a copy of its cache and samples its
@@ -293,12 +326,12 @@ class StepLoop:
             self._batcher.fork(seq_id, dst)
             self.cache.copies += 1
             grammar = None
-            sampler = self._make_sampler(sub.job)
+            sampler, seed = self._make_sampler(sub.job)
             if sub.job.grammar is not None:
                 grammar = lc.llama_sampler_init_grammar(
                     self._vocab, sub.job.grammar.encode(), b"root"
                 )
-            self._running[dst] = self._run(sub, sampler, grammar, run.cached)
+            self._running[dst] = self._run(sub, sampler, grammar, run.cached, seed)
             started.append(dst)
         for dst in started:
             self._advance(dst, idx)
@@ -351,7 +384,9 @@ class StepLoop:
         job = run.sub.job
         if run.forks:
             self._fork(run, seq_id, idx)
-        if run.grammar is None:
+        if run.seed is not None:
+            tok = self.seeded.sample(run.sampler, idx, run.seed, run.position)
+        elif run.grammar is None:
             tok = self._sample(run.sampler, self._ctx, idx)
         else:
             try:
@@ -364,6 +399,7 @@ class StepLoop:
             return
         run.generated.append(tok)
         run.produced += 1
+        run.position += 1
         if run.first is None:
             run.first = time.perf_counter()
         if run.lp_sink is not None:

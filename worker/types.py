@@ -35,6 +35,10 @@ class GenerationJob:
     grammar: str | None = None  # GBNF, root rule `root`, already known to parse (WRK-130)
     logprobs: bool = False  # WRK-134: the sink must be a LogprobSink
     top_logprobs: int = 0
+    # WRK-160: the last `resumed` of `prompt_tokens` are a generation this job continues (the
+    # sampler, the detokenizer and the stop strings take them as generated, not as prompt).
+    resumed: int = 0
+    token_ids: bool = False  # WRK-161: the sink must be an IdSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +63,11 @@ class LogprobSink(TokenSink, Protocol):
     the entries of the tokens whose text that piece carries (WRK-134)."""
 
     def logprobs(self, entries: list[TokenLogprob]) -> None: ...
+
+
+@runtime_checkable
+class IdSink(TokenSink, Protocol):
+    """A sink for jobs that ask for token ids: `ids` is called just before each `token` with
+    the ids of the tokens whose text that piece carries (WRK-161)."""
+
+    def ids(self, tokens: list[int]) -> None: ...

@@ -41,6 +41,7 @@ def task_view(
     req: TaskRequest,
     wait_ms: int,
     tenant: tuple[dict[str, Any] | None, dict[str, int | float]] = NO_TENANT,
+    failovers: int = 0,
 ) -> TaskView:
     return {
         # The id its client knows it by (with `tenant`, unique: ORCH-156), as before ids
@@ -60,6 +61,7 @@ def task_view(
         "n": req.n,
         "tenant_limits": tenant[0],
         "tenant_usage": tenant[1],
+        "failovers": failovers,
     }
 
 

@@ -37,6 +37,7 @@ class TaskView(TypedDict):
     # this month.
     tenant_limits: dict[str, Any] | None
     tenant_usage: dict[str, int | float]
+    failovers: int  # times it moved on after its worker broke mid-stream (POL-115)
 
 
 class WorkerView(TypedDict):

@@ -31,9 +31,9 @@ class FleetSource(Protocol):
 
     def fleet_snapshot(self, now_ms: int) -> tuple[dict[str, Demand], list[ActualWorker]]: ...
 
-    def drain(self, worker_id: str) -> dict[str, object]:
+    def drain(self, worker_id: str, migrate: bool = False) -> dict[str, object]:
         """Stop giving the worker new tasks; returns it as GET /v2/workers lists it.
-        NotFound for an unknown worker."""
+        NotFound for an unknown worker. `migrate`: its running tasks fail over now (ORCH-385)."""
         ...
 
     def note_waiting(self, view: PlanView) -> None:
@@ -177,7 +177,11 @@ async def report_pool(request: Request) -> Response:
 async def drain_worker(request: Request) -> Response:
     _, source = _parts(request)
     worker_id = request.path_params["worker_id"]
-    listing = source.drain(worker_id)
+    migrate = request.query_params.get("migrate", "false")
+    if migrate not in ("true", "false"):
+        message = "must be true or false"
+        raise InvalidParams(f"migrate {message}", errors=[{"field": "migrate", "message": message}])
+    listing = source.drain(worker_id, migrate=migrate == "true")
     audit(request, "workers.drain", worker_id, after=listing)
     return JSONResponse(listing, status_code=202)
 

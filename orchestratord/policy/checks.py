@@ -106,6 +106,7 @@ def dry_run_inputs() -> dict[str, tuple[TaskView, list[WorkerView], ClusterView]
         "n": 1,
         "tenant_limits": None,
         "tenant_usage": {},
+        "failovers": 0,
     }
     batch: TaskView = {
         **task,

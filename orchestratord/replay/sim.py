@@ -86,6 +86,7 @@ def _view(t: RecordedTask, wait_ms: int) -> TaskView:
         "n": 1,
         "tenant_limits": None,
         "tenant_usage": {},
+        "failovers": 0,
     }
 
 

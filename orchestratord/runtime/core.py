@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestratord import logs
@@ -29,7 +29,7 @@ from orchestratord.runtime.tenants import TenantAccounts
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
 from orchestratord.worker_client.http1 import ConnectionPool
-from shared.wire import EndData, ErrorData, JobEndData
+from shared.wire import EndData, ErrorData, FailoverReason, JobEndData
 
 log = logging.getLogger("llorch.orchestratord")
 
@@ -56,6 +56,16 @@ class ActiveTask:
     grace: asyncio.TimerHandle | None = None
     # Its tenant's rate window when it was admitted, and its prompt's estimate (ORCH-322).
     admitted: tuple[int, int] = (0, 0)
+    # What a failover needs (ORCH-380), in memory only like the request (ORCH-063): the ids of
+    # the tokens relayed so far, how often the task moved on, and how many of `ids` the
+    # current attempt's worker was given to resume from.
+    ids: list[int] = field(default_factory=list)
+    failovers: int = 0
+    resumed: int = 0
+    warmed: int = 0  # of `ids`, those a standby worker was last asked to prefill (ORCH-386)
+    warming: bool = False
+    # Set when orchestratord itself breaks the stream (its worker was marked dead, ORCH-381).
+    broken: FailoverReason | None = None
 
 
 class Core:
@@ -185,6 +195,8 @@ class Core:
             "decode_time_ms": 0.0,
             "stop_reason": "CANCELLED",
         }
+        if active.failovers:
+            end["failovers"] = active.failovers
         self._close(active, "cancelled", "CANCELLED", "end", end)
 
     def finish_end(
@@ -218,6 +230,8 @@ class Core:
             end["choices"] = choices
         if embeddings is not None:  # an embeddings task's vectors (ORCH-230)
             end["embeddings"] = embeddings
+        if active.failovers:  # ORCH-382
+            end["failovers"] = active.failovers
         if active.log.closed:
             return
         active.record.stop_reason = stop

@@ -17,7 +17,7 @@ from orchestratord.domain.scheduler import apply, cluster_view, plan, snapshot, 
 from orchestratord.domain.views import ClusterView, TaskView, WorkerView
 from orchestratord.policy import PolicyEngine
 from orchestratord.runtime.core import Core
-from orchestratord.runtime.runner import start_runner
+from orchestratord.runtime.runner import break_streams, start_runner
 
 log = logging.getLogger("llorch.orchestratord")
 MAX_IDLE_S = 0.5
@@ -57,6 +57,7 @@ async def dispatch_pass(core: Core, models: Iterable[str] | None = None) -> int:
         )
         if core.writer:
             core.writer.worker(w, "dead")
+        break_streams(core, w.id)
     if not core.queue:
         return 0
     engine, own = core.policy_calls.engine("schedule")
@@ -72,7 +73,8 @@ async def dispatch_pass(core: Core, models: Iterable[str] | None = None) -> int:
         if cluster is None:  # built once per pass, and only when a placement is asked for
             cluster = cluster_view(core.queue, core.registry, core.running_by_tenant, now)
         active = core.tasks[entry.task_id]
-        view = task_view(entry.task_id, active.req, now - entry.enqueued_ms)
+        wait = now - entry.enqueued_ms
+        view = task_view(entry.task_id, active.req, wait, failovers=active.failovers)
         return engine.schedule_checked(view, workers, cluster, builtin=builtin)[0]
 
     return len(plan(core.queue, core.registry, now, schedule, partial(_reserve, core), models))
@@ -91,8 +93,10 @@ async def _pass_off_loop(
     tenants = core.tenants
 
     def view(e: QueueEntry) -> TaskView:
-        req = core.tasks[e.task_id].req
-        return task_view(e.task_id, req, now - e.enqueued_ms, tenants.view(req.tenant, now))
+        active = core.tasks[e.task_id]
+        req = active.req
+        wait = now - e.enqueued_ms
+        return task_view(e.task_id, req, wait, tenants.view(req.tenant, now), active.failovers)
 
     # The built-in schedule (inline, above) reads no tenant; a policy's own sees its tenant's
     # limits and usage (POL-100).

@@ -81,9 +81,9 @@ class ServiceFleetSource:
         ]
         return demand, workers
 
-    def drain(self, worker_id: str) -> dict[str, object]:
+    def drain(self, worker_id: str, migrate: bool = False) -> dict[str, object]:
         try:
-            return dict(self.service.drain_worker(worker_id))
+            return dict(self.service.drain_worker(worker_id, migrate=migrate))
         except KeyError:
             raise NotFound(f"worker {worker_id} is not registered") from None
 

@@ -35,6 +35,7 @@ from orchestratord.runtime.context import check_context, prompt_blocks
 from orchestratord.runtime.core import ActiveTask, Core, wall_ms
 from orchestratord.runtime.dispatch import dispatch_loop
 from orchestratord.runtime.follow import flatten, follow
+from orchestratord.runtime.runner import break_streams
 from orchestratord.runtime.tasklog import TaskEvent, TaskLog
 from orchestratord.settings import Settings
 from orchestratord.store.db import BatchWriter, Store
@@ -330,11 +331,14 @@ class TaskService(Core):
             log.info("worker %s: cache report out of sequence; asked for a full one", worker_id)
         return resync
 
-    def drain_worker(self, worker_id: str) -> WorkerListing:
-        """POST /v2/workers/{id}/drain: no new task goes there; NotFound when unknown."""
+    def drain_worker(self, worker_id: str, *, migrate: bool = False) -> WorkerListing:
+        """POST /v2/workers/{id}/drain: no new task goes there; NotFound when unknown. With
+        `migrate`, its running tasks fail over to other workers now (ORCH-385)."""
         w = self.registry.drain(worker_id)
         if w is None:
             raise NotFound(f"worker {worker_id} is not registered")
+        if migrate:
+            break_streams(self, w.id, "drained")
         log.info("worker %s draining: %d task(s) still running there", w.id, len(w.inflight))
         now = self.clock()
         if self.writer:

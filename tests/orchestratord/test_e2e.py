@@ -249,10 +249,11 @@ def test_broken_policy_falls_back_and_the_metric_counts_it(cluster: Cluster) -> 
 
 
 def test_worker_sigkill_mid_task_and_before_first_token(tiny_model: Path, tmp_path: Path) -> None:
-    """ORCH-052: a worker lost after a token ends the task WORKER_RESET; before the first token the
-    task is retried elsewhere; ORCH-041: the killed worker is marked dead."""
+    """ORCH-052: a worker lost after a token ends the task WORKER_RESET (with failover off,
+    ORCH-384); before the first token the task is retried elsewhere; ORCH-041: the killed
+    worker is marked dead."""
     with (
-        orchestratord(tmp_path, "--retry-attempts", "2") as orch,
+        orchestratord(tmp_path, "--retry-attempts", "2", "--failover-max", "0") as orch,
         worker(tiny_model, tmp_path, orch.url, "k1") as k1,
         worker(tiny_model, tmp_path, orch.url, "k2") as k2,
     ):

@@ -253,6 +253,7 @@ def test_orch_235_second_turn_lands_where_the_first_was_served(
             "n": 1,
             "tenant_limits": None,
             "tenant_usage": {},
+            "failovers": 0,
         }
         return engine.schedule(task, [_view("w-x"), _view("w-y")], cluster)
 

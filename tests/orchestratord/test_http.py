@@ -212,7 +212,7 @@ def test_capabilities_and_health_describe_this_orchestrator(orchd: AppFactory) -
         assert caps["models"] == []  # no worker yet
         assert caps["priorities"] == ["interactive", "batch"]
         assert caps["queue"] == {"capacity": 7, "full_policy": "drop-lru"}
-        assert caps["events"] == ["queued", "started", "token", "end", "error"]
+        assert caps["events"] == ["queued", "started", "token", "failover", "end", "error"]
         assert caps["policy"] == {
             "name": "default.star",
             "sha256": hashlib.sha256(builtin_source().encode()).hexdigest(),

@@ -39,6 +39,7 @@ def make_task(**over: Any) -> TaskView:
         "n": 1,
         "tenant_limits": None,
         "tenant_usage": {},
+        "failovers": 0,
     }
     task.update(over)
     return task  # type: ignore[return-value]
@@ -934,6 +935,7 @@ def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call
         "n",
         "tenant_limits",
         "tenant_usage",
+        "failovers",
     )
     assert WORKER_KEYS == (
         "id",

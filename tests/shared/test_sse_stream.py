@@ -20,6 +20,7 @@ from shared.sse import (
     encode_data,
     encode_event,
     encode_tokens,
+    encode_tokens_with_ids,
 )
 
 
@@ -226,3 +227,16 @@ async def test_orch_302_a_stream_stop_ends_the_stream_with_its_frame_and_runs_on
         "message": "revoked",
         "retriable": False,
     }
+
+
+def test_wrk_161_token_events_with_ids_are_framed_as_encode_event_frames_each() -> None:
+    """WRK-161: `encode_tokens_with_ids` (orchestratord's jobs) writes exactly the bytes of one
+    `encode_event` per token, `ids` last, for the same awkward texts."""
+    pieces = ["a", '"q"\n\\', "\u2028x\u2029\x85", "é漢😀", "\x00\x1f\t", ""]
+    ids = [[1], [2, 3], [], [40000, 5, 6], [7], [8]]
+    want = b"".join(
+        encode_event("token", {"t": t, "i": 7 + k, "ids": ids[k]}, 3 + k)
+        for k, t in enumerate(pieces)
+    )
+    assert encode_tokens_with_ids(pieces, ids, 7, 3) == want
+    assert encode_tokens_with_ids([], [], 0, 0) == b""

@@ -43,7 +43,7 @@ def schema(where: str) -> dict[str, Any]:
 BODIES: list[tuple[type, str]] = [
     # A job stream, worker -> orchestratord (WRK-023).
     (wire.JobStartedData, "worker:StartedEvent"),
-    (wire.TokenData, "worker:TokenEvent"),
+    (wire.JobTokenData, "worker:TokenEvent"),
     (wire.JobEndData, "worker:EndEvent"),
     (wire.JobErrorData, "worker:ErrorEvent"),
     # The worker's own endpoints (WRK-050, WRK-060, WRK-103, WRK-111).
@@ -57,6 +57,7 @@ BODIES: list[tuple[type, str]] = [
     (wire.TokenData, "orchestrator:TokenEvent"),
     (wire.EndData, "orchestrator:EndEvent"),
     (wire.ErrorData, "orchestrator:ErrorEvent"),
+    (wire.FailoverData, "orchestrator:FailoverEvent"),
     # The registry, worker -> orchestratord (ORCH-040..).
     (wire.RegisterBody, "orchestrator:WorkerRegistration"),
     (wire.HeartbeatBody, "orchestrator:Heartbeat"),
@@ -71,6 +72,7 @@ LITERALS: list[tuple[Any, str]] = [
     (wire.WorkerStatus, "worker:Health.status"),
     (wire.StopReason, "worker:EndEvent.stop_reason"),
     (wire.StopReason, "orchestrator:EndEvent.stop_reason"),
+    (wire.FailoverReason, "orchestrator:FailoverEvent.reason"),
 ]
 
 
