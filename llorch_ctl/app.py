@@ -707,8 +707,9 @@ def limits_set(
     admin_token: AdminOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Change a tenant's limits: each a whole number, or `none` for no limit. Limits not
-    given keep their value."""
+    """Change a tenant's limits; those not given keep their value.
+
+    Each limit is a whole number, or `none` for no limit."""
     from llorch_ctl import tenants
 
     given = {

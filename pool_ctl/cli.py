@@ -188,8 +188,9 @@ def backends_cmd(
         ),
     ] = False,
 ) -> None:
-    """Detect the backends this host can run: cpu, cuda, metal, with its free RAM (and VRAM)
-    and what each catalog model needs. Saved in backends.json."""
+    """Detect the backends this host can run (cpu, cuda, metal), saved in backends.json.
+
+    Also reports the host's free RAM (and VRAM) and what each catalog model needs."""
     layout = _settings(ctx).layout
     models: dict[str, backends_mod.ModelSize] = {
         e["id"]: {
