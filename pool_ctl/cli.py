@@ -188,9 +188,10 @@ def backends_cmd(
         ),
     ] = False,
 ) -> None:
-    """Detect the backends this host can run (cpu, cuda, metal), saved in backends.json.
+    """Detect the backends this host can run: cpu, cuda, metal.
 
-    Also reports the host's free RAM (and VRAM) and what each catalog model needs."""
+    Saved in backends.json, with the host's free RAM (and VRAM) and what each catalog model
+    needs."""
     layout = _settings(ctx).layout
     models: dict[str, backends_mod.ModelSize] = {
         e["id"]: {
