@@ -28,10 +28,22 @@ ADMIN_PREFIXES = ("/v2/admin", "/v2/fleet")  # the fleet is admin's: specs/fleet
 
 
 def _admin_path(path: str) -> bool:
-    """Admin routes: /v2/admin*, /v2/fleet*, and a worker's drain (FLT-030)."""
+    """Admin routes: /v2/admin*, /v2/fleet*, and a worker's drain and undrain (FLT-030)."""
     return path.startswith(ADMIN_PREFIXES) or (
-        path.startswith(WORKER_PREFIX + "/") and path.endswith("/drain")
+        path.startswith(WORKER_PREFIX + "/") and path.endswith(("/drain", "/undrain"))
     )
+
+
+# What would fix a refusal (ORCH-370): the `llorch` flag and the variable it also reads.
+FIX = {
+    "admin token": "--admin-token or LLORCH_ADMIN_TOKEN",
+    "cluster token": "--cluster-token or LLORCH_CLUSTER_TOKEN (or the admin token)",
+    "API key": "--api-key or LLORCH_API_KEY (or the admin token)",
+}
+
+
+def _how(needs: str) -> str:
+    return f"send it as 'Authorization: Bearer <{needs}>'; llorch takes {FIX[needs]}"
 
 
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
@@ -72,8 +84,10 @@ class OrchestratorAuth:
 
     def _refuse(self, presented: bytes | None, needs: str) -> ApiError:
         if presented is not None and _match(presented, self.keys + self.cluster) is not None:
-            return Forbidden(f"this endpoint needs the {needs}")
-        return Unauthorized(f"the {needs} is required")
+            return Forbidden(f"this endpoint needs the {needs}, not the one sent: {_how(needs)}")
+        if presented is None:
+            return Unauthorized(f"the {needs} is required: {_how(needs)}")
+        return Unauthorized(f"the {needs} given is not valid: {_how(needs)}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -89,7 +103,10 @@ class OrchestratorAuth:
                 err = (
                     self._refuse(presented, "admin token")
                     if self.admin
-                    else Forbidden("admin routes are off: start orchestratord with --admin-token")
+                    else Forbidden(
+                        "admin routes are off: start orchestratord with --admin-token "
+                        "(or LLORCH_ADMIN_TOKEN)"
+                    )
                 )
             caller = ADMIN
         elif path.startswith(WORKER_PREFIX):
@@ -102,9 +119,9 @@ class OrchestratorAuth:
             n = _match(presented, self.keys)
             if n is None:
                 err = Unauthorized(
-                    "an API key is required: send it as 'Authorization: Bearer <key>'"
+                    f"an API key is required: {_how('API key')}"
                     if presented is None
-                    else "the API key given is not valid"
+                    else f"the API key given is not valid: {_how('API key')}"
                 )
             else:
                 caller = Caller(tenant=self.tenants[n])

@@ -7,6 +7,7 @@ middleware guards every path here (orchestratord.http.auth).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from orchestratord.fleet.actions import ActualWorker
 from orchestratord.fleet.control import Demand, FleetControl, PlanView
 from orchestratord.fleet.desired import parse_fleet
+from orchestratord.store.db import Store
 from shared.params import FieldReader, read_json
 
 MAX_TTL_S = 86_400
@@ -33,6 +35,10 @@ class FleetSource(Protocol):
         NotFound for an unknown worker."""
         ...
 
+    def undrain(self, worker_id: str) -> dict[str, object]:
+        """A drain's undo (ORCH-373): the worker takes new tasks again. NotFound as drain."""
+        ...
+
 
 def _parts(request: Request) -> tuple[FleetControl, FleetSource]:
     return request.state.fleet, request.state.fleet_source
@@ -44,8 +50,12 @@ async def get_fleet(request: Request) -> Response:
 
 
 async def put_fleet(request: Request) -> Response:
-    control, _ = _parts(request)
-    control.replace(parse_fleet(await read_json(request)))
+    control, source = _parts(request)
+    spec = parse_fleet(await read_json(request))
+    store: Store = request.state.store
+    # Stored first (FLT-080): a PUT that could not be kept is refused, and nothing changes.
+    await asyncio.to_thread(store.save_fleet, spec.to_json(), source.clock())
+    control.replace(spec)
     return JSONResponse(control.spec.to_json())
 
 
@@ -91,6 +101,11 @@ async def drain_worker(request: Request) -> Response:
     return JSONResponse(source.drain(request.path_params["worker_id"]), status_code=202)
 
 
+async def undrain_worker(request: Request) -> Response:
+    _, source = _parts(request)
+    return JSONResponse(source.undrain(request.path_params["worker_id"]), status_code=202)
+
+
 routes: list[BaseRoute] = [
     Route("/v2/fleet", get_fleet, methods=["GET"]),
     Route("/v2/fleet", put_fleet, methods=["PUT"]),
@@ -98,4 +113,5 @@ routes: list[BaseRoute] = [
     Route("/v2/fleet/actions/{action_id}/lease", lease_action, methods=["POST"]),
     Route("/v2/fleet/actions/{action_id}/result", report_action, methods=["POST"]),
     Route("/v2/workers/{worker_id}/drain", drain_worker, methods=["POST"]),
+    Route("/v2/workers/{worker_id}/undrain", undrain_worker, methods=["POST"]),
 ]

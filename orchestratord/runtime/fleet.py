@@ -83,3 +83,9 @@ class ServiceFleetSource:
             return dict(self.service.drain_worker(worker_id))
         except KeyError:
             raise NotFound(f"worker {worker_id} is not registered") from None
+
+    def undrain(self, worker_id: str) -> dict[str, object]:
+        try:
+            return dict(self.service.undrain_worker(worker_id))
+        except KeyError:
+            raise NotFound(f"worker {worker_id} is not registered") from None
