@@ -312,11 +312,11 @@ def worker_spawn(
 def worker_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List this host's workers with their live state from /health."""
     live = workers_mod.list_workers(_settings(ctx))
-    cores, used = physical_cores(), workers_mod.threads_in_use(live)
     if as_json:
         shown = [_shown(w.record, w.state, w.health, w.registry) for w in live]
-        render.print_json({"workers": shown, "physical_cores": cores, "threads_in_use": used})
+        render.print_json({"workers": shown})
         return
+    cores, used = physical_cores(), workers_mod.threads_in_use(live)
     if not live:
         typer.echo("no workers")
         return

@@ -163,19 +163,26 @@ def test_flt_003_invalid_fleet_file_fails_the_start(
 
 
 def test_flt_003_sighup_reload(tmp_path: Path) -> None:
-    """FLT-003: the SIGHUP handler re-reads the fleet file; an invalid one keeps the state."""
+    """FLT-003, FLT-080: the SIGHUP handler re-reads the fleet file and stores it; an invalid
+    one keeps the state."""
     from orchestratord.fleet.control import FleetControl
     from orchestratord.fleet.desired import load_fleet_file
     from orchestratord.fleet.plan_hook import PlanHook
     from orchestratord.policy import PolicyEngine, PolicyHolder
+    from orchestratord.store.db import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'o.db'}").open()
 
     path = tmp_path / "fleet.toml"
     path.write_text('[models.m]\nsource = "catalog:m"\npools = ["p1"]\nslots = 3\n')
     control = FleetControl(load_fleet_file(path), PlanHook.from_source(""), path=path)
     holder = PolicyHolder(PolicyEngine.from_file(None))
     path.write_text('[models.m]\nsource = "catalog:m"\npools = ["p1"]\nslots = 4\n')
-    _reload_on_sighup(holder, control)
+    _reload_on_sighup(holder, control, store)
     assert control.spec.models[0].slots == 4
+    assert store.load_fleet()["models"]["m"]["slots"] == 4
     path.write_text('[models.m]\nsource = "catalog:m"\npools = []\n')
-    _reload_on_sighup(holder, control)
+    _reload_on_sighup(holder, control, store)
     assert control.spec.models[0].slots == 4
+    assert store.load_fleet()["models"]["m"]["slots"] == 4
+    store.close()
