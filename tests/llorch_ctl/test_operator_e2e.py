@@ -175,9 +175,9 @@ def test_orch_370_every_refusal_names_the_flag_and_variable(fleet: tuple[Proc, P
         (["tasks", "list"], "--api-key or LLORCH_API_KEY"),
         (["workers", "list", "--cluster-token", "wrong"], "LLORCH_CLUSTER_TOKEN"),
     ]:
-        r = llorch(*args, *url)
-        assert r.returncode == 211, (args, r.stderr)
-        [line] = r.stderr.splitlines()
+        out = llorch(*args, *url)
+        assert out.returncode == 211, (args, out.stderr)
+        [line] = out.stderr.splitlines()
         assert line.startswith("llorch: ") and "this command takes" in line, (args, line)
         assert fix in line.split("this command takes")[1], (args, line)
 

@@ -180,9 +180,10 @@ def test_flt_003_sighup_reload(tmp_path: Path) -> None:
     path.write_text('[models.m]\nsource = "catalog:m"\npools = ["p1"]\nslots = 4\n')
     _reload_on_sighup(holder, control, store)
     assert control.spec.models[0].slots == 4
-    assert store.load_fleet()["models"]["m"]["slots"] == 4
+    stored = store.load_fleet()
+    assert stored is not None and stored["models"]["m"]["slots"] == 4
     path.write_text('[models.m]\nsource = "catalog:m"\npools = []\n')
     _reload_on_sighup(holder, control, store)
     assert control.spec.models[0].slots == 4
-    assert store.load_fleet()["models"]["m"]["slots"] == 4
+    assert store.load_fleet() == stored
     store.close()
