@@ -532,7 +532,7 @@ def workers_list(
     cluster_token: ClusterOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Show orchestratord's worker registry, with the admin token or the cluster token."""
+    """Show orchestratord's worker registry (admin or cluster token)."""
     settings = _registry_settings(ctx, orchestrator_url, admin_token, cluster_token)
     return _show_workers(settings, as_json)
 
@@ -571,12 +571,13 @@ def _drain_command(undo: bool) -> Callable[..., int]:
 
 workers_app.command(
     "drain",
-    help="No new task goes to these workers; running ones finish, then each is `drained` "
-    "(admin token). `llorch workers undrain` undoes it.",
+    help="Send these workers no new task; running ones finish. Then each is `drained`; "
+    "`llorch workers undrain` undoes it (admin token).",
 )(_drain_command(undo=False))
 workers_app.command(
     "undrain",
-    help="Undo a drain: the workers take new tasks again, queued ones at once (admin token).",
+    help="Undo a drain: these workers take new tasks again. Queued ones start at once "
+    "(admin token).",
 )(_drain_command(undo=True))
 
 
@@ -707,7 +708,7 @@ def fleet_put(
     orchestrator_url: UrlOpt = None,
     admin_token: AdminOpt = None,
 ) -> int:
-    """Replace the desired state (PUT /v2/fleet); orchestratord keeps it across restarts."""
+    """Replace the desired state (PUT /v2/fleet). orchestratord keeps it across restarts."""
     body = _read_fleet(file)
     api = _admin_api(ctx, orchestrator_url, admin_token)
     try:
@@ -738,7 +739,7 @@ def _read_fleet(path: Path) -> dict[str, Any]:
 # --- llorch policy ... ---------------------------------------------------------------------
 
 policy_app = typer.Typer(
-    help="orchestratord's running policy: read it, check or install a file, replay one.",
+    help="Read, check, install or replay orchestratord's policy.",
     no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy")
@@ -767,7 +768,7 @@ def policy_get(
     admin_token: AdminOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole record.")] = False,
 ) -> int:
-    """Print the running policy's source on stdout; its name, hash and load time on stderr."""
+    """Print the running policy's source. Its name, hash and load time go to stderr."""
     import time
 
     api = _admin_api(ctx, orchestrator_url, admin_token)
@@ -791,8 +792,8 @@ def policy_set(
     orchestrator_url: UrlOpt = None,
     admin_token: AdminOpt = None,
 ) -> int:
-    """Install FILE as the running policy; a policy that fails its checks is refused and the
-    running one stays."""
+    """Install FILE as the running policy, if it passes its checks. Else the running one
+    stays."""
     source = _read_policy(file)
     api = _admin_api(ctx, orchestrator_url, admin_token)
     try:
@@ -810,8 +811,8 @@ def policy_check(
     orchestrator_url: UrlOpt = None,
     admin_token: AdminOpt = None,
 ) -> int:
-    """Compile FILE and run its checks (lint, signatures, a dry run) on orchestratord, without
-    installing it. Exit 0 when it would be accepted; else the problems, exit 211."""
+    """Check FILE on orchestratord, installing nothing. It is compiled, linted and dry-run
+    there; exit 0 when it would be accepted, else the problems and exit 211."""
     source = _read_policy(file)
     api = _admin_api(ctx, orchestrator_url, admin_token)
     try:
@@ -841,8 +842,8 @@ def policy_replay(
     orchestrator_url: UrlOpt = None,
     admin_token: AdminOpt = None,
 ) -> int:
-    """Replay the recorded tasks under FILE and a baseline: `orchestratord replay --db DB
-    --policy FILE`, other options (--baseline, --json, ...) passed on. Its exit status."""
+    """Replay recorded tasks under FILE and a baseline. It runs `orchestratord replay --db DB
+    --policy FILE` with the other options (--baseline, --json, ...) and exits as it does."""
     import subprocess
     import tempfile
 
