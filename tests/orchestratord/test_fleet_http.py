@@ -138,6 +138,37 @@ def test_flt_031_a_drain_outlives_a_restart(orchd: AppFactory) -> None:
         assert c.get("/v2/workers", headers=CT).json()["workers"][0]["state"] == "drained"
 
 
+def test_orch_373_an_undrain_outlives_a_restart(orchd: AppFactory) -> None:
+    """ORCH-373: undrain is the drain's undo: the worker is ready again, and orchestratord
+    started again on the same database keeps it so (its stored row no longer says draining);
+    an unknown worker is 404 and the cluster token is not enough."""
+    beat = {"state": "ready", "slots_total": 2, "slots_busy": 0}
+    with orchd(cluster_token="ct", admin_token="at") as c:
+        register(c, "w1")
+        assert c.post("/v2/workers/w1/drain", headers=AT).status_code == 202
+        assert c.post("/v2/workers/w1/undrain", headers=CT).status_code == 403
+        r = c.post("/v2/workers/w1/undrain", headers=AT)
+        assert r.status_code == 202 and r.json()["state"] == "ready"
+        assert c.post("/v2/workers/nope/undrain", headers=AT).status_code == 404
+    with orchd(cluster_token="ct", admin_token="at") as c:
+        assert c.post("/v2/workers/w1/heartbeat", json=beat, headers=CT).status_code == 200
+        assert c.get("/v2/workers", headers=CT).json()["workers"][0]["state"] == "ready"
+
+
+def test_flt_080_put_is_kept_and_the_file_is_only_the_seed(
+    orchd: AppFactory, tmp_path: Path
+) -> None:
+    """FLT-080: a PUT outlives a restart that names the same --fleet file; the file seeds
+    only an empty store."""
+    path = tmp_path / "fleet.toml"
+    path.write_text('[models.m]\nsource = "catalog:m"\npools = ["p1"]\nslots = 3\n')
+    with orchd(cluster_token="ct", admin_token="at", fleet=path) as c:
+        assert c.get("/v2/fleet", headers=AT).json()["models"]["m"]["slots"] == 3
+        assert c.put("/v2/fleet", json=FLEET, headers=AT).status_code == 200
+    with orchd(cluster_token="ct", admin_token="at", fleet=path) as c:
+        assert c.get("/v2/fleet", headers=AT).json()["models"]["m"]["pools"] == ["p1", "p2"]
+
+
 def test_flt_003_fleet_file_at_start_and_on_sighup(orchd: AppFactory, tmp_path: Path) -> None:
     """FLT-003: --fleet is read at start."""
     path = tmp_path / "fleet.toml"
