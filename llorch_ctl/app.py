@@ -248,13 +248,33 @@ def _orch(
     in what flags and environment leave out."""
     from llorch_ctl import orch
 
+    fix = orch.FIX[credential]
     if url is None or key is None:
         inv = _settings(ctx).inventory()
         inv_key = getattr(inv, credential)
         if credential == "admin_token" and inv_key is None:
             inv_key = inv.cluster_token
-        return orch.orch_settings(url, key, inv.orch_url, inv_key)
-    return orch.orch_settings(url, key, None, None)
+        return orch.orch_settings(url, key, inv.orch_url, inv_key, fix)
+    return orch.orch_settings(url, key, None, None, fix)
+
+
+Credential = Literal["api_key", "cluster_token", "admin_token"]
+
+
+def _orch_either(
+    ctx: typer.Context, url: str | None, given: Sequence[tuple[str | None, Credential]]
+) -> OrchSettings:
+    """For a command that takes either of two credentials (CTL-091): the first one given by
+    flag or variable, else the inventory's, in the same order."""
+    from llorch_ctl import orch
+
+    fix = ", or ".join(orch.FIX[kind] for _, kind in given)
+    key = next((value for value, _ in given if value), None)
+    if url is not None and key is not None:
+        return orch.orch_settings(url, key, None, None, fix)
+    inv = _settings(ctx).inventory()
+    inv_key = next((getattr(inv, kind) for _, kind in given if getattr(inv, kind)), None)
+    return orch.orch_settings(url, key, inv.orch_url, inv_key, fix)
 
 
 def _print_token(text: str) -> None:
@@ -439,24 +459,38 @@ def tasks_list(
 
 @tasks_app.command("status")
 def tasks_status(
-    ctx: typer.Context, task_id: str, orchestrator_url: UrlOpt = None, api_key: KeyOpt = None
+    ctx: typer.Context,
+    task_id: str,
+    orchestrator_url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    admin_token: AdminOpt = None,
 ) -> int:
-    """Print a task's record as JSON."""
+    """Print a task's record as JSON. The admin token sees every tenant's tasks."""
     from llorch_ctl import orch
 
-    record = orch.task_status(_orch(ctx, orchestrator_url, api_key), task_id)
+    settings = _orch_either(
+        ctx, orchestrator_url, [(admin_token, "admin_token"), (api_key, "api_key")]
+    )
+    record = orch.task_status(settings, task_id)
     sys.stdout.write(json.dumps(record, indent=2) + "\n")
     return 0
 
 
 @tasks_app.command("cancel")
 def tasks_cancel(
-    ctx: typer.Context, task_id: str, orchestrator_url: UrlOpt = None, api_key: KeyOpt = None
+    ctx: typer.Context,
+    task_id: str,
+    orchestrator_url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    admin_token: AdminOpt = None,
 ) -> int:
     """Cancel a task. One that already finished is left as it is, and the line says so."""
     from llorch_ctl import orch
 
-    sys.stderr.write(orch.task_cancel(_orch(ctx, orchestrator_url, api_key), task_id) + "\n")
+    settings = _orch_either(
+        ctx, orchestrator_url, [(admin_token, "admin_token"), (api_key, "api_key")]
+    )
+    sys.stderr.write(orch.task_cancel(settings, task_id) + "\n")
     return 0
 
 
@@ -468,16 +502,25 @@ def _show_workers(settings: OrchSettings, as_json: bool) -> int:
     return 0
 
 
+def _registry_settings(
+    ctx: typer.Context, url: str | None, admin_token: str | None, cluster_token: str | None
+) -> OrchSettings:
+    """The registry takes the admin token, else the cluster token (CTL-091): an operator's
+    laptop needs no pool host's secret."""
+    return _orch_either(ctx, url, [(admin_token, "admin_token"), (cluster_token, "cluster_token")])
+
+
 @workers_app.callback()
 def workers(
     ctx: typer.Context,
     orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
     cluster_token: ClusterOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show orchestratord's worker registry (the same as `llorch workers list`)."""
     if ctx.invoked_subcommand is None:
-        settings = _orch(ctx, orchestrator_url, cluster_token, credential="cluster_token")
+        settings = _registry_settings(ctx, orchestrator_url, admin_token, cluster_token)
         raise typer.Exit(_show_workers(settings, as_json))
 
 
@@ -485,12 +528,57 @@ def workers(
 def workers_list(
     ctx: typer.Context,
     orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
     cluster_token: ClusterOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Show orchestratord's worker registry. The workers' API: it takes the cluster token."""
-    settings = _orch(ctx, orchestrator_url, cluster_token, credential="cluster_token")
+    """Show orchestratord's worker registry (admin or cluster token)."""
+    settings = _registry_settings(ctx, orchestrator_url, admin_token, cluster_token)
     return _show_workers(settings, as_json)
+
+
+def _admin_api(ctx: typer.Context, url: str | None, admin_token: str | None) -> Any:
+    """orchestratord's admin endpoints with the admin token (flag, variable, inventory)."""
+    from llorch_ctl import orch
+    from llorch_ctl.fleet import FleetApi
+
+    if url is None or admin_token is None:
+        inv = _settings(ctx).inventory()
+        settings = orch.orch_settings(url, admin_token, inv.orch_url, inv.admin_token)
+    else:
+        settings = orch.orch_settings(url, admin_token, None, None)
+    return FleetApi(settings.url, settings.api_key)
+
+
+def _drain_command(undo: bool) -> Callable[..., int]:
+    def command(
+        ctx: typer.Context,
+        worker_id: Annotated[list[str], typer.Argument(help="Worker id(s).")],
+        orchestrator_url: UrlOpt = None,
+        admin_token: AdminOpt = None,
+    ) -> int:
+        api = _admin_api(ctx, orchestrator_url, admin_token)
+        try:
+            for wid in worker_id:
+                w = api.undrain(wid) if undo else api.drain(wid)
+                sys.stderr.write(f"worker {wid}: {w.get('state', '?')}\n")
+        finally:
+            api.close()
+        return 0
+
+    return command
+
+
+workers_app.command(
+    "drain",
+    help="Send these workers no new task; running ones finish. Then each is `drained`; "
+    "`llorch workers undrain` undoes it (admin token).",
+)(_drain_command(undo=False))
+workers_app.command(
+    "undrain",
+    help="Undo a drain: these workers take new tasks again. Queued ones start at once "
+    "(admin token).",
+)(_drain_command(undo=True))
 
 
 @workers_app.command("rm")
@@ -625,6 +713,179 @@ def fleet_apply(
         return 130
     finally:
         api.close()
+
+
+@fleet_app.command("get")
+def fleet_get(
+    ctx: typer.Context, orchestrator_url: UrlOpt = None, admin_token: AdminOpt = None
+) -> int:
+    """Print the desired state (GET /v2/fleet) as JSON."""
+    api = _admin_api(ctx, orchestrator_url, admin_token)
+    try:
+        sys.stdout.write(json.dumps(api.fleet(), indent=2) + "\n")
+    finally:
+        api.close()
+    return 0
+
+
+@fleet_app.command("put")
+def fleet_put(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A fleet file: TOML, or JSON when *.json.")],
+    orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
+) -> int:
+    """Replace the desired state (PUT /v2/fleet). orchestratord keeps it across restarts."""
+    body = _read_fleet(file)
+    api = _admin_api(ctx, orchestrator_url, admin_token)
+    try:
+        spec = api.put_fleet(body)
+    finally:
+        api.close()
+    sys.stderr.write(f"fleet replaced: {len(spec.get('models', {}))} model(s)\n")
+    return 0
+
+
+def _read_fleet(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    from llorch_ctl.errors import ConfigError
+
+    try:
+        text = path.read_text("utf-8")
+        body = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it: {e}") from None
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: does not parse: {e}") from None
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: must hold an object")
+    return body
+
+
+# --- llorch policy ... ---------------------------------------------------------------------
+
+policy_app = typer.Typer(
+    help="Read, check, install or replay orchestratord's policy.",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
+PolicyFile = Annotated[Path, typer.Argument(help="A Starlark policy file.")]
+
+
+def _read_policy(path: Path) -> str:
+    from llorch_ctl.errors import ConfigError
+
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it: {e}") from None
+
+
+def _summary_line(verb: str, p: dict[str, Any]) -> str:
+    defines = ", ".join(p.get("defines", [])) or "nothing (the built-in's functions)"
+    line = f"{verb} {p.get('name')} (sha256 {str(p.get('sha256'))[:12]}): defines {defines}"
+    return line + "".join(f"\nwarning: {w}" for w in p.get("warnings", []))
+
+
+@policy_app.command("get")
+def policy_get(
+    ctx: typer.Context,
+    orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record.")] = False,
+) -> int:
+    """Print the running policy's source. Its name, hash and load time go to stderr."""
+    import time
+
+    api = _admin_api(ctx, orchestrator_url, admin_token)
+    try:
+        p = api.policy()
+    finally:
+        api.close()
+    if as_json:
+        sys.stdout.write(json.dumps(p, indent=2) + "\n")
+        return 0
+    loaded = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(p.get("loaded_ms", 0) / 1000))
+    sys.stderr.write(f"{_summary_line('running', p)}\nloaded {loaded}\n")
+    sys.stdout.write(p.get("source", ""))
+    return 0
+
+
+@policy_app.command("set")
+def policy_set(
+    ctx: typer.Context,
+    file: PolicyFile,
+    orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
+) -> int:
+    """Install FILE as the running policy, if it passes its checks. Else the running one
+    stays."""
+    source = _read_policy(file)
+    api = _admin_api(ctx, orchestrator_url, admin_token)
+    try:
+        p = api.set_policy(source, file.name)
+    finally:
+        api.close()
+    sys.stderr.write(_summary_line("installed", p) + "\n")
+    return 0
+
+
+@policy_app.command("check")
+def policy_check(
+    ctx: typer.Context,
+    file: PolicyFile,
+    orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
+) -> int:
+    """Check FILE on orchestratord, installing nothing. It is compiled, linted and dry-run
+    there; exit 0 when it would be accepted, else the problems and exit 211."""
+    source = _read_policy(file)
+    api = _admin_api(ctx, orchestrator_url, admin_token)
+    try:
+        p = api.check_policy(source, file.name)
+    finally:
+        api.close()
+    sys.stderr.write(_summary_line("ok:", p) + "\n")
+    return 0
+
+
+@policy_app.command(
+    "replay",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def policy_replay(
+    ctx: typer.Context,
+    file: PolicyFile,
+    db: Annotated[str, typer.Option("--db", help="orchestratord's database file (or a URL).")],
+    against_running: Annotated[
+        bool,
+        typer.Option(
+            "--against-running",
+            help="Compare with the running policy (GET /v2/admin/policy) instead of the "
+            "built-in one.",
+        ),
+    ] = False,
+    orchestrator_url: UrlOpt = None,
+    admin_token: AdminOpt = None,
+) -> int:
+    """Replay recorded tasks under FILE and a baseline. It runs `orchestratord replay --db DB
+    --policy FILE` with the other options (--baseline, --json, ...) and exits as it does."""
+    import subprocess
+    import tempfile
+
+    argv = [sys.executable, "-m", "orchestratord", "replay", "--db", db, "--policy", str(file)]
+    with tempfile.TemporaryDirectory(prefix="llorch-replay-") as tmp:
+        if against_running:
+            api = _admin_api(ctx, orchestrator_url, admin_token)
+            try:
+                running = api.policy()
+            finally:
+                api.close()
+            baseline = Path(tmp) / "running.star"
+            baseline.write_text(running.get("source", ""), "utf-8")
+            argv += ["--baseline", str(baseline)]
+        return subprocess.run([*argv, *ctx.args], check=False).returncode
 
 
 @app.command()

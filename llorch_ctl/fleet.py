@@ -39,7 +39,8 @@ class Result:
 
 
 class FleetApi:
-    """orchestratord's fleet endpoints, with the admin token; failures are CtlErrors."""
+    """orchestratord's admin endpoints (fleet, drain, policy), with the admin token; failures
+    are CtlErrors, a 401/403 naming the flag and variable that give the token (CTL-090)."""
 
     def __init__(self, url: str, admin_token: str | None, *, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
@@ -60,6 +61,11 @@ class FleetApi:
                 detail = f"{problem.get('code', r.status_code)}: {problem.get('detail', '')}"
             except ValueError:
                 detail = f"HTTP {r.status_code}"
+            if r.status_code in (401, 403):
+                raise ApiFailed(
+                    f"orchestratord {method} {path}: {detail}; this command takes "
+                    "--admin-token or LLORCH_ADMIN_TOKEN"
+                )
             raise ApiFailed(f"orchestratord {method} {path}: {detail}")
         return r.json() if r.content else None
 
@@ -91,8 +97,27 @@ class FleetApi:
             {"holder": holder, "ok": ok, "detail": detail[:1000]},
         )
 
-    def drain(self, worker_id: str) -> None:
-        self._call("POST", f"/v2/workers/{_quote(worker_id)}/drain")
+    def drain(self, worker_id: str) -> Any:
+        """The worker as GET /v2/workers lists it, now draining (or drained)."""
+        return self._call("POST", f"/v2/workers/{_quote(worker_id)}/drain")
+
+    def undrain(self, worker_id: str) -> Any:
+        return self._call("POST", f"/v2/workers/{_quote(worker_id)}/undrain")
+
+    def policy(self) -> Any:
+        return self._call("GET", "/v2/admin/policy")
+
+    def set_policy(self, source: str, name: str) -> Any:
+        return self._call("POST", "/v2/admin/policy", {"source": source, "name": name})
+
+    def check_policy(self, source: str, name: str) -> Any:
+        return self._call("POST", "/v2/admin/policy/check", {"source": source, "name": name})
+
+    def fleet(self) -> Any:
+        return self._call("GET", "/v2/fleet")
+
+    def put_fleet(self, body: Mapping[str, Any]) -> Any:
+        return self._call("PUT", "/v2/fleet", body)
 
     def report_pool(self, pool: str, facts: Mapping[str, Any]) -> None:
         """A pool's memory and model sizes, for the plan's placement (FLT-065)."""

@@ -10,25 +10,49 @@ from dataclasses import dataclass
 from typing import Any
 
 from llorch_ctl.errors import ApiFailed, ConfigError, HttpUnreachable, Interrupted
-from llorch_sdk import Client, ConnectionFailed, LlorchError, NotFound, Submitted
+from llorch_sdk import (
+    Client,
+    ConnectionFailed,
+    Forbidden,
+    LlorchError,
+    NotFound,
+    Submitted,
+    Unauthorized,
+)
 
 DEFAULT_ORCH_URL = "http://127.0.0.1:8080"
+# The flag and variable that give each credential (CTL-090: named in every 401/403 line).
+FIX = {
+    "api_key": "--api-key or LLORCH_API_KEY",
+    "cluster_token": "--cluster-token or LLORCH_CLUSTER_TOKEN",
+    "admin_token": "--admin-token or LLORCH_ADMIN_TOKEN",
+}
 
 
 @dataclass(frozen=True)
 class OrchSettings:
     url: str
     api_key: str | None
+    fix: str = FIX["api_key"]  # what this command takes, said when orchestratord refuses it
 
 
 def orch_settings(
-    url: str | None, api_key: str | None, inv_url: str | None, inv_key: str | None
+    url: str | None,
+    api_key: str | None,
+    inv_url: str | None,
+    inv_key: str | None,
+    fix: str = FIX["api_key"],
 ) -> OrchSettings:
     """Flags and LLORCH_ORCHESTRATOR_URL / the credential's env var win over the inventory."""
     chosen = (url or inv_url or DEFAULT_ORCH_URL).rstrip("/")
     if not chosen.startswith(("http://", "https://")):
         raise ConfigError(f"orchestrator URL {chosen!r} must start with http:// or https://")
-    return OrchSettings(chosen, api_key or inv_key)
+    return OrchSettings(chosen, api_key or inv_key, fix)
+
+
+def refused(url: str, what: str, fix: str) -> ApiFailed:
+    """A 401/403 as one line that says what this command takes (CTL-090)."""
+    return ApiFailed(f"orchestratord {url}: {what}; this command takes {fix}")
 
 
 @contextlib.contextmanager
@@ -39,6 +63,8 @@ def client(s: OrchSettings) -> Iterator[Client]:
             yield c
     except ConnectionFailed as e:
         raise HttpUnreachable(f"cannot reach orchestratord at {s.url}: {e.detail}") from e
+    except (Unauthorized, Forbidden) as e:
+        raise refused(s.url, str(e), s.fix) from e
     except LlorchError as e:
         raise ApiFailed(f"orchestratord {s.url}: {e}") from e
 

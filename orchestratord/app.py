@@ -20,7 +20,9 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +31,7 @@ from starlette.routing import BaseRoute
 
 from orchestratord.domain.compare import Target
 from orchestratord.fleet.control import FleetControl
-from orchestratord.fleet.desired import FleetSpec, load_fleet_file
+from orchestratord.fleet.desired import FleetSpec, load_fleet_file, parse_fleet
 from orchestratord.fleet.plan_hook import PlanHook
 from orchestratord.http import (
     admin,
@@ -149,14 +151,14 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
                     observer=observer,
                 )
             )
-            fleet_control = FleetControl(
-                load_fleet_file(settings.fleet) if settings.fleet else FleetSpec(),
-                PlanHook.following(policy),
-                path=settings.fleet,
-            )
             store = Store(settings.database_url)
             await asyncio.to_thread(store.open)
             stack.callback(store.close)
+            fleet_control = FleetControl(
+                await asyncio.to_thread(_initial_fleet, store, settings.fleet),
+                PlanHook.following(policy),
+                path=settings.fleet,
+            )
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(
                     settings.read_timeout_s, connect=settings.connect_timeout_s, pool=None
@@ -208,7 +210,9 @@ def create_app(settings: Settings, *, handle_sighup: bool = False) -> Starlette:
 
                 def on_sighup() -> None:
                     # Compiling and dry-running a policy takes a while: off the event loop.
-                    task = loop.create_task(_audited_sighup(policy, fleet_control, audit_log))
+                    task = loop.create_task(
+                        _audited_sighup(policy, fleet_control, audit_log, store)
+                    )
                     reloads.add(task)
                     task.add_done_callback(reloads.discard)
 
@@ -251,16 +255,30 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
 
 
 async def _audited_sighup(
-    policy: PolicyHolder, fleet_control: FleetControl, audit_log: AuditLog
+    policy: PolicyHolder, fleet_control: FleetControl, audit_log: AuditLog, store: Store
 ) -> None:
     """A SIGHUP reload is an admin action too: recorded as `sighup` (ORCH-306)."""
     before = {"policy": policy.engine.sha256, "fleet": fleet_control.spec.to_json()}
-    await asyncio.to_thread(_reload_on_sighup, policy, fleet_control)
+    await asyncio.to_thread(_reload_on_sighup, policy, fleet_control, store)
     after = {"policy": policy.engine.sha256, "fleet": fleet_control.spec.to_json()}
     audit_log.record("sighup", "reload", "policy+fleet", before=before, after=after)
 
 
-def _reload_on_sighup(policy: PolicyHolder, fleet_control: FleetControl) -> None:
+def _initial_fleet(store: Store, seed: Path | None) -> FleetSpec:
+    """The stored desired state; else the `--fleet` file, stored as the first (FLT-080)."""
+    stored = store.load_fleet()
+    if stored is not None:
+        try:
+            return parse_fleet(stored)
+        except InvalidParams as e:
+            log.error("the stored fleet does not validate (%s); using the seed", e.detail)
+    spec = load_fleet_file(seed) if seed else FleetSpec()
+    if seed:
+        store.save_fleet(spec.to_json(), int(time.time() * 1000))
+    return spec
+
+
+def _reload_on_sighup(policy: PolicyHolder, fleet_control: FleetControl, store: Store) -> None:
     try:
         # admit, schedule and plan come from one read of the file: all of it or none.
         engine = policy.reload()
@@ -268,10 +286,13 @@ def _reload_on_sighup(policy: PolicyHolder, fleet_control: FleetControl) -> None
         log.error("SIGHUP: %s; keeping the running policy", e.detail)
     else:
         log.info("SIGHUP: policy %s loaded (sha256 %s)", engine.name, engine.sha256[:12])
+    if fleet_control.path is None:
+        return
     try:
-        spec = fleet_control.reload()
+        spec = load_fleet_file(fleet_control.path)
+        store.save_fleet(spec.to_json(), int(time.time() * 1000))
     except InvalidParams as e:
         log.error("SIGHUP: %s; keeping the running desired state", e.detail)
         return
-    if fleet_control.path is not None:
-        log.info("SIGHUP: fleet %s loaded (%d models)", fleet_control.path, len(spec.models))
+    fleet_control.replace(spec)
+    log.info("SIGHUP: fleet %s loaded (%d models)", fleet_control.path, len(spec.models))

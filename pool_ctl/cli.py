@@ -26,6 +26,7 @@ from pool_ctl.gguf_meta import kv_bytes_per_token
 from pool_ctl.records import WorkerRecord, check_pool_name, public
 from pool_ctl.settings import Settings
 from shared.cli import fail_line, run_typer
+from shared.cpus import physical_cores
 from shared.version import version_option
 
 PROG = "llorch-pool"
@@ -236,10 +237,13 @@ def _parse_port(value: str) -> int | None:
         raise InvalidInput(f"--port {value!r} is not a number", "give a port or 'auto'") from None
 
 
-def _shown(record: WorkerRecord, state: str, health: dict[str, Any] | None) -> dict[str, Any]:
+def _shown(
+    record: WorkerRecord, state: str, health: dict[str, Any] | None, registry: str | None = None
+) -> dict[str, Any]:
     out = public(record)
     out["state"] = state
     out["health"] = health
+    out["registry_state"] = registry
     return out
 
 
@@ -257,7 +261,11 @@ def worker_spawn(
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(help="CPU threads per slot [default: the worker's]", show_default=False),
+        typer.Option(
+            help="CPU threads of the worker's decode loop [default: the host's physical cores "
+            "divided among the running workers and this one]",
+            show_default=False,
+        ),
     ] = None,
     max_queue: Annotated[
         int | None,
@@ -342,12 +350,14 @@ def worker_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List this host's workers with their live state from /health."""
     live = workers_mod.list_workers(_settings(ctx))
     if as_json:
-        render.print_json({"workers": [_shown(w.record, w.state, w.health) for w in live]})
+        shown = [_shown(w.record, w.state, w.health, w.registry) for w in live]
+        render.print_json({"workers": shown})
         return
+    cores, used = physical_cores(), workers_mod.threads_in_use(live)
     if not live:
         typer.echo("no workers")
         return
-    rows = [["ID", "STATE", "PID", "URL", "MODEL", "BACKEND", "SLOTS"]]
+    rows = [["ID", "STATE", "PID", "URL", "MODEL", "BACKEND", "SLOTS", "THREADS"]]
     for w in live:
         busy = w.health.get("slots_busy", "?") if w.health else "-"
         rows.append(
@@ -359,9 +369,12 @@ def worker_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 w.record["model"],
                 w.record["backend"],
                 f"{busy}/{w.record['slots']}",
+                str(w.record.get("threads", "-")),
             ]
         )
     render.table(rows)
+    over = " (more than the cores: stop and spawn again to share them)" if used > cores else ""
+    typer.echo(f"threads: {used} in use on {cores} physical cores{over}")
 
 
 @worker_app.command("stop")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from pool_ctl import jsonfile
 from pool_ctl.errors import InvalidInput, NotFound
@@ -34,6 +34,9 @@ class WorkerRecord(TypedDict):
     token: str | None
     started_at: float  # wall clock, seconds since the epoch
     unhealthy_since: float | None
+    # POOL-100: the worker's decode threads and why (absent in records written before them).
+    threads: NotRequired[int]
+    threads_rule: NotRequired[str]
 
 
 def check_worker_id(worker_id: str) -> str:

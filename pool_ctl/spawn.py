@@ -29,6 +29,7 @@ from pool_ctl.health import fetch
 from pool_ctl.records import Records, WorkerRecord, check_worker_id
 from pool_ctl.settings import Settings
 from shared.auth import is_loopback
+from shared.cpus import physical_cores
 
 AUTO_PORT_RANGE = range(8001, 8200)
 STOP_GRACE_S = 10.0
@@ -70,6 +71,20 @@ def _live_ports(records: Records) -> set[int]:
         for r in records.all()
         if procs.identify(r["pid"], r["start_time"], r["cmdline"]) == "ours"
     }
+
+
+def thread_share(cores: int, running: int) -> int:
+    """Threads for a new worker when none are given (POOL-100): an equal share of the host's
+    physical cores among the workers running and this one, at least 1."""
+    return max(1, cores // (running + 1))
+
+
+def _running(records: Records) -> int:
+    return sum(
+        1
+        for r in records.all()
+        if procs.identify(r["pid"], r["start_time"], r["cmdline"]) == "ours"
+    )
 
 
 def _reserve(host: str, requested: int | None, taken: set[int]) -> socket.socket:
@@ -239,6 +254,12 @@ def spawn(
                     f"worker {wid} is already running (pid {old['pid']})",
                     "stop it first or give another --worker-id",
                 )
+        if threads is None:
+            cores, running = physical_cores(), _running(records)
+            threads = thread_share(cores, running)
+            threads_rule = f"{cores} physical cores shared by {running + 1} workers"
+        else:
+            threads_rule = "--threads"
         argv = [
             sys.executable,
             "-m",
@@ -302,6 +323,8 @@ def spawn(
             token=token,
             started_at=time.time(),
             unhealthy_since=None,
+            threads=threads,
+            threads_rule=threads_rule,
         )
         records.save(record)
     if on_wait is not None:

@@ -57,11 +57,17 @@ def cleanup_action(
     return "mark-unhealthy", since
 
 
+# What orchestratord's registry says overrides a worker's own `ready` (POOL-101): the worker
+# does not know orchestratord drained it.
+REGISTRY_STATES = frozenset({"draining", "drained"})
+
+
 @dataclass(frozen=True)
 class Live:
     record: WorkerRecord
     identity: procs.Identity
     health: dict[str, Any] | None
+    registry: str | None = None  # the worker's state in orchestratord's registry, if asked
 
     @property
     def state(self) -> str:
@@ -69,17 +75,51 @@ class Live:
             return "exited"
         if self.identity == "reused":
             return "pid-reused"
-        return str(self.health["status"]) if self.health else "unreachable"
+        if not self.health:
+            return "unreachable"
+        status = str(self.health["status"])
+        if status == "ready" and self.registry in REGISTRY_STATES:
+            return self.registry
+        return status
 
 
-def _live(record: WorkerRecord) -> Live:
+def _live(record: WorkerRecord, registry: dict[str, str] | None = None) -> Live:
     who = procs.identify(record["pid"], record["start_time"], record["cmdline"])
     health = fetch(record["url"], timeout=1.0) if who == "ours" else None
-    return Live(record, who, health)
+    return Live(record, who, health, (registry or {}).get(record["worker_id"]))
+
+
+def registry_states(records: list[WorkerRecord], timeout: float = 1.0) -> dict[str, str]:
+    """worker id -> state, from each orchestratord the records name (one GET /v2/workers each,
+    with the record's cluster token). An orchestratord that does not answer says nothing."""
+    out: dict[str, str] = {}
+    asked: set[tuple[str, str | None]] = set()
+    for r in records:
+        key = (r["orchestrator"] or "", r["token"])
+        if not key[0] or key in asked:
+            continue
+        asked.add(key)
+        headers = {"Authorization": f"Bearer {key[1]}"} if key[1] else {}
+        try:
+            got = httpx.get(f"{key[0].rstrip('/')}/v2/workers", headers=headers, timeout=timeout)
+            listed = got.json().get("workers", []) if got.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            continue
+        for w in listed if isinstance(listed, list) else []:
+            if isinstance(w, dict) and isinstance(w.get("id"), str):
+                out.setdefault(w["id"], str(w.get("state")))
+    return out
 
 
 def list_workers(settings: Settings) -> list[Live]:
-    return [_live(r) for r in Records(settings.layout).all()]
+    records = Records(settings.layout).all()
+    registry = registry_states(records)
+    return [_live(r, registry) for r in records]
+
+
+def threads_in_use(live: list[Live]) -> int:
+    """Decode threads of the running workers whose records say (POOL-100)."""
+    return sum(w.record.get("threads", 0) for w in live if w.identity == "ours")
 
 
 def deregister(record: WorkerRecord, process: str = "gone") -> str:

@@ -28,7 +28,10 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         if not self.authorized(scope):
-            response = Unauthorized().response(scope["path"])
+            response = Unauthorized(
+                "the cluster token is required: send it as 'Authorization: Bearer <token>'; "
+                "llorch takes --cluster-token or LLORCH_CLUSTER_TOKEN"
+            ).response(scope["path"])
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

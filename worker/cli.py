@@ -55,7 +55,7 @@ def serve(
     ] = 8,
     n_ctx: Annotated[int, _opt("Context length per slot, in tokens", "N_CTX")] = 4096,
     threads: Annotated[
-        int, _opt("CPU threads of the decode loop [default: half the cores]", "THREADS")
+        int, _opt("CPU threads of the decode loop [default: the physical cores]", "THREADS")
     ] = 0,
     prefill_chunk: Annotated[
         int,

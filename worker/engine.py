@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import llama_cpp as lc
 
+from shared.cpus import physical_cores
 from worker.batching import Batcher, Step
 from worker.embeddings import MAX_EMBED_TOKENS, Embedder, EmbeddingSupport, embedding_support
 from worker.hostcache import HostCache
@@ -95,17 +96,13 @@ def gpu_offload_supported() -> bool:
 
 
 def default_threads() -> int:
-    """Half the CPUs, at least one (llama-cpp-python's default; WRK-002).
+    """The physical cores this process may run on, as llama.cpp's own default (WRK-150).
 
-    llama-server's default is one per physical core, the same number on an SMT-2 host, but all
-    CPUs on one without SMT (a VM). There it decodes one stream up to twice as fast when the
-    machine is otherwise idle (SmolLM2 on this project's 2-vCPU box: ~125 against ~65 tokens/s),
-    and collapses when anything else wants a core: llama.cpp's threads meet at a barrier after
-    every operation, so one descheduled thread stalls them all (measured 3-10 tokens/s, with the
-    spinning threads burning the CPU). Half leaves room for the event loop and the neighbours;
-    `--threads` gives the rest on a dedicated machine (bench/peer.py passes the same number to
-    both servers)."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    On a host without SMT that is every CPU: a lone stream decodes up to twice as fast as on
+    half of them when the machine is otherwise idle, and llama.cpp's per-operation barrier makes
+    it slower when something else wants a core. Sharing a host between workers is the pool's
+    business: `llorch-pool worker spawn` divides the cores among its workers (POOL-100)."""
+    return physical_cores()
 
 
 class LlamaEngine:

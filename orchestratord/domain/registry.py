@@ -239,6 +239,14 @@ class Registry:
             w.draining = True
         return w
 
+    def undrain(self, worker_id: str) -> Worker | None:
+        """Undo a drain (ORCH-373): the worker takes new tasks again. Idempotent; None when
+        the worker is unknown."""
+        w = self.workers.get(worker_id)
+        if w is not None:
+            w.draining = False
+        return w
+
     def remove(self, worker_id: str) -> Worker | None:
         w = self.workers.pop(worker_id, None)
         self.kv.drop_worker(worker_id)

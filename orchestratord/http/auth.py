@@ -34,10 +34,22 @@ ADMIN_PREFIXES = ("/v2/admin", "/v2/fleet")  # the fleet is admin's: specs/fleet
 
 
 def _admin_path(path: str) -> bool:
-    """Admin routes: /v2/admin*, /v2/fleet*, and a worker's drain (FLT-030)."""
+    """Admin routes: /v2/admin*, /v2/fleet*, and a worker's drain and undrain (FLT-030)."""
     return path.startswith(ADMIN_PREFIXES) or (
-        path.startswith(WORKER_PREFIX + "/") and path.endswith("/drain")
+        path.startswith(WORKER_PREFIX + "/") and path.endswith(("/drain", "/undrain"))
     )
+
+
+# What would fix a refusal (ORCH-370): the `llorch` flag and the variable it also reads.
+FIX = {
+    "admin token": "--admin-token or LLORCH_ADMIN_TOKEN",
+    "cluster token": "--cluster-token or LLORCH_CLUSTER_TOKEN (or the admin token)",
+    "API key": "--api-key or LLORCH_API_KEY (or the admin token)",
+}
+
+
+def _how(needs: str) -> str:
+    return f"send it as 'Authorization: Bearer <{needs}>'; llorch takes {FIX[needs]}"
 
 
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
@@ -96,8 +108,10 @@ class OrchestratorAuth:
             _match(presented, self.keys + self.cluster) is not None
             or self.ring.get_by_secret(presented) is not None
         ):
-            return Forbidden(f"this endpoint needs the {needs}")
-        return Unauthorized(f"the {needs} is required")
+            return Forbidden(f"this endpoint needs the {needs}, not the one sent: {_how(needs)}")
+        if presented is None:
+            return Unauthorized(f"the {needs} is required: {_how(needs)}")
+        return Unauthorized(f"the {needs} given is not valid: {_how(needs)}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -115,7 +129,10 @@ class OrchestratorAuth:
                 err = (
                     self._refuse(presented, ADMIN_TOKEN_HINT)
                     if self.admin
-                    else Forbidden("admin routes are off: start orchestratord with --admin-token")
+                    else Forbidden(
+                        "admin routes are off: start orchestratord with --admin-token "
+                        "(or LLORCH_ADMIN_TOKEN)"
+                    )
                 )
             caller = ADMIN
         elif path.startswith(WORKER_PREFIX):
@@ -142,9 +159,9 @@ class OrchestratorAuth:
                 state[STREAM_STOP] = stored.stop
             elif err is None:
                 err = Unauthorized(
-                    "an API key is required: send it as 'Authorization: Bearer <key>'"
+                    f"an API key is required: {_how('API key')}"
                     if presented is None
-                    else "the API key given is not valid"
+                    else f"the API key given is not valid: {_how('API key')}"
                 )
         if err is not None:
             await error_response(err, path)(scope, receive, send)

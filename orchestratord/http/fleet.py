@@ -7,6 +7,7 @@ middleware guards every path here (orchestratord.http.auth).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from orchestratord.fleet.actions import ActualWorker, ModelFacts, PoolFacts
 from orchestratord.fleet.control import Demand, FleetControl, PlanView
 from orchestratord.fleet.desired import parse_fleet
 from orchestratord.http.audit import audit
+from orchestratord.store.db import Store
 from shared.names import POOL_NAME
 from shared.params import FieldReader, read_json
 from shared.problem import FieldError, InvalidParams
@@ -40,6 +42,10 @@ class FleetSource(Protocol):
         """Tell queued tasks which spawn of the plan they wait for (ORCH-361)."""
         ...
 
+    def undrain(self, worker_id: str) -> dict[str, object]:
+        """A drain's undo (ORCH-373): the worker takes new tasks again. NotFound as drain."""
+        ...
+
 
 def _parts(request: Request) -> tuple[FleetControl, FleetSource]:
     return request.state.fleet, request.state.fleet_source
@@ -51,9 +57,12 @@ async def get_fleet(request: Request) -> Response:
 
 
 async def put_fleet(request: Request) -> Response:
-    control, _ = _parts(request)
+    control, source = _parts(request)
     spec = parse_fleet(await read_json(request))
+    store: Store = request.state.store
     before = control.spec.to_json()
+    # Stored first (FLT-080): a PUT that could not be kept is refused, and nothing changes.
+    await asyncio.to_thread(store.save_fleet, spec.to_json(), source.clock())
     control.replace(spec)
     after = control.spec.to_json()
     audit(request, "fleet.put", "fleet", before=before, after=after)
@@ -186,6 +195,11 @@ async def drain_worker(request: Request) -> Response:
     return JSONResponse(listing, status_code=202)
 
 
+async def undrain_worker(request: Request) -> Response:
+    _, source = _parts(request)
+    return JSONResponse(source.undrain(request.path_params["worker_id"]), status_code=202)
+
+
 routes: list[BaseRoute] = [
     Route("/v2/fleet", get_fleet, methods=["GET"]),
     Route("/v2/fleet", put_fleet, methods=["PUT"]),
@@ -194,4 +208,5 @@ routes: list[BaseRoute] = [
     Route("/v2/fleet/actions/{action_id}/lease", lease_action, methods=["POST"]),
     Route("/v2/fleet/actions/{action_id}/result", report_action, methods=["POST"]),
     Route("/v2/workers/{worker_id}/drain", drain_worker, methods=["POST"]),
+    Route("/v2/workers/{worker_id}/undrain", undrain_worker, methods=["POST"]),
 ]

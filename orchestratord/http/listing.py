@@ -63,7 +63,10 @@ def parse_list_query(params: Mapping[str, str], caller: Caller) -> TaskQuery:
         r.fail("cursor", "is not a cursor this server gave out")
     r.raise_if_failed()
     if tenant is not None and not caller.sees_all and tenant != caller.tenant:
-        raise Forbidden("only the admin token lists other tenants' tasks")
+        raise Forbidden(
+            "only the admin token lists other tenants' tasks: llorch takes --admin-token or "
+            "LLORCH_ADMIN_TOKEN"
+        )
     restricted = not caller.sees_all or tenant is not None
     return TaskQuery(
         restricted=restricted,

@@ -172,6 +172,8 @@ class PolicyEngine:
         }
         self.path = path
         self.sha256 = sha256
+        self.source = ""  # the Starlark text installed (ORCH-371), set by from_source
+        self.loaded_ms = 0  # wall clock of the load, unix ms (ORCH-371)
         self.budget_ms = budget_ms
         self.observer: PolicyObserver = observer or _NoObserver()
         self.clock = clock
@@ -259,6 +261,7 @@ class PolicyEngine:
             clock=clock,
         )
         engine._dry_run(load_budget_s)
+        engine.source, engine.loaded_ms = src, int(time.time() * 1000)
         for warning in policy.warnings:
             log.warning("policy lint: %s", warning)
         return engine

@@ -117,3 +117,9 @@ class ServiceFleetSource:
             active.log.append("queued", data)
         for task_id in [t for t in self._told if t not in queued]:
             del self._told[task_id]
+
+    def undrain(self, worker_id: str) -> dict[str, object]:
+        try:
+            return dict(self.service.undrain_worker(worker_id))
+        except KeyError:
+            raise NotFound(f"worker {worker_id} is not registered") from None

@@ -345,6 +345,19 @@ class TaskService(Core):
             self.writer.worker(w, w.state(now, self.registry.stale_ms))
         return w.listing(now, self.registry.stale_ms)
 
+    def undrain_worker(self, worker_id: str) -> WorkerListing:
+        """POST /v2/workers/{id}/undrain (ORCH-373): new tasks go there again, the queued ones
+        for its model at once; NotFound when unknown."""
+        w = self.registry.undrain(worker_id)
+        if w is None:
+            raise NotFound(f"worker {worker_id} is not registered")
+        log.info("worker %s undrained: it takes new tasks again", w.id)
+        now = self.clock()
+        if self.writer:
+            self.writer.worker(w, w.state(now, self.registry.stale_ms))
+        self.wake(w.model)
+        return w.listing(now, self.registry.stale_ms)
+
     def deregister_worker(self, worker_id: str) -> bool:
         w = self.registry.remove(worker_id)
         if w is not None and self.writer:

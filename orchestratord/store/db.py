@@ -164,6 +164,15 @@ usage_hourly = sa.Table(
 )
 _USAGE_KEY = ("hour_ms", "tenant", "key_id", "model")
 _USAGE_COUNTS = ("prompt_tokens", "cached_tokens", "completion_tokens", "tasks", "errors")
+# The fleet's desired state (specs/fleet.md FLT-080): one row, the body GET /v2/fleet returns.
+fleet_spec = sa.Table(
+    "fleet_spec",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+)
+_ADDED_TABLES = (compare_runs, fleet_spec)
 
 # Columns each upgrade adds: version -> [(table, column DDL)].
 _UPGRADES: dict[int, list[tuple[str, str]]] = {
@@ -400,6 +409,19 @@ class Store:
                 )
             )
             return int(result.rowcount)
+
+    # --- the fleet's desired state ---------------------------------------------------------
+
+    def load_fleet(self) -> Any | None:
+        """The stored desired state (decoded JSON, not yet validated), or None."""
+        with self.engine.connect() as c:
+            raw = c.execute(sa.select(fleet_spec.c.body).where(fleet_spec.c.id == 1)).scalar()
+        return json.loads(raw) if raw is not None else None
+
+    def save_fleet(self, body: Any, now_ms: int) -> None:
+        row = {"id": 1, "body": json.dumps(body, separators=(",", ":")), "updated_ms": now_ms}
+        with self.engine.begin() as c:
+            _upsert_many(c, fleet_spec, [row])
 
     # --- compare runs ----------------------------------------------------------------------
 

@@ -138,6 +138,37 @@ def test_flt_031_a_drain_outlives_a_restart(orchd: AppFactory) -> None:
         assert c.get("/v2/workers", headers=CT).json()["workers"][0]["state"] == "drained"
 
 
+def test_orch_373_an_undrain_outlives_a_restart(orchd: AppFactory) -> None:
+    """ORCH-373: undrain is the drain's undo: the worker is ready again, and orchestratord
+    started again on the same database keeps it so (its stored row no longer says draining);
+    an unknown worker is 404 and the cluster token is not enough."""
+    beat = {"state": "ready", "slots_total": 2, "slots_busy": 0}
+    with orchd(cluster_token="ct", admin_token="at") as c:
+        register(c, "w1")
+        assert c.post("/v2/workers/w1/drain", headers=AT).status_code == 202
+        assert c.post("/v2/workers/w1/undrain", headers=CT).status_code == 403
+        r = c.post("/v2/workers/w1/undrain", headers=AT)
+        assert r.status_code == 202 and r.json()["state"] == "ready"
+        assert c.post("/v2/workers/nope/undrain", headers=AT).status_code == 404
+    with orchd(cluster_token="ct", admin_token="at") as c:
+        assert c.post("/v2/workers/w1/heartbeat", json=beat, headers=CT).status_code == 200
+        assert c.get("/v2/workers", headers=CT).json()["workers"][0]["state"] == "ready"
+
+
+def test_flt_080_put_is_kept_and_the_file_is_only_the_seed(
+    orchd: AppFactory, tmp_path: Path
+) -> None:
+    """FLT-080: a PUT outlives a restart that names the same --fleet file; the file seeds
+    only an empty store."""
+    path = tmp_path / "fleet.toml"
+    path.write_text('[models.m]\nsource = "catalog:m"\npools = ["p1"]\nslots = 3\n')
+    with orchd(cluster_token="ct", admin_token="at", fleet=path) as c:
+        assert c.get("/v2/fleet", headers=AT).json()["models"]["m"]["slots"] == 3
+        assert c.put("/v2/fleet", json=FLEET, headers=AT).status_code == 200
+    with orchd(cluster_token="ct", admin_token="at", fleet=path) as c:
+        assert c.get("/v2/fleet", headers=AT).json()["models"]["m"]["pools"] == ["p1", "p2"]
+
+
 def test_flt_003_fleet_file_at_start_and_on_sighup(orchd: AppFactory, tmp_path: Path) -> None:
     """FLT-003: --fleet is read at start."""
     path = tmp_path / "fleet.toml"
@@ -163,19 +194,27 @@ def test_flt_003_invalid_fleet_file_fails_the_start(
 
 
 def test_flt_003_sighup_reload(tmp_path: Path) -> None:
-    """FLT-003: the SIGHUP handler re-reads the fleet file; an invalid one keeps the state."""
+    """FLT-003, FLT-080: the SIGHUP handler re-reads the fleet file and stores it; an invalid
+    one keeps the state."""
     from orchestratord.fleet.control import FleetControl
     from orchestratord.fleet.desired import load_fleet_file
     from orchestratord.fleet.plan_hook import PlanHook
     from orchestratord.policy import PolicyEngine, PolicyHolder
+    from orchestratord.store.db import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'o.db'}").open()
 
     path = tmp_path / "fleet.toml"
     path.write_text('[models.m]\nsource = "catalog:m"\npools = ["p1"]\nslots = 3\n')
     control = FleetControl(load_fleet_file(path), PlanHook.from_source(""), path=path)
     holder = PolicyHolder(PolicyEngine.from_file(None))
     path.write_text('[models.m]\nsource = "catalog:m"\npools = ["p1"]\nslots = 4\n')
-    _reload_on_sighup(holder, control)
+    _reload_on_sighup(holder, control, store)
     assert control.spec.models[0].slots == 4
+    stored = store.load_fleet()
+    assert stored is not None and stored["models"]["m"]["slots"] == 4
     path.write_text('[models.m]\nsource = "catalog:m"\npools = []\n')
-    _reload_on_sighup(holder, control)
+    _reload_on_sighup(holder, control, store)
     assert control.spec.models[0].slots == 4
+    assert store.load_fleet() == stored
+    store.close()

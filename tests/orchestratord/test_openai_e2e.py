@@ -157,7 +157,8 @@ def test_orch_084_the_openai_client_reads_the_message_of_a_401_and_a_413(
     stranger = openai.OpenAI(base_url=cluster.url + "/v1", api_key="wrong", max_retries=0)
     with stranger, pytest.raises(openai.AuthenticationError) as refused:
         stranger.chat.completions.create(model=MODEL, messages=MESSAGES)
-    assert refused.value.message == "Error code: 401 - the API key given is not valid"
+    assert refused.value.message.startswith("Error code: 401 - the API key given is not valid")
+    assert "--api-key or LLORCH_API_KEY" in refused.value.message  # ORCH-370
     assert refused.value.code == "UNAUTHORIZED" and refused.value.type == "authentication_error"
     with pytest.raises(openai.APIStatusError) as too_large:
         client.completions.create(model=MODEL, prompt="x" * (MAX_BODY_BYTES + 1))

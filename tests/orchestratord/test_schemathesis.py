@@ -65,7 +65,7 @@ def tame(body: Any) -> None:
 
 
 def token_for(path: str) -> str:
-    if path.startswith(("/v2/admin", "/v2/fleet")) or path.endswith("/drain"):
+    if path.startswith(("/v2/admin", "/v2/fleet")) or path.endswith(("/drain", "/undrain")):
         return AT
     return CLUSTER_TOKEN if path.startswith("/v2/workers") else API_KEY
 

@@ -153,6 +153,7 @@ def test_the_worker_runs_detached_with_its_own_argv_and_environment(
             "--slots": "1",
             "--worker-id": "w-detached",
             "--listen-fd": flags["--listen-fd"],  # the reserved port's socket (POOL-051)
+            "--threads": str(record["threads"]),  # a share of the cores (POOL-100)
             "--orchestrator-url": nowhere,
             "--advertise-url": f"http://{socket.getfqdn()}:{port}",
             "--pool": "blue",
