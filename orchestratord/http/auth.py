@@ -53,11 +53,6 @@ def _how(needs: str) -> str:
 
 
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
-# What a refusal names, so that the reader knows where the admin token goes (ORCH-305).
-ADMIN_TOKEN_HINT = (
-    "admin token (orchestratord --admin-token / LLORCH_ADMIN_TOKEN; "
-    "llorch --admin-token / LLORCH_ADMIN_TOKEN)"
-)
 
 
 def _bearer(scope: Scope) -> bytes | None:
@@ -127,7 +122,7 @@ class OrchestratorAuth:
         if _admin_path(path):
             if not (is_admin or self.open):
                 err = (
-                    self._refuse(presented, ADMIN_TOKEN_HINT)
+                    self._refuse(presented, "admin token")
                     if self.admin
                     else Forbidden(
                         "admin routes are off: start orchestratord with --admin-token "

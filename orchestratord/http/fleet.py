@@ -197,7 +197,10 @@ async def drain_worker(request: Request) -> Response:
 
 async def undrain_worker(request: Request) -> Response:
     _, source = _parts(request)
-    return JSONResponse(source.undrain(request.path_params["worker_id"]), status_code=202)
+    worker_id = request.path_params["worker_id"]
+    listing = source.undrain(worker_id)
+    audit(request, "workers.undrain", worker_id, after=listing)
+    return JSONResponse(listing, status_code=202)
 
 
 routes: list[BaseRoute] = [

@@ -57,6 +57,8 @@ def test_orch_306_every_admin_action_is_recorded_with_who_what_before_and_after(
         register(c, "w1")
         register(c, "w2")
         assert c.post("/v2/workers/w1/drain", headers=AT).status_code == 202
+        assert c.post("/v2/workers/w1/undrain", headers=AT).status_code == 202
+        assert c.post("/v2/workers/w1/drain", headers=AT).status_code == 202
         assert c.delete("/v2/workers/w1", headers=AT).status_code == 204
         assert c.delete("/v2/workers/w2", headers=CT).status_code == 204
         made = c.post("/v2/admin/keys", json={"tenant": "acme", "label": "ci"}, headers=AT)
@@ -77,6 +79,8 @@ def test_orch_306_every_admin_action_is_recorded_with_who_what_before_and_after(
             ("admin", "keys.create", key_id),
             ("cluster", "workers.remove", "w2"),
             ("admin", "workers.remove", "w1"),
+            ("admin", "workers.drain", "w1"),
+            ("admin", "workers.undrain", "w1"),
             ("admin", "workers.drain", "w1"),
             ("admin", "fleet.action.result", "spawn:m.p1.0"),
             ("admin", "fleet.action.lease", "spawn:m.p1.0"),
