@@ -82,7 +82,7 @@ def test_flt_064_flt_065_pool_reports_and_the_replace_flag(orchd: AppFactory) ->
             "models.od.kv_bytes_per_token",
         }  # fmt: skip
         assert c.get("/v2/fleet/plan", headers=AT).json()["actions"][-1]["id"] == spawn["id"]
-        null = {"ram_total_bytes": 1, "ram_free_bytes": None, "models": {}}
+        null: dict[str, Any] = {"ram_total_bytes": 1, "ram_free_bytes": None, "models": {}}
         r = c.put("/v2/fleet/pools/p2", json=null, headers=AT)
         assert r.status_code == 400 and r.json()["errors"][0]["field"] == "ram_free_bytes"
         assert c.put("/v2/fleet/pools/p2", json=small).status_code == 401
