@@ -98,23 +98,12 @@ def _nvidia() -> tuple[str | None, tuple[str, ...]]:
         words = text.split()
         # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  ..."
         driver = next((w for w in words if w[:1].isdigit() and "." in w), "unknown")
-    smi = shutil.which("nvidia-smi")
     gpus: tuple[str, ...] = ()
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            out = None
-        if out is not None and out.returncode == 0:
-            gpus = tuple(line.strip() for line in out.stdout.splitlines() if line.strip())
-            if driver is None and gpus:
-                driver = "unknown"
+    listed = _nvidia_smi("--query-gpu=name,memory.total", "--format=csv,noheader")
+    if listed is not None:
+        gpus = tuple(line.strip() for line in listed.splitlines() if line.strip())
+        if driver is None and gpus:
+            driver = "unknown"
     if not gpus and driver is not None:
         # No nvidia-smi: the device nodes still say whether a GPU is there.
         gpus = tuple(
@@ -201,20 +190,9 @@ def probe_memory() -> Memory:
         except (ValueError, OSError):
             total = free = 0
     vram: tuple[int, int] | None = None
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=memory.total,memory.free", "--format=csv,noheader,nounits"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            out = None
-        if out is not None and out.returncode == 0:
-            vram = parse_nvidia_memory(out.stdout)
+    queried = _nvidia_smi("--query-gpu=memory.total,memory.free", "--format=csv,noheader,nounits")
+    if queried is not None:
+        vram = parse_nvidia_memory(queried)
     return Memory(
         ram_total_bytes=total,
         ram_free_bytes=free,
@@ -263,3 +241,15 @@ def detect_and_save(
 
 def find(report_backends: list[Backend], name: str) -> Backend | None:
     return next((b for b in report_backends if b["name"] == name), None)
+
+
+def _nvidia_smi(*args: str) -> str | None:
+    """nvidia-smi's output for `args`; None without nvidia-smi, or when it fails."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run([smi, *args], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None

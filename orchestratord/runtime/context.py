@@ -19,7 +19,7 @@ threads of a worker, never on orchestratord's event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from orchestratord.domain.admission import max_prompt_tokens
 from orchestratord.domain.registry import Worker
@@ -50,24 +50,9 @@ async def check_context(
     largest = max(sizes)
     if max_prompt_tokens(req) + req.max_tokens <= largest:
         return None
-    now = service.clock()
-    ready = [w for w in serving if service.registry.usable(w, now)]
-    if not ready:
-        return None
-    worker = max(ready, key=lambda w: w.n_ctx)
-    settings = service.settings
-    try:
-        counted = await tokenize(
-            worker.url,
-            settings.cluster_token,
-            req.worker_body("count"),
-            connect_timeout=settings.connect_timeout_s,
-            read_timeout=min(settings.read_timeout_s, COUNT_TIMEOUT_S),
-            pool=service.connections,
-        )
-    except (WorkerRefused, WorkerLost) as e:
+    counted = await _count(service, req, serving, lambda w: w.n_ctx, COUNT_TIMEOUT_S)
+    if counted is None:
         # Counted or not, the worker that runs the task checks it again (WRK-021).
-        log.warning("worker %s could not count a prompt: %s", worker.id, e)
         return None
     n = counted.n_tokens
     if n + req.max_tokens > largest:
@@ -94,22 +79,34 @@ async def prompt_blocks(
     size = index.block_size(req.model)
     if size <= 0 or max_prompt_tokens(req) < size:
         return None  # not one full block: nothing to look up
+    answer = await _count(service, req, serving, lambda w: w.free_slots, HASH_TIMEOUT_S)
+    return answer if answer is not None and answer.block_hashes else None
+
+
+async def _count(
+    service: Core,
+    req: TaskRequest,
+    serving: Sequence[Worker],
+    rank: Callable[[Worker], int],
+    timeout_s: float,
+) -> Tokenized | None:
+    """The prompt counted (and hashed) by the ready worker of `serving` that ranks highest;
+    None when none is ready or it did not answer within `timeout_s`."""
     now = service.clock()
     ready = [w for w in serving if service.registry.usable(w, now)]
     if not ready:
         return None
-    worker = max(ready, key=lambda w: w.free_slots)
+    worker = max(ready, key=rank)
     settings = service.settings
     try:
-        answer = await tokenize(
+        return await tokenize(
             worker.url,
             settings.cluster_token,
             req.worker_body("count"),
             connect_timeout=settings.connect_timeout_s,
-            read_timeout=min(settings.read_timeout_s, HASH_TIMEOUT_S),
+            read_timeout=min(settings.read_timeout_s, timeout_s),
             pool=service.connections,
         )
     except (WorkerRefused, WorkerLost) as e:
-        log.info("worker %s could not hash a prompt: %s", worker.id, e)
+        log.warning("worker %s could not count a prompt: %s", worker.id, e)
         return None
-    return answer if answer.block_hashes else None
