@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,3 +35,14 @@ def execute(url: str, token: str | None, body: dict[str, Any], timeout: float = 
 
 def text_of(evs: list[Event]) -> str:
     return "".join(e.data["t"] for e in evs if e.event == "token")
+
+
+def wait_idle(url: str) -> dict[str, Any]:
+    """The worker's /health once no slot is busy (a closed stream's job is cancelled
+    asynchronously), or after 30 s, whatever it says then."""
+    deadline = time.monotonic() + 30
+    while True:
+        health: dict[str, Any] = httpx.get(url + "/health").json()
+        if health["slots_busy"] == 0 or time.monotonic() > deadline:
+            return health
+        time.sleep(0.05)

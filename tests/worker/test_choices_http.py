@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import Proc, spawn_worker
-from tests.worker.sse_client import Event, events, execute
+from tests.worker.sse_client import Event, events, execute, wait_idle
 
 TOKEN = "choices-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,15 +33,6 @@ def texts(evs: list[Event], n: int) -> list[str]:
         if e.event == "token":
             out[e.data["index"]] += e.data["t"]
     return out
-
-
-def wait_idle(url: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        health: dict[str, Any] = httpx.get(url + "/health").json()
-        if health["slots_busy"] == 0 or time.monotonic() > deadline:
-            return health
-        time.sleep(0.05)
 
 
 def test_wrk140_three_seeded_greedy_choices_are_identical(worker: Proc) -> None:

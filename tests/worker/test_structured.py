@@ -19,7 +19,7 @@ import pytest
 from shared.wire import TokenLogprob
 from tests.support import Proc, spawn_worker
 from tests.worker.conftest import TOKEN
-from tests.worker.sse_client import Event, events, execute, text_of
+from tests.worker.sse_client import Event, events, execute, text_of, wait_idle
 from worker.batching import Step
 from worker.engine import GenerationJob, LlamaEngine, Sampling
 from worker.structured import SchemaError, nesting_problem, schema_to_grammar
@@ -249,6 +249,9 @@ def test_wrk133_a_bad_grammar_or_schema_is_400_before_any_slot(
     naming the field and the problem (not 503): it is refused before a slot is asked for."""
     needle = needle or "uniqueItems"
     full = {"prompt": "hello", "max_tokens": 16000, "ignore_eos": True}
+    # The slots the case before this one filled are freed as their streams' jobs are cancelled,
+    # which the worker does asynchronously: start from an idle worker.
+    assert wait_idle(worker.url)["slots_busy"] == 0
     client = httpx.Client(headers=AUTH, timeout=60)
     streams = [client.stream("POST", worker.url + "/execute", json=full) for _ in range(2)]
     readers = []  # kept: a reader collected early closes its stream
@@ -272,6 +275,7 @@ def test_wrk133_a_bad_grammar_or_schema_is_400_before_any_slot(
         for s in streams:
             s.__exit__(None, None, None)
         client.close()
+        wait_idle(worker.url)  # the module's next tests find the slots free
 
 
 def test_wrk133_field_combinations_are_400(worker: Proc) -> None:
