@@ -6,6 +6,7 @@ arguments takes `passthrough.fast_remote` instead, which needs neither typer nor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -557,13 +558,10 @@ def _drain_command(undo: bool) -> Callable[..., int]:
         orchestrator_url: UrlOpt = None,
         admin_token: AdminOpt = None,
     ) -> int:
-        api = _admin_api(ctx, orchestrator_url, admin_token)
-        try:
+        with contextlib.closing(_admin_api(ctx, orchestrator_url, admin_token)) as api:
             for wid in worker_id:
                 w = api.undrain(wid) if undo else api.drain(wid)
                 sys.stderr.write(f"worker {wid}: {w.get('state', '?')}\n")
-        finally:
-            api.close()
         return 0
 
     return command
@@ -720,11 +718,8 @@ def fleet_get(
     ctx: typer.Context, orchestrator_url: UrlOpt = None, admin_token: AdminOpt = None
 ) -> int:
     """Print the desired state (GET /v2/fleet) as JSON."""
-    api = _admin_api(ctx, orchestrator_url, admin_token)
-    try:
+    with contextlib.closing(_admin_api(ctx, orchestrator_url, admin_token)) as api:
         sys.stdout.write(json.dumps(api.fleet(), indent=2) + "\n")
-    finally:
-        api.close()
     return 0
 
 
@@ -737,11 +732,8 @@ def fleet_put(
 ) -> int:
     """Replace the desired state (PUT /v2/fleet). orchestratord keeps it across restarts."""
     body = _read_fleet(file)
-    api = _admin_api(ctx, orchestrator_url, admin_token)
-    try:
+    with contextlib.closing(_admin_api(ctx, orchestrator_url, admin_token)) as api:
         spec = api.put_fleet(body)
-    finally:
-        api.close()
     sys.stderr.write(f"fleet replaced: {len(spec.get('models', {}))} model(s)\n")
     return 0
 
@@ -798,11 +790,8 @@ def policy_get(
     """Print the running policy's source. Its name, hash and load time go to stderr."""
     import time
 
-    api = _admin_api(ctx, orchestrator_url, admin_token)
-    try:
+    with contextlib.closing(_admin_api(ctx, orchestrator_url, admin_token)) as api:
         p = api.policy()
-    finally:
-        api.close()
     if as_json:
         sys.stdout.write(json.dumps(p, indent=2) + "\n")
         return 0
@@ -822,11 +811,8 @@ def policy_set(
     """Install FILE as the running policy, if it passes its checks. Else the running one
     stays."""
     source = _read_policy(file)
-    api = _admin_api(ctx, orchestrator_url, admin_token)
-    try:
+    with contextlib.closing(_admin_api(ctx, orchestrator_url, admin_token)) as api:
         p = api.set_policy(source, file.name)
-    finally:
-        api.close()
     sys.stderr.write(_summary_line("installed", p) + "\n")
     return 0
 
@@ -841,11 +827,8 @@ def policy_check(
     """Check FILE on orchestratord, installing nothing. It is compiled, linted and dry-run
     there; exit 0 when it would be accepted, else the problems and exit 211."""
     source = _read_policy(file)
-    api = _admin_api(ctx, orchestrator_url, admin_token)
-    try:
+    with contextlib.closing(_admin_api(ctx, orchestrator_url, admin_token)) as api:
         p = api.check_policy(source, file.name)
-    finally:
-        api.close()
     sys.stderr.write(_summary_line("ok:", p) + "\n")
     return 0
 
@@ -877,11 +860,8 @@ def policy_replay(
     argv = [sys.executable, "-m", "orchestratord", "replay", "--db", db, "--policy", str(file)]
     with tempfile.TemporaryDirectory(prefix="llorch-replay-") as tmp:
         if against_running:
-            api = _admin_api(ctx, orchestrator_url, admin_token)
-            try:
+            with contextlib.closing(_admin_api(ctx, orchestrator_url, admin_token)) as api:
                 running = api.policy()
-            finally:
-                api.close()
             baseline = Path(tmp) / "running.star"
             baseline.write_text(running.get("source", ""), "utf-8")
             argv += ["--baseline", str(baseline)]

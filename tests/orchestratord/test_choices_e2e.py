@@ -128,17 +128,18 @@ def test_orch271_n3_with_logprobs_gives_each_choice_its_own(client: openai.OpenA
     """ORCH-271, WRK-134: with n=3 each choice carries the logprobs of its own tokens, whole and
     streamed: one entry per token whose text is the choice's, each value <= 0 and the chosen
     token among its top_logprobs."""
-    whole = client.chat.completions.create(
-        model=MODEL,
-        messages=MESSAGES,
-        max_tokens=6,
-        temperature=1.0,
-        seed=11,
-        n=3,
-        logprobs=True,
-        top_logprobs=3,
-        extra_body={"ignore_eos": True},
-    )
+    args: dict[str, Any] = {
+        "model": MODEL,
+        "messages": MESSAGES,
+        "max_tokens": 6,
+        "temperature": 1.0,
+        "seed": 11,
+        "n": 3,
+        "logprobs": True,
+        "top_logprobs": 3,
+        "extra_body": {"ignore_eos": True},
+    }
+    whole = client.chat.completions.create(**args)
     assert [c.index for c in whole.choices] == [0, 1, 2]
     for c in whole.choices:
         entries = c.logprobs.content if c.logprobs else None
@@ -147,18 +148,7 @@ def test_orch271_n3_with_logprobs_gives_each_choice_its_own(client: openai.OpenA
         for e in entries:
             assert e.logprob <= 0 and len(e.top_logprobs) == 3
             assert e.token in [t.token for t in e.top_logprobs]
-    stream = client.chat.completions.create(
-        model=MODEL,
-        messages=MESSAGES,
-        max_tokens=6,
-        temperature=1.0,
-        seed=11,
-        n=3,
-        logprobs=True,
-        top_logprobs=3,
-        stream=True,
-        extra_body={"ignore_eos": True},
-    )
+    stream = client.chat.completions.create(**args, stream=True)
     texts, tokens = ["", "", ""], [0, 0, 0]
     for chunk in stream:
         for ch in chunk.choices:
