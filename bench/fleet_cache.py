@@ -69,17 +69,32 @@ from bench._fleet import Fleet, fleet, lean_sse_frames, percentile  # noqa: E402
 KEY = "bench-key"
 TENANT = "bench"
 
+# Load alone, as a load balancer does it (nginx's least_conn, Envoy's least request): the
+# least busy share of slots, equals told apart by the task id, so that an idle fleet's tasks
+# spread over every worker instead of all going to the first one listed (which would keep
+# one worker's cache warm by accident).
 LEAST_BUSY = """
+_MASK = 0xFFFFFFFF
+
+def _mix(h):
+    h = h & _MASK
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & _MASK
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & _MASK
+    return h ^ (h >> 16)
+
 def schedule(task, workers, cluster):
     best = None
+    best_key = None
     for w in workers:
         if w["model"] != task["model"] or w["state"] not in ("ready", "busy"):
             continue
         if w["slots_busy"] >= w["slots_total"]:
             continue
-        share = w["slots_busy"] / w["slots_total"]
-        if best == None or share < best["slots_busy"] / best["slots_total"]:
-            best = w
+        key = (w["slots_busy"] / w["slots_total"], -_mix(_mix(hash(task["id"])) ^ hash(w["id"])))
+        if best == None or key < best_key:
+            best, best_key = w, key
     return best["id"] if best != None else None
 """
 
@@ -191,6 +206,8 @@ class User:
 @dataclass
 class Result:
     ttft_s: list[float] = field(default_factory=list)
+    first_ttft_s: list[float] = field(default_factory=list)  # each user's first turn
+    later_ttft_s: list[float] = field(default_factory=list)
     tokens: int = 0
     workers: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
@@ -231,22 +248,23 @@ async def one_turn(
     return (ttft if ttft is not None else float("nan")), "".join(text), end, worker
 
 
+def turn_tokens(args: argparse.Namespace) -> int:
+    """The size of each user message: `--turns` of them and their answers grow the chat from
+    the system prompt to about `--history-tokens`."""
+    per_turn: float = (args.history_tokens - args.system_tokens) / max(1, args.turns)
+    return max(8, round(per_turn) - int(args.max_tokens))
+
+
 def make_users(args: argparse.Namespace) -> list[User]:
     rng = random.Random(args.seed)
     systems = [
         f"You are assistant number {i} of the archive. " + filler(rng, args.system_tokens)
         for i in range(args.system_prompts)
     ]
-    users = []
-    for u in range(args.users):
-        doc = filler(rng, args.history_tokens)
-        first = f"Here is my document:\n{doc}\nWhat is its first word?"
-        messages = [
-            {"role": "system", "content": systems[u % len(systems)]},
-            {"role": "user", "content": first},
-        ]
-        users.append(User(f"user-{u}", messages, args.turns))
-    return users
+    return [
+        User(f"user-{u}", [{"role": "system", "content": systems[u % len(systems)]}], args.turns)
+        for u in range(args.users)
+    ]
 
 
 async def drive(f: Fleet, args: argparse.Namespace, rate: float) -> Result:
@@ -258,25 +276,35 @@ async def drive(f: Fleet, args: argparse.Namespace, rate: float) -> Result:
     headers = {"authorization": f"Bearer {KEY}"}
     pending: set[asyncio.Task[None]] = set()
     start = time.perf_counter()
-    questions = ["And the last word?", "How many words?", "Summarise it.", "Any names?"]
+    questions = ["What is its first word?", "And the last?", "How many words?", "Any names?"]
+    paste = turn_tokens(args)
 
     async def turn(user: User) -> None:
+        k = args.turns - user.turns_left
+        # Each turn pastes a new passage and asks about it; the history is every earlier turn.
+        # The same text under every policy, whatever order the turns run in.
+        text_rng = random.Random(f"{args.seed}-{user.id}-{k}")
+        said = f"Here are more notes:\n{filler(text_rng, paste)}\n{questions[k % len(questions)]}"
+        user.messages.append({"role": "user", "content": said})
         body = {
             "model": args.model_name,
             "messages": list(user.messages),
             "max_tokens": args.max_tokens,
-            "session_id": user.id,
             "temperature": 0,
         }
+        if args.sessions == "named":
+            body["session_id"] = user.id
         try:
             ttft, text, end, worker = await one_turn(f, body, headers)
         except Exception as e:  # counted; the user goes on with its next turn
             print(f"{user.id}: {e}", file=sys.stderr)
             result.errors += 1
+            user.messages.pop()
             user.busy = False
             user.turns_left -= 1
             return
         result.ttft_s.append(ttft)
+        (result.first_ttft_s if k == 0 else result.later_ttft_s).append(ttft)
         result.tokens += int(end.get("tokens_out", 0))
         result.workers[worker] += 1
         result.prompt_tokens += int(end.get("prompt_tokens", 0))
@@ -288,11 +316,7 @@ async def drive(f: Fleet, args: argparse.Namespace, rate: float) -> Result:
             if predicted > 0:
                 result.predicted_tasks += 1
                 result.predicted_hits += cached >= predicted
-        k = args.turns - user.turns_left
-        user.messages += [
-            {"role": "assistant", "content": text},
-            {"role": "user", "content": questions[k % len(questions)]},
-        ]
+        user.messages.append({"role": "assistant", "content": text})
         user.turns_left -= 1
         user.busy = False
 
@@ -334,13 +358,16 @@ def start_fleet(f: Fleet, args: argparse.Namespace, policy_file: Path | None) ->
 
 
 async def calibrate(f: Fleet, args: argparse.Namespace) -> float:
-    """Seconds one cold first turn takes alone on an idle worker (prefill + answer)."""
+    """Seconds one turn takes alone on an idle worker with nothing of its prompt cached, at the
+    chats' mean history (halfway from the system prompt to `--history-tokens`): the fleet's
+    capacity without a prompt cache is `--workers` such turns at a time."""
     rng = random.Random(args.seed + 99)
+    mean = (args.history_tokens - args.system_tokens) // 2
     body = {
         "model": args.model_name,
         "messages": [
             {"role": "system", "content": filler(rng, args.system_tokens)},
-            {"role": "user", "content": filler(rng, args.history_tokens)},
+            {"role": "user", "content": filler(rng, mean)},
         ],
         "max_tokens": args.max_tokens,
         "temperature": 0,
@@ -348,6 +375,11 @@ async def calibrate(f: Fleet, args: argparse.Namespace) -> float:
     start = time.perf_counter()
     await one_turn(f, body, {"authorization": f"Bearer {KEY}"})
     return time.perf_counter() - start
+
+
+def p90(values: list[float]) -> float | None:
+    kept = [t for t in values if t == t]
+    return percentile(kept, 90) if kept else None
 
 
 def summary(r: Result) -> dict[str, Any]:
@@ -358,6 +390,8 @@ def summary(r: Result) -> dict[str, Any]:
         "errors": r.errors,
         "ttft_p50_s": percentile(ttfts, 50) if ttfts else None,
         "ttft_p90_s": percentile(ttfts, 90) if ttfts else None,
+        "first_turns_ttft_p90_s": p90(r.first_ttft_s),
+        "later_turns_ttft_p90_s": p90(r.later_ttft_s),
         "tokens_per_s": round(r.tokens / r.span_s, 3) if r.span_s else None,
         "span_s": round(r.span_s, 1),
         "tasks_per_worker": dict(sorted(r.workers.items())),
@@ -435,11 +469,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="decode threads per worker")
     p.add_argument("--n-ctx", type=int, default=4096)
     p.add_argument("--users", type=int, default=30)
-    p.add_argument("--turns", type=int, default=4)
+    p.add_argument("--turns", type=int, default=8)
     p.add_argument("--history-tokens", type=int, default=1000)
     p.add_argument("--system-prompts", type=int, default=4)
-    p.add_argument("--system-tokens", type=int, default=200)
+    p.add_argument("--system-tokens", type=int, default=300)
     p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument(
+        "--sessions",
+        choices=("none", "named"),
+        default="none",
+        help="none: no session_id, as OpenAI clients send; named: each chat's session_id",
+    )
     p.add_argument("--load", type=float, default=0.7, help="arrivals / capacity")
     p.add_argument("--rate", type=float, default=None, help="turns per second (no calibration)")
     p.add_argument("--duration", type=float, default=300.0, help="seconds per policy, at most")

@@ -147,7 +147,34 @@ def test_pol_121_cached_tokens_win_against_load_up_to_the_formula(default: Polic
     warmer = make_worker("warmer", slots_busy=3, cached_tokens=1152)
     assert default.schedule(task, [idle, warm, warmer], cluster) == "warmer"
     full = make_worker("full", state="busy", slots_busy=4, cached_tokens=4096)
-    assert default.schedule(task, [idle, full], cluster) == "idle"
+    waited = make_task(prompt_tokens=1200, session_id="chat-1", wait_ms=1000)
+    assert default.schedule(waited, [idle, full], cluster) == "idle"
+
+
+def test_pol_123_a_task_waits_a_while_for_its_full_warm_worker(default: PolicyEngine) -> None:
+    """POL-123: a full worker holding 512 tokens more of the prompt than any worker with room
+    keeps the task queued, for up to 1,000 ms of waiting; a smaller lead, a worker with room
+    that holds as much, or a draining warm worker do not."""
+    cluster = make_cluster()
+    task = make_task(prompt_tokens=1200, session_id="chat-1", wait_ms=0)
+    idle = make_worker("idle")
+    full = make_worker("full", state="busy", slots_busy=4, cached_tokens=1024)
+    assert default.schedule(task, [idle, full], cluster) is None
+    assert default.schedule({**task, "wait_ms": 999}, [idle, full], cluster) is None
+    assert default.schedule({**task, "wait_ms": 1000}, [idle, full], cluster) == "idle"
+    # The lead is what counts: 512 more than the best worker with room waits, 511 does not.
+    some = make_worker("some", cached_tokens=512)
+    assert default.schedule(task, [some, full], cluster) is None
+    more = make_worker("some", cached_tokens=513)
+    assert default.schedule(task, [more, full], cluster) == "some"
+    # Only a usable worker of the task's model is waited for; n counts as room (POL-095).
+    gone = make_worker("full", state="draining", slots_busy=4, cached_tokens=4096)
+    assert default.schedule(task, [idle, gone], cluster) == "idle"
+    other = make_worker("full", model="other", slots_busy=4, cached_tokens=4096)
+    assert default.schedule(task, [idle, other], cluster) == "idle"
+    three = make_worker("three", slots_busy=2, cached_tokens=1024)  # 2 free of 4
+    assert default.schedule({**task, "n": 3}, [idle, three], cluster) is None
+    assert default.schedule(task, [idle, three], cluster) == "three"
 
 
 def test_default_keeps_task_queued_without_an_eligible_worker(default: PolicyEngine) -> None:
