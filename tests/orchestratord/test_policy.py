@@ -133,15 +133,15 @@ def test_pol_122_equal_workers_share_sequential_tasks(default: PolicyEngine) -> 
 
 
 def test_pol_121_cached_tokens_win_against_load_up_to_the_formula(default: PolicyEngine) -> None:
-    """POL-121: the cache score, cached_tokens - 1024 * busy share: a worker holding most of the
+    """POL-121: the cache score, cached_tokens - 256 * busy share: a worker holding most of the
     prompt wins while it is not too loaded; an overloaded one loses to an idle one, and the
     cache decides before the session (POL-045)."""
     cluster = make_cluster()
     task = make_task(prompt_tokens=1200, session_id="chat-1")
     idle = make_worker("idle", tokens_per_s=90.0, recent_sessions=["chat-1"])
-    warm = make_worker("warm", slots_busy=3, cached_tokens=1024)  # 1024 - 768 > 0
+    warm = make_worker("warm", slots_busy=3, cached_tokens=256)  # 256 - 192 > 0
     assert default.schedule(task, [idle, warm], cluster) == "warm"
-    half = make_worker("warm", slots_busy=3, cached_tokens=512)  # 512 - 768 < 0
+    half = make_worker("warm", slots_busy=3, cached_tokens=128)  # 128 - 192 < 0
     assert default.schedule(task, [idle, half], cluster) == "idle"
     # Of two holding it, the one with more of it; a full worker is not eligible, however warm.
     warmer = make_worker("warmer", slots_busy=3, cached_tokens=1152)
