@@ -22,8 +22,15 @@ from orchestratord.store import admin as admin_store
 from orchestratord.store.db import Store
 
 log = logging.getLogger("llorch.orchestratord.audit")
-# Fields whose values never reach the trail, at any depth of before/after.
-SECRET_FIELD = re.compile(r"secret|token|password|passphrase|key_hash|api_key|authorization", re.I)
+# Fields whose values never reach the trail, at any depth of before/after: named as a secret
+# (`secret`, `client_secret`, `password`, `api_key`, ...) or as a credential token (`token`,
+# `hf_token`, `access_token`, ...). Not every name with "token" in it: `daily_tokens` and
+# `kv_bytes_per_token` are what an operator reads the trail for.
+SECRET_FIELD = re.compile(
+    r"(^|_)(secret|password|passphrase|key_hash|api_key|authorization)(_|$)"
+    r"|^((access|auth|bearer|hf|refresh|api|id|session)_)?token$",
+    re.I,
+)
 REDACTED = "[redacted]"
 
 

@@ -122,13 +122,27 @@ def test_orch_306_secrets_in_before_and_after_are_redacted() -> None:
         "nested": [{"api_key": "k", "keep": 1}, {"x": secret}],
         "Authorization": "Bearer x",
         "name": "policy",
+        "hf_token": "h",
+        "client_secret": "c",
+        "password": "p",
     }
     assert redact(value) == {
         "token": REDACTED,
         "nested": [{"api_key": REDACTED, "keep": 1}, {"x": REDACTED}],
         "Authorization": REDACTED,
         "name": "policy",
+        "hf_token": REDACTED,
+        "client_secret": REDACTED,
+        "password": REDACTED,
     }
+
+
+def test_orch_306_counts_of_tokens_are_not_taken_for_secrets() -> None:
+    """ORCH-306: a tenant's token budgets and a pool's bytes per token are what an operator
+    reads the trail for; only credential-named fields are redacted."""
+    limits = {"daily_tokens": 1000, "monthly_tokens": 9000, "tpm": 50}
+    assert redact(limits) == limits
+    assert redact({"kv_bytes_per_token": 36864}) == {"kv_bytes_per_token": 36864}
 
 
 def test_orch_300_key_input_is_checked_before_anything_is_stored(orchd: AppFactory) -> None:
