@@ -228,27 +228,28 @@ class StepLoop:
             raise EngineError(f"{1 + len(sub.forks)} sequences asked, {self._batcher.idle} idle")
         adm = self._batcher.admit(prompt)
         seq = adm.seq_id
-        if adm.save is not None:  # WRK-174: what this sequence held, kept in host RAM
-            self._save(seq, adm.save)
-        held = [self._batcher.hold() for _ in sub.forks]
-        keep = adm.keep
-        if adm.restore is not None and not self._restore(seq, adm.restore):
-            self._batcher.restore_failed(seq, prompt)
-            keep = 0
-        elif adm.copy_from is not None:
-            lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
-            # Across KV streams llama.cpp copies whole streams only; the tail is dropped below.
-            lc.llama_memory_seq_cp(self._mem, adm.copy_from, seq, -1, -1)
-            self.cache.copies += 1
-        lc.llama_memory_seq_rm(self._mem, seq, keep, -1)
-        self.cache.lookups += 1
-        self.cache.prompt_tokens += len(prompt)
-        if keep:
-            self.cache.hits += 1
-            self.cache.tokens_reused += keep
-        grammar = None
+        held: list[int] = []
         try:
+            # The entry to restore is taken before the save below, which may evict it (the
+            # budget) or replace it (a save that extends it).
+            host = self._batcher.host
+            blob = host.take(adm.restore) if host is not None and adm.restore is not None else None
+            if adm.save is not None:  # WRK-174: what this sequence held, kept in host RAM
+                self._save(seq, adm.save)
+            held = [self._batcher.hold() for _ in sub.forks]
+            keep = adm.keep
+            if blob is not None and not self._restore(seq, blob):
+                self._batcher.restore_failed(seq, prompt)
+                keep = 0
+            elif adm.copy_from is not None:
+                lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
+                # Across KV streams llama.cpp copies whole streams only; the tail is dropped
+                # below.
+                lc.llama_memory_seq_cp(self._mem, adm.copy_from, seq, -1, -1)
+                self.cache.copies += 1
+            lc.llama_memory_seq_rm(self._mem, seq, keep, -1)
             sampler, seed = self._make_sampler(sub.job)
+            grammar = None
             if sub.job.grammar is not None:
                 grammar = lc.llama_sampler_init_grammar(
                     self._vocab, sub.job.grammar.encode(), b"root"
@@ -257,9 +258,17 @@ class StepLoop:
                     lc.llama_sampler_free(sampler)
                     raise EngineError("the grammar does not parse")
         except BaseException:
+            # The admitted sequences hold nothing the batcher can vouch for now: emptied, so
+            # that no later step decodes at positions their KV cells do not have (WRK-175).
             for s in (seq, *held):
-                self._batcher.release(s)
+                self._batcher.forget(s)
+                lc.llama_memory_seq_rm(self._mem, s, -1, -1)
             raise
+        self.cache.lookups += 1
+        self.cache.prompt_tokens += len(prompt)
+        if keep:
+            self.cache.hits += 1
+            self.cache.tokens_reused += keep
         run = self._run(sub, sampler, grammar, keep, seed)
         run.forks = list(zip(held, sub.forks, strict=True))
         if sub.job.resumed:
@@ -278,11 +287,8 @@ class StepLoop:
         if n > 0:
             host.put(tokens, ctypes.string_at(buf, n))
 
-    def _restore(self, seq: int, key: int) -> bool:
-        """The host entry's state into `seq` (emptied first); False when llama.cpp refuses it."""
-        host = self._batcher.host
-        assert host is not None
-        blob = host.take(key)
+    def _restore(self, seq: int, blob: bytes) -> bool:
+        """A host entry's state into `seq` (emptied first); False when llama.cpp refuses it."""
         lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
         buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
         if lc.llama_state_seq_set_data(self._ctx, buf, len(blob), seq) == 0:

@@ -64,3 +64,34 @@ def test_wrk_174_the_byte_budget_holds_and_prefixes_give_way() -> None:
     assert host.best([5, 5], 2) == (None, 0)
     held = set(block_hashes([1, 2, 3, 4, 5, 6], 2)) | set(block_hashes([9, 9], 2))
     assert set(ledger.report()["stored"]) == held
+
+
+def test_wrk_175_a_restore_survives_the_save_that_evicts_its_entry(tiny_model: Path) -> None:
+    """WRK-175: one slot, a host budget of one entry: chat A is saved when B takes the slot;
+    A's next turn saves B, which evicts A's entry from the budget, and must still restore A
+    (it failed with KeyError, and every later step with llama_decode -1). Then A's turn
+    matches a cold run and the worker goes on serving."""
+    e = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=64, threads=1, cache_ram=64 << 20)
+    try:
+        turn1 = "user: " + " ".join(f"fact{i}" for i in range(60)) + "\nassistant:"
+        first = e.generate(job(e, turn1, 8), threading.Event(), Sink())
+        reply = b"".join(e.piece(t) for t in first.tokens).decode(errors="replace")
+        other = "user: " + " ".join(f"other{i}" for i in range(60))
+        e.generate(job(e, other, 8), threading.Event(), Sink())
+        host = e.host_cache
+        assert host is not None and len(host) == 1
+        host.budget = host.bytes * 3 // 2  # room for A's entry or B's, not both
+        turn2 = f"{turn1}{reply}\nuser: and then?\nassistant:"
+        second = e.generate(job(e, turn2, 8), threading.Event(), Sink())
+        assert e.cache_stats().restores == 1
+        assert second.prompt_tokens_cached >= len(e.tokenize(turn1)) - 1
+        after = e.generate(job(e, other + " again", 4), threading.Event(), Sink())
+        assert after.tokens_out == 4
+    finally:
+        e.close()
+    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=64, threads=1)
+    try:
+        baseline = cold.generate(job(cold, turn2, 8), threading.Event(), Sink())
+    finally:
+        cold.close()
+    assert second.tokens == baseline.tokens
