@@ -179,7 +179,11 @@ async def report_pool(request: Request) -> Response:
         raise InvalidParams(f"invalid pool report: {summary}", errors=errors)
     assert total is not None and free is not None
     now = source.clock()
-    control.report_pool(pool, PoolFacts(total, free, vram_total, vram_free, models, now))
+    before = control.pool_facts(now).get(pool)
+    report = PoolFacts(total, free, vram_total, vram_free, models, now)
+    control.report_pool(pool, report)
+    after = report.to_json()
+    audit(request, "fleet.pool", pool, before=before.to_json() if before else None, after=after)
     return Response(status_code=204)
 
 
