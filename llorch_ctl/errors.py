@@ -103,7 +103,14 @@ class HttpUnreachable(CtlError):
 
 
 class ApiFailed(CtlError):
-    """An HTTP API answered with an error (problem+json) or a stream ended in an error event."""
+    """An HTTP API answered with an error (problem+json) or a stream ended in an error event.
+    `status` and `code` (the problem's HTTP status and its `code`, when an HTTP answer said
+    them) are what a caller tells errors apart by, never the message's text (CTL-111)."""
 
     exit_code = 211
     kind = "api-error"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

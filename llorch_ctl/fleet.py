@@ -56,17 +56,24 @@ class FleetApi:
         except httpx.HTTPError as e:
             raise HttpUnreachable(f"cannot reach orchestratord at {self.url}: {e}") from None
         if r.status_code >= 400:
+            code: str | None = None
             try:
                 problem = r.json()
+                if isinstance(problem.get("code"), str):
+                    code = problem["code"]
                 detail = f"{problem.get('code', r.status_code)}: {problem.get('detail', '')}"
-            except ValueError:
+            except (ValueError, AttributeError):
                 detail = f"HTTP {r.status_code}"
             if r.status_code in (401, 403):
                 raise ApiFailed(
                     f"orchestratord {method} {path}: {detail}; this command takes "
-                    "--admin-token or LLORCH_ADMIN_TOKEN"
+                    "--admin-token or LLORCH_ADMIN_TOKEN",
+                    status=r.status_code,
+                    code=code,
                 )
-            raise ApiFailed(f"orchestratord {method} {path}: {detail}")
+            raise ApiFailed(
+                f"orchestratord {method} {path}: {detail}", status=r.status_code, code=code
+            )
         return r.json() if r.content else None
 
     def plan(self, *, replace_misplaced: bool = False) -> dict[str, Any]:
@@ -85,7 +92,9 @@ class FleetApi:
                 {"holder": holder, "ttl_s": LEASE_TTL_S},
             )
         except ApiFailed as e:
-            if "CONFLICT" in e.message or "NOT_FOUND" in e.message:
+            # Told apart by the answer's status and problem code, never its text (CTL-111): the
+            # text names the action, whose pool or worker may be called anything.
+            if (e.status, e.code) in ((409, "CONFLICT"), (404, "NOT_FOUND")):
                 return False
             raise
         return True

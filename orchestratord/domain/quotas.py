@@ -33,6 +33,8 @@ HOUR_MS = 3_600_000
 LIMIT_FIELDS = ("concurrency", "rpm", "tpm", "daily_tokens", "monthly_tokens")
 MAX_LIMIT = 2**53  # exact in JSON numbers and in every database's BIGINT
 MAX_WEIGHT = 1e6
+# Accounts are swept for idle ones when they reach this many, then each time they double.
+MIN_SWEEP = 1024
 # Retry-After for a tenant at its concurrency cap: a task of its own has to end first, and
 # nothing says when; a client that retries after a second finds out.
 CONCURRENCY_RETRY_MS = 1000
@@ -133,6 +135,7 @@ class Quotas:
         self.limits: dict[str, Limits] = {}
         self._limits_json: dict[str, dict[str, Any]] = {}
         self.accounts: dict[str | None, Account] = {}
+        self._sweep_at = MIN_SWEEP
 
     def set(self, tenant: str, limits: Limits | None) -> None:
         if limits is None or limits == NO_LIMITS:
@@ -151,6 +154,8 @@ class Quotas:
         """The tenant's account, its window and its day and month brought up to `now_ms`."""
         acct = self.accounts.get(tenant)
         if acct is None:
+            if len(self.accounts) >= self._sweep_at:
+                self.sweep(now_ms)
             acct = self.accounts[tenant] = Account()
         if now_ms - acct.window_start >= self.window_ms:
             acct.window_start, acct.requests, acct.tokens = now_ms, 0, 0
@@ -161,6 +166,35 @@ class Quotas:
                 acct.month, acct.month_tokens = month, 0
             acct.day, acct.day_tokens = day, 0
         return acct
+
+    def sweep(self, now_ms: int) -> int:
+        """Drop the accounts that hold nothing a limit still needs (ORCH-411); how many went.
+        Run when the accounts have doubled since the last sweep: O(1) per account made."""
+        day = now_ms // DAY_MS
+        month = month_of(day)
+        gone = [t for t, a in self.accounts.items() if self._idle(t, a, now_ms, day, month)]
+        for tenant in gone:
+            del self.accounts[tenant]
+        self._sweep_at = max(MIN_SWEEP, 2 * len(self.accounts))
+        return len(gone)
+
+    def _idle(self, tenant: str | None, a: Account, now_ms: int, day: int, month: int) -> bool:
+        """Whether a fresh account would do as well: no task open, the rate window closed (a
+        new one would open anyway), and no tokens a budget of the tenant counts now."""
+        if a.open or now_ms - a.window_start < self.window_ms:
+            return False
+        limits = self.limits.get(tenant) if tenant is not None else None
+        if limits is None:
+            return True
+        if limits.daily_tokens is not None and a.day == day and a.day_tokens:
+            return False
+        return not (limits.monthly_tokens is not None and a.month == month and a.month_tokens)
+
+    def rebuild_spent(self, tenant: str, today: int, month: int, now_ms: int) -> None:
+        """Set the tenant's tokens of the UTC day and month to what the usage says (ORCH-411):
+        an account dropped while the tenant had no budget counted only what came after."""
+        acct = self.account(tenant, now_ms)
+        acct.day_tokens, acct.month_tokens = today, month
 
     def check(self, tenant: str | None, prompt_tokens: int, now_ms: int) -> None:
         """Raise BudgetExhausted or RateLimited when a task of `tenant` with about

@@ -25,8 +25,8 @@ only placed where `need_bytes` fits; a model no pool fits gets no spawn and a re
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypedDict
 
 from orchestratord.fleet.desired import FleetSpec, ModelSpec
 
@@ -84,6 +84,10 @@ class PoolFacts:
     vram_free_bytes: int | None = None
     models: Mapping[str, ModelFacts] = field(default_factory=dict)
     reported_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as the audit trail keeps it (ORCH-410)."""
+        return asdict(self)
 
 
 OVERHEAD_BYTES = 256 << 20

@@ -23,7 +23,14 @@ from typing import TypedDict
 
 from orchestratord.fleet.actions import Action, ActualWorker, Placement, PoolFacts, diff
 from orchestratord.fleet.desired import FleetJson, FleetSpec, load_fleet_file
-from orchestratord.fleet.plan_hook import ClusterInput, ModelLoad, PlanHook, fleet_input
+from orchestratord.fleet.plan_hook import (
+    ClusterInput,
+    FleetInput,
+    ModelLoad,
+    PlanDecision,
+    PlanHook,
+    fleet_input,
+)
 from shared.problem import Conflict, NotFound
 
 
@@ -67,6 +74,15 @@ class PlanView(TypedDict):
     fleet: FleetJson
     models: list[ModelPlan]
     actions: list[PlannedAction]
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """What one plan asks the hook: the desired state then, and plan()'s two arguments."""
+
+    spec: FleetSpec
+    fleet: FleetInput
+    cluster: ClusterInput
 
 
 @dataclass
@@ -207,8 +223,17 @@ class FleetControl:
     ) -> PlanView:
         """Desired against actual, the hook's replica counts, and the actions to close the gap.
         With `replace_misplaced`, replicas outside their model's pools are drained once the
-        placed ones serve (FLT-063)."""
+        placed ones serve (FLT-063). All on the caller's thread: the daemon asks the hook on
+        the policy's thread instead (plan_input, then plan_view: FLT-081)."""
         workers = list(workers)
+        asked = self.plan_input(now_ms, demand, workers)
+        decision = self.hook.plan(asked.fleet, asked.cluster)
+        return self.plan_view(now_ms, workers, asked, decision, replace_misplaced)
+
+    def plan_input(
+        self, now_ms: int, demand: Mapping[str, Demand], workers: list[ActualWorker]
+    ) -> PlanInput:
+        """What the hook's plan() is asked with: the desired state and each model's load."""
         registered = {w.id for w in workers}
         self._expire(now_ms, registered)
         starting = self._starting(now_ms, registered)
@@ -239,15 +264,31 @@ class FleetControl:
                 "last_change_ms": self._changed_ms.setdefault(m.id, now_ms),
                 "idle_ms": _idle_ms(now_ms, d, live, self._first_ms.setdefault(m.id, now_ms)),
             }
-        fleet = fleet_input(self.spec)
-        decision = self.hook.plan(fleet, cluster)
+        return PlanInput(self.spec, fleet_input(self.spec), cluster)
+
+    def plan_view(
+        self,
+        now_ms: int,
+        workers: list[ActualWorker],
+        asked: PlanInput,
+        decision: PlanDecision,
+        replace_misplaced: bool = False,
+    ) -> PlanView:
+        """The plan of the hook's `decision` on what it was `asked`: the counts remembered,
+        the actions. The desired state is the one the hook was asked about, though a PUT may
+        have replaced it since: the decision names that one's models."""
+        spec, cluster = asked.spec, asked.cluster
+        registered = {w.id for w in workers}
+        # Leases may have changed while the hook decided: the actions follow them as they are.
+        self._expire(now_ms, registered)
+        starting = self._starting(now_ms, registered)
         for model_id, n in decision.replicas.items():
-            if self._target.get(model_id) != n:
+            if model_id in self._model_ids and self._target.get(model_id) != n:
                 self._target[model_id] = n
                 self._changed_ms[model_id] = now_ms
         placement: dict[str, Placement] = {}
         actions = diff(
-            self.spec,
+            spec,
             decision.replicas,
             decision.reasons,
             workers,
@@ -283,12 +324,12 @@ class FleetControl:
                 "misplaced": placement[m.id]["misplaced"],
                 "unplaced": placement[m.id]["unplaced"],
             }
-            for m in self.spec.models
+            for m in spec.models
         ]
         return {
             "now_ms": now_ms,
             "decided_by": decision.source,
-            "fleet": self.spec.to_json(),
+            "fleet": spec.to_json(),
             "models": models,
             "actions": planned,
         }

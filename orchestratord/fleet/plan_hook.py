@@ -103,6 +103,11 @@ class PlanHook:
         """Whether the policy file defines its own plan()."""
         return "plan" in self._engine().defines
 
+    @property
+    def own(self) -> bool:
+        """Whether plan() is the policy's own code (it runs off the event loop: FLT-081)."""
+        return self._engine().own("plan")
+
     def plan(self, fleet: FleetInput, cluster: ClusterInput) -> PlanDecision:
         """Replicas per model of the fleet, with reasons. Never raises."""
         return self._engine().plan(fleet, cluster)

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from orchestratord.fleet.actions import ActualWorker, ModelFacts, PoolFacts
 from orchestratord.fleet.control import Demand, FleetControl, PlanView
 from orchestratord.fleet.desired import parse_fleet
+from orchestratord.fleet.plan_hook import ClusterInput, FleetInput, PlanDecision, PlanHook
 from orchestratord.http.audit import audit
 from orchestratord.store.db import Store
 from shared.names import POOL_NAME
@@ -36,6 +37,12 @@ class FleetSource(Protocol):
     def drain(self, worker_id: str, migrate: bool = False) -> dict[str, object]:
         """Stop giving the worker new tasks; returns it as GET /v2/workers lists it.
         NotFound for an unknown worker. `migrate`: its running tasks fail over now (ORCH-385)."""
+        ...
+
+    async def decide_plan(
+        self, hook: PlanHook, fleet: FleetInput, cluster: ClusterInput
+    ) -> PlanDecision:
+        """The hook's decision, off the event loop where it is a policy's own code (FLT-081)."""
         ...
 
     def note_waiting(self, view: PlanView) -> None:
@@ -69,12 +76,15 @@ async def put_fleet(request: Request) -> Response:
     return JSONResponse(after)
 
 
-def current_plan(
+async def current_plan(
     control: FleetControl, source: FleetSource, *, replace_misplaced: bool = False
 ) -> tuple[int, PlanView]:
     now = source.clock()
     demand, workers = source.fleet_snapshot(now)
-    view = control.plan(now, demand, workers, replace_misplaced=replace_misplaced)
+    asked = control.plan_input(now, demand, workers)
+    # A policy's plan() may take its whole budget: not on the event loop (FLT-081).
+    decision = await source.decide_plan(control.hook, asked.fleet, asked.cluster)
+    view = control.plan_view(now, workers, asked, decision, replace_misplaced)
     source.note_waiting(view)
     return now, view
 
@@ -92,7 +102,7 @@ def _replace_misplaced(request: Request) -> bool:
 
 async def get_plan(request: Request) -> Response:
     control, source = _parts(request)
-    _, view = current_plan(control, source, replace_misplaced=_replace_misplaced(request))
+    _, view = await current_plan(control, source, replace_misplaced=_replace_misplaced(request))
     return JSONResponse(view)
 
 
@@ -103,7 +113,7 @@ async def lease_action(request: Request) -> Response:
     ttl_s = r.integer("ttl_s", 600, 1, MAX_TTL_S) or 600
     r.raise_if_failed()
     assert holder is not None
-    now, view = current_plan(control, source, replace_misplaced=_replace_misplaced(request))
+    now, view = await current_plan(control, source, replace_misplaced=_replace_misplaced(request))
     action = control.lease(request.path_params["action_id"], holder, ttl_s * 1000, now, view)
     audit(request, "fleet.action.lease", request.path_params["action_id"], after=action)
     return JSONResponse(action)
@@ -179,7 +189,11 @@ async def report_pool(request: Request) -> Response:
         raise InvalidParams(f"invalid pool report: {summary}", errors=errors)
     assert total is not None and free is not None
     now = source.clock()
-    control.report_pool(pool, PoolFacts(total, free, vram_total, vram_free, models, now))
+    before = control.pool_facts(now).get(pool)
+    report = PoolFacts(total, free, vram_total, vram_free, models, now)
+    control.report_pool(pool, report)
+    after = report.to_json()
+    audit(request, "fleet.pool", pool, before=before.to_json() if before else None, after=after)
     return Response(status_code=204)
 
 

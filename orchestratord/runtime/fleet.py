@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from orchestratord.fleet.actions import ActualWorker
 from orchestratord.fleet.control import Demand, PlanView
+from orchestratord.fleet.plan_hook import ClusterInput, FleetInput, PlanDecision, PlanHook
 from orchestratord.runtime.service import TaskService
 from shared.problem import NotFound
 from shared.wire import QueuedData, WaitingFor
@@ -80,6 +81,11 @@ class ServiceFleetSource:
             for w in s.registry.workers.values()
         ]
         return demand, workers
+
+    async def decide_plan(
+        self, hook: PlanHook, fleet: FleetInput, cluster: ClusterInput
+    ) -> PlanDecision:
+        return await self.service.policy_calls.plan(hook, fleet, cluster)
 
     def drain(self, worker_id: str, migrate: bool = False) -> dict[str, object]:
         try:

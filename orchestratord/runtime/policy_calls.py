@@ -10,6 +10,7 @@ admit known to accept everything still answer inline: the common case pays no th
     decision = await calls.admit(view, lambda: cluster)        # before the task is queued
     engine, own = calls.engine("schedule")                     # once per pass
     assignments, cut = await calls.schedule_pass(engine, parts, tasks, cluster)
+    decision = await calls.plan(hook, fleet, cluster)          # GET /v2/fleet/plan
 
 A pass is decided in ONE hop from a snapshot (domain.scheduler.snapshot) and applied back on
 the loop (domain.scheduler.apply), which re-checks every assignment; it stops asking the
@@ -25,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from orchestratord.domain.queue import QueueEntry
 from orchestratord.domain.scheduler import Assignment, ModelPass, decide
@@ -33,8 +34,12 @@ from orchestratord.domain.views import AdmitDecision, ClusterView, TaskView, Wor
 from orchestratord.metrics import Metrics
 from orchestratord.policy import PolicyEngine, PolicyHolder
 from orchestratord.policy.breaker import Breaker
+from orchestratord.policy.fleet_plan import ClusterInput, FleetInput, PlanDecision
 from orchestratord.policy.types import PolicyFunction
 from orchestratord.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestratord.fleet.plan_hook import PlanHook
 
 log = logging.getLogger("llorch.policy")
 T = TypeVar("T")
@@ -109,6 +114,13 @@ class PolicyCalls:
             return out, cut
 
         return await self._run(run)
+
+    async def plan(self, hook: PlanHook, fleet: FleetInput, cluster: ClusterInput) -> PlanDecision:
+        """The fleet's plan() (FLT-081): a policy's own on the policy's thread, like its admit
+        and schedule (it may take its whole budget); the built-in one answers inline."""
+        if not hook.own:
+            return hook.plan(fleet, cluster)
+        return await self._run(hook.plan, fleet, cluster)
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if self._executor is None:

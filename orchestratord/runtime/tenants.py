@@ -184,9 +184,32 @@ class TenantAccounts:
             await asyncio.to_thread(
                 self.store.save_limits, tenant, None if limits == Limits() else row
             )
+        if limits.daily_tokens is not None or limits.monthly_tokens is not None:
+            await self._rebuild_spent(tenant)
         self.quotas.set(tenant, limits)
         self._updated[tenant] = now
         return self.limits_json(tenant)
+
+    async def _rebuild_spent(self, tenant: str) -> None:
+        """The tenant's tokens of this UTC day and month, from the usage table and what is not
+        written yet, into its account (ORCH-411): without a budget its account may have been
+        dropped while idle, and a budget set now counts what was spent before."""
+        now = self.clock()
+        day = now // DAY_MS
+        day_ms, month_ms = day * DAY_MS, month_start_ms(month_of(day))
+        async with self._guard():  # no flush between the table's read and the book's
+            stored = (
+                await asyncio.to_thread(self.store.spent, day_ms, month_ms)
+                if self.store is not None
+                else []
+            )
+            today = sum(d for t, d, _ in stored if t == tenant)
+            month = sum(m for t, _, m in stored if t == tenant)
+            for (hour_ms, t, _, _), counts in self.book.pending.items():
+                if t == tenant and hour_ms >= month_ms:
+                    month += counts[0] + counts[2]
+                    today += counts[0] + counts[2] if hour_ms >= day_ms else 0
+            self.quotas.rebuild_spent(tenant, today, month, now)
 
     async def usage(
         self, since_ms: int, until_ms: int, by: UsageBy, tenant: str | None, restricted: bool

@@ -4,19 +4,25 @@ windows and budgets on an injected clock (ORCH-320..ORCH-326)."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from orchestratord.domain.quotas import (
     DAY_MS,
     HOUR_MS,
+    MIN_SWEEP,
     Limits,
     Quotas,
     UsageBook,
     parse_limits,
     summarize,
 )
+from orchestratord.domain.tasks import parse_task_request
+from orchestratord.domain.tenancy import Caller
 from orchestratord.metrics import OTHER_TENANTS, Metrics
+from orchestratord.runtime.tenants import TenantAccounts
+from orchestratord.settings import Settings
 from orchestratord.store.db import Store
 from shared.problem import BudgetExhausted, InvalidParams, RateLimited
 
@@ -142,3 +148,81 @@ def test_orch_328_tenant_labels_are_capped() -> None:
     }
     assert labels == {"a", "b", OTHER_TENANTS, ""}
     assert 'llorch_orchestrator_tenant_tasks_total{outcome="ok",tenant="other"} 2.0' in text
+
+
+LATE = Caller("late")
+# 2026-01-15 12:00 UTC: far from a day's or a month's end.
+MID = int(dt.datetime(2026, 1, 15, 12, tzinfo=dt.UTC).timestamp()) * 1000
+
+
+def test_orch_411_idle_accounts_are_dropped_and_what_limits_need_is_kept() -> None:
+    """ORCH-411: 20,000 tenants, one task each, 100 ms apart: the accounts stay bounded by
+    those active in the last window (they grew with every tenant ever seen), while a tenant
+    with a task open, one with its rate window open and one whose daily budget is spent keep
+    theirs, so no limit is bypassed by waiting for the accounts to be swept."""
+    q = Quotas(window_ms=60_000)
+    q.set("budgeted", Limits(daily_tokens=100))
+    q.set("busy", Limits(concurrency=1))
+    q.set("rated", Limits(rpm=1))
+    q.finished("budgeted", q.admitted("budgeted", 1, MID), 1, 60, 40, MID)  # its 100 tokens
+    q.check("busy", 1, MID)
+    busy_window = q.admitted("busy", 1, MID)  # open until the end
+    step, n = 100, 20_000
+    most = 0
+    for i in range(n):
+        now = MID + i * step
+        tenant = f"t{i}"
+        q.finished(tenant, q.admitted(tenant, 2, now), 2, 2, 3, now)
+        most = max(most, len(q.accounts))
+    per_window = 60_000 // step
+    assert most <= 2 * (per_window + 2) + MIN_SWEEP  # not n
+    assert {"budgeted", "busy"} <= set(q.accounts)
+    now = MID + n * step
+    with pytest.raises(BudgetExhausted):
+        q.check("budgeted", 1, now)
+    assert refusal_of(q, "busy", now).limit == "concurrency"
+    q.finished("busy", busy_window, 1, 1, 0, now)
+    q.check("busy", 1, now)
+    # "rated" spends its one request of a window; sweeps in that window keep its account.
+    q.check("rated", 1, now)
+    q.finished("rated", q.admitted("rated", 1, now), 1, 1, 0, now)
+    for i in range(4 * MIN_SWEEP):
+        q.finished(f"u{i}", q.admitted(f"u{i}", 2, now + 1), 2, 2, 3, now + 1)
+    assert "rated" in q.accounts
+    assert refusal_of(q, "rated", now + 2).limit == "rpm"
+    q.check("rated", 1, now + 60_000)  # its next window
+
+
+def refusal_of(q: Quotas, tenant: str, now: int) -> RateLimited:
+    with pytest.raises(RateLimited) as caught:
+        q.check(tenant, 1, now)
+    return caught.value
+
+
+@pytest.mark.anyio
+async def test_orch_411_a_budget_set_later_counts_tokens_of_a_dropped_account(
+    store: Store, tmp_path: Path
+) -> None:
+    """ORCH-411, ORCH-323: a tenant without limits spends, its account is swept while idle and
+    made again; a daily budget put then counts the day's tokens spent before, from the usage
+    table (written) and the book (not written yet), and refuses."""
+    clock = [MID]
+    accounts = TenantAccounts(Settings(state_dir=tmp_path), Metrics(), store, lambda: clock[0])
+    q = accounts.quotas
+
+    def spend(tokens: int) -> None:
+        now = clock[0]
+        q.finished("late", q.admitted("late", 1, now), 1, tokens, 0, now)
+        accounts.book.add(now, "late", None, "m", tokens, 0, 0, False)
+
+    spend(80)
+    await accounts.flush()
+    spend(15)
+    clock[0] += 61_000
+    assert q.sweep(clock[0]) == 1 and "late" not in q.accounts
+    spend(5)
+    assert q.accounts["late"].day_tokens == 5  # all a fresh account knows
+    view = await accounts.set_limits("late", Limits(daily_tokens=100))
+    assert view["usage"]["tokens_today"] == 100
+    with pytest.raises(BudgetExhausted):
+        accounts.check(parse_task_request({"model": "m", "prompt": "hi"}, caller=LATE), 1, clock[0])
