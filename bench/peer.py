@@ -5,7 +5,8 @@ same per-slot context, under each thread mode (`--modes`): `equal` gives both `-
 `default` gives neither, so each program picks its own (ours: the physical cores, WRK-150;
 llama-server: the same). Prints one JSON object; `ratios.<mode>` holds, ours / theirs:
 
-- `single_1`: one stream's decode rate (first token to last) on a 1-slot server;
+- `single_1`: one stream's decode rate (first token to last) on a 1-slot server, the median of
+  `--repeats` streams (default 3);
 - `single_{4,16}`: one stream alone on a `--slots N` / `-np N` server (the usual set-up: a lone
   request on a multi-slot worker);
 - `concurrent_{4,16}`: aggregate tokens/s of N concurrent streams (first request sent to last
@@ -270,13 +271,20 @@ def second_turn_ttft(server: Server, url: str, client: httpx.Client) -> tuple[fl
     return cached.first - cached.sent, evicted.first - evicted.sent
 
 
+def lone_rate(server: Server, client: httpx.Client, url: str, args: argparse.Namespace) -> float:
+    """One stream's decode rate, the median of `--repeats` streams one after another: a single
+    128-token stream lasts about a second, and this machine's noise moves one by 10%."""
+    return statistics.median(
+        decode_rate(server.complete(client, url, "Once upon a time", args.single_tokens))
+        for _ in range(args.repeats)
+    )
+
+
 def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with server.start(1) as url, httpx.Client(timeout=600) as client:
         server.complete(client, url, "warm up", 8)
-        out["single_tok_s"] = decode_rate(
-            server.complete(client, url, "Once upon a time", args.single_tokens)
-        )
+        out["single_tok_s"] = lone_rate(server, client, url, args)
         if args.ttft:
             cached, evicted = second_turn_ttft(server, url, client)
             out["ttft_cached_s"], out["ttft_evicted_s"] = cached, evicted
@@ -285,9 +293,7 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             with httpx.Client(timeout=600) as client:
                 server.complete(client, url, "warm up", 8)
                 # A lone request on a multi-slot server: the other slots idle.
-                out[f"single_on_{n}_tok_s"] = decode_rate(
-                    server.complete(client, url, "Once upon a time", args.single_tokens)
-                )
+                out[f"single_on_{n}_tok_s"] = lone_rate(server, client, url, args)
             out[f"concurrent_{n}_tok_s"] = concurrent(server, url, n, args.concurrent_tokens)
     return out
 
@@ -342,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--single-tokens", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3, help="lone streams per figure (median)")
     p.add_argument("--concurrent-tokens", type=int, default=64)
     p.add_argument("--only", choices=["ours", "theirs"], default=None)
     p.add_argument(
