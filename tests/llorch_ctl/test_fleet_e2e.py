@@ -43,7 +43,14 @@ CLUSTER = "fleet-cluster-token"
 API_KEY = "fleet-client-key"
 ADMIN = "fleet-admin-token"
 POOL_CMD = f"{shlex.quote(sys.executable)} -m pool_ctl"
-COOLDOWN_S = 25
+# The tiny model generates ~10k tokens/s but every token crosses the orchestrator's SSE and the
+# client's parser, so long tasks cost seconds of the two cores. A 10 ms TTFT target lets a
+# backlog of four 100-token tasks ask for a second replica (FLT-012: 400 tokens need more than
+# one replica at any rate under 40k tokens/s); the cooldown only has to outlast the spawn on h2
+# and the end of the load (FLT-015 itself is proved in tests/orchestratord/test_fleet_plan.py).
+TARGET_TTFT_MS = 10
+MAX_TOKENS = 100
+COOLDOWN_S = 15
 
 
 def orchestratord(addr: str, tmp: Path, fleet: Path) -> contextlib.AbstractContextManager[str]:
@@ -147,7 +154,7 @@ def test_fleet_scales_up_and_down_over_ssh(
     require(shutil.which("ip") is not None, "iproute2 (`ip`) is not installed")
     fleet = tmp_path / "fleet.toml"
     fleet.write_text(
-        f"[scaling]\ntarget_ttft_ms = 100\ncooldown_s = {COOLDOWN_S}\n\n"
+        f"[scaling]\ntarget_ttft_ms = {TARGET_TTFT_MS}\ncooldown_s = {COOLDOWN_S}\n\n"
         f"[models.tiny]\nsource = {toml_str('file:' + str(tiny_model))}\n"
         'pools = ["h1", "h2"]\nslots = 1\nmin_replicas = 1\nmax_replicas = 2\n'
     )
@@ -177,7 +184,7 @@ def test_fleet_scales_up_and_down_over_ssh(
         assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
 
         # 2. Load rises: 4 clients, one task each outstanding, on one 1-slot replica.
-        load = Load(url, 4, max_tokens=1000)
+        load = Load(url, 4, max_tokens=MAX_TOKENS)
         try:
             seen: list[dict[str, Any]] = []
 

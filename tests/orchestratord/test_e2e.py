@@ -498,8 +498,12 @@ def test_orch_063_orch_014_neither_prompt_nor_tokens_reach_the_database(
     assert not leaked, leaked
 
 
-# About 16,360 tokens of the tiny model (n_ctx 16384): far more than one per 64 bytes.
-NEAR_CONTEXT = "the quick brown fox " * 4090
+# ORCH-163's test runs on a worker of its own with a small context: the shared workers' 16384
+# tokens took the tiny model most of half a minute to prefill, and a small context proves the
+# same. About 1,000 tokens (n_ctx 1024): far more than one per 64 bytes, and more bytes than
+# n_ctx, so only the tokenizer can tell whether it fits.
+SMALL_N_CTX = 1024
+NEAR_CONTEXT = "the quick brown fox " * 250
 
 
 def task_ids(url: str) -> set[str]:
@@ -509,28 +513,35 @@ def task_ids(url: str) -> set[str]:
 
 
 def test_orch_163_over_the_context_by_one_token_is_400_at_submit_and_no_task(
-    cluster: Cluster,
+    tiny_model: Path, tmp_path: Path
 ) -> None:
     """ORCH-163, WRK-032: the prompt is counted by the model's tokenizer at submit: one token
     beyond the context is a 400 problem (JSON or streaming submit) and creates no task; exactly
     at the context the task runs."""
-    counted = httpx.post(
-        cluster.workers["w1"].url + "/tokenize", json={"prompt": NEAR_CONTEXT}, headers=AUTH
-    ).json()
-    n, n_ctx = counted["n_tokens"], counted["n_ctx"]
-    assert n_ctx - 1000 < n < n_ctx, "the prompt is near the context, as the test needs"
-    before = task_ids(cluster.url)
-    over = {"model": MODEL, "prompt": NEAR_CONTEXT, "max_tokens": n_ctx - n + 1}
-    for accept in ("application/json", "text/event-stream"):
-        r = httpx.post(cluster.url + "/v2/tasks", json=over, headers={"accept": accept}, timeout=30)
-        assert r.status_code == 400, r.text
-        assert r.headers["content-type"] == "application/problem+json"
-        problem = r.json()
-        assert problem["code"] == "INVALID_PARAMS"
-        assert problem["errors"] == [
-            {"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}
-        ]
-    assert task_ids(cluster.url) == before
-    evs = stream_task(cluster.url, {**over, "max_tokens": n_ctx - n}, timeout=120)
-    assert kinds(evs)[:2] == ["queued", "started"] and kinds(evs)[-1] == "end"
-    assert evs[-1].data["prompt_tokens"] == n
+    with (
+        orchestratord(tmp_path) as orch,
+        worker(tiny_model, tmp_path, orch.url, "w1", extra=["--n-ctx", str(SMALL_N_CTX)]) as w1,
+    ):
+        counted = httpx.post(
+            w1.url + "/tokenize", json={"prompt": NEAR_CONTEXT}, headers=AUTH
+        ).json()
+        n, n_ctx = counted["n_tokens"], counted["n_ctx"]
+        assert n_ctx == SMALL_N_CTX and len(NEAR_CONTEXT.encode()) > n_ctx
+        assert n_ctx - 100 < n < n_ctx, "the prompt is near the context, as the test needs"
+        before = task_ids(orch.url)
+        over = {"model": MODEL, "prompt": NEAR_CONTEXT, "max_tokens": n_ctx - n + 1}
+        for accept in ("application/json", "text/event-stream"):
+            r = httpx.post(
+                orch.url + "/v2/tasks", json=over, headers={"accept": accept}, timeout=30
+            )
+            assert r.status_code == 400, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            problem = r.json()
+            assert problem["code"] == "INVALID_PARAMS"
+            assert problem["errors"] == [
+                {"field": "max_tokens", "message": "prompt + max_tokens exceeds n_ctx"}
+            ]
+        assert task_ids(orch.url) == before
+        evs = stream_task(orch.url, {**over, "max_tokens": n_ctx - n}, timeout=120)
+        assert kinds(evs)[:2] == ["queued", "started"] and kinds(evs)[-1] == "end"
+        assert evs[-1].data["prompt_tokens"] == n
