@@ -57,6 +57,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,52 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _burst(server: Server, url: str, n: int, tokens: int) -> float:
+    return concurrent(server, url, n, tokens)
+
+
+def measure_paired(ours: Server, theirs: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """`--paired`: both servers up at once (the idle one sleeps), each figure taken from both in
+    turn, request by request, A B B A ..., `--repeats` times each: this VM's speed drifts by 10-15%
+    over tens of seconds, which moves figures taken a minute apart, but moves the two halves of a
+    pair alike. Per figure: ours / theirs of the medians, and the median of the pairs' ratios."""
+    got: dict[str, dict[str, list[float]]] = {}
+
+    def take(name: str, one: Callable[[Server, str], float], urls: dict[str, str]) -> None:
+        runs = got.setdefault(name, {ours.name: [], theirs.name: []})
+        for i in range(args.repeats):
+            order = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+            for server in order:
+                runs[server.name].append(one(server, urls[server.name]))
+
+    for n in [1, *args.concurrency]:
+        with ours.start(n) as u1, theirs.start(n) as u2:
+            urls = {ours.name: u1, theirs.name: u2}
+            with httpx.Client(timeout=600) as client:
+                for server in (ours, theirs):
+                    server.complete(client, urls[server.name], "warm up", 8)
+
+                def lone(server: Server, url: str) -> float:
+                    rate = server.complete(client, url, "Once upon a time", args.single_tokens)
+                    return decode_rate(rate)
+
+                take("single_1" if n == 1 else f"single_{n}", lone, urls)
+            if n > 1:
+                take(
+                    f"concurrent_{n}",
+                    partial(_burst, n=n, tokens=args.concurrent_tokens),
+                    urls,
+                )
+    out: dict[str, Any] = {"ratios": {}, "pair_ratios": {}, "runs": got}
+    for name, runs in got.items():
+        a, b = runs[ours.name], runs[theirs.name]
+        out["ratios"][name] = round(statistics.median(a) / statistics.median(b), 3)
+        out["pair_ratios"][name] = round(
+            statistics.median(x / y for x, y in zip(a, b, strict=True)), 3
+        )
+    return out
+
+
 TARGETS = {"equal": 1.0, "default": 0.95}  # WRK-081
 
 
@@ -349,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--single-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="lone streams per figure (median)")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="both servers up at once, each figure taken from both in turn (see measure_paired)",
+    )
     p.add_argument("--concurrent-tokens", type=int, default=64)
     p.add_argument("--only", choices=["ours", "theirs"], default=None)
     p.add_argument(
@@ -403,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
                 servers.append(Theirs(binary, args.model, threads, args.n_ctx, logs))
             if args.only == "theirs":
                 servers = servers[1:]
+            if args.paired and len(servers) == 2:
+                paired = measure_paired(servers[0], servers[1], args)
+                result["runs"][mode] = paired["runs"]
+                result["ratios"][mode] = paired["ratios"]
+                result.setdefault("pair_ratios", {})[mode] = paired["pair_ratios"]
+                result["met"][mode] = {k: v >= TARGETS[mode] for k, v in paired["ratios"].items()}
+                continue
             runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
             for r in range(args.rounds):
                 order = servers if r % 2 == 0 else list(reversed(servers))
