@@ -18,17 +18,23 @@ Prints one JSON object with the medians and the ratios the issue asks for, per t
 `json4_ratio` (ours / theirs, >= 1.0), plus the load average before and after.
 
     python bench/structured.py [--model GGUF] [--llama-server PATH] [--threads 2] [--rounds 3]
+        [--paired]
     python bench/structured.py --in-process [--threads N] [--rounds 3]
 
-`--in-process` measures only our engine, without HTTP: constrained, then free for as many tokens,
-then free with `top_logprobs` 20 (WRK-134), with the process's CPU microseconds per token (less
-disturbed by other load than wall time). llama-server is found as `bench/peer.py` says (its
+`--paired` starts both servers at once (the idle one sleeps) and alternates them round by round,
+seconds apart instead of a restart apart: this VM's speed drifts 10-15% over a minute (see
+`bench/peer.py --paired`).
+
+`--in-process` measures only our engine, without HTTP: constrained, then free for as many
+tokens, then free with `top_logprobs` 20 (WRK-134), with the process's CPU microseconds per token
+(less disturbed by other load than wall time). llama-server is found as `bench/peer.py` says (its
 docstring tells how to build it); without one the side-by-side run prints `{"skipped": ...}`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -110,6 +116,26 @@ def measure(server: Server, client: httpx.Client, url: str) -> dict[str, float]:
     }
 
 
+def _rounds(
+    args: argparse.Namespace,
+    label: str,
+    servers: list[Server],
+    runs: dict[str, list[dict[str, float]]],
+    urls: dict[str, str] | None,
+) -> None:
+    """`--rounds` rounds, the servers in alternating order; each started for its round, or
+    already up at `urls` (`--paired`)."""
+    for r in range(args.rounds):
+        for server in servers if r % 2 == 0 else list(reversed(servers)):
+            with contextlib.ExitStack() as stack:
+                url = urls[server.name] if urls else stack.enter_context(server.start(SLOTS))
+                client = stack.enter_context(httpx.Client(timeout=600))
+                runs[server.name].append(measure(server, client, url))
+            # Progress on stderr: a run cut short still leaves its rounds.
+            line = {"threads": label, "round": r, server.name: runs[server.name][-1]}
+            print(json.dumps(line), file=sys.stderr, flush=True)
+
+
 def side_by_side(args: argparse.Namespace, binary: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "bench": "structured",
@@ -130,13 +156,15 @@ def side_by_side(args: argparse.Namespace, binary: Path) -> dict[str, Any]:
                 Theirs(binary, args.model, threads, args.n_ctx, logs),
             ]
             runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
-            for r in range(args.rounds):
-                for server in servers if r % 2 == 0 else list(reversed(servers)):
-                    with server.start(SLOTS) as url, httpx.Client(timeout=600) as client:
-                        runs[server.name].append(measure(server, client, url))
-                    # Progress on stderr: a run cut short still leaves its rounds.
-                    line = {"threads": label, "round": r, server.name: runs[server.name][-1]}
-                    print(json.dumps(line), file=sys.stderr, flush=True)
+
+            if args.paired:
+                # Both up at once (the idle one sleeps), rounds seconds apart, not minutes
+                # apart with a restart between: this VM's speed drifts 10-15% over a minute.
+                with servers[0].start(SLOTS) as ours_url, servers[1].start(SLOTS) as theirs_url:
+                    urls = {servers[0].name: ours_url, servers[1].name: theirs_url}
+                    _rounds(args, label, servers, runs, urls)
+            else:
+                _rounds(args, label, servers, runs, None)
             med = {name: _median(rs) for name, rs in runs.items()}
             ours, theirs = med["llorch-workerd"], med["llama-server"]
             result[label] = {
@@ -236,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-default-threads", action="store_true", help="skip the default-threads runs"
     )
     ap.add_argument("--in-process", action="store_true", help="our engine only, no HTTP")
+    ap.add_argument(
+        "--paired", action="store_true", help="both servers up at once, rounds alternating"
+    )
     args = ap.parse_args(argv)
     # A timeout's SIGTERM unwinds the servers' context managers instead of orphaning them.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
