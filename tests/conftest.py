@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +9,12 @@ import pytest
 from orchestratord.store.db import Store
 from shared.testmodel import write_model
 from tests import stores
+
+# Every llorch-workerd a test starts decodes on one thread unless the test says otherwise
+# (`--threads`; llorch-pool passes its own share, POOL-100). A test runs several processes on
+# CI's two cores, and llama.cpp's threads wait for each other by spinning: two workers of two
+# threads each beside the test took seconds per token under load (a 2-token decode, 3 s).
+os.environ.setdefault("LLORCH_WORKER_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
