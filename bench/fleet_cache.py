@@ -27,15 +27,20 @@ affinity's, throughput within 5% of least-busy's, no worker under 20% of the tas
 
 Black-box: only HTTP. The defaults are the issue's workload (30 users, 1,000-token histories,
 a pool of 4 shared system prompts, SmolLM2 on 3 workers of 2 slots, ~70% of capacity).
-Measured on this 2-core machine, quiet (load average under 1 at the start), with the defaults
-(`python bench/fleet_cache.py --trace FILE`): capacity 0.746 turns/s (a cold mean-history turn
-2.81 s); 167-184 turns per policy in 240 s, no errors. TTFT p50 / p90: least-busy 1.21 /
-3.77 s, affinity 0.47 / 2.64 s, index 0.46 / 0.92 s (later turns' p90 4.16, 3.46, 0.78 s);
-index p90 0.242x least-busy's and 0.347x affinity's; tokens/s 9.92, 10.78, 11.05 (index 1.11x
-least-busy's); prompt tokens found cached 63%, 74%, 84%; tasks per worker 57/65/45, 56/74/53,
-58/51/75 (index's least 27.7%): every target met. The same run while another engineer's tests
-loaded the machine (load average 2-6) met two: index p90 2.23 s against least-busy's 4.91 s
-(0.45x) and affinity's 11.90 s (0.19x), one worker 15% of the tasks.
+Measured on this 2-core machine, quiet (load average under 1 at each start), with the
+defaults and `--seed 1, 2, 3` (`--trace FILE`); 166-185 turns per policy in 240 s, no errors;
+capacity 0.746-0.777 turns/s. TTFT p90, least-busy / affinity / index:
+
+    seed 1: 3.77 / 2.64 / 0.92 s  index 0.242x, 0.347x; tokens/s 1.11x; least worker 27.7%
+    seed 2: 3.72 / 1.32 / 0.68 s  index 0.182x, 0.513x; tokens/s 1.03x; least worker 27.6%
+    seed 3: 2.72 / 3.23 / 0.74 s  index 0.270x, 0.227x; tokens/s 1.05x; least worker  9.9%
+
+Every target held in seed 1 only. Index's later turns' p90 is 0.60-0.78 s (least-busy's
+2.8-4.2 s); its p90 is set by cold first turns and by contention. Affinity's p90 swings with
+how the 4 system prompts fall on workers (no session ids: it follows the prefix, so each
+prompt's chats crowd one worker). Index's spread fails where first turns all go to the
+workers already holding the system prompts (seed 3: one worker got 17 of 171 turns): the
+policy sees no count of what each worker serves, only its busy slots now.
 """
 
 from __future__ import annotations
@@ -64,11 +69,8 @@ from bench._fleet import Fleet, fleet, lean_sse_frames, percentile  # noqa: E402
 KEY = "bench-key"
 TENANT = "bench"
 
-# Load alone, as a load balancer does it (nginx's least_conn, Envoy's least request): the
-# least busy share of slots, equals told apart by the task id, so that an idle fleet's tasks
-# spread over every worker instead of all going to the first one listed (which would keep
-# one worker's cache warm by accident).
-LEAST_BUSY = """
+# murmur3's 32-bit finalizer, as the built-in policy spreads rendezvous scores with it.
+MIX = """
 _MASK = 0xFFFFFFFF
 
 def _mix(h):
@@ -78,7 +80,15 @@ def _mix(h):
     h = h ^ (h >> 13)
     h = (h * 0xC2B2AE35) & _MASK
     return h ^ (h >> 16)
+"""
 
+# Load alone, as a load balancer does it (nginx's least_conn, Envoy's least request): the
+# least busy share of slots, equals told apart by the task id, so that an idle fleet's tasks
+# spread over every worker instead of all going to the first one listed (which would keep
+# one worker's cache warm by accident).
+LEAST_BUSY = (
+    MIX
+    + """
 def schedule(task, workers, cluster):
     best = None
     best_key = None
@@ -92,19 +102,12 @@ def schedule(task, workers, cluster):
             best, best_key = w, key
     return best["id"] if best != None else None
 """
+)
 
 # The built-in schedule() before the cache index (POL-043..POL-045 as they were).
-AFFINITY = """
-_MASK = 0xFFFFFFFF
-
-def _mix(h):
-    h = h & _MASK
-    h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & _MASK
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & _MASK
-    return h ^ (h >> 16)
-
+AFFINITY = (
+    MIX
+    + """
 def _free(w):
     return w["state"] in ("ready", "busy") and w["slots_busy"] < w["slots_total"]
 
@@ -146,6 +149,7 @@ def schedule(task, workers, cluster):
             best = w
     return best["id"]
 """
+)
 
 POLICIES = {"least-busy": LEAST_BUSY, "affinity": AFFINITY, "index": None}
 
