@@ -13,6 +13,15 @@ from worker.hostcache import HostCache
 from worker.kvblocks import BlockLedger, block_hashes
 
 
+def cold_tokens(model: Path, prompt: str, n: int) -> tuple[int, ...]:
+    """What a fresh engine, with nothing cached, generates for `prompt`."""
+    cold = LlamaEngine.load(model, slots=1, n_ctx=2048, chunk=64, threads=1)
+    try:
+        return cold.generate(job(cold, prompt, n), threading.Event(), Sink()).tokens
+    finally:
+        cold.close()
+
+
 def test_wrk_174_an_overwritten_conversation_restores_from_host_ram(tiny_model: Path) -> None:
     """WRK-174: slot 0 holds chat A; prompt B takes the slot, A's state goes to host RAM; A's
     second turn restores it (cached tokens, one restore) and matches a cold run; while B holds
@@ -39,12 +48,7 @@ def test_wrk_174_an_overwritten_conversation_restores_from_host_ram(tiny_model: 
     finally:
         e.close()
     assert stats.restores == 1 and second.prompt_tokens_cached >= n1 - 1
-    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=64, threads=1)
-    try:
-        baseline = cold.generate(job(cold, turn2, 16), threading.Event(), Sink())
-    finally:
-        cold.close()
-    assert second.tokens == baseline.tokens
+    assert second.tokens == cold_tokens(tiny_model, turn2, 16)
 
 
 def test_wrk_174_the_byte_budget_holds_and_prefixes_give_way() -> None:
@@ -89,9 +93,4 @@ def test_wrk_175_a_restore_survives_the_save_that_evicts_its_entry(tiny_model: P
         assert after.tokens_out == 4
     finally:
         e.close()
-    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=64, threads=1)
-    try:
-        baseline = cold.generate(job(cold, turn2, 8), threading.Event(), Sink())
-    finally:
-        cold.close()
-    assert second.tokens == baseline.tokens
+    assert second.tokens == cold_tokens(tiny_model, turn2, 8)
