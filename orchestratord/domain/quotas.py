@@ -355,6 +355,16 @@ class UsageBook:
             row[3] += 1
             row[4] += error
 
+    def spent(self, tenant: str, day_ms: int, month_ms: int) -> tuple[int, int]:
+        """The tenant's tokens not written yet, since `day_ms` and since `month_ms`: prompt and
+        completion, as its budgets count them (ORCH-322)."""
+        today = month = 0
+        for (hour_ms, t, _, _), row in self.pending.items():
+            if t == tenant and hour_ms >= month_ms:
+                month += row[0] + row[2]
+                today += row[0] + row[2] if hour_ms >= day_ms else 0
+        return today, month
+
     def take(self) -> dict[UsageKey, list[int]]:
         batch, self.pending = self.pending, {}
         return batch

@@ -3,7 +3,9 @@
 queue; nothing here does I/O except `reload()`, which reads the fleet file.
 
     control = FleetControl(spec, hook, path=Path("fleet.toml"))
-    view = control.plan(now_ms, loads, workers)           # GET /v2/fleet/plan
+    asked = control.plan_input(now_ms, loads, workers)    # GET /v2/fleet/plan, on the loop
+    decision = hook.plan(asked.fleet, asked.cluster)      # the policy's thread (FLT-081)
+    view = control.plan_view(now_ms, workers, asked, decision)
     action = control.lease(id, holder, ttl_ms, now_ms, view)   # POST .../lease (Conflict)
     control.report(id, holder, ok, detail, now_ms)         # POST .../result
 

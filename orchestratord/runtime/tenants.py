@@ -203,12 +203,9 @@ class TenantAccounts:
                 if self.store is not None
                 else []
             )
-            today = sum(d for t, d, _ in stored if t == tenant)
-            month = sum(m for t, _, m in stored if t == tenant)
-            for (hour_ms, t, _, _), counts in self.book.pending.items():
-                if t == tenant and hour_ms >= month_ms:
-                    month += counts[0] + counts[2]
-                    today += counts[0] + counts[2] if hour_ms >= day_ms else 0
+            today, month = self.book.spent(tenant, day_ms, month_ms)
+            today += sum(d for t, d, _ in stored if t == tenant)
+            month += sum(m for t, _, m in stored if t == tenant)
             self.quotas.rebuild_spent(tenant, today, month, now)
 
     async def usage(
