@@ -44,6 +44,7 @@ def fleet(n_workers: int, seed: int = 7) -> tuple[TaskView, list[WorkerView], Cl
                 "slots_busy": busy,
                 "tokens_per_s": round(rng.uniform(10, 80), 1),
                 "last_heartbeat_ms": 1_700_000_000_000 - rng.randrange(2000),
+                "recent_starts": rng.randrange(60),
                 "cached_tokens": 0,
                 "recent_sessions": [f"s-{rng.randrange(500)}" for _ in range(8)],
                 "recent_prefixes": [f"{rng.randrange(1 << 64):016x}" for _ in range(8)],

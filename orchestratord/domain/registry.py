@@ -9,7 +9,9 @@ Workers loaded from the database after a restart are `unverified` until they hea
 
 Each worker remembers the sessions and prompt prefixes it served last (`RECENT`, newest last):
 the policy sees them (`recent_sessions`, `recent_prefixes`) and can send a conversation's next
-turn where its prefix is still in the worker's cache (ORCH-235).
+turn where its prefix is still in the worker's cache (ORCH-235). It also counts the tasks
+started on it in the last `STARTS_WINDOW_MS` (`recent_starts`, ORCH-412): what share of a
+model's work it has been getting, which its busy slots at one instant do not say.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ REPORTED_STATES = WORKER_STATUSES
 # Sessions and prefixes remembered per worker: its cache holds about one conversation per slot,
 # and every row a policy reads costs encoding time (POL-080), so a few suffice.
 RECENT = 8
+# Task starts are counted per worker over this window, in buckets of STARTS_BUCKET_MS: the
+# count is a few integers whatever the rate (ORCH-412).
+STARTS_WINDOW_MS = 60_000
+STARTS_BUCKET_MS = 5_000
 # A worker's state as a policy sees it, when not ready (ready is "ready" or "busy" by its room).
 _POLICY_STATE: dict[str, PolicyWorkerState] = {
     "dead": "dead",
@@ -81,6 +87,23 @@ class Worker:
     embeddings: bool | None = None
     recent_sessions: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))
     recent_prefixes: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))
+    # [bucket, tasks started in it], oldest first: `recent_starts` sums those in the window.
+    starts: deque[list[int]] = field(
+        default_factory=lambda: deque(maxlen=STARTS_WINDOW_MS // STARTS_BUCKET_MS + 1)
+    )
+
+    def started(self, now_ms: int) -> None:
+        """Count a task started here at `now_ms` (ORCH-412)."""
+        bucket = now_ms // STARTS_BUCKET_MS
+        if self.starts and self.starts[-1][0] == bucket:
+            self.starts[-1][1] += 1
+        else:
+            self.starts.append([bucket, 1])
+
+    def recent_starts(self, now_ms: int) -> int:
+        """Tasks started here in the buckets that overlap the last STARTS_WINDOW_MS."""
+        oldest = (now_ms - STARTS_WINDOW_MS) // STARTS_BUCKET_MS + 1
+        return sum(n for bucket, n in self.starts if bucket >= oldest)
 
     def remember(self, session_id: str | None, prefix_hash: str) -> None:
         """Note a task served here: its session and prefix move to the newest place."""
@@ -161,6 +184,7 @@ class Worker:
             "slots_busy": busy,
             "tokens_per_s": round(self.tokens_per_s, 2),
             "last_heartbeat_ms": self.last_heartbeat_ms,
+            "recent_starts": self.recent_starts(now_ms),
             "cached_tokens": 0,  # per task: the scheduler fills it from the cache index
             "recent_sessions": list(self.recent_sessions),
             "recent_prefixes": list(self.recent_prefixes),
@@ -190,6 +214,7 @@ class Registry:
             w.draining = old.draining  # a drain holds until the worker is removed
             w.tokens_relayed = old.tokens_relayed
             w.recent_sessions, w.recent_prefixes = old.recent_sessions, old.recent_prefixes
+            w.starts = old.starts
             if w.embeddings is None:
                 w.embeddings = old.embeddings
         w.registered_ms = w.registered_ms or now_ms

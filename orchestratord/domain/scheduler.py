@@ -162,12 +162,13 @@ def fits(n: int, room: int, free: int) -> bool:
 
 
 def _taken(view: WorkerView, n: int = 1) -> WorkerView:
-    """`view` after a task of `n` slots was reserved on the worker (Worker.view's arithmetic)."""
+    """`view` after a task of `n` slots was reserved on the worker (Worker.view's arithmetic,
+    and one more start: ORCH-412)."""
     busy = min(view["slots_total"], view["slots_busy"] + n)
     state = view["state"]
     if state == "ready" and busy >= view["slots_total"]:
         state = "busy"
-    return {**view, "slots_busy": busy, "state": state}
+    return {**view, "slots_busy": busy, "state": state, "recent_starts": view["recent_starts"] + 1}
 
 
 def decide(
@@ -255,6 +256,7 @@ def apply(
             registry.reserve(worker.id, entry.task_id, entry.n)
         else:
             reserve(entry, worker.id)
+        worker.started(now_ms)
         out.append(a)
     return out
 

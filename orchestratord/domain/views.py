@@ -52,6 +52,8 @@ class WorkerView(TypedDict):
     slots_busy: int
     tokens_per_s: float
     last_heartbeat_ms: int
+    # Tasks started on it in the last minute (ORCH-412): its share of the model's recent work.
+    recent_starts: int
     # Prompt tokens of this task the worker holds in its KV cache, by the cache index: the
     # longest prefix of the prompt's token blocks it reported (ORCH-400, POL-120).
     cached_tokens: int

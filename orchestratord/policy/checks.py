@@ -85,6 +85,7 @@ def dry_run_inputs() -> dict[str, tuple[TaskView, list[WorkerView], ClusterView]
             "slots_busy": busy,
             "tokens_per_s": 10.0 * i,
             "last_heartbeat_ms": 1_700_000_000_000,
+            "recent_starts": 3 * i,
             "cached_tokens": 640 if i == 3 else 0,
             "recent_sessions": ["s-1"] if i == 2 else [],
             "recent_prefixes": ["0" * 16] if i == 3 else [],

@@ -214,6 +214,7 @@ def _view(worker_id: str) -> WorkerView:
         "slots_busy": 0,
         "tokens_per_s": 0.0,
         "last_heartbeat_ms": 0,
+        "recent_starts": 0,
         "cached_tokens": 0,
         "recent_sessions": [],
         "recent_prefixes": [],

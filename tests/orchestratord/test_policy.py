@@ -56,6 +56,7 @@ def make_worker(wid: str, **over: Any) -> WorkerView:
         "slots_busy": 0,
         "tokens_per_s": 20.0,
         "last_heartbeat_ms": 1_000,
+        "recent_starts": 0,
         "cached_tokens": 0,
         "recent_sessions": [],
         "recent_prefixes": [],
@@ -175,6 +176,41 @@ def test_pol_123_a_task_waits_a_while_for_its_full_warm_worker(default: PolicyEn
     three = make_worker("three", slots_busy=2, cached_tokens=1024)  # 2 free of 4
     assert default.schedule({**task, "n": 3}, [idle, three], cluster) is None
     assert default.schedule(task, [idle, three], cluster) == "three"
+
+
+def test_pol_124_a_worker_behind_on_starts_takes_a_task_with_a_short_lead(
+    default: PolicyEngine,
+) -> None:
+    """POL-124: a worker that started less than 0.75 of an even share of the model's recent
+    tasks takes a task whose best worker holds less than 384 tokens more of its prompt (a shared
+    system prompt); a longer lead (the chat's own history) stays with the best worker, and a
+    worker at its share, full, or of another model is not chosen this way."""
+    cluster = make_cluster()
+    task = make_task(prompt_tokens=400)
+    # 30 starts over three workers: 10 is an even share; 7 < 0.75 * 10, 8 is not.
+    holder = make_worker("holder", recent_starts=15, cached_tokens=296)
+    peer = make_worker("peer", recent_starts=8, cached_tokens=296)
+    cold = make_worker("cold", recent_starts=7)
+    assert default.schedule(task, [holder, peer, cold], cluster) == "cold"
+    at_share = {**cold, "recent_starts": 8}
+    holder_at = {**holder, "recent_starts": 14}
+    assert default.schedule(task, [holder_at, peer, at_share], cluster) in ("holder", "peer")
+    # The lead decides: 383 tokens more moves the task, 384 does not.
+    near = make_worker("cold", recent_starts=7, cached_tokens=1)
+    assert default.schedule(task, [{**holder, "cached_tokens": 384}, peer, near], cluster) == "cold"
+    history = {**holder, "cached_tokens": 680}
+    assert default.schedule(task, [history, peer, cold], cluster) == "holder"
+    # Of two behind, the one holding more; a full worker counts towards the total but is not
+    # chosen; another model's worker is neither counted nor chosen.
+    warm_behind = make_worker("warm-behind", recent_starts=2, cached_tokens=200)
+    assert default.schedule(task, [holder, peer, cold, warm_behind], cluster) == "warm-behind"
+    full = {**cold, "state": "busy", "slots_busy": 4}
+    assert default.schedule(task, [holder, peer, full], cluster) in ("holder", "peer")
+    other = make_worker("other", model="other", recent_starts=0)
+    assert default.schedule(task, [holder_at, peer, at_share, other], cluster) != "other"
+    # Nothing started yet: nobody is behind, the cache score decides.
+    fresh = [make_worker("a", cached_tokens=296), make_worker("b")]
+    assert default.schedule(task, fresh, cluster) == "a"
 
 
 def test_default_keeps_task_queued_without_an_eligible_worker(default: PolicyEngine) -> None:
@@ -974,6 +1010,7 @@ def test_pol_061_policies_get_plain_values_decoded_from_one_json_string_per_call
         "slots_busy",
         "tokens_per_s",
         "last_heartbeat_ms",
+        "recent_starts",
         "cached_tokens",
         "recent_sessions",
         "recent_prefixes",
