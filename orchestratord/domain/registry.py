@@ -101,8 +101,9 @@ class Worker:
             self.starts.append([bucket, 1])
 
     def recent_starts(self, now_ms: int) -> int:
-        """Tasks started here in the buckets that overlap the last STARTS_WINDOW_MS."""
-        oldest = (now_ms - STARTS_WINDOW_MS) // STARTS_BUCKET_MS + 1
+        """Tasks started here in the buckets that overlap the last STARTS_WINDOW_MS (so over
+        the last 60 to 65 s)."""
+        oldest = (now_ms - STARTS_WINDOW_MS) // STARTS_BUCKET_MS
         return sum(n for bucket, n in self.starts if bucket >= oldest)
 
     def remember(self, session_id: str | None, prefix_hash: str) -> None:

@@ -134,16 +134,20 @@ def test_pol_122_equal_workers_share_sequential_tasks(default: PolicyEngine) -> 
 
 
 def test_pol_121_cached_tokens_win_against_load_up_to_the_formula(default: PolicyEngine) -> None:
-    """POL-121: the cache score, cached_tokens - 256 * busy share: a worker holding most of the
+    """POL-121: the cache score, cached_tokens - 128 * busy share: a worker holding most of the
     prompt wins while it is not too loaded; an overloaded one loses to an idle one, and the
     cache decides before the session (POL-045)."""
     cluster = make_cluster()
     task = make_task(prompt_tokens=1200, session_id="chat-1")
     idle = make_worker("idle", tokens_per_s=90.0, recent_sessions=["chat-1"])
-    warm = make_worker("warm", slots_busy=3, cached_tokens=256)  # 256 - 192 > 0
+    warm = make_worker("warm", slots_busy=3, cached_tokens=128)  # 128 - 96 > 0
     assert default.schedule(task, [idle, warm], cluster) == "warm"
-    half = make_worker("warm", slots_busy=3, cached_tokens=128)  # 128 - 192 < 0
+    half = make_worker("warm", slots_busy=3, cached_tokens=64)  # 64 - 96 < 0
     assert default.schedule(task, [idle, half], cluster) == "idle"
+    # A chat's turn of about 100 tokens outweighs one busy slot of two (64): its history stays.
+    history = make_worker("history", slots_total=2, slots_busy=1, cached_tokens=390)
+    shared = make_worker("shared", slots_total=2, cached_tokens=296)
+    assert default.schedule(task, [shared, history], cluster) == "history"
     # Of two holding it, the one with more of it; a full worker is not eligible, however warm.
     warmer = make_worker("warmer", slots_busy=3, cached_tokens=1152)
     assert default.schedule(task, [idle, warm, warmer], cluster) == "warmer"
@@ -153,7 +157,7 @@ def test_pol_121_cached_tokens_win_against_load_up_to_the_formula(default: Polic
 
 
 def test_pol_123_a_task_waits_a_while_for_its_full_warm_worker(default: PolicyEngine) -> None:
-    """POL-123: a full worker holding 512 tokens more of the prompt than any worker with room
+    """POL-123: a full worker holding 256 tokens more of the prompt than any worker with room
     keeps the task queued, for up to 1,000 ms of waiting; a smaller lead, a worker with room
     that holds as much, or a draining warm worker do not."""
     cluster = make_cluster()
@@ -163,10 +167,10 @@ def test_pol_123_a_task_waits_a_while_for_its_full_warm_worker(default: PolicyEn
     assert default.schedule(task, [idle, full], cluster) is None
     assert default.schedule({**task, "wait_ms": 999}, [idle, full], cluster) is None
     assert default.schedule({**task, "wait_ms": 1000}, [idle, full], cluster) == "idle"
-    # The lead is what counts: 512 more than the best worker with room waits, 511 does not.
-    some = make_worker("some", cached_tokens=512)
+    # The lead is what counts: 256 more than the best worker with room waits, 255 does not.
+    some = make_worker("some", cached_tokens=768)
     assert default.schedule(task, [some, full], cluster) is None
-    more = make_worker("some", cached_tokens=513)
+    more = make_worker("some", cached_tokens=769)
     assert default.schedule(task, [more, full], cluster) == "some"
     # Only a usable worker of the task's model is waited for; n counts as room (POL-095).
     gone = make_worker("full", state="draining", slots_busy=4, cached_tokens=4096)
@@ -178,28 +182,31 @@ def test_pol_123_a_task_waits_a_while_for_its_full_warm_worker(default: PolicyEn
     assert default.schedule(task, [idle, three], cluster) == "three"
 
 
-def test_pol_124_a_worker_behind_on_starts_takes_a_task_with_a_short_lead(
+def test_pol_124_a_worker_behind_on_starts_takes_new_conversations(
     default: PolicyEngine,
 ) -> None:
-    """POL-124: a worker that started less than 0.75 of an even share of the model's recent
-    tasks takes a task whose best worker holds less than 384 tokens more of its prompt (a shared
-    system prompt); a longer lead (the chat's own history) stays with the best worker, and a
-    worker at its share, full, or of another model is not chosen this way."""
+    """POL-124: a worker that started less than 0.6 of an even share of the model's recent
+    tasks takes a new conversation (no worker holds 384 tokens of it: a shared system prompt
+    at most); a task whose history some worker holds stays with the cache score, and a worker
+    at its share, full, or of another model is not chosen this way."""
     cluster = make_cluster()
     task = make_task(prompt_tokens=400)
-    # 30 starts over three workers: 10 is an even share; 7 < 0.75 * 10, 8 is not.
-    holder = make_worker("holder", recent_starts=15, cached_tokens=296)
+    # 30 starts over three workers: 10 is an even share; 5 < 0.6 * 10, 6 is not.
+    holder = make_worker("holder", recent_starts=17, cached_tokens=296)
     peer = make_worker("peer", recent_starts=8, cached_tokens=296)
-    cold = make_worker("cold", recent_starts=7)
+    cold = make_worker("cold", recent_starts=5)
     assert default.schedule(task, [holder, peer, cold], cluster) == "cold"
-    at_share = {**cold, "recent_starts": 8}
-    holder_at = {**holder, "recent_starts": 14}
+    at_share = {**cold, "recent_starts": 6}
+    holder_at = {**holder, "recent_starts": 16}
     assert default.schedule(task, [holder_at, peer, at_share], cluster) in ("holder", "peer")
-    # The lead decides: 383 tokens more moves the task, 384 does not.
-    near = make_worker("cold", recent_starts=7, cached_tokens=1)
-    assert default.schedule(task, [{**holder, "cached_tokens": 384}, peer, near], cluster) == "cold"
-    history = {**holder, "cached_tokens": 680}
+    # A new conversation is one no worker holds 384 tokens of: 383 is, 384 is not, and a full
+    # worker holding its history counts too.
+    assert default.schedule(task, [{**holder, "cached_tokens": 383}, peer, cold], cluster) == "cold"
+    history = {**holder, "cached_tokens": 384}
     assert default.schedule(task, [history, peer, cold], cluster) == "holder"
+    busy_history = make_worker("h", state="busy", slots_busy=4, recent_starts=0, cached_tokens=390)
+    waited = {**task, "wait_ms": 1000}
+    assert default.schedule(waited, [holder, peer, cold, busy_history], cluster) != "cold"
     # Of two behind, the one holding more; a full worker counts towards the total but is not
     # chosen; another model's worker is neither counted nor chosen.
     warm_behind = make_worker("warm-behind", recent_starts=2, cached_tokens=200)

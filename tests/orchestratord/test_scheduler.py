@@ -149,3 +149,37 @@ def test_pol_025_schedule_is_offered_every_worker_of_the_model_that_is_not_dead(
         assert {k: v for k, v in offered.items() if k in every} == every
         assert "dead" not in offered or offered["dead"] == "dead"
         assert all(k in every or k in ("dead", "other") for k in offered)
+
+
+def test_orch_412_recent_starts_count_a_passes_placements_over_the_last_minute() -> None:
+    """ORCH-412: each placement a pass carries out counts one start on its worker; the policy
+    sees the starts of the last 60 s (5 s buckets), a worker placed on earlier in the same pass
+    with one more, and a re-registration keeps the count."""
+    q, r = setup({"a": 4, "b": 4})
+    seen: list[dict[str, int]] = []
+
+    def to_a(entry: QueueEntry, workers: list[WorkerView]) -> str | None:
+        seen.append({w["id"]: w["recent_starts"] for w in workers})
+        return "a"
+
+    for n in range(3):
+        q.push(QueueEntry(f"t{n}", "m", "interactive", 0, None))
+    assert [x.worker_id for x in plan(q, r, 1_000, to_a)] == ["a", "a", "a"]
+    assert seen == [{"a": 0, "b": 0}, {"a": 1, "b": 0}, {"a": 2, "b": 0}]
+    for n in range(3):
+        r.release("a", f"t{n}")
+    a = r.get("a")
+    assert a is not None
+    assert a.view(1_000, r.stale_ms)["recent_starts"] == 3
+    r.register(Worker(id="a", url="http://a", model="m", slots_total=4), 30_000)
+    a = r.get("a")
+    assert a is not None
+    # Still counted at 60.999 s (the bucket of 1 s overlaps the window), gone at 65 s.
+    assert a.view(60_999, r.stale_ms)["recent_starts"] == 3
+    for wid in ("a", "b"):
+        r.heartbeat(wid, "ready", 4, 0, 61_000)
+    q.push(QueueEntry("t9", "m", "interactive", 61_000, None))
+    plan(q, r, 61_000, to_a)
+    assert seen[-1] == {"a": 3, "b": 0}
+    assert a.view(65_000, r.stale_ms)["recent_starts"] == 1
+    assert a.view(200_000, r.stale_ms)["recent_starts"] == 0
