@@ -188,7 +188,8 @@ def test_pol_124_a_worker_behind_on_starts_takes_new_conversations(
     """POL-124: a worker that started less than 0.6 of an even share of the model's recent
     tasks takes a new conversation (no worker holds 384 tokens of it: a shared system prompt
     at most); a task whose history some worker holds stays with the cache score, and a worker
-    at its share, full, or of another model is not chosen this way."""
+    at its share, full, or of another model is not chosen this way; below 5 starts a worker
+    nobody is behind."""
     cluster = make_cluster()
     task = make_task(prompt_tokens=400)
     # 30 starts over three workers: 10 is an even share; 5 < 0.6 * 10, 6 is not.
@@ -215,9 +216,12 @@ def test_pol_124_a_worker_behind_on_starts_takes_new_conversations(
     assert default.schedule(task, [holder, peer, full], cluster) in ("holder", "peer")
     other = make_worker("other", model="other", recent_starts=0)
     assert default.schedule(task, [holder_at, peer, at_share, other], cluster) != "other"
-    # Nothing started yet: nobody is behind, the cache score decides.
-    fresh = [make_worker("a", cached_tokens=296), make_worker("b")]
-    assert default.schedule(task, fresh, cluster) == "a"
+    # Fewer than 5 starts a worker in the last minute: nobody is behind, the cache score
+    # decides (a prefix one worker holds keeps drawing new conversations there).
+    quiet = [make_worker("a", recent_starts=9, cached_tokens=296), make_worker("b")]
+    assert default.schedule(task, quiet, cluster) == "a"
+    busier = [make_worker("a", recent_starts=10, cached_tokens=296), make_worker("b")]
+    assert default.schedule(task, busier, cluster) == "b"
 
 
 def test_default_keeps_task_queued_without_an_eligible_worker(default: PolicyEngine) -> None:
