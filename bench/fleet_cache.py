@@ -16,10 +16,12 @@ Policies: `least-busy` (load alone; equals told apart by the task id, as load ba
 spread), `affinity` (the built-in policy before the cache index: the worker that last served
 the session or prefix, else rendezvous by session, else least busy and fastest), `index`
 (today's built-in: cached tokens from the workers' reports against load, POL-121, waiting a
-moment for a full warm worker, POL-123). Prints one JSON object (also to `--out`): per policy
-the TTFT percentiles (all turns, first turns, later turns), tokens/s, tasks per worker, cached
-tokens, prediction hits; and the issue's targets: index p90 <= 0.25x least-busy's and <= 0.5x
-affinity's, throughput within 5% of least-busy's, no worker under 20% of the tasks.
+moment for a full warm worker, POL-123, new conversations to a worker behind on its share of
+recent starts, POL-124). Prints one JSON object (also to `--out`): per policy the TTFT
+percentiles (all turns, first turns, later turns), tokens/s, tasks per worker, cached tokens,
+prediction hits, turns moved off their history's worker; and the issue's targets: index p90
+<= 0.25x least-busy's and <= 0.5x affinity's, throughput within 5% of least-busy's, no worker
+under 20% of the tasks.
 `--trace FILE` appends one JSON line per turn (policy, user, turn, worker, TTFT, cached).
 
     python bench/fleet_cache.py [--model .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf]
@@ -393,6 +395,18 @@ def p90(values: list[float]) -> float | None:
     return percentile(kept, 90) if kept else None
 
 
+def moved_turns(trace: list[dict[str, Any]]) -> int:
+    """Later turns served by another worker than their chat's turn before (which held the
+    history): each prefilled again what that worker had cached."""
+    last: dict[str, str] = {}
+    moved = 0
+    for t in sorted(trace, key=lambda t: (t["user"], t["turn"])):
+        if t["turn"] > 0 and last.get(t["user"], t["worker"]) != t["worker"]:
+            moved += 1
+        last[t["user"]] = t["worker"]
+    return moved
+
+
 def summary(r: Result) -> dict[str, Any]:
     ttfts = [t for t in r.ttft_s if t == t]
     total = sum(r.workers.values()) or 1
@@ -407,6 +421,7 @@ def summary(r: Result) -> dict[str, Any]:
         "span_s": round(r.span_s, 1),
         "tasks_per_worker": dict(sorted(r.workers.items())),
         "min_worker_share": round(min(r.workers.values()) / total, 3) if r.workers else 0,
+        "moved_turns": moved_turns(r.trace),
         "prompt_tokens": r.prompt_tokens,
         "cached_share": round(r.cached_tokens / r.prompt_tokens, 3) if r.prompt_tokens else 0,
         "predicted_tokens": r.predicted,
