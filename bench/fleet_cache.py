@@ -29,20 +29,26 @@ under 20% of the tasks.
 
 Black-box: only HTTP. The defaults are the issue's workload (30 users, 1,000-token histories,
 a pool of 4 shared system prompts, SmolLM2 on 3 workers of 2 slots, ~70% of capacity).
-Measured on this 2-core machine, quiet (load average under 1 at each start), with the
-defaults and `--seed 1, 2, 3` (`--trace FILE`); 166-185 turns per policy in 240 s, no errors;
-capacity 0.746-0.777 turns/s. TTFT p90, least-busy / affinity / index:
+Measured on this 2-core machine, quiet (one bench at a time), with the defaults, `--seed N`
+and `--trace FILE`; 156-190 turns per policy in 240 s, no errors, capacity 0.69-0.75
+turns/s. TTFT p90 least-busy / affinity / index, then index's ratios (targets <= 0.25x,
+<= 0.5x, >= 0.95x, >= 20%) and its turns moved off their history's worker:
 
-    seed 1: 3.77 / 2.64 / 0.92 s  index 0.242x, 0.347x; tokens/s 1.11x; least worker 27.7%
-    seed 2: 3.72 / 1.32 / 0.68 s  index 0.182x, 0.513x; tokens/s 1.03x; least worker 27.6%
-    seed 3: 2.72 / 3.23 / 0.74 s  index 0.270x, 0.227x; tokens/s 1.05x; least worker  9.9%
-
-Every target held in seed 1 only. Index's later turns' p90 is 0.60-0.78 s (least-busy's
-2.8-4.2 s); its p90 is set by cold first turns and by contention. Affinity's p90 swings with
-how the 4 system prompts fall on workers (no session ids: it follows the prefix, so each
-prompt's chats crowd one worker). Index's spread fails where first turns all go to the
-workers already holding the system prompts (seed 3: one worker got 17 of 171 turns): the
-policy sees no count of what each worker serves, only its busy slots now.
+    seed 1: 4.32 / 3.07 / 0.80 s  0.186x 0.261x  tokens/s 0.971x  least worker 23.6%  moved 2
+    seed 2: 6.67 / 1.01 / 0.71 s  0.107x 0.704x  tokens/s 1.048x  least worker 23.4%  moved 0
+    seed 3: 3.10 / 1.88 / 0.90 s  0.290x 0.478x  tokens/s 1.042x  least worker 26.3%  moved 0
+    seed 4: 2.78 / 2.41 / 0.88 s  0.317x 0.366x  tokens/s 0.999x  least worker 31.6%  moved 4
+    seed 5: 3.00 / 4.30 / 0.78 s  0.260x 0.182x  tokens/s 0.998x  least worker 26.5%  moved 2
+Seeds 1-3 ran before the arrival times had their own random stream (each policy was then
+offered its own number of turns, and tokens/s followed it: seed 4 gave 0.933x on 163 turns
+against least-busy's 178). The spread holds in every run (before POL-124: 9.9% in seed 3);
+index's p50 is 0.46-0.56 s, the prefill of a turn's ~90 new tokens on one thread. Its p90 is
+set by the first turns of the first 25 s (nothing cached anywhere: every policy pays them),
+by a few first turns a worker behind prefills cold (POL-124) and by warm turns meeting
+another prefill on their worker. The ratio to least-busy misses where least-busy's own p90
+is low (2.8-3.1 s) and index's is 0.78-0.90 s; the ratio to affinity misses where
+affinity's p90 is about twice index's median (seed 2: its 4 system prompts fell well on the
+workers), which no policy can halve.
 """
 
 from __future__ import annotations
