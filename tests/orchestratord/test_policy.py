@@ -192,36 +192,36 @@ def test_pol_124_a_worker_behind_on_starts_takes_new_conversations(
     nobody is behind."""
     cluster = make_cluster()
     task = make_task(prompt_tokens=400)
+
+    def pick(*workers: WorkerView, wait_ms: int = 0) -> str:
+        return default.schedule({**task, "wait_ms": wait_ms}, list(workers), cluster) or ""
+
     # 30 starts over three workers: 10 is an even share; 5 < 0.6 * 10, 6 is not.
     holder = make_worker("holder", recent_starts=17, cached_tokens=296)
     peer = make_worker("peer", recent_starts=8, cached_tokens=296)
     cold = make_worker("cold", recent_starts=5)
-    assert default.schedule(task, [holder, peer, cold], cluster) == "cold"
-    at_share = {**cold, "recent_starts": 6}
-    holder_at = {**holder, "recent_starts": 16}
-    assert default.schedule(task, [holder_at, peer, at_share], cluster) in ("holder", "peer")
+    assert pick(holder, peer, cold) == "cold"
+    at_share = make_worker("cold", recent_starts=6)
+    holder_at = make_worker("holder", recent_starts=16, cached_tokens=296)
+    assert pick(holder_at, peer, at_share) in ("holder", "peer")
     # A new conversation is one no worker holds 384 tokens of: 383 is, 384 is not, and a full
     # worker holding its history counts too.
-    assert default.schedule(task, [{**holder, "cached_tokens": 383}, peer, cold], cluster) == "cold"
-    history = {**holder, "cached_tokens": 384}
-    assert default.schedule(task, [history, peer, cold], cluster) == "holder"
+    assert pick(make_worker("holder", recent_starts=17, cached_tokens=383), peer, cold) == "cold"
+    assert pick(make_worker("holder", recent_starts=17, cached_tokens=384), peer, cold) == "holder"
     busy_history = make_worker("h", state="busy", slots_busy=4, recent_starts=0, cached_tokens=390)
-    waited = {**task, "wait_ms": 1000}
-    assert default.schedule(waited, [holder, peer, cold, busy_history], cluster) != "cold"
+    assert pick(holder, peer, cold, busy_history, wait_ms=1000) != "cold"
     # Of two behind, the one holding more; a full worker counts towards the total but is not
     # chosen; another model's worker is neither counted nor chosen.
     warm_behind = make_worker("warm-behind", recent_starts=2, cached_tokens=200)
-    assert default.schedule(task, [holder, peer, cold, warm_behind], cluster) == "warm-behind"
-    full = {**cold, "state": "busy", "slots_busy": 4}
-    assert default.schedule(task, [holder, peer, full], cluster) in ("holder", "peer")
+    assert pick(holder, peer, cold, warm_behind) == "warm-behind"
+    full = make_worker("cold", state="busy", slots_busy=4, recent_starts=5)
+    assert pick(holder, peer, full) in ("holder", "peer")
     other = make_worker("other", model="other", recent_starts=0)
-    assert default.schedule(task, [holder_at, peer, at_share, other], cluster) != "other"
+    assert pick(holder_at, peer, at_share, other) != "other"
     # Fewer than 5 starts a worker in the last minute: nobody is behind, the cache score
     # decides (a prefix one worker holds keeps drawing new conversations there).
-    quiet = [make_worker("a", recent_starts=9, cached_tokens=296), make_worker("b")]
-    assert default.schedule(task, quiet, cluster) == "a"
-    busier = [make_worker("a", recent_starts=10, cached_tokens=296), make_worker("b")]
-    assert default.schedule(task, busier, cluster) == "b"
+    assert pick(make_worker("a", recent_starts=9, cached_tokens=296), make_worker("b")) == "a"
+    assert pick(make_worker("a", recent_starts=10, cached_tokens=296), make_worker("b")) == "b"
 
 
 def test_default_keeps_task_queued_without_an_eligible_worker(default: PolicyEngine) -> None:
