@@ -39,16 +39,19 @@ turns/s. TTFT p90 least-busy / affinity / index, then index's ratios (targets <=
     seed 3: 3.10 / 1.88 / 0.90 s  0.290x 0.478x  tokens/s 1.042x  least worker 26.3%  moved 0
     seed 4: 2.78 / 2.41 / 0.88 s  0.317x 0.366x  tokens/s 0.999x  least worker 31.6%  moved 4
     seed 5: 3.00 / 4.30 / 0.78 s  0.260x 0.182x  tokens/s 0.998x  least worker 26.5%  moved 2
-Seeds 1-3 ran before the arrival times had their own random stream (each policy was then
-offered its own number of turns, and tokens/s followed it: seed 4 gave 0.933x on 163 turns
-against least-busy's 178). The spread holds in every run (before POL-124: 9.9% in seed 3);
-index's p50 is 0.46-0.56 s, the prefill of a turn's ~90 new tokens on one thread. Its p90 is
-set by the first turns of the first 25 s (nothing cached anywhere: every policy pays them),
-by a few first turns a worker behind prefills cold (POL-124) and by warm turns meeting
-another prefill on their worker. The ratio to least-busy misses where least-busy's own p90
-is low (2.8-3.1 s) and index's is 0.78-0.90 s; the ratio to affinity misses where
-affinity's p90 is about twice index's median (seed 2: its 4 system prompts fell well on the
-workers), which no policy can halve.
+    seed 1: 2.38 / 0.94 / 0.72 s  0.304x 0.766x  tokens/s 0.993x  least worker 27.2%  moved 0
+    seed 2: 3.83 / 1.93 / 0.81 s  0.212x 0.422x  tokens/s 1.012x  least worker 31.5%  moved 0
+The first seeds 1-3 ran before the arrival times had their own random stream (each policy was
+then offered its own number of turns, and tokens/s followed it: seed 4 gave 0.933x on 163 turns
+against least-busy's 178); the second seed 1 calibrated a cold turn at 3.95 s (2.8-3.1 s
+elsewhere), so it ran at about half the capacity. The spread holds in every run (before
+POL-124: 9.9% in seed 3); index's p50 is 0.46-0.56 s, the prefill of a turn's ~90 new tokens on
+one thread. Its p90 is set by the first turns of the first 25 s (nothing cached anywhere: every
+policy pays them), by a few first turns a worker behind prefills cold (POL-124) and by warm
+turns meeting another prefill on their worker. The ratio to least-busy misses where least-
+busy's own p90 is low (2.8-3.1 s) and index's is 0.78-0.90 s; the ratio to affinity misses
+where affinity's p90 is about twice index's median (seed 2: its 4 system prompts fell well on
+the workers), which no policy can halve.
 """
 
 from __future__ import annotations
