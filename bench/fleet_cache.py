@@ -48,10 +48,10 @@ elsewhere), so it ran at about half the capacity. The spread holds in every run 
 POL-124: 9.9% in seed 3); index's p50 is 0.46-0.56 s, the prefill of a turn's ~90 new tokens on
 one thread. Its p90 is set by the first turns of the first 25 s (nothing cached anywhere: every
 policy pays them), by a few first turns a worker behind prefills cold (POL-124) and by warm
-turns meeting another prefill on their worker. The ratio to least-busy misses where least-
-busy's own p90 is low (2.8-3.1 s) and index's is 0.78-0.90 s; the ratio to affinity misses
-where affinity's p90 is about twice index's median (seed 2: its 4 system prompts fell well on
-the workers), which no policy can halve.
+turns beside other work on their worker. The ratio to least-busy misses where least-busy's own
+p90 is low (2.4-3.1 s) and index's is 0.72-0.90 s; the ratio to affinity misses where
+affinity's p90 is about twice index's median (the first seed 2: its 4 system prompts fell well
+on the workers; the second seed 1 at its lower load), which no policy can halve.
 """
 
 from __future__ import annotations
