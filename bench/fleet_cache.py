@@ -239,6 +239,7 @@ async def one_turn(
     ttft: float | None = None
     text: list[str] = []
     worker = ""
+    queue_ms = -1
     end: dict[str, Any] = {}
     async with contextlib.aclosing(
         lean_sse_frames(f.orch.url + "/v2/tasks", body, headers)
@@ -254,9 +255,10 @@ async def one_turn(
                 text.append(str(data.get("t", "")))
             elif name == b"started":
                 worker = str(data.get("worker_id", ""))
+                queue_ms = int(data.get("queue_ms", -1))
             elif name == b"end":
                 end = data
-    return (ttft if ttft is not None else float("nan")), "".join(text), end, worker
+    return (ttft if ttft is not None else float("nan")), "".join(text), {**end, "queue_ms": queue_ms}, worker
 
 
 def turn_tokens(args: argparse.Namespace) -> int:
@@ -309,6 +311,7 @@ async def drive(f: Fleet, args: argparse.Namespace, rate: float) -> Result:
         }
         if args.sessions == "named":
             body["session_id"] = user.id
+        sent = time.perf_counter() - start
         try:
             ttft, text, end, worker = await one_turn(f, body, headers)
         except Exception as e:  # counted; the user goes on with its next turn
@@ -329,6 +332,10 @@ async def drive(f: Fleet, args: argparse.Namespace, rate: float) -> Result:
                 "prompt_tokens": int(end.get("prompt_tokens", 0)),
                 "cached": int(end.get("prompt_tokens_cached", 0)),
                 "at_s": round(time.perf_counter() - start, 2),
+                "sent_s": round(sent, 3),
+                # where the TTFT went: orchestratord's queue, then the worker's own TTFT
+                "queue_ms": int(end.get("queue_ms", -1)),
+                "worker_ttft_ms": end.get("ttft_ms"),
             }
         )
         result.tokens += int(end.get("tokens_out", 0))
