@@ -78,6 +78,12 @@ import httpx  # noqa: E402
 from bench._fleet import Fleet, fleet, lean_sse_frames, percentile  # noqa: E402
 
 KEY = "bench-key"
+CALIBRATION_TURNS = 3
+# A turn that prefills more than this many prompt tokens is "cold" in the tail's breakdown (a
+# warm turn prefills its new message, about 90 tokens with the defaults).
+COLD_TOKENS = 200
+# A turn that waited this long in orchestratord's queue (for its full warm worker, POL-123)
+QUEUED_MS = 100
 TENANT = "bench"
 
 # murmur3's 32-bit finalizer, as the built-in policy spreads rendezvous scores with it.
@@ -258,7 +264,12 @@ async def one_turn(
                 queue_ms = int(data.get("queue_ms", -1))
             elif name == b"end":
                 end = data
-    return (ttft if ttft is not None else float("nan")), "".join(text), {**end, "queue_ms": queue_ms}, worker
+    return (
+        (ttft if ttft is not None else float("nan")),
+        "".join(text),
+        {**end, "queue_ms": queue_ms},
+        worker,
+    )
 
 
 def turn_tokens(args: argparse.Namespace) -> int:
@@ -393,21 +404,26 @@ def start_fleet(f: Fleet, args: argparse.Namespace, policy_file: Path | None) ->
 async def calibrate(f: Fleet, args: argparse.Namespace) -> float:
     """Seconds one turn takes alone on an idle worker with nothing of its prompt cached, at the
     chats' mean history (halfway from the system prompt to `--history-tokens`): the fleet's
-    capacity without a prompt cache is `--workers` such turns at a time."""
+    capacity without a prompt cache is `--workers` such turns at a time. The median of
+    CALIBRATION_TURNS such turns, each with its own text: a single one measured 2.8 to 3.95 s
+    on this machine, and the 3.95 ran the whole bench at about half the others' load."""
     rng = random.Random(args.seed + 99)
     mean = (args.history_tokens - args.system_tokens) // 2
-    body = {
-        "model": args.model_name,
-        "messages": [
-            {"role": "system", "content": filler(rng, args.system_tokens)},
-            {"role": "user", "content": filler(rng, mean)},
-        ],
-        "max_tokens": args.max_tokens,
-        "temperature": 0,
-    }
-    start = time.perf_counter()
-    await one_turn(f, body, {"authorization": f"Bearer {KEY}"})
-    return time.perf_counter() - start
+    times: list[float] = []
+    for _ in range(CALIBRATION_TURNS):
+        body = {
+            "model": args.model_name,
+            "messages": [
+                {"role": "system", "content": filler(rng, args.system_tokens)},
+                {"role": "user", "content": filler(rng, mean)},
+            ],
+            "max_tokens": args.max_tokens,
+            "temperature": 0,
+        }
+        start = time.perf_counter()
+        await one_turn(f, body, {"authorization": f"Bearer {KEY}"})
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def p90(values: list[float]) -> float | None:
@@ -427,6 +443,48 @@ def moved_turns(trace: list[dict[str, Any]]) -> int:
     return moved
 
 
+def behind_neighbour(t: dict[str, Any], trace: list[dict[str, Any]]) -> bool:
+    """Whether another turn on t's worker was still before its first token when t was sent:
+    t's prefill waited for (or shared the worker's one thread with) that turn's."""
+    return any(
+        o is not t
+        and o["worker"] == t["worker"]
+        and o["sent_s"] <= t["sent_s"] < o["sent_s"] + o["ttft_s"]
+        for o in trace
+    )
+
+
+def tail(trace: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the turns at or above the TTFT p90 were: `cold_first` (a first turn that prefilled
+    its system prompt), `cold_later` (a later turn that prefilled much of its history: moved
+    or evicted), `queued` (waited QUEUED_MS or more in orchestratord's queue), `neighbour` (a
+    warm turn sent while another turn on its worker was before its first token), `other`.
+    And `warm_behind_neighbour`: the share of all warm turns sent so, which is how often a
+    turn's prefill waits for another's on its worker whatever the routing."""
+    done = [t for t in trace if t["ttft_s"] == t["ttft_s"]]
+    if not done:
+        return {}
+    cut = percentile([t["ttft_s"] for t in done], 90)
+    out = dict.fromkeys(("cold_first", "cold_later", "queued", "neighbour", "other"), 0)
+    for t in done:
+        if t["ttft_s"] < cut:
+            continue
+        if t["prompt_tokens"] - t["cached"] > COLD_TOKENS:
+            out["cold_first" if t["turn"] == 0 else "cold_later"] += 1
+        elif t["queue_ms"] >= QUEUED_MS:
+            out["queued"] += 1
+        elif behind_neighbour(t, done):
+            out["neighbour"] += 1
+        else:
+            out["other"] += 1
+    warm = [t for t in done if t["prompt_tokens"] - t["cached"] <= COLD_TOKENS]
+    behind = sum(behind_neighbour(t, done) for t in warm)
+    return {
+        "at_or_above_p90": out,
+        "warm_behind_neighbour": round(behind / len(warm), 3) if warm else None,
+    }
+
+
 def summary(r: Result) -> dict[str, Any]:
     ttfts = [t for t in r.ttft_s if t == t]
     total = sum(r.workers.values()) or 1
@@ -442,6 +500,7 @@ def summary(r: Result) -> dict[str, Any]:
         "tasks_per_worker": dict(sorted(r.workers.items())),
         "min_worker_share": round(min(r.workers.values()) / total, 3) if r.workers else 0,
         "moved_turns": moved_turns(r.trace),
+        "tail": tail(r.trace),
         "prompt_tokens": r.prompt_tokens,
         "cached_share": round(r.cached_tokens / r.prompt_tokens, 3) if r.prompt_tokens else 0,
         "predicted_tokens": r.predicted,
