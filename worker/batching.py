@@ -13,7 +13,9 @@ The rules (specs/worker.md, WRK-090..WRK-094, WRK-100..WRK-102):
 - logits are requested only where a token will be sampled: the last token of a generating
   sequence's step, the last token of a prompt;
 - a sequence's cache is kept when its job ends (`release`): the next prompt that shares a prefix
-  with it reuses the prefix and decodes only the rest (prefix cache).
+  with it reuses the prefix and decodes only the rest (prefix cache);
+- a prompt whose prefix another sequence is still prefilling waits for that prefill
+  (`prefilling`) and then reuses it, instead of decoding the same tokens beside it.
 """
 
 from __future__ import annotations
@@ -181,6 +183,29 @@ class Batcher:
         target.next_token = None
         target.admitted = self._clock
         return Admission(target.seq_id, keep, source, len(prompt), save, restore)
+
+    def prefilling(self, prompt: Sequence[int]) -> bool:
+        """Whether a busy sequence is still prefilling a prefix of `prompt` that gives it at
+        least `min_copy` more cached tokens than anything else holds now (the other sequences,
+        host RAM): the prompt then waits until that sequence has decoded the whole shared
+        part, rather than decoding the same tokens beside it (WRK-176)."""
+        limit = len(prompt) - 1
+        host = self.host.best(prompt, limit)[1] if self.host is not None else 0
+        for s in self.seqs:
+            if not (s.busy and s.pending):
+                continue
+            done = common_prefix(s.kv, prompt)
+            if done < len(s.kv):
+                continue  # the prompt leaves this sequence within what it holds already
+            will = min(done + common_prefix(s.pending, prompt[done:]), limit)
+            if will <= done:
+                continue  # nothing more of the prompt to come from it
+            other = max(
+                [host, *(min(common_prefix(o.kv, prompt), limit) for o in self.seqs if o is not s)]
+            )
+            if will >= other + self.min_copy:
+                return True
+        return False
 
     def _worth_saving(self, s: SeqState, keep: int) -> tuple[int, ...] | None:
         """The tokens of `s`'s cache to save to host RAM before it loses all but `keep` of

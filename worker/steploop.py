@@ -128,6 +128,8 @@ class StepLoop:
         for i in range(cap):
             b.n_seq_id[i] = 1  # every token belongs to one sequence
         self._inbox: list[_Submission] = []
+        # WRK-176: jobs waiting for a running sequence to prefill the prefix they share.
+        self._deferred: list[_Submission] = []
         self._running: dict[int, _Running] = {}
         self._cv = threading.Condition()
         self._closing = False
@@ -193,9 +195,10 @@ class StepLoop:
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not (self._inbox or self._running or self._closing):
+                while not (self._inbox or self._deferred or self._running or self._closing):
                     self._cv.wait()
-                incoming, self._inbox = self._inbox, []
+                incoming, self._inbox = self._deferred + self._inbox, []
+                self._deferred = []
                 closing = self._closing
             if closing:
                 for sub in incoming:
@@ -205,6 +208,9 @@ class StepLoop:
                     self._finish(seq_id, "CANCELLED")
                 return
             for sub in incoming:
+                if self._waits(sub):
+                    self._deferred.append(sub)
+                    continue
                 try:
                     self._start(sub)
                 except Exception as e:
@@ -217,6 +223,15 @@ class StepLoop:
                 log.exception("decode step failed")
                 for seq_id in list(self._running):
                     self._fail(seq_id, e)
+
+    def _waits(self, sub: _Submission) -> bool:
+        """WRK-176: the job waits (one step at a time, in arrival order) while a running
+        sequence prefills a prefix of its prompt it would otherwise decode again beside it."""
+        if sub.cancel.is_set() or sub.forks:
+            return False
+        if not self._running:
+            return False
+        return self._batcher.prefilling(sub.job.prompt_tokens)
 
     def _start(self, sub: _Submission) -> None:
         if sub.cancel.is_set():

@@ -203,3 +203,40 @@ def test_wrk_172_a_restarted_orchestratord_gets_the_whole_cache_again(
         with orchestratord(tmp_path, port=port, state_dir=state) as again:
             wait_for(lambda: index_figure(again.url, "entries") == n, what="the resync")
             assert index_figure(again.url, "resyncs") >= 1
+
+
+def test_orch_413_a_prefix_a_running_task_prefills_draws_the_next_task_sharing_it(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """ORCH-413, ORCH-402, WRK-101: no worker has reported anything yet, and a running job's
+    blocks are reported only when it ends (WRK-170); still, while a task with a new prefix
+    runs on a worker, that worker counts as holding the prefix: a second task sharing it goes
+    there (predicted) and copies it, where it went to the idle worker and prefilled it again
+    before. Once the first task ends, its worker's claim is what it reported."""
+    with (
+        orchestratord(tmp_path) as orch,
+        worker(tiny_model, tmp_path, orch.url, "w-a", slots=2, extra=BLOCK),
+        worker(tiny_model, tmp_path, orch.url, "w-b", slots=2, extra=BLOCK),
+    ):
+        wait_for(lambda: index_figure(orch.url, "resyncs") >= 2, what="both full reports")
+        assert index_figure(orch.url, "entries") == 0
+        body = {"model": MODEL, "prompt": PREFIX + "First?", "max_tokens": 15000}
+        r = httpx.post(orch.url + "/v2/tasks", json={**body, "ignore_eos": True}, timeout=10)
+        assert r.status_code == 202, r.text
+        first = r.json()["task_id"]
+
+        def record() -> dict[str, Any]:
+            got: dict[str, Any] = httpx.get(f"{orch.url}/v2/tasks/{first}", timeout=10).json()
+            return got
+
+        wait_for(lambda: record()["status"] == "running", what="the first task to run")
+        running_on = record()["worker_id"]
+        assert index_figure(orch.url, "inflight") == 1
+        assert index_figure(orch.url, "entries") == 0, "nothing reported while it runs"
+        started, end = submit(orch.url, PREFIX + "Second?", "s-2")
+        assert started["worker_id"] == running_on
+        assert started["cached_tokens_predicted"] >= 16 * 4
+        assert end["prompt_tokens_cached"] >= started["cached_tokens_predicted"]
+        cancel = httpx.post(f"{orch.url}/v2/tasks/{first}/cancel", timeout=10)
+        assert cancel.status_code == 204
+        wait_for(lambda: index_figure(orch.url, "inflight") == 0, what="the first task's end")

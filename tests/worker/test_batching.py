@@ -110,6 +110,26 @@ def test_wrk101_a_prefix_held_by_a_busy_sequence_is_copied() -> None:
     assert b.seqs[second.seq_id].kv == system and b.seqs[second.seq_id].pending == [2]
 
 
+def test_wrk176_a_prompt_waits_while_a_busy_sequence_prefills_its_prefix() -> None:
+    """WRK-176: while a busy sequence still has to decode a prefix the new prompt shares (at
+    least min_copy tokens more than anything holds), the prompt waits; once that part is
+    decoded it no longer waits, and its admission copies the prefix (WRK-101)."""
+    b = Batcher(3, chunk=40, min_copy=8)
+    system = list(range(100, 200))
+    first = b.admit([*system, 1])
+    assert b.prefilling([*system, 2]), "nothing of the system prompt is decoded yet"
+    assert not b.prefilling([5, 6, 7, 8, 9, 10, 11, 12, 13, 14]), "no shared prefix"
+    assert not b.prefilling([*system[:5], 3, 4, 5]), "a shared prefix shorter than min_copy"
+    b.commit(b.plan())  # 40 of the 101 prompt tokens
+    assert b.prefilling([*system, 2]), "60 shared tokens still to come"
+    b.commit(b.plan())
+    b.commit(b.plan())  # all 101: the shared 100 are in the first sequence's cache
+    assert not b.prefilling([*system, 2])
+    assert not b.prefilling([*system[:30], 2]), "leaves the sequence within what it holds"
+    second = b.admit([*system, 2])
+    assert second.copy_from == first.seq_id and second.keep == 100
+
+
 def test_wrk101_short_prefixes_are_recomputed_not_copied() -> None:
     """WRK-101: short prefixes are recomputed not copied."""
     b = Batcher(2, chunk=256, min_copy=64)

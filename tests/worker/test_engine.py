@@ -183,6 +183,37 @@ def test_wrk101_a_shared_prefix_is_copied_from_a_running_sequence(
     assert second.tokens == baseline.tokens
 
 
+def test_wrk176_a_prompt_sent_beside_one_sharing_its_prefix_waits_and_reuses_it(
+    tiny_model: Path, steps: Steps
+) -> None:
+    """WRK-176: two jobs with one long shared prefix sent together: the second waits while the
+    first prefills the prefix (in chunks), then copies it (WRK-101) and decodes only its own
+    tail, with the same tokens as a cold run. A job waiting so can be cancelled."""
+    e = LlamaEngine.load(tiny_model, slots=3, n_ctx=2048, chunk=16, threads=1, on_step=steps)
+    system = " ".join(f"rule{i}" for i in range(120))
+    shared = len(e.tokenize(system))
+    try:
+        a = e.submit(job(e, system + " one", 4), threading.Event(), Sink())
+        b = e.submit(job(e, system + " two", 24), threading.Event(), Sink())
+        cancel = threading.Event()
+        c = e.submit(job(e, system + " three", 4), cancel, Sink())
+        cancel.set()
+        assert c.result(timeout=60).stop_reason == "CANCELLED"
+        second = b.result(timeout=120)
+        a.result(timeout=120)
+        copies = e.cache_stats().copies
+    finally:
+        e.close()
+    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=16, threads=1)
+    try:
+        baseline = run_alone(cold, job(cold, system + " two", 24))
+    finally:
+        cold.close()
+    assert second.prompt_tokens_cached >= shared - 1, "the prefix was decoded once, not twice"
+    assert copies >= 1
+    assert second.tokens == baseline.tokens
+
+
 def test_wrk093_a_job_cancelled_before_its_first_step_ends_cancelled(engine: LlamaEngine) -> None:
     """WRK-093: a job cancelled before its first step ends cancelled."""
     cancel = threading.Event()
