@@ -1,21 +1,31 @@
-"""A burst of new conversations sharing a system prompt no worker has seen (ORCH-413, WRK-176).
+"""A burst of new conversations sharing a system prompt no worker has seen (WRK-176).
 
 Each round sends `--sessions` chats at once (within `--window-s`), each opening with the
 round's new system prompt (`--system-tokens`, a fresh text every round: nothing of it is
 cached anywhere) and a short question of its own, to a fresh fleet's `--workers` workers of
 `--slots` slots. Prints one JSON object (also to `--out`): per round and in all, TTFT
 p50/p90/max, the prompt tokens the workers prefilled (prompt - cached), how many tasks
-prefilled the system prompt (cold), and tasks per worker.
+prefilled the system prompt (`cold_tasks`: more than half of it), and tasks per worker.
 
     python bench/prefix_burst.py [--sessions 12] [--system-tokens 600] [--rounds 4]
 
 Black-box: only HTTP, so a clone of an older main measures the same way (before/after).
-What it shows: before ORCH-413 the index learnt of a prefix only when a task using it ended
-or its worker reported, so the tasks of a burst scattered and each worker slot prefilled the
-system prompt; with in-flight blocks counted, they follow the first task to its worker, which
-lets them wait for that prefill and copy it (WRK-176), and other workers take the rest once
-the first is full. Measured on this 2-core machine (SmolLM2, 3 workers of 2 slots, 1 thread
-each, defaults), see the closing note of the commit that added it.
+Measured on this 2-core machine, quiet, SmolLM2 on 3 workers of 2 slots (1 thread each),
+12 chats a round, all turns (before: main before WRK-176; after: with it):
+
+    --system-tokens 2000 --rounds 3  before: TTFT p50 26.5 s, p90 28.2 s, 28,850 tokens
+                                     prefilled, 18 cold tasks (each slot prefilled it)
+                                     after:  p50 16.8 s, p90 17.8 s, 17,210 tokens, 9 cold
+                                     (one per worker)
+    --system-tokens 600 --rounds 4   before: p50 4.67 s, p90 5.09 s, 8,325 tokens, 12 cold
+                                     after:  p50 4.47 s, p90 5.00 s, 7,880 tokens, 12 cold
+
+With 600 tokens the first chunk (512) is most of the prompt, and WRK-101 already copied it.
+Also tried: counting a running task's prompt blocks as held by its worker in orchestratord's
+cache index (as Dynamo's router counts its requests' active blocks), so the burst follows the
+first task: no better with 2000 tokens (p50 16.3 s, 17,211 tokens) and a worse p90 with 600
+(5.66 s): the burst piled onto one worker (8 of 12 tasks) while the others idled, where
+spreading it lets the three prefill the prompt in parallel. Not kept.
 """
 
 from __future__ import annotations

@@ -8,12 +8,6 @@ model), and each worker to its hashes (so a resync or a removal is one pass over
 holding them: the longest cached prefix per worker, in time proportional to the prompt's blocks
 times the workers still matching.
 
-A task placed on a worker counts as holding its prompt's blocks there while it runs (ORCH-413):
-its worker will hold them once it has prefilled them, and a burst of tasks sharing a new prefix
-(a system prompt no worker has seen) should find the worker already prefilling it rather than
-scatter over the workers before the first report comes. These in-flight entries live beside the
-reported ones, one per running task (bounded by the fleet's slots), and go when the task ends.
-
 Memory is bounded by `max_entries` (worker-block pairs, over all models): past it the least
 recently stored or matched hashes are dropped (LRU). An index that dropped a block a worker
 still holds only predicts less than the worker will reuse; it never routes to a worker for
@@ -24,7 +18,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from shared.wire import KvBlockReport
@@ -48,10 +41,6 @@ class CacheIndex:
         # model -> hash -> workers holding it; insertion order is recency (LRU first).
         self._blocks: dict[str, OrderedDict[int, set[str]]] = {}
         self._workers: dict[str, _WorkerBlocks] = {}
-        # ORCH-413: task id -> (worker, model, its prompt's hashes), and per model hash -> the
-        # workers whose running tasks hold it -> how many of them.
-        self._flight: dict[str, tuple[str, str, tuple[int, ...]]] = {}
-        self._flying: dict[str, dict[int, dict[str, int]]] = {}
         self.entries = 0
         self.dropped = 0
         self.resyncs = 0
@@ -109,44 +98,8 @@ class CacheIndex:
         if w is not None and w.synced and w.model == model and hashes:
             self._store(w, worker_id, hashes)
 
-    def inflight(self, task_id: str, worker_id: str, model: str, hashes: Sequence[int]) -> None:
-        """The task with these prompt blocks was placed on the worker: until `landed`, the
-        worker counts as holding them (ORCH-413). A worker whose reports are not in sync
-        (or another model's) is not credited: what it holds is unknown."""
-        self.landed(task_id)
-        w = self._workers.get(worker_id)
-        if not hashes or w is None or not w.synced or w.model != model:
-            return
-        self._flight[task_id] = (worker_id, model, tuple(hashes))
-        flying = self._flying.setdefault(model, {})
-        for h in hashes:
-            workers = flying.setdefault(h, {})
-            workers[worker_id] = workers.get(worker_id, 0) + 1
-
-    def landed(self, task_id: str, worker_id: str | None = None) -> None:
-        """The task ended on `worker_id` (any worker when None): its blocks count only as
-        reported now. A task that failed over is in flight on its new worker: the old
-        worker's release leaves that alone."""
-        entry = self._flight.get(task_id)
-        if entry is None or (worker_id is not None and entry[0] != worker_id):
-            return
-        del self._flight[task_id]
-        worker_id, model, hashes = entry
-        flying = self._flying[model]
-        for h in hashes:
-            workers = flying[h]
-            workers[worker_id] -= 1
-            if not workers[worker_id]:
-                del workers[worker_id]
-                if not workers:
-                    del flying[h]
-        if not flying:
-            del self._flying[model]
-
     def drop_worker(self, worker_id: str) -> None:
         """Forget what `worker_id` holds (removed, re-registered, or out of sync)."""
-        for task_id in [t for t, e in self._flight.items() if e[0] == worker_id]:
-            self.landed(task_id)
         w = self._workers.pop(worker_id, None)
         if w is None:
             return
@@ -190,14 +143,13 @@ class CacheIndex:
     # --- questions ------------------------------------------------------------------------
 
     def has(self, model: str) -> bool:
-        """Whether some worker of `model` reports its cache (in sync): else a prompt's hashes
-        are not worth asking for (ORCH-402). Even with nothing held yet they are: a task
-        placed with them tells the next one where its prefix is being prefilled (ORCH-413)."""
-        return any(w.model == model and w.synced for w in self._workers.values())
+        """Whether any worker of `model` holds a block: else a prompt's hashes are not worth
+        asking for (ORCH-402)."""
+        return bool(self._blocks.get(model))
 
     def block_size(self, model: str) -> int:
         """The block size the workers of `model` report in (the smallest, if they differ)."""
-        sizes = [w.block_size for w in self._workers.values() if w.model == model and w.synced]
+        sizes = [w.block_size for w in self._workers.values() if w.model == model and w.hashes]
         return min(sizes) if sizes else 0
 
     def lookup(
@@ -206,23 +158,18 @@ class CacheIndex:
         """Worker id -> prompt tokens of its longest cached prefix (0s left out), at most
         `prompt_tokens - 1` when given (the worker decodes at least the last token, WRK-100)."""
         blocks = self._blocks.get(model)
-        flying = self._flying.get(model)
-        if not (blocks or flying) or not hashes:
+        if not blocks or not hashes:
             return {}
         out: dict[str, int] = {}
         alive: set[str] | None = None
         depth = 0
         for h in hashes:
-            held = blocks.get(h) if blocks else None
-            running = flying.get(h) if flying else None
-            holders: AbstractSet[str] | None = (
-                (held | running.keys() if held else running.keys()) if running else held
-            )
+            holders = blocks.get(h)
             if not holders:
                 break
             live = {
                 w
-                for w in (holders if alive is None else alive.intersection(holders))
+                for w in (holders if alive is None else alive & holders)
                 if self._workers[w].block_size == block_size
             }
             if alive is not None:
@@ -231,8 +178,7 @@ class CacheIndex:
             if not live:
                 alive = live
                 break
-            if held and blocks is not None:
-                blocks.move_to_end(h)  # matched: recently useful
+            blocks.move_to_end(h)  # matched: recently useful
             alive = live
             depth += 1
         for w in alive or ():
@@ -249,8 +195,7 @@ class CacheIndex:
         """What the index holds (the fleet snapshot, /metrics; ORCH-403): `entries`
         (worker-block pairs), `blocks` (distinct hashes), `max_entries`, `dropped` (pairs
         dropped for the bound since start), `resyncs` (full reports applied), `gaps` (reports
-        refused for a gap or an unknown epoch: a full one was asked), `inflight` (running tasks
-        whose blocks count as held, ORCH-413)."""
+        refused for a gap or an unknown epoch: a full one was asked)."""
         return {
             "entries": self.entries,
             "blocks": sum(len(b) for b in self._blocks.values()),
@@ -258,5 +203,4 @@ class CacheIndex:
             "dropped": self.dropped,
             "resyncs": self.resyncs,
             "gaps": self.gaps,
-            "inflight": len(self._flight),
         }

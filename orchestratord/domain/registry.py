@@ -315,7 +315,6 @@ class Registry:
         if w is not None:
             w.inflight.discard(task_id)
             w.extra.pop(task_id, None)
-        self.kv.landed(task_id, worker_id)  # its prompt's blocks count as reported now
 
     def served(self, worker_id: str, session_id: str | None, prefix_hash: str) -> None:
         w = self.workers.get(worker_id)

@@ -171,30 +171,6 @@ def _taken(view: WorkerView, n: int = 1) -> WorkerView:
     return {**view, "slots_busy": busy, "state": state, "recent_starts": view["recent_starts"] + 1}
 
 
-def with_placed(
-    cached: dict[str, int] | None, entry: QueueEntry, placed: Iterable[tuple[str, QueueEntry]]
-) -> dict[str, int]:
-    """The index's answer for `entry` (taken before the pass) with the tasks placed earlier in
-    the same pass: each holds its prompt's blocks on its worker once prefilled, so the prefix
-    `entry` shares with it counts as cached there (ORCH-413, as `CacheIndex.inflight` does
-    between passes)."""
-    out = dict(cached or {})
-    for worker_id, other in placed:
-        if other.block_size != entry.block_size:
-            continue
-        shared = 0
-        for a, b in zip(other.blocks, entry.blocks, strict=False):
-            if a != b:
-                break
-            shared += 1
-        tokens = shared * entry.block_size
-        if entry.prompt_tokens > 0:
-            tokens = min(tokens, entry.prompt_tokens - 1)
-        if tokens > out.get(worker_id, 0):
-            out[worker_id] = tokens
-    return out
-
-
 def decide(
     parts: Iterable[ModelPass],
     schedule: Callable[[QueueEntry, list[WorkerView]], str | None],
@@ -212,7 +188,6 @@ def decide(
         left = sum(room.values())
         declined = 0
         cached_by = part.cached or [None] * len(part.entries)
-        placed: list[tuple[str, QueueEntry]] = []  # this pass's placements with blocks
         for entry, offered, cached in zip(part.entries, part.offered, cached_by, strict=True):
             if left <= 0 or declined >= MAX_DECLINED:
                 break
@@ -226,8 +201,6 @@ def decide(
                 shown = [views[w] for w in offered]
             else:
                 shown = list(views.values())
-            if entry.blocks and placed:
-                cached = with_placed(cached, entry, placed)
             if cached:  # the index's answer for this task, beside each worker's load (POL-120)
                 shown = [{**v, "cached_tokens": cached.get(v["id"], 0)} for v in shown]
             if stop is not None and stop():
@@ -244,8 +217,6 @@ def decide(
             free[pick] = max(0, free.get(pick, 0) - entry.n)
             views[pick] = _taken(views[pick], entry.n)
             left -= entry.n
-            if entry.blocks:
-                placed.append((pick, entry))
             out.append(Assignment(entry, pick, cached.get(pick, 0) if cached is not None else None))
     return out, False
 
@@ -286,8 +257,6 @@ def apply(
         else:
             reserve(entry, worker.id)
         worker.started(now_ms)
-        if entry.blocks:  # it holds its prompt's blocks there once prefilled (ORCH-413)
-            registry.kv.inflight(entry.task_id, worker.id, entry.model, entry.blocks)
         out.append(a)
     return out
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from orchestratord.domain.cacheindex import CacheIndex
 from orchestratord.domain.queue import QueueEntry, TaskQueue
 from orchestratord.domain.registry import Registry, Worker
-from orchestratord.domain.scheduler import apply, decide, snapshot
+from orchestratord.domain.scheduler import decide, snapshot
 from orchestratord.domain.views import WorkerView
 from shared.wire import KvBlockReport
 
@@ -123,58 +123,3 @@ def test_pol_120_schedule_sees_cached_tokens_per_candidate() -> None:
     out, _ = decide(snapshot(queue, registry, 0), schedule)
     assert seen == {"t1": {"a": 0, "b": 32}, "t2": {"a": 0, "b": 0}}
     assert [(a.worker_id, a.cached) for a in out] == [("b", 32), ("a", None)]
-
-
-def test_orch_413_a_running_task_counts_as_holding_its_prompt_blocks() -> None:
-    """ORCH-413: a task placed on a worker counts as holding its prompt's blocks there until it
-    ends (its worker is prefilling them): a new prompt sharing them is predicted there before
-    any report says so. The task's end (or its worker's removal) takes them back; the
-    release of a worker the task left (failover) leaves its new worker's in-flight entry."""
-    index = CacheIndex()
-    index.apply("a", "m", report(1, [], full=True))
-    index.apply("b", "m", report(1, [7], full=True))
-    assert index.has("m") and index.block_size("m") == 16, "a worker reports: worth hashing"
-    index.inflight("t1", "a", "m", [1, 2, 3])
-    index.inflight("t2", "a", "m", [1, 2, 4])
-    assert index.lookup("m", [1, 2, 3, 9], 16) == {"a": 48}
-    assert index.stats()["inflight"] == 2
-    index.landed("t1")
-    assert index.lookup("m", [1, 2, 3, 9], 16) == {"a": 32}, "t2 still holds 1, 2"
-    index.inflight("t2", "b", "m", [1, 2, 4])  # t2 failed over to b
-    index.landed("t2", "a")  # a's release of it
-    assert index.lookup("m", [1, 2, 4], 16) == {"b": 48}
-    index.drop_worker("b")
-    assert index.lookup("m", [1, 2, 4], 16) == {} and index.stats()["inflight"] == 0
-    index.apply("c", "m", report(5, [1]))  # out of sync: not credited with what runs there
-    index.inflight("t3", "c", "m", [1, 2])
-    assert index.lookup("m", [1, 2], 16) == {}
-    index.note("a", "m", [1, 2])  # a task that ended well: reported from now on
-    index.inflight("t4", "a", "m", [1, 2])
-    index.landed("t4")
-    assert index.lookup("m", [1, 2], 16) == {"a": 32} and index.entries == 2
-
-
-def test_orch_413_a_pass_shows_the_prefix_of_tasks_it_placed_before() -> None:
-    """ORCH-413: within one pass, a task placed earlier holds its prompt's blocks on its
-    worker: the next task sharing them sees them as cached there (the index's answer was taken
-    before the pass); and once applied, the placement is in flight in the index."""
-    registry = Registry(10_000, 60_000)
-    for wid in ("a", "b"):
-        registry.register(Worker(id=wid, url="http://x", model="m", slots_total=2), 0)
-        registry.kv.apply(wid, "m", report(1, [], full=True))
-    queue = TaskQueue(16, "reject")
-    queue.push(_queue_entry("t1", (1, 2, 3)))
-    queue.push(_queue_entry("t2", (1, 2, 4)))
-    seen: dict[str, dict[str, int]] = {}
-
-    def schedule(entry: QueueEntry, workers: list[WorkerView]) -> str:
-        seen[entry.task_id] = {w["id"]: w["cached_tokens"] for w in workers}
-        return max(workers, key=lambda w: (w["cached_tokens"], w["id"] == "b"))["id"]
-
-    out, _ = decide(snapshot(queue, registry, 0), schedule)
-    assert seen == {"t1": {"a": 0, "b": 0}, "t2": {"a": 0, "b": 32}}
-    assert [(a.worker_id, a.cached) for a in out] == [("b", 0), ("b", 32)]
-    apply(out, queue, registry, 0)
-    assert registry.kv.lookup("m", [1, 2, 4, 5], 16) == {"b": 48}
-    registry.release("b", "t2")
-    assert registry.kv.lookup("m", [1, 2, 4, 5], 16) == {"b": 32}
