@@ -190,7 +190,7 @@ class Batcher:
         host RAM): the prompt then waits until that sequence has decoded the whole shared
         part, rather than decoding the same tokens beside it (WRK-176)."""
         limit = len(prompt) - 1
-        host = self.host.best(prompt, limit)[1] if self.host is not None else 0
+        host: int | None = None  # what host RAM holds of it, looked up only when needed
         for s in self.seqs:
             if not (s.busy and s.pending):
                 continue
@@ -200,6 +200,8 @@ class Batcher:
             will = min(done + common_prefix(s.pending, prompt[done:]), limit)
             if will <= done:
                 continue  # nothing more of the prompt to come from it
+            if host is None:
+                host = self.host.best(prompt, limit)[1] if self.host is not None else 0
             other = max(
                 [host, *(min(common_prefix(o.kv, prompt), limit) for o in self.seqs if o is not s)]
             )
