@@ -22,7 +22,11 @@ percentiles (all turns, first turns, later turns), tokens/s, tasks per worker, c
 prediction hits, turns moved off their history's worker; and the issue's targets: index p90
 <= 0.25x least-busy's and <= 0.5x affinity's, throughput within 5% of least-busy's, no worker
 under 20% of the tasks.
-`--trace FILE` appends one JSON line per turn (policy, user, turn, worker, TTFT, cached).
+Each policy's `tail` says what its turns at or above the p90 were (cold first turns, cold later
+turns, turns queued for their warm worker, warm turns sent while another turn on their worker
+was before its first token) and `warm_behind_neighbour` how often a warm turn was sent so.
+`--trace FILE` appends one JSON line per turn (policy, user, turn, worker, TTFT, cached, when
+it was sent, its orchestratord queue time and the worker's own TTFT).
 
     python bench/fleet_cache.py [--model .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf]
         [--users 30] [--turns 8] [--history-tokens 1000] [--duration 240] [--out FILE]
@@ -41,6 +45,17 @@ turns/s. TTFT p90 least-busy / affinity / index, then index's ratios (targets <=
     seed 5: 3.00 / 4.30 / 0.78 s  0.260x 0.182x  tokens/s 0.998x  least worker 26.5%  moved 2
     seed 1: 2.38 / 0.94 / 0.72 s  0.304x 0.766x  tokens/s 0.993x  least worker 27.2%  moved 0
     seed 2: 3.83 / 1.93 / 0.81 s  0.212x 0.422x  tokens/s 1.012x  least worker 31.5%  moved 0
+    seed 4: 3.37 / 1.65 / 0.88 s  0.260x 0.531x  tokens/s 1.005x  least worker 26.3%  moved 0
+    seed 4: 2.85 / 1.69 / 0.85 s  0.298x 0.502x  tokens/s 0.998x  least worker 26.5%  moved 0
+(the last two with the tail's breakdown and three calibration turns; the second with the
+worker's WRK-176). Index's 15 turns at or above its p90: 6 and 9 cold first turns (in the
+second, 4 first uses of a system prompt, 4 spreads to a worker behind, POL-124, and one of two
+chats of one prompt sent in the same 0.1 s), 1 queued, 5 and 5 sent while a neighbour was before its first token, 4
+and 0 others; 7.5% and 11.6% of its warm turns were sent while a neighbour prefilled. A warm
+turn alone takes 0.46 s here (its ~90 new tokens at 225 tokens/s on one thread, whatever the
+chunk: 64 to 512 measured the same), so one sent beside another takes about twice that: with
+about a tenth of the turns cold or behind a neighbour, index's p90 sits at 0.8-0.9 s on this
+machine, and the 0.25x target holds only where least-busy's p90 reaches 3.5 s.
 The first seeds 1-3 ran before the arrival times had their own random stream (each policy was
 then offered its own number of turns, and tokens/s followed it: seed 4 gave 0.933x on 163 turns
 against least-busy's 178); the second seed 1 calibrated a cold turn at 3.95 s (2.8-3.1 s
