@@ -50,12 +50,13 @@ turns/s. TTFT p90 least-busy / affinity / index, then index's ratios (targets <=
 (the last two with the tail's breakdown and three calibration turns; the second with the
 worker's WRK-176). Index's 15 turns at or above its p90: 6 and 9 cold first turns (in the
 second, 4 first uses of a system prompt, 4 spreads to a worker behind, POL-124, and one of two
-chats of one prompt sent in the same 0.1 s), 1 queued, 5 and 5 sent while a neighbour was before its first token, 4
-and 0 others; 7.5% and 11.6% of its warm turns were sent while a neighbour prefilled. A warm
-turn alone takes 0.46 s here (its ~90 new tokens at 225 tokens/s on one thread, whatever the
-chunk: 64 to 512 measured the same), so one sent beside another takes about twice that: with
-about a tenth of the turns cold or behind a neighbour, index's p90 sits at 0.8-0.9 s on this
-machine, and the 0.25x target holds only where least-busy's p90 reaches 3.5 s.
+chats of one prompt sent in the same 0.1 s), 1 queued, 5 and 5 sent while a neighbour was
+before its first token, 4 and 0 others; 7.5% and 11.6% of its warm turns were sent while a
+neighbour prefilled. A warm turn alone takes 0.46 s here (its ~90 new tokens at 225 tokens/s
+on one thread, whatever the chunk: 64 to 512 measured the same), so one sent beside another
+takes about twice that: with about a tenth of the turns cold or behind a neighbour, index's
+p90 sits at 0.8-0.9 s on this machine, and the 0.25x target holds only where least-busy's p90
+reaches 3.5 s.
 The first seeds 1-3 ran before the arrival times had their own random stream (each policy was
 then offered its own number of turns, and tokens/s followed it: seed 4 gave 0.933x on 163 turns
 against least-busy's 178); the second seed 1 calibrated a cold turn at 3.95 s (2.8-3.1 s
