@@ -583,8 +583,8 @@ def targets(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fleet_args(p: argparse.ArgumentParser) -> None:
+    """The fleet's flags (`start_fleet` reads them), shared with bench/prefix_burst.py."""
     p.add_argument(
         "--model", type=Path, default=ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
     )
@@ -593,6 +593,11 @@ def main() -> None:
     p.add_argument("--slots", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="decode threads per worker")
     p.add_argument("--n-ctx", type=int, default=4096)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    fleet_args(p)
     p.add_argument("--users", type=int, default=30)
     p.add_argument("--turns", type=int, default=8)
     p.add_argument("--history-tokens", type=int, default=1000)

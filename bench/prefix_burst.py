@@ -48,7 +48,14 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 
 from bench._fleet import Fleet, fleet, percentile  # noqa: E402
-from bench.fleet_cache import KEY, TENANT, filler, one_turn, start_fleet  # noqa: E402
+from bench.fleet_cache import (  # noqa: E402
+    KEY,
+    TENANT,
+    filler,
+    fleet_args,
+    one_turn,
+    start_fleet,
+)
 
 
 async def burst(f: Fleet, args: argparse.Namespace, k: int) -> dict[str, Any]:
@@ -122,14 +129,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--model", type=Path, default=ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
-    p.add_argument("--model-name", default="smollm2")
-    p.add_argument("--workers", type=int, default=3)
-    p.add_argument("--slots", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1, help="decode threads per worker")
-    p.add_argument("--n-ctx", type=int, default=4096)
+    fleet_args(p)
     p.add_argument("--sessions", type=int, default=12, help="new chats per round")
     p.add_argument("--system-tokens", type=int, default=600)
     p.add_argument("--window-s", type=float, default=1.0, help="the round's chats arrive within")

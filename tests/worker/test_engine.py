@@ -72,6 +72,15 @@ def run_alone(e: LlamaEngine, j: GenerationJob) -> Outcome:
     return e.generate(j, threading.Event(), Sink())
 
 
+def run_cold(model: Path, prompt: str, n: int, chunk: int) -> Outcome:
+    """`prompt` on a fresh one-slot engine: nothing cached (the baseline of WRK-100/101)."""
+    cold = LlamaEngine.load(model, slots=1, n_ctx=2048, chunk=chunk, threads=1)
+    try:
+        return run_alone(cold, job(cold, prompt, n))
+    finally:
+        cold.close()
+
+
 @pytest.mark.parametrize("sampling", [GREEDY, Sampling(0.8, 0.95, 40, 0.05, 1.1, 42)])
 def test_wrk094_four_jobs_at_once_produce_what_each_produces_alone(
     engine: LlamaEngine, steps: Steps, sampling: Sampling
@@ -148,11 +157,7 @@ def test_wrk100_a_second_chat_turn_reuses_the_first_and_matches_a_cold_run(
     turn2 = f"{turn1}{reply}\nuser: and then?\nassistant:"
     second = run_alone(engine, job(engine, turn2, 24))
     assert second.prompt_tokens_cached > 0
-    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=16, threads=1)
-    try:
-        baseline = run_alone(cold, job(cold, turn2, 24))
-    finally:
-        cold.close()
+    baseline = run_cold(tiny_model, turn2, 24, chunk=16)
     assert baseline.prompt_tokens_cached == 0
     assert second.tokens == baseline.tokens
     stats = engine.cache_stats()
@@ -174,11 +179,7 @@ def test_wrk101_a_shared_prefix_is_copied_from_a_running_sequence(
         copies = e.cache_stats().copies
     finally:
         e.close()
-    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=64, threads=1)
-    try:
-        baseline = run_alone(cold, job(cold, system + " two", 24))
-    finally:
-        cold.close()
+    baseline = run_cold(tiny_model, system + " two", 24, chunk=64)
     assert copies == 1 and second.prompt_tokens_cached > 100
     assert second.tokens == baseline.tokens
 
@@ -204,11 +205,7 @@ def test_wrk176_a_prompt_sent_beside_one_sharing_its_prefix_waits_and_reuses_it(
         copies = e.cache_stats().copies
     finally:
         e.close()
-    cold = LlamaEngine.load(tiny_model, slots=1, n_ctx=2048, chunk=16, threads=1)
-    try:
-        baseline = run_alone(cold, job(cold, system + " two", 24))
-    finally:
-        cold.close()
+    baseline = run_cold(tiny_model, system + " two", 24, chunk=16)
     assert second.prompt_tokens_cached >= shared - 1, "the prefix was decoded once, not twice"
     assert copies >= 1
     assert second.tokens == baseline.tokens
