@@ -47,8 +47,10 @@ turns/s. TTFT p90 least-busy / affinity / index, then index's ratios (targets <=
     seed 2: 3.83 / 1.93 / 0.81 s  0.212x 0.422x  tokens/s 1.012x  least worker 31.5%  moved 0
     seed 4: 3.37 / 1.65 / 0.88 s  0.260x 0.531x  tokens/s 1.005x  least worker 26.3%  moved 0
     seed 4: 2.85 / 1.69 / 0.85 s  0.298x 0.502x  tokens/s 0.998x  least worker 26.5%  moved 0
-(the last two with the tail's breakdown and three calibration turns; the second with the
-worker's WRK-176). Index's 15 turns at or above its p90: 6 and 9 cold first turns (in the
+    seed 5: 3.22 / 3.75 / 0.85 s  0.263x 0.226x  tokens/s 1.010x  least worker 25.3%  moved 2
+(the last three with the tail's breakdown and three calibration turns; the last two with the
+worker's WRK-176; seed 5's index tail: 6 cold first turns, 2 cold later, 3 queued, 3 behind a
+neighbour, 3 others, and 10.5% of its warm turns sent behind a neighbour). Index's 15 turns at or above its p90: 6 and 9 cold first turns (in the
 second, 4 first uses of a system prompt, 4 spreads to a worker behind, POL-124, and one of two
 chats of one prompt sent in the same 0.1 s), 1 queued, 5 and 5 sent while a neighbour was
 before its first token, 4 and 0 others; 7.5% and 11.6% of its warm turns were sent while a
