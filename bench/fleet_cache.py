@@ -50,9 +50,10 @@ turns/s. TTFT p90 least-busy / affinity / index, then index's ratios (targets <=
     seed 5: 3.22 / 3.75 / 0.85 s  0.263x 0.226x  tokens/s 1.010x  least worker 25.3%  moved 2
 (the last three with the tail's breakdown and three calibration turns; the last two with the
 worker's WRK-176; seed 5's index tail: 6 cold first turns, 2 cold later, 3 queued, 3 behind a
-neighbour, 3 others, and 10.5% of its warm turns sent behind a neighbour). Index's 15 turns at or above its p90: 6 and 9 cold first turns (in the
-second, 4 first uses of a system prompt, 4 spreads to a worker behind, POL-124, and one of two
-chats of one prompt sent in the same 0.1 s), 1 queued, 5 and 5 sent while a neighbour was
+neighbour, 3 others, and 10.5% of its warm turns sent behind a neighbour). In the two seed 4
+runs, index's 15 turns at or above its p90: 6 and 9 cold first turns (in the second, 4 first
+uses of a system prompt, 4 spreads to a worker behind, POL-124, and one of two chats of one
+prompt sent in the same 0.1 s), 1 queued, 5 and 5 sent while a neighbour was
 before its first token, 4 and 0 others; 7.5% and 11.6% of its warm turns were sent while a
 neighbour prefilled. A warm turn alone takes 0.46 s here (its ~90 new tokens at 225 tokens/s
 on one thread, whatever the chunk: 64 to 512 measured the same), so one sent beside another
