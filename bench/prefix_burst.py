@@ -58,7 +58,7 @@ from bench.fleet_cache import (  # noqa: E402
 )
 
 
-async def burst(f: Fleet, args: argparse.Namespace, k: int) -> dict[str, Any]:
+async def burst(f: Fleet, args: argparse.Namespace, k: int) -> list[dict[str, Any]]:
     """One round: the chats sent within `--window-s`, each read to its end."""
     rng = random.Random(f"{args.seed}-round-{k}")
     system = f"You are assistant {k} of the archive. " + filler(rng, args.system_tokens)
@@ -83,8 +83,7 @@ async def burst(f: Fleet, args: argparse.Namespace, k: int) -> dict[str, Any]:
         cached = int(end.get("prompt_tokens_cached", 0))
         return {"ttft_s": ttft, "worker": worker, "prompt": prompt, "cached": cached}
 
-    turns = await asyncio.gather(*(chat(i, at) for i, at in enumerate(offsets)))
-    return summary(turns, args.system_tokens)
+    return list(await asyncio.gather(*(chat(i, at) for i, at in enumerate(offsets))))
 
 
 def summary(turns: list[dict[str, Any]], system_tokens: int) -> dict[str, Any]:
@@ -99,13 +98,12 @@ def summary(turns: list[dict[str, Any]], system_tokens: int) -> dict[str, Any]:
         # A task that decoded at least half the system prompt prefilled it (again).
         "cold_tasks": sum(t["prompt"] - t["cached"] > system_tokens // 2 for t in turns),
         "tasks_per_worker": dict(sorted(Counter(t["worker"] for t in turns).items())),
-        "turns": turns,
     }
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items() if k != "out"}}
-    rounds: list[dict[str, Any]] = []
+    rounds: list[list[dict[str, Any]]] = []
     with (
         tempfile.TemporaryDirectory(prefix="prefix-burst-") as tmp,
         fleet(Path(tmp), args.model, {TENANT: KEY}) as f,
@@ -116,14 +114,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for k in range(args.rounds):
                 rounds.append(await burst(f, args, k))
                 await f.wait_idle(client)
-                print(f"round {k}: {json.dumps(rounds[-1])[:300]}", file=sys.stderr)
-    every = [t for r in rounds for t in r["turns"]]
-    for r in rounds:
-        del r["turns"]
-    total = summary(every, args.system_tokens)
-    del total["turns"]
-    out["rounds"] = rounds
-    out["all"] = total
+                print(f"round {k}: {summary(rounds[-1], args.system_tokens)}", file=sys.stderr)
+    out["rounds"] = [summary(turns, args.system_tokens) for turns in rounds]
+    out["all"] = summary([t for turns in rounds for t in turns], args.system_tokens)
     return out
 
 

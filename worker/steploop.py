@@ -227,11 +227,9 @@ class StepLoop:
     def _waits(self, sub: _Submission) -> bool:
         """WRK-176: the job waits (one step at a time, in arrival order) while a running
         sequence prefills a prefix of its prompt it would otherwise decode again beside it."""
-        if sub.cancel.is_set() or sub.forks:
-            return False
-        if not self._running:
-            return False
-        return self._batcher.prefilling(sub.job.prompt_tokens)
+        return not (sub.cancel.is_set() or sub.forks) and self._batcher.prefilling(
+            sub.job.prompt_tokens
+        )
 
     def _start(self, sub: _Submission) -> None:
         if sub.cancel.is_set():

@@ -185,12 +185,12 @@ def test_wrk101_a_shared_prefix_is_copied_from_a_running_sequence(
 
 
 def test_wrk176_a_prompt_sent_beside_one_sharing_its_prefix_waits_and_reuses_it(
-    tiny_model: Path, steps: Steps
+    tiny_model: Path,
 ) -> None:
     """WRK-176: two jobs with one long shared prefix sent together: the second waits while the
     first prefills the prefix (in chunks), then copies it (WRK-101) and decodes only its own
     tail, with the same tokens as a cold run. A job waiting so can be cancelled."""
-    e = LlamaEngine.load(tiny_model, slots=3, n_ctx=2048, chunk=16, threads=1, on_step=steps)
+    e = LlamaEngine.load(tiny_model, slots=3, n_ctx=2048, chunk=16, threads=1)
     system = " ".join(f"rule{i}" for i in range(120))
     shared = len(e.tokenize(system))
     try:
